@@ -1,0 +1,186 @@
+//! The command line. Every flag has a `TOLLGATE_*` variable; CLI beats env
+//! beats file. Exit codes: 0 ok, 2 bad usage or config, 1 other failure.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Config, ConfigError, Overrides};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Exact distributed rate limits and an IP allowlist for reverse proxies"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the decision API and the admin API.
+    Serve(ServeArgs),
+    /// Work with config files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate a config file and print the effective rules (exit 2 on errors).
+    Check {
+        file: PathBuf,
+        #[command(flatten)]
+        overrides: OverrideArgs,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Config file (TOML). Without one: defaults, the embedded store, no rules.
+    #[arg(long, short, env = "TOLLGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+    #[arg(long, env = "TOLLGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct OverrideArgs {
+    /// Decision API address (server.listen).
+    #[arg(long, env = "TOLLGATE_LISTEN")]
+    pub listen: Option<String>,
+    /// Admin API address (server.admin_listen).
+    #[arg(long, env = "TOLLGATE_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+    /// Redis URL (redis.url); without Redis the embedded in-process store is used.
+    #[arg(long = "redis", env = "TOLLGATE_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Key prefix (redis.prefix).
+    #[arg(long = "prefix", env = "TOLLGATE_PREFIX")]
+    pub redis_prefix: Option<String>,
+}
+
+impl From<&OverrideArgs> for Overrides {
+    fn from(a: &OverrideArgs) -> Self {
+        Overrides {
+            listen: a.listen.clone(),
+            admin_listen: a.admin_listen.clone(),
+            redis_url: a.redis_url.clone(),
+            redis_prefix: a.redis_prefix.clone(),
+        }
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Load the config a command names (or the defaults).
+pub fn load_config(
+    file: Option<&PathBuf>,
+    overrides: &OverrideArgs,
+) -> Result<Config, ConfigError> {
+    let ov = Overrides::from(overrides);
+    match file {
+        Some(path) => config::load_file(path, &ov),
+        None => config::defaults(&ov),
+    }
+}
+
+/// `tollgate config check`: the effective config, or every problem.
+pub fn config_check(file: &PathBuf, overrides: &OverrideArgs) -> ExitCode {
+    let cfg = match load_config(Some(file), overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!("{}: ok", file.display());
+    print!("{}", describe(&cfg));
+    ExitCode::SUCCESS
+}
+
+/// Human summary of an effective config (no secrets: URLs are redacted).
+pub fn describe(cfg: &Config) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    match &cfg.redis {
+        Some(r) => {
+            let _ = writeln!(
+                s,
+                "store: redis {} (prefix {:?}, timeout {:?})",
+                crate::server::redact_url(&r.url),
+                cfg.prefix,
+                r.timeout
+            );
+        }
+        None => {
+            let _ = writeln!(s, "store: in-process (one replica only)");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "listen: {}  admin_listen: {}",
+        cfg.server.listen, cfg.server.admin_listen
+    );
+    let trusted: Vec<String> = cfg
+        .client_ip
+        .trusted_proxies
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    let _ = writeln!(
+        s,
+        "trusted_proxies: [{}]  ipv6_prefix: /{}",
+        trusted.join(", "),
+        cfg.client_ip.ipv6_prefix
+    );
+    let _ = writeln!(
+        s,
+        "rules ({}, evaluated in order, all must pass):",
+        cfg.rules.len()
+    );
+    for r in &cfg.rules {
+        let m = &r.matcher;
+        let mut cond = Vec::new();
+        if let Some(p) = &m.path_prefix {
+            cond.push(format!("path_prefix={p}"));
+        }
+        if let Some(p) = &m.path {
+            cond.push(format!("path={p}"));
+        }
+        if let Some(ms) = &m.methods {
+            cond.push(format!("methods={}", ms.join(",")));
+        }
+        if let Some(h) = &m.host {
+            cond.push(format!("host={h}"));
+        }
+        let cond = if cond.is_empty() {
+            "every request".to_string()
+        } else {
+            cond.join(" ")
+        };
+        let limits: Vec<String> = r.limits.iter().map(|l| l.to_string()).collect();
+        let _ = writeln!(
+            s,
+            "  {}: match {}; key {}; limits [{}]; algorithm {}; allowlist {}; on_redis_error {}{}",
+            r.name,
+            cond,
+            r.key,
+            limits.join(", "),
+            r.algorithm,
+            r.allowlist,
+            r.on_redis_error,
+            if r.shadow { "; shadow" } else { "" }
+        );
+    }
+    s
+}

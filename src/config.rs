@@ -1,0 +1,162 @@
+//! The config file (TOML), read through one seam: [`load`] turns text plus the
+//! CLI/env overrides into a validated [`Config`], or into every problem at once.
+//!
+//! `raw` holds the serde shapes (defaults written once, unknown keys refused);
+//! `validate` turns them into the effective types the rest of the code uses.
+
+mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::rule::Rule;
+
+pub use raw::RawConfig;
+
+/// The effective, validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub server: ServerConfig,
+    /// `None`: the embedded in-process store (one replica only).
+    pub redis: Option<RedisConfig>,
+    /// Prefix of every key tollgate writes (also used by the embedded store's key names).
+    pub prefix: String,
+    pub client_ip: ClientIpConfig,
+    pub allowlist: AllowlistConfig,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// Name of the environment variable holding the admin bearer token (never the token).
+    pub admin_token_env: String,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    pub url: String,
+    /// Bounds every limiter call; past it the rule's `on_redis_error` applies.
+    pub timeout: Duration,
+    /// With `on_redis_error = "local"`, each replica enforces `limit / fallback_replicas`.
+    pub fallback_replicas: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClientIpConfig {
+    pub trusted_proxies: Vec<IpNet>,
+    pub ipv6_prefix: u8,
+}
+
+#[derive(Clone, Debug)]
+pub struct AllowlistConfig {
+    pub default_ttl: Duration,
+    pub max_ttl: Duration,
+}
+
+/// CLI flags and `TOLLGATE_*` variables; they beat the file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub redis_url: Option<String>,
+    pub redis_prefix: Option<String>,
+}
+
+/// One problem found in a config, with the key it is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Issue {
+    /// Dotted path of the key, e.g. `rule[1].limits[0]` or `redis.timeout`.
+    pub key: String,
+    /// 1-based line in the file, when the problem sits at a known place.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+/// Every problem found in a config file; nothing is applied while there is one.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: String,
+    pub issues: Vec<Issue>,
+}
+
+impl std::error::Error for ConfigError {}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.issues.len();
+        write!(
+            f,
+            "{}: {} problem{}",
+            self.file,
+            n,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for issue in &self.issues {
+            write!(f, "\n  {}", self.file)?;
+            if let Some(line) = issue.line {
+                write!(f, ":{line}")?;
+            }
+            write!(f, ": {}: {}", issue.key, issue.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// Read and validate a config file.
+pub fn load_file(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        issues: vec![Issue {
+            key: "(file)".into(),
+            line: None,
+            message: format!("cannot read: {e}"),
+        }],
+    })?;
+    parse(&file, &text, overrides)
+}
+
+/// Parse and validate config text; `file` only names it in messages.
+pub fn parse(file: &str, text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+        file: file.into(),
+        issues: vec![toml_issue(text, &e)],
+    })?;
+    validate::validate(raw, text, overrides).map_err(|issues| ConfigError {
+        file: file.into(),
+        issues,
+    })
+}
+
+/// The config used when no file is given: embedded store, no rules.
+pub fn defaults(overrides: &Overrides) -> Result<Config, ConfigError> {
+    parse("(defaults)", "", overrides)
+}
+
+fn toml_issue(text: &str, e: &toml::de::Error) -> Issue {
+    // toml's message is multi-line with a snippet; its first line is the gist,
+    // and the key is named in it for unknown fields and bad types.
+    let message = e.message().trim().to_string();
+    Issue {
+        key: "(syntax)".into(),
+        line: e.span().map(|s| line_of(text, s.start)),
+        message,
+    }
+}
+
+/// 1-based line number of a byte offset.
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}

@@ -1,0 +1,134 @@
+//! The file's shapes, as serde reads them. Defaults are written once, here.
+//! Leaf values that `validate` checks are `Spanned`, so errors can name a line.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub redis: Option<RawRedis>,
+    pub client_ip: RawClientIp,
+    pub allowlist: RawAllowlist,
+    pub rule: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub listen: Spanned<String>,
+    pub admin_listen: Spanned<String>,
+    pub admin_token_env: String,
+    pub shutdown_grace: Spanned<String>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: unspanned("127.0.0.1:8080"),
+            admin_listen: unspanned("127.0.0.1:8081"),
+            admin_token_env: "TOLLGATE_ADMIN_TOKEN".into(),
+            shutdown_grace: unspanned("10s"),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRedis {
+    pub url: Option<Spanned<String>>,
+    pub prefix: Spanned<String>,
+    pub timeout: Spanned<String>,
+    pub fallback_replicas: u32,
+}
+
+impl Default for RawRedis {
+    fn default() -> Self {
+        RawRedis {
+            url: None,
+            prefix: unspanned("tg"),
+            timeout: unspanned("25ms"),
+            fallback_replicas: 1,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawClientIp {
+    pub trusted_proxies: Vec<Spanned<String>>,
+    pub ipv6_prefix: Spanned<i64>,
+}
+
+impl Default for RawClientIp {
+    fn default() -> Self {
+        RawClientIp {
+            trusted_proxies: vec![],
+            ipv6_prefix: Spanned::new(0..0, 64),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAllowlist {
+    pub default_ttl: Spanned<String>,
+    pub max_ttl: Spanned<String>,
+}
+
+impl Default for RawAllowlist {
+    fn default() -> Self {
+        RawAllowlist {
+            default_ttl: unspanned("24h"),
+            max_ttl: unspanned("30d"),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: Spanned<String>,
+    #[serde(default, rename = "match")]
+    pub matcher: RawMatch,
+    #[serde(default = "default_key")]
+    pub key: Spanned<String>,
+    #[serde(default)]
+    pub limits: Vec<Spanned<String>>,
+    #[serde(default = "default_algorithm")]
+    pub algorithm: Spanned<String>,
+    #[serde(default = "default_allowlist")]
+    pub allowlist: Spanned<String>,
+    #[serde(default = "default_on_redis_error")]
+    pub on_redis_error: Spanned<String>,
+    #[serde(default)]
+    pub shadow: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub path_prefix: Option<String>,
+    pub path: Option<String>,
+    pub methods: Option<Vec<String>>,
+    pub host: Option<String>,
+}
+
+fn default_key() -> Spanned<String> {
+    unspanned("ip")
+}
+fn default_algorithm() -> Spanned<String> {
+    unspanned("fixed_window")
+}
+fn default_allowlist() -> Spanned<String> {
+    unspanned("ignore")
+}
+fn default_on_redis_error() -> Spanned<String> {
+    unspanned("local")
+}
+
+/// A default value has no place in the file; span 0..0 means "no line".
+fn unspanned(s: &str) -> Spanned<String> {
+    Spanned::new(0..0, s.to_string())
+}

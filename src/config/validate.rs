@@ -1,0 +1,410 @@
+//! One pass over the raw config that collects every problem with its key.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use toml::Spanned;
+
+use super::raw::{RawConfig, RawRule};
+use super::{
+    line_of, AllowlistConfig, ClientIpConfig, Config, Issue, Overrides, RedisConfig, ServerConfig,
+};
+use crate::limiter::Algorithm;
+use crate::rate::Rate;
+use crate::rule::{AllowlistMode, KeyTemplate, Matcher, OnRedisError, Rule};
+
+struct Collector<'t> {
+    text: &'t str,
+    issues: Vec<Issue>,
+}
+
+impl Collector<'_> {
+    fn push<T>(
+        &mut self,
+        key: impl Into<String>,
+        at: Option<&Spanned<T>>,
+        message: impl Into<String>,
+    ) {
+        let line = at.and_then(|s| {
+            let span = s.span();
+            (span != (0..0)).then(|| line_of(self.text, span.start))
+        });
+        self.issues.push(Issue {
+            key: key.into(),
+            line,
+            message: message.into(),
+        });
+    }
+
+    /// Parse a spanned string with `FromStr`, recording a problem on failure.
+    fn parse<T: FromStr>(&mut self, key: &str, value: &Spanned<String>) -> Option<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match value.get_ref().parse::<T>() {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.push(key, Some(value), e.to_string());
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, key: &str, value: &Spanned<String>) -> Option<Duration> {
+        match humantime::parse_duration(value.get_ref()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.push(
+                    key,
+                    Some(value),
+                    format!(
+                        "bad duration {:?}: {e} (e.g. \"25ms\", \"24h\")",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn addr(&mut self, key: &str, value: &Spanned<String>) -> Option<SocketAddr> {
+        match value.get_ref().parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.push(
+                    key,
+                    Some(value),
+                    format!(
+                        "bad address {:?}: expected IP:PORT, e.g. \"127.0.0.1:8080\"",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Config, Vec<Issue>> {
+    let mut c = Collector {
+        text,
+        issues: Vec::new(),
+    };
+    let mut raw = raw;
+    apply_overrides(&mut raw, ov);
+
+    let listen = c.addr("server.listen", &raw.server.listen);
+    let admin_listen = c.addr("server.admin_listen", &raw.server.admin_listen);
+    let shutdown_grace = c.duration("server.shutdown_grace", &raw.server.shutdown_grace);
+
+    let prefix = raw
+        .redis
+        .as_ref()
+        .map(|r| r.prefix.clone())
+        .unwrap_or_else(|| Spanned::new(0..0, "tg".into()));
+    let prefix_ok = !prefix.get_ref().is_empty()
+        && prefix
+            .get_ref()
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if !prefix_ok {
+        c.push("redis.prefix", Some(&prefix), "must be non-empty letters, digits, '-', '_', '.' or ':' (no braces: tollgate builds the {hash tags})");
+    }
+
+    let mut redis = None;
+    if let Some(r) = &raw.redis {
+        let timeout = c.duration("redis.timeout", &r.timeout);
+        if timeout == Some(Duration::ZERO) {
+            c.push("redis.timeout", Some(&r.timeout), "must be more than 0");
+        }
+        if r.fallback_replicas == 0 {
+            c.push::<()>("redis.fallback_replicas", None, "must be at least 1");
+        }
+        match &r.url {
+            None => c.push::<()>("redis.url", None, "missing: [redis] needs url (or set TOLLGATE_REDIS_URL / --redis); remove [redis] for the embedded store"),
+            Some(url) => {
+                if redis::Client::open(url.get_ref().as_str()).is_err() {
+                    c.push("redis.url", Some(url), "not a Redis URL (expected redis://[:password@]host:port[/db] or unix:///path)");
+                } else if let Some(timeout) = timeout {
+                    redis = Some(RedisConfig {
+                        url: url.get_ref().clone(),
+                        timeout,
+                        fallback_replicas: r.fallback_replicas.max(1),
+                    });
+                }
+            }
+        }
+    }
+
+    let mut trusted = Vec::new();
+    for (i, t) in raw.client_ip.trusted_proxies.iter().enumerate() {
+        match parse_net(t.get_ref()) {
+            Ok(net) => trusted.push(net),
+            Err(e) => c.push(format!("client_ip.trusted_proxies[{i}]"), Some(t), e),
+        }
+    }
+    let v6 = *raw.client_ip.ipv6_prefix.get_ref();
+    if !(1..=128).contains(&v6) {
+        c.push(
+            "client_ip.ipv6_prefix",
+            Some(&raw.client_ip.ipv6_prefix),
+            "must be between 1 and 128",
+        );
+    }
+
+    let default_ttl = c.duration("allowlist.default_ttl", &raw.allowlist.default_ttl);
+    let max_ttl = c.duration("allowlist.max_ttl", &raw.allowlist.max_ttl);
+    if let (Some(d), Some(m)) = (default_ttl, max_ttl) {
+        if d > m {
+            c.push(
+                "allowlist.default_ttl",
+                Some(&raw.allowlist.default_ttl),
+                "is longer than allowlist.max_ttl",
+            );
+        }
+    }
+
+    let mut rules = Vec::new();
+    let mut names = HashSet::new();
+    for (i, r) in raw.rule.iter().enumerate() {
+        if let Some(rule) = validate_rule(&mut c, i, r, &mut names) {
+            rules.push(rule);
+        }
+    }
+
+    if !c.issues.is_empty() {
+        return Err(c.issues);
+    }
+    Ok(Config {
+        server: ServerConfig {
+            listen: listen.expect("checked"),
+            admin_listen: admin_listen.expect("checked"),
+            admin_token_env: raw.server.admin_token_env,
+            shutdown_grace: shutdown_grace.expect("checked"),
+        },
+        redis,
+        prefix: prefix.into_inner(),
+        client_ip: ClientIpConfig {
+            trusted_proxies: trusted,
+            ipv6_prefix: v6 as u8,
+        },
+        allowlist: AllowlistConfig {
+            default_ttl: default_ttl.expect("checked"),
+            max_ttl: max_ttl.expect("checked"),
+        },
+        rules,
+    })
+}
+
+fn validate_rule(
+    c: &mut Collector<'_>,
+    i: usize,
+    r: &RawRule,
+    names: &mut HashSet<String>,
+) -> Option<Rule> {
+    let at = |field: &str| format!("rule[{i}].{field}");
+    let before = c.issues.len();
+    let name = r.name.get_ref();
+    if name.is_empty()
+        || !name.starts_with(|ch: char| ch.is_ascii_alphabetic())
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    {
+        c.push(at("name"), Some(&r.name), format!("bad rule name {name:?}: use letters, digits, '_', '-', '.', starting with a letter"));
+    } else if !names.insert(name.clone()) {
+        c.push(
+            at("name"),
+            Some(&r.name),
+            format!("duplicate rule name {name:?}"),
+        );
+    }
+    let key = match KeyTemplate::parse(r.key.get_ref()) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            c.push(at("key"), Some(&r.key), e);
+            None
+        }
+    };
+    let mut limits = Vec::new();
+    for (j, spec) in r.limits.iter().enumerate() {
+        if let Some(rate) = c.parse::<Rate>(&format!("rule[{i}].limits[{j}]"), spec) {
+            limits.push(rate);
+        }
+    }
+    let algorithm = c.parse::<Algorithm>(&at("algorithm"), &r.algorithm);
+    let allowlist = c.parse::<AllowlistMode>(&at("allowlist"), &r.allowlist);
+    let on_redis_error = c.parse::<OnRedisError>(&at("on_redis_error"), &r.on_redis_error);
+    if r.limits.is_empty() && allowlist != Some(AllowlistMode::Require) {
+        c.push(at("limits"), Some(&r.name), "at least one rate is required, e.g. [\"5/m\"] (a rule without limits must be a pure gate: allowlist = \"require\")");
+    }
+    let mut periods = HashSet::new();
+    for (j, rate) in limits.iter().enumerate() {
+        if !periods.insert(rate.period_ms) {
+            c.push(
+                format!("rule[{i}].limits[{j}]"),
+                r.limits.get(j),
+                "two limits of one rule have the same period; keep the tighter one",
+            );
+        }
+    }
+    let m = &r.matcher;
+    for (field, value) in [("path_prefix", &m.path_prefix), ("path", &m.path)] {
+        if let Some(p) = value {
+            if !p.starts_with('/') {
+                c.push::<()>(
+                    at(&format!("match.{field}")),
+                    None,
+                    format!("{p:?} must start with '/'"),
+                );
+            }
+        }
+    }
+    if let Some(methods) = &m.methods {
+        for (j, meth) in methods.iter().enumerate() {
+            if meth.is_empty() || !meth.bytes().all(|b| b.is_ascii_alphabetic()) {
+                c.push::<()>(
+                    at(&format!("match.methods[{j}]")),
+                    None,
+                    format!("{meth:?} is not an HTTP method"),
+                );
+            }
+        }
+    }
+    if c.issues.len() > before {
+        return None;
+    }
+    Some(Rule {
+        name: name.clone(),
+        matcher: Matcher {
+            path_prefix: m.path_prefix.clone(),
+            path: m.path.clone(),
+            methods: m
+                .methods
+                .as_ref()
+                .map(|v| v.iter().map(|s| s.to_ascii_uppercase()).collect()),
+            host: m.host.as_ref().map(|h| h.to_ascii_lowercase()),
+        },
+        key: key?,
+        limit_specs: r
+            .limits
+            .iter()
+            .map(|s| s.get_ref().trim().to_string())
+            .collect(),
+        limits,
+        algorithm: algorithm?,
+        allowlist: allowlist?,
+        on_redis_error: on_redis_error?,
+        shadow: r.shadow,
+    })
+}
+
+/// A CIDR or a bare address (taken as /32 or /128); host bits must be clear.
+pub(crate) fn parse_net(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(IpNet::from(crate::client_ip::canonical(ip)));
+    }
+    let net: IpNet = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not an IP address or CIDR"))?;
+    if net.trunc() != net {
+        return Err(format!(
+            "{text:?} has host bits set; did you mean {}?",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+fn apply_overrides(raw: &mut RawConfig, ov: &Overrides) {
+    let cli = |s: &String| Spanned::new(0..0, s.clone());
+    if let Some(v) = &ov.listen {
+        raw.server.listen = cli(v);
+    }
+    if let Some(v) = &ov.admin_listen {
+        raw.server.admin_listen = cli(v);
+    }
+    if ov.redis_url.is_some() || ov.redis_prefix.is_some() {
+        let r = raw.redis.get_or_insert_with(Default::default);
+        if let Some(v) = &ov.redis_url {
+            r.url = Some(cli(v));
+        }
+        if let Some(v) = &ov.redis_prefix {
+            r.prefix = cli(v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{parse, Overrides};
+
+    fn issues(text: &str) -> Vec<String> {
+        match parse("t.toml", text, &Overrides::default()) {
+            Ok(_) => vec![],
+            Err(e) => e
+                .issues
+                .iter()
+                .map(|i| format!("{}@{:?}: {}", i.key, i.line, i.message))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_key_and_line() {
+        let text = r#"
+[[rule]]
+name = "a"
+limits = ["5/x", "0/m"]
+algorithm = "leaky"
+
+[[rule]]
+name = "a"
+key = "ip+cookie:x"
+limits = ["1/s"]
+"#;
+        let found = issues(text);
+        assert_eq!(found.len(), 5, "{found:#?}");
+        assert!(
+            found[0].starts_with("rule[0].limits[0]@Some(4)"),
+            "{found:?}"
+        );
+        assert!(found[1].starts_with("rule[0].limits[1]@Some(4)"));
+        assert!(found[2].starts_with("rule[0].algorithm@Some(5)"));
+        assert!(found[3].starts_with("rule[1].name@Some(8): duplicate"));
+        assert!(found[4].starts_with("rule[1].key@Some(9)"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_a_line() {
+        let found = issues("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n");
+        assert_eq!(found.len(), 1);
+        assert!(
+            found[0].contains("lisen") && found[0].contains("Some(3)"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn overrides_beat_the_file() {
+        let ov = Overrides {
+            redis_url: Some("redis://127.0.0.1:1".into()),
+            ..Default::default()
+        };
+        let cfg = parse("t", "[server]\nlisten = \"127.0.0.1:9\"\n", &ov).unwrap();
+        assert_eq!(cfg.redis.unwrap().url, "redis://127.0.0.1:1");
+        assert_eq!(cfg.server.listen.port(), 9);
+        let cfg = parse("t", "", &Overrides::default()).unwrap();
+        assert!(cfg.redis.is_none(), "no [redis] means the embedded store");
+    }
+
+    #[test]
+    fn host_bits_name_the_canonical_form() {
+        let found = issues("[client_ip]\ntrusted_proxies = [\"10.0.0.1/8\"]\n");
+        assert!(found[0].contains("10.0.0.0/8"), "{found:?}");
+    }
+}

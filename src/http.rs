@@ -1,0 +1,34 @@
+//! The HTTP surfaces: the decision API (for proxies and applications) and the
+//! admin API (health, later allowlist and counters). Routing only; handlers
+//! live in the submodules, and every answer is shaped in `response`.
+
+mod admin;
+mod api_check;
+mod forward_auth;
+pub mod response;
+
+use std::sync::Arc;
+
+use axum::routing::{any, get, post};
+use axum::Router;
+
+use crate::app::App;
+
+/// Routes on `server.listen`.
+pub fn decision_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/check", any(forward_auth::standard))
+        .route("/check/nginx", any(forward_auth::nginx))
+        // Envoy's ext_authz appends the original path to its path_prefix.
+        .route("/check/{*path}", any(forward_auth::standard_with_path))
+        .route("/v1/check", post(api_check::check))
+        .with_state(app)
+}
+
+/// Routes on `server.admin_listen`.
+pub fn admin_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/livez", get(admin::livez))
+        .route("/readyz", get(admin::readyz))
+        .with_state(app)
+}

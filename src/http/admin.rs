@@ -1,0 +1,30 @@
+//! Admin listener: health now; allowlist, counters and metrics build on it.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+
+use crate::app::App;
+
+/// The process runs and serves HTTP; says nothing about Redis.
+pub async fn livez() -> &'static str {
+    "ok\n"
+}
+
+/// Ready to decide with its real store: Redis answered and the scripts are loaded.
+pub async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, String) {
+    if app.is_ready() {
+        let store = if app.store.is_local() {
+            "in-process store"
+        } else {
+            "redis"
+        };
+        (StatusCode::OK, format!("ready ({store})\n"))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: Redis has not answered yet or scripts are not loaded\n".into(),
+        )
+    }
+}

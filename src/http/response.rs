@@ -1,0 +1,126 @@
+//! The one place where decisions and errors become HTTP responses.
+//!
+//! | decision            | /check                  | /check/nginx                                  |
+//! |---------------------|-------------------------|-----------------------------------------------|
+//! | allowed             | 200                     | 200                                           |
+//! | limited             | 429 + Retry-After       | 403 + Retry-After + X-Tollgate-Reason: rate_limited |
+//! | bad input (JSON API)| 400 {"error", "field"}  |                                               |
+//!
+//! Denials have an empty body: with a body nginx cannot keep its upstream
+//! connection to us alive.
+
+use std::fmt::Write;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::decide::{Decision, Verdict};
+use crate::limiter::tightest;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    Standard,
+    /// nginx turns any auth-subrequest status but 2xx/401/403 into a 500.
+    Nginx,
+}
+
+/// Seconds, rounded up.
+fn secs(ms: u64) -> u64 {
+    ms.div_ceil(1000)
+}
+
+pub fn decision_response(decision: &Decision, flavor: Flavor) -> Response {
+    let (status, retry_after_ms, reason) = match decision.verdict {
+        Verdict::Allowed => (StatusCode::OK, None, None),
+        Verdict::Limited { retry_after_ms } => match flavor {
+            Flavor::Standard => (
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(retry_after_ms),
+                Some("rate_limited"),
+            ),
+            Flavor::Nginx => (
+                StatusCode::FORBIDDEN,
+                Some(retry_after_ms),
+                Some("rate_limited"),
+            ),
+        },
+    };
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    if let Some(ms) = retry_after_ms {
+        h.insert("retry-after", num(secs(ms).max(1)));
+    }
+    if let Some(reason) = reason {
+        h.insert("x-tollgate-reason", HeaderValue::from_static(reason));
+    }
+    if !decision.items.is_empty() {
+        // IETF httpapi RateLimit headers (draft-ietf-httpapi-ratelimit-headers):
+        // RateLimit-Policy: "login";q=5;w=60   RateLimit: "login";r=3;t=42
+        let mut policy = String::new();
+        let mut limit = String::new();
+        for (i, item) in decision.items.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            let s = &item.state;
+            let _ = write!(
+                policy,
+                "{sep}\"{}\";q={};w={}",
+                item.name,
+                s.limit,
+                secs(s.period_ms)
+            );
+            let _ = write!(
+                limit,
+                "{sep}\"{}\";r={};t={}",
+                item.name,
+                s.remaining,
+                secs(s.reset_ms)
+            );
+        }
+        if let Ok(v) = HeaderValue::from_str(&policy) {
+            h.insert("ratelimit-policy", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&limit) {
+            h.insert("ratelimit", v);
+        }
+        if let Some(t) = tightest(decision.items.iter().map(|i| &i.state)) {
+            h.insert("x-ratelimit-limit", num(t.limit));
+            h.insert("x-ratelimit-remaining", num(t.remaining));
+            h.insert("x-ratelimit-reset", num(secs(t.reset_ms)));
+        }
+    }
+    resp
+}
+
+fn num(n: u64) -> HeaderValue {
+    HeaderValue::from(n)
+}
+
+/// A client error on a JSON endpoint: `{"error": "...", "field": "..."}`.
+#[derive(Debug, Serialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    pub status: StatusCode,
+    pub error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn bad(field: impl Into<String>, error: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            error: error.into(),
+            field: Some(field.into()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self)).into_response()
+    }
+}

@@ -1,0 +1,79 @@
+//! Every Redis key tollgate uses is built here.
+//!
+//! Limiter keys: `<prefix>:rl:{<rule>|<key>}:<alg>:<period_ms>`. Everything a
+//! call touches shares the `{<rule>|<key>}` hash tag, so one script call stays
+//! in one Redis Cluster slot. Client keys are used verbatim: a `}` inside one
+//! only shortens the tag, identically for every key of that call, and the
+//! numeric tail keeps distinct (key, period) pairs distinct.
+
+use std::fmt::Write;
+
+use crate::limiter::Algorithm;
+
+/// Rule segment for `POST /v1/check` calls that carry their own limits.
+/// Rule names start with a letter, so this can never collide with one.
+pub const AD_HOC_RULE: &str = "~";
+
+#[derive(Clone, Debug)]
+pub struct KeySpace {
+    prefix: String,
+}
+
+impl KeySpace {
+    pub fn new(prefix: &str) -> Self {
+        KeySpace {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Everything of a limiter key but its period: `tg:rl:{login|1.2.3.4}:fw`.
+    pub fn limit_base(&self, algorithm: Algorithm, rule: &str, key: &str) -> String {
+        let mut s = String::with_capacity(self.prefix.len() + rule.len() + key.len() + 12);
+        let _ = write!(
+            s,
+            "{}:rl:{{{}|{}}}:{}",
+            self.prefix,
+            rule,
+            key,
+            algorithm.tag()
+        );
+        s
+    }
+
+    /// The key of one limit: the base and the limit's period.
+    pub fn limit_key(base: &str, period_ms: u64) -> String {
+        let mut s = String::with_capacity(base.len() + 12);
+        let _ = write!(s, "{base}:{period_ms}");
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limiter_keys_share_one_hash_tag() {
+        let ks = KeySpace::new("tg");
+        let base = ks.limit_base(Algorithm::FixedWindow, "login", "203.0.113.7");
+        assert_eq!(base, "tg:rl:{login|203.0.113.7}:fw");
+        assert_eq!(
+            KeySpace::limit_key(&base, 60_000),
+            "tg:rl:{login|203.0.113.7}:fw:60000"
+        );
+        let g = ks.limit_base(Algorithm::Gcra, AD_HOC_RULE, "user:42");
+        assert_eq!(g, "tg:rl:{~|user:42}:gc");
+        assert_eq!(
+            ks.limit_base(Algorithm::SlidingWindow, "a", "k"),
+            "tg:rl:{a|k}:sw"
+        );
+        assert_eq!(
+            ks.limit_base(Algorithm::SlidingLog, "a", "k"),
+            "tg:rl:{a|k}:sl"
+        );
+    }
+}

@@ -1,0 +1,38 @@
+//! tollgate: exact distributed rate limits and a distributed IP allowlist for
+//! reverse proxies.
+//!
+//! # Layout
+//!
+//! A request's path through the code:
+//!
+//! - `server` binds both listeners, runs the background tasks, and shuts down.
+//! - `http` routes; `http/forward_auth.rs` (`/check`, `/check/nginx`) and
+//!   `http/api_check.rs` (`POST /v1/check`) read the request into a
+//!   `request::RequestView`; `http/response.rs` is the one place a decision or
+//!   an error becomes an HTTP response.
+//! - `client_ip` decides who the client is (trusted proxies, `X-Forwarded-For`).
+//! - `decide` applies every matching `rule` (matcher, key template) and
+//!   combines their outcomes; it applies `on_redis_error` when Redis fails.
+//! - `limiter` runs the algorithms: `limiter/redis_store.rs` calls the Lua
+//!   scripts in `lua/`, `limiter/local_store.rs` runs their in-process twins
+//!   (`limiter/{fixed_window,sliding_window,sliding_log,gcra}.rs`).
+//! - `keys` builds every Redis key name.
+//! - `config` reads and validates the TOML file (`config/raw.rs` shapes,
+//!   `config/validate.rs` checks); `rate` parses `"5/m"`.
+//! - `cli` is the command line; `main.rs` only wires it together.
+
+pub mod app;
+pub mod cli;
+pub mod client_ip;
+pub mod config;
+pub mod decide;
+pub mod http;
+pub mod keys;
+pub mod limiter;
+pub mod rate;
+pub mod request;
+pub mod rule;
+pub mod server;
+
+pub use app::App;
+pub use server::{run, Listeners};

@@ -1,0 +1,88 @@
+//! A rule: which requests it matches, what it counts them by, and its limits.
+
+mod key;
+mod matcher;
+
+pub use key::{KeyPart, KeyTemplate};
+pub use matcher::Matcher;
+
+use crate::limiter::Algorithm;
+use crate::rate::Rate;
+
+#[derive(Clone, Debug)]
+pub struct Rule {
+    /// Unique; appears in Redis keys, response headers and metric labels.
+    pub name: String,
+    pub matcher: Matcher,
+    pub key: KeyTemplate,
+    /// All must pass. Empty only for a pure allowlist gate (`allowlist = "require"`).
+    pub limits: Vec<Rate>,
+    /// The limits as written, for headers and `config check` output.
+    pub limit_specs: Vec<String>,
+    pub algorithm: Algorithm,
+    pub allowlist: AllowlistMode,
+    pub on_redis_error: OnRedisError,
+    pub shadow: bool,
+}
+
+/// How a rule treats allowlisted clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllowlistMode {
+    /// Members skip this rule.
+    Bypass,
+    /// Non-members get 403.
+    Require,
+    Ignore,
+}
+
+/// What a rule answers when Redis is slow or down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnRedisError {
+    Allow,
+    Deny,
+    /// An in-process limiter with the same algorithm, per replica.
+    Local,
+}
+
+macro_rules! named_enum {
+    ($ty:ident, $what:literal, { $($text:literal => $variant:ident),+ $(,)? }) => {
+        impl ::std::str::FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($ty::$variant),)+
+                    other => Err(format!(
+                        concat!("unknown ", $what, " {:?} (expected one of: {})"),
+                        other,
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+        impl ::std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(match self { $($ty::$variant => $text,)+ })
+            }
+        }
+    };
+}
+pub(crate) use named_enum;
+
+named_enum!(AllowlistMode, "allowlist mode", {
+    "bypass" => Bypass, "require" => Require, "ignore" => Ignore,
+});
+named_enum!(OnRedisError, "on_redis_error", {
+    "allow" => Allow, "deny" => Deny, "local" => Local,
+});
+
+impl Rule {
+    /// Name of one limit's item in the RateLimit headers and in `config check`:
+    /// the rule name alone when it has one limit, else `rule:spec` (e.g. `login:20/h`).
+    pub fn item_name(&self, index: usize) -> String {
+        if self.limits.len() == 1 {
+            self.name.clone()
+        } else {
+            format!("{}:{}", self.name, self.limit_specs[index])
+        }
+    }
+}

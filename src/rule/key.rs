@@ -1,0 +1,120 @@
+//! The key a rule counts by: a `+`-joined template such as `ip` or `ip+header:x-user`.
+
+use std::fmt;
+
+use crate::request::RequestView;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyPart {
+    /// The client address (IPv6 reduced to its `client_ip.ipv6_prefix` network).
+    Ip,
+    /// A request header, name stored lower-case.
+    Header(String),
+    Query(String),
+    Path,
+    Host,
+    Method,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyTemplate(pub Vec<KeyPart>);
+
+impl KeyTemplate {
+    /// Parse `ip+header:X-User`; the error names the bad part.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        for part in text.split('+') {
+            let part = part.trim();
+            let parsed = match part.split_once(':') {
+                None => match part {
+                    "ip" => KeyPart::Ip,
+                    "path" => KeyPart::Path,
+                    "host" => KeyPart::Host,
+                    "method" => KeyPart::Method,
+                    _ => return Err(unknown(part)),
+                },
+                Some(("header", name)) if valid_name(name) => {
+                    KeyPart::Header(name.to_ascii_lowercase())
+                }
+                Some(("query", name)) if !name.is_empty() => KeyPart::Query(name.to_string()),
+                Some(_) => return Err(unknown(part)),
+            };
+            parts.push(parsed);
+        }
+        Ok(KeyTemplate(parts))
+    }
+
+    /// The key value for a request, or `None` when a part is missing
+    /// (no such header): the rule then does not apply to this request.
+    pub fn build(&self, req: &RequestView<'_>) -> Option<String> {
+        let mut out = String::with_capacity(48);
+        for (i, part) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push('+');
+            }
+            match part {
+                KeyPart::Ip => {
+                    use std::fmt::Write;
+                    let _ = write!(out, "{}", req.client_key_ip?);
+                }
+                KeyPart::Header(name) => {
+                    let value = req.headers.get(name.as_str())?.to_str().ok()?;
+                    out.push_str(value);
+                }
+                KeyPart::Query(name) => out.push_str(&req.query_param(name)?),
+                KeyPart::Path => out.push_str(req.path),
+                KeyPart::Host => out.push_str(req.host?),
+                KeyPart::Method => out.push_str(req.method),
+            }
+        }
+        Some(out)
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn unknown(part: &str) -> String {
+    format!(
+        "unknown key part {part:?} (expected ip, path, host, method, header:NAME or query:NAME, joined with '+')"
+    )
+}
+
+impl fmt::Display for KeyTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, part) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("+")?;
+            }
+            match part {
+                KeyPart::Ip => f.write_str("ip")?,
+                KeyPart::Header(n) => write!(f, "header:{n}")?,
+                KeyPart::Query(n) => write!(f, "query:{n}")?,
+                KeyPart::Path => f.write_str("path")?,
+                KeyPart::Host => f.write_str("host")?,
+                KeyPart::Method => f.write_str("method")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_parse_and_print() {
+        let t = KeyTemplate::parse("ip+header:X-User+query:id+path+host+method").unwrap();
+        assert_eq!(t.to_string(), "ip+header:x-user+query:id+path+host+method");
+        assert!(KeyTemplate::parse("ip+cookie:sid")
+            .unwrap_err()
+            .contains("cookie:sid"));
+        assert!(KeyTemplate::parse("").is_err());
+        assert!(KeyTemplate::parse("header:").is_err());
+    }
+}
