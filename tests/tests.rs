@@ -1,1 +1,18 @@
+//! tollgate's integration tests: one binary, every module listed here.
+//! All of them talk to a real `redis-server` that `support` starts on a free
+//! loopback port; each test uses its own key prefix, never FLUSHDB.
 
+/// Starting redis-server and tollgate servers, unique prefixes, eventually().
+mod support;
+
+/// Each algorithm against both stores: exact limit, retry_after, no charge on
+/// denial, cost, all-or-nothing limits, TTLs, window roll-over.
+mod algorithms;
+/// `tollgate` the binary: `config check` output, errors naming keys, exit codes.
+mod cli;
+/// Client IP through HTTP: trusted and untrusted X-Forwarded-For, mapped IPv4, IPv6 /64.
+mod client_ip;
+/// Several replicas and many concurrent clients on one key: exactly the limit.
+mod exactness;
+/// The decision API on a real socket: statuses, headers, JSON bodies.
+mod http_api;

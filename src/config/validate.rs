@@ -100,11 +100,12 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
     let admin_listen = c.addr("server.admin_listen", &raw.server.admin_listen);
     let shutdown_grace = c.duration("server.shutdown_grace", &raw.server.shutdown_grace);
 
-    let prefix = raw
-        .redis
-        .as_ref()
-        .map(|r| r.prefix.clone())
-        .unwrap_or_else(|| Spanned::new(0..0, "tg".into()));
+    // The prefix names the embedded store's keys too, so it applies without [redis].
+    let prefix = match (&ov.redis_prefix, &raw.redis) {
+        (Some(p), _) => Spanned::new(0..0, p.clone()),
+        (None, Some(r)) => r.prefix.clone(),
+        (None, None) => Spanned::new(0..0, "tg".into()),
+    };
     let prefix_ok = !prefix.get_ref().is_empty()
         && prefix
             .get_ref()
@@ -328,14 +329,8 @@ fn apply_overrides(raw: &mut RawConfig, ov: &Overrides) {
     if let Some(v) = &ov.admin_listen {
         raw.server.admin_listen = cli(v);
     }
-    if ov.redis_url.is_some() || ov.redis_prefix.is_some() {
-        let r = raw.redis.get_or_insert_with(Default::default);
-        if let Some(v) = &ov.redis_url {
-            r.url = Some(cli(v));
-        }
-        if let Some(v) = &ov.redis_prefix {
-            r.prefix = cli(v);
-        }
+    if let Some(v) = &ov.redis_url {
+        raw.redis.get_or_insert_with(Default::default).url = Some(cli(v));
     }
 }
 

@@ -11,6 +11,7 @@ use super::gcra::{self, GcraSlot};
 use super::sliding_log::{self, LogSlot};
 use super::sliding_window::{self, WindowSlot};
 use super::{Algorithm, Call, Outcome, Slot};
+use crate::rate::Rate;
 
 pub struct LocalStore {
     /// Keyed by the call's key base; one entry holds all limits of the call, so
@@ -20,7 +21,8 @@ pub struct LocalStore {
 }
 
 struct Entry {
-    /// Periods the slots were made for; a reload that changes them starts afresh.
+    /// `periods[i]` is the period of `slots[i]`: like Redis's one key per
+    /// period, a counter is shared by every call that names its period.
     periods: Vec<u64>,
     slots: Slots,
 }
@@ -83,22 +85,15 @@ impl LocalStore {
                 periods: Vec::new(),
                 slots: Slots::new(call.algorithm, 0),
             });
-        let same_periods = entry.periods.len() == call.limits.len()
-            && entry
-                .periods
-                .iter()
-                .zip(call.limits)
-                .all(|(p, r)| *p == r.period_ms);
-        if !same_periods {
-            entry.periods = call.limits.iter().map(|r| r.period_ms).collect();
-            entry.slots = Slots::new(call.algorithm, call.limits.len());
-        }
+        let Entry { periods, slots } = &mut *entry;
         let (limits, cost) = (call.limits, call.cost);
-        match &mut entry.slots {
-            Slots::Fixed(s) => fixed_window::check(now, limits, s, cost),
-            Slots::Window(s) => sliding_window::check(now, limits, s, cost),
-            Slots::Log(s) => sliding_log::check(now, limits, s, cost),
-            Slots::Gcra(s) => gcra::check(now, limits, s, cost),
+        match slots {
+            Slots::Fixed(s) => fixed_window::check(now, limits, arrange(periods, s, limits), cost),
+            Slots::Window(s) => {
+                sliding_window::check(now, limits, arrange(periods, s, limits), cost)
+            }
+            Slots::Log(s) => sliding_log::check(now, limits, arrange(periods, s, limits), cost),
+            Slots::Gcra(s) => gcra::check(now, limits, arrange(periods, s, limits), cost),
         }
     }
 
@@ -121,4 +116,26 @@ impl LocalStore {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
+}
+
+/// Order `slots` so that its first `limits.len()` entries are the slots of
+/// `limits`, in order, creating any that are missing; returns that prefix.
+fn arrange<'a, S: Default>(
+    periods: &mut Vec<u64>,
+    slots: &'a mut Vec<S>,
+    limits: &[Rate],
+) -> &'a mut [S] {
+    for (i, rate) in limits.iter().enumerate() {
+        let j = match periods[i..].iter().position(|&p| p == rate.period_ms) {
+            Some(offset) => i + offset,
+            None => {
+                periods.push(rate.period_ms);
+                slots.push(S::default());
+                periods.len() - 1
+            }
+        };
+        periods.swap(i, j);
+        slots.swap(i, j);
+    }
+    &mut slots[..limits.len()]
 }

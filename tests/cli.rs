@@ -1,0 +1,164 @@
+//! The `tollgate` binary: config errors name file, line and key; exit code 2.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn write_config(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tollgate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn tollgate(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    cmd.args(args)
+        .env_remove("TOLLGATE_REDIS_URL")
+        .env_remove("TOLLGATE_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn check(text: &str) -> (i32, String, String) {
+    let path = write_config("c.toml", text);
+    let out = tollgate(&["config", "check", path.to_str().unwrap()], &[]);
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn config_check_prints_the_effective_rules() {
+    let (code, out, _) = check(include_str!("../examples/tollgate.toml"));
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("store: in-process (one replica only)"),
+        "{out}"
+    );
+    assert!(out.contains("login: match path_prefix=/login methods=POST; key ip; limits [5/m, 20/h]; algorithm sliding_window"), "{out}");
+}
+
+#[test]
+fn each_bad_config_names_its_key_and_line_and_exits_2() {
+    let rule = |body: &str| format!("[[rule]]\nname = \"r\"\n{body}\n");
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            rule("limits = [\"5/x\"]"),
+            "c.toml:3: rule[0].limits[0]",
+            "bad rate \"5/x\"",
+        ),
+        (
+            rule("limits = [\"0/m\"]"),
+            "c.toml:3: rule[0].limits[0]",
+            "at least 1",
+        ),
+        (
+            rule("limits = [\"-2/m\"]"),
+            "c.toml:3: rule[0].limits[0]",
+            "at least 1",
+        ),
+        (
+            rule("limits = [\"1/m\"]\nalgorithm = \"leaky\""),
+            "c.toml:4: rule[0].algorithm",
+            "unknown algorithm \"leaky\"",
+        ),
+        (
+            rule("limits = [\"1/m\"]\nkey = \"ip+cookie:sid\""),
+            "c.toml:4: rule[0].key",
+            "cookie:sid",
+        ),
+        (rule("limits = [\"1/m\"]\nlimitz = 3"), "c.toml:4", "limitz"),
+        (
+            format!(
+                "{}{}",
+                rule("limits = [\"1/m\"]"),
+                rule("limits = [\"2/m\"]")
+            ),
+            "c.toml:5: rule[1].name",
+            "duplicate rule name \"r\"",
+        ),
+        (rule("limits = []"), "rule[0].limits", "at least one rate"),
+        (
+            rule("limits = [\"1/m\"]\non_redis_error = \"panic\""),
+            "c.toml:4: rule[0].on_redis_error",
+            "unknown on_redis_error",
+        ),
+        (
+            "[redis]\ntimeout = \"fast\"\nurl = \"redis://127.0.0.1:1\"\n".into(),
+            "c.toml:2: redis.timeout",
+            "bad duration",
+        ),
+        (
+            "[server]\nlisten = \"nowhere\"\n".into(),
+            "c.toml:2: server.listen",
+            "bad address",
+        ),
+    ];
+    for (text, key, message) in cases {
+        let (code, _, err) = check(&text);
+        assert_eq!(code, 2, "{text}\n{err}");
+        assert!(err.contains(key), "expected {key:?} in:\n{err}");
+        assert!(err.contains(message), "expected {message:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let (code, _, err) =
+        check("[[rule]]\nname = \"r\"\nlimits = [\"5/x\"]\nalgorithm = \"leaky\"\n");
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("2 problems") && err.contains("limits[0]") && err.contains("algorithm"),
+        "{err}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_bad_config_with_exit_2_and_a_missing_file_too() {
+    let path = write_config(
+        "bad-serve.toml",
+        "[[rule]]\nname = \"r\"\nlimits = [\"5/x\"]\n",
+    );
+    let out = tollgate(&["serve", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rule[0].limits[0]"));
+    let out = tollgate(&["config", "check", "/nonexistent/tollgate.toml"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
+
+#[test]
+fn cli_flags_beat_env_which_beats_the_file() {
+    let path = write_config("env.toml", "[redis]\nurl = \"redis://file:1\"\n");
+    let p = path.to_str().unwrap();
+    let out = tollgate(&["config", "check", p], &[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("redis://file:1"));
+    let out = tollgate(
+        &["config", "check", p],
+        &[("TOLLGATE_REDIS_URL", "redis://env:2")],
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("redis://env:2"));
+    let out = tollgate(
+        &["config", "check", p, "--redis", "redis://:pw@cli:3"],
+        &[("TOLLGATE_REDIS_URL", "redis://env:2")],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("redis://***@cli:3"), "{text}");
+    assert!(
+        !text.contains("pw"),
+        "a password reached the output: {text}"
+    );
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    assert_eq!(
+        tollgate(&["serve", "--no-such-flag"], &[]).status.code(),
+        Some(2)
+    );
+}
