@@ -9,6 +9,7 @@ use crate::client_ip::ClientIpResolver;
 use crate::config::Config;
 use crate::keys::KeySpace;
 use crate::limiter::{LocalStore, RedisStore, Store, StoreError};
+use crate::metrics::Metrics;
 use crate::rule::Rule;
 
 pub struct App {
@@ -24,6 +25,7 @@ pub struct App {
     pub ready: AtomicBool,
     /// Last known Redis state, so transitions are logged once each way.
     pub redis_up: AtomicBool,
+    pub metrics: Metrics,
 }
 
 impl App {
@@ -45,6 +47,7 @@ impl App {
             config,
             ready: AtomicBool::new(ready),
             redis_up: AtomicBool::new(true),
+            metrics: Metrics::new(),
         }))
     }
 

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config, ConfigError, Overrides};
+use crate::secret::Secret;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -72,6 +73,7 @@ impl From<&OverrideArgs> for Overrides {
             admin_listen: a.admin_listen.clone(),
             redis_url: a.redis_url.clone(),
             redis_prefix: a.redis_prefix.clone(),
+            admin_token: None,
         }
     }
 }
@@ -88,10 +90,16 @@ pub fn load_config(
     overrides: &OverrideArgs,
 ) -> Result<Config, ConfigError> {
     let ov = Overrides::from(overrides);
-    match file {
-        Some(path) => config::load_file(path, &ov),
-        None => config::defaults(&ov),
-    }
+    let mut cfg = match file {
+        Some(path) => config::load_file(path, &ov)?,
+        None => config::defaults(&ov)?,
+    };
+    // The variable's name comes from the file, so the token is read after it.
+    cfg.server.admin_token = std::env::var(&cfg.server.admin_token_env)
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(Secret::new);
+    Ok(cfg)
 }
 
 /// `tollgate config check`: the effective config, or every problem.

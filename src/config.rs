@@ -15,6 +15,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::rule::Rule;
+use crate::secret::Secret;
 
 pub use raw::RawConfig;
 
@@ -37,6 +38,9 @@ pub struct ServerConfig {
     pub admin_listen: SocketAddr,
     /// Name of the environment variable holding the admin bearer token (never the token).
     pub admin_token_env: String,
+    /// The admin bearer token, read from `admin_token_env` by the binary.
+    /// `None`: the admin API is open, which is allowed on loopback only.
+    pub admin_token: Option<Secret>,
     pub shutdown_grace: Duration,
 }
 
@@ -68,6 +72,7 @@ pub struct Overrides {
     pub admin_listen: Option<String>,
     pub redis_url: Option<String>,
     pub redis_prefix: Option<String>,
+    pub admin_token: Option<Secret>,
 }
 
 /// One problem found in a config, with the key it is about.

@@ -4,11 +4,13 @@
 
 mod admin;
 mod api_check;
+mod auth;
 mod forward_auth;
 pub mod response;
 
 use std::sync::Arc;
 
+use axum::middleware::from_fn_with_state;
 use axum::routing::{any, get, post};
 use axum::Router;
 
@@ -25,10 +27,15 @@ pub fn decision_router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// Routes on `server.admin_listen`.
+/// Routes on `server.admin_listen`: health and metrics open, `/v1/*` behind the bearer token.
 pub fn admin_router(app: Arc<App>) -> Router {
+    let v1 = Router::new()
+        // Each admin area adds its routes here.
+        .route_layer(from_fn_with_state(app.clone(), auth::require_token));
     Router::new()
         .route("/livez", get(admin::livez))
         .route("/readyz", get(admin::readyz))
+        .route("/metrics", get(admin::metrics))
+        .merge(v1)
         .with_state(app)
 }

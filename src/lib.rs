@@ -29,9 +29,11 @@ pub mod decide;
 pub mod http;
 pub mod keys;
 pub mod limiter;
+pub mod metrics;
 pub mod rate;
 pub mod request;
 pub mod rule;
+pub mod secret;
 pub mod server;
 
 pub use app::App;

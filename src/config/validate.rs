@@ -184,6 +184,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
             listen: listen.expect("checked"),
             admin_listen: admin_listen.expect("checked"),
             admin_token_env: raw.server.admin_token_env,
+            admin_token: ov.admin_token.clone(),
             shutdown_grace: shutdown_grace.expect("checked"),
         },
         redis,

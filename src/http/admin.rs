@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 
 use crate::app::App;
 
@@ -26,5 +27,20 @@ pub async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, String) {
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: Redis has not answered yet or scripts are not loaded\n".into(),
         )
+    }
+}
+
+/// Prometheus text exposition.
+pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    match app.metrics.render() {
+        Ok(body) => (
+            [(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }

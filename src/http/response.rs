@@ -119,8 +119,31 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    pub fn unauthorized() -> Self {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            error: "missing or wrong bearer token (Authorization: Bearer <token>)".into(),
+            field: None,
+        }
+    }
+
+    pub fn not_found(field: impl Into<String>, error: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            error: error.into(),
+            field: Some(field.into()),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self)).into_response()
+        let mut resp = (self.status, Json(&self)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        }
+        resp
     }
 }
