@@ -37,6 +37,16 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let admin_addr = listeners.admin.local_addr()?;
+    if app.config.server.admin_token.is_none() {
+        if !admin_addr.ip().is_loopback() {
+            return Err(std::io::Error::other(format!(
+                "refusing to serve the admin API on {admin_addr} without a token: set {} (or listen on a loopback address)",
+                app.config.server.admin_token_env
+            )));
+        }
+        tracing::warn!(%admin_addr, "no admin token set ({}): the admin API is open to local users", app.config.server.admin_token_env);
+    }
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(load_scripts(app.clone(), stop.clone()));

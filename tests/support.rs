@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use tollgate::config::{self, Overrides};
+use tollgate::secret::Secret;
 use tollgate::{App, Listeners};
+
+/// The admin bearer token of every `TestServer`.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 /// A free loopback port (bound, then released for the caller).
 pub fn free_port() -> u16 {
@@ -163,6 +167,7 @@ impl TestServer {
             admin_listen: Some("127.0.0.1:0".into()),
             redis_url: redis_url.map(str::to_string),
             redis_prefix: Some(prefix.to_string()),
+            admin_token: Some(Secret::new(ADMIN_TOKEN)),
         };
         let cfg = config::parse("test.toml", config_text, &ov).unwrap_or_else(|e| panic!("{e}"));
         let listeners = Listeners::bind(cfg.server.listen, cfg.server.admin_listen)
@@ -202,6 +207,19 @@ impl TestServer {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{}", self.admin_addr, path)
+    }
+
+    /// A client that sends the admin bearer token.
+    pub fn admin_client(&self) -> reqwest::Client {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(
+            "authorization",
+            format!("Bearer {ADMIN_TOKEN}").parse().unwrap(),
+        );
+        reqwest::Client::builder()
+            .default_headers(h)
+            .build()
+            .unwrap()
     }
 
     pub async fn stop(mut self) {
