@@ -2,7 +2,7 @@
 --
 -- KEYS[i]  counter of limit i (a string holding an integer). All keys of one
 --          call share one {hash tag}, so the call stays in one cluster slot.
--- ARGV[1]  cost: units this request takes (1 <= cost <= every limit)
+-- ARGV[1]  cost: units this request takes (1 <= cost <= every limit); 0 peeks: writes nothing
 -- ARGV[2i], ARGV[2i+1]  limit i: allowed units, period in ms
 -- Returns  {allowed (1|0), retry_after_ms, remaining_1, reset_ms_1, ..., remaining_n, reset_ms_n}
 --          All limits are checked first and charged only if all pass: a
@@ -34,7 +34,7 @@ for i = 1, n do
   end
 end
 
-if allowed == 1 then
+if allowed == 1 and cost > 0 then
   for i = 1, n do
     local v = redis.call('INCRBY', KEYS[i], cost)
     if v == cost or counts[i] == 0 then

@@ -3,7 +3,7 @@
 -- allowed, then one unit every period / limit.
 --
 -- KEYS[i]  string of limit i holding the TAT. One {hash tag}.
--- ARGV[1]  cost (1 <= cost <= every limit)
+-- ARGV[1]  cost (1 <= cost <= every limit); 0 peeks: computes the reply, writes nothing
 -- ARGV[2i], ARGV[2i+1]  limit i: allowed units, period in ms
 -- Returns  {allowed (1|0), retry_after_ms, remaining_1, reset_ms_1, ...}
 --          A request passes when new_tat - now <= period, with
@@ -43,7 +43,7 @@ for i = 1, n do
   local limit, period = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1]) * 1000
   local interval = period / limit
   local d = ahead[i]
-  if allowed == 1 then
+  if allowed == 1 and cost > 0 then
     d = after[i]
     redis.call('SET', KEYS[i], string.format('%.17g', now + d), 'PX', math.max(math.ceil(d / 1000), 1))
   end

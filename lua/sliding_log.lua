@@ -2,7 +2,7 @@
 -- admitted in the last period, scored by its arrival time in microseconds.
 --
 -- KEYS[i]  sorted set of limit i. One {hash tag}.
--- ARGV[1]  cost (1 <= cost <= every limit); a request adds `cost` members
+-- ARGV[1]  cost (1 <= cost <= every limit); 0 peeks: computes the reply, writes nothing; a request adds `cost` members
 -- ARGV[2i], ARGV[2i+1]  limit i: allowed units, period in ms
 -- Returns  {allowed (1|0), retry_after_ms, remaining_1, reset_ms_1, ...}
 --          retry_after_ms: until enough old members leave the period.
@@ -43,7 +43,7 @@ for i = 1, n do
   end
 end
 
-if allowed == 1 then
+if allowed == 1 and cost > 0 then
   for i = 1, n do
     local args = {}
     for j = 1, cost do

@@ -3,7 +3,7 @@
 --
 -- KEYS[i]  hash of limit i: w = current window index (floor(now_ms / period)),
 --          c = units in window w, p = units in window w - 1. One {hash tag}.
--- ARGV[1]  cost (1 <= cost <= every limit)
+-- ARGV[1]  cost (1 <= cost <= every limit); 0 peeks: computes the reply, writes nothing
 -- ARGV[2i], ARGV[2i+1]  limit i: allowed units, period in ms
 -- Returns  {allowed (1|0), retry_after_ms, remaining_1, reset_ms_1, ...}
 --          estimate = p * (period - elapsed) / period + c; a request passes when
@@ -58,7 +58,7 @@ for i = 1, n do
   end
 end
 
-if allowed == 1 then
+if allowed == 1 and cost > 0 then
   for i = 1, n do
     redis.call('HSET', KEYS[i], 'w', wins[i], 'c', cs[i] + cost, 'p', ps[i])
     -- Two periods: the window itself, then its time as the weighted previous one.

@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 use crate::client_ip::ClientIpResolver;
 use crate::config::Config;
 use crate::keys::KeySpace;
-use crate::limiter::{LocalStore, RedisStore, Store, StoreError};
+use crate::limiter::{Breaker, DenyCache, LocalStore, RedisStore, Store, StoreError};
 use crate::metrics::Metrics;
 use crate::rule::Rule;
 
@@ -23,8 +23,9 @@ pub struct App {
     pub resolver: ClientIpResolver,
     /// Redis answered and the scripts are loaded (always true for the embedded store).
     pub ready: AtomicBool,
-    /// Last known Redis state, so transitions are logged once each way.
-    pub redis_up: AtomicBool,
+    /// Open while Redis is away: calls go straight to `on_redis_error`.
+    pub breaker: Breaker,
+    pub deny_cache: DenyCache,
     pub metrics: Metrics,
 }
 
@@ -35,7 +36,11 @@ impl App {
             None => Store::Local(LocalStore::new()),
         };
         let ready = store.is_local();
+        let metrics = Metrics::new();
+        let deny_cache_size = config.redis.as_ref().map_or(0, |r| r.deny_cache_size);
         Ok(Arc::new(App {
+            breaker: Breaker::new(metrics.redis_up.clone()),
+            deny_cache: DenyCache::new(deny_cache_size),
             rules: ArcSwap::from_pointee(config.rules.clone()),
             keys: KeySpace::new(&config.prefix),
             resolver: ClientIpResolver::new(
@@ -46,28 +51,33 @@ impl App {
             store,
             config,
             ready: AtomicBool::new(ready),
-            redis_up: AtomicBool::new(true),
-            metrics: Metrics::new(),
+            metrics,
         }))
+    }
+
+    /// Apply a reloaded config: the new rules apply to new requests. Settings
+    /// that live in sockets and connections need a restart; say so.
+    pub fn reload(&self, new: Config) {
+        let old = &self.config;
+        if new.server.listen != old.server.listen
+            || new.server.admin_listen != old.server.admin_listen
+            || new.redis.as_ref().map(|r| &r.url) != old.redis.as_ref().map(|r| &r.url)
+            || new.prefix != old.prefix
+            || new.client_ip.trusted_proxies != old.client_ip.trusted_proxies
+        {
+            tracing::warn!("reload: listen addresses, Redis URL, prefix and trusted proxies take effect only after a restart");
+        }
+        let n = new.rules.len();
+        self.rules.store(Arc::new(new.rules));
+        // Cached denials were computed under the old limits.
+        self.deny_cache.clear();
+        tracing::info!(
+            rules = n,
+            "config reloaded: new rules apply to new requests"
+        );
     }
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
-    }
-
-    /// Record the outcome of a Redis call; logs only on a change of state.
-    pub fn note_redis(&self, result: Result<(), &StoreError>) {
-        match result {
-            Ok(()) => {
-                if !self.redis_up.swap(true, Ordering::Relaxed) {
-                    tracing::info!("Redis back: decisions use Redis again");
-                }
-            }
-            Err(e) => {
-                if self.redis_up.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(error = %e, "Redis unreachable: rules apply their on_redis_error");
-                }
-            }
-        }
     }
 }

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub mod limits;
+
 use crate::config::{self, Config, ConfigError, Overrides};
 use crate::secret::Secret;
 
@@ -27,6 +29,9 @@ pub enum Command {
     /// Work with config files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Inspect or reset one client's counters (straight to Redis).
+    #[command(subcommand)]
+    Limits(limits::LimitsCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -64,6 +69,9 @@ pub struct OverrideArgs {
     /// Key prefix (redis.prefix).
     #[arg(long = "prefix", env = "TOLLGATE_PREFIX")]
     pub redis_prefix: Option<String>,
+    /// Every rule counts and reports but never denies.
+    #[arg(long, env = "TOLLGATE_SHADOW")]
+    pub shadow: bool,
 }
 
 impl From<&OverrideArgs> for Overrides {
@@ -74,6 +82,7 @@ impl From<&OverrideArgs> for Overrides {
             redis_url: a.redis_url.clone(),
             redis_prefix: a.redis_prefix.clone(),
             admin_token: None,
+            shadow: a.shadow,
         }
     }
 }

@@ -51,6 +51,8 @@ pub struct RedisConfig {
     pub timeout: Duration,
     /// With `on_redis_error = "local"`, each replica enforces `limit / fallback_replicas`.
     pub fallback_replicas: u32,
+    /// Denied keys remembered per replica until their retry_after (0: off).
+    pub deny_cache_size: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -73,6 +75,8 @@ pub struct Overrides {
     pub redis_url: Option<String>,
     pub redis_prefix: Option<String>,
     pub admin_token: Option<Secret>,
+    /// `--shadow`: every rule counts and reports but never denies.
+    pub shadow: bool,
 }
 
 /// One problem found in a config, with the key it is about.

@@ -4,10 +4,11 @@
 use futures::future::join_all;
 
 use crate::app::App;
-use crate::limiter::{Algorithm, Call, LimitState, Outcome};
-use crate::rate::Rate;
+use crate::check::{LimitSpec, Source};
+use crate::limiter::{LimitState, Outcome};
+use crate::metrics::Outcome as Counted;
 use crate::request::RequestView;
-use crate::rule::{OnRedisError, Rule};
+use crate::rule::Rule;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -26,25 +27,6 @@ pub struct Item {
 pub struct Decision {
     pub verdict: Verdict,
     pub items: Vec<Item>,
-}
-
-/// What one limiter call needs beyond its key.
-pub struct LimitSpec<'a> {
-    pub rule: &'a str,
-    pub algorithm: Algorithm,
-    pub limits: &'a [Rate],
-    pub on_redis_error: OnRedisError,
-}
-
-impl<'a> From<&'a Rule> for LimitSpec<'a> {
-    fn from(rule: &'a Rule) -> Self {
-        LimitSpec {
-            rule: &rule.name,
-            algorithm: rule.algorithm,
-            limits: &rule.limits,
-            on_redis_error: rule.on_redis_error,
-        }
-    }
 }
 
 impl App {
@@ -66,7 +48,9 @@ impl App {
 
         let mut verdict = Verdict::Allowed;
         let mut items = Vec::new();
-        for ((rule, _), outcome) in applicable.iter().zip(outcomes) {
+        for ((rule, _), (outcome, source)) in applicable.iter().zip(outcomes) {
+            self.metrics
+                .decision(&rule.name, counted(&outcome, source, rule.shadow));
             if !outcome.allowed && !rule.shadow {
                 let retry = match verdict {
                     Verdict::Limited { retry_after_ms } => {
@@ -87,64 +71,15 @@ impl App {
         }
         Decision { verdict, items }
     }
-
-    /// One limiter call, with the rule's `on_redis_error` applied on failure.
-    pub async fn check(&self, spec: LimitSpec<'_>, key: &str, cost: u64) -> Outcome {
-        let base = self.keys.limit_base(spec.algorithm, spec.rule, key);
-        let call = Call {
-            algorithm: spec.algorithm,
-            base: &base,
-            limits: spec.limits,
-            cost,
-        };
-        let err = match self.store.check(call).await {
-            Ok(outcome) => {
-                self.note_redis(Ok(()));
-                return outcome;
-            }
-            Err(e) => e,
-        };
-        self.note_redis(Err(&err));
-        tracing::debug!(rule = spec.rule, error = %err, "limiter call failed");
-        match spec.on_redis_error {
-            OnRedisError::Allow => unknown_state(spec.limits, true),
-            OnRedisError::Deny => unknown_state(spec.limits, false),
-            OnRedisError::Local => {
-                let replicas = self
-                    .config
-                    .redis
-                    .as_ref()
-                    .map_or(1, |r| r.fallback_replicas) as u64;
-                let shares: Vec<Rate> = spec
-                    .limits
-                    .iter()
-                    .map(|r| Rate {
-                        limit: (r.limit / replicas).max(1),
-                        period_ms: r.period_ms,
-                    })
-                    .collect();
-                self.fallback.check(Call {
-                    limits: &shares,
-                    ..call
-                })
-            }
-        }
-    }
 }
 
-/// The answer when no store could be asked: full quota shown, or a 1 s denial.
-fn unknown_state(limits: &[Rate], allowed: bool) -> Outcome {
-    Outcome {
-        allowed,
-        retry_after_ms: if allowed { 0 } else { 1000 },
-        limits: limits
-            .iter()
-            .map(|r| LimitState {
-                limit: r.limit,
-                period_ms: r.period_ms,
-                remaining: if allowed { r.limit } else { 0 },
-                reset_ms: r.period_ms,
-            })
-            .collect(),
+/// The `outcome` label of `tollgate_decisions_total` for one rule's answer.
+fn counted(outcome: &Outcome, source: Source, shadow: bool) -> Counted {
+    match (outcome.allowed, source, shadow) {
+        (false, _, true) => Counted::shadow_limited,
+        (true, Source::Fallback, _) => Counted::fallback_allowed,
+        (false, Source::Fallback, _) => Counted::fallback_limited,
+        (true, _, _) => Counted::allowed,
+        (false, _, _) => Counted::limited,
     }
 }

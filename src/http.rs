@@ -6,6 +6,8 @@ mod admin;
 mod api_check;
 mod auth;
 mod forward_auth;
+mod limits_api;
+mod observe;
 pub mod response;
 
 use std::sync::Arc;
@@ -24,6 +26,7 @@ pub fn decision_router(app: Arc<App>) -> Router {
         // Envoy's ext_authz appends the original path to its path_prefix.
         .route("/check/{*path}", any(forward_auth::standard_with_path))
         .route("/v1/check", post(api_check::check))
+        .route_layer(from_fn_with_state(app.clone(), observe::observe))
         .with_state(app)
 }
 
@@ -31,11 +34,13 @@ pub fn decision_router(app: Arc<App>) -> Router {
 pub fn admin_router(app: Arc<App>) -> Router {
     let v1 = Router::new()
         // Each admin area adds its routes here.
+        .merge(limits_api::routes())
         .route_layer(from_fn_with_state(app.clone(), auth::require_token));
     Router::new()
         .route("/livez", get(admin::livez))
         .route("/readyz", get(admin::readyz))
         .route("/metrics", get(admin::metrics))
         .merge(v1)
+        .route_layer(from_fn_with_state(app.clone(), observe::observe))
         .with_state(app)
 }

@@ -44,6 +44,12 @@ impl KeySpace {
         s
     }
 
+    /// Pub/sub channel on which a counter reset names the key base it cleared,
+    /// so every replica drops it from its deny cache.
+    pub fn reset_channel(&self) -> String {
+        format!("{}:rl:reset", self.prefix)
+    }
+
     /// The key of one limit: the base and the limit's period.
     pub fn limit_key(base: &str, period_ms: u64) -> String {
         let mut s = String::with_capacity(base.len() + 12);

@@ -22,9 +22,11 @@
 //! - `cli` is the command line; `main.rs` only wires it together.
 
 pub mod app;
+pub mod check;
 pub mod cli;
 pub mod client_ip;
 pub mod config;
+pub mod counters;
 pub mod decide;
 pub mod http;
 pub mod keys;

@@ -1,6 +1,8 @@
 //! Rate-limit decisions: the algorithms, their outcome, and the stores that
 //! run them (Redis Lua scripts, or the embedded in-process store).
 
+mod breaker;
+mod deny_cache;
 mod fixed_window;
 mod gcra;
 mod local_store;
@@ -8,6 +10,8 @@ mod redis_store;
 mod sliding_log;
 mod sliding_window;
 
+pub use breaker::Breaker;
+pub use deny_cache::DenyCache;
 pub use local_store::LocalStore;
 pub use redis_store::RedisStore;
 
@@ -140,6 +144,28 @@ impl Store {
         match self {
             Store::Redis(r) => r.check(call).await,
             Store::Local(l) => Ok(l.check(call)),
+        }
+    }
+
+    /// The state of a call's counters without charging anything (cost 0).
+    pub async fn peek(&self, call: Call<'_>) -> Result<Outcome, StoreError> {
+        self.check(Call { cost: 0, ..call }).await
+    }
+
+    /// Delete a call's counters; with Redis, announce it on `channel` so every
+    /// replica drops the key from its deny cache.
+    pub async fn reset(
+        &self,
+        base: &str,
+        limits: &[Rate],
+        channel: &str,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Redis(r) => r.reset(base, limits, channel).await,
+            Store::Local(l) => {
+                l.reset(base);
+                Ok(())
+            }
         }
     }
 

@@ -12,6 +12,7 @@ fn main() -> ExitCode {
             cli::config_check(&file, &overrides)
         }
         Command::Serve(args) => serve(args),
+        Command::Limits(cmd) => cli::limits::run(cmd),
     }
 }
 
@@ -28,7 +29,14 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
-    match runtime.block_on(tollgate::server::serve_config(config, shutdown_signal())) {
+    let (file, overrides) = (args.config.clone(), args.overrides.clone());
+    let reload: tollgate::server::Reloader =
+        Box::new(move || cli::load_config(file.as_ref(), &overrides));
+    match runtime.block_on(tollgate::server::serve_config(
+        config,
+        Some(reload),
+        shutdown_signal(),
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&*e),
     }

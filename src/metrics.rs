@@ -39,7 +39,8 @@ pub struct KindLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
-    pub endpoint: &'static str,
+    /// The route template (`/check`, `/v1/limits/{rule}/{*key}`).
+    pub endpoint: String,
     pub status: u16,
 }
 

@@ -49,7 +49,8 @@ pub async fn run(
     }
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(load_scripts(app.clone(), stop.clone()));
+    tasks.spawn(probe_redis(app.clone(), stop.clone()));
+    tasks.spawn(follow_resets(app.clone(), stop.clone()));
     tasks.spawn(sweep_local(app.clone(), stop.clone()));
 
     let decision = serve(
@@ -96,27 +97,63 @@ async fn serve(
     .await
 }
 
-/// Load the Lua scripts until Redis answers; then the node is ready.
-async fn load_scripts(app: Arc<App>, stop: CancellationToken) {
+/// While the breaker is open (at start, and after Redis failed), probe Redis
+/// with backoff; the node is ready once the scripts are loaded.
+async fn probe_redis(app: Arc<App>, stop: CancellationToken) {
     let Store::Redis(redis) = &app.store else {
         return;
     };
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match redis.load_scripts().await {
-            Ok(()) => {
-                app.note_redis(Ok(()));
-                app.ready.store(true, Ordering::Relaxed);
-                tracing::info!("Redis answered and the limiter scripts are loaded: ready");
-                return;
+    app.breaker
+        .probe(redis, &stop, || app.ready.store(true, Ordering::Relaxed))
+        .await;
+}
+
+/// Resets published by any replica clear this replica's deny cache. While
+/// the subscription is down, resets could be missed, so every (re)subscribe
+/// starts from an empty cache.
+async fn follow_resets(app: Arc<App>, stop: CancellationToken) {
+    use futures::StreamExt;
+    let Some(redis) = &app.config.redis else {
+        return;
+    };
+    let Ok(client) = redis::Client::open(redis.url.as_str()) else {
+        return;
+    };
+    let channel = app.keys.reset_channel();
+    let mut delay = Duration::from_millis(100);
+    while !stop.is_cancelled() {
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let pubsub = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = tokio::time::timeout(Duration::from_secs(2), subscribed) => r,
+        };
+        if let Ok(Ok(mut pubsub)) = pubsub {
+            app.deny_cache.clear();
+            delay = Duration::from_millis(100);
+            let mut messages = pubsub.on_message();
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    msg = messages.next() => match msg {
+                        Some(msg) => {
+                            if let Ok(base) = msg.get_payload::<String>() {
+                                app.deny_cache.remove(&base);
+                            }
+                        }
+                        None => break,
+                    },
+                }
             }
-            Err(e) => app.note_redis(Err(&e)),
         }
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(2));
+        delay = (delay * 2).min(Duration::from_secs(1));
     }
 }
 
@@ -162,6 +199,7 @@ mod tests {
 /// use (first log line), bind, and run until `shutdown`.
 pub async fn serve_config(
     config: crate::config::Config,
+    reload: Option<Reloader>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     match &config.redis {
@@ -171,6 +209,39 @@ pub async fn serve_config(
     let listeners = Listeners::bind(config.server.listen, config.server.admin_listen).await?;
     tracing::info!(listen = %config.server.listen, admin_listen = %config.server.admin_listen, rules = config.rules.len(), "listening");
     let app = App::new(config)?;
-    run(app, listeners, shutdown).await?;
+    let reloader = reload.map(|r| tokio::spawn(reload_on_sighup(app.clone(), r)));
+    let result = run(app, listeners, shutdown).await;
+    if let Some(task) = reloader {
+        task.abort();
+    }
+    result?;
     Ok(())
+}
+
+/// Re-reads the config file (with the same CLI/env overrides).
+pub type Reloader =
+    Box<dyn Fn() -> Result<crate::config::Config, crate::config::ConfigError> + Send + Sync>;
+
+/// SIGHUP: reload the config; an invalid file is rejected, its problems
+/// logged, and the running rules kept.
+async fn reload_on_sighup(app: Arc<App>, reload: Reloader) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGHUP: reload needs a restart");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            match reload() {
+                Ok(cfg) => app.reload(cfg),
+                Err(e) => tracing::error!("reload rejected, running rules kept: {e}"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (app, reload);
 }

@@ -168,6 +168,7 @@ impl TestServer {
             redis_url: redis_url.map(str::to_string),
             redis_prefix: Some(prefix.to_string()),
             admin_token: Some(Secret::new(ADMIN_TOKEN)),
+            shadow: false,
         };
         let cfg = config::parse("test.toml", config_text, &ov).unwrap_or_else(|e| panic!("{e}"));
         let listeners = Listeners::bind(cfg.server.listen, cfg.server.admin_listen)

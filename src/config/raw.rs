@@ -41,6 +41,7 @@ pub struct RawRedis {
     pub prefix: Spanned<String>,
     pub timeout: Spanned<String>,
     pub fallback_replicas: u32,
+    pub deny_cache_size: usize,
 }
 
 impl Default for RawRedis {
@@ -50,6 +51,7 @@ impl Default for RawRedis {
             prefix: unspanned("tg"),
             timeout: unspanned("25ms"),
             fallback_replicas: 1,
+            deny_cache_size: 100_000,
         }
     }
 }

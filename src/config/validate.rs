@@ -134,6 +134,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
                         url: url.get_ref().clone(),
                         timeout,
                         fallback_replicas: r.fallback_replicas.max(1),
+                        deny_cache_size: r.deny_cache_size,
                     });
                 }
             }
@@ -171,7 +172,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
     let mut rules = Vec::new();
     let mut names = HashSet::new();
     for (i, r) in raw.rule.iter().enumerate() {
-        if let Some(rule) = validate_rule(&mut c, i, r, &mut names) {
+        if let Some(rule) = validate_rule(ov.shadow, &mut c, i, r, &mut names) {
             rules.push(rule);
         }
     }
@@ -202,6 +203,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
 }
 
 fn validate_rule(
+    shadow_all: bool,
     c: &mut Collector<'_>,
     i: usize,
     r: &RawRule,
@@ -300,7 +302,7 @@ fn validate_rule(
         algorithm: algorithm?,
         allowlist: allowlist?,
         on_redis_error: on_redis_error?,
-        shadow: r.shadow,
+        shadow: r.shadow || shadow_all,
     })
 }
 

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::response::ApiError;
 use crate::app::App;
-use crate::decide::LimitSpec;
+use crate::check::LimitSpec;
 use crate::keys::AD_HOC_RULE;
 use crate::limiter::{Algorithm, LimitState};
 use crate::rate::Rate;
@@ -162,7 +162,7 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
             ));
         }
     }
-    let outcome = app.check(spec, key, cost).await;
+    let (outcome, _) = app.check(spec, key, cost).await;
     let t: &LimitState = outcome.tightest().expect("at least one limit");
     Ok(Answer {
         allowed: outcome.allowed,

@@ -128,6 +128,15 @@ impl ApiError {
         }
     }
 
+    /// Redis did not answer an admin call.
+    pub fn unavailable(error: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            error: error.into(),
+            field: None,
+        }
+    }
+
     pub fn not_found(field: impl Into<String>, error: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::NOT_FOUND,

@@ -35,7 +35,7 @@ pub(crate) fn check(now: u64, limits: &[Rate], slots: &mut [FixedSlot], cost: u6
     }
     let mut states = Vec::with_capacity(limits.len());
     for (slot, rate) in slots.iter_mut().zip(limits) {
-        if allowed {
+        if allowed && cost > 0 {
             if slot.count == 0 {
                 slot.ends_us = now + rate.period_ms * 1000;
             }

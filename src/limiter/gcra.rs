@@ -56,7 +56,7 @@ pub(crate) fn check(now: u64, limits: &[Rate], slots: &mut [GcraSlot], cost: u64
     for ((slot, rate), (diff, new_diff)) in slots.iter_mut().zip(limits).zip(ahead) {
         let limit = rate.limit as u128;
         let period = rate.period_ms as u128 * 1000;
-        let d = if allowed {
+        let d = if allowed && cost > 0 {
             slot.tat_scaled = now as u128 * limit + new_diff;
             new_diff
         } else {

@@ -85,6 +85,26 @@ impl RedisStore {
             .ok_or_else(|| StoreError::Server(format!("unexpected script reply {reply:?}")))
     }
 
+    pub async fn reset(
+        &self,
+        base: &str,
+        limits: &[crate::rate::Rate],
+        channel: &str,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        let keys: Vec<String> = limits
+            .iter()
+            .map(|r| KeySpace::limit_key(base, r.period_ms))
+            .collect();
+        pipe.del(&keys).ignore().publish(channel, base).ignore();
+        let admin_timeout = self.timeout.max(Duration::from_secs(2));
+        tokio::time::timeout(admin_timeout, pipe.query_async::<()>(&mut conn))
+            .await
+            .map_err(|_| StoreError::Timeout(admin_timeout))?
+            .map_err(classify)
+    }
+
     pub fn connection(&self) -> ConnectionManager {
         self.conn.clone()
     }

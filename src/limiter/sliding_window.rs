@@ -63,7 +63,7 @@ pub(crate) fn check(now_us: u64, limits: &[Rate], slots: &mut [WindowSlot], cost
     let mut states = Vec::with_capacity(limits.len());
     for ((slot, rate), est) in slots.iter_mut().zip(limits).zip(estimates) {
         let mut used = est;
-        if allowed {
+        if allowed && cost > 0 {
             slot.cur += cost;
             slot.expires_us = now_us + 2 * rate.period_ms * 1000;
             used += cost as f64;

@@ -1,0 +1,151 @@
+//! One limiter call as the hot path makes it:
+//!
+//! 1. the deny cache (a key denied until T is answered from memory until T);
+//! 2. the circuit breaker (while Redis is away, no call waits on it);
+//! 3. the store, bounded by `redis.timeout`, never retried blindly;
+//! 4. on failure, the rule's `on_redis_error`: allow, deny, or the in-process
+//!    limiter with `limit / fallback_replicas`.
+
+use std::time::Instant;
+
+use crate::app::App;
+use crate::limiter::{Algorithm, Call, LimitState, Outcome, Store, StoreError};
+use crate::metrics::KindLabels;
+use crate::rate::Rate;
+use crate::rule::{OnRedisError, Rule};
+
+/// What one limiter call needs beyond its key.
+pub struct LimitSpec<'a> {
+    pub rule: &'a str,
+    pub algorithm: Algorithm,
+    pub limits: &'a [Rate],
+    pub on_redis_error: OnRedisError,
+}
+
+impl<'a> From<&'a Rule> for LimitSpec<'a> {
+    fn from(rule: &'a Rule) -> Self {
+        LimitSpec {
+            rule: &rule.name,
+            algorithm: rule.algorithm,
+            limits: &rule.limits,
+            on_redis_error: rule.on_redis_error,
+        }
+    }
+}
+
+/// Where an outcome came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Store,
+    DenyCache,
+    /// Redis failed or the breaker is open: `on_redis_error` decided.
+    Fallback,
+}
+
+impl App {
+    /// One limiter call for one (rule, key).
+    pub async fn check(&self, spec: LimitSpec<'_>, key: &str, cost: u64) -> (Outcome, Source) {
+        let base = self.keys.limit_base(spec.algorithm, spec.rule, key);
+        if cost == 1 {
+            if let Some(outcome) = self.deny_cache.get(&base, spec.limits) {
+                self.metrics.deny_cache_hits.inc();
+                return (outcome, Source::DenyCache);
+            }
+        }
+        let call = Call {
+            algorithm: spec.algorithm,
+            base: &base,
+            limits: spec.limits,
+            cost,
+        };
+        let result = match &self.store {
+            Store::Local(local) => Ok(local.check(call)),
+            Store::Redis(_) if self.breaker.is_open() => Err(None),
+            Store::Redis(redis) => {
+                let started = Instant::now();
+                let r = redis.check(call).await;
+                self.metrics
+                    .redis_call_duration
+                    .observe(started.elapsed().as_secs_f64());
+                r.map_err(Some)
+            }
+        };
+        match result {
+            Ok(outcome) => {
+                if cost == 1 && !self.store.is_local() {
+                    self.deny_cache.insert(&base, spec.limits, &outcome);
+                }
+                (outcome, Source::Store)
+            }
+            Err(err) => {
+                if let Some(err) = err {
+                    self.redis_failed(spec.rule, &err);
+                }
+                (self.fallback(&spec, call), Source::Fallback)
+            }
+        }
+    }
+
+    fn redis_failed(&self, rule: &str, err: &StoreError) {
+        let kind = match err {
+            StoreError::Timeout(_) => "timeout",
+            StoreError::Unreachable(_) => "unreachable",
+            StoreError::Server(_) => "server",
+        };
+        self.metrics
+            .redis_errors
+            .get_or_create(&KindLabels { kind })
+            .inc();
+        match err {
+            // Redis is slow or away: stop sending it requests until the probe says so.
+            StoreError::Timeout(_) | StoreError::Unreachable(_) => self.breaker.trip(err),
+            // Redis answered with an error (a script bug, OOM): this call only.
+            StoreError::Server(_) => {
+                tracing::error!(rule, error = %err, "Redis refused a limiter call")
+            }
+        }
+    }
+
+    fn fallback(&self, spec: &LimitSpec<'_>, call: Call<'_>) -> Outcome {
+        match spec.on_redis_error {
+            OnRedisError::Allow => unknown_state(spec.limits, true),
+            OnRedisError::Deny => unknown_state(spec.limits, false),
+            OnRedisError::Local => {
+                let replicas = self
+                    .config
+                    .redis
+                    .as_ref()
+                    .map_or(1, |r| r.fallback_replicas) as u64;
+                let shares: Vec<Rate> = spec
+                    .limits
+                    .iter()
+                    .map(|r| Rate {
+                        limit: (r.limit / replicas).max(1),
+                        period_ms: r.period_ms,
+                    })
+                    .collect();
+                self.fallback.check(Call {
+                    limits: &shares,
+                    ..call
+                })
+            }
+        }
+    }
+}
+
+/// The answer when no store could be asked: full quota shown, or a 1 s denial.
+fn unknown_state(limits: &[Rate], allowed: bool) -> Outcome {
+    Outcome {
+        allowed,
+        retry_after_ms: if allowed { 0 } else { 1000 },
+        limits: limits
+            .iter()
+            .map(|r| LimitState {
+                limit: r.limit,
+                period_ms: r.period_ms,
+                remaining: if allowed { r.limit } else { 0 },
+                reset_ms: r.period_ms,
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,106 @@
+//! `tollgate limits show RULE KEY` / `tollgate limits reset RULE KEY`:
+//! straight to Redis, no server needed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Subcommand;
+
+use super::{load_config, OverrideArgs};
+use crate::counters;
+use crate::keys::KeySpace;
+use crate::limiter::{RedisStore, Store};
+
+#[derive(Subcommand, Debug)]
+pub enum LimitsCommand {
+    /// Show each limit's count, remaining and reset for one key of one rule.
+    Show(Target),
+    /// Clear one key's counters (and every replica's deny cache for it).
+    Reset(Target),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Target {
+    pub rule: String,
+    /// The key as the rule builds it, e.g. an IP for `key = "ip"` (used verbatim).
+    pub key: String,
+    #[arg(long, short, env = "TOLLGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+}
+
+pub fn run(cmd: LimitsCommand) -> ExitCode {
+    let (target, reset) = match cmd {
+        LimitsCommand::Show(t) => (t, false),
+        LimitsCommand::Reset(t) => (t, true),
+    };
+    let cfg = match load_config(target.config.as_ref(), &target.overrides) {
+        Ok(c) => c,
+        Err(e) => return usage(&e.to_string()),
+    };
+    let Some(rule) = cfg.rules.iter().find(|r| r.name == target.rule) else {
+        let known: Vec<&str> = cfg.rules.iter().map(|r| r.name.as_str()).collect();
+        return usage(&format!(
+            "unknown rule {:?} (rules: {})",
+            target.rule,
+            known.join(", ")
+        ));
+    };
+    if rule.limits.is_empty() {
+        return usage(&format!("rule {:?} has no limits", rule.name));
+    }
+    let Some(redis) = &cfg.redis else {
+        return usage("no Redis configured (set redis.url, --redis or TOLLGATE_REDIS_URL); an embedded store lives inside its server: use its admin API");
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return failure(&e.to_string()),
+    };
+    let keys = KeySpace::new(&cfg.prefix);
+    let result = runtime.block_on(async {
+        // An operator's one-off command may wait longer than a request would.
+        let store = Store::Redis(RedisStore::new(
+            &redis.url,
+            redis.timeout.max(Duration::from_secs(2)),
+        )?);
+        if reset {
+            counters::reset(&store, &keys, rule, &target.key).await?;
+            Ok(format!("reset: rule {} key {}\n", rule.name, target.key))
+        } else {
+            let v = counters::show(&store, &keys, rule, &target.key).await?;
+            let mut out = format!("rule {} key {} algorithm {}\n", v.rule, v.key, v.algorithm);
+            for l in &v.limits {
+                out.push_str(&format!(
+                    "  {:<10} used {:<6} remaining {:<6} reset in {}\n",
+                    l.limit,
+                    l.used,
+                    l.remaining,
+                    humantime::format_duration(Duration::from_millis(l.reset_ms))
+                ));
+            }
+            Ok::<_, crate::limiter::StoreError>(out)
+        }
+    });
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => failure(&e.to_string()),
+    }
+}
+
+fn usage(msg: &str) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}
+
+fn failure(msg: &str) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(1)
+}
