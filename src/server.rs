@@ -37,16 +37,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let admin_addr = listeners.admin.local_addr()?;
-    if app.config.server.admin_token.is_none() {
-        if !admin_addr.ip().is_loopback() {
-            return Err(std::io::Error::other(format!(
-                "refusing to serve the admin API on {admin_addr} without a token: set {} (or listen on a loopback address)",
-                app.config.server.admin_token_env
-            )));
-        }
-        tracing::warn!(%admin_addr, "no admin token set ({}): the admin API is open to local users", app.config.server.admin_token_env);
-    }
+    check_admin_exposure(listeners.admin.local_addr()?, &app.config.server)?;
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(probe_redis(app.clone(), stop.clone()));
@@ -172,6 +163,24 @@ async fn sweep_local(app: Arc<App>, stop: CancellationToken) {
     }
 }
 
+/// An admin API without a token is allowed on loopback only.
+pub fn check_admin_exposure(
+    addr: SocketAddr,
+    server: &crate::config::ServerConfig,
+) -> std::io::Result<()> {
+    if server.admin_token.is_some() {
+        return Ok(());
+    }
+    if !addr.ip().is_loopback() {
+        return Err(std::io::Error::other(format!(
+            "refusing to serve the admin API on {addr} without a token: set {} (or listen on a loopback address)",
+            server.admin_token_env
+        )));
+    }
+    tracing::warn!(admin_addr = %addr, "no admin token set ({}): the admin API is open to local users", server.admin_token_env);
+    Ok(())
+}
+
 /// A Redis URL with any password replaced, fit for a log line.
 pub fn redact_url(url: &str) -> String {
     match url.split_once("://") {
@@ -185,6 +194,18 @@ pub fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_open_admin_api_is_refused_off_loopback() {
+        let mut server = crate::config::defaults(&Default::default()).unwrap().server;
+        let public: std::net::SocketAddr = "0.0.0.0:8081".parse().unwrap();
+        let local: std::net::SocketAddr = "127.0.0.1:8081".parse().unwrap();
+        let err = super::check_admin_exposure(public, &server).unwrap_err();
+        assert!(err.to_string().contains("TOLLGATE_ADMIN_TOKEN"), "{err}");
+        assert!(super::check_admin_exposure(local, &server).is_ok());
+        server.admin_token = Some(crate::secret::Secret::new("t"));
+        assert!(super::check_admin_exposure(public, &server).is_ok());
+    }
+
     #[test]
     fn passwords_never_reach_logs() {
         assert_eq!(

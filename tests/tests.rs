@@ -5,6 +5,8 @@
 /// Starting redis-server and tollgate servers, unique prefixes, eventually().
 mod support;
 
+/// Counters admin API and CLI: auth, unknown rules, show and reset.
+mod admin_counters;
 /// Each algorithm against both stores: exact limit, retry_after, no charge on
 /// denial, cost, all-or-nothing limits, TTLs, window roll-over.
 mod algorithms;
@@ -12,7 +14,15 @@ mod algorithms;
 mod cli;
 /// Client IP through HTTP: trusted and untrusted X-Forwarded-For, mapped IPv4, IPv6 /64.
 mod client_ip;
+/// The deny cache: no Redis calls for a denied key; resets reach every replica.
+mod deny_cache;
 /// Several replicas and many concurrent clients on one key: exactly the limit.
 mod exactness;
 /// The decision API on a real socket: statuses, headers, JSON bodies.
 mod http_api;
+/// Redis killed, stalled, restarted, scripts flushed: on_redis_error and the breaker.
+mod resilience;
+/// Shadow mode and the metrics exposition.
+mod shadow_and_metrics;
+/// The binary under signals: SIGHUP reload, SIGTERM shutdown.
+mod signals;

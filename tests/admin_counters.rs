@@ -1,0 +1,190 @@
+//! The counters admin API (`/v1/limits/{rule}/{key}`) and `tollgate limits`.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::{shared_redis, unique_prefix, TestServer};
+
+const CONFIG: &str = r#"
+[client_ip]
+trusted_proxies = ["127.0.0.1/32"]
+
+[[rule]]
+name = "login"
+key = "ip"
+limits = ["2/m", "5/h"]
+"#;
+
+async fn hit(s: &TestServer, ip: &str) -> u16 {
+    reqwest::Client::new()
+        .get(s.url("/check"))
+        .header("x-forwarded-for", ip)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn admin_routes_need_the_bearer_token() {
+    let s = TestServer::start(CONFIG, Some(&shared_redis().url()), &unique_prefix("auth")).await;
+    let url = s.admin_url("/v1/limits/login/203.0.113.1");
+    let plain = reqwest::Client::new();
+    let r = plain.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    assert_eq!(
+        plain
+            .delete(&url)
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        s.admin_client().get(&url).send().await.unwrap().status(),
+        200
+    );
+    // Health and metrics stay open for probes and scrapers.
+    assert_eq!(
+        plain
+            .get(s.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        plain
+            .get(s.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn show_and_reset_one_clients_counters_and_404_for_an_unknown_rule() {
+    let s = TestServer::start(
+        CONFIG,
+        Some(&shared_redis().url()),
+        &unique_prefix("counters"),
+    )
+    .await;
+    let admin = s.admin_client();
+    assert_eq!(hit(&s, "203.0.113.7").await, 200);
+    assert_eq!(hit(&s, "203.0.113.7").await, 200);
+    assert_eq!(hit(&s, "203.0.113.7").await, 429);
+
+    let v: Value = admin
+        .get(s.admin_url("/v1/limits/login/203.0.113.7"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["algorithm"], "fixed_window");
+    assert_eq!(v["limits"][0]["limit"], "2/m");
+    assert_eq!(v["limits"][0]["used"], 2);
+    assert_eq!(v["limits"][0]["remaining"], 0);
+    assert_eq!(v["limits"][1]["used"], 2, "the denial charged nothing");
+    assert!(v["limits"][0]["reset_ms"].as_u64().unwrap() > 0);
+    // Looking does not count.
+    let again: Value = admin
+        .get(s.admin_url("/v1/limits/login/203.0.113.7"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["limits"][1]["used"], 2);
+
+    let r = admin
+        .delete(s.admin_url("/v1/limits/login/203.0.113.7"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(hit(&s, "203.0.113.7").await, 200, "unblocked");
+
+    let r = admin
+        .get(s.admin_url("/v1/limits/nope/203.0.113.7"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["field"], "rule");
+    assert!(body["error"].as_str().unwrap().contains("nope"));
+    // Keys are opaque: one that no request would build is still accepted.
+    let r = admin
+        .get(s.admin_url("/v1/limits/login/not-an-ip/with/slashes"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn the_cli_shows_and_resets_counters_in_the_same_redis() {
+    let redis = shared_redis();
+    let prefix = unique_prefix("cli-limits");
+    let s = TestServer::start(CONFIG, Some(&redis.url()), &prefix).await;
+    assert_eq!(hit(&s, "198.51.100.3").await, 200);
+    assert_eq!(hit(&s, "198.51.100.3").await, 200);
+    let dir = std::env::temp_dir().join(format!("tollgate-limits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("c.toml");
+    std::fs::write(&file, CONFIG).unwrap();
+    let run = |verb: &str| {
+        Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args([
+                "limits",
+                verb,
+                "login",
+                "198.51.100.3",
+                "--config",
+                file.to_str().unwrap(),
+            ])
+            .args(["--redis", &redis.url(), "--prefix", &prefix])
+            .output()
+            .unwrap()
+    };
+    let out = run("show");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("2/m") && text.contains("used 2") && text.contains("remaining 0"),
+        "{text}"
+    );
+    assert!(run("reset").status.success());
+    assert_eq!(hit(&s, "198.51.100.3").await, 200);
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args([
+            "limits",
+            "show",
+            "nope",
+            "k",
+            "--config",
+            file.to_str().unwrap(),
+            "--redis",
+            &redis.url(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown rule \"nope\""));
+}

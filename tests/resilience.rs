@@ -1,0 +1,211 @@
+//! Redis failures, injected for real: killed, stalled, restarted, scripts flushed.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{eventually, metric, scrape, unique_prefix, RedisServer, TestServer};
+
+fn config(timeout: &str) -> String {
+    format!(
+        r#"
+[redis]
+timeout = "{timeout}"
+
+[[rule]]
+name = "open"
+match = {{ path_prefix = "/open" }}
+limits = ["1/h"]
+on_redis_error = "allow"
+
+[[rule]]
+name = "closed"
+match = {{ path_prefix = "/closed" }}
+limits = ["1/h"]
+on_redis_error = "deny"
+
+[[rule]]
+name = "local"
+match = {{ path_prefix = "/local" }}
+limits = ["3/h"]
+on_redis_error = "local"
+"#
+    )
+}
+
+async fn status(s: &TestServer, uri: &str) -> u16 {
+    reqwest::Client::new()
+        .get(s.url("/check"))
+        .header("x-original-uri", uri)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn with_redis_killed_each_on_redis_error_mode_answers_and_requests_stop_waiting_on_redis() {
+    let mut redis = RedisServer::start();
+    let s = TestServer::start(&config("200ms"), Some(&redis.url()), &unique_prefix("kill")).await;
+    // Healthy and decided by Redis. (No denial yet: a cached denial would be
+    // answered by the deny cache during the outage, exactly and without Redis.)
+    assert_eq!(status(&s, "/closed").await, 200);
+    assert_eq!(metric(&scrape(&s).await, "tollgate_redis_up", &[]), 1.0);
+
+    redis.kill();
+    // allow: passes; deny: 429; local: the in-process limiter's 3/h.
+    for _ in 0..5 {
+        assert_eq!(status(&s, "/open").await, 200);
+        assert_eq!(status(&s, "/closed").await, 429);
+    }
+    let local: Vec<u16> = futures::future::join_all((0..5).map(|_| status(&s, "/local"))).await;
+    assert_eq!(local.iter().filter(|&&c| c == 200).count(), 3, "{local:?}");
+    let text = scrape(&s).await;
+    assert_eq!(metric(&text, "tollgate_redis_up", &[]), 0.0);
+    assert_eq!(
+        metric(
+            &text,
+            "tollgate_decisions_total",
+            &[("rule", "open"), ("outcome", "fallback_allowed")]
+        ),
+        5.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "tollgate_decisions_total",
+            &[("rule", "closed"), ("outcome", "fallback_limited")]
+        ),
+        5.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "tollgate_decisions_total",
+            &[("rule", "local"), ("outcome", "fallback_allowed")]
+        ),
+        3.0
+    );
+
+    // The breaker is open: 1 000 decisions make no Redis call at all (the error
+    // count does not move), so none waits for the 200 ms timeout.
+    let errors_before = redis_errors(&scrape(&s).await);
+    let started = Instant::now();
+    for _ in 0..1000 {
+        assert_eq!(status(&s, "/open").await, 200);
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(
+        redis_errors(&scrape(&s).await),
+        errors_before,
+        "decisions still called Redis"
+    );
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "1000 decisions took {elapsed:?} (1000 x timeout = 200 s)"
+    );
+
+    // Redis returns (empty: no scripts loaded): decisions are back on Redis within 2 s.
+    redis.restart();
+    let back = Instant::now();
+    eventually(Duration::from_secs(2), || async {
+        status(&s, "/closed").await == 200
+    })
+    .await;
+    assert!(back.elapsed() <= Duration::from_secs(2));
+    assert_eq!(
+        status(&s, "/closed").await,
+        429,
+        "the counter lives in Redis again"
+    );
+    assert_eq!(metric(&scrape(&s).await, "tollgate_redis_up", &[]), 1.0);
+}
+
+fn redis_errors(text: &str) -> f64 {
+    ["timeout", "unreachable", "server"]
+        .iter()
+        .map(|k| metric(text, "tollgate_redis_errors_total", &[("kind", k)]))
+        .sum()
+}
+
+#[tokio::test]
+async fn a_stalled_redis_takes_the_timeout_path_then_recovers() {
+    let redis = RedisServer::start();
+    let s = TestServer::start(&config("25ms"), Some(&redis.url()), &unique_prefix("stall")).await;
+    assert_eq!(status(&s, "/closed").await, 200);
+    // Every client of this Redis is paused for 1.5 s: calls hang, not fail.
+    let mut admin = redis.conn();
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("ALL")
+        .query::<()>(&mut admin)
+        .unwrap();
+    let started = Instant::now();
+    assert_eq!(status(&s, "/open").await, 200, "on_redis_error = allow");
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "the call waited for the stall"
+    );
+    let text = scrape(&s).await;
+    assert!(
+        metric(&text, "tollgate_redis_errors_total", &[("kind", "timeout")]) >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "tollgate_decisions_total",
+            &[("rule", "open"), ("outcome", "fallback_allowed")]
+        ),
+        1.0
+    );
+    // When the pause ends the probe closes the breaker.
+    eventually(Duration::from_secs(5), || async {
+        metric(&scrape(&s).await, "tollgate_redis_up", &[]) == 1.0
+    })
+    .await;
+    assert_eq!(
+        status(&s, "/closed").await,
+        429,
+        "the earlier hit is still counted in Redis"
+    );
+}
+
+#[tokio::test]
+async fn flushed_scripts_are_reloaded_through_noscript_and_the_call_still_counts() {
+    let redis = RedisServer::start();
+    let s = TestServer::start(
+        &config("1s"),
+        Some(&redis.url()),
+        &unique_prefix("noscript"),
+    )
+    .await;
+    let mut conn = redis.conn();
+    let loads_before = script_loads(&mut conn);
+    redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query::<()>(&mut conn)
+        .unwrap();
+    assert_eq!(status(&s, "/closed").await, 200);
+    assert_eq!(
+        status(&s, "/closed").await,
+        429,
+        "decided by Redis, not by on_redis_error = deny"
+    );
+    let text = scrape(&s).await;
+    assert_eq!(redis_errors(&text), 0.0, "{text}");
+    assert_eq!(
+        script_loads(&mut conn),
+        loads_before + 1,
+        "NOSCRIPT: loaded once, then EVALSHA again"
+    );
+}
+
+fn script_loads(conn: &mut redis::Connection) -> u64 {
+    let stats: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_script|load:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
