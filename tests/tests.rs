@@ -20,6 +20,8 @@ mod deny_cache;
 mod exactness;
 /// The decision API on a real socket: statuses, headers, JSON bodies.
 mod http_api;
+/// nginx, Caddy and HAProxy from deploy/ in front of two replicas: the client's view.
+mod proxies;
 /// Redis killed, stalled, restarted, scripts flushed: on_redis_error and the breaker.
 mod resilience;
 /// Shadow mode and the metrics exposition.

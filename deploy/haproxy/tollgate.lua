@@ -1,0 +1,27 @@
+-- Ask tollgate about the current request; the decision lands in txn variables
+-- that haproxy.cfg turns into a response:
+--   txn.tg_status       tollgate's status (200, 429, 403) or 503 when unreachable
+--   txn.tg_retry_after  Retry-After of a denial
+--   txn.tg_ratelimit    the RateLimit header
+core.register_action("tollgate", { "http-req" }, function(txn)
+    local client = core.httpclient()
+    local res = client:get{
+        url = "http://127.0.0.1:8079/check",
+        headers = {
+            ["x-original-uri"] = { txn.sf:pathq() },
+            ["x-original-method"] = { txn.sf:method() },
+            ["x-forwarded-host"] = { txn.sf:req_hdr("host") or "" },
+            -- The connection's address; the client's own X-Forwarded-For is ignored.
+            ["x-forwarded-for"] = { txn.sf:src() },
+        },
+        timeout = 2000,
+    }
+    if res == nil or res.status == nil or res.status == 0 then
+        txn:set_var("txn.tg_status", 503)
+        return
+    end
+    txn:set_var("txn.tg_status", res.status)
+    local h = res.headers or {}
+    if h["retry-after"] then txn:set_var("txn.tg_retry_after", h["retry-after"][0]) end
+    if h["ratelimit"] then txn:set_var("txn.tg_ratelimit", h["ratelimit"][0]) end
+end, 0)

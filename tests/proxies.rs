@@ -1,0 +1,365 @@
+//! Real reverse proxies (nginx, Caddy, HAProxy) started from the configs
+//! shipped in deploy/, rewritten only for ports and paths, in front of two
+//! tollgate replicas sharing one Redis and a small upstream app.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::support::{eventually, free_port, shared_redis, unique_prefix, TestServer};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Nginx,
+    Caddy,
+    Haproxy,
+}
+
+/// A proxy process, killed on drop.
+pub struct Proxy {
+    child: Child,
+    pub port: u16,
+    _dir: PathBuf,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proxy {
+    /// Start `kind` from its shipped config, pointed at two tollgate replicas and the upstream.
+    pub async fn start(kind: Kind, tollgate: [SocketAddr; 2], upstream: SocketAddr) -> Proxy {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("tollgate-{kind:?}-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        let common = |text: &str| {
+            text.replace("127.0.0.1:8080", &tollgate[0].to_string())
+                .replace("127.0.0.1:9080", &tollgate[1].to_string())
+                .replace("127.0.0.1:3000", &upstream.to_string())
+        };
+        let quiet = |cmd: &mut Command| {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        };
+        let mut cmd;
+        match kind {
+            Kind::Nginx => {
+                let conf = common(include_str!("../deploy/nginx/nginx.conf"))
+                    .replace("listen 8000;", &format!("listen 127.0.0.1:{port};"))
+                    .replace("worker_processes auto;", "worker_processes 1;");
+                std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+                cmd = Command::new("nginx");
+                cmd.arg("-p")
+                    .arg(&dir)
+                    .arg("-c")
+                    .arg(dir.join("nginx.conf"))
+                    .arg("-g")
+                    .arg(format!(
+                        "daemon off; pid {0}/nginx.pid; error_log {0}/logs/error.log;",
+                        dir.display()
+                    ));
+            }
+            Kind::Caddy => {
+                let conf = common(include_str!("../deploy/caddy/Caddyfile")).replace(
+                    "http://:8000 {",
+                    &format!("http://127.0.0.1:{port} {{\n\tbind 127.0.0.1"),
+                );
+                std::fs::write(dir.join("Caddyfile"), conf).unwrap();
+                cmd = Command::new("caddy");
+                cmd.args(["run", "--adapter", "caddyfile", "--config"])
+                    .arg(dir.join("Caddyfile"))
+                    .env("HOME", &dir)
+                    .env("XDG_DATA_HOME", &dir)
+                    .env("XDG_CONFIG_HOME", &dir);
+            }
+            Kind::Haproxy => {
+                let internal = free_port();
+                let conf = common(include_str!("../deploy/haproxy/haproxy.cfg"))
+                    .replace("bind :8000", &format!("bind 127.0.0.1:{port}"))
+                    .replace("127.0.0.1:8079", &format!("127.0.0.1:{internal}"))
+                    .replace(
+                        "/etc/haproxy/tollgate.lua",
+                        &dir.join("tollgate.lua").display().to_string(),
+                    );
+                let lua = include_str!("../deploy/haproxy/tollgate.lua")
+                    .replace("127.0.0.1:8079", &format!("127.0.0.1:{internal}"));
+                std::fs::write(dir.join("haproxy.cfg"), conf).unwrap();
+                std::fs::write(dir.join("tollgate.lua"), lua).unwrap();
+                cmd = Command::new("haproxy");
+                cmd.arg("-db").arg("-f").arg(dir.join("haproxy.cfg"));
+            }
+        }
+        quiet(&mut cmd);
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("{kind:?} must be installed (scripts/test.sh installs it): {e}")
+        });
+        let proxy = Proxy {
+            child,
+            port,
+            _dir: dir,
+        };
+        eventually(Duration::from_secs(10), || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await;
+        proxy
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+}
+
+/// A client whose connections come from `source` (any 127.x.y.z works on Linux).
+pub fn client_from(source: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(source.parse::<IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+/// The app behind the proxy: answers "upstream ok" to everything.
+pub async fn upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(|| async { "upstream ok" });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+pub const CONFIG: &str = r#"
+[client_ip]
+trusted_proxies = ["127.0.0.1/32"]
+
+[[rule]]
+name = "page"
+match = { path_prefix = "/limited" }
+key = "ip"
+limits = ["3/h"]
+
+[[rule]]
+name = "burst"
+match = { path_prefix = "/burst" }
+key = "ip"
+limits = ["20/h"]
+algorithm = "gcra"
+"#;
+
+/// Redis, two tollgate replicas, the upstream, and the proxy in front.
+pub struct Stack {
+    pub replicas: Vec<TestServer>,
+    pub proxy: Proxy,
+}
+
+impl Stack {
+    pub async fn start(kind: Kind, config: &str) -> Stack {
+        let prefix = unique_prefix("proxy");
+        let redis = shared_redis().url();
+        let a = TestServer::start(config, Some(&redis), &prefix).await;
+        let b = TestServer::start(config, Some(&redis), &prefix).await;
+        let proxy = Proxy::start(kind, [a.addr, b.addr], upstream().await).await;
+        Stack {
+            replicas: vec![a, b],
+            proxy,
+        }
+    }
+}
+
+/// What a client gets when tollgate is down, as each shipped config documents.
+fn down_status(kind: Kind) -> u16 {
+    match kind {
+        Kind::Nginx | Kind::Haproxy => 503,
+        Kind::Caddy => 502,
+    }
+}
+
+pub async fn allowed_requests_reach_the_upstream(kind: Kind) {
+    let s = Stack::start(kind, CONFIG).await;
+    let r = client_from("127.0.0.2")
+        .get(s.proxy.url("/limited"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{kind:?}");
+    if kind != Kind::Caddy && kind != Kind::Haproxy {
+        // nginx copies tollgate's RateLimit header onto the app's response.
+        assert_eq!(r.headers()["ratelimit"], r#""page";r=2;t=3600"#, "{kind:?}");
+    }
+    assert_eq!(r.text().await.unwrap(), "upstream ok");
+    // No rule applies: straight through.
+    let r = client_from("127.0.0.2")
+        .get(s.proxy.url("/free"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+pub async fn over_the_limit_the_client_gets_429_with_retry_after(kind: Kind) {
+    let s = Stack::start(kind, CONFIG).await;
+    let c = client_from("127.0.0.3");
+    for _ in 0..3 {
+        assert_eq!(
+            c.get(s.proxy.url("/limited"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200,
+            "{kind:?}"
+        );
+    }
+    let r = c.get(s.proxy.url("/limited")).send().await.unwrap();
+    assert_eq!(r.status(), 429, "{kind:?}");
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1, "{kind:?}: Retry-After {retry}");
+    assert!(
+        r.headers()["ratelimit"].to_str().unwrap().contains("r=0"),
+        "{kind:?}"
+    );
+}
+
+pub async fn the_client_ip_is_the_connection_not_a_spoofed_header(kind: Kind) {
+    let s = Stack::start(kind, CONFIG).await;
+    let victim = client_from("127.0.0.4");
+    for _ in 0..3 {
+        victim.get(s.proxy.url("/limited")).send().await.unwrap();
+    }
+    assert_eq!(
+        victim
+            .get(s.proxy.url("/limited"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        429
+    );
+    // Another client claiming to be 127.0.0.4 (or anyone) keeps its own counter...
+    let other = client_from("127.0.0.5");
+    for spoof in ["127.0.0.4", "203.0.113.1", "127.0.0.4, 127.0.0.1"] {
+        let r = other
+            .get(s.proxy.url("/limited"))
+            .header("x-forwarded-for", spoof)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "{kind:?}: spoofed {spoof:?} changed who the client is"
+        );
+    }
+    // ...and it is counted as itself: its 4th request is denied whatever it claims.
+    let r = other
+        .get(s.proxy.url("/limited"))
+        .header("x-forwarded-for", "198.51.100.1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429, "{kind:?}");
+}
+
+pub async fn the_limit_holds_through_the_proxy_with_32_concurrent_clients(kind: Kind) {
+    let s = Stack::start(kind, CONFIG).await;
+    let admitted = Arc::new(AtomicU64::new(0));
+    let url = s.proxy.url("/burst");
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let (url, admitted) = (url.clone(), admitted.clone());
+            tokio::spawn(async move {
+                let c = client_from("127.0.0.6");
+                for _ in 0..3 {
+                    match c.get(&url).send().await.unwrap().status().as_u16() {
+                        200 => {
+                            admitted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        429 => {}
+                        other => panic!("unexpected status {other}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        admitted.load(Ordering::Relaxed),
+        20,
+        "{kind:?}: limit 20 over 96 requests"
+    );
+}
+
+pub async fn with_tollgate_stopped_the_client_gets_the_documented_status(kind: Kind) {
+    let s = Stack::start(kind, CONFIG).await;
+    let c = client_from("127.0.0.7");
+    assert_eq!(
+        c.get(s.proxy.url("/limited"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let Stack { replicas, proxy } = s;
+    for r in replicas {
+        r.stop().await;
+    }
+    for path in ["/limited", "/free"] {
+        let r = c.get(proxy.url(path)).send().await.unwrap();
+        assert_eq!(
+            r.status(),
+            down_status(kind),
+            "{kind:?} {path}: fail-closed"
+        );
+    }
+}
+
+macro_rules! proxy_tests {
+    ($module:ident, $kind:expr) => {
+        mod $module {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn allowed_requests_reach_the_upstream() {
+                super::allowed_requests_reach_the_upstream($kind).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn over_the_limit_the_client_gets_429_with_retry_after() {
+                super::over_the_limit_the_client_gets_429_with_retry_after($kind).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn the_client_ip_is_the_connection_not_a_spoofed_header() {
+                super::the_client_ip_is_the_connection_not_a_spoofed_header($kind).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn the_limit_holds_through_the_proxy_with_32_concurrent_clients() {
+                super::the_limit_holds_through_the_proxy_with_32_concurrent_clients($kind).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn with_tollgate_stopped_the_client_gets_the_documented_status() {
+                super::with_tollgate_stopped_the_client_gets_the_documented_status($kind).await;
+            }
+        }
+    };
+}
+
+proxy_tests!(nginx, Kind::Nginx);
+proxy_tests!(caddy, Kind::Caddy);
+proxy_tests!(haproxy, Kind::Haproxy);
