@@ -16,6 +16,8 @@ mod cli;
 mod client_ip;
 /// The deny cache: no Redis calls for a denied key; resets reach every replica.
 mod deny_cache;
+/// deploy/ files no engine here runs (compose, Envoy, Traefik, k8s, systemd) parse and hold their promises.
+mod deploy_files;
 /// Several replicas and many concurrent clients on one key: exactly the limit.
 mod exactness;
 /// The decision API on a real socket: statuses, headers, JSON bodies.

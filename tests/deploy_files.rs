@@ -1,0 +1,131 @@
+//! The shipped files that no engine here can run (docker compose, Envoy,
+//! Traefik, Kubernetes, systemd) at least parse and say what they promise.
+
+use serde::Deserialize;
+use serde_yaml::Value;
+
+fn yaml(text: &str) -> Value {
+    serde_yaml::from_str(text).unwrap_or_else(|e| panic!("YAML does not parse: {e}"))
+}
+
+#[test]
+fn docker_compose_has_redis_with_aof_two_replicas_nginx_and_an_app() {
+    let c = yaml(include_str!("../docker-compose.yml"));
+    let s = &c["services"];
+    let redis_cmd = serde_yaml::to_string(&s["redis"]["command"]).unwrap();
+    assert!(
+        redis_cmd.contains("--appendonly") && redis_cmd.contains("yes"),
+        "{redis_cmd}"
+    );
+    for replica in ["tollgate1", "tollgate2"] {
+        assert_eq!(s[replica]["build"].as_str(), Some("."), "{replica}");
+        assert!(s[replica]["environment"]["TOLLGATE_REDIS_URL"]
+            .as_str()
+            .unwrap()
+            .starts_with("redis://redis"));
+    }
+    assert_eq!(
+        s["nginx"]["volumes"][0].as_str(),
+        Some("./deploy/nginx/nginx.conf:/etc/nginx/nginx.conf:ro"),
+        "compose uses the shipped nginx config"
+    );
+    assert!(s["app"].is_mapping());
+    let listens: Vec<&str> = ["tollgate1", "tollgate2"]
+        .iter()
+        .map(|r| s[*r]["environment"]["TOLLGATE_LISTEN"].as_str().unwrap())
+        .collect();
+    let nginx = include_str!("../deploy/nginx/nginx.conf");
+    for l in listens {
+        assert!(
+            nginx.contains(&format!("server {l}")),
+            "nginx.conf lacks replica {l}"
+        );
+    }
+}
+
+#[test]
+fn the_dockerfile_is_multi_stage() {
+    let d = include_str!("../Dockerfile");
+    assert_eq!(d.lines().filter(|l| l.starts_with("FROM ")).count(), 2);
+    assert!(d.contains("COPY --from=build"));
+}
+
+#[test]
+fn envoy_uses_ext_authz_http_with_an_explicit_timeout_and_failure_mode() {
+    let e = yaml(include_str!("../deploy/envoy/envoy.yaml"));
+    let hcm =
+        &e["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    let authz = &hcm["http_filters"][0]["typed_config"];
+    assert_eq!(authz["failure_mode_allow"].as_bool(), Some(false));
+    assert_eq!(
+        authz["http_service"]["path_prefix"].as_str(),
+        Some("/check")
+    );
+    assert_eq!(
+        authz["http_service"]["server_uri"]["timeout"].as_str(),
+        Some("0.25s")
+    );
+}
+
+#[test]
+fn traefik_uses_forward_auth_to_check() {
+    let d = yaml(include_str!("../deploy/traefik/dynamic.yml"));
+    let fa = &d["http"]["middlewares"]["tollgate"]["forwardAuth"];
+    assert!(fa["address"].as_str().unwrap().ends_with("/check"));
+    assert_eq!(fa["trustForwardHeader"].as_bool(), Some(false));
+    yaml(include_str!("../deploy/traefik/traefik.yml"));
+}
+
+#[test]
+fn kubernetes_sidecar_has_probes_resources_grace_and_a_secret_token() {
+    let text = include_str!("../deploy/k8s/tollgate.yaml");
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .collect();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["Secret", "ConfigMap", "Deployment"]);
+    let pod = &docs[2]["spec"]["template"]["spec"];
+    assert!(
+        pod["terminationGracePeriodSeconds"].as_u64().unwrap() > 10,
+        "longer than shutdown_grace"
+    );
+    let tg = pod["containers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "tollgate")
+        .unwrap();
+    assert_eq!(
+        tg["livenessProbe"]["httpGet"]["path"].as_str(),
+        Some("/livez")
+    );
+    assert_eq!(
+        tg["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/readyz")
+    );
+    assert!(tg["resources"]["limits"]["memory"].is_string());
+    assert_eq!(
+        tg["env"][0]["valueFrom"]["secretKeyRef"]["name"].as_str(),
+        Some("tollgate-admin")
+    );
+    // The embedded config is a valid tollgate config.
+    let toml = docs[1]["data"]["tollgate.toml"].as_str().unwrap();
+    tollgate::config::parse("k8s", toml, &Default::default()).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn the_systemd_unit_is_hardened_and_reloads_with_sighup() {
+    let unit = include_str!("../deploy/systemd/tollgate.service");
+    for directive in [
+        "DynamicUser=yes",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+    ] {
+        assert!(
+            unit.lines().any(|l| l.trim() == directive),
+            "missing {directive}"
+        );
+    }
+}
