@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::allowlist::Allowlist;
 use crate::client_ip::ClientIpResolver;
 use crate::config::Config;
 use crate::keys::KeySpace;
@@ -26,6 +27,8 @@ pub struct App {
     /// Last known Redis state, so transitions are logged once each way.
     pub redis_up: AtomicBool,
     pub metrics: Metrics,
+    /// The IP allowlist: a lock-free table for lookups, and its store.
+    pub allowlist: Arc<Allowlist>,
 }
 
 impl App {
@@ -35,6 +38,7 @@ impl App {
             None => Store::Local(LocalStore::new()),
         };
         let ready = store.is_local();
+        let allowlist = Arc::new(Allowlist::new(&config)?);
         Ok(Arc::new(App {
             rules: ArcSwap::from_pointee(config.rules.clone()),
             keys: KeySpace::new(&config.prefix),
@@ -48,6 +52,7 @@ impl App {
             ready: AtomicBool::new(ready),
             redis_up: AtomicBool::new(true),
             metrics: Metrics::new(),
+            allowlist,
         }))
     }
 

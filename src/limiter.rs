@@ -9,6 +9,7 @@ mod sliding_log;
 mod sliding_window;
 
 pub use local_store::LocalStore;
+pub(crate) use redis_store::classify;
 pub use redis_store::RedisStore;
 
 use std::time::Duration;

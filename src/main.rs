@@ -12,6 +12,7 @@ fn main() -> ExitCode {
             cli::config_check(&file, &overrides)
         }
         Command::Serve(args) => serve(args),
+        Command::Allow(cmd) => cli::allow::run(cmd),
     }
 }
 
