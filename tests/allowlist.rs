@@ -157,6 +157,16 @@ async fn an_entry_added_on_one_node_passes_everywhere_and_its_removal_denies_eve
     assert_eq!(r.headers()["x-tollgate-reason"], "not_allowlisted");
     let r = ask(&s[0], "/check", "/admin", "203.0.113.7").await;
     assert_eq!(r.headers()["x-tollgate-reason"], "not_allowlisted");
+    let metrics = reqwest::get(s[0].admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"tollgate_decisions_total{rule="admin",outcome="not_allowlisted"} 3"#),
+        "{metrics}"
+    );
 
     let before = redis_now_ms();
     let (status, body) = add(
