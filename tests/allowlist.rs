@@ -293,6 +293,51 @@ async fn re_adding_before_expiry_extends_the_entry_and_the_old_expiry_does_not_r
 }
 
 #[tokio::test]
+async fn a_new_epoch_or_a_gap_in_seq_makes_every_node_load_a_fresh_snapshot() {
+    let (prefix, s) = servers(2, "1h").await;
+    add(&s[0], json!({"cidr": "192.0.2.1"})).await;
+    let synced = |seq: u64| {
+        let s = &s;
+        move || async move { s.iter().all(|n| n.app.allowlist.table().seq == seq) }
+    };
+    eventually(Duration::from_secs(1), synced(1)).await;
+    let first_epoch = s[0].app.allowlist.table().epoch.clone();
+
+    // The dataset is lost (as when Redis restarts empty): the next write starts a new epoch.
+    let mut conn = shared_redis().conn();
+    for name in ["meta", "entries", "exp", "events"] {
+        let _: i64 = redis::cmd("DEL")
+            .arg(key(&prefix, name))
+            .query(&mut conn)
+            .unwrap();
+    }
+    add(&s[1], json!({"cidr": "192.0.2.2"})).await;
+    eventually(Duration::from_secs(2), || async {
+        s.iter().all(|n| {
+            let t = n.app.allowlist.table();
+            t.epoch != first_epoch && t.seq == 1
+        })
+    })
+    .await;
+    assert!(all_answer(&s, "192.0.2.2", 200).await);
+    assert!(
+        all_answer(&s, "192.0.2.1", 403).await,
+        "the old epoch's entry is gone"
+    );
+
+    // An event the nodes never saw (seq 2 is skipped): the gap makes them resync.
+    let _: i64 = redis::cmd("HINCRBY")
+        .arg(key(&prefix, "meta"))
+        .arg("seq")
+        .arg(1)
+        .query(&mut conn)
+        .unwrap();
+    add(&s[0], json!({"cidr": "192.0.2.3"})).await;
+    eventually(Duration::from_secs(3), synced(3)).await;
+    assert!(all_answer(&s, "192.0.2.3", 200).await);
+}
+
+#[tokio::test]
 async fn the_longest_prefix_matches_and_removing_the_24_keeps_the_8s_coverage() {
     let (_, s) = servers(2, "1s").await;
     for (cidr, note) in [("10.0.0.0/8", "wide"), ("10.1.2.0/24", "narrow")] {

@@ -26,6 +26,9 @@ const BLOCK: Duration = Duration::from_secs(1);
 /// Events read per XREAD; one table is published per batch.
 const BATCH: usize = 1000;
 
+/// After two resyncs in a row each this soon after its snapshot, the next waits this long.
+const MIN_RESYNC_GAP: Duration = Duration::from_secs(1);
+
 /// Why a follow round ended.
 enum End {
     Stopped,
@@ -48,11 +51,24 @@ async fn follow(list: Arc<Allowlist>, stop: CancellationToken) {
         failing: false,
         delay: Duration::from_millis(50),
     };
+    let mut quick_resyncs = 0;
     loop {
+        let started = Instant::now();
         match round(&list, redis, &stop, &mut retry).await {
             Ok(End::Stopped) => return,
             Ok(End::Resync(why)) => {
                 tracing::info!(reason = %why, "allowlist: loading a fresh snapshot");
+                // Resyncs are rare; a stream that keeps asking for them right
+                // after each snapshot (a hand-written event) gets one a second.
+                let quick = started.elapsed() < MIN_RESYNC_GAP;
+                quick_resyncs = if quick { quick_resyncs + 1 } else { 0 };
+                if quick_resyncs < 2 {
+                    continue;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(MIN_RESYNC_GAP) => {}
+                }
                 continue;
             }
             Err(e) => {
