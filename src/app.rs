@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::allowlist::Allowlist;
 use crate::client_ip::ClientIpResolver;
 use crate::config::Config;
 use crate::keys::KeySpace;
@@ -27,6 +28,8 @@ pub struct App {
     pub breaker: Breaker,
     pub deny_cache: DenyCache,
     pub metrics: Metrics,
+    /// The IP allowlist: a lock-free table for lookups, and its store.
+    pub allowlist: Arc<Allowlist>,
 }
 
 impl App {
@@ -38,6 +41,7 @@ impl App {
         let ready = store.is_local();
         let metrics = Metrics::new();
         let deny_cache_size = config.redis.as_ref().map_or(0, |r| r.deny_cache_size);
+        let allowlist = Arc::new(Allowlist::new(&config)?);
         Ok(Arc::new(App {
             breaker: Breaker::new(metrics.redis_up.clone()),
             deny_cache: DenyCache::new(deny_cache_size),
@@ -52,6 +56,7 @@ impl App {
             config,
             ready: AtomicBool::new(ready),
             metrics,
+            allowlist,
         }))
     }
 

@@ -1,6 +1,8 @@
 //! The command line. Every flag has a `TOLLGATE_*` variable; CLI beats env
 //! beats file. Exit codes: 0 ok, 2 bad usage or config, 1 other failure.
 
+pub mod allow;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -32,6 +34,9 @@ pub enum Command {
     /// Inspect or reset one client's counters (straight to Redis).
     #[command(subcommand)]
     Limits(limits::LimitsCommand),
+    /// Change or read the IP allowlist in Redis directly (no server needed).
+    #[command(subcommand)]
+    Allow(allow::AllowCommand),
 }
 
 #[derive(Subcommand, Debug)]

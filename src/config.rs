@@ -65,6 +65,13 @@ pub struct ClientIpConfig {
 pub struct AllowlistConfig {
     pub default_ttl: Duration,
     pub max_ttl: Duration,
+    /// Shortest prefix an entry may have (`/0` is never accepted).
+    pub min_prefix_v4: u8,
+    pub min_prefix_v6: u8,
+    /// Whether `"ttl": "never"` is accepted.
+    pub allow_permanent: bool,
+    /// How often each `serve` runs the expiry reaper.
+    pub reap_interval: Duration,
 }
 
 /// CLI flags and `TOLLGATE_*` variables; they beat the file.

@@ -3,6 +3,7 @@
 
 use futures::future::join_all;
 
+use crate::allowlist::gate::Membership;
 use crate::app::App;
 use crate::check::{LimitSpec, Source};
 use crate::limiter::{LimitState, Outcome};
@@ -13,7 +14,11 @@ use crate::rule::Rule;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Allowed,
-    Limited { retry_after_ms: u64 },
+    Limited {
+        retry_after_ms: u64,
+    },
+    /// A matching `allowlist = "require"` rule and a client not on the allowlist.
+    NotAllowlisted,
 }
 
 /// One limit that applied, as the RateLimit headers report it.
@@ -33,11 +38,23 @@ impl App {
     /// Decide a forward-auth request.
     pub async fn decide(&self, req: &RequestView<'_>) -> Decision {
         let rules = self.rules.load();
-        let applicable: Vec<(&Rule, String)> = rules
-            .iter()
-            .filter(|r| !r.limits.is_empty() && r.matcher.matches(req))
-            .filter_map(|r| Some((r, r.key.build(req)?)))
-            .collect();
+        let applicable: Vec<(&Rule, String)> = {
+            // Allowlist gates first: a refused request is charged nothing.
+            let allowlist = Membership::new(&self.allowlist, req);
+            let matching = || rules.iter().filter(|r| r.matcher.matches(req));
+            if let Some(gate) = matching().find(|r| allowlist.refuses(r)) {
+                use crate::metrics::Outcome::not_allowlisted;
+                self.metrics.decision(&gate.name, not_allowlisted);
+                return Decision {
+                    verdict: Verdict::NotAllowlisted,
+                    items: Vec::new(),
+                };
+            }
+            matching()
+                .filter(|r| !r.limits.is_empty() && !allowlist.bypasses(r))
+                .filter_map(|r| Some((r, r.key.build(req)?)))
+                .collect()
+        };
         // Rules are independent calls (different keys, maybe different slots): run them together.
         let outcomes = join_all(
             applicable
@@ -56,7 +73,7 @@ impl App {
                     Verdict::Limited { retry_after_ms } => {
                         retry_after_ms.max(outcome.retry_after_ms)
                     }
-                    Verdict::Allowed => outcome.retry_after_ms,
+                    _ => outcome.retry_after_ms,
                 };
                 verdict = Verdict::Limited {
                     retry_after_ms: retry,

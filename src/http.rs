@@ -3,6 +3,7 @@
 //! live in the submodules, and every answer is shaped in `response`.
 
 mod admin;
+mod allowlist_api;
 mod api_check;
 mod auth;
 mod forward_auth;
@@ -35,6 +36,7 @@ pub fn admin_router(app: Arc<App>) -> Router {
     let v1 = Router::new()
         // Each admin area adds its routes here.
         .merge(limits_api::routes())
+        .merge(allowlist_api::routes())
         .route_layer(from_fn_with_state(app.clone(), auth::require_token));
     Router::new()
         .route("/livez", get(admin::livez))

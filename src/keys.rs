@@ -5,6 +5,11 @@
 //! in one Redis Cluster slot. Client keys are used verbatim: a `}` inside one
 //! only shortens the tag, identically for every key of that call, and the
 //! numeric tail keeps distinct (key, period) pairs distinct.
+//!
+//! Allowlist keys: `<prefix>:{<prefix>:allow}:<name>` for `meta`, `entries`,
+//! `exp` and `events`. They share the `{<prefix>:allow}` hash tag (one slot,
+//! so each allowlist script is atomic over all four) and still start with the
+//! prefix like every other key.
 
 use std::fmt::Write;
 
@@ -58,9 +63,55 @@ impl KeySpace {
     }
 }
 
+/// The allowlist's four keys, in the order the `lua/allow_*.lua` scripts take them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllowKeys {
+    /// Hash: `epoch`, `seq`, `last_id`.
+    pub meta: String,
+    /// Hash: canonical CIDR -> JSON entry.
+    pub entries: String,
+    /// Sorted set: CIDR scored by `expires_at` (ms, Redis time).
+    pub exp: String,
+    /// Stream: one event per change.
+    pub events: String,
+}
+
+impl AllowKeys {
+    pub fn all(&self) -> [&str; 4] {
+        [&self.meta, &self.entries, &self.exp, &self.events]
+    }
+}
+
+impl KeySpace {
+    /// `tg:{tg:allow}:meta`, `tg:{tg:allow}:entries`, `tg:{tg:allow}:exp`, `tg:{tg:allow}:events`.
+    pub fn allowlist(&self) -> AllowKeys {
+        let key = |name: &str| format!("{p}:{{{p}:allow}}:{name}", p = self.prefix);
+        AllowKeys {
+            meta: key("meta"),
+            entries: key("entries"),
+            exp: key("exp"),
+            events: key("events"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allowlist_keys_share_one_hash_tag_and_start_with_the_prefix() {
+        let k = KeySpace::new("tg").allowlist();
+        assert_eq!(
+            k.all(),
+            [
+                "tg:{tg:allow}:meta",
+                "tg:{tg:allow}:entries",
+                "tg:{tg:allow}:exp",
+                "tg:{tg:allow}:events"
+            ]
+        );
+    }
 
     #[test]
     fn limiter_keys_share_one_hash_tag() {

@@ -16,11 +16,16 @@
 //! - `limiter` runs the algorithms: `limiter/redis_store.rs` calls the Lua
 //!   scripts in `lua/`, `limiter/local_store.rs` runs their in-process twins
 //!   (`limiter/{fixed_window,sliding_window,sliding_log,gcra}.rs`).
+//! - `allowlist` is the distributed IP allowlist: admin writes through
+//!   `lua/allow_*.lua`, a follower per node tailing the stream into a
+//!   lock-free longest-prefix table, the reaper, and `allowlist/gate.rs`,
+//!   which `decide` asks about `bypass` / `require` rules.
 //! - `keys` builds every Redis key name.
 //! - `config` reads and validates the TOML file (`config/raw.rs` shapes,
 //!   `config/validate.rs` checks); `rate` parses `"5/m"`.
 //! - `cli` is the command line; `main.rs` only wires it together.
 
+pub mod allowlist;
 pub mod app;
 pub mod check;
 pub mod cli;

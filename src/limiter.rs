@@ -13,6 +13,7 @@ mod sliding_window;
 pub use breaker::Breaker;
 pub use deny_cache::DenyCache;
 pub use local_store::LocalStore;
+pub(crate) use redis_store::classify;
 pub use redis_store::RedisStore;
 
 use std::time::Duration;

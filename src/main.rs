@@ -13,6 +13,7 @@ fn main() -> ExitCode {
         }
         Command::Serve(args) => serve(args),
         Command::Limits(cmd) => cli::limits::run(cmd),
+        Command::Allow(cmd) => cli::allow::run(cmd),
     }
 }
 

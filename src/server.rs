@@ -12,6 +12,7 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::allowlist;
 use crate::app::App;
 use crate::http;
 use crate::limiter::Store;
@@ -43,6 +44,16 @@ pub async fn run(
     tasks.spawn(probe_redis(app.clone(), stop.clone()));
     tasks.spawn(follow_resets(app.clone(), stop.clone()));
     tasks.spawn(sweep_local(app.clone(), stop.clone()));
+    tasks.spawn(allowlist::follower::run(
+        app.allowlist.clone(),
+        stop.clone(),
+    ));
+    let reap_every = app.config.allowlist.reap_interval;
+    tasks.spawn(allowlist::reaper::run(
+        app.allowlist.clone(),
+        reap_every,
+        stop.clone(),
+    ));
 
     let decision = serve(
         listeners.decision,

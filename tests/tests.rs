@@ -10,6 +10,9 @@ mod admin_counters;
 /// Each algorithm against both stores: exact limit, retry_after, no charge on
 /// denial, cost, all-or-nothing limits, TTLs, window roll-over.
 mod algorithms;
+/// The distributed allowlist: three servers on one Redis, admin API, stream
+/// events, expiry, longest-prefix matches, bad input, embedded store, `tollgate allow`.
+mod allowlist;
 /// `tollgate` the binary: `config check` output, errors naming keys, exit codes.
 mod cli;
 /// Client IP through HTTP: trusted and untrusted X-Forwarded-For, mapped IPv4, IPv6 /64.

@@ -77,6 +77,10 @@ impl Default for RawClientIp {
 pub struct RawAllowlist {
     pub default_ttl: Spanned<String>,
     pub max_ttl: Spanned<String>,
+    pub min_prefix_v4: Spanned<i64>,
+    pub min_prefix_v6: Spanned<i64>,
+    pub allow_permanent: bool,
+    pub reap_interval: Spanned<String>,
 }
 
 impl Default for RawAllowlist {
@@ -84,6 +88,10 @@ impl Default for RawAllowlist {
         RawAllowlist {
             default_ttl: unspanned("24h"),
             max_ttl: unspanned("30d"),
+            min_prefix_v4: Spanned::new(0..0, 8),
+            min_prefix_v6: Spanned::new(0..0, 32),
+            allow_permanent: false,
+            reap_interval: unspanned("1s"),
         }
     }
 }

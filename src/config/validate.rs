@@ -169,6 +169,24 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
         }
     }
 
+    let al = &raw.allowlist;
+    for (key, value, max) in [
+        ("allowlist.min_prefix_v4", &al.min_prefix_v4, 32),
+        ("allowlist.min_prefix_v6", &al.min_prefix_v6, 128),
+    ] {
+        if !(1..=max).contains(value.get_ref()) {
+            c.push(key, Some(value), format!("must be between 1 and {max}"));
+        }
+    }
+    let reap_interval = c.duration("allowlist.reap_interval", &al.reap_interval);
+    if reap_interval == Some(Duration::ZERO) {
+        c.push(
+            "allowlist.reap_interval",
+            Some(&al.reap_interval),
+            "must be more than 0",
+        );
+    }
+
     let mut rules = Vec::new();
     let mut names = HashSet::new();
     for (i, r) in raw.rule.iter().enumerate() {
@@ -197,6 +215,10 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
         allowlist: AllowlistConfig {
             default_ttl: default_ttl.expect("checked"),
             max_ttl: max_ttl.expect("checked"),
+            min_prefix_v4: *raw.allowlist.min_prefix_v4.get_ref() as u8,
+            min_prefix_v6: *raw.allowlist.min_prefix_v6.get_ref() as u8,
+            allow_permanent: raw.allowlist.allow_permanent,
+            reap_interval: reap_interval.expect("checked"),
         },
         rules,
     })
@@ -398,6 +420,19 @@ limits = ["1/s"]
         assert_eq!(cfg.server.listen.port(), 9);
         let cfg = parse("t", "", &Overrides::default()).unwrap();
         assert!(cfg.redis.is_none(), "no [redis] means the embedded store");
+    }
+
+    #[test]
+    fn allowlist_prefix_floors_and_reap_interval_are_checked() {
+        let found =
+            issues("[allowlist]\nmin_prefix_v4 = 0\nmin_prefix_v6 = 129\nreap_interval = \"0s\"\n");
+        assert_eq!(found.len(), 3, "{found:#?}");
+        assert!(found[0].starts_with("allowlist.min_prefix_v4@Some(2)"));
+        assert!(found[1].starts_with("allowlist.min_prefix_v6@Some(3)"));
+        assert!(found[2].starts_with("allowlist.reap_interval@Some(4)"));
+        let cfg = parse("t", "", &Overrides::default()).unwrap().allowlist;
+        assert_eq!((cfg.min_prefix_v4, cfg.min_prefix_v6), (8, 32));
+        assert!(!cfg.allow_permanent);
     }
 
     #[test]

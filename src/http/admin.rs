@@ -13,8 +13,15 @@ pub async fn livez() -> &'static str {
     "ok\n"
 }
 
-/// Ready to decide with its real store: Redis answered and the scripts are loaded.
+/// Ready to decide with its real store: Redis answered, the scripts are
+/// loaded and the allowlist's first snapshot is in.
 pub async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, String) {
+    if !app.allowlist.is_synced() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the allowlist snapshot is not loaded yet\n".into(),
+        );
+    }
     if app.is_ready() {
         let store = if app.store.is_local() {
             "in-process store"

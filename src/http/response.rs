@@ -4,7 +4,9 @@
 //! |---------------------|-------------------------|-----------------------------------------------|
 //! | allowed             | 200                     | 200                                           |
 //! | limited             | 429 + Retry-After       | 403 + Retry-After + X-Tollgate-Reason: rate_limited |
+//! | not allowlisted     | 403 + X-Tollgate-Reason: not_allowlisted | the same                     |
 //! | bad input (JSON API)| 400 {"error", "field"}  |                                               |
+//! | Redis away (admin)  | 503 {"error"}           |                                               |
 //!
 //! Denials have an empty body: with a body nginx cannot keep its upstream
 //! connection to us alive.
@@ -47,6 +49,7 @@ pub fn decision_response(decision: &Decision, flavor: Flavor) -> Response {
                 Some("rate_limited"),
             ),
         },
+        Verdict::NotAllowlisted => (StatusCode::FORBIDDEN, None, Some("not_allowlisted")),
     };
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = status;
@@ -128,7 +131,8 @@ impl ApiError {
         }
     }
 
-    /// Redis did not answer an admin call.
+    /// The store did not answer an admin call (Redis away or slow). After a
+    /// timeout a write may still have happened; its event tells every node either way.
     pub fn unavailable(error: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,

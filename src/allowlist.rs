@@ -1,0 +1,190 @@
+//! The distributed IP allowlist.
+//!
+//! The admin side (admin API, `tollgate allow`) writes through one Lua script
+//! per change (`lua/allow_*.lua`): the entry, `seq` and a stream event move
+//! together. Every `serve` follows the stream into a local table that request
+//! handlers read without a lock and without Redis. With no Redis, the embedded
+//! store keeps the same semantics in process (one replica only).
+//!
+//! - `cidr`: canonical networks and addresses; `input`: validation of a new entry.
+//! - `table`: the longest-prefix table and its Redis-time clock.
+//! - `event`: a stream event; `redis_store`: the scripts; `local`: the embedded twin.
+//! - `follower`: snapshot, then `XREAD BLOCK`; `reaper`: expires due entries.
+//! - `gate`: what a rule's `allowlist` mode makes of a request.
+
+pub mod cidr;
+pub mod event;
+pub mod follower;
+pub mod gate;
+pub mod input;
+mod local;
+pub mod reaper;
+pub mod redis_store;
+pub mod table;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+
+use crate::config::Config;
+use crate::keys::KeySpace;
+use crate::limiter::StoreError;
+use local::LocalAllowlist;
+use redis_store::RedisAllowlist;
+use table::{Clock, ExpiresAt, Table};
+
+pub use input::NewEntry;
+
+/// One allowlist entry, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub cidr: IpNet,
+    /// ms since the Unix epoch, Redis time; 0: never.
+    pub expires_at: ExpiresAt,
+    pub note: String,
+    /// When the last upsert of this entry was written.
+    pub created_at: u64,
+    pub actor: String,
+}
+
+/// An entry just written, and the event number of that write.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    pub entry: Entry,
+    pub seq: u64,
+}
+
+/// Every live entry at one moment.
+#[derive(Clone, Debug)]
+pub struct Listing {
+    pub epoch: String,
+    pub seq: u64,
+    /// Redis time of the listing; `expires_at - now_ms` is what remains.
+    pub now_ms: u64,
+    /// Sorted by network.
+    pub entries: Vec<Entry>,
+}
+
+impl Listing {
+    /// The longest live entry holding `ip`.
+    pub fn lookup(&self, ip: IpAddr) -> Option<&Entry> {
+        let table = Table::from_entries(String::new(), 0, Clock::system(), &self.entries);
+        let (net, _) = table.lookup_at(ip, self.now_ms)?;
+        self.entries.iter().find(|e| e.cidr == net)
+    }
+}
+
+/// Where the allowlist is kept: Redis (every replica follows its stream) or
+/// in process (one replica).
+#[allow(clippy::large_enum_variant)] // one per process
+enum Backend {
+    Redis(RedisAllowlist),
+    Local(LocalAllowlist),
+}
+
+pub struct Allowlist {
+    /// What request handlers read; replaced whole by the follower or the embedded store.
+    table: ArcSwap<Table>,
+    /// The first snapshot is loaded (always true for the embedded store).
+    synced: AtomicBool,
+    backend: Backend,
+}
+
+impl Allowlist {
+    /// The allowlist of a config: in Redis when `[redis]` is set, else in process.
+    /// Nothing is dialled here.
+    pub fn new(config: &Config) -> Result<Allowlist, StoreError> {
+        let keys = KeySpace::new(&config.prefix).allowlist();
+        let (backend, table, synced) = match &config.redis {
+            Some(r) => (
+                Backend::Redis(RedisAllowlist::new(&r.url, keys)?),
+                Table::new(String::new(), 0, Clock::system()),
+                false,
+            ),
+            None => {
+                let local = LocalAllowlist::new();
+                let table = local.table();
+                (Backend::Local(local), table, true)
+            }
+        };
+        Ok(Allowlist {
+            table: ArcSwap::from_pointee(table),
+            synced: AtomicBool::new(synced),
+            backend,
+        })
+    }
+
+    /// Whether `ip` is on the allowlist now. Lock-free, never touches Redis.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.table.load().lookup(ip).is_some()
+    }
+
+    /// The first snapshot is loaded: lookups reflect the shared allowlist.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Relaxed)
+    }
+
+    /// The table request handlers see now.
+    pub fn table(&self) -> Arc<Table> {
+        self.table.load_full()
+    }
+
+    pub(crate) fn publish(&self, table: &Table) {
+        self.table.store(Arc::new(table.clone()));
+    }
+
+    pub(crate) fn mark_synced(&self) {
+        self.synced.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn redis(&self) -> Option<&RedisAllowlist> {
+        match &self.backend {
+            Backend::Redis(r) => Some(r),
+            Backend::Local(_) => None,
+        }
+    }
+
+    pub fn is_local(&self) -> bool {
+        matches!(self.backend, Backend::Local(_))
+    }
+
+    /// Add or refresh an entry (validated by `input`).
+    pub async fn upsert(&self, new: &NewEntry) -> Result<Stored, StoreError> {
+        match &self.backend {
+            Backend::Redis(r) => r.upsert(new).await,
+            Backend::Local(l) => Ok(l.upsert(new, &self.table)),
+        }
+    }
+
+    /// Remove an entry: its event's `seq`, or `None` when there was no such entry.
+    pub async fn remove(&self, cidr: &IpNet, actor: &str) -> Result<Option<u64>, StoreError> {
+        match &self.backend {
+            Backend::Redis(r) => r.remove(cidr, actor).await,
+            Backend::Local(l) => Ok(l.remove(cidr, actor, &self.table)),
+        }
+    }
+
+    /// Every live entry, from the source of truth (Redis, or the embedded store).
+    pub async fn list(&self) -> Result<Listing, StoreError> {
+        match &self.backend {
+            Backend::Redis(r) => Ok(r.listing().await?),
+            Backend::Local(l) => Ok(l.listing()),
+        }
+    }
+
+    /// Expire every due entry, one `expire` event each; how many expired.
+    pub async fn reap(&self) -> Result<usize, StoreError> {
+        match &self.backend {
+            Backend::Redis(r) => r.reap().await,
+            Backend::Local(l) => Ok(l.reap(&self.table)),
+        }
+    }
+}
+
+/// A random id for a new dataset.
+pub(crate) fn new_epoch() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}

@@ -1,0 +1,163 @@
+//! Canonical allowlist CIDRs: one spelling per network, so a CIDR is a stable
+//! key in Redis, in events and in every node's table.
+//!
+//! - A bare address is a host network: `203.0.113.7` is `203.0.113.7/32`.
+//! - IPv4-mapped IPv6 is IPv4: `::ffff:203.0.113.0/120` is `203.0.113.0/24`
+//!   (client addresses are canonical the same way, see `client_ip::canonical`).
+//! - Host bits must be clear; the error names the canonical network.
+//! - IPv6 is written the way `Ipv6Addr` prints it (lower case, compressed).
+
+use std::net::IpAddr;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use crate::client_ip::canonical;
+
+/// The shortest prefixes an entry may have (`allowlist.min_prefix_v4/_v6`).
+#[derive(Clone, Copy, Debug)]
+pub struct PrefixFloor {
+    pub v4: u8,
+    pub v6: u8,
+}
+
+/// Parse a network as stored: canonical, host bits clear. No policy: this is
+/// what removing an entry accepts, so an entry stays removable when the
+/// floors change.
+pub fn parse_net(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(IpNet::from(canonical(ip)));
+    }
+    let net: IpNet = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not an IP address or CIDR"))?;
+    let net = unmap(net);
+    if net.trunc() != net {
+        return Err(format!(
+            "{text:?} has host bits set; the canonical form is {}",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+/// Parse a network for a new entry: canonical, and not wider than the floors allow.
+pub fn parse_entry(text: &str, floor: PrefixFloor) -> Result<IpNet, String> {
+    let net = parse_net(text)?;
+    if net.prefix_len() == 0 {
+        return Err(format!("{net} would allow every address; /0 is refused"));
+    }
+    let (min, setting) = match net {
+        IpNet::V4(_) => (floor.v4, "allowlist.min_prefix_v4"),
+        IpNet::V6(_) => (floor.v6, "allowlist.min_prefix_v6"),
+    };
+    if net.prefix_len() < min {
+        return Err(format!(
+            "{net} is wider than /{min} ({setting}); use a longer prefix"
+        ));
+    }
+    Ok(net)
+}
+
+/// Parse one client address for a lookup, canonical.
+pub fn parse_ip(text: &str) -> Result<IpAddr, String> {
+    text.trim()
+        .parse::<IpAddr>()
+        .map(canonical)
+        .map_err(|_| format!("{:?} is not an IP address", text.trim()))
+}
+
+/// `::ffff:a.b.c.d/96+n` is `a.b.c.d/n`.
+fn unmap(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => IpNet::V4(Ipv4Net::new(v4, v6.prefix_len() - 96).expect("0..=32")),
+            None => net,
+        },
+        _ => net,
+    }
+}
+
+/// The next shorter network containing `net` (`None` for a /0).
+pub fn parent(net: IpNet) -> Option<IpNet> {
+    let len = net.prefix_len().checked_sub(1)?;
+    Some(match net {
+        IpNet::V4(n) => IpNet::V4(Ipv4Net::new(n.addr(), len).ok()?.trunc()),
+        IpNet::V6(n) => IpNet::V6(Ipv6Net::new(n.addr(), len).ok()?.trunc()),
+    })
+}
+
+/// The host network of an address (`/32` or `/128`).
+pub fn host(ip: IpAddr) -> IpNet {
+    IpNet::from(canonical(ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::net::Ipv4Addr;
+
+    fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+    }
+
+    const FLOOR: PrefixFloor = PrefixFloor { v4: 8, v6: 32 };
+
+    fn ok(text: &str) -> String {
+        parse_entry(text, FLOOR).unwrap().to_string()
+    }
+
+    fn err(text: &str) -> String {
+        parse_entry(text, FLOOR).unwrap_err()
+    }
+
+    #[test]
+    fn addresses_and_networks_have_one_canonical_spelling() {
+        assert_eq!(ok("203.0.113.7"), "203.0.113.7/32");
+        assert_eq!(ok(" 203.0.113.0/24 "), "203.0.113.0/24");
+        assert_eq!(ok("2001:DB8:0:0::/48"), "2001:db8::/48");
+        assert_eq!(ok("2001:db8::1"), "2001:db8::1/128");
+        assert_eq!(ok("::ffff:203.0.113.7"), "203.0.113.7/32");
+        assert_eq!(ok("::ffff:203.0.113.0/120"), "203.0.113.0/24");
+    }
+
+    #[test]
+    fn host_bits_are_refused_naming_the_canonical_form() {
+        assert!(
+            err("203.0.113.7/24").contains("the canonical form is 203.0.113.0/24"),
+            "{}",
+            err("203.0.113.7/24")
+        );
+        assert!(err("2001:db8::1/64").contains("2001:db8::/64"));
+        assert!(err("::ffff:203.0.113.7/120").contains("203.0.113.0/24"));
+    }
+
+    #[test]
+    fn zero_and_too_short_prefixes_and_garbage_are_refused() {
+        assert!(err("0.0.0.0/0").contains("/0 is refused"));
+        assert!(err("::/0").contains("/0 is refused"));
+        assert!(err("10.0.0.0/7").contains("min_prefix_v4"));
+        assert!(err("2001:db8::/31").contains("min_prefix_v6"));
+        assert!(err("nope").contains("not an IP address or CIDR"));
+        assert!(err("1.2.3.4/33").contains("not an IP"));
+        assert!(err("").contains("not an IP"));
+        assert_eq!(ok("10.0.0.0/8"), "10.0.0.0/8");
+        // Removal takes any canonical network, whatever the floors are now.
+        assert_eq!(parse_net("10.0.0.0/7").unwrap().to_string(), "10.0.0.0/7");
+    }
+
+    #[test]
+    fn lookups_take_canonical_addresses_only() {
+        assert_eq!(parse_ip("::ffff:1.2.3.4").unwrap(), v4(1, 2, 3, 4));
+        assert!(parse_ip("1.2.3.0/24").is_err());
+    }
+
+    #[test]
+    fn parents_walk_towards_zero() {
+        let n: IpNet = "203.0.113.0/24".parse().unwrap();
+        assert_eq!(parent(n).unwrap().to_string(), "203.0.112.0/23");
+        assert_eq!(parent("::/0".parse().unwrap()), None);
+        assert_eq!(host(v4(1, 2, 3, 4)).to_string(), "1.2.3.4/32");
+    }
+}

@@ -1,0 +1,124 @@
+//! One entry of the `events` stream, as the scripts write it:
+//! `epoch seq op cidr expires_at note actor ver`.
+//!
+//! A node applies an event only if it understands all of it: an unknown `ver`
+//! or `op`, or a field it cannot parse, means a full resync, never a half-applied
+//! change.
+
+use std::collections::HashMap;
+
+use ipnet::IpNet;
+use redis::Value;
+
+use super::cidr;
+use super::table::ExpiresAt;
+
+/// The event format this code reads and the scripts write.
+pub const PROTOCOL_VERSION: &str = "1";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Upsert,
+    Remove,
+    Expire,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub epoch: String,
+    pub seq: u64,
+    pub op: Op,
+    pub cidr: IpNet,
+    /// For `upsert`, the new expiry (0: never); informational otherwise.
+    pub expires_at: ExpiresAt,
+}
+
+impl Event {
+    /// Read an event from a stream entry's fields.
+    pub fn from_fields(fields: &HashMap<String, Value>) -> Result<Event, String> {
+        let get = |name: &str| -> Result<String, String> {
+            match fields.get(name) {
+                Some(v) => redis::from_redis_value_ref::<String>(v)
+                    .map_err(|_| format!("field {name:?} is not text")),
+                None => Err(format!("missing field {name:?}")),
+            }
+        };
+        let ver = get("ver")?;
+        if ver != PROTOCOL_VERSION {
+            return Err(format!("unknown event version {ver:?}"));
+        }
+        let op = match get("op")?.as_str() {
+            "upsert" => Op::Upsert,
+            "remove" => Op::Remove,
+            "expire" => Op::Expire,
+            other => return Err(format!("unknown op {other:?}")),
+        };
+        let number = |name: &str| -> Result<u64, String> {
+            get(name)?
+                .parse::<u64>()
+                .map_err(|_| format!("field {name:?} is not a number"))
+        };
+        let text = get("cidr")?;
+        let cidr = cidr::parse_net(&text)?;
+        if cidr.to_string() != text {
+            return Err(format!("cidr {text:?} is not canonical"));
+        }
+        Ok(Event {
+            epoch: get("epoch")?,
+            seq: number("seq")?,
+            op,
+            cidr,
+            expires_at: number("expires_at")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> HashMap<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::BulkString(v.as_bytes().to_vec())))
+            .collect()
+    }
+
+    const GOOD: [(&str, &str); 8] = [
+        ("epoch", "ab12"),
+        ("seq", "7"),
+        ("op", "upsert"),
+        ("cidr", "203.0.113.0/24"),
+        ("expires_at", "1700000000000"),
+        ("note", "login alice"),
+        ("actor", "cli"),
+        ("ver", "1"),
+    ];
+
+    #[test]
+    fn a_well_formed_event_parses() {
+        let e = Event::from_fields(&fields(&GOOD)).unwrap();
+        assert_eq!(e.seq, 7);
+        assert_eq!(e.op, Op::Upsert);
+        assert_eq!(e.cidr.to_string(), "203.0.113.0/24");
+        assert_eq!(e.expires_at, 1_700_000_000_000);
+    }
+
+    #[test]
+    fn unknown_versions_ops_and_bad_fields_are_refused_whole() {
+        for (k, v) in [
+            ("ver", "2"),
+            ("op", "truncate"),
+            ("seq", "x"),
+            ("cidr", "203.0.113.1/24"),
+            ("cidr", "2001:DB8::/32"),
+        ] {
+            let mut f = fields(&GOOD);
+            f.insert(k.into(), Value::BulkString(v.as_bytes().to_vec()));
+            assert!(Event::from_fields(&f).is_err(), "{k}={v}");
+        }
+        let mut f = fields(&GOOD);
+        f.remove("epoch");
+        assert!(Event::from_fields(&f).is_err());
+    }
+}

@@ -1,0 +1,183 @@
+//! Validation of admin input, shared by the admin API and `tollgate allow`.
+//! Everything is checked here, before any script runs: bad input writes nothing.
+
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::cidr::{self, PrefixFloor};
+use crate::config::AllowlistConfig;
+
+/// Longest note, in bytes.
+pub const MAX_NOTE_BYTES: usize = 256;
+/// Longest actor name, in bytes.
+pub const MAX_ACTOR_BYTES: usize = 64;
+
+/// A validated entry to add or refresh.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEntry {
+    pub cidr: IpNet,
+    /// 0: never expires (only with `allowlist.allow_permanent`).
+    pub ttl_ms: u64,
+    pub note: String,
+    pub actor: String,
+}
+
+/// A problem with one input field; nothing was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn bad(field: &'static str, message: impl Into<String>) -> FieldError {
+    FieldError {
+        field,
+        message: message.into(),
+    }
+}
+
+/// Check a new entry: `cidr`, `ttl` (default `allowlist.default_ttl`), `note`.
+/// The actor is checked by [`actor`], since where it comes from differs.
+pub fn new_entry(
+    cidr: &str,
+    ttl: Option<&str>,
+    note: Option<&str>,
+    actor: String,
+    cfg: &AllowlistConfig,
+) -> Result<NewEntry, FieldError> {
+    let floor = PrefixFloor {
+        v4: cfg.min_prefix_v4,
+        v6: cfg.min_prefix_v6,
+    };
+    let cidr = cidr::parse_entry(cidr, floor).map_err(|e| bad("cidr", e))?;
+    let ttl_ms = match ttl {
+        None => millis(cfg.default_ttl),
+        Some(t) => parse_ttl(t, cfg).map_err(|e| bad("ttl", e))?,
+    };
+    let note = note.unwrap_or_default();
+    if note.len() > MAX_NOTE_BYTES {
+        return Err(bad(
+            "note",
+            format!("is {} bytes; at most {MAX_NOTE_BYTES} are kept", note.len()),
+        ));
+    }
+    Ok(NewEntry {
+        cidr,
+        ttl_ms,
+        note: note.to_string(),
+        actor,
+    })
+}
+
+/// `"24h"`, `"90m"`, ... up to `allowlist.max_ttl`; `"never"` only with
+/// `allowlist.allow_permanent = true` (then 0).
+pub fn parse_ttl(text: &str, cfg: &AllowlistConfig) -> Result<u64, String> {
+    if text.trim() == "never" {
+        return if cfg.allow_permanent {
+            Ok(0)
+        } else {
+            Err(
+                "\"never\" is refused: permanent entries need allowlist.allow_permanent = true"
+                    .into(),
+            )
+        };
+    }
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("bad duration {text:?}: {e} (e.g. \"24h\", \"30m\")"))?;
+    if d > cfg.max_ttl {
+        return Err(format!(
+            "{text:?} is longer than allowlist.max_ttl ({})",
+            humantime::format_duration(cfg.max_ttl)
+        ));
+    }
+    match millis(d) {
+        0 => Err(format!("{text:?} is too short: at least 1ms")),
+        ms => Ok(ms),
+    }
+}
+
+/// Who made a change: 1 to 64 visible ASCII characters.
+pub fn actor(text: &str) -> Result<String, String> {
+    if text.is_empty()
+        || text.len() > MAX_ACTOR_BYTES
+        || !text.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+    {
+        return Err(format!(
+            "{text:?}: 1 to {MAX_ACTOR_BYTES} visible ASCII characters"
+        ));
+    }
+    Ok(text.to_string())
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(allow_permanent: bool) -> AllowlistConfig {
+        AllowlistConfig {
+            default_ttl: Duration::from_secs(86_400),
+            max_ttl: Duration::from_secs(30 * 86_400),
+            min_prefix_v4: 8,
+            min_prefix_v6: 32,
+            allow_permanent,
+            reap_interval: Duration::from_secs(1),
+        }
+    }
+
+    fn field(cidr: &str, ttl: Option<&str>, note: Option<&str>) -> &'static str {
+        new_entry(cidr, ttl, note, "t".into(), &cfg(false))
+            .unwrap_err()
+            .field
+    }
+
+    #[test]
+    fn a_good_entry_takes_the_default_ttl() {
+        let e = new_entry("203.0.113.7", None, Some("login"), "a".into(), &cfg(false)).unwrap();
+        assert_eq!(e.cidr.to_string(), "203.0.113.7/32");
+        assert_eq!(e.ttl_ms, 86_400_000);
+        assert_eq!(e.note, "login");
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        assert_eq!(field("nope", None, None), "cidr");
+        assert_eq!(field("203.0.113.7/24", None, None), "cidr");
+        assert_eq!(field("0.0.0.0/0", None, None), "cidr");
+        assert_eq!(field("10.0.0.0/7", None, None), "cidr");
+        assert_eq!(field("1.2.3.4", Some("31d"), None), "ttl");
+        assert_eq!(field("1.2.3.4", Some("0s"), None), "ttl");
+        assert_eq!(field("1.2.3.4", Some("soon"), None), "ttl");
+        assert_eq!(field("1.2.3.4", Some("never"), None), "ttl");
+        assert_eq!(field("1.2.3.4", None, Some(&"x".repeat(257))), "note");
+        assert!(new_entry(
+            "1.2.3.4",
+            None,
+            Some(&"x".repeat(256)),
+            "t".into(),
+            &cfg(false)
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn never_is_permanent_only_when_allowed() {
+        assert_eq!(parse_ttl("never", &cfg(true)), Ok(0));
+        assert!(parse_ttl("never", &cfg(false))
+            .unwrap_err()
+            .contains("allow_permanent"));
+        assert_eq!(parse_ttl("30d", &cfg(false)), Ok(30 * 86_400_000));
+    }
+
+    #[test]
+    fn actors_are_short_visible_text() {
+        assert!(actor("admin-api").is_ok());
+        assert!(actor("").is_err());
+        assert!(actor("a\nb").is_err());
+        assert!(actor(&"a".repeat(65)).is_err());
+    }
+}

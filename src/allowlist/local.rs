@@ -1,0 +1,113 @@
+//! The embedded allowlist (no Redis, one replica): the scripts' semantics in
+//! process. Each change bumps `seq` and publishes a new table at once, while
+//! the lock is held, so tables are published in `seq` order.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+
+use super::table::{live, Clock, Table};
+use super::{new_epoch, Entry, Listing, NewEntry, Stored};
+
+struct State {
+    entries: BTreeMap<IpNet, Entry>,
+    /// The published table's source; its clock is the store's clock.
+    table: Table,
+}
+
+pub struct LocalAllowlist {
+    state: Mutex<State>,
+}
+
+impl LocalAllowlist {
+    pub fn new() -> LocalAllowlist {
+        LocalAllowlist {
+            state: Mutex::new(State {
+                entries: BTreeMap::new(),
+                table: Table::new(new_epoch(), 0, Clock::system()),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent data: every change
+        // below completes before anything can panic.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn table(&self) -> Table {
+        self.lock().table.clone()
+    }
+
+    pub fn upsert(&self, new: &NewEntry, publish: &ArcSwap<Table>) -> Stored {
+        let mut s = self.lock();
+        let now = s.table.clock.now_ms();
+        let expires_at = if new.ttl_ms == 0 { 0 } else { now + new.ttl_ms };
+        let entry = Entry {
+            cidr: new.cidr,
+            expires_at,
+            note: new.note.clone(),
+            created_at: now,
+            actor: new.actor.clone(),
+        };
+        s.entries.insert(new.cidr, entry.clone());
+        s.table.insert(new.cidr, expires_at);
+        let seq = s.commit(publish);
+        Stored { entry, seq }
+    }
+
+    pub fn remove(&self, cidr: &IpNet, _actor: &str, publish: &ArcSwap<Table>) -> Option<u64> {
+        let mut s = self.lock();
+        s.entries.remove(cidr)?;
+        s.table.remove(cidr);
+        Some(s.commit(publish))
+    }
+
+    /// Expire every due entry (one `seq` each, like the reap script).
+    pub fn reap(&self, publish: &ArcSwap<Table>) -> usize {
+        let mut s = self.lock();
+        let now = s.table.clock.now_ms();
+        let due: Vec<IpNet> = s
+            .entries
+            .values()
+            .filter(|e| !live(e.expires_at, now))
+            .map(|e| e.cidr)
+            .collect();
+        for cidr in &due {
+            s.entries.remove(cidr);
+            s.table.remove(cidr);
+            s.table.seq += 1;
+        }
+        if !due.is_empty() {
+            publish.store(std::sync::Arc::new(s.table.clone()));
+        }
+        due.len()
+    }
+
+    pub fn listing(&self) -> Listing {
+        let s = self.lock();
+        let now = s.table.clock.now_ms();
+        Listing {
+            epoch: s.table.epoch.clone(),
+            seq: s.table.seq,
+            now_ms: now,
+            entries: s
+                .entries
+                .values()
+                .filter(|e| live(e.expires_at, now))
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+impl State {
+    /// One more change: the next `seq`, and the table handlers see.
+    fn commit(&mut self, publish: &ArcSwap<Table>) -> u64 {
+        self.table.seq += 1;
+        publish.store(std::sync::Arc::new(self.table.clone()));
+        self.table.seq
+    }
+}

@@ -1,0 +1,54 @@
+//! The expiry reaper: every `serve` runs `allow_reap` each
+//! `allowlist.reap_interval`, removing due entries with one `expire` event
+//! each. Running it on every replica at once is safe (the script is atomic).
+//! Nodes do not wait for it: their tables stop matching an entry at its
+//! `expires_at` by themselves.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::Allowlist;
+
+/// Reap every `every` until `stop`.
+pub async fn run(list: Arc<Allowlist>, every: Duration, stop: CancellationToken) {
+    reap_loop(list, every, stop)
+        .instrument(tracing::info_span!("allowlist_reaper"))
+        .await
+}
+
+async fn reap_loop(list: Arc<Allowlist>, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let reaped = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = list.reap() => r,
+        };
+        match reaped {
+            Ok(n) => {
+                if failing {
+                    tracing::info!("allowlist reaper: Redis back");
+                    failing = false;
+                }
+                if n > 0 {
+                    tracing::debug!(expired = n, "allowlist entries expired");
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "allowlist reaper: Redis unreachable; retrying each interval");
+                    failing = true;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! The allowlist in Redis: the four `lua/allow_*.lua` scripts and the
+//! readers of their replies. Writers (admin API, CLI, reaper) share one
+//! `ConnectionManager`; the follower reads snapshots on its own connection.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::Script;
+use serde::Deserialize;
+
+use super::{new_epoch, Entry, Listing, NewEntry, Stored};
+use crate::keys::AllowKeys;
+use crate::limiter::{classify, StoreError};
+
+/// Events older than this are trimmed from the stream (7 days): far longer than
+/// any restart, so a node that knows its position can always catch up.
+pub const EVENT_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
+/// And the stream never holds much more than this many events.
+pub const EVENT_CAP: u64 = 1_000_000;
+/// The reaper expires at most this many entries per script call (it loops).
+const REAP_BATCH: u64 = 500;
+/// Admin writes are not on the request path: allow them time.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+struct Scripts {
+    upsert: Script,
+    remove: Script,
+    reap: Script,
+    snapshot: Script,
+}
+
+/// Built once; `Script` computes the SHA1 that EVALSHA uses, and on NOSCRIPT
+/// it sends the script once with EVAL.
+fn scripts() -> &'static Scripts {
+    static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
+    SCRIPTS.get_or_init(|| Scripts {
+        upsert: Script::new(include_str!("../../lua/allow_upsert.lua")),
+        remove: Script::new(include_str!("../../lua/allow_remove.lua")),
+        reap: Script::new(include_str!("../../lua/allow_reap.lua")),
+        snapshot: Script::new(include_str!("../../lua/allow_snapshot.lua")),
+    })
+}
+
+/// A consistent view of the allowlist in Redis.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub epoch: String,
+    pub seq: u64,
+    /// Stream id of the last event; tail from here.
+    pub last_id: String,
+    /// Redis TIME when it was taken.
+    pub now_ms: u64,
+    /// Expired-but-unreaped entries included.
+    pub entries: Vec<Entry>,
+}
+
+/// An entry's JSON in the `entries` hash. Unknown fields are ignored, so a
+/// later version may add some.
+#[derive(Deserialize)]
+struct StoredJson {
+    expires_at: u64,
+    note: String,
+    created_at: u64,
+    actor: String,
+}
+
+pub struct RedisAllowlist {
+    client: redis::Client,
+    conn: ConnectionManager,
+    keys: AllowKeys,
+}
+
+impl RedisAllowlist {
+    /// Lazy: nothing is dialled until the first call.
+    pub fn new(url: &str, keys: AllowKeys) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(|e| StoreError::Server(e.to_string()))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(WRITE_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            .map_err(|e| StoreError::Unreachable(e.to_string()))?;
+        Ok(RedisAllowlist { client, conn, keys })
+    }
+
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    pub fn keys(&self) -> &AllowKeys {
+        &self.keys
+    }
+
+    fn invocation<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
+        let mut inv = script.prepare_invoke();
+        for key in self.keys.all() {
+            inv.key(key);
+        }
+        inv
+    }
+
+    pub async fn upsert(&self, new: &NewEntry) -> Result<Stored, StoreError> {
+        let mut inv = self.invocation(&scripts().upsert);
+        inv.arg(new.cidr.to_string())
+            .arg(new.ttl_ms)
+            .arg(&new.note)
+            .arg(&new.actor)
+            .arg(new_epoch())
+            .arg(EVENT_RETENTION_MS)
+            .arg(EVENT_CAP);
+        let reply: Vec<String> = inv
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(classify)?;
+        let [seq, expires_at, created_at, _epoch] = reply.as_slice() else {
+            return Err(unexpected("allow_upsert", &reply));
+        };
+        Ok(Stored {
+            entry: Entry {
+                cidr: new.cidr,
+                expires_at: number(expires_at)?,
+                note: new.note.clone(),
+                created_at: number(created_at)?,
+                actor: new.actor.clone(),
+            },
+            seq: number(seq)?,
+        })
+    }
+
+    pub async fn remove(&self, cidr: &IpNet, actor: &str) -> Result<Option<u64>, StoreError> {
+        let mut inv = self.invocation(&scripts().remove);
+        inv.arg(cidr.to_string())
+            .arg(actor)
+            .arg(new_epoch())
+            .arg(EVENT_RETENTION_MS)
+            .arg(EVENT_CAP);
+        let reply: Vec<String> = inv
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(classify)?;
+        match reply.as_slice() {
+            [] => Ok(None),
+            [seq, _epoch] => Ok(Some(number(seq)?)),
+            _ => Err(unexpected("allow_remove", &reply)),
+        }
+    }
+
+    /// Expire due entries in batches; how many expired.
+    pub async fn reap(&self) -> Result<usize, StoreError> {
+        let mut total = 0;
+        // Bounded: a backlog larger than this waits for the next tick.
+        for _ in 0..100 {
+            let mut inv = self.invocation(&scripts().reap);
+            inv.arg(REAP_BATCH)
+                .arg(new_epoch())
+                .arg(EVENT_RETENTION_MS)
+                .arg(EVENT_CAP);
+            let n: u64 = inv
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(classify)?;
+            total += n as usize;
+            if n < REAP_BATCH {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Every live entry, read atomically.
+    pub async fn listing(&self) -> Result<Listing, StoreError> {
+        let snap = self.snapshot(&mut self.conn.clone()).await?;
+        let mut entries: Vec<Entry> = snap
+            .entries
+            .into_iter()
+            .filter(|e| super::table::live(e.expires_at, snap.now_ms))
+            .collect();
+        entries.sort_by_key(|e| e.cidr);
+        Ok(Listing {
+            epoch: snap.epoch,
+            seq: snap.seq,
+            now_ms: snap.now_ms,
+            entries,
+        })
+    }
+
+    /// One atomic read of entries, epoch, seq, stream position and Redis time.
+    pub async fn snapshot<C: ConnectionLike>(&self, conn: &mut C) -> Result<Snapshot, StoreError> {
+        let mut inv = scripts().snapshot.prepare_invoke();
+        inv.key(&self.keys.meta).key(&self.keys.entries);
+        let reply: Vec<String> = inv.invoke_async(conn).await.map_err(classify)?;
+        let [epoch, seq, last_id, now_ms, rest @ ..] = reply.as_slice() else {
+            return Err(unexpected("allow_snapshot", &reply[..reply.len().min(4)]));
+        };
+        let mut entries = Vec::with_capacity(rest.len() / 2);
+        for pair in rest.chunks(2) {
+            let [cidr, json] = pair else {
+                return Err(unexpected("allow_snapshot", pair));
+            };
+            match parse_entry(cidr, json) {
+                Ok(e) => entries.push(e),
+                // Only a hand-edited hash gets here; the rest of the table still holds.
+                Err(e) => {
+                    tracing::warn!(%cidr, error = %e, "skipping an unreadable allowlist entry")
+                }
+            }
+        }
+        Ok(Snapshot {
+            epoch: epoch.clone(),
+            seq: number(seq)?,
+            last_id: last_id.clone(),
+            now_ms: number(now_ms)?,
+            entries,
+        })
+    }
+}
+
+fn parse_entry(cidr: &str, json: &str) -> Result<Entry, String> {
+    let net = super::cidr::parse_net(cidr)?;
+    let j: StoredJson = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    Ok(Entry {
+        cidr: net,
+        expires_at: j.expires_at,
+        note: j.note,
+        created_at: j.created_at,
+        actor: j.actor,
+    })
+}
+
+fn number(s: &str) -> Result<u64, StoreError> {
+    s.parse()
+        .map_err(|_| StoreError::Server(format!("expected a number from Redis, got {s:?}")))
+}
+
+fn unexpected(script: &str, reply: &[String]) -> StoreError {
+    StoreError::Server(format!("unexpected {script} reply {reply:?}"))
+}

@@ -1,0 +1,264 @@
+//! A node's allowlist: longest-prefix tables for IPv4 and IPv6, the position
+//! in the event sequence they reflect, and a clock in Redis time.
+//!
+//! Request handlers read a `Table` through `ArcSwap` (see `Allowlist`), so a
+//! lookup never waits on a lock or on Redis. The owner (the follower, or the
+//! embedded store) changes its own copy and publishes a clone.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use prefix_trie::PrefixMap;
+
+use super::cidr;
+use super::event::{Event, Op};
+use super::Entry;
+
+/// Redis time (ms since the Unix epoch), estimated on this node: a reading of
+/// Redis `TIME` taken at a monotonic instant, plus the time elapsed since.
+/// Wall-clock steps on the node do not move it.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    base: Instant,
+    base_ms: u64,
+}
+
+impl Clock {
+    /// `reference_ms` was the reference time at `at`.
+    pub fn synced(reference_ms: u64, at: Instant) -> Clock {
+        Clock {
+            base: at,
+            base_ms: reference_ms,
+        }
+    }
+
+    /// The node's own clock (the embedded store has no Redis).
+    pub fn system() -> Clock {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Clock::synced(ms, Instant::now())
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.base_ms + self.base.elapsed().as_millis() as u64
+    }
+}
+
+/// When an entry stops matching: ms since the Unix epoch, Redis time; 0 never.
+pub type ExpiresAt = u64;
+
+/// Whether an entry with this expiry still matches at `now_ms`.
+pub fn live(expires_at: ExpiresAt, now_ms: u64) -> bool {
+    expires_at == 0 || now_ms < expires_at
+}
+
+/// What applying one event did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    Applied,
+    /// Its `seq` was applied already.
+    Duplicate,
+    /// The table cannot follow this event; load a fresh snapshot.
+    Resync(&'static str),
+}
+
+#[derive(Clone)]
+pub struct Table {
+    v4: PrefixMap<Ipv4Net, ExpiresAt>,
+    v6: PrefixMap<Ipv6Net, ExpiresAt>,
+    /// The dataset these entries belong to; empty before its first write.
+    pub epoch: String,
+    /// The last event applied (0: none).
+    pub seq: u64,
+    pub clock: Clock,
+}
+
+impl Table {
+    pub fn new(epoch: String, seq: u64, clock: Clock) -> Table {
+        Table {
+            v4: PrefixMap::new(),
+            v6: PrefixMap::new(),
+            epoch,
+            seq,
+            clock,
+        }
+    }
+
+    pub fn from_entries<'a>(
+        epoch: String,
+        seq: u64,
+        clock: Clock,
+        entries: impl IntoIterator<Item = &'a Entry>,
+    ) -> Table {
+        let mut t = Table::new(epoch, seq, clock);
+        for e in entries {
+            t.insert(e.cidr, e.expires_at);
+        }
+        t
+    }
+
+    pub fn insert(&mut self, net: IpNet, expires_at: ExpiresAt) {
+        match net {
+            IpNet::V4(n) => self.v4.insert(n, expires_at),
+            IpNet::V6(n) => self.v6.insert(n, expires_at),
+        };
+    }
+
+    pub fn remove(&mut self, net: &IpNet) {
+        match net {
+            IpNet::V4(n) => self.v4.remove(n),
+            IpNet::V6(n) => self.v6.remove(n),
+        };
+    }
+
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The longest live network holding `ip`, now (Redis time).
+    pub fn lookup(&self, ip: IpAddr) -> Option<(IpNet, ExpiresAt)> {
+        self.lookup_at(ip, self.clock.now_ms())
+    }
+
+    /// The longest network holding `ip` that is live at `now_ms`. When the
+    /// longest one has expired (its event not yet here), a shorter live one
+    /// still matches. No allocation: at most one trie walk per prefix length.
+    pub fn lookup_at(&self, ip: IpAddr, now_ms: u64) -> Option<(IpNet, ExpiresAt)> {
+        let mut probe = cidr::host(ip);
+        loop {
+            let (net, expires_at) = match probe {
+                IpNet::V4(p) => self.v4.get_lpm(&p).map(|(n, e)| (IpNet::V4(n), *e))?,
+                IpNet::V6(p) => self.v6.get_lpm(&p).map(|(n, e)| (IpNet::V6(n), *e))?,
+            };
+            if live(expires_at, now_ms) {
+                return Some((net, expires_at));
+            }
+            probe = cidr::parent(net)?;
+        }
+    }
+
+    /// Apply one event in `seq` order.
+    pub fn apply(&mut self, ev: &Event) -> Applied {
+        if self.epoch.is_empty() && self.seq == 0 && ev.seq == 1 {
+            // The snapshot saw an empty dataset; this is its first write.
+            self.epoch = ev.epoch.clone();
+        }
+        if ev.epoch != self.epoch {
+            return Applied::Resync("the dataset has another epoch");
+        }
+        if ev.seq <= self.seq {
+            return Applied::Duplicate;
+        }
+        if ev.seq != self.seq + 1 {
+            return Applied::Resync("a gap in seq");
+        }
+        match ev.op {
+            Op::Upsert => self.insert(ev.cidr, ev.expires_at),
+            Op::Remove | Op::Expire => self.remove(&ev.cidr),
+        }
+        self.seq = ev.seq;
+        Applied::Applied
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(entries: &[(&str, u64)]) -> Table {
+        let mut t = Table::new("e".into(), 0, Clock::system());
+        for (net, exp) in entries {
+            t.insert(net.parse().unwrap(), *exp);
+        }
+        t
+    }
+
+    fn hit(t: &Table, ip: &str, now: u64) -> Option<String> {
+        t.lookup_at(ip.parse().unwrap(), now)
+            .map(|(n, _)| n.to_string())
+    }
+
+    #[test]
+    fn the_longest_prefix_matches() {
+        let t = table(&[("10.0.0.0/8", 0), ("10.1.2.0/24", 0), ("2001:db8::/32", 0)]);
+        assert_eq!(hit(&t, "10.1.2.3", 5).as_deref(), Some("10.1.2.0/24"));
+        assert_eq!(hit(&t, "10.9.9.9", 5).as_deref(), Some("10.0.0.0/8"));
+        assert_eq!(hit(&t, "11.0.0.1", 5), None);
+        assert_eq!(hit(&t, "2001:db8::1", 5).as_deref(), Some("2001:db8::/32"));
+        assert_eq!(hit(&t, "2001:db9::1", 5), None);
+    }
+
+    #[test]
+    fn an_ipv4_mapped_client_matches_the_ipv4_entry() {
+        let t = table(&[("203.0.113.0/24", 0)]);
+        assert_eq!(
+            hit(&t, "::ffff:203.0.113.9", 5).as_deref(),
+            Some("203.0.113.0/24")
+        );
+    }
+
+    #[test]
+    fn an_expired_longer_prefix_falls_back_to_a_live_shorter_one() {
+        let t = table(&[
+            ("10.0.0.0/8", 1_000),
+            ("10.1.0.0/16", 0),
+            ("10.1.2.0/24", 100),
+            ("10.1.2.3/32", 50),
+        ]);
+        assert_eq!(hit(&t, "10.1.2.3", 10).as_deref(), Some("10.1.2.3/32"));
+        assert_eq!(hit(&t, "10.1.2.3", 50).as_deref(), Some("10.1.2.0/24"));
+        assert_eq!(hit(&t, "10.1.2.3", 100).as_deref(), Some("10.1.0.0/16"));
+        assert_eq!(hit(&t, "10.2.0.1", 999).as_deref(), Some("10.0.0.0/8"));
+        assert_eq!(
+            hit(&t, "10.2.0.1", 1_000),
+            None,
+            "expires at its expires_at"
+        );
+    }
+
+    fn ev(seq: u64, op: Op, cidr: &str) -> Event {
+        Event {
+            epoch: "e".into(),
+            seq,
+            op,
+            cidr: cidr.parse().unwrap(),
+            expires_at: 0,
+        }
+    }
+
+    #[test]
+    fn events_apply_in_order_duplicates_are_ignored_gaps_and_epochs_resync() {
+        let mut t = table(&[]);
+        assert_eq!(t.apply(&ev(1, Op::Upsert, "10.0.0.0/8")), Applied::Applied);
+        assert_eq!(
+            t.apply(&ev(1, Op::Remove, "10.0.0.0/8")),
+            Applied::Duplicate
+        );
+        assert_eq!(hit(&t, "10.0.0.1", 1).as_deref(), Some("10.0.0.0/8"));
+        assert_eq!(t.apply(&ev(2, Op::Expire, "10.0.0.0/8")), Applied::Applied);
+        assert_eq!(hit(&t, "10.0.0.1", 1), None);
+        assert!(matches!(
+            t.apply(&ev(4, Op::Upsert, "10.0.0.0/8")),
+            Applied::Resync(_)
+        ));
+        let mut other = ev(3, Op::Upsert, "10.0.0.0/8");
+        other.epoch = "f".into();
+        assert!(matches!(t.apply(&other), Applied::Resync(_)));
+        assert_eq!(t.seq, 2);
+    }
+
+    #[test]
+    fn an_empty_snapshot_adopts_the_epoch_of_the_first_write() {
+        let mut t = Table::new(String::new(), 0, Clock::system());
+        let mut first = ev(1, Op::Upsert, "10.0.0.0/8");
+        first.epoch = "new".into();
+        assert_eq!(t.apply(&first), Applied::Applied);
+        assert_eq!(t.epoch, "new");
+    }
+}

@@ -1,0 +1,223 @@
+//! `tollgate allow add|remove|list|check`: the allowlist straight in Redis,
+//! through the same scripts as the admin API (no server needed).
+//!
+//! Exit codes: 0 ok; 2 bad usage or input (nothing written), or no Redis
+//! configured; 1 anything else: Redis unreachable, `remove` of an entry that
+//! is not there, `check` of an address that is not on the allowlist (like
+//! `grep`, so scripts can branch on it).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
+
+use clap::{Args, Subcommand};
+use ipnet::IpNet;
+
+use super::{load_config, OverrideArgs};
+use crate::allowlist::{cidr, input, Allowlist, Entry, NewEntry};
+use crate::config::Config;
+
+#[derive(Subcommand, Debug)]
+pub enum AllowCommand {
+    /// Add an entry, or refresh one (new expiry and note).
+    Add {
+        /// An address or a network: 203.0.113.7, 203.0.113.0/24, 2001:db8::/48.
+        cidr: String,
+        /// How long it stays: "24h", "30m" (default allowlist.default_ttl);
+        /// "never" only with allowlist.allow_permanent.
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Free text, at most 256 bytes.
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Remove an entry (exit 1 when there is none).
+    Remove {
+        cidr: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Every live entry, with its remaining time.
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The entry that lets an address in (exit 1 when none does).
+    Check {
+        ip: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct Common {
+    /// Config file (TOML): [redis] and [allowlist] are read from it.
+    #[arg(long, short, env = "TOLLGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+    /// Who makes the change; recorded in the entry and its event.
+    #[arg(long, env = "TOLLGATE_ACTOR", default_value = "cli")]
+    pub actor: String,
+}
+
+/// What to do, checked whole before Redis is dialled.
+enum Action {
+    Add(NewEntry),
+    Remove(IpNet),
+    List,
+    Check(IpAddr),
+}
+
+fn usage(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
+}
+
+fn failure(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(1)
+}
+
+pub fn run(cmd: AllowCommand) -> ExitCode {
+    let common = match &cmd {
+        AllowCommand::Add { common, .. }
+        | AllowCommand::Remove { common, .. }
+        | AllowCommand::List { common }
+        | AllowCommand::Check { common, .. } => common,
+    };
+    let cfg = match load_config(common.config.as_ref(), &common.overrides) {
+        Ok(c) => c,
+        Err(e) => return usage(e),
+    };
+    if cfg.redis.is_none() {
+        return usage("`tollgate allow` works on Redis: set --redis or TOLLGATE_REDIS_URL (or [redis] url in --config); the embedded store lives inside one `tollgate serve`, use its admin API");
+    }
+    let actor = match input::actor(&common.actor) {
+        Ok(a) => a,
+        Err(e) => return usage(format!("--actor: {e}")),
+    };
+    let action = match &cmd {
+        AllowCommand::Add {
+            cidr, ttl, note, ..
+        } => input::new_entry(
+            cidr,
+            ttl.as_deref(),
+            note.as_deref(),
+            actor.clone(),
+            &cfg.allowlist,
+        )
+        .map(Action::Add)
+        .map_err(|e| format!("{}: {}", e.field, e.message)),
+        AllowCommand::Remove { cidr, .. } => cidr::parse_net(cidr).map(Action::Remove),
+        AllowCommand::List { .. } => Ok(Action::List),
+        AllowCommand::Check { ip, .. } => cidr::parse_ip(ip).map(Action::Check),
+    };
+    let action = match action {
+        Ok(a) => a,
+        Err(e) => return usage(e),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return failure(e),
+    };
+    runtime.block_on(execute(&cfg, action, &actor))
+}
+
+async fn execute(cfg: &Config, action: Action, actor: &str) -> ExitCode {
+    let list = match Allowlist::new(cfg) {
+        Ok(l) => l,
+        Err(e) => return failure(e),
+    };
+    match action {
+        Action::Add(new) => match list.upsert(&new).await {
+            Ok(stored) => {
+                println!(
+                    "added {} {} (seq {})",
+                    stored.entry.cidr,
+                    until(&stored.entry),
+                    stored.seq
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => failure(e),
+        },
+        Action::Remove(net) => match list.remove(&net, actor).await {
+            Ok(Some(seq)) => {
+                println!("removed {net} (seq {seq})");
+                ExitCode::SUCCESS
+            }
+            Ok(None) => failure(format!("{net} is not on the allowlist")),
+            Err(e) => failure(e),
+        },
+        Action::List => match list.list().await {
+            Ok(l) => {
+                println!(
+                    "# {} entries (epoch {:?}, seq {}); cidr, expires, remaining, actor, note",
+                    l.entries.len(),
+                    l.epoch,
+                    l.seq
+                );
+                for e in &l.entries {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{:?}",
+                        e.cidr,
+                        time(e.expires_at),
+                        remaining(e, l.now_ms),
+                        e.actor,
+                        e.note
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => failure(e),
+        },
+        Action::Check(ip) => match list.list().await {
+            Ok(l) => match l.lookup(ip) {
+                Some(e) => {
+                    println!(
+                        "{ip} is allowed by {} {} ({} left), actor {}, note {:?}",
+                        e.cidr,
+                        until(e),
+                        remaining(e, l.now_ms),
+                        e.actor,
+                        e.note
+                    );
+                    ExitCode::SUCCESS
+                }
+                None => failure(format!("{ip} is not on the allowlist")),
+            },
+            Err(e) => failure(e),
+        },
+    }
+}
+
+/// An instant in Redis time, RFC 3339; 0 is "never".
+fn time(ms: u64) -> String {
+    if ms == 0 {
+        return "never".into();
+    }
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+fn until(e: &Entry) -> String {
+    match e.expires_at {
+        0 => "permanently".into(),
+        ms => format!("until {}", time(ms)),
+    }
+}
+
+fn remaining(e: &Entry, now_ms: u64) -> String {
+    match e.expires_at {
+        0 => "-".into(),
+        ms => humantime::format_duration(Duration::from_secs(ms.saturating_sub(now_ms) / 1000))
+            .to_string(),
+    }
+}

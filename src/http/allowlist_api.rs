@@ -1,0 +1,177 @@
+//! The allowlist's admin API (behind the bearer token). Every input is
+//! checked before any script runs: a 400 names the field and writes nothing.
+//!
+//! - `POST /v1/allowlist` `{"cidr", "ttl"?, "note"?}` → 201 with the stored
+//!   entry and its `seq`; re-adding refreshes expiry and note.
+//! - `DELETE /v1/allowlist/{cidr}` (`203.0.113.0%2F24`, or the path form
+//!   `/v1/allowlist/203.0.113.0/24`) → 200, or 404 when there is no such entry.
+//! - `GET /v1/allowlist` → every live entry with its remaining TTL.
+//! - `GET /v1/allowlist/check?ip=…` → the longest live entry holding it, or 404.
+//!
+//! Who made a change comes from `X-Tollgate-Actor` (default `admin-api`).
+//! Answers read Redis (or the embedded store), not this node's table.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::response::ApiError;
+use crate::allowlist::{cidr, input, Entry};
+use crate::app::App;
+use crate::limiter::StoreError;
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/v1/allowlist", post(add).get(list))
+        .route("/v1/allowlist/check", get(check))
+        .route("/v1/allowlist/{*cidr}", delete(remove))
+}
+
+/// An entry as the API shows it; `expires_at` is null for a permanent entry.
+fn entry_json(e: &Entry, now_ms: Option<u64>) -> Value {
+    let expires_at = (e.expires_at != 0).then_some(e.expires_at);
+    let mut v = json!({
+        "cidr": e.cidr.to_string(),
+        "expires_at": expires_at,
+        "note": e.note,
+        "created_at": e.created_at,
+        "actor": e.actor,
+    });
+    if let Some(now) = now_ms {
+        v["remaining_ms"] = json!(expires_at.map(|x| x.saturating_sub(now)));
+    }
+    v
+}
+
+fn unavailable(e: StoreError) -> ApiError {
+    ApiError::unavailable(format!("allowlist store: {e}"))
+}
+
+fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
+    match headers.get("x-tollgate-actor") {
+        None => Ok("admin-api".into()),
+        Some(v) => v
+            .to_str()
+            .map_err(|_| "not visible ASCII".to_string())
+            .and_then(input::actor)
+            .map_err(|e| ApiError::bad("X-Tollgate-Actor", e)),
+    }
+}
+
+async fn add(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    match try_add(&app, &headers, &body).await {
+        Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn try_add(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad("(body)", format!("not JSON: {e}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| ApiError::bad("(body)", "expected a JSON object"))?;
+    if let Some(field) = obj
+        .keys()
+        .find(|f| !["cidr", "ttl", "note"].contains(&f.as_str()))
+    {
+        return Err(ApiError::bad(
+            field.clone(),
+            format!("unknown field {field:?}"),
+        ));
+    }
+    let text = |name: &'static str| -> Result<Option<&str>, ApiError> {
+        match obj.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(ApiError::bad(name, "must be a string")),
+        }
+    };
+    let cidr = text("cidr")?.ok_or_else(|| ApiError::bad("cidr", "missing"))?;
+    let new = input::new_entry(
+        cidr,
+        text("ttl")?,
+        text("note")?,
+        actor(headers)?,
+        &app.config.allowlist,
+    )
+    .map_err(|e| ApiError::bad(e.field, e.message))?;
+    let stored = app.allowlist.upsert(&new).await.map_err(unavailable)?;
+    let mut v = entry_json(&stored.entry, None);
+    v["seq"] = json!(stored.seq);
+    Ok(v)
+}
+
+async fn remove(
+    State(app): State<Arc<App>>,
+    Path(text): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let net = cidr::parse_net(&text).map_err(|e| ApiError::bad("cidr", e))?;
+        let actor = actor(&headers)?;
+        match app
+            .allowlist
+            .remove(&net, &actor)
+            .await
+            .map_err(unavailable)?
+        {
+            Some(seq) => Ok(json!({"cidr": net.to_string(), "removed": true, "seq": seq})),
+            None => Err(ApiError::not_found(
+                "cidr",
+                format!("{net} is not on the allowlist"),
+            )),
+        }
+    }
+    .await;
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn list(State(app): State<Arc<App>>) -> Response {
+    match app.allowlist.list().await {
+        Ok(l) => Json(json!({
+            "epoch": l.epoch,
+            "seq": l.seq,
+            "now": l.now_ms,
+            "entries": l.entries.iter().map(|e| entry_json(e, Some(l.now_ms))).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(e) => unavailable(e).into_response(),
+    }
+}
+
+async fn check(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Response {
+    let result = async {
+        let ip = form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
+            .find(|(k, _)| k == "ip")
+            .map(|(_, v)| v.into_owned())
+            .ok_or_else(|| ApiError::bad("ip", "missing: /v1/allowlist/check?ip=ADDRESS"))?;
+        let ip = cidr::parse_ip(&ip).map_err(|e| ApiError::bad("ip", e))?;
+        let listing = app.allowlist.list().await.map_err(unavailable)?;
+        match listing.lookup(ip) {
+            Some(e) => {
+                let mut v = entry_json(e, Some(listing.now_ms));
+                v["ip"] = json!(ip.to_string());
+                Ok(v)
+            }
+            None => Err(ApiError::not_found(
+                "ip",
+                format!("{ip} is not on the allowlist"),
+            )),
+        }
+    }
+    .await;
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
