@@ -146,6 +146,11 @@ key = "ip"
 limits = ["3/h"]
 
 [[rule]]
+name = "admin"
+match = { path_prefix = "/admin" }
+allowlist = "require"
+
+[[rule]]
 name = "burst"
 match = { path_prefix = "/burst" }
 key = "ip"
@@ -302,6 +307,39 @@ pub async fn the_limit_holds_through_the_proxy_with_32_concurrent_clients(kind: 
     );
 }
 
+pub async fn an_allowlist_add_on_one_replica_lets_the_client_through_within_a_second(kind: Kind) {
+    let s = Stack::start(kind, CONFIG).await;
+    let c = client_from("127.0.0.8");
+    let r = c.get(s.proxy.url("/admin/panel")).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        403,
+        "{kind:?}: not on the allowlist of a require rule"
+    );
+    let admin = &s.replicas[0];
+    let r = admin
+        .admin_client()
+        .post(admin.admin_url("/v1/allowlist"))
+        .json(&serde_json::json!({"cidr": "127.0.0.8", "ttl": "1h", "note": "e2e"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let url = s.proxy.url("/admin/panel");
+    eventually(Duration::from_secs(1), || {
+        let (c, url) = (c.clone(), url.clone());
+        async move { c.get(&url).send().await.unwrap().status() == 200 }
+    })
+    .await;
+    // Another client is still refused.
+    let r = client_from("127.0.0.9")
+        .get(s.proxy.url("/admin/panel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "{kind:?}");
+}
+
 pub async fn with_tollgate_stopped_the_client_gets_the_documented_status(kind: Kind) {
     let s = Stack::start(kind, CONFIG).await;
     let c = client_from("127.0.0.7");
@@ -350,6 +388,14 @@ macro_rules! proxy_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn the_limit_holds_through_the_proxy_with_32_concurrent_clients() {
                 super::the_limit_holds_through_the_proxy_with_32_concurrent_clients($kind).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn an_allowlist_add_on_one_replica_lets_the_client_through_within_a_second() {
+                super::an_allowlist_add_on_one_replica_lets_the_client_through_within_a_second(
+                    $kind,
+                )
+                .await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
