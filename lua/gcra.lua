@@ -10,7 +10,11 @@
 --          new_tat = max(tat, now) + cost * period / limit.
 --          reset_ms: until the TAT reaches now (quota fully restored).
 -- Numbers: the arithmetic is done relative to now (small values, exact to far
---          below a microsecond); the TAT is stored with %.17g so no digit is lost.
+--          below a microsecond). The TAT is stored as a whole microsecond,
+--          rounded up (never more permissive), so Redis keeps it as an integer
+--          (no string allocation: ~88 bytes per key). The 1 us tolerance below
+--          absorbs that rounding; it cannot admit a whole unit unless a unit is
+--          shorter than 1 us (over a million per second).
 --
 -- Example: KEYS = {"tg:rl:{api|203.0.113.7}:gc:60000"}, ARGV = {1, 60, 60000}
 --   60 calls at once pass; the 61st -> {0, 1000, 0, 60000}
@@ -29,8 +33,7 @@ for i = 1, n do
   local diff = math.max(tat - now, 0)
   local new_diff = diff + cost * interval
   ahead[i], after[i] = diff, new_diff
-  -- 0.5 us absorbs rounding of the stored TAT; it can never admit a whole unit.
-  if new_diff > period + 0.5 then
+  if new_diff > period + 1 then
     allowed = 0
     local wait = math.ceil((new_diff - period) / 1000)
     if wait < 1 then wait = 1 end
@@ -45,7 +48,7 @@ for i = 1, n do
   local d = ahead[i]
   if allowed == 1 and cost > 0 then
     d = after[i]
-    redis.call('SET', KEYS[i], string.format('%.17g', now + d), 'PX', math.max(math.ceil(d / 1000), 1))
+    redis.call('SET', KEYS[i], string.format('%.0f', now + math.ceil(d)), 'PX', math.max(math.ceil(d / 1000), 1))
   end
   out[#out + 1] = math.max(math.floor((period - d) / interval + 1e-9), 0)
   out[#out + 1] = math.ceil(d / 1000)

@@ -9,6 +9,7 @@ bench/results/<UTC date>.json with the machine it ran on.
 """
 
 import datetime
+import http.client
 import json
 import os
 import platform
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -107,6 +109,11 @@ key = "ip"
 limits = ["1/h"]
 
 [[rule]]
+name = "gate"
+match = {{ path_prefix = "/gate" }}
+allowlist = "require"
+
+[[rule]]
 name = "bench"
 match = {{ path_prefix = "/allow" }}
 key = "ip"
@@ -114,13 +121,17 @@ limits = ["1000000000/h"]
 """
 
 
-def start_tollgate(redis_port):
+ADMIN_TOKEN = "bench-token"
+
+
+def start_tollgate(redis_port, prefix=None):
     port, admin = free_port(), free_port()
-    section = f'[redis]\nurl = "redis://127.0.0.1:{redis_port}"\nprefix = "bench{port}"\n' if redis_port else ""
+    prefix = prefix or f"bench{port}"
+    section = f'[redis]\nurl = "redis://127.0.0.1:{redis_port}"\nprefix = "{prefix}"\n' if redis_port else ""
     path = os.path.join(WORK, f"tollgate-{port}.toml")
     with open(path, "w") as f:
         f.write(CONFIG.format(port=port, admin=admin, redis=section))
-    p = spawn([BIN, "serve", "--config", path], env={**os.environ, "RUST_LOG": "warn"})
+    p = spawn([BIN, "serve", "--config", path], env={**os.environ, "RUST_LOG": "warn", "TOLLGATE_ADMIN_TOKEN": ADMIN_TOKEN})
     wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz").status == 200, "tollgate")
     return p, port, admin
 
@@ -225,22 +236,91 @@ def redis_memory_per_counter(redis_port, n=100_000):
     for alg, tag in [("fixed_window", "fw"), ("sliding_window", "sw"), ("sliding_log", "sl"), ("gcra", "gc")]:
         sha = redis(redis_port, "SCRIPT", "LOAD", open(os.path.join(ROOT, "lua", f"{alg}.lua")).read())
         before = int(redis_info(redis_port, "used_memory"))
-        cmds = "".join(resp("EVALSHA", sha, 1, f"m:rl:{{login|198.18.{i // 256 % 256}.{i % 256}-{i}}}:{tag}:3600000", 1, 100, 3600000)
+        # Keys as tollgate names them: prefix, {rule|client IP}, algorithm, period.
+        cmds = "".join(resp("EVALSHA", sha, 1, f"tg:rl:{{login|{bench_ip(i)}}}:{tag}:3600000", 1, 100, 3600000)
                        for i in range(n))
         subprocess.run(["redis-cli", "-p", str(redis_port), "--pipe"], input=cmds, capture_output=True, text=True)
         after = int(redis_info(redis_port, "used_memory"))
-        sample = redis(redis_port, "MEMORY", "USAGE", f"m:rl:{{login|198.18.0.1-1}}:{tag}:3600000")
+        sample = redis(redis_port, "MEMORY", "USAGE", f"tg:rl:{{login|{bench_ip(1)}}}:{tag}:3600000")
         result[alg] = {"bytes_per_counter": round((after - before) / n, 1), "memory_usage_sample": int(sample or 0)}
         redis(redis_port, "FLUSHDB")  # our own throwaway Redis
     # sliding_log grows per admitted request: 10 requests on each of n/10 keys.
     sha = redis(redis_port, "SCRIPT", "LOAD", open(os.path.join(ROOT, "lua", "sliding_log.lua")).read())
     before = int(redis_info(redis_port, "used_memory"))
-    cmds = "".join(resp("EVALSHA", sha, 1, f"m:rl:{{login|k{i % (n // 10)}}}:sl:3600000", 1, 100, 3600000) for i in range(n))
+    cmds = "".join(resp("EVALSHA", sha, 1, f"tg:rl:{{login|{bench_ip(i % (n // 10))}}}:sl:3600000", 1, 100, 3600000)
+                   for i in range(n))
     subprocess.run(["redis-cli", "-p", str(redis_port), "--pipe"], input=cmds, capture_output=True, text=True)
     after = int(redis_info(redis_port, "used_memory"))
     result["sliding_log"]["bytes_per_stored_request_at_10_per_key"] = round((after - before) / n, 1)
     redis(redis_port, "FLUSHDB")
     return result
+
+
+def bench_ip(i):
+    """The i-th address of 198.18.0.0/15 (the benchmarking range)."""
+    return f"198.{18 + i // 65536}.{i // 256 % 256}.{i % 256}"
+
+
+def load_allowlist(redis_port, prefix, n):
+    """n entries (/32s of 198.18.0.0/15) through the allow_upsert script, pipelined."""
+    sha = redis(redis_port, "SCRIPT", "LOAD", open(os.path.join(ROOT, "lua", "allow_upsert.lua")).read())
+    tag = f"{prefix}:{{{prefix}:allow}}"
+    keys = [f"{tag}:meta", f"{tag}:entries", f"{tag}:exp", f"{tag}:events"]
+    cmds = "".join(resp("EVALSHA", sha, 4, *keys, f"{bench_ip(i)}/32", 3_600_000, "bench", "bench", "benchepoch", 604_800_000, 1_000_000)
+                   for i in range(n))
+    subprocess.run(["redis-cli", "-p", str(redis_port), "--pipe"], input=cmds, capture_output=True, text=True)
+    return int(redis(redis_port, "HLEN", keys[1]) or 0)
+
+
+def propagation(redis_port, adds=100, followers=4):
+    """Add on one node -> visible on every follower: time from sending the POST
+    until each follower's /check lets the new address through a require gate."""
+    prefix = f"prop{free_port()}"
+    writer = start_tollgate(redis_port, prefix)
+    nodes = [start_tollgate(redis_port, prefix) for _ in range(followers)]
+    samples = []
+    for n in range(adds):
+        ip = f"198.19.{n // 256}.{n % 256}"
+        seen = [None] * followers
+        go = threading.Event()
+
+        def poll(k, port):
+            c = http.client.HTTPConnection("127.0.0.1", port)
+            go.wait()
+            while time.perf_counter() < deadline:
+                c.request("GET", "/check", headers={"X-Forwarded-For": ip, "X-Original-URI": "/gate"})
+                r = c.getresponse()
+                r.read()
+                if r.status == 200:
+                    seen[k] = time.perf_counter()
+                    return
+
+        threads = [threading.Thread(target=poll, args=(k, node[1])) for k, node in enumerate(nodes)]
+        for t in threads:
+            t.start()
+        admin = http.client.HTTPConnection("127.0.0.1", writer[2])
+        body = json.dumps({"cidr": ip, "ttl": "1h"})
+        deadline = time.perf_counter() + 5
+        t0 = time.perf_counter()
+        go.set()
+        admin.request("POST", "/v1/allowlist", body, {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"})
+        assert admin.getresponse().status == 201
+        for t in threads:
+            t.join()
+        samples += [(t - t0) * 1000 for t in seen if t is not None]
+    for p, _, _ in [writer, *nodes]:
+        stop(p)
+    samples.sort()
+    pick = lambda q: round(samples[min(len(samples) - 1, int(q * len(samples)))], 2)
+    return {"adds": adds, "followers": followers, "samples": len(samples), "p50_ms": pick(0.5), "p99_ms": pick(0.99)}
+
+
+def lookup_bench():
+    out = subprocess.run(["cargo", "bench", "--bench", "allowlist_lookup", "--", "--warm-up-time", "1", "--measurement-time", "3"],
+                         cwd=ROOT, capture_output=True, text=True).stdout
+    found = re.findall(r"allowlist lookup, 100k entries/(.+?)\s+time:\s+\[\S+ \S+ (\S+) (\S+)", out)
+    units = {"ns": 1, "µs": 1000, "us": 1000}
+    return {name.strip(): round(float(v) * units.get(u, 1), 1) for name, v, u in found}
 
 
 def machine():
@@ -265,7 +345,10 @@ def main():
     results["ceiling_evalsha"] = ceiling(rp, 1)
     results["ceiling_evalsha_p16"] = ceiling(rp, 16)
 
-    tg, port, admin = start_tollgate(rp)
+    # The measured node starts on an allowlist of 100 000 entries.
+    prefix = f"rss{free_port()}"
+    results["allowlist_entries_loaded"] = load_allowlist(rp, prefix, 100_000)
+    tg, port, admin = start_tollgate(rp, prefix)
     results["check_redis_allowed"] = wrk(port, "/allow")
     m = metrics(admin)
     results["check_redis_allowed"]["fallback_decisions"] = metric_sum(m, "tollgate_decisions_total", outcome="fallback_allowed")
@@ -286,6 +369,8 @@ def main():
     results["rss_embedded_mb"] = round(peak_rss_mb(tg.pid), 1)
     stop(tg)
 
+    results["allowlist_propagation"] = propagation(rp)
+    results["allowlist_lookup_ns"] = lookup_bench()
     results["redis_memory"] = redis_memory_per_counter(rp)
 
     c = results["ceiling_evalsha"]["rps"]
@@ -321,12 +406,16 @@ def print_table(r):
     row("/check, embedded store", r["check_embedded_allowed"], q["embedded_over_ceiling"])
     h = r["check_latency_at_half_peak"]
     row(f"/check at {h['offered_rps']}/s offered", h)
-    print(f"\npeak RSS: {r['rss_redis_store_mb']} MB (Redis store, {r['rss_redis_store_distinct_keys']} distinct keys), "
+    print(f"\npeak RSS: {r['rss_redis_store_mb']} MB (Redis store, {r['allowlist_entries_loaded']} allowlist entries, "
+          f"{r['rss_redis_store_distinct_keys']} distinct keys), "
           f"{r['rss_embedded_mb']} MB (embedded)")
     for alg, m in r["redis_memory"].items():
         extra = f", {m['bytes_per_stored_request_at_10_per_key']} B per stored request" if "bytes_per_stored_request_at_10_per_key" in m else ""
         print(f"Redis memory, {alg}: {m['bytes_per_counter']} B per counter (MEMORY USAGE {m['memory_usage_sample']} B){extra}")
     print(f"deny path / allowed path: {q['deny_over_allowed']}")
+    p = r["allowlist_propagation"]
+    print(f"allowlist add -> visible on {p['followers']} followers: p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms ({p['samples']} samples)")
+    print("allowlist lookup, 100k entries (ns): " + ", ".join(f"{k} {v}" for k, v in r["allowlist_lookup_ns"].items()))
 
 
 if __name__ == "__main__":

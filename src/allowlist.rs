@@ -100,7 +100,7 @@ impl Allowlist {
         let keys = KeySpace::new(&config.prefix).allowlist();
         let (backend, table, synced) = match &config.redis {
             Some(r) => (
-                Backend::Redis(RedisAllowlist::new(&r.url, keys)?),
+                Backend::Redis(RedisAllowlist::new(r.endpoint.seed_url(), keys)?),
                 Table::new(String::new(), 0, Clock::system()),
                 false,
             ),

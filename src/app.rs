@@ -9,7 +9,7 @@ use crate::allowlist::Allowlist;
 use crate::client_ip::ClientIpResolver;
 use crate::config::Config;
 use crate::keys::KeySpace;
-use crate::limiter::{Breaker, DenyCache, LocalStore, RedisStore, Store, StoreError};
+use crate::limiter::{Breaker, DenyCache, LocalStore, RedisStore, SlotBreaker, Store, StoreError};
 use crate::metrics::Metrics;
 use crate::rule::Rule;
 
@@ -26,6 +26,9 @@ pub struct App {
     pub ready: AtomicBool,
     /// Open while Redis is away: calls go straight to `on_redis_error`.
     pub breaker: Breaker,
+    /// With a Redis Cluster: a breaker per slot, so one failed master sends
+    /// only its own keys to `on_redis_error`.
+    pub slots: Option<SlotBreaker>,
     pub deny_cache: DenyCache,
     pub metrics: Metrics,
     /// The IP allowlist: a lock-free table for lookups, and its store.
@@ -35,7 +38,7 @@ pub struct App {
 impl App {
     pub fn new(config: Config) -> Result<Arc<App>, StoreError> {
         let store = match &config.redis {
-            Some(r) => Store::Redis(RedisStore::new(&r.url, r.timeout)?),
+            Some(r) => Store::Redis(RedisStore::new(r.endpoint.clone(), r.timeout)),
             None => Store::Local(LocalStore::new()),
         };
         let ready = store.is_local();
@@ -44,6 +47,11 @@ impl App {
         let allowlist = Arc::new(Allowlist::new(&config)?);
         Ok(Arc::new(App {
             breaker: Breaker::new(metrics.redis_up.clone()),
+            slots: config
+                .redis
+                .as_ref()
+                .filter(|r| r.endpoint.is_cluster())
+                .map(|_| SlotBreaker::new(metrics.redis_open_slots.clone())),
             deny_cache: DenyCache::new(deny_cache_size),
             rules: ArcSwap::from_pointee(config.rules.clone()),
             keys: KeySpace::new(&config.prefix),
@@ -66,7 +74,7 @@ impl App {
         let old = &self.config;
         if new.server.listen != old.server.listen
             || new.server.admin_listen != old.server.admin_listen
-            || new.redis.as_ref().map(|r| &r.url) != old.redis.as_ref().map(|r| &r.url)
+            || new.redis.as_ref().map(|r| &r.endpoint) != old.redis.as_ref().map(|r| &r.endpoint)
             || new.prefix != old.prefix
             || new.client_ip.trusted_proxies != old.client_ip.trusted_proxies
         {

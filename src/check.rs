@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use crate::app::App;
-use crate::limiter::{Algorithm, Call, LimitState, Outcome, Store, StoreError};
+use crate::limiter::{slot_breaker, Algorithm, Call, LimitState, Outcome, Store, StoreError};
 use crate::metrics::KindLabels;
 use crate::rate::Rate;
 use crate::rule::{OnRedisError, Rule};
@@ -58,9 +58,16 @@ impl App {
             limits: spec.limits,
             cost,
         };
+        // With a cluster, the breaker that matters is the one of this key's slot
+        // (the global one only covers start-up, until the scripts are loaded).
+        let slot = self.slots.as_ref().map(|_| slot_breaker::slot(&base));
+        let skip = match (&self.slots, slot) {
+            (Some(slots), Some(slot)) => self.breaker.is_open() || slots.should_skip(slot),
+            _ => self.breaker.is_open(),
+        };
         let result = match &self.store {
             Store::Local(local) => Ok(local.check(call)),
-            Store::Redis(_) if self.breaker.is_open() => Err(None),
+            Store::Redis(_) if skip => Err(None),
             Store::Redis(redis) => {
                 let started = Instant::now();
                 let r = redis.check(call).await;
@@ -72,6 +79,9 @@ impl App {
         };
         match result {
             Ok(outcome) => {
+                if let (Some(slots), Some(slot)) = (&self.slots, slot) {
+                    slots.succeeded(slot);
+                }
                 if cost == 1 && !self.store.is_local() {
                     self.deny_cache.insert(&base, spec.limits, &outcome);
                 }
@@ -79,14 +89,14 @@ impl App {
             }
             Err(err) => {
                 if let Some(err) = err {
-                    self.redis_failed(spec.rule, &err);
+                    self.redis_failed(spec.rule, slot, &err);
                 }
                 (self.fallback(&spec, call), Source::Fallback)
             }
         }
     }
 
-    fn redis_failed(&self, rule: &str, err: &StoreError) {
+    fn redis_failed(&self, rule: &str, slot: Option<u16>, err: &StoreError) {
         let kind = match err {
             StoreError::Timeout(_) => "timeout",
             StoreError::Unreachable(_) => "unreachable",
@@ -98,7 +108,10 @@ impl App {
             .inc();
         match err {
             // Redis is slow or away: stop sending it requests until the probe says so.
-            StoreError::Timeout(_) | StoreError::Unreachable(_) => self.breaker.trip(err),
+            StoreError::Timeout(_) | StoreError::Unreachable(_) => match (&self.slots, slot) {
+                (Some(slots), Some(slot)) => slots.trip(slot, err),
+                _ => self.breaker.trip(err),
+            },
             // Redis answered with an error (a script bug, OOM): this call only.
             StoreError::Server(_) => {
                 tracing::error!(rule, error = %err, "Redis refused a limiter call")

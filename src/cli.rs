@@ -139,9 +139,7 @@ pub fn describe(cfg: &Config) -> String {
             let _ = writeln!(
                 s,
                 "store: redis {} (prefix {:?}, timeout {:?})",
-                crate::server::redact_url(&r.url),
-                cfg.prefix,
-                r.timeout
+                r.endpoint, cfg.prefix, r.timeout
             );
         }
         None => {

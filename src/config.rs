@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::redis_conn::Endpoint;
 use crate::rule::Rule;
 use crate::secret::Secret;
 
@@ -46,7 +47,8 @@ pub struct ServerConfig {
 
 #[derive(Clone, Debug)]
 pub struct RedisConfig {
-    pub url: String,
+    /// One server (`url`), a cluster (`cluster`) or a Sentinel master (`sentinel`).
+    pub endpoint: Endpoint,
     /// Bounds every limiter call; past it the rule's `on_redis_error` applies.
     pub timeout: Duration,
     /// With `on_redis_error = "local"`, each replica enforces `limit / fallback_replicas`.

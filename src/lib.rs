@@ -38,6 +38,7 @@ pub mod keys;
 pub mod limiter;
 pub mod metrics;
 pub mod rate;
+pub mod redis_conn;
 pub mod request;
 pub mod rule;
 pub mod secret;

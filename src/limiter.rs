@@ -9,12 +9,14 @@ mod local_store;
 mod redis_store;
 mod sliding_log;
 mod sliding_window;
+pub mod slot_breaker;
 
 pub use breaker::Breaker;
 pub use deny_cache::DenyCache;
 pub use local_store::LocalStore;
 pub(crate) use redis_store::classify;
 pub use redis_store::RedisStore;
+pub use slot_breaker::SlotBreaker;
 
 use std::time::Duration;
 

@@ -51,6 +51,7 @@ pub struct Metrics {
     pub redis_errors: Family<KindLabels, Counter>,
     pub redis_up: Gauge,
     pub deny_cache_hits: Counter,
+    pub redis_open_slots: Gauge,
     pub http_requests: Family<HttpLabels, Counter>,
 }
 
@@ -96,6 +97,12 @@ impl Metrics {
             "Denials answered from the local deny cache without Redis",
             deny_cache_hits.clone(),
         );
+        let redis_open_slots = Gauge::default();
+        registry.register(
+            "redis_open_slots",
+            "Redis Cluster slots whose keys use on_redis_error because their master failed",
+            redis_open_slots.clone(),
+        );
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register(
             "http_requests",
@@ -109,6 +116,7 @@ impl Metrics {
             redis_errors,
             redis_up,
             deny_cache_hits,
+            redis_open_slots,
             http_requests,
         }
     }

@@ -118,13 +118,12 @@ async fn follow_resets(app: Arc<App>, stop: CancellationToken) {
     let Some(redis) = &app.config.redis else {
         return;
     };
-    let Ok(client) = redis::Client::open(redis.url.as_str()) else {
-        return;
-    };
     let channel = app.keys.reset_channel();
     let mut delay = Duration::from_millis(100);
     while !stop.is_cancelled() {
         let subscribed = async {
+            // Resolved on every (re)subscribe: after a Sentinel failover, the new master.
+            let client = redis.endpoint.plain_client().await?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
@@ -236,7 +235,7 @@ pub async fn serve_config(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     match &config.redis {
         None => tracing::info!("in-process store: one replica only (set redis.url or --redis for a distributed limiter)"),
-        Some(r) => tracing::info!(redis = %redact_url(&r.url), prefix = %config.prefix, "Redis store"),
+        Some(r) => tracing::info!(redis = %r.endpoint, prefix = %config.prefix, "Redis store"),
     }
     let listeners = Listeners::bind(config.server.listen, config.server.admin_listen).await?;
     tracing::info!(listen = %config.server.listen, admin_listen = %config.server.admin_listen, rules = config.rules.len(), "listening");

@@ -64,10 +64,12 @@ pub fn run(cmd: LimitsCommand) -> ExitCode {
     let keys = KeySpace::new(&cfg.prefix);
     let result = runtime.block_on(async {
         // An operator's one-off command may wait longer than a request would.
-        let store = Store::Redis(RedisStore::new(
-            &redis.url,
+        let redis_store = RedisStore::new(
+            redis.endpoint.clone(),
             redis.timeout.max(Duration::from_secs(2)),
-        )?);
+        );
+        redis_store.connect().await?;
+        let store = Store::Redis(redis_store);
         if reset {
             counters::reset(&store, &keys, rule, &target.key).await?;
             Ok(format!("reset: rule {} key {}\n", rule.name, target.key))

@@ -38,6 +38,8 @@ impl Default for RawServer {
 #[serde(deny_unknown_fields, default)]
 pub struct RawRedis {
     pub url: Option<Spanned<String>>,
+    pub cluster: Option<Spanned<Vec<String>>>,
+    pub sentinel: Option<Spanned<RawSentinel>>,
     pub prefix: Spanned<String>,
     pub timeout: Spanned<String>,
     pub fallback_replicas: u32,
@@ -48,12 +50,22 @@ impl Default for RawRedis {
     fn default() -> Self {
         RawRedis {
             url: None,
+            cluster: None,
+            sentinel: None,
             prefix: unspanned("tg"),
             timeout: unspanned("25ms"),
             fallback_replicas: 1,
             deny_cache_size: 100_000,
         }
     }
+}
+
+/// `sentinel = { master = "mymaster", nodes = ["redis://h:26379"] }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSentinel {
+    pub master: String,
+    pub nodes: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,6 +14,7 @@ use super::{
 };
 use crate::limiter::Algorithm;
 use crate::rate::Rate;
+use crate::redis_conn::Endpoint;
 use crate::rule::{AllowlistMode, KeyTemplate, Matcher, OnRedisError, Rule};
 
 struct Collector<'t> {
@@ -88,6 +89,11 @@ impl Collector<'_> {
     }
 }
 
+/// The line of a span, or none for a value that came from defaults or the CLI.
+fn line_of_span(text: &str, span: std::ops::Range<usize>) -> Option<usize> {
+    (span != (0..0)).then(|| line_of(text, span.start))
+}
+
 pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Config, Vec<Issue>> {
     let mut c = Collector {
         text,
@@ -124,19 +130,65 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
         if r.fallback_replicas == 0 {
             c.push::<()>("redis.fallback_replicas", None, "must be at least 1");
         }
-        match &r.url {
-            None => c.push::<()>("redis.url", None, "missing: [redis] needs url (or set TOLLGATE_REDIS_URL / --redis); remove [redis] for the embedded store"),
-            Some(url) => {
-                if redis::Client::open(url.get_ref().as_str()).is_err() {
-                    c.push("redis.url", Some(url), "not a Redis URL (expected redis://[:password@]host:port[/db] or unix:///path)");
-                } else if let Some(timeout) = timeout {
-                    redis = Some(RedisConfig {
-                        url: url.get_ref().clone(),
-                        timeout,
-                        fallback_replicas: r.fallback_replicas.max(1),
-                        deny_cache_size: r.deny_cache_size,
-                    });
-                }
+        let endpoint = match (&r.url, &r.cluster, &r.sentinel) {
+            (Some(url), None, None) => Some((
+                "redis.url",
+                line_of_span(text, url.span()),
+                Endpoint::Single(url.get_ref().clone()),
+            )),
+            (None, Some(nodes), None) if nodes.get_ref().is_empty() => {
+                c.push("redis.cluster", Some(nodes), "needs at least one node URL");
+                None
+            }
+            (None, Some(nodes), None) => Some((
+                "redis.cluster",
+                line_of_span(text, nodes.span()),
+                Endpoint::Cluster(nodes.get_ref().clone()),
+            )),
+            (None, None, Some(s))
+                if s.get_ref().nodes.is_empty() || s.get_ref().master.is_empty() =>
+            {
+                c.push(
+                    "redis.sentinel",
+                    Some(s),
+                    "needs master = \"NAME\" and at least one node URL",
+                );
+                None
+            }
+            (None, None, Some(s)) => {
+                let sentinel = s.get_ref();
+                Some((
+                    "redis.sentinel",
+                    line_of_span(text, s.span()),
+                    Endpoint::Sentinel {
+                        master: sentinel.master.clone(),
+                        nodes: sentinel.nodes.clone(),
+                    },
+                ))
+            }
+            (None, None, None) => {
+                c.push::<()>("redis.url", None, "missing: [redis] needs url, cluster or sentinel (or set TOLLGATE_REDIS_URL / --redis); remove [redis] for the embedded store");
+                None
+            }
+            _ => {
+                c.push::<()>("redis", None, "give one of url, cluster and sentinel");
+                None
+            }
+        };
+        if let Some((key, line, endpoint)) = endpoint {
+            if let Err(e) = endpoint.validate() {
+                c.issues.push(Issue {
+                    key: key.into(),
+                    line,
+                    message: e,
+                });
+            } else if let Some(timeout) = timeout {
+                redis = Some(RedisConfig {
+                    endpoint,
+                    timeout,
+                    fallback_replicas: r.fallback_replicas.max(1),
+                    deny_cache_size: r.deny_cache_size,
+                });
             }
         }
     }
@@ -355,13 +407,18 @@ fn apply_overrides(raw: &mut RawConfig, ov: &Overrides) {
         raw.server.admin_listen = cli(v);
     }
     if let Some(v) = &ov.redis_url {
-        raw.redis.get_or_insert_with(Default::default).url = Some(cli(v));
+        // The command line names one server: it replaces whatever the file says.
+        let r = raw.redis.get_or_insert_with(Default::default);
+        r.url = Some(cli(v));
+        r.cluster = None;
+        r.sentinel = None;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::{parse, Overrides};
+    use crate::redis_conn::Endpoint;
 
     fn issues(text: &str) -> Vec<String> {
         match parse("t.toml", text, &Overrides::default()) {
@@ -416,7 +473,10 @@ limits = ["1/s"]
             ..Default::default()
         };
         let cfg = parse("t", "[server]\nlisten = \"127.0.0.1:9\"\n", &ov).unwrap();
-        assert_eq!(cfg.redis.unwrap().url, "redis://127.0.0.1:1");
+        assert_eq!(
+            cfg.redis.unwrap().endpoint,
+            Endpoint::Single("redis://127.0.0.1:1".into())
+        );
         assert_eq!(cfg.server.listen.port(), 9);
         let cfg = parse("t", "", &Overrides::default()).unwrap();
         assert!(cfg.redis.is_none(), "no [redis] means the embedded store");
@@ -433,6 +493,34 @@ limits = ["1/s"]
         let cfg = parse("t", "", &Overrides::default()).unwrap().allowlist;
         assert_eq!((cfg.min_prefix_v4, cfg.min_prefix_v6), (8, 32));
         assert!(!cfg.allow_permanent);
+    }
+
+    #[test]
+    fn cluster_and_sentinel_endpoints_parse_and_exclude_each_other() {
+        let cfg = parse(
+            "t",
+            "[redis]\ncluster = [\"redis://127.0.0.1:7001\", \"redis://127.0.0.1:7002\"]\n",
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(cfg.redis.unwrap().endpoint.is_cluster());
+        let cfg = parse(
+            "t",
+            "[redis]\nsentinel = { master = \"m\", nodes = [\"redis://127.0.0.1:26379\"] }\n",
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(matches!(
+            cfg.redis.unwrap().endpoint,
+            Endpoint::Sentinel { .. }
+        ));
+        let found = issues("[redis]\nurl = \"redis://a:1\"\ncluster = [\"redis://b:2\"]\n");
+        assert!(
+            found[0].starts_with("redis@") && found[0].contains("one of"),
+            "{found:?}"
+        );
+        let found = issues("[redis]\ncluster = [\"nope\"]\n");
+        assert!(found[0].starts_with("redis.cluster@Some(2)"), "{found:?}");
     }
 
     #[test]

@@ -4,11 +4,14 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 use redis::{RedisError, Script};
 
 use super::{Algorithm, Call, Outcome, StoreError};
 use crate::keys::KeySpace;
+use crate::redis_conn::{Endpoint, RedisConn};
 
 /// Scripts are built once; `Script` computes the SHA1 that EVALSHA uses.
 fn script(algorithm: Algorithm) -> &'static Script {
@@ -31,30 +34,61 @@ pub const ALGORITHMS: [Algorithm; 4] = [
     Algorithm::Gcra,
 ];
 
-#[derive(Clone)]
+/// Limiter counters in Redis. The connection is made by `connect` (the
+/// breaker's probe calls it), so a replica can start, and decide by
+/// `on_redis_error`, while Redis is still away; and after a Sentinel failover
+/// the probe's `connect` finds the new master.
 pub struct RedisStore {
-    conn: ConnectionManager,
+    endpoint: Endpoint,
+    conn: ArcSwapOption<RedisConn>,
     timeout: Duration,
 }
 
 impl RedisStore {
-    /// A lazy connection: nothing is dialled until the first call, so a replica
-    /// can start (and decide by `on_redis_error`) while Redis is still away.
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError::Server(e.to_string()))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| StoreError::Unreachable(e.to_string()))?;
-        Ok(RedisStore { conn, timeout })
+    pub fn new(endpoint: Endpoint, timeout: Duration) -> Self {
+        RedisStore {
+            endpoint,
+            conn: ArcSwapOption::empty(),
+            timeout,
+        }
     }
 
-    /// Load every script (SCRIPT LOAD), so the hot path is EVALSHA from the start.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// (Re)connect: a fresh connection replaces the old one. Single servers and
+    /// clusters keep theirs (they reconnect and follow MOVED by themselves);
+    /// a Sentinel endpoint always asks who the master is now.
+    pub async fn connect(&self) -> Result<(), StoreError> {
+        let keep =
+            self.conn.load().is_some() && !matches!(self.endpoint, Endpoint::Sentinel { .. });
+        if keep {
+            return Ok(());
+        }
+        let bound = self.timeout.max(Duration::from_secs(1));
+        let conn = tokio::time::timeout(bound, self.endpoint.connect(self.timeout))
+            .await
+            .map_err(|_| StoreError::Timeout(bound))?
+            .map_err(classify)?;
+        self.conn.store(Some(Arc::new(conn)));
+        Ok(())
+    }
+
+    /// The current connection, if one was made.
+    pub fn connection(&self) -> Result<RedisConn, StoreError> {
+        self.conn
+            .load()
+            .as_deref()
+            .cloned()
+            .ok_or_else(|| StoreError::Unreachable("not connected yet".into()))
+    }
+
+    /// Connect if needed and load every script (SCRIPT LOAD; on a cluster, on
+    /// every master), so the hot path is EVALSHA from the start.
     pub async fn load_scripts(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
+        self.connect().await?;
+        let mut conn = self.connection()?;
         for alg in ALGORITHMS {
             let load = script(alg).load_async(&mut conn);
             tokio::time::timeout(Duration::from_secs(2), load)
@@ -74,7 +108,7 @@ impl RedisStore {
         for rate in call.limits {
             inv.arg(rate.limit).arg(rate.period_ms);
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         // EVALSHA, and on NOSCRIPT one EVAL (which loads it): never a blind retry,
         // since after a timeout the increment may already have happened.
         let reply: Vec<i64> = tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn))
@@ -91,29 +125,48 @@ impl RedisStore {
         limits: &[crate::rate::Rate],
         channel: &str,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
+        self.connect().await?;
+        let mut conn = self.connection()?;
         let keys: Vec<String> = limits
             .iter()
             .map(|r| KeySpace::limit_key(base, r.period_ms))
             .collect();
-        pipe.del(&keys).ignore().publish(channel, base).ignore();
         let admin_timeout = self.timeout.max(Duration::from_secs(2));
-        tokio::time::timeout(admin_timeout, pipe.query_async::<()>(&mut conn))
-            .await
-            .map_err(|_| StoreError::Timeout(admin_timeout))?
-            .map_err(classify)
-    }
-
-    pub fn connection(&self) -> ConnectionManager {
-        self.conn.clone()
+        // DEL stays in the call's slot (one hash tag); PUBLISH reaches every
+        // node of a cluster. Two commands: a pipeline must not span slots.
+        let del = redis::cmd("DEL").arg(&keys).to_owned();
+        let publish = redis::cmd("PUBLISH").arg(channel).arg(base).to_owned();
+        for cmd in [del, publish] {
+            tokio::time::timeout(admin_timeout, cmd.query_async::<()>(&mut conn))
+                .await
+                .map_err(|_| StoreError::Timeout(admin_timeout))?
+                .map_err(classify)?;
+        }
+        Ok(())
     }
 }
 
 pub(crate) fn classify(e: RedisError) -> StoreError {
+    use redis::{ErrorKind, ServerErrorKind};
+    let failing_over = matches!(
+        e.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::ReadOnly
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::BusyLoading
+        )
+    );
     if e.is_timeout() {
         StoreError::Timeout(Duration::ZERO)
-    } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+    } else if failing_over
+        || e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+    {
+        // A node demoted to replica (READONLY), a cluster or master that is down,
+        // a server still loading: Redis is away for us, as when unreachable.
         StoreError::Unreachable(e.to_string())
     } else {
         StoreError::Server(e.to_string())
