@@ -107,6 +107,10 @@ impl Drop for RedisServer {
 }
 
 fn spawn_redis(port: u16) -> Child {
+    spawn_redis_with(port, &[])
+}
+
+fn spawn_redis_with(port: u16, extra: &[String]) -> Child {
     let mut cmd = Command::new("redis-server");
     cmd.args([
         "--port",
@@ -118,6 +122,7 @@ fn spawn_redis(port: u16) -> Child {
         "--appendonly",
         "no",
     ])
+    .args(extra)
     .stdout(Stdio::null())
     .stderr(Stdio::null());
     #[cfg(target_os = "linux")]
@@ -356,4 +361,245 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         }
     }
     0.0
+}
+
+/// Run `make` on a thread that lives as long as the test process, so
+/// PDEATHSIG ties the servers it spawns to the process, not to a test thread.
+fn on_process_thread<T: Send + 'static>(make: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        tx.send(make()).unwrap();
+        loop {
+            std::thread::park();
+        }
+    });
+    rx.recv().unwrap()
+}
+
+/// A 3-master Redis Cluster on loopback (no replicas). `cluster-require-full-coverage
+/// no`, as tollgate's README asks: the other masters keep serving while one is down.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let dir = std::env::temp_dir().join(format!(
+            "tollgate-cluster-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let child = spawn_redis_with(port, &Self::node_args(&dir, port));
+            let node = RedisServer {
+                port,
+                child: Some(child),
+            };
+            node.wait_ready();
+            nodes.push(node);
+        }
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for n in &nodes {
+            create.arg(format!("127.0.0.1:{}", n.port));
+        }
+        let out = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = RedisCluster { nodes, dir };
+        cluster.wait_ok();
+        cluster
+    }
+
+    fn node_args(dir: &std::path::Path, port: u16) -> Vec<String> {
+        [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            &dir.join(format!("nodes-{port}.conf")).display().to_string(),
+            "--cluster-node-timeout",
+            "1000",
+            "--cluster-require-full-coverage",
+            "no",
+            "--dir",
+            &dir.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// Every node says the cluster is ok.
+    pub fn wait_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for n in &self.nodes {
+            loop {
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query(&mut n.conn())
+                    .unwrap_or_default();
+                if info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "cluster not ok: {info}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.url()).collect()
+    }
+
+    /// `[redis] cluster = [...]` for these nodes.
+    pub fn config_section(&self, timeout: &str) -> String {
+        let list: Vec<String> = self.urls().iter().map(|u| format!("\"{u}\"")).collect();
+        format!(
+            "[redis]\ncluster = [{}]\ntimeout = \"{timeout}\"\n",
+            list.join(", ")
+        )
+    }
+
+    /// Which node serves a key's slot (index into `nodes`).
+    pub fn node_of(&self, key: &str) -> usize {
+        let slot = tollgate::limiter::slot_breaker::slot(key) as i64;
+        let slots: redis::Value = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query(&mut self.nodes[0].conn())
+            .unwrap();
+        let redis::Value::Array(ranges) = slots else {
+            panic!("CLUSTER SLOTS: {slots:?}")
+        };
+        for r in ranges {
+            let redis::Value::Array(r) = r else { continue };
+            let (redis::Value::Int(lo), redis::Value::Int(hi)) = (&r[0], &r[1]) else {
+                continue;
+            };
+            if (*lo..=*hi).contains(&slot) {
+                let redis::Value::Array(master) = &r[2] else {
+                    continue;
+                };
+                let redis::Value::Int(port) = master[1] else {
+                    continue;
+                };
+                return self
+                    .nodes
+                    .iter()
+                    .position(|n| n.port as i64 == port)
+                    .unwrap();
+            }
+        }
+        panic!("slot {slot} unassigned")
+    }
+
+    /// Start a killed node again, same port and nodes.conf: it rejoins with its slots.
+    pub fn restart(&mut self, i: usize) {
+        let port = self.nodes[i].port;
+        self.nodes[i].kill();
+        self.nodes[i].child = Some(spawn_redis_with(port, &Self::node_args(&self.dir, port)));
+        self.nodes[i].wait_ready();
+        self.wait_ok();
+    }
+}
+
+/// One cluster for the tests that only read and write it.
+pub fn shared_cluster() -> &'static RedisCluster {
+    static SHARED: OnceLock<RedisCluster> = OnceLock::new();
+    SHARED.get_or_init(|| on_process_thread(RedisCluster::start))
+}
+
+/// A master, a replica of it, and one sentinel watching them as "mymaster".
+pub struct SentinelSet {
+    pub master: RedisServer,
+    pub replica: RedisServer,
+    pub sentinel: RedisServer,
+}
+
+impl SentinelSet {
+    pub fn start() -> SentinelSet {
+        let master = RedisServer::start();
+        let rport = free_port();
+        let replica = RedisServer {
+            port: rport,
+            child: Some(spawn_redis_with(
+                rport,
+                &[
+                    "--replicaof".into(),
+                    "127.0.0.1".into(),
+                    master.port.to_string(),
+                ],
+            )),
+        };
+        replica.wait_ready();
+        let sport = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("tollgate-sentinel-{}-{sport}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {sport}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 5000\n",
+                dir.display(),
+                master.port
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new("redis-server");
+        cmd.arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        #[cfg(target_os = "linux")]
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let sentinel = RedisServer {
+            port: sport,
+            child: Some(cmd.spawn().unwrap()),
+        };
+        sentinel.wait_ready();
+        // The sentinel learns of the replica from the master's INFO.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let replicas: redis::Value = redis::cmd("SENTINEL")
+                .arg("REPLICAS")
+                .arg("mymaster")
+                .query(&mut sentinel.conn())
+                .unwrap();
+            if matches!(&replicas, redis::Value::Array(a) if !a.is_empty()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "sentinel never saw the replica");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        SentinelSet {
+            master,
+            replica,
+            sentinel,
+        }
+    }
+
+    /// `[redis] sentinel = {...}` for this set.
+    pub fn config_section(&self, timeout: &str) -> String {
+        format!(
+            "[redis]\nsentinel = {{ master = \"mymaster\", nodes = [\"{}\"] }}\ntimeout = \"{timeout}\"\n",
+            self.sentinel.url()
+        )
+    }
 }

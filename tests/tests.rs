@@ -17,6 +17,8 @@ mod allowlist;
 mod cli;
 /// Client IP through HTTP: trusted and untrusted X-Forwarded-For, mapped IPv4, IPv6 /64.
 mod client_ip;
+/// A real Redis Cluster (3 masters) and a Sentinel: exact per key, a dead master, a failover.
+mod cluster;
 /// The deny cache: no Redis calls for a denied key; resets reach every replica.
 mod deny_cache;
 /// deploy/ files no engine here runs (compose, Envoy, Traefik, k8s, systemd) parse and hold their promises.

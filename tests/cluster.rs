@@ -1,0 +1,194 @@
+//! A real 3-master Redis Cluster and a real Sentinel: limits stay exact per
+//! key across masters, a dead master only affects its own keys, a failover is
+//! followed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::support::{
+    eventually, metric, scrape, shared_cluster, unique_prefix, RedisCluster, SentinelSet,
+    TestServer,
+};
+
+fn rules(limit: &str) -> String {
+    format!(
+        r#"
+[[rule]]
+name = "cl"
+key = "header:x-key"
+limits = ["{limit}"]
+on_redis_error = "deny"
+"#
+    )
+}
+
+async fn status(s: &TestServer, key: &str) -> u16 {
+    reqwest::Client::new()
+        .get(s.url("/check"))
+        .header("x-key", key)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn limits_are_exact_per_key_across_all_masters_from_two_replicas() {
+    let cluster = shared_cluster();
+    let config = format!("{}{}", cluster.config_section("2s"), rules("3/h"));
+    let prefix = unique_prefix("cluster");
+    let a = Arc::new(TestServer::start(&config, None, &prefix).await);
+    let b = Arc::new(TestServer::start(&config, None, &prefix).await);
+    let admitted: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    // 1 000 keys x 5 requests, from 32 concurrent clients over both replicas.
+    let tasks: Vec<_> = (0..32)
+        .map(|t| {
+            let (a, b, admitted) = (a.clone(), b.clone(), admitted.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                for i in (t..5000).step_by(32) {
+                    let key = format!("k{}", i % 1000);
+                    let server = if i % 2 == 0 { &a } else { &b };
+                    let r = http
+                        .get(server.url("/check"))
+                        .header("x-key", &key)
+                        .send()
+                        .await
+                        .unwrap();
+                    match r.status().as_u16() {
+                        200 => *admitted.lock().unwrap().entry(key).or_default() += 1,
+                        429 => {}
+                        other => panic!("status {other}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let admitted = admitted.lock().unwrap();
+    assert_eq!(admitted.len(), 1000);
+    let wrong: Vec<_> = admitted.iter().filter(|(_, &n)| n != 3).take(5).collect();
+    assert!(
+        wrong.is_empty(),
+        "keys not admitted exactly 3 times: {wrong:?}"
+    );
+    // The keys really are spread over the three masters.
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let n: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:rl:*"))
+            .query(&mut node.conn())
+            .unwrap();
+        assert!(
+            n.len() > 200,
+            "master {i} holds only {} of the 1000 counters",
+            n.len()
+        );
+    }
+    let text = scrape(&a).await;
+    assert_eq!(
+        metric(
+            &text,
+            "tollgate_decisions_total",
+            &[("rule", "cl"), ("outcome", "fallback_limited")]
+        ),
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_master_sends_only_its_own_keys_to_on_redis_error() {
+    let mut cluster = RedisCluster::start();
+    let config = format!("{}{}", cluster.config_section("500ms"), rules("1000/h"));
+    let prefix = unique_prefix("cluster-down");
+    let s = TestServer::start(&config, None, &prefix).await;
+    // One key on each master (the slot comes from the {rule|key} hash tag).
+    let mut on_node: Vec<Option<String>> = vec![None; 3];
+    for i in 0.. {
+        let key = format!("key{i}");
+        let node = cluster.node_of(&format!("cl|{key}"));
+        on_node[node].get_or_insert(key);
+        if on_node.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    let keys: Vec<String> = on_node.into_iter().map(Option::unwrap).collect();
+    for k in &keys {
+        assert_eq!(status(&s, k).await, 200);
+    }
+
+    cluster.nodes[2].kill();
+    // The other masters keep deciding (200 from Redis); the dead one's keys get on_redis_error = deny.
+    for _ in 0..5 {
+        assert_eq!(status(&s, &keys[0]).await, 200);
+        assert_eq!(status(&s, &keys[1]).await, 200);
+        assert_eq!(status(&s, &keys[2]).await, 429);
+    }
+    let text = scrape(&s).await;
+    assert_eq!(
+        metric(
+            &text,
+            "tollgate_decisions_total",
+            &[("rule", "cl"), ("outcome", "fallback_limited")]
+        ),
+        5.0
+    );
+    assert!(metric(&text, "tollgate_redis_open_slots", &[]) >= 1.0);
+
+    cluster.restart(2);
+    eventually(Duration::from_secs(10), || async {
+        status(&s, &keys[2]).await == 200
+    })
+    .await;
+    assert_eq!(status(&s, &keys[0]).await, 200);
+    eventually(Duration::from_secs(5), || async {
+        metric(&scrape(&s).await, "tollgate_redis_open_slots", &[]) == 0.0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sentinel_finds_the_master_and_follows_a_failover() {
+    let set = SentinelSet::start();
+    let config = format!("{}{}", set.config_section("500ms"), rules("1000/h"));
+    let prefix = unique_prefix("sentinel");
+    let s = TestServer::start(&config, None, &prefix).await;
+    assert_eq!(status(&s, "a").await, 200);
+    let on_master: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:rl:*"))
+        .query(&mut set.master.conn())
+        .unwrap();
+    assert_eq!(
+        on_master.len(),
+        1,
+        "the counter is on the master the sentinel named"
+    );
+
+    redis::cmd("SENTINEL")
+        .arg("FAILOVER")
+        .arg("mymaster")
+        .query::<()>(&mut set.sentinel.conn())
+        .unwrap();
+    // The replica becomes master; the old master, a replica: writes there fail
+    // (READONLY), the breaker opens, the probe asks the sentinel again.
+    eventually(Duration::from_secs(20), || async {
+        let role: Vec<redis::Value> = redis::cmd("ROLE")
+            .query(&mut set.replica.conn())
+            .unwrap_or_default();
+        matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master")
+    })
+    .await;
+    eventually(Duration::from_secs(20), || async {
+        status(&s, "b").await == 200
+            && redis::cmd("EXISTS")
+                .arg(format!("{prefix}:rl:{{cl|b}}:fw:3600000"))
+                .query::<i64>(&mut set.replica.conn())
+                .unwrap_or(0)
+                == 1
+    })
+    .await;
+    assert_eq!(metric(&scrape(&s).await, "tollgate_redis_up", &[]), 1.0);
+}
