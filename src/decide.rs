@@ -1,6 +1,8 @@
 //! From a request to a decision: every matching rule applies, and the request
 //! passes only if all pass.
 
+use std::sync::Arc;
+
 use futures::future::join_all;
 
 use crate::allowlist::gate::Membership;
@@ -24,7 +26,7 @@ pub enum Verdict {
 /// One limit that applied, as the RateLimit headers report it.
 #[derive(Clone, Debug)]
 pub struct Item {
-    pub name: String,
+    pub name: Arc<str>,
     pub state: LimitState,
 }
 
@@ -81,7 +83,7 @@ impl App {
             }
             for (i, state) in outcome.limits.into_iter().enumerate() {
                 items.push(Item {
-                    name: rule.item_name(i),
+                    name: rule.item_names[i].clone(),
                     state,
                 });
             }

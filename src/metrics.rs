@@ -40,7 +40,7 @@ pub struct KindLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     /// The route template (`/check`, `/v1/limits/{rule}/{*key}`).
-    pub endpoint: String,
+    pub endpoint: &'static str,
     pub status: u16,
 }
 

@@ -6,6 +6,8 @@ mod matcher;
 pub use key::{KeyPart, KeyTemplate};
 pub use matcher::Matcher;
 
+use std::sync::Arc;
+
 use crate::limiter::Algorithm;
 use crate::rate::Rate;
 
@@ -19,6 +21,8 @@ pub struct Rule {
     pub limits: Vec<Rate>,
     /// The limits as written, for headers and `config check` output.
     pub limit_specs: Vec<String>,
+    /// Each limit's name in the RateLimit headers (see `item_name`), built once.
+    pub item_names: Vec<Arc<str>>,
     pub algorithm: Algorithm,
     pub allowlist: AllowlistMode,
     pub on_redis_error: OnRedisError,
@@ -78,11 +82,11 @@ named_enum!(OnRedisError, "on_redis_error", {
 impl Rule {
     /// Name of one limit's item in the RateLimit headers and in `config check`:
     /// the rule name alone when it has one limit, else `rule:spec` (e.g. `login:20/h`).
-    pub fn item_name(&self, index: usize) -> String {
-        if self.limits.len() == 1 {
-            self.name.clone()
+    pub fn item_name(name: &str, specs: &[String], index: usize) -> Arc<str> {
+        if specs.len() == 1 {
+            Arc::from(name)
         } else {
-            format!("{}:{}", self.name, self.limit_specs[index])
+            Arc::from(format!("{}:{}", name, specs[index]))
         }
     }
 }

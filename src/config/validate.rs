@@ -355,6 +355,14 @@ fn validate_rule(
     if c.issues.len() > before {
         return None;
     }
+    let limit_specs: Vec<String> = r
+        .limits
+        .iter()
+        .map(|s| s.get_ref().trim().to_string())
+        .collect();
+    let item_names = (0..limit_specs.len())
+        .map(|i| Rule::item_name(name, &limit_specs, i))
+        .collect();
     Some(Rule {
         name: name.clone(),
         matcher: Matcher {
@@ -367,11 +375,8 @@ fn validate_rule(
             host: m.host.as_ref().map(|h| h.to_ascii_lowercase()),
         },
         key: key?,
-        limit_specs: r
-            .limits
-            .iter()
-            .map(|s| s.get_ref().trim().to_string())
-            .collect(),
+        limit_specs,
+        item_names,
         limits,
         algorithm: algorithm?,
         allowlist: allowlist?,

@@ -17,23 +17,51 @@ pub async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> R
     let endpoint = req
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty() && s.len() <= 64)
-        .map_or_else(new_id, str::to_string);
-    let span = tracing::info_span!("request", id = %id);
-    let resp = next.run(req).instrument(span).await;
+        .map(|p| endpoint_label(p.as_str()));
+    // The id only matters when request spans are logged; don't build it otherwise.
+    let resp = if tracing::enabled!(tracing::Level::INFO) {
+        let id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|s| !s.is_empty() && s.len() <= 64)
+            .map_or_else(new_id, str::to_string);
+        next.run(req)
+            .instrument(tracing::info_span!("request", id = %id))
+            .await
+    } else {
+        next.run(req).await
+    };
     app.metrics
         .http_requests
         .get_or_create(&HttpLabels {
-            endpoint,
+            endpoint: endpoint.unwrap_or("unmatched"),
             status: resp.status().as_u16(),
         })
         .inc();
     resp
+}
+
+/// Route templates as `'static` labels (no allocation per request).
+fn endpoint_label(template: &str) -> &'static str {
+    const ROUTES: &[&str] = &[
+        "/check",
+        "/check/nginx",
+        "/check/{*path}",
+        "/v1/check",
+        "/livez",
+        "/readyz",
+        "/metrics",
+        "/v1/limits/{rule}/{*key}",
+        "/v1/allowlist",
+        "/v1/allowlist/check",
+        "/v1/allowlist/{*cidr}",
+    ];
+    ROUTES
+        .iter()
+        .find(|r| **r == template)
+        .copied()
+        .unwrap_or("other")
 }
 
 /// A process-unique id: a random start plus a counter.
