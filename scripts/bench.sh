@@ -7,17 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
-command -v redis-benchmark >/dev/null 2>&1 || need+=(redis-tools)
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
-command -v hey >/dev/null 2>&1 || need+=(hey)
-if [ ${#need[@]} -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. scripts/lib/need.sh
+need redis-server:redis-server redis-benchmark:redis-tools wrk:wrk hey:hey
 
 cargo build --release --locked --bin tollgate
 exec python3 scripts/bench.py "$@"

@@ -6,18 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
-command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
-command -v nginx >/dev/null 2>&1 || need+=(nginx)
-command -v caddy >/dev/null 2>&1 || need+=(caddy)
-command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
-if [ ${#need[@]} -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  echo "installing: ${need[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. scripts/lib/need.sh
+need redis-server:redis-server redis-cli:redis-tools nginx:nginx caddy:caddy haproxy:haproxy
 
 cargo test --locked "$@"

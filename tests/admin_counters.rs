@@ -17,14 +17,7 @@ limits = ["2/m", "5/h"]
 "#;
 
 async fn hit(s: &TestServer, ip: &str) -> u16 {
-    reqwest::Client::new()
-        .get(s.url("/check"))
-        .header("x-forwarded-for", ip)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    s.check_with("x-forwarded-for", ip).await
 }
 
 #[tokio::test]

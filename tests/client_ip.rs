@@ -19,14 +19,7 @@ limits = ["1/m"]
 }
 
 async fn status(s: &TestServer, xff: &str) -> u16 {
-    reqwest::Client::new()
-        .get(s.url("/check"))
-        .header("x-forwarded-for", xff)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    s.check_with("x-forwarded-for", xff).await
 }
 
 async fn start(trusted: &str) -> TestServer {

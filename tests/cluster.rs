@@ -24,14 +24,7 @@ on_redis_error = "deny"
 }
 
 async fn status(s: &TestServer, key: &str) -> u16 {
-    reqwest::Client::new()
-        .get(s.url("/check"))
-        .header("x-key", key)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    s.check_with("x-key", key).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -17,14 +17,7 @@ limits = ["2/h"]
 "#;
 
 async fn status(s: &TestServer, ip: &str) -> u16 {
-    reqwest::Client::new()
-        .get(s.url("/check"))
-        .header("x-forwarded-for", ip)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    s.check_with("x-forwarded-for", ip).await
 }
 
 fn evalsha_calls(redis: &RedisServer) -> u64 {

@@ -32,14 +32,7 @@ on_redis_error = "local"
 }
 
 async fn status(s: &TestServer, uri: &str) -> u16 {
-    reqwest::Client::new()
-        .get(s.url("/check"))
-        .header("x-original-uri", uri)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    s.check_with("x-original-uri", uri).await
 }
 
 #[tokio::test]

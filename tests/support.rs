@@ -106,6 +106,18 @@ impl Drop for RedisServer {
     }
 }
 
+/// If the test process dies, so does the child (no stray servers).
+fn die_with_parent(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
 fn spawn_redis(port: u16) -> Child {
     spawn_redis_with(port, &[])
 }
@@ -125,15 +137,7 @@ fn spawn_redis_with(port: u16, extra: &[String]) -> Child {
     .args(extra)
     .stdout(Stdio::null())
     .stderr(Stdio::null());
-    #[cfg(target_os = "linux")]
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        // If the test process dies, so does its Redis.
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    die_with_parent(&mut cmd);
     cmd.spawn()
         .expect("redis-server must be installed (scripts/test.sh installs it)")
 }
@@ -213,6 +217,18 @@ impl TestServer {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{}", self.admin_addr, path)
+    }
+
+    /// `GET /check` with one header set (e.g. `x-forwarded-for`); the status.
+    pub async fn check_with(&self, header: &str, value: &str) -> u16 {
+        reqwest::Client::new()
+            .get(self.url("/check"))
+            .header(header, value)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
     }
 
     /// A client that sends the admin bearer token.
@@ -561,14 +577,7 @@ impl SentinelSet {
             .arg("--sentinel")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        #[cfg(target_os = "linux")]
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        die_with_parent(&mut cmd);
         let sentinel = RedisServer {
             port: sport,
             child: Some(cmd.spawn().unwrap()),
