@@ -1,5 +1,5 @@
-//! The allowlist in Redis: the four `lua/allow_*.lua` scripts and the
-//! readers of their replies. Writers (admin API, CLI, reaper) share one
+//! The allowlist in Redis: the `lua/allow_*.lua` scripts and the readers of
+//! their replies. Writers (admin API, CLI, reaper) share one
 //! `ConnectionManager`; the follower reads snapshots on its own connection.
 
 use std::sync::OnceLock;
@@ -23,12 +23,18 @@ pub const EVENT_CAP: u64 = 1_000_000;
 const REAP_BATCH: u64 = 500;
 /// Admin writes are not on the request path: allow them time.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A restore stages this many entries per script call.
+const RESTORE_CHUNK: usize = 1000;
+/// Staged entries of a restore that never finished vanish after this.
+const STAGING_TTL_MS: u64 = 3_600_000;
 
 struct Scripts {
     upsert: Script,
     remove: Script,
     reap: Script,
     snapshot: Script,
+    restore_stage: Script,
+    restore: Script,
 }
 
 /// Built once; `Script` computes the SHA1 that EVALSHA uses, and on NOSCRIPT
@@ -40,6 +46,8 @@ fn scripts() -> &'static Scripts {
         remove: Script::new(include_str!("../../lua/allow_remove.lua")),
         reap: Script::new(include_str!("../../lua/allow_reap.lua")),
         snapshot: Script::new(include_str!("../../lua/allow_snapshot.lua")),
+        restore_stage: Script::new(include_str!("../../lua/allow_restore_stage.lua")),
+        restore: Script::new(include_str!("../../lua/allow_restore.lua")),
     })
 }
 
@@ -54,6 +62,17 @@ pub struct Snapshot {
     pub now_ms: u64,
     /// Expired-but-unreaped entries included.
     pub entries: Vec<Entry>,
+}
+
+/// What a restore did.
+#[derive(Clone, Debug)]
+pub struct Restored {
+    /// The new dataset's epoch; its `seq` is 1.
+    pub epoch: String,
+    /// Entries now live.
+    pub kept: u64,
+    /// Entries that had expired by the switch and were dropped.
+    pub dropped: u64,
 }
 
 /// An entry's JSON in the `entries` hash. Unknown fields are ignored, so a
@@ -168,6 +187,49 @@ impl RedisAllowlist {
             }
         }
         Ok(total)
+    }
+
+    /// Replace the allowlist with `entries` as a new epoch: stage them in
+    /// chunks under a fresh token, then swap them in with one script (see
+    /// `lua/allow_restore.lua`). Entries must be canonical and distinct.
+    pub async fn restore(&self, entries: &[Entry], actor: &str) -> Result<Restored, StoreError> {
+        let token = new_epoch();
+        let staging = self.keys.staging(&token);
+        let mut conn = self.conn.clone();
+        for chunk in entries.chunks(RESTORE_CHUNK) {
+            let mut inv = scripts().restore_stage.prepare_invoke();
+            inv.key(&staging[0]).key(&staging[1]).arg(STAGING_TTL_MS);
+            for e in chunk {
+                let json = serde_json::json!({
+                    "expires_at": e.expires_at,
+                    "note": e.note,
+                    "created_at": e.created_at,
+                    "actor": e.actor,
+                    "ver": 1,
+                });
+                inv.arg(e.cidr.to_string())
+                    .arg(json.to_string())
+                    .arg(e.expires_at);
+            }
+            let _: u64 = inv.invoke_async(&mut conn).await.map_err(classify)?;
+        }
+        let mut inv = self.invocation(&scripts().restore);
+        inv.key(&staging[0])
+            .key(&staging[1])
+            .arg(new_epoch())
+            .arg(entries.len())
+            .arg(actor)
+            .arg(EVENT_RETENTION_MS)
+            .arg(EVENT_CAP);
+        let reply: Vec<String> = inv.invoke_async(&mut conn).await.map_err(classify)?;
+        let [epoch, _seq, kept, dropped] = reply.as_slice() else {
+            return Err(unexpected("allow_restore", &reply));
+        };
+        Ok(Restored {
+            epoch: epoch.clone(),
+            kept: number(kept)?,
+            dropped: number(dropped)?,
+        })
     }
 
     /// Every live entry, read atomically.
