@@ -885,6 +885,18 @@ async fn export_and_restore_round_trip_10000_entries_and_followers_take_the_new_
         t.epoch == first["epoch"].as_str().unwrap() && t.len() == 10_000
     })
     .await;
+    let m = scrape(&node).await;
+    assert_eq!(metric(&m, "tollgate_allowlist_entries", &[]), 10_000.0);
+    assert_eq!(metric(&m, "tollgate_allowlist_seq_lag", &[]), 0.0);
+    assert_eq!(
+        metric(
+            &m,
+            "tollgate_allowlist_resyncs_total",
+            &[("reason", "epoch")]
+        ),
+        1.0
+    );
+    assert!(metric(&m, "tollgate_allowlist_apply_seconds_count", &[]) >= 2.0);
 
     let again = dir.join("again.json");
     std::fs::write(&again, first.to_string()).unwrap();

@@ -280,3 +280,94 @@ async fn follow_needs_redis_and_never_empties_a_file_it_cannot_refresh() {
     assert_eq!(f.terminate().await, Some(0));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "203.0.113.7/32\n");
 }
+
+/// A real nginx from `deploy/nginx/allowlist-geo.conf`, reading the file `follow` keeps.
+#[tokio::test]
+async fn nginx_geo_from_the_shipped_snippet_lets_in_exactly_the_followed_list() {
+    let prefix = unique_prefix("follow");
+    let url = shared_redis().url();
+    let admin = TestServer::start(config(), Some(&url), &prefix).await;
+    let dir = temp_dir("nginx");
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let list = dir.join("tollgate-allowlist.conf");
+    let port = free_port();
+    let snippet = include_str!("../deploy/nginx/allowlist-geo.conf")
+        .replace("/etc/nginx/tollgate-allowlist.conf", list.to_str().unwrap())
+        .replace("listen 8000;", &format!("listen 127.0.0.1:{port};"))
+        .replace(
+            "proxy_pass http://127.0.0.1:3000;",
+            "return 200 \"app\\n\";",
+        );
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes 1;\nevents {{ worker_connections 64; }}\nhttp {{\n{snippet}\n}}\n"
+        ),
+    )
+    .unwrap();
+    let globals = format!(
+        "daemon off; pid {0}/nginx.pid; error_log {0}/logs/error.log;",
+        dir.display()
+    );
+    let reload = format!(
+        "nginx -p {0} -c {1} -g '{globals}' -s reload",
+        dir.display(),
+        conf.display()
+    );
+    let _f = Follow::start(
+        &dir,
+        &url,
+        &prefix,
+        &[
+            "--export",
+            list.to_str().unwrap(),
+            "--format",
+            "nginx-geo",
+            "--reload-cmd",
+            &reload,
+        ],
+    );
+    eventually(Duration::from_secs(5), || async { list.exists() }).await;
+    let _nginx = Nginx(
+        Command::new("nginx")
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-g")
+            .arg(&globals)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx must be installed (scripts/test.sh installs it)"),
+    );
+    let status = || async {
+        reqwest::get(format!("http://127.0.0.1:{port}/admin/"))
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    eventually(Duration::from_secs(5), || async { status().await == 403 }).await;
+
+    add(&admin, "127.0.0.1", "1h").await;
+    eventually(Duration::from_secs(5), || async { status().await == 200 }).await;
+    let r = admin
+        .admin_client()
+        .delete(admin.admin_url("/v1/allowlist/127.0.0.1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    eventually(Duration::from_secs(5), || async { status().await == 403 }).await;
+}
+
+/// An nginx master; on drop, SIGQUIT (graceful: its workers exit with it).
+struct Nginx(Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGQUIT) };
+        let _ = self.0.wait();
+    }
+}

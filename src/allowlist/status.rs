@@ -144,7 +144,7 @@ pub fn describe(list: &Allowlist) -> String {
     };
     let what = format!(
         "{} entries, epoch {:?}, seq {}",
-        table.live_entries(table.clock.now_ms()).len(),
+        table.live_count(table.clock.now_ms()),
         table.epoch,
         table.seq
     );
@@ -189,7 +189,7 @@ impl Collector for Gauges {
         let list = &self.0;
         let status = list.status();
         let table = list.table();
-        let entries = table.live_entries(table.clock.now_ms()).len() as i64;
+        let entries = table.live_count(table.clock.now_ms());
         let age = if list.is_local() {
             0.0
         } else {

@@ -138,6 +138,11 @@ impl Table {
         live
     }
 
+    /// How many networks are live at `now_ms` (no allocation).
+    pub fn live_count(&self, now_ms: u64) -> usize {
+        self.entries().filter(|(_, e)| live(*e, now_ms)).count()
+    }
+
     /// The earliest expiry after `now_ms` (when the live set changes next by itself).
     pub fn next_expiry(&self, now_ms: u64) -> Option<ExpiresAt> {
         self.entries()
@@ -285,6 +290,23 @@ mod tests {
         other.epoch = "f".into();
         assert!(matches!(t.apply(&other), Applied::Resync(_)));
         assert_eq!(t.seq, 2);
+    }
+
+    #[test]
+    fn a_restore_event_always_resyncs_unless_already_loaded() {
+        let mut t = table(&[("10.0.0.0/8", 0)]);
+        let restore = |epoch: &str, seq| Event {
+            epoch: epoch.into(),
+            seq,
+            op: Op::Restore,
+            cidr: None,
+            expires_at: 0,
+        };
+        assert_eq!(t.apply(&restore("new", 1)), Applied::Resync(Reason::Epoch));
+        t.epoch = "new".into();
+        t.seq = 1;
+        assert_eq!(t.apply(&restore("new", 1)), Applied::Duplicate);
+        assert_eq!(t.len(), 1, "nothing half-applied");
     }
 
     #[test]
