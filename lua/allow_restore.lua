@@ -47,7 +47,8 @@ for _, cidr in ipairs(due) do
   redis.call('ZREM', KEYS[6], cidr)
 end
 
-redis.call('DEL', KEYS[2], KEYS[3])
+-- UNLINK: a large old list is freed in the background, not inside this script.
+redis.call('UNLINK', KEYS[2], KEYS[3])
 if redis.call('EXISTS', KEYS[5]) == 1 then
   redis.call('RENAME', KEYS[5], KEYS[2])
   redis.call('PERSIST', KEYS[2])

@@ -107,7 +107,11 @@ pub async fn keep(list: Arc<Allowlist>, opts: ExportOptions, stop: CancellationT
                         tracing::info!(path = %opts.path.display(), entries = text.lines().filter(|l| !l.starts_with('#')).count(), "allowlist export written");
                         written = Some(text);
                         if let Some(cmd) = &opts.reload_cmd {
-                            reload(cmd, &mut failures).await;
+                            // Shutdown does not wait for a slow command (it is killed).
+                            tokio::select! {
+                                _ = stop.cancelled() => return,
+                                _ = reload(cmd, &mut failures) => {}
+                            }
                         }
                     }
                     Err(e) => {

@@ -61,6 +61,8 @@ pub struct ReasonLabels {
 }
 
 pub struct Status {
+    /// When this node started following: the sync age before any contact.
+    started: Instant,
     /// The last time Redis confirmed this node's position (any reply).
     contact: Mutex<Option<Instant>>,
     /// The follower cannot reach Redis; the table is served as last known.
@@ -77,6 +79,7 @@ pub struct Status {
 impl Default for Status {
     fn default() -> Self {
         Status {
+            started: Instant::now(),
             contact: Mutex::new(None),
             unreachable: AtomicBool::new(false),
             source_lost: AtomicBool::new(false),
@@ -193,7 +196,11 @@ impl Collector for Gauges {
         let age = if list.is_local() {
             0.0
         } else {
-            status.sync_age().map_or(f64::NAN, |a| a.as_secs_f64())
+            // Never synced: as old as the process's wait for Redis.
+            status
+                .sync_age()
+                .unwrap_or_else(|| status.started.elapsed())
+                .as_secs_f64()
         };
         let gauges: [(&str, &str, ConstGauge<f64>); 4] = [
             (
