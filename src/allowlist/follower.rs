@@ -60,6 +60,7 @@ pub async fn run(list: Arc<Allowlist>, stop: CancellationToken) {
         redis,
         table: (*list.table()).clone(),
         known: list.is_synced(),
+        clock_from_file: list.is_synced(),
         last_snapshot: None,
         quick_resyncs: 0,
     };
@@ -91,6 +92,9 @@ struct Follower<'a> {
     table: Table,
     /// `table` reflects a known dataset (a snapshot, or the state file).
     known: bool,
+    /// The table's clock was estimated from the state file and the node's
+    /// wall clock: measure Redis time at the first contact.
+    clock_from_file: bool,
     last_snapshot: Option<Instant>,
     quick_resyncs: u32,
 }
@@ -207,6 +211,7 @@ impl Follower<'_> {
         let mut table = Table::from_entries(snap.epoch, snap.seq, clock, &snap.entries);
         table.last_id = snap.last_id;
         self.table = table;
+        self.clock_from_file = false;
         self.list.publish(&self.table);
         status.apply_seconds.observe(after.elapsed().as_secs_f64());
         self.list.mark_synced();
@@ -228,6 +233,9 @@ impl Follower<'_> {
 
     /// The cheap look at `meta`: is this node still on Redis's history?
     async fn check(&mut self, conn: &mut MultiplexedConnection) -> Result<Step, StoreError> {
+        if self.clock_from_file {
+            self.measure_clock(conn).await?;
+        }
         let (epoch, seq, last_id): (Option<String>, Option<u64>, Option<String>) =
             redis::cmd("HMGET")
                 .arg(&self.redis.keys().meta)
@@ -273,6 +281,20 @@ impl Follower<'_> {
             return Ok(Step::Snapshot(Reason::Backwards));
         }
         Ok(Step::Tail { block: true })
+    }
+
+    /// Replace a clock estimated without Redis by a reading of Redis `TIME`.
+    async fn measure_clock(&mut self, conn: &mut MultiplexedConnection) -> Result<(), StoreError> {
+        let before = Instant::now();
+        let (s, us): (u64, u64) = redis::cmd("TIME")
+            .query_async(conn)
+            .await
+            .map_err(classify)?;
+        let after = Instant::now();
+        self.table.clock = Clock::synced(s * 1000 + us / 1000, before + (after - before) / 2);
+        self.list.publish(&self.table);
+        self.clock_from_file = false;
+        Ok(())
     }
 
     /// Read and apply the next events.

@@ -5,8 +5,9 @@
 //!
 //! Written atomically (temp file, fsync, rename, fsync of the directory),
 //! debounced, and once more on shutdown. Loading drops entries that expired
-//! meanwhile; the node's Redis-time clock resumes from the offset between
-//! Redis time and the node's wall clock measured when the file was written.
+//! meanwhile; until Redis answers, the node's Redis-time clock is its wall
+//! clock plus the offset measured when the file was written (the follower
+//! reads Redis `TIME` again at its first contact).
 //! A missing, unreadable or foreign file is ignored (logged): the node then
 //! loads a snapshot as if it had none.
 
