@@ -9,31 +9,43 @@
 //! - `cidr`: canonical networks and addresses; `input`: validation of a new entry.
 //! - `table`: the longest-prefix table and its Redis-time clock.
 //! - `event`: a stream event; `redis_store`: the scripts; `local`: the embedded twin.
-//! - `follower`: snapshot, then `XREAD BLOCK`; `reaper`: expires due entries.
+//! - `follower`: snapshot, then `XREAD BLOCK`, resyncing on gaps, epochs and
+//!   a Redis that went backwards; `status`: its freshness for `/readyz` and
+//!   `/metrics`; `state_file`: the table kept across a node's restarts.
+//! - `reaper`: expires due entries.
+//! - `export`: the JSON document of `tollgate allow export` / `restore`;
+//!   `export_file`: the file `tollgate follow` keeps equal to the live list.
 //! - `gate`: what a rule's `allowlist` mode makes of a request.
 
 pub mod cidr;
 pub mod event;
+pub mod export;
+pub mod export_file;
 pub mod follower;
 pub mod gate;
 pub mod input;
 mod local;
 pub mod reaper;
 pub mod redis_store;
+pub mod state_file;
+pub mod status;
 pub mod table;
 
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
+use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::keys::KeySpace;
 use crate::limiter::StoreError;
 use local::LocalAllowlist;
-use redis_store::RedisAllowlist;
+use redis_store::{RedisAllowlist, Restored};
+use status::Status;
 use table::{Clock, ExpiresAt, Table};
 
 pub use input::NewEntry;
@@ -88,9 +100,17 @@ enum Backend {
 pub struct Allowlist {
     /// What request handlers read; replaced whole by the follower or the embedded store.
     table: ArcSwap<Table>,
-    /// The first snapshot is loaded (always true for the embedded store).
+    /// The table reflects a known dataset: the first snapshot is loaded, or
+    /// the state file was (always true for the embedded store).
     synced: AtomicBool,
     backend: Backend,
+    /// The follower's view of its freshness (stale, source_lost, resyncs).
+    status: Status,
+    /// Bumped at each publish by the follower: the state file and `tollgate
+    /// follow`'s export wait on it.
+    changes: watch::Sender<u64>,
+    /// `allowlist.state_file`: where the follower keeps its table across restarts.
+    state_file: Option<PathBuf>,
 }
 
 impl Allowlist {
@@ -98,12 +118,19 @@ impl Allowlist {
     /// Nothing is dialled here.
     pub fn new(config: &Config) -> Result<Allowlist, StoreError> {
         let keys = KeySpace::new(&config.prefix).allowlist();
+        let state_file = config.allowlist.state_file.clone();
         let (backend, table, synced) = match &config.redis {
-            Some(r) => (
-                Backend::Redis(RedisAllowlist::new(r.endpoint.seed_url(), keys)?),
-                Table::new(String::new(), 0, Clock::system()),
-                false,
-            ),
+            Some(r) => {
+                // The last known table, served before Redis answers.
+                let saved = state_file.as_deref().and_then(state_file::load);
+                let synced = saved.is_some();
+                let table = saved.unwrap_or_else(|| Table::new(String::new(), 0, Clock::system()));
+                (
+                    Backend::Redis(RedisAllowlist::new(r.endpoint.clone(), keys)),
+                    table,
+                    synced,
+                )
+            }
             None => {
                 let local = LocalAllowlist::new();
                 let table = local.table();
@@ -114,7 +141,23 @@ impl Allowlist {
             table: ArcSwap::from_pointee(table),
             synced: AtomicBool::new(synced),
             backend,
+            status: Status::default(),
+            changes: watch::Sender::new(0),
+            state_file,
         })
+    }
+
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
+    /// Wakes at each table the follower publishes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    pub fn state_file(&self) -> Option<&Path> {
+        self.state_file.as_deref()
     }
 
     /// Whether `ip` is on the allowlist now. Lock-free, never touches Redis.
@@ -134,6 +177,7 @@ impl Allowlist {
 
     pub(crate) fn publish(&self, table: &Table) {
         self.table.store(Arc::new(table.clone()));
+        self.changes.send_modify(|n| *n += 1);
     }
 
     pub(crate) fn mark_synced(&self) {
@@ -172,6 +216,17 @@ impl Allowlist {
         match &self.backend {
             Backend::Redis(r) => Ok(r.listing().await?),
             Backend::Local(l) => Ok(l.listing()),
+        }
+    }
+
+    /// Replace the whole allowlist in Redis with `entries`, as a new epoch
+    /// that every follower resyncs to (`tollgate allow restore`).
+    pub async fn restore(&self, entries: &[Entry], actor: &str) -> Result<Restored, StoreError> {
+        match &self.backend {
+            Backend::Redis(r) => r.restore(entries, actor).await,
+            Backend::Local(_) => Err(StoreError::Server(
+                "restore works on Redis; the embedded store lives in one process".into(),
+            )),
         }
     }
 

@@ -42,9 +42,10 @@ impl App {
             None => Store::Local(LocalStore::new()),
         };
         let ready = store.is_local();
-        let metrics = Metrics::new();
+        let mut metrics = Metrics::new();
         let deny_cache_size = config.redis.as_ref().map_or(0, |r| r.deny_cache_size);
         let allowlist = Arc::new(Allowlist::new(&config)?);
+        crate::allowlist::status::register(&allowlist, metrics.registry_mut());
         Ok(Arc::new(App {
             breaker: Breaker::new(metrics.redis_up.clone()),
             slots: config

@@ -2,6 +2,7 @@
 //! beats file. Exit codes: 0 ok, 2 bad usage or config, 1 other failure.
 
 pub mod allow;
+pub mod follow;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +29,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the decision API and the admin API.
     Serve(ServeArgs),
+    /// Only follow the allowlist, keeping a file equal to it (no HTTP server).
+    Follow(follow::FollowArgs),
     /// Work with config files.
     #[command(subcommand)]
     Config(ConfigCommand),

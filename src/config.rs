@@ -74,6 +74,8 @@ pub struct AllowlistConfig {
     pub allow_permanent: bool,
     /// How often each `serve` runs the expiry reaper.
     pub reap_interval: Duration,
+    /// Where the follower keeps its table across restarts (`None`: nowhere).
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 /// CLI flags and `TOLLGATE_*` variables; they beat the file.

@@ -80,6 +80,17 @@ impl AllowKeys {
     pub fn all(&self) -> [&str; 4] {
         [&self.meta, &self.entries, &self.exp, &self.events]
     }
+
+    /// The two keys a restore stages its entries in (`entries`, `exp`), one
+    /// `token` per restore: `tg:{tg:allow}:restore:<token>:entries|exp`, same
+    /// hash tag as the live keys, so the final swap is one atomic script.
+    pub fn staging(&self, token: &str) -> [String; 2] {
+        let base = self.meta.strip_suffix("meta").unwrap_or(&self.meta);
+        [
+            format!("{base}restore:{token}:entries"),
+            format!("{base}restore:{token}:exp"),
+        ]
+    }
 }
 
 impl KeySpace {
@@ -109,6 +120,13 @@ mod tests {
                 "tg:{tg:allow}:entries",
                 "tg:{tg:allow}:exp",
                 "tg:{tg:allow}:events"
+            ]
+        );
+        assert_eq!(
+            k.staging("ab12"),
+            [
+                "tg:{tg:allow}:restore:ab12:entries",
+                "tg:{tg:allow}:restore:ab12:exp"
             ]
         );
     }

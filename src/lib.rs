@@ -18,8 +18,11 @@
 //!   (`limiter/{fixed_window,sliding_window,sliding_log,gcra}.rs`).
 //! - `allowlist` is the distributed IP allowlist: admin writes through
 //!   `lua/allow_*.lua`, a follower per node tailing the stream into a
-//!   lock-free longest-prefix table, the reaper, and `allowlist/gate.rs`,
-//!   which `decide` asks about `bypass` / `require` rules.
+//!   lock-free longest-prefix table (resyncing on gaps, epochs and a Redis
+//!   gone backwards, kept in a state file across restarts), the reaper, and
+//!   `allowlist/gate.rs`, which `decide` asks about `bypass` / `require`
+//!   rules. `tollgate follow` (`cli/follow.rs`) runs the follower alone and
+//!   keeps a file equal to the list (`allowlist/export_file.rs`).
 //! - `keys` builds every Redis key name.
 //! - `config` reads and validates the TOML file (`config/raw.rs` shapes,
 //!   `config/validate.rs` checks); `rate` parses `"5/m"`.

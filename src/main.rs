@@ -17,6 +17,10 @@ fn main() -> ExitCode {
             cli::config_check(&file, &overrides)
         }
         Command::Serve(args) => serve(args),
+        Command::Follow(args) => {
+            init_tracing(args.log_format);
+            cli::follow::run(args, shutdown_signal())
+        }
         Command::Limits(cmd) => cli::limits::run(cmd),
         Command::Allow(cmd) => cli::allow::run(cmd),
     }

@@ -78,7 +78,15 @@ pub async fn run(
             Ok(())
         }
     };
-    tasks.shutdown().await;
+    // Background tasks exit on `stop`; waiting a moment lets the allowlist's
+    // state file get its last write. Anything still running then is aborted.
+    let drained = tokio::time::timeout(Duration::from_secs(2), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tasks.shutdown().await;
+    }
     result
 }
 

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
+
 use crate::support::{
     eventually, metric, scrape, shared_cluster, unique_prefix, RedisCluster, SentinelSet,
     TestServer,
@@ -160,11 +162,15 @@ async fn sentinel_finds_the_master_and_follows_a_failover() {
         "the counter is on the master the sentinel named"
     );
 
-    redis::cmd("SENTINEL")
-        .arg("FAILOVER")
-        .arg("mymaster")
-        .query::<()>(&mut set.sentinel.conn())
-        .unwrap();
+    // Retried: right after start the sentinel may still answer NOGOODSLAVE.
+    eventually(Duration::from_secs(20), || async {
+        redis::cmd("SENTINEL")
+            .arg("FAILOVER")
+            .arg("mymaster")
+            .query::<()>(&mut set.sentinel.conn())
+            .is_ok()
+    })
+    .await;
     // The replica becomes master; the old master, a replica: writes there fail
     // (READONLY), the breaker opens, the probe asks the sentinel again.
     eventually(Duration::from_secs(20), || async {
@@ -184,4 +190,98 @@ async fn sentinel_finds_the_master_and_follows_a_failover() {
     })
     .await;
     assert_eq!(metric(&scrape(&s).await, "tollgate_redis_up", &[]), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_allowlist_protocol_runs_on_the_cluster_add_remove_expire_and_a_gap() {
+    let cluster = shared_cluster();
+    let config = format!(
+        "{}[client_ip]\ntrusted_proxies = [\"127.0.0.1/32\"]\n\n[allowlist]\nreap_interval = \"200ms\"\n\n\
+         [[rule]]\nname = \"admin\"\nmatch = {{ path_prefix = \"/admin\" }}\nallowlist = \"require\"\n",
+        cluster.config_section("2s")
+    );
+    let prefix = unique_prefix("cluster-allow");
+    let a = TestServer::start(&config, None, &prefix).await;
+    let b = TestServer::start(&config, None, &prefix).await;
+    let gate = |s: &TestServer, ip: &'static str| {
+        let url = s.url("/check");
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("x-original-uri", "/admin")
+                .header("x-forwarded-for", ip)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let admin = a.admin_client();
+    let add = |ip: &str, ttl: &str| {
+        admin
+            .post(a.admin_url("/v1/allowlist"))
+            .json(&serde_json::json!({"cidr": ip, "ttl": ttl}))
+            .send()
+    };
+    assert_eq!(gate(&b, "192.0.2.10").await, 403);
+    assert_eq!(add("192.0.2.10", "1h").await.unwrap().status(), 201);
+    eventually(Duration::from_secs(1), || {
+        gate(&b, "192.0.2.10").map(|s| s == 200)
+    })
+    .await;
+    let r = admin
+        .delete(a.admin_url("/v1/allowlist/192.0.2.10"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    eventually(Duration::from_secs(1), || {
+        gate(&b, "192.0.2.10").map(|s| s == 403)
+    })
+    .await;
+    assert_eq!(add("192.0.2.11", "2s").await.unwrap().status(), 201);
+    eventually(Duration::from_secs(1), || {
+        gate(&b, "192.0.2.11").map(|s| s == 200)
+    })
+    .await;
+    eventually(Duration::from_secs(4), || {
+        gate(&b, "192.0.2.11").map(|s| s == 403)
+    })
+    .await;
+
+    // A gap: an event numbered five past the last one lands in the stream (on
+    // the master that owns the allowlist's slot); the follower must resync.
+    let events = format!("{prefix}:{{{prefix}:allow}}:events");
+    let owner = &cluster.nodes[cluster.node_of(&events)];
+    let table = b.app.allowlist.table();
+    let seq = (table.seq + 5).to_string();
+    let _: String = redis::cmd("XADD")
+        .arg(&events)
+        .arg("*")
+        .arg(&[
+            ("epoch", table.epoch.as_str()),
+            ("seq", seq.as_str()),
+            ("op", "upsert"),
+            ("cidr", "192.0.2.99/32"),
+            ("expires_at", "0"),
+            ("note", ""),
+            ("actor", "test"),
+            ("ver", "1"),
+        ])
+        .query(&mut owner.conn())
+        .unwrap();
+    eventually(Duration::from_secs(3), || async {
+        metric(
+            &scrape(&b).await,
+            "tollgate_allowlist_resyncs_total",
+            &[("reason", "gap")],
+        ) >= 1.0
+    })
+    .await;
+    assert_eq!(
+        gate(&b, "192.0.2.99").await,
+        403,
+        "an event after a gap is never applied"
+    );
 }

@@ -583,19 +583,27 @@ impl SentinelSet {
             child: Some(cmd.spawn().unwrap()),
         };
         sentinel.wait_ready();
-        // The sentinel learns of the replica from the master's INFO.
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // The sentinel learns of the replica from the master's INFO, then must
+        // hear from the replica itself (link ok) before it would promote it.
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let replicas: redis::Value = redis::cmd("SENTINEL")
                 .arg("REPLICAS")
                 .arg("mymaster")
                 .query(&mut sentinel.conn())
                 .unwrap();
-            if matches!(&replicas, redis::Value::Array(a) if !a.is_empty()) {
+            let text = format!("{replicas:?}");
+            if text.contains("master-link-status")
+                && text.contains("\"ok\"")
+                && !text.contains("disconnected")
+            {
                 break;
             }
-            assert!(Instant::now() < deadline, "sentinel never saw the replica");
-            std::thread::sleep(Duration::from_millis(100));
+            assert!(
+                Instant::now() < deadline,
+                "sentinel never saw a healthy replica: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
         }
         SentinelSet {
             master,

@@ -13,6 +13,8 @@ mod algorithms;
 /// The distributed allowlist: three servers on one Redis, admin API, stream
 /// events, expiry, longest-prefix matches, bad input, embedded store, `tollgate allow`.
 mod allowlist;
+/// The allowlist never silently diverges: trims, flushes, restarts, outages, state files, export/restore.
+mod allowlist_resync;
 /// `tollgate` the binary: `config check` output, errors naming keys, exit codes.
 mod cli;
 /// Client IP through HTTP: trusted and untrusted X-Forwarded-For, mapped IPv4, IPv6 /64.
@@ -25,6 +27,8 @@ mod deny_cache;
 mod deploy_files;
 /// Several replicas and many concurrent clients on one key: exactly the limit.
 mod exactness;
+/// `tollgate follow --export`: the file follows adds, removes and expiry; reload commands; signals.
+mod follow;
 /// The decision API on a real socket: statuses, headers, JSON bodies.
 mod http_api;
 /// nginx, Caddy and HAProxy from deploy/ in front of two replicas: the client's view.

@@ -1,6 +1,10 @@
 //! One entry of the `events` stream, as the scripts write it:
 //! `epoch seq op cidr expires_at note actor ver`.
 //!
+//! `op` is `upsert`, `remove` or `expire` (one entry each), or `restore`: a
+//! whole new dataset (a new epoch, `lua/allow_restore.lua`) that only a fresh
+//! snapshot can show; its `cidr` is empty.
+//!
 //! A node applies an event only if it understands all of it: an unknown `ver`
 //! or `op`, or a field it cannot parse, means a full resync, never a half-applied
 //! change.
@@ -21,6 +25,8 @@ pub enum Op {
     Upsert,
     Remove,
     Expire,
+    /// A new dataset replaced the old one (a new epoch): resync.
+    Restore,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,7 +34,8 @@ pub struct Event {
     pub epoch: String,
     pub seq: u64,
     pub op: Op,
-    pub cidr: IpNet,
+    /// The entry changed; `None` only for `restore`.
+    pub cidr: Option<IpNet>,
     /// For `upsert`, the new expiry (0: never); informational otherwise.
     pub expires_at: ExpiresAt,
 }
@@ -51,6 +58,7 @@ impl Event {
             "upsert" => Op::Upsert,
             "remove" => Op::Remove,
             "expire" => Op::Expire,
+            "restore" => Op::Restore,
             other => return Err(format!("unknown op {other:?}")),
         };
         let number = |name: &str| -> Result<u64, String> {
@@ -58,11 +66,17 @@ impl Event {
                 .parse::<u64>()
                 .map_err(|_| format!("field {name:?} is not a number"))
         };
-        let text = get("cidr")?;
-        let cidr = cidr::parse_net(&text)?;
-        if cidr.to_string() != text {
-            return Err(format!("cidr {text:?} is not canonical"));
-        }
+        let cidr = match op {
+            Op::Restore => None,
+            _ => {
+                let text = get("cidr")?;
+                let cidr = cidr::parse_net(&text)?;
+                if cidr.to_string() != text {
+                    return Err(format!("cidr {text:?} is not canonical"));
+                }
+                Some(cidr)
+            }
+        };
         Ok(Event {
             epoch: get("epoch")?,
             seq: number("seq")?,
@@ -100,8 +114,17 @@ mod tests {
         let e = Event::from_fields(&fields(&GOOD)).unwrap();
         assert_eq!(e.seq, 7);
         assert_eq!(e.op, Op::Upsert);
-        assert_eq!(e.cidr.to_string(), "203.0.113.0/24");
+        assert_eq!(e.cidr.unwrap().to_string(), "203.0.113.0/24");
         assert_eq!(e.expires_at, 1_700_000_000_000);
+    }
+
+    #[test]
+    fn a_restore_event_carries_no_cidr() {
+        let mut f = fields(&GOOD);
+        f.insert("op".into(), Value::BulkString(b"restore".to_vec()));
+        f.insert("cidr".into(), Value::BulkString(Vec::new()));
+        let e = Event::from_fields(&f).unwrap();
+        assert_eq!((e.op, e.cidr), (Op::Restore, None));
     }
 
     #[test]

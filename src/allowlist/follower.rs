@@ -1,190 +1,403 @@
-//! Every `serve` follows the allowlist: one atomic snapshot, then `XREAD
-//! BLOCK` on the stream from the snapshot's id, on a connection of its own (a
-//! blocking read on the limiter's multiplexed connection would stall it).
-//! Never a consumer group: every node needs every event.
+//! Every `serve` (and `tollgate follow`) follows the allowlist: one atomic
+//! snapshot, then `XREAD BLOCK` on the stream from the snapshot's id, on a
+//! connection of its own (a blocking read on the limiter's multiplexed
+//! connection would stall it). Never a consumer group: every node needs every
+//! event.
 //!
-//! Events apply in `seq` order; a duplicate is ignored. A gap, another epoch,
-//! or an event this node cannot read whole means a fresh snapshot.
+//! Redis Streams do not tell a reader that entries after its position were
+//! trimmed, nor that the stream was recreated, so the follower checks the
+//! protocol's own `epoch` and `seq`:
+//!
+//! - an event `seq` more than one past the node's, or `meta.seq` ahead while
+//!   nothing is left to read after the node's id → resync (`gap`);
+//! - another epoch in an event or in `meta` → resync (`epoch`);
+//! - `meta.seq` below the node's, or the same `seq` written later than the
+//!   event the node applied → resync (`backwards`);
+//! - an event it cannot read whole → resync (`unknown_event`), never half-applied;
+//! - each `XREAD` that waits a whole block without events → a look at `meta`,
+//!   so a flush or a restart is noticed within one block period;
+//! - Redis unreachable → the last table keeps serving (entries still expire
+//!   on time); reconnect with backoff and jitter, then continue the tail when
+//!   `meta` allows, else resync;
+//! - Redis without `meta` (restarted empty, flushed) → `source_lost`: the last
+//!   table keeps serving until an epoch appears again, then resync to it.
+//!
+//! Each state change is logged once, and counted (see `status`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
+use rand::Rng;
 use redis::streams::StreamReadReply;
-use redis::AsyncConnectionConfig;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::event::Event;
 use super::redis_store::RedisAllowlist;
+use super::status::Reason;
 use super::table::{Applied, Clock, Table};
-use super::Allowlist;
+use super::{state_file, Allowlist};
 use crate::limiter::{classify, StoreError};
+use crate::redis_conn::RedisConn;
 
-/// How long one XREAD waits for events before it is sent again.
-const BLOCK: Duration = Duration::from_secs(1);
+/// How long one XREAD waits for events before `meta` is checked.
+pub const BLOCK: Duration = Duration::from_secs(1);
 /// Events read per XREAD; one table is published per batch.
 const BATCH: usize = 1000;
-
-/// After two resyncs in a row each this soon after its snapshot, the next waits this long.
+/// After two resyncs in a row each this soon after the last, the next waits this long.
 const MIN_RESYNC_GAP: Duration = Duration::from_secs(1);
+/// Reconnect backoff: doubling from the first to the last, jittered.
+const RETRY_MIN: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(2);
 
-/// Why a follow round ended.
-enum End {
-    Stopped,
-    Resync(String),
-}
-
-/// Follow the allowlist in Redis until `stop`; returns at once for the embedded store.
+/// Follow the allowlist in Redis until `stop`, keeping the state file (if
+/// any); returns at once for the embedded store.
 pub async fn run(list: Arc<Allowlist>, stop: CancellationToken) {
-    if list.redis().is_none() {
-        return;
-    }
-    follow(list, stop)
-        .instrument(tracing::info_span!("allowlist_follower"))
-        .await
-}
-
-async fn follow(list: Arc<Allowlist>, stop: CancellationToken) {
     let Some(redis) = list.redis() else { return };
-    let mut retry = Retry {
-        failing: false,
-        delay: Duration::from_millis(50),
+    let follower = Follower {
+        list: &list,
+        redis,
+        table: (*list.table()).clone(),
+        known: list.is_synced(),
+        clock_from_file: list.is_synced(),
+        last_snapshot: None,
+        quick_resyncs: 0,
     };
-    let mut quick_resyncs = 0;
-    loop {
-        let started = Instant::now();
-        match round(&list, redis, &stop, &mut retry).await {
-            Ok(End::Stopped) => return,
-            Ok(End::Resync(why)) => {
-                tracing::info!(reason = %why, "allowlist: loading a fresh snapshot");
-                // Resyncs are rare; a stream that keeps asking for them right
-                // after each snapshot (a hand-written event) gets one a second.
-                let quick = started.elapsed() < MIN_RESYNC_GAP;
-                quick_resyncs = if quick { quick_resyncs + 1 } else { 0 };
-                if quick_resyncs < 2 {
-                    continue;
-                }
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(MIN_RESYNC_GAP) => {}
-                }
-                continue;
-            }
-            Err(e) => {
-                if !retry.failing {
-                    // The last table keeps serving, and expires entries on time by itself.
-                    tracing::warn!(error = %e, "allowlist: Redis unreachable; serving the last known table");
-                    retry.failing = true;
-                }
-            }
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(retry.delay) => {}
-        }
-        retry.delay = (retry.delay * 2).min(Duration::from_secs(2));
-    }
-}
-
-/// Backoff between failed rounds; the state change is logged once each way.
-struct Retry {
-    failing: bool,
-    delay: Duration,
-}
-
-/// Snapshot, publish, then tail until something asks for a resync.
-async fn round(
-    list: &Allowlist,
-    redis: &RedisAllowlist,
-    stop: &CancellationToken,
-    retry: &mut Retry,
-) -> Result<End, StoreError> {
-    let mut conn = tokio::select! {
-        _ = stop.cancelled() => return Ok(End::Stopped),
-        c = connect(redis) => c?,
-    };
-    let before = Instant::now();
-    let snap = tokio::select! {
-        _ = stop.cancelled() => return Ok(End::Stopped),
-        s = redis.snapshot(&mut conn) => s?,
-    };
-    let after = Instant::now();
-    // Redis read its clock somewhere in between; the midpoint errs by at most half the round trip.
-    let clock = Clock::synced(snap.now_ms, before + (after - before) / 2);
-    let mut table = Table::from_entries(snap.epoch.clone(), snap.seq, clock, &snap.entries);
-    list.publish(&table);
-    list.mark_synced();
-    if retry.failing {
-        tracing::info!("allowlist: Redis back");
-    }
-    *retry = Retry {
-        failing: false,
-        delay: Duration::from_millis(50),
-    };
-    tracing::info!(
-        entries = table.len(),
-        seq = snap.seq,
-        epoch = %snap.epoch,
-        "allowlist snapshot loaded"
+    tokio::join!(
+        follower
+            .run(&stop)
+            .instrument(tracing::info_span!("allowlist_follower")),
+        state_file::keep(list.clone(), stop.clone())
+            .instrument(tracing::info_span!("allowlist_state_file")),
     );
+}
 
-    let key = redis.keys().events.clone();
-    let mut last_id = snap.last_id;
-    loop {
-        let mut xread = redis::cmd("XREAD");
-        xread
-            .arg("COUNT")
-            .arg(BATCH)
-            .arg("BLOCK")
-            .arg(BLOCK.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&key)
-            .arg(&last_id);
-        let read = xread.query_async::<Option<StreamReadReply>>(&mut conn);
-        let reply = tokio::select! {
-            _ = stop.cancelled() => return Ok(End::Stopped),
-            r = read => r.map_err(classify)?,
+/// What the follower does next.
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    /// Load a fresh snapshot.
+    Snapshot(Reason),
+    /// Compare `meta` with this node's position.
+    Check,
+    /// Read the next events. Without `block`, `meta` said events are waiting:
+    /// finding none means they were trimmed away.
+    Tail { block: bool },
+}
+
+struct Follower<'a> {
+    list: &'a Allowlist,
+    redis: &'a RedisAllowlist,
+    /// The working copy; a clone is published after each change.
+    table: Table,
+    /// `table` reflects a known dataset (a snapshot, or the state file).
+    known: bool,
+    /// The table's clock was estimated from the state file and the node's
+    /// wall clock: measure Redis time at the first contact.
+    clock_from_file: bool,
+    last_snapshot: Option<Instant>,
+    quick_resyncs: u32,
+}
+
+impl Follower<'_> {
+    async fn run(mut self, stop: &CancellationToken) {
+        let mut step = if self.known {
+            // From the state file: resume the tail if nothing was missed.
+            Step::Check
+        } else {
+            Step::Snapshot(Reason::Start)
         };
-        // None: nothing within BLOCK. (Checking meta for lost events is the next step.)
-        let Some(reply) = reply else { continue };
-        let mut changed = false;
-        let mut end = None;
-        for entry in reply.keys.into_iter().flat_map(|k| k.ids) {
-            last_id = entry.id;
-            let outcome = match Event::from_fields(&entry.map) {
-                Ok(ev) => table.apply(&ev),
+        let mut conn: Option<RedisConn> = None;
+        let mut delay = RETRY_MIN;
+        loop {
+            if let Step::Snapshot(_) = step {
+                if !self.pace_resyncs(stop).await {
+                    return;
+                }
+            }
+            // A new connection alone proves little: the step after it does.
+            let connecting = conn.is_none();
+            let result = match conn.as_mut() {
+                Some(c) => tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = self.step(c, step) => r,
+                },
+                None => {
+                    let connected = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        r = connect(self.redis) => r,
+                    };
+                    connected.map(|c| {
+                        conn = Some(c);
+                        step
+                    })
+                }
+            };
+            match result {
+                Ok(next) => {
+                    if !connecting {
+                        self.reachable();
+                        delay = RETRY_MIN;
+                    }
+                    step = next;
+                }
                 Err(e) => {
-                    end = Some(format!("unreadable event {last_id}: {e}"));
+                    conn = None;
+                    self.unreachable(&e);
+                    // A pending resync stays pending; anything else resumes
+                    // with a look at `meta` (continue the tail if possible).
+                    if !matches!(step, Step::Snapshot(_)) {
+                        step = Step::Check;
+                    }
+                    // Jitter in [delay/2, delay]: nodes do not reconnect in lockstep.
+                    let sleep = delay.mul_f64(rand::rng().random_range(0.5..=1.0));
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(sleep) => {}
+                    }
+                    delay = (delay * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    async fn step(&mut self, conn: &mut RedisConn, step: Step) -> Result<Step, StoreError> {
+        match step {
+            Step::Snapshot(reason) => self.resync(conn, reason).await,
+            Step::Check => self.check(conn).await,
+            Step::Tail { block } => self.tail(conn, block).await,
+        }
+    }
+
+    /// Resyncs are rare; a stream that keeps asking for them right after
+    /// each snapshot (a hand-written event) gets one a second. False: stopped.
+    async fn pace_resyncs(&mut self, stop: &CancellationToken) -> bool {
+        let quick = self
+            .last_snapshot
+            .is_some_and(|t| t.elapsed() < MIN_RESYNC_GAP);
+        self.quick_resyncs = if quick { self.quick_resyncs + 1 } else { 0 };
+        if self.quick_resyncs >= 2 {
+            tokio::select! {
+                _ = stop.cancelled() => return false,
+                _ = tokio::time::sleep(MIN_RESYNC_GAP) => {}
+            }
+        }
+        true
+    }
+
+    /// Load a fresh snapshot and publish it, unless Redis holds no allowlist
+    /// while this node knows one (then keep serving it: `source_lost`).
+    async fn resync(&mut self, conn: &mut RedisConn, reason: Reason) -> Result<Step, StoreError> {
+        self.last_snapshot = Some(Instant::now());
+        let before = Instant::now();
+        let snap = self.redis.snapshot(conn).await?;
+        let after = Instant::now();
+        let status = self.list.status();
+        status.contact();
+        if snap.epoch.is_empty() && self.known && !self.table.epoch.is_empty() {
+            self.lost();
+            return Ok(Step::Tail { block: true });
+        }
+        // Redis read its clock somewhere in between; the midpoint errs by at most half the round trip.
+        let clock = Clock::synced(snap.now_ms, before + (after - before) / 2);
+        let mut table = Table::from_entries(snap.epoch, snap.seq, clock, &snap.entries);
+        table.last_id = snap.last_id;
+        self.table = table;
+        self.clock_from_file = false;
+        self.list.publish(&self.table);
+        status.apply_seconds.observe(after.elapsed().as_secs_f64());
+        self.list.mark_synced();
+        self.known = true;
+        status.resynced(reason);
+        status.set_seq_lag(0);
+        if status.set_source_lost(false) {
+            tracing::info!(epoch = %self.table.epoch, "allowlist: Redis holds an allowlist again; following it");
+        }
+        tracing::info!(
+            %reason,
+            entries = self.table.len(),
+            seq = self.table.seq,
+            epoch = %self.table.epoch,
+            "allowlist snapshot loaded"
+        );
+        Ok(Step::Tail { block: true })
+    }
+
+    /// The cheap look at `meta`: is this node still on Redis's history?
+    async fn check(&mut self, conn: &mut RedisConn) -> Result<Step, StoreError> {
+        if self.clock_from_file {
+            self.measure_clock(conn).await?;
+        }
+        let (epoch, seq, last_id): (Option<String>, Option<u64>, Option<String>) =
+            redis::cmd("HMGET")
+                .arg(&self.redis.keys().meta)
+                .arg(&["epoch", "seq", "last_id"])
+                .query_async(conn)
+                .await
+                .map_err(classify)?;
+        let status = self.list.status();
+        status.contact();
+        let Some(epoch) = epoch else {
+            if !self.table.epoch.is_empty() {
+                self.lost();
+            }
+            return Ok(Step::Tail { block: true });
+        };
+        let ours = &self.table;
+        if !ours.epoch.is_empty() && epoch != ours.epoch {
+            tracing::warn!(ours = %ours.epoch, redis = %epoch, "allowlist: Redis holds another epoch; resyncing");
+            return Ok(Step::Snapshot(Reason::Epoch));
+        }
+        if status.set_source_lost(false) {
+            tracing::info!(%epoch, "allowlist: Redis holds this node's allowlist again");
+        }
+        let seq = seq.unwrap_or(0);
+        status.set_seq_lag(seq.saturating_sub(ours.seq));
+        if seq < ours.seq {
+            tracing::warn!(
+                ours = ours.seq,
+                redis = seq,
+                "allowlist: Redis went backwards (a failover or lost writes); resyncing"
+            );
+            return Ok(Step::Snapshot(Reason::Backwards));
+        }
+        if seq > ours.seq {
+            return Ok(Step::Tail { block: false });
+        }
+        let later = last_id.as_deref().and_then(stream_id) > stream_id(&ours.last_id);
+        if seq > 0 && later {
+            tracing::warn!(
+                seq,
+                "allowlist: Redis rewrote this node's last event (a failover); resyncing"
+            );
+            return Ok(Step::Snapshot(Reason::Backwards));
+        }
+        Ok(Step::Tail { block: true })
+    }
+
+    /// Replace a clock estimated without Redis by a reading of Redis `TIME`.
+    async fn measure_clock(&mut self, conn: &mut RedisConn) -> Result<(), StoreError> {
+        let before = Instant::now();
+        let (s, us): (u64, u64) = redis::cmd("TIME")
+            .query_async(conn)
+            .await
+            .map_err(classify)?;
+        let after = Instant::now();
+        self.table.clock = Clock::synced(s * 1000 + us / 1000, before + (after - before) / 2);
+        self.list.publish(&self.table);
+        self.clock_from_file = false;
+        Ok(())
+    }
+
+    /// Read and apply the next events.
+    async fn tail(&mut self, conn: &mut RedisConn, block: bool) -> Result<Step, StoreError> {
+        let mut xread = redis::cmd("XREAD");
+        xread.arg("COUNT").arg(BATCH);
+        if block {
+            xread.arg("BLOCK").arg(BLOCK.as_millis() as u64);
+        }
+        xread
+            .arg("STREAMS")
+            .arg(&self.redis.keys().events)
+            .arg(&self.table.last_id);
+        let reply: Option<StreamReadReply> = xread.query_async(conn).await.map_err(classify)?;
+        let status = self.list.status();
+        status.contact();
+        let entries: Vec<_> = reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|k| k.ids)
+            .collect();
+        if entries.is_empty() {
+            if block {
+                return Ok(Step::Check);
+            }
+            tracing::warn!(
+                seq = self.table.seq,
+                last_id = %self.table.last_id,
+                "allowlist: events after this node's position were trimmed from the stream; resyncing"
+            );
+            return Ok(Step::Snapshot(Reason::Gap));
+        }
+        let started = Instant::now();
+        let mut changed = false;
+        let mut next = Step::Tail { block: true };
+        for entry in entries {
+            let outcome = match Event::from_fields(&entry.map) {
+                Ok(ev) => self.table.apply(&ev),
+                Err(e) => {
+                    tracing::warn!(id = %entry.id, error = %e, "allowlist: an event this node cannot read; not applying it, resyncing");
+                    next = Step::Snapshot(Reason::UnknownEvent);
                     break;
                 }
             };
             match outcome {
                 Applied::Applied => changed = true,
                 Applied::Duplicate => {}
-                Applied::Resync(why) => {
-                    end = Some(format!("event {last_id}: {why}"));
+                Applied::Resync(reason) => {
+                    tracing::warn!(id = %entry.id, %reason, seq = self.table.seq, "allowlist: cannot apply the next event; resyncing");
+                    next = Step::Snapshot(reason);
                     break;
                 }
             }
+            self.table.last_id = entry.id;
         }
         if changed {
-            list.publish(&table);
+            self.list.publish(&self.table);
+            status
+                .apply_seconds
+                .observe(started.elapsed().as_secs_f64());
         }
-        if let Some(why) = end {
-            return Ok(End::Resync(why));
+        Ok(next)
+    }
+
+    /// Redis answers but holds no allowlist: keep serving, say so once.
+    fn lost(&self) {
+        if self.list.status().set_source_lost(true) {
+            tracing::warn!(
+                entries = self.table.len(),
+                epoch = %self.table.epoch,
+                seq = self.table.seq,
+                "allowlist: Redis holds no allowlist (restarted empty or flushed); serving the last known table until an admin writes or restores"
+            );
+        }
+    }
+
+    fn unreachable(&self, e: &StoreError) {
+        if self.list.status().set_unreachable(true) {
+            tracing::warn!(error = %e, "allowlist: Redis unreachable; serving the last known table (entries still expire on time)");
+        }
+    }
+
+    fn reachable(&self) {
+        if self.list.status().set_unreachable(false) {
+            tracing::info!("allowlist: Redis back");
         }
     }
 }
 
+/// A stream id `ms-n` as a comparable pair.
+fn stream_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, n) = id.split_once('-')?;
+    Some((ms.parse().ok()?, n.parse().ok()?))
+}
+
 /// The follower's own connection. Its response timeout outlasts BLOCK.
-async fn connect(redis: &RedisAllowlist) -> Result<MultiplexedConnection, StoreError> {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(1)))
-        .set_response_timeout(Some(BLOCK + Duration::from_secs(2)));
-    redis
-        .client()
-        .get_multiplexed_async_connection_with_config(&config)
+async fn connect(redis: &RedisAllowlist) -> Result<RedisConn, StoreError> {
+    let bound = BLOCK + Duration::from_secs(2);
+    tokio::time::timeout(bound, redis.endpoint().connect(bound))
         .await
+        .map_err(|_| StoreError::Timeout(bound))?
         .map_err(classify)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stream_ids_compare_as_numbers() {
+        use super::stream_id;
+        assert!(stream_id("1700000000123-10") > stream_id("1700000000123-9"));
+        assert!(stream_id("1700000000124-0") > stream_id("1700000000123-99"));
+        assert_eq!(stream_id("0-0"), Some((0, 0)));
+        assert_eq!(stream_id("x"), None);
+    }
 }

@@ -126,6 +126,7 @@ mod tests {
             min_prefix_v6: 32,
             allow_permanent,
             reap_interval: Duration::from_secs(1),
+            state_file: None,
         }
     }
 

@@ -1,18 +1,24 @@
-//! The allowlist in Redis: the four `lua/allow_*.lua` scripts and the
-//! readers of their replies. Writers (admin API, CLI, reaper) share one
-//! `ConnectionManager`; the follower reads snapshots on its own connection.
+//! The allowlist in Redis: the `lua/allow_*.lua` scripts and the readers of
+//! their replies. Writers (admin API, CLI, reaper) share one connection; the
+//! follower reads snapshots and tails the stream on its own. Both come from
+//! `redis_conn`, so the allowlist works on one server, a Cluster (its keys
+//! share one slot) or behind a Sentinel.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use redis::aio::{ConnectionLike, ConnectionManager};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use redis::aio::ConnectionLike;
 use redis::Script;
 use serde::Deserialize;
 
 use super::{new_epoch, Entry, Listing, NewEntry, Stored};
 use crate::keys::AllowKeys;
 use crate::limiter::{classify, StoreError};
+use crate::redis_conn::{Endpoint, RedisConn};
 
 /// Events older than this are trimmed from the stream (7 days): far longer than
 /// any restart, so a node that knows its position can always catch up.
@@ -23,12 +29,18 @@ pub const EVENT_CAP: u64 = 1_000_000;
 const REAP_BATCH: u64 = 500;
 /// Admin writes are not on the request path: allow them time.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A restore stages this many entries per script call.
+const RESTORE_CHUNK: usize = 1000;
+/// Staged entries of a restore that never finished vanish after this.
+const STAGING_TTL_MS: u64 = 3_600_000;
 
 struct Scripts {
     upsert: Script,
     remove: Script,
     reap: Script,
     snapshot: Script,
+    restore_stage: Script,
+    restore: Script,
 }
 
 /// Built once; `Script` computes the SHA1 that EVALSHA uses, and on NOSCRIPT
@@ -40,6 +52,8 @@ fn scripts() -> &'static Scripts {
         remove: Script::new(include_str!("../../lua/allow_remove.lua")),
         reap: Script::new(include_str!("../../lua/allow_reap.lua")),
         snapshot: Script::new(include_str!("../../lua/allow_snapshot.lua")),
+        restore_stage: Script::new(include_str!("../../lua/allow_restore_stage.lua")),
+        restore: Script::new(include_str!("../../lua/allow_restore.lua")),
     })
 }
 
@@ -56,6 +70,17 @@ pub struct Snapshot {
     pub entries: Vec<Entry>,
 }
 
+/// What a restore did.
+#[derive(Clone, Debug)]
+pub struct Restored {
+    /// The new dataset's epoch; its `seq` is 1.
+    pub epoch: String,
+    /// Entries now live.
+    pub kept: u64,
+    /// Entries that had expired by the switch and were dropped.
+    pub dropped: u64,
+}
+
 /// An entry's JSON in the `entries` hash. Unknown fields are ignored, so a
 /// later version may add some.
 #[derive(Deserialize)]
@@ -67,27 +92,50 @@ struct StoredJson {
 }
 
 pub struct RedisAllowlist {
-    client: redis::Client,
-    conn: ConnectionManager,
+    endpoint: Endpoint,
+    /// The writers' shared connection (admin API, CLI, reaper), made on first
+    /// use. After a Sentinel failover it is dropped, so the next write asks
+    /// the sentinels for the new master.
+    conn: ArcSwapOption<RedisConn>,
     keys: AllowKeys,
 }
 
 impl RedisAllowlist {
-    /// Lazy: nothing is dialled until the first call.
-    pub fn new(url: &str, keys: AllowKeys) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError::Server(e.to_string()))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(WRITE_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(|e| StoreError::Unreachable(e.to_string()))?;
-        Ok(RedisAllowlist { client, conn, keys })
+    /// Nothing is dialled until the first call.
+    pub fn new(endpoint: Endpoint, keys: AllowKeys) -> Self {
+        RedisAllowlist {
+            endpoint,
+            conn: ArcSwapOption::empty(),
+            keys,
+        }
     }
 
-    pub fn client(&self) -> &redis::Client {
-        &self.client
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    async fn writer(&self) -> Result<RedisConn, StoreError> {
+        if let Some(c) = self.conn.load_full() {
+            return Ok((*c).clone());
+        }
+        let conn = tokio::time::timeout(WRITE_TIMEOUT, self.endpoint.connect(WRITE_TIMEOUT))
+            .await
+            .map_err(|_| StoreError::Timeout(WRITE_TIMEOUT))?
+            .map_err(classify)?;
+        self.conn.store(Some(Arc::new(conn.clone())));
+        Ok(conn)
+    }
+
+    /// Classify a failed call; when Redis went away behind a Sentinel, forget
+    /// the connection so the next call finds the current master.
+    fn failed(&self, e: redis::RedisError) -> StoreError {
+        let e = classify(e);
+        if matches!(self.endpoint, Endpoint::Sentinel { .. })
+            && matches!(e, StoreError::Unreachable(_) | StoreError::Timeout(_))
+        {
+            self.conn.store(None);
+        }
+        e
     }
 
     pub fn keys(&self) -> &AllowKeys {
@@ -112,9 +160,9 @@ impl RedisAllowlist {
             .arg(EVENT_RETENTION_MS)
             .arg(EVENT_CAP);
         let reply: Vec<String> = inv
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.writer().await?)
             .await
-            .map_err(classify)?;
+            .map_err(|e| self.failed(e))?;
         let [seq, expires_at, created_at, _epoch] = reply.as_slice() else {
             return Err(unexpected("allow_upsert", &reply));
         };
@@ -138,9 +186,9 @@ impl RedisAllowlist {
             .arg(EVENT_RETENTION_MS)
             .arg(EVENT_CAP);
         let reply: Vec<String> = inv
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.writer().await?)
             .await
-            .map_err(classify)?;
+            .map_err(|e| self.failed(e))?;
         match reply.as_slice() {
             [] => Ok(None),
             [seq, _epoch] => Ok(Some(number(seq)?)),
@@ -159,9 +207,9 @@ impl RedisAllowlist {
                 .arg(EVENT_RETENTION_MS)
                 .arg(EVENT_CAP);
             let n: u64 = inv
-                .invoke_async(&mut self.conn.clone())
+                .invoke_async(&mut self.writer().await?)
                 .await
-                .map_err(classify)?;
+                .map_err(|e| self.failed(e))?;
             total += n as usize;
             if n < REAP_BATCH {
                 break;
@@ -170,9 +218,58 @@ impl RedisAllowlist {
         Ok(total)
     }
 
+    /// Replace the allowlist with `entries` as a new epoch: stage them in
+    /// chunks under a fresh token, then swap them in with one script (see
+    /// `lua/allow_restore.lua`). Entries must be canonical and distinct.
+    pub async fn restore(&self, entries: &[Entry], actor: &str) -> Result<Restored, StoreError> {
+        let token = new_epoch();
+        let staging = self.keys.staging(&token);
+        let mut conn = self.writer().await?;
+        for chunk in entries.chunks(RESTORE_CHUNK) {
+            let mut inv = scripts().restore_stage.prepare_invoke();
+            inv.key(&staging[0]).key(&staging[1]).arg(STAGING_TTL_MS);
+            for e in chunk {
+                let json = serde_json::json!({
+                    "expires_at": e.expires_at,
+                    "note": e.note,
+                    "created_at": e.created_at,
+                    "actor": e.actor,
+                    "ver": 1,
+                });
+                inv.arg(e.cidr.to_string())
+                    .arg(json.to_string())
+                    .arg(e.expires_at);
+            }
+            let _: u64 = inv
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| self.failed(e))?;
+        }
+        let mut inv = self.invocation(&scripts().restore);
+        inv.key(&staging[0])
+            .key(&staging[1])
+            .arg(new_epoch())
+            .arg(entries.len())
+            .arg(actor)
+            .arg(EVENT_RETENTION_MS)
+            .arg(EVENT_CAP);
+        let reply: Vec<String> = inv
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.failed(e))?;
+        let [epoch, _seq, kept, dropped] = reply.as_slice() else {
+            return Err(unexpected("allow_restore", &reply));
+        };
+        Ok(Restored {
+            epoch: epoch.clone(),
+            kept: number(kept)?,
+            dropped: number(dropped)?,
+        })
+    }
+
     /// Every live entry, read atomically.
     pub async fn listing(&self) -> Result<Listing, StoreError> {
-        let snap = self.snapshot(&mut self.conn.clone()).await?;
+        let snap = self.snapshot(&mut self.writer().await?).await?;
         let mut entries: Vec<Entry> = snap
             .entries
             .into_iter()

@@ -13,6 +13,7 @@ use prefix_trie::PrefixMap;
 
 use super::cidr;
 use super::event::{Event, Op};
+use super::status::Reason;
 use super::Entry;
 
 /// Redis time (ms since the Unix epoch), estimated on this node: a reading of
@@ -61,7 +62,7 @@ pub enum Applied {
     /// Its `seq` was applied already.
     Duplicate,
     /// The table cannot follow this event; load a fresh snapshot.
-    Resync(&'static str),
+    Resync(Reason),
 }
 
 #[derive(Clone)]
@@ -72,6 +73,8 @@ pub struct Table {
     pub epoch: String,
     /// The last event applied (0: none).
     pub seq: u64,
+    /// Stream id of the last event read (`0-0`: none); a follower tails from here.
+    pub last_id: String,
     pub clock: Clock,
 }
 
@@ -82,6 +85,7 @@ impl Table {
             v6: PrefixMap::new(),
             epoch,
             seq,
+            last_id: "0-0".into(),
             clock,
         }
     }
@@ -121,6 +125,32 @@ impl Table {
         self.len() == 0
     }
 
+    /// Every network with its expiry, IPv4 first, each family in prefix order.
+    pub fn entries(&self) -> impl Iterator<Item = (IpNet, ExpiresAt)> + '_ {
+        let v4 = self.v4.iter().map(|(n, e)| (IpNet::V4(n), *e));
+        v4.chain(self.v6.iter().map(|(n, e)| (IpNet::V6(n), *e)))
+    }
+
+    /// The networks live at `now_ms`, sorted.
+    pub fn live_entries(&self, now_ms: u64) -> Vec<(IpNet, ExpiresAt)> {
+        let mut live: Vec<_> = self.entries().filter(|(_, e)| live(*e, now_ms)).collect();
+        live.sort();
+        live
+    }
+
+    /// How many networks are live at `now_ms` (no allocation).
+    pub fn live_count(&self, now_ms: u64) -> usize {
+        self.entries().filter(|(_, e)| live(*e, now_ms)).count()
+    }
+
+    /// The earliest expiry after `now_ms` (when the live set changes next by itself).
+    pub fn next_expiry(&self, now_ms: u64) -> Option<ExpiresAt> {
+        self.entries()
+            .map(|(_, e)| e)
+            .filter(|&e| e != 0 && e > now_ms)
+            .min()
+    }
+
     /// The longest live network holding `ip`, now (Redis time).
     pub fn lookup(&self, ip: IpAddr) -> Option<(IpNet, ExpiresAt)> {
         self.lookup_at(ip, self.clock.now_ms())
@@ -145,22 +175,31 @@ impl Table {
 
     /// Apply one event in `seq` order.
     pub fn apply(&mut self, ev: &Event) -> Applied {
+        if ev.op == Op::Restore {
+            // A new dataset replaced the old one whole: only a snapshot has it.
+            if ev.epoch == self.epoch && ev.seq <= self.seq {
+                return Applied::Duplicate;
+            }
+            return Applied::Resync(Reason::Epoch);
+        }
         if self.epoch.is_empty() && self.seq == 0 && ev.seq == 1 {
             // The snapshot saw an empty dataset; this is its first write.
             self.epoch = ev.epoch.clone();
         }
         if ev.epoch != self.epoch {
-            return Applied::Resync("the dataset has another epoch");
+            return Applied::Resync(Reason::Epoch);
         }
         if ev.seq <= self.seq {
             return Applied::Duplicate;
         }
         if ev.seq != self.seq + 1 {
-            return Applied::Resync("a gap in seq");
+            return Applied::Resync(Reason::Gap);
         }
-        match ev.op {
-            Op::Upsert => self.insert(ev.cidr, ev.expires_at),
-            Op::Remove | Op::Expire => self.remove(&ev.cidr),
+        match (ev.op, ev.cidr) {
+            (Op::Upsert, Some(net)) => self.insert(net, ev.expires_at),
+            (Op::Remove | Op::Expire, Some(net)) => self.remove(&net),
+            // The parser never yields these: refuse rather than half-apply.
+            _ => return Applied::Resync(Reason::UnknownEvent),
         }
         self.seq = ev.seq;
         Applied::Applied
@@ -227,7 +266,7 @@ mod tests {
             epoch: "e".into(),
             seq,
             op,
-            cidr: cidr.parse().unwrap(),
+            cidr: Some(cidr.parse().unwrap()),
             expires_at: 0,
         }
     }
@@ -251,6 +290,23 @@ mod tests {
         other.epoch = "f".into();
         assert!(matches!(t.apply(&other), Applied::Resync(_)));
         assert_eq!(t.seq, 2);
+    }
+
+    #[test]
+    fn a_restore_event_always_resyncs_unless_already_loaded() {
+        let mut t = table(&[("10.0.0.0/8", 0)]);
+        let restore = |epoch: &str, seq| Event {
+            epoch: epoch.into(),
+            seq,
+            op: Op::Restore,
+            cidr: None,
+            expires_at: 0,
+        };
+        assert_eq!(t.apply(&restore("new", 1)), Applied::Resync(Reason::Epoch));
+        t.epoch = "new".into();
+        t.seq = 1;
+        assert_eq!(t.apply(&restore("new", 1)), Applied::Duplicate);
+        assert_eq!(t.len(), 1, "nothing half-applied");
     }
 
     #[test]

@@ -1,5 +1,10 @@
-//! `tollgate allow add|remove|list|check`: the allowlist straight in Redis,
-//! through the same scripts as the admin API (no server needed).
+//! `tollgate allow add|remove|list|check|export|restore`: the allowlist
+//! straight in Redis, through the same scripts as the admin API (no server
+//! needed).
+//!
+//! `export` writes every live entry as JSON (`allowlist/export.rs`);
+//! `restore FILE` makes that the whole allowlist again, as a new epoch that
+//! every node resyncs to: how an admin recovers after Redis lost its data.
 //!
 //! Exit codes: 0 ok; 2 bad usage or input (nothing written), or no Redis
 //! configured; 1 anything else: Redis unreachable, `remove` of an entry that
@@ -7,7 +12,7 @@
 //! `grep`, so scripts can branch on it).
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -15,6 +20,8 @@ use clap::{Args, Subcommand};
 use ipnet::IpNet;
 
 use super::{load_config, OverrideArgs};
+use crate::allowlist::export::Document;
+use crate::allowlist::state_file::write_atomic;
 use crate::allowlist::{cidr, input, Allowlist, Entry, NewEntry};
 use crate::config::Config;
 
@@ -51,6 +58,22 @@ pub enum AllowCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// Every live entry as JSON, for `allow restore` (stdout, or --output).
+    Export {
+        /// Write here (atomically) instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Replace the whole allowlist with an export's entries, as a new epoch
+    /// every node resyncs to. Entries expired by now are dropped.
+    Restore {
+        /// An `allow export` file; "-" reads stdin.
+        file: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -71,6 +94,8 @@ enum Action {
     Remove(IpNet),
     List,
     Check(IpAddr),
+    Export(Option<PathBuf>),
+    Restore(Vec<Entry>),
 }
 
 fn usage(message: impl std::fmt::Display) -> ExitCode {
@@ -88,7 +113,9 @@ pub fn run(cmd: AllowCommand) -> ExitCode {
         AllowCommand::Add { common, .. }
         | AllowCommand::Remove { common, .. }
         | AllowCommand::List { common }
-        | AllowCommand::Check { common, .. } => common,
+        | AllowCommand::Check { common, .. }
+        | AllowCommand::Export { common, .. }
+        | AllowCommand::Restore { common, .. } => common,
     };
     let cfg = match load_config(common.config.as_ref(), &common.overrides) {
         Ok(c) => c,
@@ -116,6 +143,8 @@ pub fn run(cmd: AllowCommand) -> ExitCode {
         AllowCommand::Remove { cidr, .. } => cidr::parse_net(cidr).map(Action::Remove),
         AllowCommand::List { .. } => Ok(Action::List),
         AllowCommand::Check { ip, .. } => cidr::parse_ip(ip).map(Action::Check),
+        AllowCommand::Export { output, .. } => Ok(Action::Export(output.clone())),
+        AllowCommand::Restore { file, .. } => read_export(file).map(Action::Restore),
     };
     let action = match action {
         Ok(a) => a,
@@ -196,7 +225,53 @@ async fn execute(cfg: &Config, action: Action, actor: &str) -> ExitCode {
             },
             Err(e) => failure(e),
         },
+        Action::Export(output) => match list.list().await {
+            Ok(l) => {
+                let text = Document::from_listing(&l).to_json();
+                let written = match &output {
+                    Some(path) => write_atomic(path, text.as_bytes())
+                        .map_err(|e| format!("{}: {e}", path.display())),
+                    None => std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())
+                        .map_err(|e| e.to_string()),
+                };
+                match written {
+                    Ok(()) => {
+                        eprintln!(
+                            "exported {} entries (epoch {:?}, seq {})",
+                            l.entries.len(),
+                            l.epoch,
+                            l.seq
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => failure(e),
+                }
+            }
+            Err(e) => failure(e),
+        },
+        Action::Restore(entries) => match list.restore(&entries, actor).await {
+            Ok(r) => {
+                println!(
+                    "restored {} entries as epoch {} ({} had expired and were dropped); every node resyncs to it",
+                    r.kept, r.epoch, r.dropped
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => failure(e),
+        },
     }
+}
+
+/// An export file (or stdin for "-"), checked whole.
+fn read_export(file: &Path) -> Result<Vec<Entry>, String> {
+    let text = if file == Path::new("-") {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map(|_| s)
+    } else {
+        std::fs::read_to_string(file)
+    }
+    .map_err(|e| format!("{}: {e}", file.display()))?;
+    Document::parse(&text).map_err(|e| format!("{}: {e}", file.display()))
 }
 
 /// An instant in Redis time, RFC 3339; 0 is "never".

@@ -93,6 +93,7 @@ pub struct RawAllowlist {
     pub min_prefix_v6: Spanned<i64>,
     pub allow_permanent: bool,
     pub reap_interval: Spanned<String>,
+    pub state_file: Option<String>,
 }
 
 impl Default for RawAllowlist {
@@ -104,6 +105,7 @@ impl Default for RawAllowlist {
             min_prefix_v6: Spanned::new(0..0, 32),
             allow_permanent: false,
             reap_interval: unspanned("1s"),
+            state_file: None,
         }
     }
 }

@@ -271,6 +271,11 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
             min_prefix_v6: *raw.allowlist.min_prefix_v6.get_ref() as u8,
             allow_permanent: raw.allowlist.allow_permanent,
             reap_interval: reap_interval.expect("checked"),
+            state_file: raw
+                .allowlist
+                .state_file
+                .clone()
+                .map(std::path::PathBuf::from),
         },
         rules,
     })

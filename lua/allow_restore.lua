@@ -1,0 +1,70 @@
+-- allow_restore: switch the allowlist to the dataset staged by
+-- allow_restore_stage.lua, as a new epoch, in one atomic step: the entries,
+-- the expiry index, meta (epoch, seq 1, last_id) and one `restore` event move
+-- together. Every follower sees the new epoch (in the event, or in meta at its
+-- next look) and loads a fresh snapshot. Entries already expired by now are
+-- dropped. Writes made to the old epoch while the chunks were staged are
+-- replaced too: a restore sets the whole list.
+--
+-- The old events stay in the stream (trimmed by age as usual): a follower
+-- still on the old epoch reads them, then the restore event, then resyncs.
+--
+-- KEYS[1]  meta     hash: epoch, seq, last_id
+-- KEYS[2]  entries  hash: canonical CIDR -> JSON entry
+-- KEYS[3]  exp      sorted set: CIDR scored by expires_at
+-- KEYS[4]  events   stream
+-- KEYS[5]  staged entries (allow_restore_stage.lua's KEYS[1])
+-- KEYS[6]  staged exp     (allow_restore_stage.lua's KEYS[2])
+-- ARGV[1]  the new epoch (random, from the caller)
+-- ARGV[2]  how many entries the caller staged: anything else (a staged key
+--          expired, a chunk was lost) is an error and changes nothing
+-- ARGV[3]  actor
+-- ARGV[4]  event retention in ms (XADD MINID ~)
+-- ARGV[5]  event cap (XTRIM MAXLEN ~)
+-- Returns  {epoch, seq, kept, dropped}, all strings: seq is "1" (the restore
+--          event is the new epoch's first); kept entries are live, dropped
+--          ones had expired before the switch.
+--
+-- Example: ARGV = {"5b0e2f6a9c1d3e47", "2", "cli", "604800000", "1000000"}
+--   with 203.0.113.7/32 (expires 1700086400123) and 198.51.100.0/24 (expired)
+--   staged, at TIME 1700000000 -> {"5b0e2f6a9c1d3e47", "1", "1", "1"} and the event
+--   epoch 5b0e2f6a9c1d3e47 seq 1 op restore cidr "" expires_at 0
+--   note "restored 1 entries" actor cli ver 1
+assert(#KEYS == 6 and #ARGV == 5, 'allow_restore: expected 6 keys and 5 args')
+local expected = tonumber(ARGV[2])
+assert(expected and expected >= 0, 'allow_restore: the staged count must be a number >= 0')
+local staged = redis.call('HLEN', KEYS[5])
+if staged ~= expected then
+  return redis.error_reply('allow_restore: ' .. staged .. ' entries staged, expected ' ..
+    expected .. ' (a staged key expired?); nothing changed')
+end
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', string.format('%.0f', now))
+for _, cidr in ipairs(due) do
+  redis.call('HDEL', KEYS[5], cidr)
+  redis.call('ZREM', KEYS[6], cidr)
+end
+
+-- UNLINK: a large old list is freed in the background, not inside this script.
+redis.call('UNLINK', KEYS[2], KEYS[3])
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  redis.call('RENAME', KEYS[5], KEYS[2])
+  redis.call('PERSIST', KEYS[2])
+end
+if redis.call('EXISTS', KEYS[6]) == 1 then
+  redis.call('RENAME', KEYS[6], KEYS[3])
+  redis.call('PERSIST', KEYS[3])
+end
+
+local epoch = ARGV[1]
+local kept = tostring(staged - #due)
+local min_id = string.format('%.0f', now - tonumber(ARGV[4]))
+local id = redis.call('XADD', KEYS[4], 'MINID', '~', min_id, '*',
+  'epoch', epoch, 'seq', '1', 'op', 'restore', 'cidr', '', 'expires_at', '0',
+  'note', 'restored ' .. kept .. ' entries', 'actor', ARGV[3], 'ver', '1')
+redis.call('XTRIM', KEYS[4], 'MAXLEN', '~', ARGV[5])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', '1', 'last_id', id)
+return {epoch, '1', kept, tostring(#due)}

@@ -1,0 +1,37 @@
+-- allow_restore_stage: stage one chunk of a restore. A restore replaces the
+-- whole allowlist with a new epoch; a large list is staged in chunks into two
+-- temporary keys (same hash tag as the live keys, so one slot), then
+-- allow_restore.lua swaps them in atomically. Nothing live changes here, so a
+-- restore that dies half-way leaves the allowlist as it was; its staged keys
+-- expire after ARGV[1] ms.
+--
+-- KEYS[1]  staged entries  hash: canonical CIDR -> JSON {expires_at, note, created_at, actor, ver}
+-- KEYS[2]  staged exp      sorted set: CIDR scored by expires_at (permanent entries are not in it)
+--          Both are <prefix>:{<prefix>:allow}:restore:<token>:entries|exp, one token per restore.
+-- ARGV[1]  how long the staged keys live, ms (> 0)
+-- ARGV[2], ARGV[3], ARGV[4]  cidr (canonical), entry JSON, expires_at ("0" = never);
+--          repeated: one triple per entry.
+-- Returns  the number of entries staged so far (HLEN of KEYS[1]).
+--
+-- Example: ARGV = {"3600000", "203.0.113.7/32",
+--                  '{"expires_at":1700086400123,"note":"alice","created_at":1700000000123,"actor":"cli","ver":1}',
+--                  "1700086400123"}
+--   on a fresh token -> 1
+assert(#KEYS == 2, 'allow_restore_stage: expected 2 keys')
+assert(#ARGV >= 1 and (#ARGV - 1) % 3 == 0,
+  'allow_restore_stage: expected a ttl and (cidr, json, expires_at) triples')
+local ttl = tonumber(ARGV[1])
+assert(ttl and ttl > 0, 'allow_restore_stage: the ttl must be > 0')
+
+for i = 2, #ARGV, 3 do
+  local cidr, entry, exp = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  redis.call('HSET', KEYS[1], cidr, entry)
+  if exp ~= '0' then
+    redis.call('ZADD', KEYS[2], exp, cidr)
+  else
+    redis.call('ZREM', KEYS[2], cidr)
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+return redis.call('HLEN', KEYS[1])

@@ -1,0 +1,204 @@
+//! The document `tollgate allow export` writes and `tollgate allow restore`
+//! reads: every live entry with its absolute expiry (Redis time), so a
+//! restore keeps each entry's deadline.
+//!
+//! ```json
+//! {"format": "tollgate-allowlist", "version": 1, "epoch": "9f2c4e1a07b3d5c6",
+//!  "seq": 12, "exported_at": 1700000000500,
+//!  "entries": [{"cidr": "203.0.113.7/32", "expires_at": 1700086400123,
+//!               "note": "login alice", "created_at": 1700000000123, "actor": "admin-api"}]}
+//! ```
+//!
+//! `expires_at` is `null` for a permanent entry. A restore checks the whole
+//! document before writing anything: networks must be canonical (as stored)
+//! and distinct, notes at most 256 bytes.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::input::MAX_NOTE_BYTES;
+use super::{cidr, Entry, Listing};
+
+pub const FORMAT: &str = "tollgate-allowlist";
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Document {
+    pub format: String,
+    pub version: u32,
+    /// The dataset exported (informational: a restore makes a new epoch).
+    #[serde(default)]
+    pub epoch: String,
+    #[serde(default)]
+    pub seq: u64,
+    /// Redis time of the export, ms.
+    #[serde(default)]
+    pub exported_at: u64,
+    pub entries: Vec<Exported>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exported {
+    pub cidr: String,
+    /// ms since the Unix epoch, Redis time; `null`: never.
+    pub expires_at: Option<u64>,
+    #[serde(default)]
+    pub note: String,
+    #[serde(default)]
+    pub created_at: u64,
+    #[serde(default)]
+    pub actor: String,
+}
+
+impl Document {
+    pub fn from_listing(listing: &Listing) -> Document {
+        Document {
+            format: FORMAT.into(),
+            version: VERSION,
+            epoch: listing.epoch.clone(),
+            seq: listing.seq,
+            exported_at: listing.now_ms,
+            entries: listing
+                .entries
+                .iter()
+                .map(|e| Exported {
+                    cidr: e.cidr.to_string(),
+                    expires_at: (e.expires_at != 0).then_some(e.expires_at),
+                    note: e.note.clone(),
+                    created_at: e.created_at,
+                    actor: e.actor.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// One entry per line: diffs of two exports read well.
+    pub fn to_json(&self) -> String {
+        let head = serde_json::json!({
+            "format": self.format,
+            "version": self.version,
+            "epoch": self.epoch,
+            "seq": self.seq,
+            "exported_at": self.exported_at,
+        })
+        .to_string();
+        let mut out = head[..head.len() - 1].to_string();
+        out.push_str(",\"entries\":[");
+        for (i, e) in self.entries.iter().enumerate() {
+            out.push_str(if i == 0 { "\n" } else { ",\n" });
+            out.push_str(&serde_json::to_string(e).unwrap_or_default());
+        }
+        out.push_str("\n]}\n");
+        out
+    }
+
+    /// Read and check a document; the entries to restore, or every reason not to.
+    pub fn parse(text: &str) -> Result<Vec<Entry>, String> {
+        let doc: Document =
+            serde_json::from_str(text).map_err(|e| format!("not an allowlist export: {e}"))?;
+        if doc.format != FORMAT || doc.version != VERSION {
+            return Err(format!(
+                "format {:?} version {}: expected {FORMAT:?} version {VERSION}",
+                doc.format, doc.version
+            ));
+        }
+        let mut seen = HashSet::new();
+        let mut problems = Vec::new();
+        let mut entries = Vec::with_capacity(doc.entries.len());
+        for (i, e) in doc.entries.into_iter().enumerate() {
+            let net = match cidr::parse_net(&e.cidr) {
+                Ok(n) if n.prefix_len() == 0 => {
+                    problems.push(format!("entries[{i}].cidr: {n} would allow every address"));
+                    continue;
+                }
+                Ok(n) => n,
+                Err(msg) => {
+                    problems.push(format!("entries[{i}].cidr: {msg}"));
+                    continue;
+                }
+            };
+            if !seen.insert(net) {
+                problems.push(format!("entries[{i}].cidr: {net} appears twice"));
+            }
+            if e.note.len() > MAX_NOTE_BYTES {
+                problems.push(format!(
+                    "entries[{i}].note: {} bytes, at most {MAX_NOTE_BYTES}",
+                    e.note.len()
+                ));
+            }
+            entries.push(Entry {
+                cidr: net,
+                expires_at: e.expires_at.unwrap_or(0),
+                note: e.note,
+                created_at: e.created_at,
+                actor: e.actor,
+            });
+        }
+        if problems.is_empty() {
+            Ok(entries)
+        } else {
+            Err(problems.join("\n"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing() -> Listing {
+        Listing {
+            epoch: "e1".into(),
+            seq: 3,
+            now_ms: 1_000,
+            entries: vec![
+                Entry {
+                    cidr: "203.0.113.0/24".parse().unwrap(),
+                    expires_at: 0,
+                    note: "office \"A\"".into(),
+                    created_at: 5,
+                    actor: "cli".into(),
+                },
+                Entry {
+                    cidr: "2001:db8::/48".parse().unwrap(),
+                    expires_at: 90_000,
+                    note: String::new(),
+                    created_at: 6,
+                    actor: "admin-api".into(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn an_export_parses_back_to_the_same_entries() {
+        let l = listing();
+        let text = Document::from_listing(&l).to_json();
+        assert_eq!(text.lines().count(), 4, "one entry per line:\n{text}");
+        assert_eq!(Document::parse(&text).unwrap(), l.entries);
+    }
+
+    #[test]
+    fn bad_documents_name_every_problem_and_restore_nothing() {
+        let text = r#"{"format":"tollgate-allowlist","version":1,"entries":[
+            {"cidr":"203.0.113.7/24","expires_at":null},
+            {"cidr":"10.0.0.0/8","expires_at":null},
+            {"cidr":"10.0.0.0/8","expires_at":5},
+            {"cidr":"0.0.0.0/0","expires_at":null}]}"#;
+        let err = Document::parse(text).unwrap_err();
+        assert!(
+            err.contains("entries[0].cidr") && err.contains("203.0.113.0/24"),
+            "{err}"
+        );
+        assert!(
+            err.contains("entries[2].cidr: 10.0.0.0/8 appears twice"),
+            "{err}"
+        );
+        assert!(err.contains("entries[3].cidr"), "{err}");
+        assert!(Document::parse(r#"{"format":"x","version":1,"entries":[]}"#).is_err());
+        assert!(Document::parse("[]").is_err());
+    }
+}

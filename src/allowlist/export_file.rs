@@ -1,0 +1,222 @@
+//! The file `tollgate follow --export` keeps equal to the live allowlist, for
+//! proxies that read a file instead of asking per request (nginx `geo`,
+//! squid ACL files, an nftables set loader).
+//!
+//! - Written atomically (see `state_file::write_atomic`), only when its text
+//!   changed, after changes settle (debounced), then `--reload-cmd` runs once.
+//! - Entries leave the file at their `expires_at` (the follower's Redis-time
+//!   clock), with or without Redis.
+//! - Nothing is written before the follower's first sync, and nothing on
+//!   shutdown: the file always holds the last known list.
+//! - A failed reload command keeps the file; it is logged and counted, and
+//!   runs again at the next change.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::ValueEnum;
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use super::state_file::write_atomic;
+use super::table::Table;
+use super::Allowlist;
+
+/// A reload command running longer than this is killed and counts as failed.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// A failed write is tried again after this.
+const WRITE_RETRY: Duration = Duration::from_secs(1);
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// One network per line (squid `src "FILE"`, ipset/nftables loaders).
+    Plain,
+    /// `NETWORK 1;` lines for `geo $tollgate_allowed { default 0; include FILE; }`.
+    NginxGeo,
+    /// `{"entries": [{"cidr", "expires_at"}]}` (expires_at null: never).
+    Json,
+}
+
+#[derive(Clone, Debug)]
+pub struct ExportOptions {
+    pub path: PathBuf,
+    pub format: Format,
+    /// Run with `sh -c` after each write.
+    pub reload_cmd: Option<String>,
+    /// Changes closer together than this are written once.
+    pub debounce: Duration,
+}
+
+/// The file's text for the entries live at `now_ms`.
+pub fn render(table: &Table, now_ms: u64, format: Format) -> String {
+    let live = table.live_entries(now_ms);
+    let mut out = String::new();
+    match format {
+        Format::Plain => {
+            for (net, _) in &live {
+                let _ = writeln!(out, "{net}");
+            }
+        }
+        Format::NginxGeo => {
+            out.push_str("# tollgate follow: the live allowlist. Use it as\n");
+            out.push_str("#   geo $tollgate_allowed { default 0; include THIS_FILE; }\n");
+            for (net, _) in &live {
+                let _ = writeln!(out, "{net} 1;");
+            }
+        }
+        Format::Json => {
+            out.push_str("{\"entries\":[");
+            for (i, (net, exp)) in live.iter().enumerate() {
+                let exp = if *exp == 0 {
+                    "null".to_string()
+                } else {
+                    exp.to_string()
+                };
+                let sep = if i == 0 { "\n" } else { ",\n" };
+                let _ = write!(out, "{sep}{{\"cidr\":\"{net}\",\"expires_at\":{exp}}}");
+            }
+            out.push_str("\n]}\n");
+        }
+    }
+    out
+}
+
+/// Keep the export file equal to the live list until `stop`.
+pub async fn keep(list: Arc<Allowlist>, opts: ExportOptions, stop: CancellationToken) {
+    let mut changes = list.subscribe();
+    // What the file holds: an unchanged list after a restart is not rewritten.
+    let mut written = std::fs::read_to_string(&opts.path).ok();
+    let mut failures: u64 = 0;
+    loop {
+        let mut wake = None;
+        if list.is_synced() {
+            let table = list.table();
+            let now = table.clock.now_ms();
+            let text = render(&table, now, opts.format);
+            if written.as_deref() != Some(text.as_str()) {
+                let path = opts.path.clone();
+                let bytes = text.clone();
+                let result =
+                    tokio::task::spawn_blocking(move || write_atomic(&path, bytes.as_bytes()))
+                        .await
+                        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                match result {
+                    Ok(()) => {
+                        tracing::info!(path = %opts.path.display(), entries = text.lines().filter(|l| !l.starts_with('#')).count(), "allowlist export written");
+                        written = Some(text);
+                        if let Some(cmd) = &opts.reload_cmd {
+                            // Shutdown does not wait for a slow command (it is killed).
+                            tokio::select! {
+                                _ = stop.cancelled() => return,
+                                _ = reload(cmd, &mut failures) => {}
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %opts.path.display(), error = %e, "cannot write the allowlist export; the old file stays, retrying");
+                        wake = Some(WRITE_RETRY);
+                    }
+                }
+            }
+            // The list changes by itself at the next expiry.
+            if let Some(exp) = table.next_expiry(now) {
+                let until = Duration::from_millis(exp - table.clock.now_ms().min(exp));
+                wake = Some(wake.map_or(until, |w: Duration| w.min(until)));
+            }
+        }
+        let timer = tokio::time::sleep(wake.unwrap_or(Duration::from_secs(3600)));
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = timer => continue,
+            r = changes.changed() => {
+                if r.is_err() {
+                    return;
+                }
+            }
+        }
+        if !settle(&mut changes, opts.debounce, &stop).await {
+            return;
+        }
+    }
+}
+
+/// Wait until no change came for `debounce` (at most 5 × debounce in all).
+/// False: stopped.
+async fn settle(
+    changes: &mut tokio::sync::watch::Receiver<u64>,
+    debounce: Duration,
+    stop: &CancellationToken,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + debounce * 5;
+    loop {
+        changes.borrow_and_update();
+        let quiet = tokio::time::sleep(debounce);
+        tokio::select! {
+            _ = stop.cancelled() => return false,
+            _ = tokio::time::sleep_until(deadline) => return true,
+            _ = quiet => return true,
+            r = changes.changed() => {
+                if r.is_err() {
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+async fn reload(cmd: &str, failures: &mut u64) {
+    let run = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .status();
+    let outcome = match tokio::time::timeout(RELOAD_TIMEOUT, run).await {
+        Ok(Ok(s)) if s.success() => Ok(()),
+        Ok(Ok(s)) => Err(format!("exited with {s}")),
+        Ok(Err(e)) => Err(format!("could not start: {e}")),
+        Err(_) => Err(format!("still running after {RELOAD_TIMEOUT:?}; killed")),
+    };
+    match outcome {
+        Ok(()) => tracing::info!(command = %cmd, "reload command ran"),
+        Err(why) => {
+            *failures += 1;
+            tracing::warn!(command = %cmd, failures = *failures, "reload command failed ({why}); the new file is kept and the command runs again at the next change");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::allowlist::table::Clock;
+
+    #[test]
+    fn each_format_lists_the_live_entries_sorted() {
+        let mut t = Table::new("e".into(), 1, Clock::system());
+        t.insert("2001:db8::/48".parse().unwrap(), 0);
+        t.insert("203.0.113.0/24".parse().unwrap(), 5_000);
+        t.insert("198.51.100.7/32".parse().unwrap(), 1_000);
+        assert_eq!(
+            render(&t, 2_000, Format::Plain),
+            "203.0.113.0/24\n2001:db8::/48\n"
+        );
+        let geo = render(&t, 500, Format::NginxGeo);
+        assert!(
+            geo.ends_with("198.51.100.7/32 1;\n203.0.113.0/24 1;\n2001:db8::/48 1;\n"),
+            "{geo}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&render(&t, 2_000, Format::Json)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"entries": [
+                {"cidr": "203.0.113.0/24", "expires_at": 5000},
+                {"cidr": "2001:db8::/48", "expires_at": null}
+            ]})
+        );
+        assert_eq!(render(&t, 9_000, Format::Plain), "2001:db8::/48\n");
+    }
+}

@@ -1,0 +1,233 @@
+//! How fresh a node's allowlist is, for `/readyz` and `/metrics`.
+//!
+//! The follower records every contact with Redis, every resync and its
+//! reason, and the two degraded states it serves through without wiping its
+//! table: Redis unreachable (`stale`) and Redis without allowlist data
+//! (`source_lost`). Gauges that depend on the clock (the sync age) are
+//! computed when scraped.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::TypedMetric;
+use prometheus_client::registry::Registry;
+
+use super::Allowlist;
+
+/// Why a node loaded a fresh snapshot instead of applying the next event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// The first load, without a usable state file.
+    Start,
+    /// Events were missed: a `seq` skipped, or trimmed from the stream.
+    Gap,
+    /// The dataset has another epoch (restored, or recreated after a loss).
+    Epoch,
+    /// Redis is behind this node (failover to a lagging replica, AOF loss).
+    Backwards,
+    /// An event this node cannot read whole (unknown `ver` or `op`).
+    UnknownEvent,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Start => "start",
+            Reason::Gap => "gap",
+            Reason::Epoch => "epoch",
+            Reason::Backwards => "backwards",
+            Reason::UnknownEvent => "unknown_event",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+pub struct Status {
+    /// When this node started following: the sync age before any contact.
+    started: Instant,
+    /// The last time Redis confirmed this node's position (any reply).
+    contact: Mutex<Option<Instant>>,
+    /// The follower cannot reach Redis; the table is served as last known.
+    unreachable: AtomicBool,
+    /// Redis answers but holds no allowlist (`meta` is gone); the table is kept.
+    source_lost: AtomicBool,
+    /// `meta.seq` minus this node's `seq`, at the last look.
+    seq_lag: AtomicU64,
+    pub resyncs: Family<ReasonLabels, Counter>,
+    /// Time to apply one batch of events or one snapshot.
+    pub apply_seconds: Histogram,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Status {
+            started: Instant::now(),
+            contact: Mutex::new(None),
+            unreachable: AtomicBool::new(false),
+            source_lost: AtomicBool::new(false),
+            seq_lag: AtomicU64::new(0),
+            resyncs: Family::default(),
+            // 10 µs .. ~2.5 s: a batch is microseconds, a million-entry snapshot seconds.
+            apply_seconds: Histogram::new([
+                0.00001, 0.0001, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+        }
+    }
+}
+
+impl Status {
+    pub(crate) fn contact(&self) {
+        *self.contact.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// Time since Redis last confirmed this node's position.
+    pub fn sync_age(&self) -> Option<Duration> {
+        self.contact
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|t| t.elapsed())
+    }
+
+    /// Enter or leave the unreachable state; whether it changed.
+    pub(crate) fn set_unreachable(&self, on: bool) -> bool {
+        self.unreachable.swap(on, Ordering::Relaxed) != on
+    }
+
+    pub fn is_stale(&self) -> bool {
+        self.unreachable.load(Ordering::Relaxed)
+    }
+
+    /// Enter or leave `source_lost`; whether it changed.
+    pub(crate) fn set_source_lost(&self, on: bool) -> bool {
+        self.source_lost.swap(on, Ordering::Relaxed) != on
+    }
+
+    pub fn is_source_lost(&self) -> bool {
+        self.source_lost.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_seq_lag(&self, lag: u64) {
+        self.seq_lag.store(lag, Ordering::Relaxed);
+    }
+
+    pub(crate) fn resynced(&self, reason: Reason) {
+        self.resyncs
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+}
+
+/// `/readyz`'s words for the allowlist: `in sync`, `stale (…)` or `source_lost (…)`.
+pub fn describe(list: &Allowlist) -> String {
+    let status = list.status();
+    let table = list.table();
+    let age = match status.sync_age() {
+        Some(a) => format!("last synced {:.1}s ago", a.as_secs_f64()),
+        None => "never synced with Redis".into(),
+    };
+    let what = format!(
+        "{} entries, epoch {:?}, seq {}",
+        table.live_count(table.clock.now_ms()),
+        table.epoch,
+        table.seq
+    );
+    if list.is_local() {
+        format!("allowlist in process ({what})")
+    } else if status.is_stale() {
+        format!("allowlist stale: Redis unreachable, {age}; serving the last known table ({what})")
+    } else if status.is_source_lost() {
+        format!("allowlist source_lost: Redis holds no allowlist; serving the last known table ({what}); `tollgate allow restore` recovers it")
+    } else {
+        format!("allowlist in sync ({what})")
+    }
+}
+
+/// Registers the allowlist's metrics; gauges are read at each scrape.
+pub fn register(list: &Arc<Allowlist>, registry: &mut Registry) {
+    let status = list.status();
+    registry.register(
+        "allowlist_resyncs",
+        "Fresh snapshots loaded, by reason (start, gap, epoch, backwards, unknown_event)",
+        status.resyncs.clone(),
+    );
+    registry.register(
+        "allowlist_apply_seconds",
+        "Time to apply one batch of allowlist events or one snapshot",
+        status.apply_seconds.clone(),
+    );
+    registry.register_collector(Box::new(Gauges(list.clone())));
+}
+
+/// The clock-dependent gauges.
+struct Gauges(Arc<Allowlist>);
+
+impl fmt::Debug for Gauges {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("allowlist gauges")
+    }
+}
+
+impl Collector for Gauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let list = &self.0;
+        let status = list.status();
+        let table = list.table();
+        let entries = table.live_count(table.clock.now_ms());
+        let age = if list.is_local() {
+            0.0
+        } else {
+            // Never synced: as old as the process's wait for Redis.
+            status
+                .sync_age()
+                .unwrap_or_else(|| status.started.elapsed())
+                .as_secs_f64()
+        };
+        let gauges: [(&str, &str, ConstGauge<f64>); 4] = [
+            (
+                "allowlist_entries",
+                "Live entries in this node's allowlist table",
+                ConstGauge::new(entries as f64),
+            ),
+            (
+                "allowlist_seq_lag",
+                "Events Redis has that this node had not applied, at its last look",
+                ConstGauge::new(status.seq_lag.load(Ordering::Relaxed) as f64),
+            ),
+            (
+                "allowlist_last_sync_age_seconds",
+                "Seconds since Redis last confirmed this node's allowlist position",
+                ConstGauge::new(age),
+            ),
+            (
+                "allowlist_source_lost",
+                "1 while Redis holds no allowlist and this node serves its last known table",
+                ConstGauge::new(if status.is_source_lost() { 1.0 } else { 0.0 }),
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            let metric = encoder.encode_descriptor(name, help, None, ConstGauge::<f64>::TYPE)?;
+            gauge.encode(metric)?;
+        }
+        Ok(())
+    }
+}
