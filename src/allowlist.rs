@@ -14,13 +14,15 @@
 //!   `/metrics`; `state_file`: the table kept across a node's restarts.
 //! - `reaper`: expires due entries.
 //! - `export`: the JSON document of `tollgate allow export` / `restore`;
-//!   `export_file`: the file `tollgate follow` keeps equal to the live list.
+//!   `export_file`: the file `tollgate follow` keeps equal to the live list;
+//!   `export_metrics`: its metrics as a node_exporter textfile.
 //! - `gate`: what a rule's `allowlist` mode makes of a request.
 
 pub mod cidr;
 pub mod event;
 pub mod export;
 pub mod export_file;
+pub mod export_metrics;
 pub mod follower;
 pub mod gate;
 pub mod input;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use crate::support::{eventually, free_port, shared_redis, unique_prefix, TestServer};
+use crate::support::{eventually, free_port, metric, shared_redis, unique_prefix, TestServer};
 
 fn temp_dir(name: &str) -> PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);
@@ -212,6 +212,7 @@ async fn a_failing_reload_command_keeps_the_file_and_following_goes_on() {
     let admin = TestServer::start(config(), Some(&url), &prefix).await;
     let dir = temp_dir("failing");
     let file = dir.join("allow.json");
+    let metrics = dir.join("tollgate.prom");
     let f = Follow::start(
         &dir,
         &url,
@@ -223,6 +224,8 @@ async fn a_failing_reload_command_keeps_the_file_and_following_goes_on() {
             "json",
             "--reload-cmd",
             "exit 3",
+            "--metrics-file",
+            metrics.to_str().unwrap(),
         ],
     );
     let cidrs = |path: &Path| -> Option<Vec<String>> {
@@ -235,8 +238,13 @@ async fn a_failing_reload_command_keeps_the_file_and_following_goes_on() {
                 .collect(),
         )
     };
-    add(&admin, "203.0.113.7", "1h").await;
+    // The empty list once synced (first write), then two changes.
     eventually(Duration::from_secs(5), || async {
+        cidrs(&file) == Some(vec![])
+    })
+    .await;
+    add(&admin, "203.0.113.7", "1h").await;
+    eventually(Duration::from_secs(3), || async {
         cidrs(&file) == Some(vec!["203.0.113.7/32".to_string()])
     })
     .await;
@@ -245,10 +253,28 @@ async fn a_failing_reload_command_keeps_the_file_and_following_goes_on() {
         cidrs(&file) == Some(vec!["203.0.113.7/32".into(), "2001:db8::/48".into()])
     })
     .await;
+    let counted = |name: &'static str| {
+        let text = std::fs::read_to_string(&metrics).unwrap_or_default();
+        metric(&text, name, &[])
+    };
     eventually(Duration::from_secs(3), || async {
-        f.log().contains("reload command failed") && f.log().contains("failures=2")
+        counted("tollgate_follow_reload_failures_total") == 3.0
     })
     .await;
+    assert!(f.log().contains("reload command failed"), "{}", f.log());
+    assert_eq!(counted("tollgate_follow_writes_total"), 3.0);
+    assert_eq!(counted("tollgate_follow_reloads_total"), 0.0);
+    assert_eq!(counted("tollgate_allowlist_entries"), 2.0);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(
+        metric(
+            &text,
+            "tollgate_allowlist_resyncs_total",
+            &[("reason", "start")]
+        ),
+        1.0,
+        "{text}"
+    );
 }
 
 #[tokio::test]

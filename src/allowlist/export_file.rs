@@ -8,8 +8,8 @@
 //!   clock), with or without Redis.
 //! - Nothing is written before the follower's first sync, and nothing on
 //!   shutdown: the file always holds the last known list.
-//! - A failed reload command keeps the file; it is logged and counted, and
-//!   runs again at the next change.
+//! - A failed reload command keeps the file; it is logged and counted (in
+//!   the log line, and in `--metrics-file`), and runs again at the next change.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -20,6 +20,7 @@ use clap::ValueEnum;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
+use super::export_metrics::{self, ExportCounts};
 use super::state_file::write_atomic;
 use super::table::Table;
 use super::Allowlist;
@@ -28,6 +29,8 @@ use super::Allowlist;
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// A failed write is tried again after this.
 const WRITE_RETRY: Duration = Duration::from_secs(1);
+/// The metrics file (if any) is refreshed at least this often.
+const METRICS_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -47,6 +50,8 @@ pub struct ExportOptions {
     pub reload_cmd: Option<String>,
     /// Changes closer together than this are written once.
     pub debounce: Duration,
+    /// Where to write metrics (node_exporter textfile format), if anywhere.
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// The file's text for the entries live at `now_ms`.
@@ -88,9 +93,9 @@ pub async fn keep(list: Arc<Allowlist>, opts: ExportOptions, stop: CancellationT
     let mut changes = list.subscribe();
     // What the file holds: an unchanged list after a restart is not rewritten.
     let mut written = std::fs::read_to_string(&opts.path).ok();
-    let mut failures: u64 = 0;
+    let mut counts = ExportCounts::default();
     loop {
-        let mut wake = None;
+        let mut wake = opts.metrics_file.as_ref().map(|_| METRICS_EVERY);
         if list.is_synced() {
             let table = list.table();
             let now = table.clock.now_ms();
@@ -106,11 +111,12 @@ pub async fn keep(list: Arc<Allowlist>, opts: ExportOptions, stop: CancellationT
                     Ok(()) => {
                         tracing::info!(path = %opts.path.display(), entries = text.lines().filter(|l| !l.starts_with('#')).count(), "allowlist export written");
                         written = Some(text);
+                        counts.writes += 1;
                         if let Some(cmd) = &opts.reload_cmd {
                             // Shutdown does not wait for a slow command (it is killed).
                             tokio::select! {
                                 _ = stop.cancelled() => return,
-                                _ = reload(cmd, &mut failures) => {}
+                                _ = reload(cmd, &mut counts) => {}
                             }
                         }
                     }
@@ -124,6 +130,12 @@ pub async fn keep(list: Arc<Allowlist>, opts: ExportOptions, stop: CancellationT
             if let Some(exp) = table.next_expiry(now) {
                 let until = Duration::from_millis(exp - table.clock.now_ms().min(exp));
                 wake = Some(wake.map_or(until, |w: Duration| w.min(until)));
+            }
+        }
+        if let Some(path) = &opts.metrics_file {
+            let text = export_metrics::render(&list, &counts);
+            if let Err(e) = write_atomic(path, text.as_bytes()) {
+                tracing::debug!(path = %path.display(), error = %e, "cannot write the metrics file");
             }
         }
         let timer = tokio::time::sleep(wake.unwrap_or(Duration::from_secs(3600)));
@@ -166,7 +178,7 @@ async fn settle(
     }
 }
 
-async fn reload(cmd: &str, failures: &mut u64) {
+async fn reload(cmd: &str, counts: &mut ExportCounts) {
     let run = Command::new("sh")
         .arg("-c")
         .arg(cmd)
@@ -180,10 +192,13 @@ async fn reload(cmd: &str, failures: &mut u64) {
         Err(_) => Err(format!("still running after {RELOAD_TIMEOUT:?}; killed")),
     };
     match outcome {
-        Ok(()) => tracing::info!(command = %cmd, "reload command ran"),
+        Ok(()) => {
+            counts.reloads += 1;
+            tracing::info!(command = %cmd, "reload command ran");
+        }
         Err(why) => {
-            *failures += 1;
-            tracing::warn!(command = %cmd, failures = *failures, "reload command failed ({why}); the new file is kept and the command runs again at the next change");
+            counts.reload_failures += 1;
+            tracing::warn!(command = %cmd, failures = counts.reload_failures, "reload command failed ({why}); the new file is kept and the command runs again at the next change");
         }
     }
 }

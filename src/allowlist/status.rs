@@ -38,6 +38,14 @@ pub enum Reason {
 }
 
 impl Reason {
+    pub const ALL: [Reason; 5] = [
+        Reason::Start,
+        Reason::Gap,
+        Reason::Epoch,
+        Reason::Backwards,
+        Reason::UnknownEvent,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Start => "start",

@@ -30,6 +30,9 @@ pub struct FollowArgs {
     /// Changes closer together than this are written (and reloaded) once.
     #[arg(long, env = "TOLLGATE_DEBOUNCE", default_value = "200ms", value_parser = humantime::parse_duration)]
     pub debounce: Duration,
+    /// Write metrics here (node_exporter textfile format), refreshed every few seconds.
+    #[arg(long, env = "TOLLGATE_METRICS_FILE")]
+    pub metrics_file: Option<PathBuf>,
     /// Keep the follower's table here across restarts (allowlist.state_file).
     #[arg(long, env = "TOLLGATE_STATE_FILE")]
     pub state_file: Option<PathBuf>,
@@ -91,6 +94,7 @@ pub fn run(args: FollowArgs, shutdown: impl Future<Output = ()>) -> ExitCode {
         format: args.format,
         reload_cmd: args.reload_cmd,
         debounce: args.debounce,
+        metrics_file: args.metrics_file,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
