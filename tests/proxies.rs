@@ -26,7 +26,19 @@ pub struct Proxy {
 }
 
 impl Drop for Proxy {
+    /// SIGTERM first: nginx's master then stops its workers (a SIGKILL would
+    /// orphan them); SIGKILL only if it has not exited after two seconds.
     fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
