@@ -9,7 +9,7 @@
 
 use std::net::IpAddr;
 
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net};
 
 use crate::client_ip::canonical;
 
@@ -78,15 +78,6 @@ fn unmap(net: IpNet) -> IpNet {
     }
 }
 
-/// The next shorter network containing `net` (`None` for a /0).
-pub fn parent(net: IpNet) -> Option<IpNet> {
-    let len = net.prefix_len().checked_sub(1)?;
-    Some(match net {
-        IpNet::V4(n) => IpNet::V4(Ipv4Net::new(n.addr(), len).ok()?.trunc()),
-        IpNet::V6(n) => IpNet::V6(Ipv6Net::new(n.addr(), len).ok()?.trunc()),
-    })
-}
-
 /// The host network of an address (`/32` or `/128`).
 pub fn host(ip: IpAddr) -> IpNet {
     IpNet::from(canonical(ip))
@@ -151,13 +142,5 @@ mod tests {
     fn lookups_take_canonical_addresses_only() {
         assert_eq!(parse_ip("::ffff:1.2.3.4").unwrap(), v4(1, 2, 3, 4));
         assert!(parse_ip("1.2.3.0/24").is_err());
-    }
-
-    #[test]
-    fn parents_walk_towards_zero() {
-        let n: IpNet = "203.0.113.0/24".parse().unwrap();
-        assert_eq!(parent(n).unwrap().to_string(), "203.0.112.0/23");
-        assert_eq!(parent("::/0".parse().unwrap()), None);
-        assert_eq!(host(v4(1, 2, 3, 4)).to_string(), "1.2.3.4/32");
     }
 }

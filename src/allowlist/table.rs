@@ -9,9 +9,8 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use prefix_trie::PrefixMap;
+use rustc_hash::FxHashMap;
 
-use super::cidr;
 use super::event::{Event, Op};
 use super::status::Reason;
 use super::Entry;
@@ -55,6 +54,86 @@ pub fn live(expires_at: ExpiresAt, now_ms: u64) -> bool {
     expires_at == 0 || now_ms < expires_at
 }
 
+/// One address family's networks, keyed by (prefix length, network bits),
+/// and the prefix lengths present, longest first. A lookup is one hash probe
+/// per length present; real allowlists hold few (/32 logins, some /24s, /64s
+/// for IPv6), where a bit-by-bit trie walk costs up to 128 steps.
+#[derive(Clone, Default)]
+struct Family<B> {
+    nets: FxHashMap<(u8, B), ExpiresAt>,
+    /// `counts[len]`: how many networks of that length.
+    counts: Vec<u32>,
+    lengths: Vec<u8>,
+}
+
+/// An address as bits, masked to a prefix length.
+trait Bits: Copy + Eq + std::hash::Hash {
+    const WIDTH: u8;
+    fn masked(self, len: u8) -> Self;
+}
+
+impl Bits for u32 {
+    const WIDTH: u8 = 32;
+    fn masked(self, len: u8) -> u32 {
+        if len == 0 {
+            0
+        } else {
+            self & (u32::MAX << (32 - len))
+        }
+    }
+}
+
+impl Bits for u128 {
+    const WIDTH: u8 = 128;
+    fn masked(self, len: u8) -> u128 {
+        if len == 0 {
+            0
+        } else {
+            self & (u128::MAX << (128 - len))
+        }
+    }
+}
+
+impl<B: Bits> Family<B> {
+    fn insert(&mut self, bits: B, len: u8, expires_at: ExpiresAt) {
+        if self
+            .nets
+            .insert((len, bits.masked(len)), expires_at)
+            .is_none()
+        {
+            self.count(len, true);
+        }
+    }
+
+    fn remove(&mut self, bits: B, len: u8) {
+        if self.nets.remove(&(len, bits.masked(len))).is_some() {
+            self.count(len, false);
+        }
+    }
+
+    fn count(&mut self, len: u8, up: bool) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; B::WIDTH as usize + 1];
+        }
+        let c = &mut self.counts[len as usize];
+        *c = if up { *c + 1 } else { *c - 1 };
+        if (up && *c == 1) || (!up && *c == 0) {
+            self.lengths = (0..=B::WIDTH)
+                .rev()
+                .filter(|&l| self.counts[l as usize] > 0)
+                .collect();
+        }
+    }
+
+    /// The longest live network holding `addr`: its length and expiry.
+    fn longest(&self, addr: B, now_ms: u64) -> Option<(u8, ExpiresAt)> {
+        self.lengths.iter().find_map(|&len| {
+            let e = *self.nets.get(&(len, addr.masked(len)))?;
+            live(e, now_ms).then_some((len, e))
+        })
+    }
+}
+
 /// What applying one event did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Applied {
@@ -67,8 +146,8 @@ pub enum Applied {
 
 #[derive(Clone)]
 pub struct Table {
-    v4: PrefixMap<Ipv4Net, ExpiresAt>,
-    v6: PrefixMap<Ipv6Net, ExpiresAt>,
+    v4: Family<u32>,
+    v6: Family<u128>,
     /// The dataset these entries belong to; empty before its first write.
     pub epoch: String,
     /// The last event applied (0: none).
@@ -81,8 +160,8 @@ pub struct Table {
 impl Table {
     pub fn new(epoch: String, seq: u64, clock: Clock) -> Table {
         Table {
-            v4: PrefixMap::new(),
-            v6: PrefixMap::new(),
+            v4: Family::default(),
+            v6: Family::default(),
             epoch,
             seq,
             last_id: "0-0".into(),
@@ -105,30 +184,45 @@ impl Table {
 
     pub fn insert(&mut self, net: IpNet, expires_at: ExpiresAt) {
         match net {
-            IpNet::V4(n) => self.v4.insert(n, expires_at),
-            IpNet::V6(n) => self.v6.insert(n, expires_at),
-        };
+            IpNet::V4(n) => self
+                .v4
+                .insert(n.network().into(), n.prefix_len(), expires_at),
+            IpNet::V6(n) => self
+                .v6
+                .insert(n.network().into(), n.prefix_len(), expires_at),
+        }
     }
 
     pub fn remove(&mut self, net: &IpNet) {
         match net {
-            IpNet::V4(n) => self.v4.remove(n),
-            IpNet::V6(n) => self.v6.remove(n),
-        };
+            IpNet::V4(n) => self.v4.remove(n.network().into(), n.prefix_len()),
+            IpNet::V6(n) => self.v6.remove(n.network().into(), n.prefix_len()),
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.v4.len() + self.v6.len()
+        self.v4.nets.len() + self.v6.nets.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Every network with its expiry, IPv4 first, each family in prefix order.
+    /// Every network with its expiry, IPv4 first; unordered within a family
+    /// (`live_entries` sorts).
     pub fn entries(&self) -> impl Iterator<Item = (IpNet, ExpiresAt)> + '_ {
-        let v4 = self.v4.iter().map(|(n, e)| (IpNet::V4(n), *e));
-        v4.chain(self.v6.iter().map(|(n, e)| (IpNet::V6(n), *e)))
+        let v4 = self.v4.nets.iter().map(|(&(len, bits), &e)| {
+            (
+                IpNet::V4(Ipv4Net::new(bits.into(), len).expect("stored length is valid")),
+                e,
+            )
+        });
+        v4.chain(self.v6.nets.iter().map(|(&(len, bits), &e)| {
+            (
+                IpNet::V6(Ipv6Net::new(bits.into(), len).expect("stored length is valid")),
+                e,
+            )
+        }))
     }
 
     /// The networks live at `now_ms`, sorted.
@@ -158,18 +252,17 @@ impl Table {
 
     /// The longest network holding `ip` that is live at `now_ms`. When the
     /// longest one has expired (its event not yet here), a shorter live one
-    /// still matches. No allocation: at most one trie walk per prefix length.
+    /// still matches. No allocation: one hash probe per prefix length present.
     pub fn lookup_at(&self, ip: IpAddr, now_ms: u64) -> Option<(IpNet, ExpiresAt)> {
-        let mut probe = cidr::host(ip);
-        loop {
-            let (net, expires_at) = match probe {
-                IpNet::V4(p) => self.v4.get_lpm(&p).map(|(n, e)| (IpNet::V4(n), *e))?,
-                IpNet::V6(p) => self.v6.get_lpm(&p).map(|(n, e)| (IpNet::V6(n), *e))?,
-            };
-            if live(expires_at, now_ms) {
-                return Some((net, expires_at));
-            }
-            probe = cidr::parent(net)?;
+        match crate::client_ip::canonical(ip) {
+            IpAddr::V4(a) => self
+                .v4
+                .longest(u32::from(a), now_ms)
+                .map(|(len, e)| (IpNet::V4(Ipv4Net::new(a, len).expect("valid").trunc()), e)),
+            IpAddr::V6(a) => self
+                .v6
+                .longest(u128::from(a), now_ms)
+                .map(|(len, e)| (IpNet::V6(Ipv6Net::new(a, len).expect("valid").trunc()), e)),
         }
     }
 
