@@ -8,14 +8,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
-use tollgate::config::{self, Overrides};
-use tollgate::secret::Secret;
-use tollgate::{App, Listeners};
+use tollgate::App;
 
 use crate::support::{
     eventually, free_port, metric, scrape, shared_redis, unique_prefix, RedisServer, TestServer,
@@ -263,62 +259,6 @@ impl Drop for PersistentRedis {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A tollgate server in this process that does not wait to be ready (Redis
-/// may be down): the node restart test asks it at once.
-struct Node {
-    app: Arc<App>,
-    addr: std::net::SocketAddr,
-    admin_addr: std::net::SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Node {
-    async fn start(config_text: &str, url: &str, prefix: &str) -> Node {
-        let ov = Overrides {
-            listen: Some("127.0.0.1:0".into()),
-            admin_listen: Some("127.0.0.1:0".into()),
-            redis_url: Some(url.into()),
-            redis_prefix: Some(prefix.into()),
-            admin_token: Some(Secret::new(ADMIN_TOKEN)),
-            shadow: false,
-        };
-        let cfg = config::parse("test.toml", config_text, &ov).unwrap();
-        let listeners = Listeners::bind(cfg.server.listen, cfg.server.admin_listen)
-            .await
-            .unwrap();
-        let addr = listeners.decision.local_addr().unwrap();
-        let admin_addr = listeners.admin.local_addr().unwrap();
-        let app = App::new(cfg).unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(tollgate::run(app.clone(), listeners, async move {
-            let _ = rx.await;
-        }));
-        Node {
-            app,
-            addr,
-            admin_addr,
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        (&mut self.task).await.unwrap().unwrap();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
     }
 }
 
@@ -640,7 +580,7 @@ async fn a_node_restarted_while_redis_is_down_serves_its_state_file_at_once_with
     let dir = temp_dir("state");
     let state = dir.join("node.state");
     let cfg = config("200ms", Some(&state));
-    let node = Node::start(&cfg, &url, &prefix).await;
+    let node = TestServer::launch(&cfg, Some(&url), &prefix).await;
     let admin = TestServer::start(&config("1h", None), Some(&url), &prefix).await;
     add(&admin, "198.51.100.0/24", "1h").await;
     let short = add(&admin, "203.0.113.5", "2s").await;
@@ -657,7 +597,7 @@ async fn a_node_restarted_while_redis_is_down_serves_its_state_file_at_once_with
     })
     .await;
 
-    let node = Node::start(&cfg, &url, &prefix).await;
+    let node = TestServer::launch(&cfg, Some(&url), &prefix).await;
     assert_eq!(
         gate_at(node.addr, "198.51.100.7").await,
         200,

@@ -169,8 +169,26 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Start with a config text; `redis_url` None means the embedded store.
+    /// Start with a config text and wait until `/readyz` says ready;
+    /// `redis_url` None means the embedded store (or the file's `[redis]`).
     pub async fn start(config_text: &str, redis_url: Option<&str>, prefix: &str) -> TestServer {
+        let server = Self::launch(config_text, redis_url, prefix).await;
+        let ready = server.admin_url("/readyz");
+        eventually(Duration::from_secs(5), || {
+            let url = ready.clone();
+            async move {
+                reqwest::get(&url)
+                    .await
+                    .map(|r| r.status() == 200)
+                    .unwrap_or(false)
+            }
+        })
+        .await;
+        server
+    }
+
+    /// Start without waiting to be ready (Redis may be down on purpose).
+    pub async fn launch(config_text: &str, redis_url: Option<&str>, prefix: &str) -> TestServer {
         let ov = Overrides {
             listen: Some("127.0.0.1:0".into()),
             admin_listen: Some("127.0.0.1:0".into()),
@@ -197,17 +215,6 @@ impl TestServer {
             stop: Some(tx),
             task: Some(task),
         };
-        let ready = server.admin_url("/readyz");
-        eventually(Duration::from_secs(5), || {
-            let url = ready.clone();
-            async move {
-                reqwest::get(&url)
-                    .await
-                    .map(|r| r.status() == 200)
-                    .unwrap_or(false)
-            }
-        })
-        .await;
         server
     }
 
