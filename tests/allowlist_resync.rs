@@ -7,15 +7,14 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use tollgate::App;
 
 use crate::support::{
-    eventually, free_port, metric, scrape, shared_redis, unique_prefix, RedisServer, TestServer,
-    ADMIN_TOKEN,
+    eventually, free_port, metric, scrape, shared_redis, temp_dir, unique_prefix, RedisServer,
+    TestServer, ADMIN_TOKEN,
 };
 
 /// A pure gate: only allowlisted clients pass `/admin`.
@@ -37,19 +36,6 @@ match = {{ path_prefix = "/admin" }}
 allowlist = "require"
 "#
     )
-}
-
-/// A fresh directory for one test's files.
-fn temp_dir(name: &str) -> PathBuf {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "tollgate-resync-{}-{name}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn now_ms() -> u64 {

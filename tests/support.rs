@@ -37,6 +37,19 @@ pub fn unique_prefix(name: &str) -> String {
     )
 }
 
+/// A fresh, empty directory for one test's files.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "tollgate-{}-{name}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// A redis-server child process, killed on drop.
 pub struct RedisServer {
     pub port: u16,

@@ -29,10 +29,7 @@ impl Collector<'_> {
         at: Option<&Spanned<T>>,
         message: impl Into<String>,
     ) {
-        let line = at.and_then(|s| {
-            let span = s.span();
-            (span != (0..0)).then(|| line_of(self.text, span.start))
-        });
+        let line = at.and_then(|s| line_of_span(self.text, s.span()));
         self.issues.push(Issue {
             key: key.into(),
             line,

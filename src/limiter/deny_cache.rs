@@ -5,6 +5,7 @@
 //! Only cost-1 denials are cached: a smaller cost might fit where a larger one
 //! did not. Bounded: least recently used keys are evicted.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quick_cache::sync::Cache;
@@ -14,10 +15,9 @@ use crate::rate::Rate;
 
 pub struct DenyCache {
     /// Keyed by the call's key base (rule, key, algorithm).
-    cache: Option<Cache<String, Entry>>,
+    cache: Option<Cache<String, Arc<Entry>>>,
 }
 
-#[derive(Clone)]
 struct Entry {
     /// The limits the denial was for (a rule reload or an ad-hoc call with
     /// other limits must not be answered from it).
@@ -59,12 +59,12 @@ impl DenyCache {
         let at = Instant::now();
         cache.insert(
             base.to_string(),
-            Entry {
+            Arc::new(Entry {
                 limits: limits.to_vec(),
                 at,
                 until: at + Duration::from_millis(outcome.retry_after_ms),
                 outcome: outcome.clone(),
-            },
+            }),
         );
     }
 
