@@ -46,6 +46,7 @@ impl App {
         let deny_cache_size = config.redis.as_ref().map_or(0, |r| r.deny_cache_size);
         let allowlist = Arc::new(Allowlist::new(&config)?);
         crate::allowlist::status::register(&allowlist, metrics.registry_mut());
+        metrics.zero_decisions(config.rules.iter().map(|r| r.name.as_str()));
         Ok(Arc::new(App {
             breaker: Breaker::new(metrics.redis_up.clone()),
             slots: config
@@ -82,6 +83,8 @@ impl App {
             tracing::warn!("reload: listen addresses, Redis URL, prefix and trusted proxies take effect only after a restart");
         }
         let n = new.rules.len();
+        self.metrics
+            .zero_decisions(new.rules.iter().map(|r| r.name.as_str()));
         self.rules.store(Arc::new(new.rules));
         // Cached denials were computed under the old limits.
         self.deny_cache.clear();

@@ -26,6 +26,17 @@ pub enum Outcome {
     not_allowlisted,
 }
 
+impl Outcome {
+    pub const ALL: [Outcome; 6] = [
+        Outcome::allowed,
+        Outcome::limited,
+        Outcome::shadow_limited,
+        Outcome::fallback_allowed,
+        Outcome::fallback_limited,
+        Outcome::not_allowlisted,
+    ];
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     pub rule: String,
@@ -133,6 +144,20 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+
+    /// Create every `rule × outcome` series of `tollgate_decisions_total` at 0
+    /// (at start and on reload), so dashboards and `rate()` see a series from
+    /// the first scrape instead of only after a rule's first decision.
+    pub fn zero_decisions<'a>(&self, rules: impl IntoIterator<Item = &'a str>) {
+        for rule in rules {
+            for outcome in Outcome::ALL {
+                let _ = self.decisions.get_or_create(&DecisionLabels {
+                    rule: rule.to_string(),
+                    outcome,
+                });
+            }
+        }
     }
 
     /// Prometheus/OpenMetrics text exposition.
