@@ -12,16 +12,7 @@ pub struct ClientIpResolver {
     ipv6_prefix: u8,
 }
 
-/// `::ffff:1.2.3.4` is `1.2.3.4`: one client, one key, one allowlist match.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(v6),
-        },
-        v4 => v4,
-    }
-}
+pub use crate::net::canonical;
 
 impl ClientIpResolver {
     pub fn new(trusted: Vec<IpNet>, ipv6_prefix: u8) -> Self {

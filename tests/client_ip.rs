@@ -72,3 +72,15 @@ async fn ipv6_clients_are_counted_by_their_64() {
     );
     assert_eq!(status(&s, "2001:db8:1:3::1").await, 200, "another /64");
 }
+
+#[tokio::test]
+async fn a_mapped_trusted_proxy_network_trusts_the_ipv4_peer() {
+    // One parser for trusted proxies and the allowlist: `::ffff:127.0.0.1/128` is 127.0.0.1/32.
+    let s = start(r#""::ffff:127.0.0.1/128""#).await;
+    assert_eq!(status(&s, "203.0.113.1").await, 200);
+    assert_eq!(
+        status(&s, "203.0.113.2").await,
+        200,
+        "the peer is trusted: each forwarded client has its own counter"
+    );
+}

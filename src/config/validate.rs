@@ -1,11 +1,10 @@
 //! One pass over the raw config that collects every problem with its key.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use ipnet::IpNet;
 use toml::Spanned;
 
 use super::raw::{RawConfig, RawRule};
@@ -192,7 +191,8 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
 
     let mut trusted = Vec::new();
     for (i, t) in raw.client_ip.trusted_proxies.iter().enumerate() {
-        match parse_net(t.get_ref()) {
+        // The allowlist's parser: `::ffff:` networks are IPv4, like client addresses.
+        match crate::net::parse_net(t.get_ref()) {
             Ok(net) => trusted.push(net),
             Err(e) => c.push(format!("client_ip.trusted_proxies[{i}]"), Some(t), e),
         }
@@ -385,24 +385,6 @@ fn validate_rule(
         on_redis_error: on_redis_error?,
         shadow: r.shadow || shadow_all,
     })
-}
-
-/// A CIDR or a bare address (taken as /32 or /128); host bits must be clear.
-pub(crate) fn parse_net(text: &str) -> Result<IpNet, String> {
-    let text = text.trim();
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Ok(IpNet::from(crate::client_ip::canonical(ip)));
-    }
-    let net: IpNet = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not an IP address or CIDR"))?;
-    if net.trunc() != net {
-        return Err(format!(
-            "{text:?} has host bits set; did you mean {}?",
-            net.trunc()
-        ));
-    }
-    Ok(net)
 }
 
 fn apply_overrides(raw: &mut RawConfig, ov: &Overrides) {
