@@ -22,7 +22,9 @@ impl ClientIpResolver {
         }
     }
 
-    fn is_trusted(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` is in `client_ip.trusted_proxies` (mapped IPv4 is IPv4).
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
         self.trusted.iter().any(|net| net.contains(&ip))
     }
 

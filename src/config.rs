@@ -15,6 +15,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::redis_conn::Endpoint;
+use crate::request::forwarded::ForwardedRequest;
 use crate::rule::Rule;
 use crate::secret::Secret;
 
@@ -43,6 +44,8 @@ pub struct ServerConfig {
     /// `None`: the admin API is open, which is allowed on loopback only.
     pub admin_token: Option<Secret>,
     pub shutdown_grace: Duration,
+    /// Which header family describes the original request (read from trusted proxies only).
+    pub forwarded_request: ForwardedRequest,
 }
 
 #[derive(Clone, Debug)]

@@ -49,6 +49,11 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     /// The route template (`/check`, `/v1/limits/{rule}/{*key}`).
     pub endpoint: &'static str,
@@ -64,6 +69,9 @@ pub struct Metrics {
     pub deny_cache_hits: Counter,
     pub redis_open_slots: Gauge,
     pub http_requests: Family<HttpLabels, Counter>,
+    /// Forward-auth requests refused before any rule: original-request
+    /// headers not believable, or a path that cannot be normalised.
+    pub refused_requests: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -120,8 +128,15 @@ impl Metrics {
             "HTTP requests by endpoint and status",
             http_requests.clone(),
         );
+        let refused_requests = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "refused_requests",
+            "Forward-auth requests refused before any rule (untrusted_peer, wrong_header_family, duplicate_header, bad_host, bad_path)",
+            refused_requests.clone(),
+        );
         Metrics {
             registry,
+            refused_requests,
             decisions,
             redis_call_duration,
             redis_errors,

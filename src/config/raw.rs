@@ -21,6 +21,8 @@ pub struct RawServer {
     pub admin_listen: Spanned<String>,
     pub admin_token_env: String,
     pub shutdown_grace: Spanned<String>,
+    /// The header family proxies describe the original request with.
+    pub forwarded_request: Spanned<String>,
 }
 
 impl Default for RawServer {
@@ -30,6 +32,7 @@ impl Default for RawServer {
             admin_listen: unspanned("127.0.0.1:8081"),
             admin_token_env: "TOLLGATE_ADMIN_TOKEN".into(),
             shutdown_grace: unspanned("10s"),
+            forwarded_request: unspanned("x-forwarded"),
         }
     }
 }

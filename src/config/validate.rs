@@ -14,6 +14,7 @@ use super::{
 use crate::limiter::Algorithm;
 use crate::rate::Rate;
 use crate::redis_conn::Endpoint;
+use crate::request::forwarded::ForwardedRequest;
 use crate::rule::{AllowlistMode, KeyTemplate, Matcher, OnRedisError, Rule};
 
 struct Collector<'t> {
@@ -101,6 +102,10 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
     let listen = c.addr("server.listen", &raw.server.listen);
     let admin_listen = c.addr("server.admin_listen", &raw.server.admin_listen);
     let shutdown_grace = c.duration("server.shutdown_grace", &raw.server.shutdown_grace);
+    let forwarded_request = c.parse::<ForwardedRequest>(
+        "server.forwarded_request",
+        &raw.server.forwarded_request,
+    );
 
     // The prefix names the embedded store's keys too, so it applies without [redis].
     let prefix = match (&ov.redis_prefix, &raw.redis) {
@@ -254,6 +259,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
             admin_token_env: raw.server.admin_token_env,
             admin_token: ov.admin_token.clone(),
             shutdown_grace: shutdown_grace.expect("checked"),
+            forwarded_request: forwarded_request.expect("checked"),
         },
         redis,
         prefix: prefix.into_inner(),
@@ -340,6 +346,13 @@ fn validate_rule(
                     None,
                     format!("{p:?} must start with '/'"),
                 );
+            } else if let Err(normal) = crate::path::check_configured(p) {
+                // Requests are matched on normalised paths: this one could never match.
+                c.push::<()>(
+                    at(&format!("match.{field}")),
+                    None,
+                    format!("{p:?} is not a normalised path (requests are matched normalised); write {normal:?}"),
+                );
             }
         }
     }
@@ -369,7 +382,10 @@ fn validate_rule(
         name: name.clone(),
         matcher: Matcher {
             path_prefix: m.path_prefix.clone(),
-            path: m.path.clone(),
+            path: m.path.as_ref().map(|p| match p.strip_suffix('/') {
+                Some(bare) if !bare.is_empty() => bare.to_string(),
+                _ => p.clone(),
+            }),
             methods: m
                 .methods
                 .as_ref()

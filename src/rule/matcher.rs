@@ -5,7 +5,11 @@ use crate::request::RequestView;
 /// Every condition that is set must hold; an empty matcher matches everything.
 #[derive(Clone, Debug, Default)]
 pub struct Matcher {
+    /// Written normalised (checked by the config); a prefix ending in `/`
+    /// also matches the path without it (`/admin/` matches `/admin`).
     pub path_prefix: Option<String>,
+    /// Normalised, without a trailing slash (`/admin/` is stored as `/admin`,
+    /// the form request paths take).
     pub path: Option<String>,
     /// Upper-case method names.
     pub methods: Option<Vec<String>>,
@@ -15,13 +19,11 @@ pub struct Matcher {
 
 impl Matcher {
     pub fn matches(&self, req: &RequestView<'_>) -> bool {
-        if let Some(prefix) = &self.path_prefix {
-            if !req.path.starts_with(prefix.as_str()) {
-                return false;
-            }
-        }
-        if let Some(path) = &self.path {
-            if req.path != path {
+        if self.path_prefix.is_some() || self.path.is_some() {
+            // Any reading of an ambiguous path may be what the app serves:
+            // matching more readings applies more rules, never fewer.
+            let mut readings = std::iter::once(req.path).chain(req.path_others.iter().map(String::as_str));
+            if !readings.any(|p| self.path_holds(p)) {
                 return false;
             }
         }
@@ -37,5 +39,19 @@ impl Matcher {
             }
         }
         true
+    }
+
+    /// The path conditions for one normalised path.
+    fn path_holds(&self, path: &str) -> bool {
+        if let Some(prefix) = &self.path_prefix {
+            let bare = prefix.strip_suffix('/').unwrap_or(prefix);
+            if !path.starts_with(prefix.as_str()) && path != bare {
+                return false;
+            }
+        }
+        match &self.path {
+            Some(exact) => path == exact,
+            None => true,
+        }
     }
 }
