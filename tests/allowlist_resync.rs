@@ -49,7 +49,7 @@ fn now_ms() -> u64 {
 async fn gate_at(addr: std::net::SocketAddr, ip: &str) -> u16 {
     reqwest::Client::new()
         .get(format!("http://{addr}/check"))
-        .header("x-original-uri", "/admin")
+        .header("x-forwarded-uri", "/admin")
         .header("x-forwarded-for", ip)
         .send()
         .await

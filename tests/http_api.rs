@@ -37,8 +37,8 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
 async fn login(s: &TestServer, path: &str) -> reqwest::Response {
     reqwest::Client::new()
         .get(s.url(path))
-        .header("x-original-uri", "/login?next=/")
-        .header("x-original-method", "POST")
+        .header("x-forwarded-uri", "/login?next=/")
+        .header("x-forwarded-method", "POST")
         .header("x-forwarded-for", "203.0.113.50")
         .send()
         .await

@@ -3,6 +3,9 @@
 use crate::support::{metric, scrape, shared_redis, unique_prefix, TestServer};
 
 const CONFIG: &str = r#"
+[client_ip]
+trusted_proxies = ["127.0.0.1/32"]
+
 [[rule]]
 name = "watch"
 match = { path_prefix = "/watch" }
@@ -18,7 +21,7 @@ limits = ["3/h"]
 async fn get(s: &TestServer, uri: &str) -> reqwest::Response {
     reqwest::Client::new()
         .get(s.url("/check"))
-        .header("x-original-uri", uri)
+        .header("x-forwarded-uri", uri)
         .send()
         .await
         .unwrap()

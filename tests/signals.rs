@@ -51,8 +51,7 @@ impl Binary {
 
     async fn status(&self, uri: &str) -> u16 {
         reqwest::Client::new()
-            .get(format!("http://127.0.0.1:{}/check", self.port))
-            .header("x-original-uri", uri)
+            .get(format!("http://127.0.0.1:{}/check{uri}", self.port))
             .send()
             .await
             .unwrap()
