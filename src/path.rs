@@ -289,10 +289,7 @@ mod tests {
         // Tomcat cuts the parameter; others keep it.
         assert_eq!(readings("/admin;x"), ["/admin", "/admin;x"]);
         // Go splits on %2F, others keep it in the segment.
-        assert_eq!(
-            readings("/x%2F..%2Fadmin"),
-            ["/admin", "/x%2F..%2Fadmin"]
-        );
+        assert_eq!(readings("/x%2F..%2Fadmin"), ["/admin", "/x%2F..%2Fadmin"]);
         assert_eq!(readings("/;x/admin"), ["/admin", "/;x/admin"]);
         assert!(normalize("/plain/path").unwrap().others.is_empty());
     }

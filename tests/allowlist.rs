@@ -408,7 +408,9 @@ async fn an_untrusted_peers_forwarded_for_naming_an_allowlisted_ip_does_not_pass
     let gate = |ip: &'static str| {
         let url = s.url("/check/admin");
         async move {
-            let r = reqwest::Client::new().get(url).header("x-forwarded-for", ip);
+            let r = reqwest::Client::new()
+                .get(url)
+                .header("x-forwarded-for", ip);
             r.send().await.unwrap().status().as_u16()
         }
     };

@@ -472,7 +472,10 @@ pub async fn every_spelling_of_a_path_is_limited_and_refused_like_the_path(kind:
         "/x/..;/admin/",
     ] {
         let st = raw_status("127.0.1.30", port, "GET", target, &[]).await;
-        assert_eq!(st, 403, "{kind:?}: GET {target} reached the allowlisted admin area");
+        assert_eq!(
+            st, 403,
+            "{kind:?}: GET {target} reached the allowlisted admin area"
+        );
     }
     // One login counter for every spelling of /login: 2 pass, then all are limited.
     let logins = [
@@ -490,7 +493,10 @@ pub async fn every_spelling_of_a_path_is_limited_and_refused_like_the_path(kind:
         assert_eq!(st, want, "{kind:?}: POST {target} (request {n})");
     }
     // An exact `path` rule keyed by path: the spellings share one key.
-    for (n, target) in ["/exact/./", "/exact;x", "/%65xact", "//exact"].iter().enumerate() {
+    for (n, target) in ["/exact/./", "/exact;x", "/%65xact", "//exact"]
+        .iter()
+        .enumerate()
+    {
         let st = raw_status("127.0.1.32", port, "GET", target, &[]).await;
         let want = if n < 2 { 200 } else { 429 };
         assert_eq!(st, want, "{kind:?}: GET {target} (request {n})");
@@ -537,8 +543,7 @@ macro_rules! proxy_tests {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn every_spelling_of_a_path_is_limited_and_refused_like_the_path() {
-                super::every_spelling_of_a_path_is_limited_and_refused_like_the_path($kind)
-                    .await;
+                super::every_spelling_of_a_path_is_limited_and_refused_like_the_path($kind).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,8 @@ mod allowlist;
 mod allowlist_resync;
 /// `tollgate` the binary: `config check` output, errors naming keys, exit codes.
 mod cli;
-/// Client IP through HTTP: trusted and untrusted X-Forwarded-For, mapped IPv4, IPv6 /64.
+/// Client IP through HTTP: trusted and untrusted X-Forwarded-For, mapped IPv4, IPv6 /64;
+/// who may describe the original request (one header family, trusted peers only).
 mod client_ip;
 /// A real Redis Cluster (3 masters) and a Sentinel: exact per key, a dead master, a failover.
 mod cluster;

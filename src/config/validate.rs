@@ -102,10 +102,8 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
     let listen = c.addr("server.listen", &raw.server.listen);
     let admin_listen = c.addr("server.admin_listen", &raw.server.admin_listen);
     let shutdown_grace = c.duration("server.shutdown_grace", &raw.server.shutdown_grace);
-    let forwarded_request = c.parse::<ForwardedRequest>(
-        "server.forwarded_request",
-        &raw.server.forwarded_request,
-    );
+    let forwarded_request =
+        c.parse::<ForwardedRequest>("server.forwarded_request", &raw.server.forwarded_request);
 
     // The prefix names the embedded store's keys too, so it applies without [redis].
     let prefix = match (&ov.redis_prefix, &raw.redis) {
@@ -526,6 +524,23 @@ limits = ["1/s"]
         );
         let found = issues("[redis]\ncluster = [\"nope\"]\n");
         assert!(found[0].starts_with("redis.cluster@Some(2)"), "{found:?}");
+    }
+
+    #[test]
+    fn unnormalised_paths_and_unknown_header_families_are_named() {
+        let found = issues(
+            "[[rule]]\nname = \"a\"\nmatch = { path_prefix = \"/a//b\" }\nlimits = [\"1/s\"]\n",
+        );
+        assert!(
+            found[0].starts_with("rule[0].match.path_prefix") && found[0].contains("\"/a/b\""),
+            "{found:?}"
+        );
+        let found = issues("[server]\nforwarded_request = \"both\"\n");
+        assert!(
+            found[0].starts_with("server.forwarded_request@Some(2)")
+                && found[0].contains("x-original"),
+            "{found:?}"
+        );
     }
 
     #[test]

@@ -131,7 +131,11 @@ pub fn read(
     family: ForwardedRequest,
     trusted: bool,
 ) -> Result<Original<'_>, Refusal> {
-    let own = [family.uri_header(), family.method_header(), "x-forwarded-host"];
+    let own = [
+        family.uri_header(),
+        family.method_header(),
+        "x-forwarded-host",
+    ];
     if !trusted {
         if let Some(name) = own.into_iter().find(|n| headers.contains_key(*n)) {
             return Err(Refusal {
@@ -186,7 +190,9 @@ fn one<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<Option<&'a str>
         message: format!("{name} {what}"),
     };
     if values.next().is_some() {
-        return Err(refuse("was sent more than once: the proxy must replace the client's copy, not add to it"));
+        return Err(refuse(
+            "was sent more than once: the proxy must replace the client's copy, not add to it",
+        ));
     }
     first
         .to_str()
@@ -254,14 +260,28 @@ mod tests {
         // The other family is a client's own header: ignored, not believed.
         let h = headers(&[("x-original-uri", "/x"), ("host", "a.example")]);
         let o = read(&h, XF, false).unwrap();
-        assert_eq!(o, Original { uri: None, method: None, host: Some("a.example") });
+        assert_eq!(
+            o,
+            Original {
+                uri: None,
+                method: None,
+                host: Some("a.example")
+            }
+        );
     }
 
     #[test]
     fn a_proxy_speaking_the_other_family_is_refused_not_guessed() {
         let e = read(&headers(&[("x-original-uri", "/login")]), XF, true).unwrap_err();
-        assert_eq!((e.field, e.reason), ("x-forwarded-uri", RefusalReason::WrongFamily));
-        assert!(e.message.contains("server.forwarded_request"), "{}", e.message);
+        assert_eq!(
+            (e.field, e.reason),
+            ("x-forwarded-uri", RefusalReason::WrongFamily)
+        );
+        assert!(
+            e.message.contains("server.forwarded_request"),
+            "{}",
+            e.message
+        );
         let e = read(&headers(&[("x-forwarded-method", "POST")]), XO, true).unwrap_err();
         assert_eq!(e.field, "x-original-method");
         // Neither family: the request itself is the original (Envoy's /check/<path>).
@@ -277,8 +297,12 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.reason, RefusalReason::Duplicate);
-        let e = read(&headers(&[("x-forwarded-host", "evil.example, a.example")]), XF, true)
-            .unwrap_err();
+        let e = read(
+            &headers(&[("x-forwarded-host", "evil.example, a.example")]),
+            XF,
+            true,
+        )
+        .unwrap_err();
         assert_eq!(e.reason, RefusalReason::BadHost);
         let h = headers(&[("x-forwarded-host", "a.example.")]);
         let o = read(&h, XF, true).unwrap();
@@ -289,6 +313,9 @@ mod tests {
     fn families_parse_and_print() {
         assert_eq!("x-original".parse::<ForwardedRequest>(), Ok(XO));
         assert_eq!(XF.to_string(), "x-forwarded");
-        assert!("both".parse::<ForwardedRequest>().unwrap_err().contains("x-forwarded"));
+        assert!("both"
+            .parse::<ForwardedRequest>()
+            .unwrap_err()
+            .contains("x-forwarded"));
     }
 }

@@ -22,7 +22,8 @@ impl Matcher {
         if self.path_prefix.is_some() || self.path.is_some() {
             // Any reading of an ambiguous path may be what the app serves:
             // matching more readings applies more rules, never fewer.
-            let mut readings = std::iter::once(req.path).chain(req.path_others.iter().map(String::as_str));
+            let mut readings =
+                std::iter::once(req.path).chain(req.path_others.iter().map(String::as_str));
             if !readings.any(|p| self.path_holds(p)) {
                 return false;
             }
@@ -53,5 +54,74 @@ impl Matcher {
             Some(exact) => path == exact,
             None => true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderMap;
+
+    fn matches(m: &Matcher, raw: &str) -> bool {
+        let headers = HeaderMap::new();
+        let path = crate::path::normalize(raw).unwrap();
+        let req = RequestView {
+            method: "GET",
+            path: &path.canonical,
+            path_others: &path.others,
+            query: None,
+            host: None,
+            headers: &headers,
+            client_ip: None,
+            client_key_ip: None,
+        };
+        m.matches(&req)
+    }
+
+    fn prefix(p: &str) -> Matcher {
+        Matcher {
+            path_prefix: Some(p.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn prefixes_match_every_spelling_and_a_slash_prefix_matches_the_bare_path() {
+        let admin = prefix("/admin");
+        for raw in [
+            "/admin",
+            "//admin/x",
+            "/%61dmin",
+            "/x/../admin",
+            "/;x/admin",
+        ] {
+            assert!(matches(&admin, raw), "{raw}");
+        }
+        assert!(!matches(&admin, "/other"));
+        let dir = prefix("/admin/");
+        assert!(matches(&dir, "/admin"));
+        assert!(matches(&dir, "/admin/./"));
+        assert!(matches(&dir, "/admin/x"));
+        assert!(!matches(&dir, "/administrator"));
+    }
+
+    #[test]
+    fn an_exact_path_matches_any_reading_of_an_ambiguous_path() {
+        let exact = Matcher {
+            path: Some("/admin".into()),
+            ..Default::default()
+        };
+        for raw in [
+            "/admin",
+            "/admin/",
+            "/admin/./",
+            "/admin;x",
+            "/x%2F..%2Fadmin",
+        ] {
+            assert!(matches(&exact, raw), "{raw}");
+        }
+        assert!(!matches(&exact, "/admin/x"));
+        // The literal reading of `/admin%2F..%2Fx` is under /admin: a prefix still applies.
+        assert!(matches(&prefix("/admin"), "/admin%2F..%2Fx"));
     }
 }
