@@ -79,8 +79,9 @@ impl App {
             || new.redis.as_ref().map(|r| &r.endpoint) != old.redis.as_ref().map(|r| &r.endpoint)
             || new.prefix != old.prefix
             || new.client_ip.trusted_proxies != old.client_ip.trusted_proxies
+            || new.server.forwarded_request != old.server.forwarded_request
         {
-            tracing::warn!("reload: listen addresses, Redis URL, prefix and trusted proxies take effect only after a restart");
+            tracing::warn!("reload: listen addresses, Redis URL, prefix, trusted proxies and server.forwarded_request take effect only after a restart");
         }
         let n = new.rules.len();
         self.metrics
