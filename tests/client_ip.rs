@@ -6,6 +6,11 @@ use crate::support::{shared_redis, unique_prefix, TestServer};
 fn config(trusted: &str) -> String {
     format!(
         r#"
+# Generous: on a loaded machine the default 25 ms would send a request to
+# on_redis_error, and these tests are about who the client is.
+[redis]
+timeout = "2s"
+
 [client_ip]
 trusted_proxies = [{trusted}]
 ipv6_prefix = 64
@@ -91,6 +96,9 @@ fn forwarded_config(trusted: &str, family: &str) -> String {
         r#"
 [server]
 forwarded_request = "{family}"
+
+[redis]
+timeout = "2s"
 
 [client_ip]
 trusted_proxies = [{trusted}]
