@@ -52,6 +52,7 @@ pub struct Metrics {
     pub redis_up: Gauge,
     pub deny_cache_hits: Counter,
     pub redis_open_slots: Gauge,
+    pub reset_channel_up: Gauge,
     pub http_requests: Family<HttpLabels, Counter>,
 }
 
@@ -103,6 +104,12 @@ impl Metrics {
             "Redis Cluster slots whose keys use on_redis_error because their master failed",
             redis_open_slots.clone(),
         );
+        let reset_channel_up = Gauge::default();
+        registry.register(
+            "reset_channel_up",
+            "1 while this replica hears resets from other replicas (its deny cache is in use), 0 otherwise",
+            reset_channel_up.clone(),
+        );
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register(
             "http_requests",
@@ -117,6 +124,7 @@ impl Metrics {
             redis_up,
             deny_cache_hits,
             redis_open_slots,
+            reset_channel_up,
             http_requests,
         }
     }

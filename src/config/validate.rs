@@ -208,6 +208,23 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
 
     let default_ttl = c.duration("allowlist.default_ttl", &raw.allowlist.default_ttl);
     let max_ttl = c.duration("allowlist.max_ttl", &raw.allowlist.max_ttl);
+    // A TTL of 0 means "never expires" in the store: a default that rounds to
+    // 0 ms would make every entry added without a ttl permanent, even with
+    // allow_permanent = false. Permanent entries are asked for with "never".
+    if default_ttl.is_some_and(|d| d < Duration::from_millis(1)) {
+        c.push(
+            "allowlist.default_ttl",
+            Some(&raw.allowlist.default_ttl),
+            "must be at least 1ms (a permanent entry is added with ttl = \"never\", which needs allowlist.allow_permanent = true)",
+        );
+    }
+    if max_ttl.is_some_and(|m| m < Duration::from_millis(1)) {
+        c.push(
+            "allowlist.max_ttl",
+            Some(&raw.allowlist.max_ttl),
+            "must be at least 1ms",
+        );
+    }
     if let (Some(d), Some(m)) = (default_ttl, max_ttl) {
         if d > m {
             c.push(
@@ -500,6 +517,24 @@ limits = ["1/s"]
         let cfg = parse("t", "", &Overrides::default()).unwrap().allowlist;
         assert_eq!((cfg.min_prefix_v4, cfg.min_prefix_v6), (8, 32));
         assert!(!cfg.allow_permanent);
+    }
+
+    #[test]
+    fn a_zero_default_ttl_is_refused_since_it_would_make_entries_permanent() {
+        for ttl in ["0s", "500us"] {
+            let found = issues(&format!("[allowlist]\ndefault_ttl = \"{ttl}\"\n"));
+            assert_eq!(found.len(), 1, "{found:#?}");
+            assert!(
+                found[0].starts_with("allowlist.default_ttl@Some(2)")
+                    && found[0].contains("allow_permanent"),
+                "{found:?}"
+            );
+        }
+        let found = issues("[allowlist]\nmax_ttl = \"0s\"\n");
+        assert!(
+            found[0].starts_with("allowlist.max_ttl@Some(2)"),
+            "{found:?}"
+        );
     }
 
     #[test]
