@@ -335,7 +335,9 @@ fn validate_rule(
     let algorithm = c.parse::<Algorithm>(&at("algorithm"), &r.algorithm);
     let allowlist = c.parse::<AllowlistMode>(&at("allowlist"), &r.allowlist);
     let on_redis_error = c.parse::<OnRedisError>(&at("on_redis_error"), &r.on_redis_error);
-    if r.limits.is_empty() && allowlist != Some(AllowlistMode::Require) {
+    // With an unreadable `allowlist`, whether limits are needed is unknown:
+    // report the root cause only.
+    if r.limits.is_empty() && allowlist.is_some_and(|a| a != AllowlistMode::Require) {
         c.push(at("limits"), Some(&r.name), "at least one rate is required, e.g. [\"5/m\"] (a rule without limits must be a pure gate: allowlist = \"require\")");
     }
     let mut periods = HashSet::new();
@@ -351,22 +353,23 @@ fn validate_rule(
     let m = &r.matcher;
     for (field, value) in [("path_prefix", &m.path_prefix), ("path", &m.path)] {
         if let Some(p) = value {
-            if !p.starts_with('/') {
-                c.push::<()>(
+            if !p.get_ref().starts_with('/') {
+                c.push(
                     at(&format!("match.{field}")),
-                    None,
-                    format!("{p:?} must start with '/'"),
+                    Some(p),
+                    format!("{:?} must start with '/'", p.get_ref()),
                 );
             }
         }
     }
     if let Some(methods) = &m.methods {
         for (j, meth) in methods.iter().enumerate() {
-            if meth.is_empty() || !meth.bytes().all(|b| b.is_ascii_alphabetic()) {
-                c.push::<()>(
+            let name = meth.get_ref();
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphabetic()) {
+                c.push(
                     at(&format!("match.methods[{j}]")),
-                    None,
-                    format!("{meth:?} is not an HTTP method"),
+                    Some(meth),
+                    format!("{name:?} is not an HTTP method"),
                 );
             }
         }
@@ -385,13 +388,13 @@ fn validate_rule(
     Some(Rule {
         name: name.clone(),
         matcher: Matcher {
-            path_prefix: m.path_prefix.clone(),
-            path: m.path.clone(),
+            path_prefix: m.path_prefix.as_ref().map(|p| p.get_ref().clone()),
+            path: m.path.as_ref().map(|p| p.get_ref().clone()),
             methods: m
                 .methods
                 .as_ref()
-                .map(|v| v.iter().map(|s| s.to_ascii_uppercase()).collect()),
-            host: m.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                .map(|v| v.iter().map(|s| s.get_ref().to_ascii_uppercase()).collect()),
+            host: m.host.as_ref().map(|h| h.get_ref().to_ascii_lowercase()),
         },
         key: key?,
         limit_specs,
