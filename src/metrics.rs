@@ -24,6 +24,9 @@ pub enum Outcome {
     fallback_limited,
     /// A `require` rule and a client not on the allowlist.
     not_allowlisted,
+    /// The allowlist let the request through this rule: a `require` gate
+    /// without limits passed, or a `bypass` rule skipped.
+    allowlisted,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
