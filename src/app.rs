@@ -86,13 +86,21 @@ impl App {
         let n = new.rules.len();
         self.metrics
             .zero_decisions(new.rules.iter().map(|r| r.name.as_str()));
+        let changes = crate::rule::Changes::between(&self.rules.load(), &new.rules);
         self.rules.store(Arc::new(new.rules));
         // Cached denials were computed under the old limits.
         self.deny_cache.clear();
         tracing::info!(
             rules = n,
+            added = ?changes.added,
+            removed = ?changes.removed,
+            changed = ?changes.changed.iter().map(|c| &c.0).collect::<Vec<_>>(),
             "config reloaded: new rules apply to new requests"
         );
+        for (rule, before, after) in &changes.changed {
+            // Keys hold the algorithm and each limit's period, not its count.
+            tracing::info!(rule = %rule, %before, %after, "rule changed: counters of an unchanged algorithm and period carry over");
+        }
     }
 
     pub fn is_ready(&self) -> bool {

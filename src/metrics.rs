@@ -24,16 +24,20 @@ pub enum Outcome {
     fallback_limited,
     /// A `require` rule and a client not on the allowlist.
     not_allowlisted,
+    /// The allowlist let the request through this rule: a `require` gate
+    /// without limits passed, or a `bypass` rule skipped.
+    allowlisted,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::allowed,
         Outcome::limited,
         Outcome::shadow_limited,
         Outcome::fallback_allowed,
         Outcome::fallback_limited,
         Outcome::not_allowlisted,
+        Outcome::allowlisted,
     ];
 }
 
@@ -68,6 +72,7 @@ pub struct Metrics {
     pub redis_up: Gauge,
     pub deny_cache_hits: Counter,
     pub redis_open_slots: Gauge,
+    pub reset_channel_up: Gauge,
     pub http_requests: Family<HttpLabels, Counter>,
     /// Forward-auth requests refused before any rule: original-request
     /// headers not believable, or a path that cannot be normalised.
@@ -122,6 +127,12 @@ impl Metrics {
             "Redis Cluster slots whose keys use on_redis_error because their master failed",
             redis_open_slots.clone(),
         );
+        let reset_channel_up = Gauge::default();
+        registry.register(
+            "reset_channel_up",
+            "1 while this replica hears resets from other replicas (its deny cache is in use), 0 otherwise",
+            reset_channel_up.clone(),
+        );
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register(
             "http_requests",
@@ -143,6 +154,7 @@ impl Metrics {
             redis_up,
             deny_cache_hits,
             redis_open_slots,
+            reset_channel_up,
             http_requests,
         }
     }

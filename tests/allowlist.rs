@@ -8,7 +8,9 @@ use std::time::Duration;
 use redis::streams::StreamRangeReply;
 use serde_json::{json, Value};
 
-use crate::support::{eventually, free_port, shared_redis, unique_prefix, TestServer};
+use crate::support::{
+    eventually, free_port, metric, scrape, shared_redis, unique_prefix, TestServer,
+};
 
 /// `admin` is a pure gate; `login` lets members skip its limit.
 fn config(reap_interval: &str, trusted: &str) -> String {
@@ -443,6 +445,24 @@ async fn bypass_rules_let_members_skip_their_limits() {
     for _ in 0..3 {
         assert_eq!(login("192.0.2.11").await, 200);
     }
+    // What each gate lets through is counted, as its refusals are.
+    for _ in 0..2 {
+        assert_eq!(
+            ask(s0, "/check", "/admin", "192.0.2.11").await.status(),
+            200
+        );
+    }
+    let text = scrape(s0).await;
+    let count = |rule, outcome| {
+        metric(
+            &text,
+            "tollgate_decisions_total",
+            &[("rule", rule), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(count("login", "allowlisted"), 3.0);
+    assert_eq!(count("login", "allowed"), 1.0, "only the non-member's pass");
+    assert_eq!(count("admin", "allowlisted"), 2.0);
 }
 
 #[tokio::test]

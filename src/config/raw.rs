@@ -136,10 +136,10 @@ pub struct RawRule {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMatch {
-    pub path_prefix: Option<String>,
-    pub path: Option<String>,
-    pub methods: Option<Vec<String>>,
-    pub host: Option<String>,
+    pub path_prefix: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub methods: Option<Vec<Spanned<String>>>,
+    pub host: Option<Spanned<String>>,
 }
 
 fn default_key() -> Spanned<String> {

@@ -211,6 +211,23 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
 
     let default_ttl = c.duration("allowlist.default_ttl", &raw.allowlist.default_ttl);
     let max_ttl = c.duration("allowlist.max_ttl", &raw.allowlist.max_ttl);
+    // A TTL of 0 means "never expires" in the store: a default that rounds to
+    // 0 ms would make every entry added without a ttl permanent, even with
+    // allow_permanent = false. Permanent entries are asked for with "never".
+    if default_ttl.is_some_and(|d| d < Duration::from_millis(1)) {
+        c.push(
+            "allowlist.default_ttl",
+            Some(&raw.allowlist.default_ttl),
+            "must be at least 1ms (a permanent entry is added with ttl = \"never\", which needs allowlist.allow_permanent = true)",
+        );
+    }
+    if max_ttl.is_some_and(|m| m < Duration::from_millis(1)) {
+        c.push(
+            "allowlist.max_ttl",
+            Some(&raw.allowlist.max_ttl),
+            "must be at least 1ms",
+        );
+    }
     if let (Some(d), Some(m)) = (default_ttl, max_ttl) {
         if d > m {
             c.push(
@@ -322,7 +339,9 @@ fn validate_rule(
     let algorithm = c.parse::<Algorithm>(&at("algorithm"), &r.algorithm);
     let allowlist = c.parse::<AllowlistMode>(&at("allowlist"), &r.allowlist);
     let on_redis_error = c.parse::<OnRedisError>(&at("on_redis_error"), &r.on_redis_error);
-    if r.limits.is_empty() && allowlist != Some(AllowlistMode::Require) {
+    // With an unreadable `allowlist`, whether limits are needed is unknown:
+    // report the root cause only.
+    if r.limits.is_empty() && allowlist.is_some_and(|a| a != AllowlistMode::Require) {
         c.push(at("limits"), Some(&r.name), "at least one rate is required, e.g. [\"5/m\"] (a rule without limits must be a pure gate: allowlist = \"require\")");
     }
     let mut periods = HashSet::new();
@@ -338,29 +357,33 @@ fn validate_rule(
     let m = &r.matcher;
     for (field, value) in [("path_prefix", &m.path_prefix), ("path", &m.path)] {
         if let Some(p) = value {
-            if !p.starts_with('/') {
-                c.push::<()>(
+            if !p.get_ref().starts_with('/') {
+                c.push(
                     at(&format!("match.{field}")),
-                    None,
-                    format!("{p:?} must start with '/'"),
+                    Some(p),
+                    format!("{:?} must start with '/'", p.get_ref()),
                 );
-            } else if let Err(normal) = crate::path::check_configured(p) {
+            } else if let Err(normal) = crate::path::check_configured(p.get_ref()) {
                 // Requests are matched on normalised paths: this one could never match.
-                c.push::<()>(
+                c.push(
                     at(&format!("match.{field}")),
-                    None,
-                    format!("{p:?} is not a normalised path (requests are matched normalised); write {normal:?}"),
+                    Some(p),
+                    format!(
+                        "{:?} is not a normalised path (requests are matched normalised); write {normal:?}",
+                        p.get_ref()
+                    ),
                 );
             }
         }
     }
     if let Some(methods) = &m.methods {
         for (j, meth) in methods.iter().enumerate() {
-            if meth.is_empty() || !meth.bytes().all(|b| b.is_ascii_alphabetic()) {
-                c.push::<()>(
+            let name = meth.get_ref();
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphabetic()) {
+                c.push(
                     at(&format!("match.methods[{j}]")),
-                    None,
-                    format!("{meth:?} is not an HTTP method"),
+                    Some(meth),
+                    format!("{name:?} is not an HTTP method"),
                 );
             }
         }
@@ -379,16 +402,19 @@ fn validate_rule(
     Some(Rule {
         name: name.clone(),
         matcher: Matcher {
-            path_prefix: m.path_prefix.clone(),
-            path: m.path.as_ref().map(|p| match p.strip_suffix('/') {
-                Some(bare) if !bare.is_empty() => bare.to_string(),
-                _ => p.clone(),
+            path_prefix: m.path_prefix.as_ref().map(|p| p.get_ref().clone()),
+            path: m.path.as_ref().map(|p| {
+                let p = p.get_ref();
+                match p.strip_suffix('/') {
+                    Some(bare) if !bare.is_empty() => bare.to_string(),
+                    _ => p.clone(),
+                }
             }),
             methods: m
                 .methods
                 .as_ref()
-                .map(|v| v.iter().map(|s| s.to_ascii_uppercase()).collect()),
-            host: m.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                .map(|v| v.iter().map(|s| s.get_ref().to_ascii_uppercase()).collect()),
+            host: m.host.as_ref().map(|h| h.get_ref().to_ascii_lowercase()),
         },
         key: key?,
         limit_specs,
@@ -496,6 +522,24 @@ limits = ["1/s"]
         let cfg = parse("t", "", &Overrides::default()).unwrap().allowlist;
         assert_eq!((cfg.min_prefix_v4, cfg.min_prefix_v6), (8, 32));
         assert!(!cfg.allow_permanent);
+    }
+
+    #[test]
+    fn a_zero_default_ttl_is_refused_since_it_would_make_entries_permanent() {
+        for ttl in ["0s", "500us"] {
+            let found = issues(&format!("[allowlist]\ndefault_ttl = \"{ttl}\"\n"));
+            assert_eq!(found.len(), 1, "{found:#?}");
+            assert!(
+                found[0].starts_with("allowlist.default_ttl@Some(2)")
+                    && found[0].contains("allow_permanent"),
+                "{found:?}"
+            );
+        }
+        let found = issues("[allowlist]\nmax_ttl = \"0s\"\n");
+        assert!(
+            found[0].starts_with("allowlist.max_ttl@Some(2)"),
+            "{found:?}"
+        );
     }
 
     #[test]
