@@ -122,6 +122,8 @@ pub struct Call<'a> {
     pub base: &'a str,
     pub limits: &'a [Rate],
     pub cost: u64,
+    /// gcra only: the bucket size of every limit (None: the limit itself).
+    pub burst: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -24,6 +24,9 @@ pub struct Rule {
     /// Each limit's name in the RateLimit headers (see `item_name`), built once.
     pub item_names: Vec<Arc<str>>,
     pub algorithm: Algorithm,
+    /// gcra only: the bucket size (units that may pass at once); None: the limit.
+    /// Only with a single limit (see `config/validate.rs`).
+    pub burst: Option<u64>,
     pub allowlist: AllowlistMode,
     pub on_redis_error: OnRedisError,
     pub shadow: bool,

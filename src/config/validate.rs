@@ -331,6 +331,7 @@ fn validate_rule(
             );
         }
     }
+    let burst = validate_burst(c, i, r, algorithm, limits.len());
     let m = &r.matcher;
     for (field, value) in [("path_prefix", &m.path_prefix), ("path", &m.path)] {
         if let Some(p) = value {
@@ -381,10 +382,38 @@ fn validate_rule(
         item_names,
         limits,
         algorithm: algorithm?,
+        burst,
         allowlist: allowlist?,
         on_redis_error: on_redis_error?,
         shadow: r.shadow || shadow_all,
     })
+}
+
+/// `burst`: gcra's bucket size. One limit only: with several, each would need
+/// its own (a short limit such as "50/5s" next to "10/s" is a burst already).
+fn validate_burst(
+    c: &mut Collector<'_>,
+    i: usize,
+    r: &RawRule,
+    algorithm: Option<Algorithm>,
+    n_limits: usize,
+) -> Option<u64> {
+    let b = r.burst.as_ref()?;
+    let key = format!("rule[{i}].burst");
+    if algorithm.is_some_and(|a| a != Algorithm::Gcra) {
+        c.push(key, Some(b), "only the gcra algorithm takes a burst");
+    } else if *b.get_ref() < 1 {
+        c.push(key, Some(b), "must be a whole number of at least 1");
+    } else if n_limits != 1 {
+        c.push(
+            key,
+            Some(b),
+            "a burst needs exactly one limit (for several, add a short limit instead, e.g. \"50/5s\")",
+        );
+    } else {
+        return Some(*b.get_ref() as u64);
+    }
+    None
 }
 
 /// A CIDR or a bare address (taken as /32 or /128); host bits must be clear.
