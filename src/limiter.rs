@@ -6,6 +6,8 @@ mod deny_cache;
 mod fixed_window;
 mod gcra;
 mod local_store;
+#[cfg(test)]
+mod properties;
 mod redis_store;
 mod sliding_log;
 mod sliding_window;

@@ -55,7 +55,7 @@ pub(crate) fn check(now: u64, limits: &[Rate], slots: &mut [LogSlot], cost: u64)
             allowed = false;
             // The (count + cost - limit)-th oldest unit must leave first; if
             // there is none, cost > limit can never pass: a period, like the script.
-            let wait = match slot.unit_at(count + cost - rate.limit - 1) {
+            let wait = match slot.unit_at(count.saturating_add(cost) - rate.limit - 1) {
                 Some(at) => ceil_ms((at + slot.period_us).saturating_sub(now)),
                 None => rate.period_ms,
             };
