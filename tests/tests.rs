@@ -39,3 +39,7 @@ mod resilience;
 mod shadow_and_metrics;
 /// The binary under signals: SIGHUP reload, SIGTERM shutdown.
 mod signals;
+/// Each Lua script against its in-process twin on random (cost, pause) sequences.
+mod differential;
+/// Running the Lua scripts at a time the test chooses (a test clock).
+mod script_clock;
