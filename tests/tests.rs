@@ -43,3 +43,5 @@ mod signals;
 mod differential;
 /// Running the Lua scripts at a time the test chooses (a test clock).
 mod script_clock;
+/// Lua edge cases at chosen times: member names after a prune, big costs, GCRA backlog, lost TTLs, memory.
+mod script_edges;
