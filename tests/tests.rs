@@ -45,3 +45,5 @@ mod differential;
 mod script_clock;
 /// Lua edge cases at chosen times: member names after a prune, big costs, GCRA backlog, lost TTLs, memory.
 mod script_edges;
+/// Sustained load on short limits (100/s, 7/200ms): every algorithm, three replicas, 60 connections.
+mod sustained;
