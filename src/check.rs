@@ -9,8 +9,8 @@
 use std::time::Instant;
 
 use crate::app::App;
-use crate::limiter::{slot_breaker, Algorithm, Call, LimitState, Outcome, Store, StoreError};
 use crate::keys::AD_HOC_RULE;
+use crate::limiter::{slot_breaker, Algorithm, Call, LimitState, Outcome, Store, StoreError};
 use crate::metrics::KindLabels;
 use crate::rate::Rate;
 use crate::rule::{OnRedisError, Rule};

@@ -144,12 +144,24 @@ fn fixed_window_agrees_with_its_twin_in_real_time() {
             std::thread::sleep(Duration::from_micros(pause));
             let mut read = redis_now_us(&mut conn);
             // Stay out of the guard band around a window's end.
-            while let Some(end) = ends.iter().flatten().find(|&&e| read + GUARD_US > e && read < e + GUARD_US) {
+            while let Some(end) = ends
+                .iter()
+                .flatten()
+                .find(|&&e| read + GUARD_US > e && read < e + GUARD_US)
+            {
                 std::thread::sleep(Duration::from_micros(end + GUARD_US - read));
                 read = redis_now_us(&mut conn);
             }
             let c = cost(&mut rng, &limits, None);
-            let lua = call(&mut conn, Algorithm::FixedWindow, &base, &limits, c, None, None);
+            let lua = call(
+                &mut conn,
+                Algorithm::FixedWindow,
+                &base,
+                &limits,
+                c,
+                None,
+                None,
+            );
             let local = twin(&store, Algorithm::FixedWindow, &limits, c, None, read);
             let what = format!("{specs:?} step {step} cost {c}: Lua {lua:?}, twin {local:?}");
             assert_eq!(lua.allowed, local.allowed, "{what}");
@@ -160,7 +172,10 @@ fn fixed_window_agrees_with_its_twin_in_real_time() {
                     ends[i] = Some(read + t.reset_ms * 1000);
                 }
             }
-            assert!(lua.retry_after_ms.abs_diff(local.retry_after_ms) <= 30, "{what}");
+            assert!(
+                lua.retry_after_ms.abs_diff(local.retry_after_ms) <= 30,
+                "{what}"
+            );
             for (i, e) in ends.iter_mut().enumerate() {
                 if e.is_some_and(|e| e <= read) && local.limits[i].remaining == limits[i].limit {
                     *e = None;
@@ -169,6 +184,9 @@ fn fixed_window_agrees_with_its_twin_in_real_time() {
             denied += usize::from(!lua.allowed);
             admitted += usize::from(lua.allowed && c > 0);
         }
-        assert!(denied > 0 && admitted > 0, "{specs:?}: {denied} denied, {admitted} admitted");
+        assert!(
+            denied > 0 && admitted > 0,
+            "{specs:?}: {denied} denied, {admitted} admitted"
+        );
     }
 }

@@ -24,7 +24,11 @@ pub fn script_text(alg: Algorithm) -> &'static str {
 /// The script with its one `TIME` call reading `KEYS[1]:clock` instead.
 pub fn clocked_text(alg: Algorithm) -> String {
     let text = script_text(alg);
-    assert_eq!(text.matches(TIME_CALL).count(), 1, "{alg}: one TIME call expected");
+    assert_eq!(
+        text.matches(TIME_CALL).count(),
+        1,
+        "{alg}: one TIME call expected"
+    );
     text.replace(
         TIME_CALL,
         "redis.call('HMGET', KEYS[1] .. ':clock', 's', 'us')",

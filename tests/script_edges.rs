@@ -57,7 +57,15 @@ fn sliding_log_takes_a_cost_of_ten_thousand_in_one_call() {
     let mut conn = shared_redis().conn();
     let base = format!("{}:{{big}}", unique_prefix("edge"));
     let limits = rate("20000/m");
-    let o = call(&mut conn, Algorithm::SlidingLog, &base, &limits, 10_000, None, None);
+    let o = call(
+        &mut conn,
+        Algorithm::SlidingLog,
+        &base,
+        &limits,
+        10_000,
+        None,
+        None,
+    );
     assert!(o.allowed, "{o:?}");
     assert_eq!(o.limits[0].remaining, 10_000);
     let members: u64 = redis::cmd("ZCARD")
@@ -65,7 +73,15 @@ fn sliding_log_takes_a_cost_of_ten_thousand_in_one_call() {
         .query(&mut conn)
         .unwrap();
     assert_eq!(members, 10_000);
-    let o = call(&mut conn, Algorithm::SlidingLog, &base, &limits, 10_001, None, None);
+    let o = call(
+        &mut conn,
+        Algorithm::SlidingLog,
+        &base,
+        &limits,
+        10_001,
+        None,
+        None,
+    );
     assert!(!o.allowed);
 }
 

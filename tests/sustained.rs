@@ -39,7 +39,10 @@ struct Answer {
 }
 
 fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
 }
 
 fn config(algorithm: &str) -> String {
@@ -241,10 +244,17 @@ async fn fixed_window_never_admits_more_than_the_limit_in_a_window_under_sustain
         // And what the servers answered fits in those windows: at most
         // `limit` each, every `remaining` value once per window.
         let windows = ends.len();
-        assert!(admitted.len() <= windows * limit as usize, "{name}: {} admitted in {windows} windows", admitted.len());
+        assert!(
+            admitted.len() <= windows * limit as usize,
+            "{name}: {} admitted in {windows} windows",
+            admitted.len()
+        );
         for r in 0..limit {
             let n = admitted.iter().filter(|a| a.remaining == r).count();
-            assert!(n <= windows, "{name}: remaining {r} answered {n} times in {windows} windows");
+            assert!(
+                n <= windows,
+                "{name}: remaining {r} answered {n} times in {windows} windows"
+            );
         }
     }
 }
@@ -266,12 +276,18 @@ async fn gcra_never_admits_more_than_burst_plus_elapsed_rate_under_sustained_loa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sliding_window_stays_within_its_documented_bound_under_sustained_load() {
-    let runs = run_recorded::<((Option<u64>, Option<u64>, Option<u64>),)>("sliding_window", |key| {
-        let mut pipe = redis::pipe();
-        pipe.cmd("TIME").cmd("HMGET").arg(key).arg("w").arg("c").arg("p");
-        pipe
-    })
-    .await;
+    let runs =
+        run_recorded::<((Option<u64>, Option<u64>, Option<u64>),)>("sliding_window", |key| {
+            let mut pipe = redis::pipe();
+            pipe.cmd("TIME")
+                .cmd("HMGET")
+                .arg(key)
+                .arg("w")
+                .arg("c")
+                .arg("p");
+            pipe
+        })
+        .await;
     for ((name, limit, period), (admitted, taken)) in RULES.into_iter().zip(runs) {
         assert_near_capacity(name, admitted.len(), limit, period);
         // Window w's final count: its `c`, or `p` once w + 1 has begun.
@@ -306,7 +322,12 @@ async fn sliding_window_stays_within_its_documented_bound_under_sustained_load()
 async fn sliding_log_admits_exactly_the_limit_in_every_sliding_period_under_sustained_load() {
     let runs = run_recorded::<(Vec<(String, u64)>,)>("sliding_log", |key| {
         let mut pipe = redis::pipe();
-        pipe.cmd("TIME").cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES");
+        pipe.cmd("TIME")
+            .cmd("ZRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES");
         pipe
     })
     .await;

@@ -560,6 +560,37 @@ limits = ["1/s"]
     }
 
     #[test]
+    fn burst_is_for_gcra_with_one_limit_and_at_least_one() {
+        let rule = |alg: &str, limits: &str, burst: &str| {
+            format!("[[rule]]\nname = \"r\"\nlimits = [{limits}]\nalgorithm = \"{alg}\"\nburst = {burst}\n")
+        };
+        let found = issues(&rule("fixed_window", "\"10/s\"", "50"));
+        assert!(
+            found[0].starts_with("rule[0].burst@Some(5): only the gcra"),
+            "{found:?}"
+        );
+        let found = issues(&rule("gcra", "\"10/s\", \"100/m\"", "50"));
+        assert!(
+            found[0].starts_with("rule[0].burst@Some(5): a burst needs exactly one limit"),
+            "{found:?}"
+        );
+        let found = issues(&rule("gcra", "\"10/s\"", "0"));
+        assert!(
+            found[0].starts_with("rule[0].burst@Some(5): must be"),
+            "{found:?}"
+        );
+        let cfg = parse("t", &rule("gcra", "\"10/s\"", "50"), &Overrides::default()).unwrap();
+        assert_eq!(cfg.rules[0].burst, Some(50));
+        let cfg = parse(
+            "t",
+            &rule("gcra", "\"10/s\"", "50").replace("burst = 50\n", ""),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(cfg.rules[0].burst, None, "default: the limit");
+    }
+
+    #[test]
     fn host_bits_name_the_canonical_form() {
         let found = issues("[client_ip]\ntrusted_proxies = [\"10.0.0.1/8\"]\n");
         assert!(found[0].contains("10.0.0.0/8"), "{found:?}");

@@ -151,7 +151,10 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
             let burst = match obj.get("burst") {
                 None => None,
                 Some(_) if algorithm != Algorithm::Gcra => {
-                    return Err(ApiError::bad("burst", "only the gcra algorithm takes a burst"))
+                    return Err(ApiError::bad(
+                        "burst",
+                        "only the gcra algorithm takes a burst",
+                    ))
                 }
                 Some(_) if ad_hoc_limits.len() != 1 => {
                     return Err(ApiError::bad("burst", "a burst needs exactly one limit"))

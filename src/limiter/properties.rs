@@ -9,16 +9,27 @@ use crate::rate::Rate;
 
 /// One step: (cost, µs since the previous step).
 fn steps() -> impl Strategy<Value = Vec<(u64, u64)>> {
-    prop::collection::vec((0u64..=12, prop_oneof![Just(0u64), 0u64..3_000_000]), 1..120)
+    prop::collection::vec(
+        (0u64..=12, prop_oneof![Just(0u64), 0u64..3_000_000]),
+        1..120,
+    )
 }
 
 fn rate() -> impl Strategy<Value = Rate> {
-    (1u64..=10, prop_oneof![1u64..=20, 100u64..=2_000, Just(86_400_000)])
+    (
+        1u64..=10,
+        prop_oneof![1u64..=20, 100u64..=2_000, Just(86_400_000)],
+    )
         .prop_map(|(limit, period_ms)| Rate { limit, period_ms })
 }
 
 /// Runs the steps; returns (time, cost, outcome) of each.
-fn run(alg: Algorithm, rate: &Rate, burst: Option<u64>, steps: &[(u64, u64)]) -> Vec<(u64, u64, Outcome)> {
+fn run(
+    alg: Algorithm,
+    rate: &Rate,
+    burst: Option<u64>,
+    steps: &[(u64, u64)],
+) -> Vec<(u64, u64, Outcome)> {
     let store = LocalStore::new();
     let limits = [rate.clone()];
     let mut now = 1_000_000_000_000u64;
