@@ -151,33 +151,34 @@ async fn run_recorded<T: redis::FromRedisValue + Send + 'static>(
     algorithm: &str,
     query: fn(&str) -> redis::Pipeline,
 ) -> Vec<(Vec<Answer>, Vec<(u64, T)>)> {
-    let prefix = unique_prefix("sus");
     let tag = match algorithm {
         "fixed_window" => "fw",
         "sliding_window" => "sw",
         _ => "sl",
     };
-    let keys: Vec<String> = RULES
-        .iter()
-        .map(|(name, _, period)| format!("{prefix}:rl:{{{name}|k}}:{tag}:{period}"))
-        .collect();
     let _one_at_a_time = ONE_RUN.lock().await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let snapshots = snapshot::<T>(keys, stop.clone(), query);
-    let runs = run(algorithm, &prefix).await;
-    stop.store(true, Ordering::Relaxed);
-    let taken = snapshots.join().unwrap();
-    for ((name, _, period), t) in RULES.iter().zip(&taken) {
-        // Less than a period apart: no window and no member is missed.
-        for pair in t.windows(2) {
-            assert!(
-                pair[1].0 - pair[0].0 < period * 1000,
-                "{name}: snapshots {} us apart would miss some",
-                pair[1].0 - pair[0].0
-            );
+    // A snapshot late by a period could miss a window or a member: such a
+    // run proves nothing, and is made again.
+    for _ in 0..3 {
+        let prefix = unique_prefix("sus");
+        let keys: Vec<String> = RULES
+            .iter()
+            .map(|(name, _, period)| format!("{prefix}:rl:{{{name}|k}}:{tag}:{period}"))
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let snapshots = snapshot::<T>(keys, stop.clone(), query);
+        let runs = run(algorithm, &prefix).await;
+        stop.store(true, Ordering::Relaxed);
+        let taken = snapshots.join().unwrap();
+        let dense = RULES.iter().zip(&taken).all(|((_, _, period), t)| {
+            t.windows(2)
+                .all(|pair| pair[1].0 - pair[0].0 < period * 1000)
+        });
+        if dense {
+            return runs.into_iter().zip(taken).collect();
         }
     }
-    runs.into_iter().zip(taken).collect()
+    panic!("{algorithm}: in three runs, snapshots were never less than a period apart");
 }
 
 /// At least 70% of what `limit` per `period` allows over the run.
