@@ -194,12 +194,13 @@ pub fn describe(cfg: &Config) -> String {
         let limits: Vec<String> = r.limits.iter().map(|l| l.to_string()).collect();
         let _ = writeln!(
             s,
-            "  {}: match {}; key {}; limits [{}]; algorithm {}; allowlist {}; on_redis_error {}{}",
+            "  {}: match {}; key {}; limits [{}]; algorithm {}{}; allowlist {}; on_redis_error {}{}",
             r.name,
             cond,
             r.key,
             limits.join(", "),
             r.algorithm,
+            r.burst.map(|b| format!(" (burst {b})")).unwrap_or_default(),
             r.allowlist,
             r.on_redis_error,
             if r.shadow { "; shadow" } else { "" }
