@@ -26,6 +26,9 @@ pub struct Rule {
     /// Each limit's name in the RateLimit headers (see `item_name`), built once.
     pub item_names: Vec<Arc<str>>,
     pub algorithm: Algorithm,
+    /// gcra only: the bucket size (units that may pass at once); None: the limit.
+    /// Only with a single limit (see `config/validate.rs`).
+    pub burst: Option<u64>,
     pub allowlist: AllowlistMode,
     pub on_redis_error: OnRedisError,
     pub shadow: bool,
@@ -107,11 +110,14 @@ impl std::fmt::Display for Rule {
         let limits: Vec<String> = self.limits.iter().map(|l| l.to_string()).collect();
         write!(
             f,
-            "match {}; key {}; limits [{}]; algorithm {}; allowlist {}; on_redis_error {}{}",
+            "match {}; key {}; limits [{}]; algorithm {}{}; allowlist {}; on_redis_error {}{}",
             cond,
             self.key,
             limits.join(", "),
             self.algorithm,
+            self.burst
+                .map(|b| format!(" (burst {b})"))
+                .unwrap_or_default(),
             self.allowlist,
             self.on_redis_error,
             if self.shadow { "; shadow" } else { "" }

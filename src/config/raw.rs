@@ -131,6 +131,9 @@ pub struct RawRule {
     pub on_redis_error: Spanned<String>,
     #[serde(default)]
     pub shadow: bool,
+    /// gcra only: bucket size; default the limit.
+    #[serde(default)]
+    pub burst: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -354,6 +354,7 @@ fn validate_rule(
             );
         }
     }
+    let burst = validate_burst(c, i, r, algorithm, limits.len());
     let m = &r.matcher;
     for (field, value) in [("path_prefix", &m.path_prefix), ("path", &m.path)] {
         if let Some(p) = value {
@@ -421,10 +422,38 @@ fn validate_rule(
         item_names,
         limits,
         algorithm: algorithm?,
+        burst,
         allowlist: allowlist?,
         on_redis_error: on_redis_error?,
         shadow: r.shadow || shadow_all,
     })
+}
+
+/// `burst`: gcra's bucket size. One limit only: with several, each would need
+/// its own (a short limit such as "50/5s" next to "10/s" is a burst already).
+fn validate_burst(
+    c: &mut Collector<'_>,
+    i: usize,
+    r: &RawRule,
+    algorithm: Option<Algorithm>,
+    n_limits: usize,
+) -> Option<u64> {
+    let b = r.burst.as_ref()?;
+    let key = format!("rule[{i}].burst");
+    if algorithm.is_some_and(|a| a != Algorithm::Gcra) {
+        c.push(key, Some(b), "only the gcra algorithm takes a burst");
+    } else if *b.get_ref() < 1 {
+        c.push(key, Some(b), "must be a whole number of at least 1");
+    } else if n_limits != 1 {
+        c.push(
+            key,
+            Some(b),
+            "a burst needs exactly one limit (for several, add a short limit instead, e.g. \"50/5s\")",
+        );
+    } else {
+        return Some(*b.get_ref() as u64);
+    }
+    None
 }
 
 fn apply_overrides(raw: &mut RawConfig, ov: &Overrides) {
@@ -585,6 +614,37 @@ limits = ["1/s"]
                 && found[0].contains("x-original"),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn burst_is_for_gcra_with_one_limit_and_at_least_one() {
+        let rule = |alg: &str, limits: &str, burst: &str| {
+            format!("[[rule]]\nname = \"r\"\nlimits = [{limits}]\nalgorithm = \"{alg}\"\nburst = {burst}\n")
+        };
+        let found = issues(&rule("fixed_window", "\"10/s\"", "50"));
+        assert!(
+            found[0].starts_with("rule[0].burst@Some(5): only the gcra"),
+            "{found:?}"
+        );
+        let found = issues(&rule("gcra", "\"10/s\", \"100/m\"", "50"));
+        assert!(
+            found[0].starts_with("rule[0].burst@Some(5): a burst needs exactly one limit"),
+            "{found:?}"
+        );
+        let found = issues(&rule("gcra", "\"10/s\"", "0"));
+        assert!(
+            found[0].starts_with("rule[0].burst@Some(5): must be"),
+            "{found:?}"
+        );
+        let cfg = parse("t", &rule("gcra", "\"10/s\"", "50"), &Overrides::default()).unwrap();
+        assert_eq!(cfg.rules[0].burst, Some(50));
+        let cfg = parse(
+            "t",
+            &rule("gcra", "\"10/s\"", "50").replace("burst = 50\n", ""),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(cfg.rules[0].burst, None, "default: the limit");
     }
 
     #[test]
