@@ -30,7 +30,10 @@ pub enum Topology {
     /// Seed nodes; the client learns the slot map from them and follows MOVED/ASK.
     Cluster(Vec<String>),
     /// The master named `master`, as the sentinels at `nodes` know it now.
-    Sentinel { master: String, nodes: Vec<String> },
+    Sentinel {
+        master: String,
+        nodes: Vec<String>,
+    },
 }
 
 /// Where Redis is, and how to prove who we are to it.
@@ -174,16 +177,17 @@ impl Endpoint {
 
     /// How the connection is carried, for the first log line and `/readyz`.
     pub fn transport(&self) -> String {
-        let addr = self.seed_url().into_connection_info().map(|i| i.addr().clone());
+        let addr = self
+            .seed_url()
+            .into_connection_info()
+            .map(|i| i.addr().clone());
         match addr {
             Ok(ConnectionAddr::Unix(path)) => format!("unix socket {}", path.display()),
             Ok(ConnectionAddr::TcpTls { insecure, .. }) => {
                 let access = self.access.load();
                 match &access.tls {
                     Some(tls) => format!("Redis over TLS ({tls})"),
-                    None if insecure => {
-                        "Redis over TLS (server certificate NOT VERIFIED)".into()
-                    }
+                    None if insecure => "Redis over TLS (server certificate NOT VERIFIED)".into(),
                     None => "Redis over TLS (CA: system roots)".into(),
                 }
             }
@@ -415,8 +419,14 @@ mod tests {
 
     #[test]
     fn passwords_never_reach_logs() {
-        assert_eq!(redact_url("redis://:s3cret@h:6379/0"), "redis://***@h:6379/0");
-        assert_eq!(redact_url("rediss://u:s3cret@h:6380"), "rediss://***@h:6380");
+        assert_eq!(
+            redact_url("redis://:s3cret@h:6379/0"),
+            "redis://***@h:6379/0"
+        );
+        assert_eq!(
+            redact_url("rediss://u:s3cret@h:6380"),
+            "rediss://***@h:6380"
+        );
         assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
         // A '?' or '@' inside the password leaks nothing.
         assert_eq!(redact_url("redis://:a?b@c@h:1"), "redis://***@h:1");
@@ -432,6 +442,9 @@ mod tests {
             redact_url("unix:///run/redis.sock?pass=s3cret"),
             "unix:///run/redis.sock?pass=***"
         );
-        assert_eq!(redact_url("unix:///run/redis.sock"), "unix:///run/redis.sock");
+        assert_eq!(
+            redact_url("unix:///run/redis.sock"),
+            "unix:///run/redis.sock"
+        );
     }
 }

@@ -472,7 +472,11 @@ fn redis_access(c: &mut Collector, r: &super::raw::RawRedis) -> Option<Access> {
     let path = |s: &Spanned<String>| std::path::PathBuf::from(s.get_ref());
     let password = match (&r.password_file, &r.password_env) {
         (Some(file), Some(_)) => {
-            c.push("redis.password_env", Some(file), "give one of password_file and password_env");
+            c.push(
+                "redis.password_env",
+                Some(file),
+                "give one of password_file and password_env",
+            );
             None
         }
         (Some(file), None) => match crate::redis_conn::read_password_file(&path(file)) {
@@ -488,7 +492,10 @@ fn redis_access(c: &mut Collector, r: &super::raw::RawRedis) -> Option<Access> {
                 c.push(
                     "redis.password_env",
                     Some(var),
-                    format!("environment variable {} is not set (or empty)", var.get_ref()),
+                    format!(
+                        "environment variable {} is not set (or empty)",
+                        var.get_ref()
+                    ),
                 );
                 None
             }

@@ -62,8 +62,7 @@ impl RedisStore {
     /// clusters keep theirs (they reconnect and follow MOVED by themselves);
     /// a Sentinel endpoint always asks who the master is now.
     pub async fn connect(&self) -> Result<(), StoreError> {
-        let keep =
-            self.conn.load().is_some() && !self.endpoint.is_sentinel();
+        let keep = self.conn.load().is_some() && !self.endpoint.is_sentinel();
         if keep {
             return Ok(());
         }
