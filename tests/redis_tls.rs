@@ -224,7 +224,10 @@ async fn an_acl_user_with_a_password_file_connects_and_a_wrong_password_is_a_cle
         },
     );
     let err = ping(&wrong).await.unwrap_err();
-    assert!(err.contains("authentication failed"), "unclear error: {err}");
+    assert!(
+        err.contains("authentication failed"),
+        "unclear error: {err}"
+    );
 
     std::fs::write(&pw, "first-pw\n").unwrap();
     let config = format!(
@@ -328,4 +331,130 @@ async fn three_replicas_over_tls_admit_exactly_the_limit() {
     for s in servers {
         s.stop().await;
     }
+}
+
+/// `tollgate config check FILE` with `env`: (exit code, stdout + stderr).
+fn config_check(text: &str, env: &[(&str, &str)]) -> (i32, String) {
+    let dir = temp_dir("tls-check");
+    let path = dir.join("tollgate.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    cmd.args(["config", "check"])
+        .arg(&path)
+        .env_remove("TOLLGATE_REDIS_URL")
+        .env_remove("TOLLGATE_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn config_check_accepts_tls_and_shows_the_ca_and_never_a_password() {
+    let pki = Pki::make("check-ok");
+    let (code, out) = config_check(
+        &format!(
+            "[redis]\nurl = \"rediss://:url-secret@db.example:6380\"\nusername = \"app\"\npassword_env = \"TG_TEST_REDIS_PW\"\n{}",
+            pki.tls_section(true)
+        ),
+        &[("TG_TEST_REDIS_PW", "env-secret")],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("Redis over TLS (CA: {}", pki.ca.display())),
+        "{out}"
+    );
+    assert!(out.contains("client certificate"), "{out}");
+    assert!(
+        !out.contains("url-secret") && !out.contains("env-secret"),
+        "{out}"
+    );
+
+    let (code, out) = config_check(
+        "[redis]\nurl = \"redis+unix:///run/redis.sock?db=1&user=app&pass=unix-secret\"\n",
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("unix socket /run/redis.sock"), "{out}");
+    assert!(!out.contains("unix-secret"), "{out}");
+}
+
+#[test]
+fn config_check_names_the_key_of_each_bad_tls_or_credential_setting() {
+    let pki = Pki::make("check-bad");
+    let dir = temp_dir("tls-bad");
+    let not_pem = dir.join("not.pem");
+    std::fs::write(&not_pem, "hello\n").unwrap();
+    let text = format!(
+        "[redis]\nurl = \"rediss://127.0.0.1:6380\"\npassword_env = \"TG_TEST_UNSET_PW\"\n\
+         [redis.tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        dir.join("missing.crt").display(),
+        not_pem.display(),
+        pki.client_cert.display(),
+    );
+    let (code, out) = config_check(&text, &[]);
+    assert_eq!(code, 2, "{out}");
+    for key in [
+        "redis.password_env",
+        "redis.tls.ca_file",
+        "redis.tls.cert_file",
+        "redis.tls.key_file",
+    ] {
+        assert!(out.contains(&format!(": {key}:")), "{key} not named: {out}");
+    }
+    assert!(out.contains("not PEM"), "{out}");
+
+    // TLS files for a plain URL: named, not silently ignored.
+    let (code, out) = config_check(
+        &format!(
+            "[redis]\nurl = \"redis://127.0.0.1:6379\"\n{}",
+            pki.tls_section(false)
+        ),
+        &[],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("redis.tls") && out.contains("rediss://"),
+        "{out}"
+    );
+
+    let (code, out) = config_check(
+        &format!(
+            "[redis]\nurl = \"redis://127.0.0.1:6379\"\npassword_file = \"{}\"\n",
+            dir.join("nope.pw").display()
+        ),
+        &[],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("redis.password_file"), "{out}");
+}
+
+#[tokio::test]
+async fn a_sentinel_over_tls_names_a_master_reached_over_tls_with_the_configured_password() {
+    let pki = Pki::make("tls-sentinel");
+    let set = crate::support_tls::TlsSentinel::start(&pki, "master-pw");
+    let dir = temp_dir("sentinel-pw");
+    let pw = dir.join("redis.pw");
+    std::fs::write(&pw, "master-pw\n").unwrap();
+    let config = format!(
+        "[redis]\nsentinel = {{ master = \"mymaster\", nodes = [\"{}\"] }}\ntimeout = \"2s\"\npassword_file = \"{}\"\n{}{RULES}",
+        set.sentinel.tls_url(),
+        pw.display(),
+        pki.tls_section(false)
+    );
+    let s = TestServer::start(&config, None, &unique_prefix("tlssentinel")).await;
+    let ready = readyz(&s).await;
+    assert!(ready.contains("Redis over TLS"), "{ready}");
+    limiter_is_exact(&s, "198.51.100.5").await;
+    allowlist_round_trip(&s, "203.0.113.0/24", "203.0.113.5").await;
+    reset_channel_is_up(&s).await;
+    s.stop().await;
 }

@@ -381,3 +381,59 @@ impl TlsCluster {
         )
     }
 }
+
+/// A TLS master that needs `password`, and one TLS sentinel watching it as
+/// "mymaster" (it reaches the master over TLS, with `auth-pass`).
+pub struct TlsSentinel {
+    pub master: Server,
+    pub sentinel: Server,
+}
+
+impl TlsSentinel {
+    pub fn start(pki: &Pki, password: &str) -> TlsSentinel {
+        let mport = free_port();
+        let mdir = temp_dir("redis-tls-master");
+        let mut args = pki.server_args(mport, false);
+        args.extend(["--requirepass".to_string(), password.to_string()]);
+        let master = Server {
+            port: mport,
+            dir: mdir.clone(),
+            child: spawn(&mdir, &args),
+        };
+        wait_pong("TLS master", || {
+            let mut c = master.cli(pki, &["--pass", password, "--no-auth-warning", "PING"]);
+            c.env_remove("REDISCLI_AUTH");
+            c
+        });
+        let sport = free_port();
+        let sdir = temp_dir("redis-tls-sentinel");
+        let conf = sdir.join("sentinel.conf");
+        let p = |p: &Path| p.display().to_string();
+        std::fs::write(
+            &conf,
+            format!(
+                "port 0\ntls-port {sport}\nbind 127.0.0.1\ndir {}\ntls-cert-file {}\ntls-key-file {}\n\
+                 tls-ca-cert-file {}\ntls-auth-clients no\ntls-replication yes\n\
+                 sentinel monitor mymaster 127.0.0.1 {mport} 1\nsentinel auth-pass mymaster {password}\n",
+                p(&sdir),
+                p(&pki.server_cert),
+                p(&pki.server_key),
+                p(&pki.ca),
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new("redis-server");
+        cmd.arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        die_with_parent(&mut cmd);
+        let sentinel = Server {
+            port: sport,
+            dir: sdir,
+            child: cmd.spawn().unwrap(),
+        };
+        wait_pong("TLS sentinel", || sentinel.cli(pki, &["PING"]));
+        TlsSentinel { master, sentinel }
+    }
+}
