@@ -458,3 +458,46 @@ async fn a_sentinel_over_tls_names_a_master_reached_over_tls_with_the_configured
     reset_channel_is_up(&s).await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn insecure_skip_verify_accepts_an_unknown_ca_and_is_logged_loudly_at_start() {
+    let pki = Pki::make("insecure");
+    let redis = Server::tls(&pki, false);
+    let dir = temp_dir("insecure");
+    let file = dir.join("tollgate.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[redis]\nurl = \"{}\"\ntimeout = \"2s\"\n[redis.tls]\nca_file = \"{}\"\ninsecure_skip_verify = true\n{RULES}",
+            redis.tls_url(),
+            pki.other_ca.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.join("serve.log");
+    let (port, admin) = (crate::support::free_port(), crate::support::free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--config"])
+        .arg(&file)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .env_remove("TOLLGATE_REDIS_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let ready = format!("http://127.0.0.1:{admin}/readyz");
+    eventually(Duration::from_secs(10), || async {
+        reqwest::get(&ready).await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let first = text.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("Redis over TLS") && first.contains("NOT VERIFIED"),
+        "{text}"
+    );
+    assert!(text.contains("INSECURE") && text.contains("WARN"), "{text}");
+}
