@@ -161,6 +161,7 @@ pub struct RawRule {
 #[serde(deny_unknown_fields)]
 pub struct RawMatch {
     pub path_prefix: Option<Spanned<String>>,
+    pub path_starts_with: Option<Spanned<String>>,
     pub path: Option<Spanned<String>>,
     pub methods: Option<Vec<Spanned<String>>>,
     pub host: Option<Spanned<String>>,

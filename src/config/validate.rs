@@ -365,7 +365,11 @@ fn validate_rule(
     }
     let burst = validate_burst(c, i, r, algorithm, limits.len());
     let m = &r.matcher;
-    for (field, value) in [("path_prefix", &m.path_prefix), ("path", &m.path)] {
+    for (field, value) in [
+        ("path_prefix", &m.path_prefix),
+        ("path", &m.path),
+        ("path_starts_with", &m.path_starts_with),
+    ] {
         if let Some(p) = value {
             if !p.get_ref().starts_with('/') {
                 c.push(
@@ -412,7 +416,14 @@ fn validate_rule(
     Some(Rule {
         name: name.clone(),
         matcher: Matcher {
-            path_prefix: m.path_prefix.as_ref().map(|p| p.get_ref().clone()),
+            path_prefix: m.path_prefix.as_ref().map(|p| {
+                let p = p.get_ref();
+                match p.strip_suffix('/') {
+                    Some(bare) if !bare.is_empty() => bare.to_string(),
+                    _ => p.clone(),
+                }
+            }),
+            path_starts_with: m.path_starts_with.as_ref().map(|p| p.get_ref().clone()),
             path: m.path.as_ref().map(|p| {
                 let p = p.get_ref();
                 match p.strip_suffix('/') {
