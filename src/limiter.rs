@@ -6,6 +6,7 @@ mod deny_cache;
 mod fixed_window;
 mod gcra;
 mod local_store;
+mod memory_bound;
 mod redis_store;
 mod sliding_log;
 mod sliding_window;
@@ -181,6 +182,11 @@ impl Store {
 pub(crate) trait Slot: Default {
     /// After this instant (µs on the store's clock) the slot holds nothing.
     fn expires_us(&self) -> u64;
+
+    /// Bytes the slot holds on the heap (what `local_store.max_bytes` counts beyond its size).
+    fn heap_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// Milliseconds, rounded up, from microseconds.

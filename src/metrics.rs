@@ -44,6 +44,12 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// `decision` or `admin`.
+    pub listener: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub decisions: Family<DecisionLabels, Counter>,
@@ -53,6 +59,9 @@ pub struct Metrics {
     pub deny_cache_hits: Counter,
     pub redis_open_slots: Gauge,
     pub http_requests: Family<HttpLabels, Counter>,
+    pub deny_cache_evictions: Counter,
+    pub local_store_refusals: Counter,
+    pub open_connections: Family<ListenerLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -109,8 +118,29 @@ impl Metrics {
             "HTTP requests by endpoint and status",
             http_requests.clone(),
         );
+        let deny_cache_evictions = Counter::default();
+        registry.register(
+            "deny_cache_evictions",
+            "Deny-cache entries dropped to stay under redis.deny_cache_bytes",
+            deny_cache_evictions.clone(),
+        );
+        let local_store_refusals = Counter::default();
+        registry.register(
+            "local_store_refusals",
+            "In-process calls answered as limited because local_store.max_bytes was reached",
+            local_store_refusals.clone(),
+        );
+        let open_connections = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "open_connections",
+            "Open HTTP connections per listener (at most server.max_connections each)",
+            open_connections.clone(),
+        );
         Metrics {
             registry,
+            deny_cache_evictions,
+            local_store_refusals,
+            open_connections,
             decisions,
             redis_call_duration,
             redis_errors,

@@ -11,6 +11,8 @@ pub struct RawConfig {
     pub redis: Option<RawRedis>,
     pub client_ip: RawClientIp,
     pub allowlist: RawAllowlist,
+    pub api: RawApi,
+    pub local_store: RawLocalStore,
     pub rule: Vec<RawRule>,
 }
 
@@ -21,6 +23,9 @@ pub struct RawServer {
     pub admin_listen: Spanned<String>,
     pub admin_token_env: String,
     pub shutdown_grace: Spanned<String>,
+    pub max_connections: usize,
+    pub request_timeout: Spanned<String>,
+    pub idle_timeout: Spanned<String>,
 }
 
 impl Default for RawServer {
@@ -30,6 +35,11 @@ impl Default for RawServer {
             admin_listen: unspanned("127.0.0.1:8081"),
             admin_token_env: "TOLLGATE_ADMIN_TOKEN".into(),
             shutdown_grace: unspanned("10s"),
+            max_connections: 10_000,
+            request_timeout: unspanned("10s"),
+            // Longer than proxies keep idle upstream connections (nginx: 60s), so
+            // tollgate never closes a connection a proxy is about to reuse.
+            idle_timeout: unspanned("75s"),
         }
     }
 }
@@ -43,7 +53,7 @@ pub struct RawRedis {
     pub prefix: Spanned<String>,
     pub timeout: Spanned<String>,
     pub fallback_replicas: u32,
-    pub deny_cache_size: usize,
+    pub deny_cache_bytes: usize,
 }
 
 impl Default for RawRedis {
@@ -55,7 +65,7 @@ impl Default for RawRedis {
             prefix: unspanned("tg"),
             timeout: unspanned("25ms"),
             fallback_replicas: 1,
-            deny_cache_size: 100_000,
+            deny_cache_bytes: 16 << 20,
         }
     }
 }
@@ -106,6 +116,47 @@ impl Default for RawAllowlist {
             allow_permanent: false,
             reap_interval: unspanned("1s"),
             state_file: None,
+        }
+    }
+}
+
+/// Caps on `POST /v1/check` bodies (see `config/validate/caps.rs` for why
+/// these defaults).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawApi {
+    pub max_key_bytes: usize,
+    pub max_limits: usize,
+    pub max_limit: u64,
+    pub max_log_limit: u64,
+    pub max_cost: u64,
+    pub max_period: Spanned<String>,
+}
+
+impl Default for RawApi {
+    fn default() -> Self {
+        RawApi {
+            max_key_bytes: 512,
+            max_limits: 4,
+            max_limit: 1_000_000_000,
+            max_log_limit: 50,
+            max_cost: 1_000,
+            max_period: unspanned("7d"),
+        }
+    }
+}
+
+/// The in-process store (embedded, and the `on_redis_error = "local"` fallback).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLocalStore {
+    pub max_bytes: usize,
+}
+
+impl Default for RawLocalStore {
+    fn default() -> Self {
+        RawLocalStore {
+            max_bytes: 64 << 20,
         }
     }
 }

@@ -1,5 +1,7 @@
 //! One pass over the raw config that collects every problem with its key.
 
+mod caps;
+
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
@@ -184,7 +186,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
                     endpoint,
                     timeout,
                     fallback_replicas: r.fallback_replicas.max(1),
-                    deny_cache_size: r.deny_cache_size,
+                    deny_cache_bytes: r.deny_cache_bytes,
                 });
             }
         }
@@ -236,6 +238,8 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
         );
     }
 
+    let (server_limits, api, local_store) = caps::validate(&mut c, &raw, ov);
+
     let mut rules = Vec::new();
     let mut names = HashSet::new();
     for (i, r) in raw.rule.iter().enumerate() {
@@ -254,6 +258,9 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
             admin_token_env: raw.server.admin_token_env,
             admin_token: ov.admin_token.clone(),
             shutdown_grace: shutdown_grace.expect("checked"),
+            max_connections: server_limits.max_connections,
+            request_timeout: server_limits.request_timeout,
+            idle_timeout: server_limits.idle_timeout,
         },
         redis,
         prefix: prefix.into_inner(),
@@ -274,6 +281,8 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
                 .clone()
                 .map(std::path::PathBuf::from),
         },
+        api,
+        local_store,
         rules,
     })
 }

@@ -16,6 +16,10 @@ impl Slot for LogSlot {
     fn expires_us(&self) -> u64 {
         self.log.back().map_or(0, |newest| newest + self.period_us)
     }
+
+    fn heap_bytes(&self) -> usize {
+        self.log.capacity() * std::mem::size_of::<u64>()
+    }
 }
 
 pub(crate) fn check(now: u64, limits: &[Rate], slots: &mut [LogSlot], cost: u64) -> Outcome {
