@@ -5,6 +5,8 @@
 /// Starting redis-server and tollgate servers, unique prefixes, eventually().
 mod support;
 
+/// `POST /v1/check` caps (400 naming the field), shadow and decision counts there.
+mod api_caps;
 /// Counters admin API and CLI: auth, unknown rules, show and reset.
 mod admin_counters;
 /// Each algorithm against both stores: exact limit, retry_after, no charge on

@@ -1,0 +1,121 @@
+//! `POST /v1/check` cannot hurt Redis or the process: every number is capped
+//! (a 400 names the field), shadow rules never deny, and decisions are counted.
+
+use serde_json::{json, Value};
+
+use crate::support::{metric, scrape, shared_redis, unique_prefix, TestServer, BOTH_STORES};
+
+const CONFIG: &str = r#"
+[[rule]]
+name = "watch"
+limits = ["1/h"]
+shadow = true
+
+[[rule]]
+name = "enforce"
+limits = ["1/h"]
+"#;
+
+async fn post(s: &TestServer, body: &Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(s.url("/v1/check"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn v1_check_refuses_costs_limits_periods_and_keys_beyond_the_caps() {
+    let s = TestServer::start(CONFIG, Some(&shared_redis().url()), &unique_prefix("caps")).await;
+    let long_key = "k".repeat(513);
+    let cases = [
+        // The reported attack: a 10^8-step Lua loop and an 800 MB allocation.
+        (
+            json!({"key": "k", "limits": ["100000000/d"], "algorithm": "sliding_log", "cost": 100000000}),
+            "cost",
+        ),
+        (
+            json!({"key": "k", "limits": ["100000000/d"], "algorithm": "sliding_log"}),
+            "limits[0]",
+        ),
+        (
+            json!({"key": "k", "limits": ["50/m", "51/h"], "algorithm": "sliding_log"}),
+            "limits[1]",
+        ),
+        (json!({"key": "k", "limits": ["1000000001/s"]}), "limits[0]"),
+        (json!({"key": "k", "limits": ["5/8d"]}), "limits[0]"),
+        (
+            json!({"key": "k", "limits": ["1/s", "2/m", "3/h", "4/d", "5/2d"]}),
+            "limits",
+        ),
+        (json!({"key": "k", "limits": ["5000/m"], "cost": 1001}), "cost"),
+        (json!({"key": long_key, "limits": ["5/m"]}), "key"),
+        (json!({"key": "", "limits": ["5/m"]}), "key"),
+        (json!({"key": "k", "rule": "enforce", "cost": 1.5}), "cost"),
+        (json!({"key": "k", "limits": ["5/m", 5]}), "limits[1]"),
+    ];
+    for (body, field) in &cases {
+        let (status, answer) = post(&s, body).await;
+        assert_eq!(status, 400, "{body} -> {answer}");
+        assert_eq!(answer["field"], *field, "{body} -> {answer}");
+    }
+    // At the caps, calls are answered.
+    for body in [
+        json!({"key": "k", "limits": ["50/s", "50/m", "50/h", "50/d"], "algorithm": "sliding_log", "cost": 50}),
+        json!({"key": "k", "limits": ["1000000000/7d"], "algorithm": "gcra", "cost": 1000}),
+        json!({"key": "k".repeat(512), "limits": ["5/m"]}),
+    ] {
+        let (status, answer) = post(&s, &body).await;
+        assert_eq!(status, 200, "{body} -> {answer}");
+        assert_eq!(answer["allowed"], true, "{body} -> {answer}");
+    }
+    // An oversized body is refused before it is parsed.
+    let huge = format!(r#"{{"key": "k", "limits": ["5/m"], "pad": "{}"}}"#, "x".repeat(64 * 1024));
+    let r = reqwest::Client::new()
+        .post(s.url("/v1/check"))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+}
+
+#[tokio::test]
+async fn v1_check_honours_shadow_and_counts_its_decisions() {
+    for store in BOTH_STORES {
+        let s = TestServer::start(CONFIG, store.redis_url().as_deref(), &unique_prefix("shadow-api")).await;
+        for i in 0..3 {
+            let (status, a) = post(&s, &json!({"rule": "watch", "key": "u"})).await;
+            assert_eq!(status, 200);
+            assert_eq!(a["allowed"], true, "{store:?} call {i}: a shadow rule never denies: {a}");
+            assert_eq!(a["remaining"], 0, "{store:?}: but it tells the truth");
+            assert_eq!(a["retry_after_ms"], 0);
+        }
+        for _ in 0..2 {
+            post(&s, &json!({"rule": "enforce", "key": "u"})).await;
+        }
+        let (_, a) = post(&s, &json!({"rule": "enforce", "key": "u"})).await;
+        assert_eq!(a["allowed"], false, "{store:?}: {a}");
+        for _ in 0..2 {
+            post(&s, &json!({"key": "u", "limits": ["1/h"]})).await;
+        }
+        let text = scrape(&s).await;
+        let count = |rule: &str, outcome: &str| {
+            metric(
+                &text,
+                "tollgate_decisions_total",
+                &[("rule", rule), ("outcome", outcome)],
+            )
+        };
+        assert_eq!(count("watch", "allowed"), 1.0, "{store:?}\n{text}");
+        assert_eq!(count("watch", "shadow_limited"), 2.0, "{store:?}");
+        assert_eq!(count("enforce", "allowed"), 1.0, "{store:?}");
+        assert_eq!(count("enforce", "limited"), 2.0, "{store:?}");
+        assert_eq!(count("~", "allowed"), 1.0, "{store:?}: ad-hoc limits count as rule \"~\"");
+        assert_eq!(count("~", "limited"), 1.0, "{store:?}");
+        s.stop().await;
+    }
+}
