@@ -5,8 +5,6 @@
 /// Starting redis-server and tollgate servers, unique prefixes, eventually().
 mod support;
 
-/// `POST /v1/check` caps (400 naming the field), shadow and decision counts there.
-mod api_caps;
 /// Counters admin API and CLI: auth, unknown rules, show and reset.
 mod admin_counters;
 /// Each algorithm against both stores: exact limit, retry_after, no charge on
@@ -39,5 +37,8 @@ mod proxies;
 mod resilience;
 /// Shadow mode and the metrics exposition.
 mod shadow_and_metrics;
+/// No client can hurt Redis or the process: `POST /v1/check` caps (400 naming
+/// the field), shadow and decision counts there, bounded keys, connection limits and timeouts.
+mod bounds;
 /// The binary under signals: SIGHUP reload, SIGTERM shutdown.
 mod signals;

@@ -1,5 +1,6 @@
-//! `POST /v1/check` cannot hurt Redis or the process: every number is capped
-//! (a 400 names the field), shadow rules never deny, and decisions are counted.
+//! No client can hurt Redis or the process: `POST /v1/check` caps every number
+//! (a 400 names the field), shadow rules never deny there and its decisions are
+//! counted; keys are bounded; connections are limited and timed out.
 
 use serde_json::{json, Value};
 
@@ -7,12 +8,20 @@ use crate::support::{metric, scrape, shared_redis, unique_prefix, TestServer, BO
 
 const CONFIG: &str = r#"
 [[rule]]
+name = "by-user"
+match = { path_prefix = "/user" }
+key = "ip+header:x-user"
+limits = ["2/h"]
+
+[[rule]]
 name = "watch"
+match = { path_prefix = "/api-only" }
 limits = ["1/h"]
 shadow = true
 
 [[rule]]
 name = "enforce"
+match = { path_prefix = "/api-only" }
 limits = ["1/h"]
 "#;
 
@@ -117,5 +126,36 @@ async fn v1_check_honours_shadow_and_counts_its_decisions() {
         assert_eq!(count("~", "allowed"), 1.0, "{store:?}: ad-hoc limits count as rule \"~\"");
         assert_eq!(count("~", "limited"), 1.0, "{store:?}");
         s.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_huge_header_makes_a_bounded_redis_key_and_keeps_its_own_counter() {
+    let prefix = unique_prefix("keylen");
+    let s = TestServer::start(CONFIG, Some(&shared_redis().url()), &prefix).await;
+    let http = reqwest::Client::new();
+    let ask = |user: String| {
+        http.get(s.url("/check"))
+            .header("x-original-uri", "/user/x")
+            .header("x-user", user)
+            .send()
+    };
+    let seven_kb = "u".repeat(7 * 1024);
+    for _ in 0..2 {
+        assert_eq!(ask(format!("{seven_kb}a")).await.unwrap().status(), 200);
+    }
+    assert_eq!(ask(format!("{seven_kb}a")).await.unwrap().status(), 429);
+    // Same first 7 KB, another last byte: another client, another counter.
+    assert_eq!(ask(format!("{seven_kb}b")).await.unwrap().status(), 200);
+    let mut redis = shared_redis().conn();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut redis)
+        .unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    for k in &keys {
+        // prefix, ":rl:{by-user|", the IP, '+', the bounded header (105), "}:fw:3600000".
+        assert!(k.len() <= prefix.len() + 160, "{} bytes: {k}", k.len());
+        assert!(k.contains(&format!("+{}#", &seven_kb[..64])), "{k}");
     }
 }
