@@ -2,9 +2,13 @@
 //! (a 400 names the field), shadow rules never deny there and its decisions are
 //! counted; keys are bounded; connections are limited and timed out.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
-use crate::support::{metric, scrape, shared_redis, unique_prefix, TestServer, BOTH_STORES};
+use crate::support::{
+    eventually, metric, scrape, shared_redis, unique_prefix, TestServer, BOTH_STORES,
+};
 
 const CONFIG: &str = r#"
 [[rule]]
@@ -158,4 +162,151 @@ async fn a_huge_header_makes_a_bounded_redis_key_and_keeps_its_own_counter() {
         assert!(k.len() <= prefix.len() + 160, "{} bytes: {k}", k.len());
         assert!(k.contains(&format!("+{}#", &seven_kb[..64])), "{k}");
     }
+}
+
+/// Let this process hold a few thousand sockets (both ends of every test connection).
+fn raise_open_files(want: u64) {
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur < want {
+            lim.rlim_cur = want.min(lim.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        }
+        assert!(
+            lim.rlim_cur >= want,
+            "RLIMIT_NOFILE hard limit {} is below {want}",
+            lim.rlim_max
+        );
+    }
+}
+
+const SLOW_CONFIG: &str = r#"
+[server]
+request_timeout = "1s"
+idle_timeout = "2s"
+
+[[rule]]
+name = "per-ip"
+key = "ip"
+limits = ["1000/m"]
+"#;
+
+async fn open_connections(s: &TestServer) -> f64 {
+    metric(
+        &scrape(s).await,
+        "tollgate_open_connections",
+        &[("listener", "decision")],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_connections_do_not_starve_decisions_and_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    raise_open_files(8_192);
+    let s = TestServer::start(SLOW_CONFIG, None, &unique_prefix("slowloris")).await;
+    let mut idle = Vec::new();
+    let mut slow = Vec::new();
+    for i in 0..2_000 {
+        let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        if i % 2 == 1 {
+            // A slowloris: a request head that never ends.
+            c.write_all(b"GET /check HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+            slow.push(c);
+        } else {
+            idle.push(c);
+        }
+    }
+    // Keep the slow ones sending a byte each 100 ms, until the server hangs up.
+    let dripping = tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut open: Vec<_> = slow.into_iter().map(Some).collect();
+        while open.iter().any(Option::is_some) && tokio::time::Instant::now() < deadline {
+            for c in open.iter_mut() {
+                if let Some(stream) = c {
+                    if stream.write_all(b"X").await.is_err() {
+                        *c = None;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        open.iter().filter(|c| c.is_some()).count()
+    });
+    eventually(Duration::from_secs(10), || async {
+        open_connections(&s).await >= 2_000.0
+    })
+    .await;
+
+    // Meanwhile other clients get their decisions.
+    let http = reqwest::Client::new();
+    for i in 0..20 {
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            http.get(s.url("/check")).header("x-original-uri", "/").send(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("decision {i} hung behind 2000 idle connections"))
+        .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    // The idle ones are closed (EOF) after idle_timeout, the slow ones after request_timeout.
+    let closed = futures::future::join_all(idle.iter_mut().map(|c| async move {
+        let mut buf = [0u8; 64];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(15), c.read(&mut buf)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }))
+    .await;
+    assert_eq!(closed.iter().filter(|c| **c).count(), 1_000, "idle connections closed");
+    assert_eq!(dripping.await.unwrap(), 0, "every slow sender was cut off");
+    eventually(Duration::from_secs(10), || async {
+        open_connections(&s).await <= 1.0
+    })
+    .await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn at_max_connections_new_clients_wait_for_a_free_slot() {
+    use tokio::io::AsyncReadExt;
+    let config = r#"
+[server]
+max_connections = 50
+request_timeout = "1s"
+idle_timeout = "1s"
+"#;
+    let s = TestServer::start(config, None, &unique_prefix("maxconn")).await;
+    let mut idle = Vec::new();
+    for _ in 0..50 {
+        idle.push(tokio::net::TcpStream::connect(s.addr).await.unwrap());
+    }
+    eventually(Duration::from_secs(5), || async {
+        open_connections(&s).await == 50.0
+    })
+    .await;
+    // The 51st is not accepted (it waits in the backlog) until an idle one times out;
+    // the admin listener has its own connections and still answers.
+    let waiting = tokio::spawn({
+        let url = s.url("/check");
+        async move { reqwest::get(url).await.map(|r| r.status().as_u16()) }
+    });
+    assert!(open_connections(&s).await <= 50.0);
+    let status = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the waiting client is served once a slot frees")
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 200);
+    for mut c in idle {
+        let mut buf = [0u8; 8];
+        let r = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf)).await;
+        assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "{r:?}");
+    }
+    s.stop().await;
 }
