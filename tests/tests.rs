@@ -31,6 +31,8 @@ mod exactness;
 mod follow;
 /// The decision API on a real socket: statuses, headers, JSON bodies.
 mod http_api;
+/// Property tests (proptest): parsers and handlers never panic, never answer 5xx.
+mod properties;
 /// nginx, Caddy and HAProxy from deploy/ in front of two replicas: the client's view.
 mod proxies;
 /// Redis killed, stalled, restarted, scripts flushed: on_redis_error and the breaker.
