@@ -56,10 +56,7 @@ impl App {
                 .as_ref()
                 .filter(|r| r.endpoint.is_cluster())
                 .map(|_| SlotBreaker::new(metrics.redis_open_slots.clone())),
-            deny_cache: DenyCache::new(
-                deny_cache_bytes,
-                metrics.deny_cache_evictions.clone(),
-            ),
+            deny_cache: DenyCache::new(deny_cache_bytes, metrics.deny_cache_evictions.clone()),
             rules: ArcSwap::from_pointee(config.rules.clone()),
             keys: KeySpace::new(&config.prefix),
             resolver: ClientIpResolver::new(

@@ -183,7 +183,10 @@ mod tests {
         let long = format!("{}x", at_bound);
         let b = bounded_part(&long);
         assert_eq!(b.len(), 64 + 41);
-        assert!(b.starts_with(&"a".repeat(64)) && b.as_bytes()[64] == b'#', "{b}");
+        assert!(
+            b.starts_with(&"a".repeat(64)) && b.as_bytes()[64] == b'#',
+            "{b}"
+        );
         let other = format!("{}y", at_bound);
         assert_ne!(bounded_part(&other), b, "the hash covers the whole part");
         // A short part spelled like a hashed one is hashed as well.

@@ -63,7 +63,10 @@ async fn v1_check_refuses_costs_limits_periods_and_keys_beyond_the_caps() {
             json!({"key": "k", "limits": ["1/s", "2/m", "3/h", "4/d", "5/2d"]}),
             "limits",
         ),
-        (json!({"key": "k", "limits": ["5000/m"], "cost": 1001}), "cost"),
+        (
+            json!({"key": "k", "limits": ["5000/m"], "cost": 1001}),
+            "cost",
+        ),
         (json!({"key": long_key, "limits": ["5/m"]}), "key"),
         (json!({"key": "", "limits": ["5/m"]}), "key"),
         (json!({"key": "k", "rule": "enforce", "cost": 1.5}), "cost"),
@@ -85,7 +88,10 @@ async fn v1_check_refuses_costs_limits_periods_and_keys_beyond_the_caps() {
         assert_eq!(answer["allowed"], true, "{body} -> {answer}");
     }
     // An oversized body is refused before it is parsed.
-    let huge = format!(r#"{{"key": "k", "limits": ["5/m"], "pad": "{}"}}"#, "x".repeat(64 * 1024));
+    let huge = format!(
+        r#"{{"key": "k", "limits": ["5/m"], "pad": "{}"}}"#,
+        "x".repeat(64 * 1024)
+    );
     let r = reqwest::Client::new()
         .post(s.url("/v1/check"))
         .header("content-type", "application/json")
@@ -99,11 +105,19 @@ async fn v1_check_refuses_costs_limits_periods_and_keys_beyond_the_caps() {
 #[tokio::test]
 async fn v1_check_honours_shadow_and_counts_its_decisions() {
     for store in BOTH_STORES {
-        let s = TestServer::start(CONFIG, store.redis_url().as_deref(), &unique_prefix("shadow-api")).await;
+        let s = TestServer::start(
+            CONFIG,
+            store.redis_url().as_deref(),
+            &unique_prefix("shadow-api"),
+        )
+        .await;
         for i in 0..3 {
             let (status, a) = post(&s, &json!({"rule": "watch", "key": "u"})).await;
             assert_eq!(status, 200);
-            assert_eq!(a["allowed"], true, "{store:?} call {i}: a shadow rule never denies: {a}");
+            assert_eq!(
+                a["allowed"], true,
+                "{store:?} call {i}: a shadow rule never denies: {a}"
+            );
             assert_eq!(a["remaining"], 0, "{store:?}: but it tells the truth");
             assert_eq!(a["retry_after_ms"], 0);
         }
@@ -127,7 +141,11 @@ async fn v1_check_honours_shadow_and_counts_its_decisions() {
         assert_eq!(count("watch", "shadow_limited"), 2.0, "{store:?}");
         assert_eq!(count("enforce", "allowed"), 1.0, "{store:?}");
         assert_eq!(count("enforce", "limited"), 2.0, "{store:?}");
-        assert_eq!(count("~", "allowed"), 1.0, "{store:?}: ad-hoc limits count as rule \"~\"");
+        assert_eq!(
+            count("~", "allowed"),
+            1.0,
+            "{store:?}: ad-hoc limits count as rule \"~\""
+        );
         assert_eq!(count("~", "limited"), 1.0, "{store:?}");
         s.stop().await;
     }
@@ -214,7 +232,9 @@ async fn idle_and_slow_connections_do_not_starve_decisions_and_are_closed() {
         let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
         if i % 2 == 1 {
             // A slowloris: a request head that never ends.
-            c.write_all(b"GET /check HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+            c.write_all(b"GET /check HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
             slow.push(c);
         } else {
             idle.push(c);
@@ -246,7 +266,9 @@ async fn idle_and_slow_connections_do_not_starve_decisions_and_are_closed() {
     for i in 0..20 {
         let r = tokio::time::timeout(
             Duration::from_secs(5),
-            http.get(s.url("/check")).header("x-original-uri", "/").send(),
+            http.get(s.url("/check"))
+                .header("x-original-uri", "/")
+                .send(),
         )
         .await
         .unwrap_or_else(|_| panic!("decision {i} hung behind 2000 idle connections"))
@@ -263,7 +285,11 @@ async fn idle_and_slow_connections_do_not_starve_decisions_and_are_closed() {
         )
     }))
     .await;
-    assert_eq!(closed.iter().filter(|c| **c).count(), 1_000, "idle connections closed");
+    assert_eq!(
+        closed.iter().filter(|c| **c).count(),
+        1_000,
+        "idle connections closed"
+    );
     assert_eq!(dripping.await.unwrap(), 0, "every slow sender was cut off");
     eventually(Duration::from_secs(10), || async {
         open_connections(&s).await <= 1.0

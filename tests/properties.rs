@@ -210,9 +210,27 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
         ".{0,24}".prop_map(Value::from),
-        prop::sample::select(vec!["1/s", "100000000/d", "5/m", "0/h", "1/0s", "3/7d", "login", "gate", "sliding_log", "gcra", "never", "24h", "203.0.113.0/24", "::/0"]).prop_map(Value::from),
+        prop::sample::select(vec![
+            "1/s",
+            "100000000/d",
+            "5/m",
+            "0/h",
+            "1/0s",
+            "3/7d",
+            "login",
+            "gate",
+            "sliding_log",
+            "gcra",
+            "never",
+            "24h",
+            "203.0.113.0/24",
+            "::/0"
+        ])
+        .prop_map(Value::from),
     ];
     leaf.prop_recursive(2, 16, 4, |inner| {
         prop_oneof![

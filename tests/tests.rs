@@ -15,6 +15,9 @@ mod algorithms;
 mod allowlist;
 /// The allowlist never silently diverges: trims, flushes, restarts, outages, state files, export/restore.
 mod allowlist_resync;
+/// No client can hurt Redis or the process: `POST /v1/check` caps (400 naming
+/// the field), shadow and decision counts there, bounded keys, connection limits and timeouts.
+mod bounds;
 /// `tollgate` the binary: `config check` output, errors naming keys, exit codes.
 mod cli;
 /// Client IP through HTTP: trusted and untrusted X-Forwarded-For, mapped IPv4, IPv6 /64.
@@ -39,8 +42,5 @@ mod proxies;
 mod resilience;
 /// Shadow mode and the metrics exposition.
 mod shadow_and_metrics;
-/// No client can hurt Redis or the process: `POST /v1/check` caps (400 naming
-/// the field), shadow and decision counts there, bounded keys, connection limits and timeouts.
-mod bounds;
 /// The binary under signals: SIGHUP reload, SIGTERM shutdown.
 mod signals;

@@ -96,7 +96,10 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
     if key.is_empty() || key.len() > caps.max_key_bytes {
         return Err(ApiError::bad(
             "key",
-            format!("must be 1 to {} bytes (api.max_key_bytes)", caps.max_key_bytes),
+            format!(
+                "must be 1 to {} bytes (api.max_key_bytes)",
+                caps.max_key_bytes
+            ),
         ));
     }
     let cost = body.cost.unwrap_or(1);
@@ -142,7 +145,9 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
         (None, Some(list)) => {
             let algorithm = match &body.algorithm {
                 None => Algorithm::FixedWindow,
-                Some(a) => a.parse().map_err(|e: String| ApiError::bad("algorithm", e))?,
+                Some(a) => a
+                    .parse()
+                    .map_err(|e: String| ApiError::bad("algorithm", e))?,
             };
             ad_hoc_limits = ad_hoc(list, algorithm, caps)?;
             let spec = LimitSpec {

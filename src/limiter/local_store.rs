@@ -9,8 +9,8 @@ use dashmap::DashMap;
 use prometheus_client::metrics::counter::Counter;
 
 use super::fixed_window::{self, FixedSlot};
-use super::memory_bound::Budget;
 use super::gcra::{self, GcraSlot};
+use super::memory_bound::Budget;
 use super::sliding_log::{self, LogSlot};
 use super::sliding_window::{self, WindowSlot};
 use super::{Algorithm, Call, Outcome, Slot};
@@ -241,12 +241,19 @@ mod tests {
             period_ms: 3_600_000,
         }];
         let held = "tg:rl:{r|held}:fw";
-        assert!(store.check(call(Algorithm::FixedWindow, held, &limits, 1)).allowed);
+        assert!(
+            store
+                .check(call(Algorithm::FixedWindow, held, &limits, 1))
+                .allowed
+        );
         // A flood of new keys: the store stops growing at its bound.
         let mut refused = 0;
         for i in 0..10_000 {
             let key = format!("tg:rl:{{r|client-{i}}}:fw");
-            if !store.check(call(Algorithm::FixedWindow, &key, &limits, 1)).allowed {
+            if !store
+                .check(call(Algorithm::FixedWindow, &key, &limits, 1))
+                .allowed
+            {
                 refused += 1;
             }
             assert!(store.bytes() <= 16 * 1024, "{} bytes", store.bytes());
@@ -254,7 +261,11 @@ mod tests {
         assert!(refused > 9_000, "only {refused} refused");
         assert_eq!(refusals.get(), refused);
         // The held key is neither evicted nor reset: its second unit passes, its third does not.
-        assert!(store.check(call(Algorithm::FixedWindow, held, &limits, 1)).allowed);
+        assert!(
+            store
+                .check(call(Algorithm::FixedWindow, held, &limits, 1))
+                .allowed
+        );
         let third = store.check(call(Algorithm::FixedWindow, held, &limits, 1));
         assert!(!third.allowed);
         assert!(third.retry_after_ms > 1_000, "a real denial, not a refusal");
@@ -264,7 +275,11 @@ mod tests {
             store.reset(&format!("tg:rl:{{r|client-{i}}}:fw"));
         }
         assert_eq!(store.bytes(), 0);
-        assert!(store.check(call(Algorithm::FixedWindow, "tg:rl:{r|new}:fw", &limits, 1)).allowed);
+        assert!(
+            store
+                .check(call(Algorithm::FixedWindow, "tg:rl:{r|new}:fw", &limits, 1))
+                .allowed
+        );
     }
 
     #[test]
@@ -277,7 +292,10 @@ mod tests {
         let base = "tg:rl:{r|k}:sl";
         let mut admitted = 0u64;
         for _ in 0..100 {
-            if store.check(call(Algorithm::SlidingLog, base, &limits, 100)).allowed {
+            if store
+                .check(call(Algorithm::SlidingLog, base, &limits, 100))
+                .allowed
+            {
                 admitted += 100;
             }
         }

@@ -93,7 +93,11 @@ mod tests {
         let keys: Vec<&str> = err.issues.iter().map(|i| i.key.as_str()).collect();
         assert_eq!(
             keys,
-            ["server.max_connections", "server.idle_timeout", "api.max_cost"]
+            [
+                "server.max_connections",
+                "server.idle_timeout",
+                "api.max_cost"
+            ]
         );
     }
 }
