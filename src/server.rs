@@ -1,14 +1,15 @@
 //! Running tollgate: both listeners, the background tasks, and shutdown.
 //! `run` takes the shutdown future as a parameter, so tests and the binary
-//! drive it the same way.
+//! drive it the same way. Connections are accepted (with their limits and
+//! timeouts) in `server/accept.rs`.
+
+mod accept;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-
-mod accept;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
