@@ -104,18 +104,18 @@ impl LocalStore {
         self.budget.used()
     }
 
-    /// Bytes a call may add: a new entry, and a sliding_log's new members.
-    fn growth(&self, call: &Call<'_>) -> u64 {
+    /// Bytes a call may add: a new entry (`new_key`), and a sliding_log's new members.
+    fn growth(call: &Call<'_>, new_key: bool) -> u64 {
         let n = call.limits.len();
         let log = if call.algorithm == Algorithm::SlidingLog {
             call.cost as usize * n * std::mem::size_of::<u64>()
         } else {
             0
         };
-        let new = if self.map.contains_key(call.base) {
-            0
-        } else {
+        let new = if new_key {
             ENTRY_OVERHEAD + call.base.len() + n * 64
+        } else {
+            0
         };
         (log + new) as u64
     }
@@ -126,7 +126,11 @@ impl LocalStore {
     }
 
     pub fn check(&self, call: Call<'_>) -> Outcome {
-        let growth = self.growth(&call);
+        // Far from the bound (the usual case) no lookup is needed to know a call fits.
+        let growth = match self.budget.fits(Self::growth(&call, true)) {
+            true => 0,
+            false => Self::growth(&call, !self.map.contains_key(call.base)),
+        };
         if growth > 0 && !self.budget.fits(growth) {
             if self.budget.may_sweep() {
                 self.sweep();

@@ -56,7 +56,15 @@ pub async fn serve(
     builder.max_buf_size(MAX_HEAD_BYTES);
     let builder = Arc::new(builder);
     let mut failing = false;
+    let mut full = false;
     loop {
+        if permits.available_permits() == 0 && !full {
+            full = true;
+            tracing::warn!(
+                max_connections = max,
+                "connection limit reached: new connections wait in the listen backlog"
+            );
+        }
         let permit = tokio::select! {
             _ = stop.cancelled() => break,
             p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
@@ -76,9 +84,9 @@ pub async fn serve(
                 }
             },
         };
-        if failing {
+        if failing || full {
             tracing::info!("accepting connections again");
-            failing = false;
+            (failing, full) = (false, false);
         }
         // Decisions are tiny request/response pairs: never wait for Nagle.
         let _ = tcp.set_nodelay(true);
