@@ -2,9 +2,9 @@
 # The worst sliding_log call POST /v1/check allows ([api] defaults): N limits of
 # L, each key holding L stale members to prune, then a cost of C added to each.
 # Prints min/median/max of SLOWLOG's duration over REPS calls of lua/sliding_log.lua.
-# usage: scripts/lua_worst_case.sh [L=50] [C=50] [N=4] [REPS=31]
+# usage: scripts/lua_worst_case.sh [L=25] [C=25] [N=4] [REPS=31]
 set -euo pipefail
-L=${1:-50}; C=${2:-50}; N=${3:-4}; REPS=${4:-31}
+L=${1:-25}; C=${2:-25}; N=${3:-4}; REPS=${4:-31}
 cd "$(dirname "$0")/.."
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &

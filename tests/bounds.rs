@@ -54,7 +54,7 @@ async fn v1_check_refuses_costs_limits_periods_and_keys_beyond_the_caps() {
             "limits[0]",
         ),
         (
-            json!({"key": "k", "limits": ["50/m", "51/h"], "algorithm": "sliding_log"}),
+            json!({"key": "k", "limits": ["25/m", "26/h"], "algorithm": "sliding_log"}),
             "limits[1]",
         ),
         (json!({"key": "k", "limits": ["1000000001/s"]}), "limits[0]"),
@@ -79,7 +79,7 @@ async fn v1_check_refuses_costs_limits_periods_and_keys_beyond_the_caps() {
     }
     // At the caps, calls are answered.
     for body in [
-        json!({"key": "k", "limits": ["50/s", "50/m", "50/h", "50/d"], "algorithm": "sliding_log", "cost": 50}),
+        json!({"key": "k", "limits": ["25/s", "25/m", "25/h", "25/d"], "algorithm": "sliding_log", "cost": 25}),
         json!({"key": "k", "limits": ["1000000000/7d"], "algorithm": "gcra", "cost": 1000}),
         json!({"key": "k".repeat(512), "limits": ["5/m"]}),
     ] {

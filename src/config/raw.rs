@@ -139,7 +139,7 @@ impl Default for RawApi {
             max_key_bytes: 512,
             max_limits: 4,
             max_limit: 1_000_000_000,
-            max_log_limit: 50,
+            max_log_limit: 25,
             max_cost: 1_000,
             max_period: unspanned("7d"),
         }

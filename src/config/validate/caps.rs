@@ -4,9 +4,11 @@
 //!
 //! Why the `[api]` defaults: a `sliding_log` call prunes up to `limit` members
 //! and adds `cost` members per limit, so its script's work is
-//! `max_limits × (max_log_limit + cost)`. With 4 limits of 50 and a cost of 50
-//! the worst case measured about 0.7 ms (EVALSHA, SLOWLOG) on a loaded 2-core
-//! machine; the other algorithms do O(1) work per limit whatever the numbers.
+//! `max_limits × (max_log_limit + cost)`. With 4 limits of 25 and a cost of 25
+//! the worst case measured 0.33 ms (min) / 0.48 ms (median) with
+//! `scripts/lua_worst_case.sh` (EVALSHA, SLOWLOG) on a 2-core machine at load
+//! average 10, where a trivial call took 0.1 ms; 4 × 50 took 0.65 / 1.08 ms.
+//! The other algorithms do O(1) work per limit whatever the numbers.
 
 use std::time::Duration;
 
@@ -79,7 +81,7 @@ mod tests {
         let cfg = parse("t", "", &Overrides::default()).unwrap();
         assert_eq!(cfg.api.max_key_bytes, 512);
         assert_eq!(cfg.api.max_limits, 4);
-        assert_eq!(cfg.api.max_log_limit, 50);
+        assert_eq!(cfg.api.max_log_limit, 25);
         assert_eq!(cfg.api.max_period.as_secs(), 7 * 86_400);
         assert_eq!(cfg.server.max_connections, 10_000);
         assert_eq!(cfg.server.idle_timeout.as_secs(), 75);
