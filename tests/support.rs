@@ -142,6 +142,11 @@ fn spawn_redis(port: u16) -> Child {
 }
 
 fn spawn_redis_with(port: u16, extra: &[String]) -> Child {
+    // Its own directory: a replica's full sync writes an RDB file even with
+    // saving off, and it must not land in the working tree. (A `--dir` in
+    // `extra` comes later and wins.)
+    let dir = std::env::temp_dir().join(format!("tollgate-redis-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
     let mut cmd = Command::new("redis-server");
     cmd.args([
         "--port",
@@ -152,7 +157,9 @@ fn spawn_redis_with(port: u16, extra: &[String]) -> Child {
         "",
         "--appendonly",
         "no",
+        "--dir",
     ])
+    .arg(&dir)
     .args(extra)
     .stdout(Stdio::null())
     .stderr(Stdio::null());
