@@ -7,7 +7,8 @@
 //! store keeps the same semantics in process (one replica only).
 //!
 //! - `cidr`: canonical networks and addresses; `input`: validation of a new entry.
-//! - `table`: the longest-prefix table and its Redis-time clock.
+//! - `table`: the longest-prefix table and its Redis-time clock; `family`: its
+//!   per-family maps, sharded copy-on-write so a node holds its entries once.
 //! - `event`: a stream event; `redis_store`: the scripts; `local`: the embedded twin.
 //! - `follower`: snapshot, then `XREAD BLOCK`, resyncing on gaps, epochs and
 //!   a Redis that went backwards; `status`: its freshness for `/readyz` and
@@ -23,6 +24,7 @@ pub mod event;
 pub mod export;
 pub mod export_file;
 pub mod export_metrics;
+mod family;
 pub mod follower;
 pub mod gate;
 pub mod input;
