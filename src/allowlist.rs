@@ -49,6 +49,8 @@ use crate::keys::KeySpace;
 use crate::limiter::StoreError;
 use local::LocalAllowlist;
 use redis_store::{RedisAllowlist, Restored};
+
+pub use redis_store::Page;
 use status::Status;
 use table::{Clock, ExpiresAt, Table};
 
@@ -115,6 +117,8 @@ pub struct Allowlist {
     changes: watch::Sender<u64>,
     /// `allowlist.state_file`: where the follower keeps its table across restarts.
     state_file: Option<PathBuf>,
+    /// How fast the follower pages a snapshot, and its jitter before one.
+    pacing: follower::Pacing,
 }
 
 impl Allowlist {
@@ -148,6 +152,10 @@ impl Allowlist {
             status: Status::default(),
             changes: watch::Sender::new(0),
             state_file,
+            pacing: follower::Pacing {
+                pages_per_second: config.allowlist.snapshot_pages_per_second,
+                jitter_max: config.allowlist.snapshot_jitter_max,
+            },
         })
     }
 
@@ -220,6 +228,27 @@ impl Allowlist {
         match &self.backend {
             Backend::Redis(r) => Ok(r.listing().await?),
             Backend::Local(l) => Ok(l.listing()),
+        }
+    }
+
+    /// One page of live entries from the source of truth, from `cursor` (0:
+    /// the first page); its `cursor` is where the next starts (0: done).
+    pub async fn list_page(&self, cursor: u64, count: usize) -> Result<Page, StoreError> {
+        match &self.backend {
+            Backend::Redis(r) => r.list_page(cursor, count).await,
+            Backend::Local(l) => Ok(l.page(cursor, count)),
+        }
+    }
+
+    /// The longest live entry holding `ip` in the source of truth, and its
+    /// time: one lookup, never the whole list.
+    pub async fn check(&self, ip: IpAddr) -> Result<(Option<Entry>, u64), StoreError> {
+        match &self.backend {
+            Backend::Redis(r) => r.lookup(ip).await,
+            Backend::Local(l) => {
+                let listing = l.listing();
+                Ok((listing.lookup(ip).cloned(), listing.now_ms))
+            }
         }
     }
 

@@ -98,6 +98,9 @@ enum Action {
     Restore(Vec<Entry>),
 }
 
+/// Entries per page `tollgate allow list` asks for.
+const LIST_PAGE: usize = 500;
+
 fn usage(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::from(2)
@@ -186,43 +189,52 @@ async fn execute(cfg: &Config, action: Action, actor: &str) -> ExitCode {
             Ok(None) => failure(format!("{net} is not on the allowlist")),
             Err(e) => failure(e),
         },
-        Action::List => match list.list().await {
-            Ok(l) => {
-                println!(
-                    "# {} (epoch {:?}, seq {}); cidr, expires, remaining, actor, note",
-                    count(l.entries.len(), "entry", "entries"),
-                    l.epoch,
-                    l.seq
-                );
-                for e in &l.entries {
+        Action::List => {
+            // Page by page (each one bounded HSCAN): a million entries never
+            // sit in memory nor hold Redis at once. Sorted within each page.
+            println!("# cidr, expires, remaining, actor, note");
+            let (mut cursor, mut shown) = (0, 0usize);
+            loop {
+                let page = match list.list_page(cursor, LIST_PAGE).await {
+                    Ok(p) => p,
+                    Err(e) => return failure(e),
+                };
+                for e in &page.entries {
                     println!(
                         "{}\t{}\t{}\t{}\t{:?}",
                         e.cidr,
                         time(e.expires_at),
-                        remaining(e, l.now_ms),
+                        remaining(e, page.now_ms),
                         e.actor,
                         e.note
                     );
                 }
+                shown += page.entries.len();
+                if page.cursor == 0 {
+                    println!(
+                        "# {} (epoch {:?}, seq {})",
+                        count(shown, "entry", "entries"),
+                        page.epoch,
+                        page.seq
+                    );
+                    return ExitCode::SUCCESS;
+                }
+                cursor = page.cursor;
+            }
+        }
+        Action::Check(ip) => match list.check(ip).await {
+            Ok((Some(e), now_ms)) => {
+                println!(
+                    "{ip} is allowed by {} {} ({} left), actor {}, note {:?}",
+                    e.cidr,
+                    until(&e),
+                    remaining(&e, now_ms),
+                    e.actor,
+                    e.note
+                );
                 ExitCode::SUCCESS
             }
-            Err(e) => failure(e),
-        },
-        Action::Check(ip) => match list.list().await {
-            Ok(l) => match l.lookup(ip) {
-                Some(e) => {
-                    println!(
-                        "{ip} is allowed by {} {} ({} left), actor {}, note {:?}",
-                        e.cidr,
-                        until(e),
-                        remaining(e, l.now_ms),
-                        e.actor,
-                        e.note
-                    );
-                    ExitCode::SUCCESS
-                }
-                None => failure(format!("{ip} is not on the allowlist")),
-            },
+            Ok((None, _)) => failure(format!("{ip} is not on the allowlist")),
             Err(e) => failure(e),
         },
         Action::Export(output) => match list.list().await {
