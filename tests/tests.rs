@@ -15,6 +15,8 @@ mod algorithms;
 mod allowlist;
 /// The allowlist never silently diverges: trims, flushes, restarts, outages, state files, export/restore.
 mod allowlist_resync;
+/// The allowlist at scale: paged snapshots racing writes, a 3-node 200 000-entry resync, mass expiry.
+mod allowlist_scale;
 /// `tollgate` the binary: `config check` output, errors naming keys, exit codes.
 mod cli;
 /// Client IP through HTTP: trusted and untrusted X-Forwarded-For, mapped IPv4, IPv6 /64;

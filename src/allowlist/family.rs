@@ -190,9 +190,16 @@ mod tests {
         assert_eq!(shared(&a, &b), SHARDS);
         a.insert(7 << 8, 24, 5);
         a.remove(9 << 8, 24);
-        assert!(shared(&a, &b) >= SHARDS - 2, "only touched shards are copied");
+        assert!(
+            shared(&a, &b) >= SHARDS - 2,
+            "only touched shards are copied"
+        );
         assert_eq!((a.len(), b.len()), (9_999, 10_000));
-        assert_eq!(b.longest(7 << 8, 1), Some((24, 0)), "the clone is unchanged");
+        assert_eq!(
+            b.longest(7 << 8, 1),
+            Some((24, 0)),
+            "the clone is unchanged"
+        );
         assert_eq!(a.longest(7 << 8, 1), Some((24, 5)));
     }
 

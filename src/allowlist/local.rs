@@ -115,7 +115,11 @@ impl LocalAllowlist {
             seq: l.seq,
             now_ms: l.now_ms,
             entries: l.entries[start..end].to_vec(),
-            cursor: if end == l.entries.len() { 0 } else { end as u64 },
+            cursor: if end == l.entries.len() {
+                0
+            } else {
+                end as u64
+            },
         }
     }
 }

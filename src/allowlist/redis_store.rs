@@ -25,8 +25,11 @@ use crate::redis_conn::{Endpoint, RedisConn};
 pub const EVENT_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
 /// And the stream never holds much more than this many events.
 pub const EVENT_CAP: u64 = 1_000_000;
-/// The reaper expires at most this many entries per script call (it loops).
-const REAP_BATCH: u64 = 500;
+/// The reaper expires at most this many entries per script call (it loops):
+/// each costs an XADD, and a call must stay well under 1 ms (bench/README).
+const REAP_BATCH: u64 = 50;
+/// Calls per reaper tick: a backlog beyond REAP_BATCH × this waits a tick.
+const REAP_CALLS: usize = 2000;
 /// Admin writes are not on the request path: allow them time.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A restore stages this many entries per script call.
@@ -225,7 +228,7 @@ impl RedisAllowlist {
     pub async fn reap(&self) -> Result<usize, StoreError> {
         let mut total = 0;
         // Bounded: a backlog larger than this waits for the next tick.
-        for _ in 0..100 {
+        for _ in 0..REAP_CALLS {
             let mut inv = self.invocation(&scripts().reap);
             inv.arg(REAP_BATCH)
                 .arg(new_epoch())
