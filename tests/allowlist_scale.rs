@@ -499,3 +499,108 @@ async fn twenty_thousand_entries_expiring_in_one_second_stop_matching_on_time_an
     assert_eq!(per_cidr.len(), 20_000);
     assert!(per_cidr.values().all(|&n| n == 1), "an entry expired twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_export_read_in_pages_while_entries_change_equals_redis_at_its_seq() {
+    let redis = shared_redis();
+    let prefix = unique_prefix("scale_export");
+    let mut conn = redis.conn();
+    let now = redis_now_ms(&mut conn);
+    populate(&mut conn, &prefix, 20_000, |_| now + 3_600_000);
+    let node = TestServer::launch(&config(10_000, "0s", "1s"), Some(&redis.url()), &prefix).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writing = {
+        let stop = stop.clone();
+        let list = node.app.clone();
+        tokio::spawn(async move {
+            for n in 0u32..20_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let cidr = if n % 2 == 0 {
+                    v4(n * 7 % 20_000)
+                } else {
+                    format!("172.16.{}.{}/32", (n >> 8) & 255, n & 255)
+                };
+                if n % 3 == 0 {
+                    let _ = list
+                        .allowlist
+                        .remove(&cidr.parse().unwrap(), "t")
+                        .await
+                        .unwrap();
+                } else {
+                    let new = tollgate::allowlist::input::new_entry(
+                        &cidr,
+                        Some("2h"),
+                        None,
+                        "t".into(),
+                        &list.config.allowlist,
+                    )
+                    .unwrap();
+                    list.allowlist.upsert(&new).await.unwrap();
+                }
+            }
+        })
+    };
+    eventually(Duration::from_secs(30), || {
+        let seq = meta_seq(&mut redis.conn(), &prefix);
+        async move { seq > 50 }
+    })
+    .await;
+    let seq_before = meta_seq(&mut conn, &prefix);
+    let listing = node.app.allowlist.list().await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    writing.await.unwrap();
+    assert!(
+        listing.seq > seq_before,
+        "writes raced the export: seq {seq_before} before, {} at its end",
+        listing.seq
+    );
+
+    // Redis's state at the export's seq: the populated entries, then every event up to it.
+    let mut want: BTreeMap<String, u64> = (0..20_000).map(|i| (v4(i), now + 3_600_000)).collect();
+    let r: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(key(&prefix, "events"))
+        .arg("-")
+        .arg("+")
+        .query(&mut conn)
+        .unwrap();
+    let mut later = 0;
+    for e in &r.ids {
+        let seq: u64 = e.get("seq").unwrap();
+        if seq > listing.seq {
+            later += 1;
+            continue;
+        }
+        let (op, cidr): (String, String) = (e.get("op").unwrap(), e.get("cidr").unwrap());
+        match op.as_str() {
+            "upsert" => {
+                want.insert(cidr, e.get("expires_at").unwrap());
+            }
+            _ => {
+                want.remove(&cidr);
+            }
+        }
+    }
+    assert!(later > 0, "writes went on after the export's seq, too");
+    let have: BTreeMap<String, u64> = listing
+        .entries
+        .iter()
+        .map(|e| (e.cidr.to_string(), e.expires_at))
+        .collect();
+    let missing: Vec<_> = want
+        .iter()
+        .filter(|(k, v)| have.get(*k) != Some(v))
+        .take(5)
+        .collect();
+    let extra: Vec<_> = have
+        .iter()
+        .filter(|(k, v)| want.get(*k) != Some(v))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "at seq {}: missing {missing:?}, extra {extra:?}",
+        listing.seq
+    );
+}

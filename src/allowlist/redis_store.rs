@@ -15,6 +15,11 @@ use redis::aio::ConnectionLike;
 use redis::Script;
 use serde::Deserialize;
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use redis::streams::StreamReadReply;
+
+use super::event::{Event, Op};
 use super::{new_epoch, Entry, Listing, NewEntry, Stored};
 use crate::keys::AllowKeys;
 use crate::limiter::{classify, StoreError};
@@ -34,6 +39,8 @@ const REAP_CALLS: usize = 2000;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A restore stages this many entries per script call.
 const RESTORE_CHUNK: usize = 1000;
+/// A consistent listing re-reads changed entries at most this many times.
+const LISTING_ROUNDS: usize = 20;
 /// Staged entries of a restore that never finished vanish after this.
 const STAGING_TTL_MS: u64 = 3_600_000;
 
@@ -41,7 +48,6 @@ struct Scripts {
     upsert: Script,
     remove: Script,
     reap: Script,
-    snapshot: Script,
     snapshot_begin: Script,
     restore_stage: Script,
     restore: Script,
@@ -55,24 +61,10 @@ fn scripts() -> &'static Scripts {
         upsert: Script::new(include_str!("../../lua/allow_upsert.lua")),
         remove: Script::new(include_str!("../../lua/allow_remove.lua")),
         reap: Script::new(include_str!("../../lua/allow_reap.lua")),
-        snapshot: Script::new(include_str!("../../lua/allow_snapshot.lua")),
         snapshot_begin: Script::new(include_str!("../../lua/allow_snapshot_begin.lua")),
         restore_stage: Script::new(include_str!("../../lua/allow_restore_stage.lua")),
         restore: Script::new(include_str!("../../lua/allow_restore.lua")),
     })
-}
-
-/// A consistent view of the allowlist in Redis.
-#[derive(Clone, Debug)]
-pub struct Snapshot {
-    pub epoch: String,
-    pub seq: u64,
-    /// Stream id of the last event; tail from here.
-    pub last_id: String,
-    /// Redis TIME when it was taken.
-    pub now_ms: u64,
-    /// Expired-but-unreaped entries included.
-    pub entries: Vec<Entry>,
 }
 
 /// Entries per snapshot page (HSCAN COUNT): about 0.5 ms of Redis time on a
@@ -294,53 +286,6 @@ impl RedisAllowlist {
             dropped: number(dropped)?,
         })
     }
-
-    /// Every live entry, read atomically.
-    pub async fn listing(&self) -> Result<Listing, StoreError> {
-        let snap = self.snapshot(&mut self.writer().await?).await?;
-        let mut entries: Vec<Entry> = snap
-            .entries
-            .into_iter()
-            .filter(|e| super::table::live(e.expires_at, snap.now_ms))
-            .collect();
-        entries.sort_by_key(|e| e.cidr);
-        Ok(Listing {
-            epoch: snap.epoch,
-            seq: snap.seq,
-            now_ms: snap.now_ms,
-            entries,
-        })
-    }
-
-    /// One atomic read of entries, epoch, seq, stream position and Redis time.
-    pub async fn snapshot<C: ConnectionLike>(&self, conn: &mut C) -> Result<Snapshot, StoreError> {
-        let mut inv = scripts().snapshot.prepare_invoke();
-        inv.key(&self.keys.meta).key(&self.keys.entries);
-        let reply: Vec<String> = inv.invoke_async(conn).await.map_err(classify)?;
-        let [epoch, seq, last_id, now_ms, rest @ ..] = reply.as_slice() else {
-            return Err(unexpected("allow_snapshot", &reply[..reply.len().min(4)]));
-        };
-        let mut entries = Vec::with_capacity(rest.len() / 2);
-        for pair in rest.chunks(2) {
-            let [cidr, json] = pair else {
-                return Err(unexpected("allow_snapshot", pair));
-            };
-            match parse_entry(cidr, json) {
-                Ok(e) => entries.push(e),
-                // Only a hand-edited hash gets here; the rest of the table still holds.
-                Err(e) => {
-                    tracing::warn!(%cidr, error = %e, "skipping an unreadable allowlist entry")
-                }
-            }
-        }
-        Ok(Snapshot {
-            epoch: epoch.clone(),
-            seq: number(seq)?,
-            last_id: last_id.clone(),
-            now_ms: number(now_ms)?,
-            entries,
-        })
-    }
 }
 
 // === paged reads: bounded Redis time per call at any list size ===
@@ -386,6 +331,130 @@ impl RedisAllowlist {
             pairs.push((k, v));
         }
         Ok((number(&next)?, pairs))
+    }
+
+    /// Every live entry at one moment (`tollgate allow export`), without one
+    /// long call: the pages of a snapshot, then the entries that changed while
+    /// paging read again, with `seq`, in one atomic step (README, "IP
+    /// allowlist", has the argument). Fails if a restore or a trim got in the
+    /// way, or if writes never paused for `LISTING_ROUNDS` rounds.
+    pub async fn listing(&self) -> Result<Listing, StoreError> {
+        let mut conn = self.writer().await?;
+        let pos = self.position(&mut conn).await?;
+        let mut entries: BTreeMap<IpNet, Entry> = BTreeMap::new();
+        let mut cursor = 0;
+        loop {
+            let (next, pairs) = self.scan(&mut conn, cursor, SNAPSHOT_PAGE).await?;
+            for (cidr, json) in pairs {
+                match parse_entry(&cidr, &json) {
+                    Ok(e) => {
+                        entries.insert(e.cidr, e);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%cidr, error = %e, "skipping an unreadable allowlist entry")
+                    }
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let (mut seq, mut last_id) = (pos.seq, pos.last_id.clone());
+        let mut touched: BTreeSet<String> = BTreeSet::new();
+        for _ in 0..LISTING_ROUNDS {
+            // Every change since the recorded position names its entry.
+            loop {
+                let reply: Option<StreamReadReply> = redis::cmd("XREAD")
+                    .arg("COUNT")
+                    .arg(SNAPSHOT_PAGE)
+                    .arg("STREAMS")
+                    .arg(&self.keys.events)
+                    .arg(&last_id)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| self.failed(e))?;
+                let ids: Vec<_> = reply
+                    .into_iter()
+                    .flat_map(|r| r.keys)
+                    .flat_map(|k| k.ids)
+                    .collect();
+                if ids.is_empty() {
+                    break;
+                }
+                for id in ids {
+                    let ev = Event::from_fields(&id.map).map_err(StoreError::Server)?;
+                    if ev.op == Op::Restore || (!pos.epoch.is_empty() && ev.epoch != pos.epoch) {
+                        return Err(StoreError::Server(
+                            "a restore replaced the allowlist while it was read; run it again"
+                                .into(),
+                        ));
+                    }
+                    if ev.seq != seq + 1 {
+                        return Err(StoreError::Server(format!("events after seq {seq} were trimmed while the allowlist was read; run it again")));
+                    }
+                    seq = ev.seq;
+                    touched.extend(ev.cidr.map(|c| c.to_string()));
+                    last_id = id.id;
+                }
+            }
+            // One atomic read: if `seq` has not moved, these are the changed entries at `seq`.
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .cmd("TIME")
+                .cmd("HMGET")
+                .arg(&self.keys.meta)
+                .arg(&["epoch", "seq"]);
+            if !touched.is_empty() {
+                pipe.cmd("HMGET")
+                    .arg(&self.keys.entries)
+                    .arg(touched.iter().collect::<Vec<_>>());
+            }
+            let reply: Vec<redis::Value> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.failed(e))?;
+            let ((s, us), (epoch, now_seq)): ((u64, u64), (Option<String>, Option<u64>)) = (
+                redis::from_redis_value_ref(&reply[0]).map_err(bad_reply)?,
+                redis::from_redis_value_ref(&reply[1]).map_err(bad_reply)?,
+            );
+            if epoch.unwrap_or_default() != pos.epoch && !pos.epoch.is_empty() {
+                return Err(StoreError::Server(
+                    "a restore replaced the allowlist while it was read; run it again".into(),
+                ));
+            }
+            if now_seq.unwrap_or(0) != seq {
+                continue;
+            }
+            if let Some(values) = reply.get(2) {
+                let values: Vec<Option<String>> =
+                    redis::from_redis_value_ref(values).map_err(bad_reply)?;
+                for (cidr, json) in touched.iter().zip(values) {
+                    let net = super::cidr::parse_net(cidr).map_err(StoreError::Server)?;
+                    match json.map(|j| parse_entry(cidr, &j)) {
+                        Some(Ok(e)) => {
+                            entries.insert(net, e);
+                        }
+                        _ => {
+                            entries.remove(&net);
+                        }
+                    }
+                }
+            }
+            let now_ms = s * 1000 + us / 1000;
+            return Ok(Listing {
+                epoch: pos.epoch,
+                seq,
+                now_ms,
+                entries: entries
+                    .into_values()
+                    .filter(|e| super::table::live(e.expires_at, now_ms))
+                    .collect(),
+            });
+        }
+        Err(StoreError::Server(format!(
+            "the allowlist kept changing while it was read ({LISTING_ROUNDS} rounds); run it again"
+        )))
     }
 
     /// One snapshot page as a node's table needs it: network and expiry.
@@ -500,6 +569,10 @@ fn parse_entry(cidr: &str, json: &str) -> Result<Entry, String> {
 fn number(s: &str) -> Result<u64, StoreError> {
     s.parse()
         .map_err(|_| StoreError::Server(format!("expected a number from Redis, got {s:?}")))
+}
+
+fn bad_reply(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Server(format!("unexpected reply from Redis: {e}"))
 }
 
 fn unexpected(script: &str, reply: &[String]) -> StoreError {
