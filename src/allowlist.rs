@@ -263,6 +263,52 @@ impl Allowlist {
         }
     }
 
+    /// `restore`, reading an export from `reader` as it stages it: the file
+    /// is never held whole. The inner error lists every problem of a bad
+    /// document; then the staged entries are dropped and nothing changed.
+    pub async fn restore_from<R: std::io::Read + Send + 'static>(
+        &self,
+        reader: R,
+        actor: &str,
+    ) -> Result<Result<Restored, String>, StoreError> {
+        let Backend::Redis(r) = &self.backend else {
+            return Err(StoreError::Server(
+                "restore works on Redis; the embedded store lives in one process".into(),
+            ));
+        };
+        let mut staging = r.stage_begin().await?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Entry>>(4);
+        let parser = tokio::task::spawn_blocking(move || {
+            let mut chunk = Vec::with_capacity(redis_store::RESTORE_CHUNK);
+            let read = export::stream(reader, |e| {
+                chunk.push(e);
+                if chunk.len() == redis_store::RESTORE_CHUNK {
+                    let _ = tx.blocking_send(std::mem::take(&mut chunk));
+                }
+            });
+            if !chunk.is_empty() {
+                let _ = tx.blocking_send(chunk);
+            }
+            read
+        });
+        while let Some(chunk) = rx.recv().await {
+            if let Err(e) = r.stage(&mut staging, &chunk).await {
+                r.stage_abort(staging).await;
+                return Err(e);
+            }
+        }
+        let read = parser
+            .await
+            .map_err(|e| StoreError::Server(format!("reading the export: {e}")))?;
+        match read {
+            Err(problems) => {
+                r.stage_abort(staging).await;
+                Ok(Err(problems))
+            }
+            Ok(_) => Ok(Ok(r.stage_finish(staging, actor).await?)),
+        }
+    }
+
     /// Expire every due entry, one `expire` event each; how many expired.
     pub async fn reap(&self) -> Result<usize, StoreError> {
         match &self.backend {

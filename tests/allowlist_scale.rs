@@ -9,9 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{
-    eventually, metric, scrape, shared_redis, unique_prefix, RedisServer, TestServer,
-};
+use crate::support::{eventually, metric, scrape, unique_prefix, RedisServer, TestServer};
 
 fn key(prefix: &str, name: &str) -> String {
     format!("{prefix}:{{{prefix}:allow}}:{name}")
@@ -22,7 +20,9 @@ fn config(pages_per_second: u32, jitter_max: &str, reap_interval: &str) -> Strin
     format!(
         r#"
 [redis]
-timeout = "250ms"
+# Loose for a loaded test machine: what counts is that Redis never holds a
+# call long (SLOWLOG), not the scheduling of this process.
+timeout = "1s"
 
 [client_ip]
 trusted_proxies = ["127.0.0.1/32"]
@@ -196,7 +196,8 @@ fn slow_allowlist_calls(conn: &mut redis::Connection, prefix: &str) -> Vec<(u64,
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nodes_paging_a_snapshot_while_entries_are_written_removed_and_expired_end_equal_to_redis_entry_by_entry(
 ) {
-    let redis = shared_redis();
+    // Its own Redis: reading 20 000 entries back would hold a shared one.
+    let redis = RedisServer::start();
     let prefix = unique_prefix("scale_paging");
     let mut conn = redis.conn();
     let now = redis_now_ms(&mut conn);
@@ -502,7 +503,8 @@ async fn twenty_thousand_entries_expiring_in_one_second_stop_matching_on_time_an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_export_read_in_pages_while_entries_change_equals_redis_at_its_seq() {
-    let redis = shared_redis();
+    // Its own Redis: reading 20 000 entries back would hold a shared one.
+    let redis = RedisServer::start();
     let prefix = unique_prefix("scale_export");
     let mut conn = redis.conn();
     let now = redis_now_ms(&mut conn);

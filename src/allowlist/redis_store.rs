@@ -38,7 +38,7 @@ const REAP_CALLS: usize = 2000;
 /// Admin writes are not on the request path: allow them time.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A restore stages this many entries per script call.
-const RESTORE_CHUNK: usize = 1000;
+pub const RESTORE_CHUNK: usize = 1000;
 /// A consistent listing re-reads changed entries at most this many times.
 const LISTING_ROUNDS: usize = 20;
 /// Staged entries of a restore that never finished vanish after this.
@@ -82,6 +82,13 @@ pub struct Position {
     pub now_ms: u64,
     /// How many entries the hash held (to pace and jitter the paging).
     pub entries: u64,
+}
+
+/// A restore being staged (`stage_begin` … `stage_finish`).
+pub struct Staging {
+    keys: [String; 2],
+    conn: RedisConn,
+    staged: usize,
 }
 
 /// What a restore did.
@@ -242,39 +249,74 @@ impl RedisAllowlist {
     /// chunks under a fresh token, then swap them in with one script (see
     /// `lua/allow_restore.lua`). Entries must be canonical and distinct.
     pub async fn restore(&self, entries: &[Entry], actor: &str) -> Result<Restored, StoreError> {
-        let token = new_epoch();
-        let staging = self.keys.staging(&token);
-        let mut conn = self.writer().await?;
+        let mut staging = self.stage_begin().await?;
         for chunk in entries.chunks(RESTORE_CHUNK) {
-            let mut inv = scripts().restore_stage.prepare_invoke();
-            inv.key(&staging[0]).key(&staging[1]).arg(STAGING_TTL_MS);
-            for e in chunk {
-                let json = serde_json::json!({
-                    "expires_at": e.expires_at,
-                    "note": e.note,
-                    "created_at": e.created_at,
-                    "actor": e.actor,
-                    "ver": 1,
-                });
-                inv.arg(e.cidr.to_string())
-                    .arg(json.to_string())
-                    .arg(e.expires_at);
-            }
-            let _: u64 = inv
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| self.failed(e))?;
+            self.stage(&mut staging, chunk).await?;
         }
+        self.stage_finish(staging, actor).await
+    }
+
+    /// A restore's staging keys, under a fresh token (invisible to nodes).
+    pub async fn stage_begin(&self) -> Result<Staging, StoreError> {
+        let token = new_epoch();
+        Ok(Staging {
+            keys: self.keys.staging(&token),
+            conn: self.writer().await?,
+            staged: 0,
+        })
+    }
+
+    /// Stage some entries (at most `RESTORE_CHUNK` per call).
+    pub async fn stage(&self, staging: &mut Staging, chunk: &[Entry]) -> Result<(), StoreError> {
+        let mut inv = scripts().restore_stage.prepare_invoke();
+        inv.key(&staging.keys[0])
+            .key(&staging.keys[1])
+            .arg(STAGING_TTL_MS);
+        for e in chunk {
+            let json = serde_json::json!({
+                "expires_at": e.expires_at,
+                "note": e.note,
+                "created_at": e.created_at,
+                "actor": e.actor,
+                "ver": 1,
+            });
+            inv.arg(e.cidr.to_string())
+                .arg(json.to_string())
+                .arg(e.expires_at);
+        }
+        let _: u64 = inv
+            .invoke_async(&mut staging.conn)
+            .await
+            .map_err(|e| self.failed(e))?;
+        staging.staged += chunk.len();
+        Ok(())
+    }
+
+    /// Drop what was staged (the input turned out bad): nothing changed.
+    pub async fn stage_abort(&self, mut staging: Staging) {
+        let _: Result<(), _> = redis::cmd("DEL")
+            .arg(&staging.keys[0])
+            .arg(&staging.keys[1])
+            .query_async(&mut staging.conn)
+            .await;
+    }
+
+    /// Swap the staged entries in as a new epoch.
+    pub async fn stage_finish(
+        &self,
+        mut staging: Staging,
+        actor: &str,
+    ) -> Result<Restored, StoreError> {
         let mut inv = self.invocation(&scripts().restore);
-        inv.key(&staging[0])
-            .key(&staging[1])
+        inv.key(&staging.keys[0])
+            .key(&staging.keys[1])
             .arg(new_epoch())
-            .arg(entries.len())
+            .arg(staging.staged)
             .arg(actor)
             .arg(EVENT_RETENTION_MS)
             .arg(EVENT_CAP);
         let reply: Vec<String> = inv
-            .invoke_async(&mut conn)
+            .invoke_async(&mut staging.conn)
             .await
             .map_err(|e| self.failed(e))?;
         let [epoch, _seq, kept, dropped] = reply.as_slice() else {

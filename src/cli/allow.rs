@@ -95,7 +95,8 @@ enum Action {
     List,
     Check(IpAddr),
     Export(Option<PathBuf>),
-    Restore(Vec<Entry>),
+    /// An opened export file, or stdin.
+    Restore(Box<dyn std::io::Read + Send>, PathBuf),
 }
 
 /// Entries per page `tollgate allow list` asks for.
@@ -147,7 +148,9 @@ pub fn run(cmd: AllowCommand) -> ExitCode {
         AllowCommand::List { .. } => Ok(Action::List),
         AllowCommand::Check { ip, .. } => cidr::parse_ip(ip).map(Action::Check),
         AllowCommand::Export { output, .. } => Ok(Action::Export(output.clone())),
-        AllowCommand::Restore { file, .. } => read_export(file).map(Action::Restore),
+        AllowCommand::Restore { file, .. } => {
+            open_export(file).map(|r| Action::Restore(r, file.clone()))
+        }
     };
     let action = match action {
         Ok(a) => a,
@@ -261,8 +264,9 @@ async fn execute(cfg: &Config, action: Action, actor: &str) -> ExitCode {
             }
             Err(e) => failure(e),
         },
-        Action::Restore(entries) => match list.restore(&entries, actor).await {
-            Ok(r) => {
+        Action::Restore(reader, file) => match list.restore_from(reader, actor).await {
+            Ok(Err(problems)) => usage(format!("{}: {problems}", file.display())),
+            Ok(Ok(r)) => {
                 println!(
                     "restored {} as epoch {} ({} had expired and were dropped); every node resyncs to it",
                     count(r.kept as usize, "entry", "entries"),
@@ -276,16 +280,15 @@ async fn execute(cfg: &Config, action: Action, actor: &str) -> ExitCode {
     }
 }
 
-/// An export file (or stdin for "-"), checked whole.
-fn read_export(file: &Path) -> Result<Vec<Entry>, String> {
-    let text = if file == Path::new("-") {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map(|_| s)
-    } else {
-        std::fs::read_to_string(file)
+/// An export file (or stdin for "-"), opened: `restore_from` reads and
+/// checks it as it stages it.
+fn open_export(file: &Path) -> Result<Box<dyn std::io::Read + Send>, String> {
+    if file == Path::new("-") {
+        return Ok(Box::new(std::io::stdin()));
     }
-    .map_err(|e| format!("{}: {e}", file.display()))?;
-    Document::parse(&text).map_err(|e| format!("{}: {e}", file.display()))
+    std::fs::File::open(file)
+        .map(|f| Box::new(f) as Box<dyn std::io::Read + Send>)
+        .map_err(|e| format!("{}: {e}", file.display()))
 }
 
 /// An instant in Redis time, RFC 3339; 0 is "never".
