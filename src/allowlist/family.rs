@@ -105,6 +105,23 @@ impl<B: Bits> Family<B> {
         self.len
     }
 
+    /// Size an empty family for about `n` networks at once: growing a shard
+    /// copies it, and the allocator keeps the outgrown copies (measured: a
+    /// third more RSS at a million entries).
+    pub(super) fn reserve(&mut self, n: usize) {
+        if self.shards.is_empty() && n > 0 {
+            let each = n.div_ceil(SHARDS) + n.div_ceil(SHARDS) / 16 + 1;
+            self.shards = (0..SHARDS)
+                .map(|_| {
+                    Arc::new(FxHashMap::with_capacity_and_hasher(
+                        each,
+                        Default::default(),
+                    ))
+                })
+                .collect();
+        }
+    }
+
     pub(super) fn insert(&mut self, bits: B, len: u8, expires_at: ExpiresAt) {
         if self.shards.is_empty() {
             self.shards = (0..SHARDS).map(|_| Arc::default()).collect();

@@ -255,6 +255,12 @@ impl Follower<'_> {
             pages.tick().await;
             let (next, page) = self.redis.page(conn, cursor).await?;
             status.contact();
+            if cursor == 0 && next != 0 {
+                // HSCAN's order is random: the first page's mix of families stands for the list.
+                let v4 = page.iter().filter(|(n, _)| n.addr().is_ipv4()).count();
+                let share = |k: usize| (pos.entries as usize).saturating_mul(k) / page.len().max(1);
+                table.reserve(share(v4), share(page.len() - v4));
+            }
             for (net, expires_at) in page {
                 table.insert(net, expires_at);
             }

@@ -112,6 +112,12 @@ impl Table {
         }
     }
 
+    /// Size an empty table for about this many IPv4 and IPv6 networks.
+    pub fn reserve(&mut self, v4: usize, v6: usize) {
+        self.v4.reserve(v4);
+        self.v6.reserve(v6);
+    }
+
     pub fn remove(&mut self, net: &IpNet) {
         match net {
             IpNet::V4(n) => self.v4.remove(n.network().into(), n.prefix_len()),
