@@ -202,6 +202,8 @@ def check(node, path, ip, conn=None):
 
 
 def traffic(nodes, stop, counts):
+    if not nodes:
+        return
     conns = [http.client.HTTPConnection("127.0.0.1", n["port"], timeout=5) for n in nodes]
     i = 0
     while not stop.is_set():

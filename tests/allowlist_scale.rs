@@ -374,6 +374,22 @@ async fn three_nodes_resyncing_200000_entries_at_once_never_hold_redis_long_and_
             metric(&scrape(n).await, "tollgate_redis_up", &[]) == 1.0
         })
         .await;
+        // And its first call through Redis is made (scripts loaded).
+        eventually(Duration::from_secs(10), || async {
+            let _ = reqwest::Client::new()
+                .get(n.url("/check"))
+                .header("x-forwarded-uri", "/api/x")
+                .header("x-forwarded-for", "203.0.113.9")
+                .send()
+                .await;
+            let text = scrape(n).await;
+            metric(
+                &text,
+                "tollgate_decisions_total",
+                &[("rule", "api"), ("outcome", "allowed")],
+            ) > 0.0
+        })
+        .await;
         baseline.push(fallbacks(n).await);
     }
     assert!(
