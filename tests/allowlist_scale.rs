@@ -546,6 +546,8 @@ async fn an_export_read_in_pages_while_entries_change_equals_redis_at_its_seq() 
                 } else {
                     format!("172.16.{}.{}/32", (n >> 8) & 255, n & 255)
                 };
+                // Paced: an export needs a moment with no write to finish (README).
+                tokio::time::sleep(Duration::from_millis(2)).await;
                 if n % 3 == 0 {
                     let _ = list
                         .allowlist

@@ -40,7 +40,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A restore stages this many entries per script call.
 pub const RESTORE_CHUNK: usize = 1000;
 /// A consistent listing re-reads changed entries at most this many times.
-const LISTING_ROUNDS: usize = 20;
+const LISTING_ROUNDS: usize = 100;
 /// Staged entries of a restore that never finished vanish after this.
 const STAGING_TTL_MS: u64 = 3_600_000;
 
