@@ -7,7 +7,8 @@
 //! store keeps the same semantics in process (one replica only).
 //!
 //! - `cidr`: canonical networks and addresses; `input`: validation of a new entry.
-//! - `table`: the longest-prefix table and its Redis-time clock.
+//! - `table`: the longest-prefix table and its Redis-time clock; `family`: its
+//!   per-family maps, sharded copy-on-write so a node holds its entries once.
 //! - `event`: a stream event; `redis_store`: the scripts; `local`: the embedded twin.
 //! - `follower`: snapshot, then `XREAD BLOCK`, resyncing on gaps, epochs and
 //!   a Redis that went backwards; `status`: its freshness for `/readyz` and
@@ -23,6 +24,7 @@ pub mod event;
 pub mod export;
 pub mod export_file;
 pub mod export_metrics;
+mod family;
 pub mod follower;
 pub mod gate;
 pub mod input;
@@ -47,6 +49,8 @@ use crate::keys::KeySpace;
 use crate::limiter::StoreError;
 use local::LocalAllowlist;
 use redis_store::{RedisAllowlist, Restored};
+
+pub use redis_store::Page;
 use status::Status;
 use table::{Clock, ExpiresAt, Table};
 
@@ -113,6 +117,8 @@ pub struct Allowlist {
     changes: watch::Sender<u64>,
     /// `allowlist.state_file`: where the follower keeps its table across restarts.
     state_file: Option<PathBuf>,
+    /// How fast the follower pages a snapshot, and its jitter before one.
+    pacing: follower::Pacing,
 }
 
 impl Allowlist {
@@ -146,6 +152,10 @@ impl Allowlist {
             status: Status::default(),
             changes: watch::Sender::new(0),
             state_file,
+            pacing: follower::Pacing {
+                pages_per_second: config.allowlist.snapshot_pages_per_second,
+                jitter_max: config.allowlist.snapshot_jitter_max,
+            },
         })
     }
 
@@ -221,6 +231,27 @@ impl Allowlist {
         }
     }
 
+    /// One page of live entries from the source of truth, from `cursor` (0:
+    /// the first page); its `cursor` is where the next starts (0: done).
+    pub async fn list_page(&self, cursor: u64, count: usize) -> Result<Page, StoreError> {
+        match &self.backend {
+            Backend::Redis(r) => r.list_page(cursor, count).await,
+            Backend::Local(l) => Ok(l.page(cursor, count)),
+        }
+    }
+
+    /// The longest live entry holding `ip` in the source of truth, and its
+    /// time: one lookup, never the whole list.
+    pub async fn check(&self, ip: IpAddr) -> Result<(Option<Entry>, u64), StoreError> {
+        match &self.backend {
+            Backend::Redis(r) => r.lookup(ip).await,
+            Backend::Local(l) => {
+                let listing = l.listing();
+                Ok((listing.lookup(ip).cloned(), listing.now_ms))
+            }
+        }
+    }
+
     /// Replace the whole allowlist in Redis with `entries`, as a new epoch
     /// that every follower resyncs to (`tollgate allow restore`).
     pub async fn restore(&self, entries: &[Entry], actor: &str) -> Result<Restored, StoreError> {
@@ -229,6 +260,52 @@ impl Allowlist {
             Backend::Local(_) => Err(StoreError::Server(
                 "restore works on Redis; the embedded store lives in one process".into(),
             )),
+        }
+    }
+
+    /// `restore`, reading an export from `reader` as it stages it: the file
+    /// is never held whole. The inner error lists every problem of a bad
+    /// document; then the staged entries are dropped and nothing changed.
+    pub async fn restore_from<R: std::io::Read + Send + 'static>(
+        &self,
+        reader: R,
+        actor: &str,
+    ) -> Result<Result<Restored, String>, StoreError> {
+        let Backend::Redis(r) = &self.backend else {
+            return Err(StoreError::Server(
+                "restore works on Redis; the embedded store lives in one process".into(),
+            ));
+        };
+        let mut staging = r.stage_begin().await?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Entry>>(4);
+        let parser = tokio::task::spawn_blocking(move || {
+            let mut chunk = Vec::with_capacity(redis_store::RESTORE_CHUNK);
+            let read = export::stream(reader, |e| {
+                chunk.push(e);
+                if chunk.len() == redis_store::RESTORE_CHUNK {
+                    let _ = tx.blocking_send(std::mem::take(&mut chunk));
+                }
+            });
+            if !chunk.is_empty() {
+                let _ = tx.blocking_send(chunk);
+            }
+            read
+        });
+        while let Some(chunk) = rx.recv().await {
+            if let Err(e) = r.stage(&mut staging, &chunk).await {
+                r.stage_abort(staging).await;
+                return Err(e);
+            }
+        }
+        let read = parser
+            .await
+            .map_err(|e| StoreError::Server(format!("reading the export: {e}")))?;
+        match read {
+            Err(problems) => {
+                r.stage_abort(staging).await;
+                Ok(Err(problems))
+            }
+            Ok(_) => Ok(Ok(r.stage_finish(staging, actor).await?)),
         }
     }
 

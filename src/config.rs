@@ -88,6 +88,12 @@ pub struct AllowlistConfig {
     pub reap_interval: Duration,
     /// Where the follower keeps its table across restarts (`None`: nowhere).
     pub state_file: Option<std::path::PathBuf>,
+    /// The follower reads its snapshot in pages of `redis_store::SNAPSHOT_PAGE`
+    /// entries, at most this many a second (spreads resyncs: no Redis stall).
+    pub snapshot_pages_per_second: u32,
+    /// Before a snapshot a node waits a random time up to what the snapshot
+    /// will take at that rate, and at most this long.
+    pub snapshot_jitter_max: Duration,
 }
 
 /// Caps on `POST /v1/check`: what one call may cost Redis and memory.

@@ -95,33 +95,39 @@ async fn listing(s: &TestServer) -> View {
     try_listing(s).await.expect("GET /v1/allowlist")
 }
 
-/// The same, or `None` while the admin API cannot reach Redis.
+/// The same, or `None` while the admin API cannot reach Redis. Follows the
+/// pages; epoch and seq are those of the last page.
 async fn try_listing(s: &TestServer) -> Option<View> {
-    let r = s
-        .admin_client()
-        .get(s.admin_url("/v1/allowlist"))
-        .send()
-        .await
-        .ok()?;
-    if r.status() != 200 {
-        return None;
-    }
-    let v: Value = r.json().await.ok()?;
-    let entries = v["entries"]
-        .as_array()?
-        .iter()
-        .map(|e| {
+    let mut entries = BTreeSet::new();
+    let mut cursor = "0".to_string();
+    loop {
+        let r = s
+            .admin_client()
+            .get(s.admin_url(&format!("/v1/allowlist?cursor={cursor}&count=1000")))
+            .send()
+            .await
+            .ok()?;
+        if r.status() != 200 {
+            return None;
+        }
+        let v: Value = r.json().await.ok()?;
+        entries.extend(v["entries"].as_array()?.iter().map(|e| {
             (
                 e["cidr"].as_str().unwrap().to_string(),
                 e["expires_at"].as_u64().unwrap_or(0),
             )
-        })
-        .collect();
-    Some((
-        v["epoch"].as_str()?.to_string(),
-        v["seq"].as_u64()?,
-        entries,
-    ))
+        }));
+        match v["cursor"].as_str() {
+            Some(next) => cursor = next.to_string(),
+            None => {
+                return Some((
+                    v["epoch"].as_str()?.to_string(),
+                    v["seq"].as_u64()?,
+                    entries,
+                ))
+            }
+        }
+    }
 }
 
 /// This node's own table, the same shape as `listing`.

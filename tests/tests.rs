@@ -17,6 +17,8 @@ mod algorithms;
 mod allowlist;
 /// The allowlist never silently diverges: trims, flushes, restarts, outages, state files, export/restore.
 mod allowlist_resync;
+/// The allowlist at scale: paged snapshots racing writes, a 3-node 200 000-entry resync, mass expiry.
+mod allowlist_scale;
 /// No client can hurt Redis or the process: `POST /v1/check` caps (400 naming
 /// the field), shadow and decision counts there, bounded keys, connection limits and timeouts.
 mod bounds;

@@ -10,11 +10,15 @@
 //! ```
 //!
 //! `expires_at` is `null` for a permanent entry. A restore checks the whole
-//! document before writing anything: networks must be canonical (as stored)
-//! and distinct, notes at most 256 bytes.
+//! document before it changes anything: networks must be canonical (as
+//! stored) and distinct, notes at most 256 bytes. `stream` reads it entry by
+//! entry (a million-entry file is never held whole in memory).
 
 use std::collections::HashSet;
+use std::fmt;
 
+use ipnet::IpNet;
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::input::MAX_NOTE_BYTES;
@@ -97,51 +101,153 @@ impl Document {
 
     /// Read and check a document; the entries to restore, or every reason not to.
     pub fn parse(text: &str) -> Result<Vec<Entry>, String> {
-        let doc: Document =
-            serde_json::from_str(text).map_err(|e| format!("not an allowlist export: {e}"))?;
-        if doc.format != FORMAT || doc.version != VERSION {
-            return Err(format!(
-                "format {:?} version {}: expected {FORMAT:?} version {VERSION}",
-                doc.format, doc.version
+        let mut entries = Vec::new();
+        stream(text.as_bytes(), |e| entries.push(e))?;
+        Ok(entries)
+    }
+}
+
+/// Read a document from `reader` entry by entry: `each` gets every entry in
+/// order as it is read. At the end: how many, or every reason the document
+/// must not be restored (the caller then discards what `each` kept).
+pub fn stream<R: std::io::Read, F: FnMut(Entry)>(reader: R, each: F) -> Result<usize, String> {
+    let mut doc = Reading {
+        each,
+        seen: HashSet::new(),
+        problems: Vec::new(),
+        count: 0,
+        format: None,
+        version: None,
+        has_entries: false,
+    };
+    let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::new(reader));
+    (&mut doc)
+        .deserialize(&mut de)
+        .and_then(|()| de.end())
+        .map_err(|e| format!("not an allowlist export: {e}"))?;
+    if !doc.has_entries {
+        return Err("not an allowlist export: missing field `entries`".into());
+    }
+    if doc.format.as_deref() != Some(FORMAT) || doc.version != Some(VERSION) {
+        return Err(format!(
+            "format {:?} version {:?}: expected {FORMAT:?} version {VERSION}",
+            doc.format.unwrap_or_default(),
+            doc.version
+        ));
+    }
+    if doc.problems.is_empty() {
+        Ok(doc.count)
+    } else {
+        Err(doc.problems.join("\n"))
+    }
+}
+
+const FIELDS: &[&str] = &[
+    "format",
+    "version",
+    "epoch",
+    "seq",
+    "exported_at",
+    "entries",
+];
+
+/// A document being read: the header's fields, and each entry checked.
+struct Reading<F> {
+    each: F,
+    seen: HashSet<IpNet>,
+    problems: Vec<String>,
+    count: usize,
+    format: Option<String>,
+    version: Option<u32>,
+    has_entries: bool,
+}
+
+impl<F: FnMut(Entry)> Reading<F> {
+    fn entry(&mut self, e: Exported) {
+        let i = self.count;
+        self.count += 1;
+        let net = match cidr::parse_net(&e.cidr) {
+            Ok(n) if n.prefix_len() == 0 => {
+                self.problems
+                    .push(format!("entries[{i}].cidr: {n} would allow every address"));
+                return;
+            }
+            Ok(n) => n,
+            Err(msg) => {
+                self.problems.push(format!("entries[{i}].cidr: {msg}"));
+                return;
+            }
+        };
+        if !self.seen.insert(net) {
+            self.problems
+                .push(format!("entries[{i}].cidr: {net} appears twice"));
+        }
+        if e.note.len() > MAX_NOTE_BYTES {
+            self.problems.push(format!(
+                "entries[{i}].note: {} bytes, at most {MAX_NOTE_BYTES}",
+                e.note.len()
             ));
         }
-        let mut seen = HashSet::new();
-        let mut problems = Vec::new();
-        let mut entries = Vec::with_capacity(doc.entries.len());
-        for (i, e) in doc.entries.into_iter().enumerate() {
-            let net = match cidr::parse_net(&e.cidr) {
-                Ok(n) if n.prefix_len() == 0 => {
-                    problems.push(format!("entries[{i}].cidr: {n} would allow every address"));
-                    continue;
+        (self.each)(Entry {
+            cidr: net,
+            expires_at: e.expires_at.unwrap_or(0),
+            note: e.note,
+            created_at: e.created_at,
+            actor: e.actor,
+        });
+    }
+}
+
+impl<'de, F: FnMut(Entry)> DeserializeSeed<'de> for &mut Reading<F> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, F: FnMut(Entry)> Visitor<'de> for &mut Reading<F> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an allowlist export object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "format" => self.format = Some(map.next_value()?),
+                "version" => self.version = Some(map.next_value()?),
+                "epoch" => drop(map.next_value::<String>()?),
+                "seq" | "exported_at" => drop(map.next_value::<u64>()?),
+                "entries" => {
+                    self.has_entries = true;
+                    map.next_value_seed(Entries(&mut *self))?
                 }
-                Ok(n) => n,
-                Err(msg) => {
-                    problems.push(format!("entries[{i}].cidr: {msg}"));
-                    continue;
-                }
-            };
-            if !seen.insert(net) {
-                problems.push(format!("entries[{i}].cidr: {net} appears twice"));
+                other => return Err(de::Error::unknown_field(other, FIELDS)),
             }
-            if e.note.len() > MAX_NOTE_BYTES {
-                problems.push(format!(
-                    "entries[{i}].note: {} bytes, at most {MAX_NOTE_BYTES}",
-                    e.note.len()
-                ));
-            }
-            entries.push(Entry {
-                cidr: net,
-                expires_at: e.expires_at.unwrap_or(0),
-                note: e.note,
-                created_at: e.created_at,
-                actor: e.actor,
-            });
         }
-        if problems.is_empty() {
-            Ok(entries)
-        } else {
-            Err(problems.join("\n"))
+        Ok(())
+    }
+}
+
+/// The `entries` array, one element at a time.
+struct Entries<'a, F>(&'a mut Reading<F>);
+
+impl<'de, F: FnMut(Entry)> DeserializeSeed<'de> for Entries<'_, F> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, F: FnMut(Entry)> Visitor<'de> for Entries<'_, F> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of entries")
+    }
+    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
+        while let Some(e) = seq.next_element::<Exported>()? {
+            self.0.entry(e);
         }
+        Ok(())
     }
 }
 

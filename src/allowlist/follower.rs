@@ -1,8 +1,19 @@
-//! Every `serve` (and `tollgate follow`) follows the allowlist: one atomic
-//! snapshot, then `XREAD BLOCK` on the stream from the snapshot's id, on a
-//! connection of its own (a blocking read on the limiter's multiplexed
-//! connection would stall it). Never a consumer group: every node needs every
-//! event.
+//! Every `serve` (and `tollgate follow`) follows the allowlist: a snapshot,
+//! then `XREAD BLOCK` on the stream from the snapshot's id, on a connection
+//! of its own (a blocking read on the limiter's multiplexed connection would
+//! stall it). Never a consumer group: every node needs every event.
+//!
+//! A snapshot never holds Redis for long, at any list size: record the
+//! position (`epoch`, `seq`, stream id: one O(1) script), read `entries` in
+//! HSCAN pages of `SNAPSHOT_PAGE` (at most `allowlist.snapshot_pages_per_second`),
+//! then apply the stream's events from the recorded position up to the `seq`
+//! Redis holds after the last page; only then is the table published. The
+//! table keeps the recorded `seq` while paging, so each of those events is
+//! the next in sequence: an upsert sets the entry, a remove or expire deletes
+//! it, whatever the pages saw (README, "IP allowlist", says why that is a
+//! consistent snapshot). Before each snapshot a node waits a random time, up
+//! to what its paging will take (at most `allowlist.snapshot_jitter_max`), so
+//! a fleet told to resync at once spreads out.
 //!
 //! Redis Streams do not tell a reader that entries after its position were
 //! trimmed, nor that the stream was recreated, so the follower checks the
@@ -34,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::event::Event;
-use super::redis_store::RedisAllowlist;
+use super::redis_store::{RedisAllowlist, SNAPSHOT_PAGE};
 use super::status::Reason;
 use super::table::{Applied, Clock, Table};
 use super::{state_file, Allowlist};
@@ -43,13 +54,37 @@ use crate::redis_conn::RedisConn;
 
 /// How long one XREAD waits for events before `meta` is checked.
 pub const BLOCK: Duration = Duration::from_secs(1);
-/// Events read per XREAD; one table is published per batch.
-const BATCH: usize = 1000;
+/// Events read per XREAD; one table is published per batch. Small enough
+/// that one read stays well under 1 ms of Redis time.
+const BATCH: usize = 200;
 /// After two resyncs in a row each this soon after the last, the next waits this long.
 const MIN_RESYNC_GAP: Duration = Duration::from_secs(1);
 /// Reconnect backoff: doubling from the first to the last, jittered.
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// How a node reads its snapshots (`allowlist.snapshot_*`).
+#[derive(Clone, Copy, Debug)]
+pub struct Pacing {
+    pub pages_per_second: u32,
+    pub jitter_max: Duration,
+}
+
+impl Pacing {
+    /// How long paging `entries` takes at this rate.
+    fn duration(&self, entries: u64) -> Duration {
+        let pages = entries.div_ceil(SNAPSHOT_PAGE as u64);
+        Duration::from_secs_f64(pages as f64 / self.pages_per_second.max(1) as f64)
+    }
+
+    /// A random wait before a snapshot of `entries`: uniform up to the
+    /// paging's own duration (so starts spread over about one snapshot's
+    /// time), at most `jitter_max`. A small list waits next to nothing.
+    fn jitter(&self, entries: u64) -> Duration {
+        let window = self.duration(entries).min(self.jitter_max);
+        window.mul_f64(rand::rng().random_range(0.0..=1.0))
+    }
+}
 
 /// Follow the allowlist in Redis until `stop`, keeping the state file (if
 /// any); returns at once for the embedded store.
@@ -185,27 +220,64 @@ impl Follower<'_> {
         true
     }
 
-    /// Load a fresh snapshot and publish it, unless Redis holds no allowlist
-    /// while this node knows one (then keep serving it: `source_lost`).
+    /// Load a fresh snapshot in pages and publish it once caught up, unless
+    /// Redis holds no allowlist while this node knows one (then keep serving
+    /// it: `source_lost`). Until then the old table keeps serving.
     async fn resync(&mut self, conn: &mut RedisConn, reason: Reason) -> Result<Step, StoreError> {
         self.last_snapshot = Some(Instant::now());
+        let pacing = self.list.pacing;
+        let entries: u64 = redis::cmd("HLEN")
+            .arg(&self.redis.keys().entries)
+            .query_async(conn)
+            .await
+            .map_err(classify)?;
+        tokio::time::sleep(pacing.jitter(entries)).await;
+        let started = Instant::now();
         let before = Instant::now();
-        let snap = self.redis.snapshot(conn).await?;
+        let pos = self.redis.position(conn).await?;
         let after = Instant::now();
         let status = self.list.status();
         status.contact();
-        if snap.epoch.is_empty() && self.known && !self.table.epoch.is_empty() {
+        if pos.epoch.is_empty() && self.known && !self.table.epoch.is_empty() {
             self.lost();
             return Ok(Step::Tail { block: true });
         }
         // Redis read its clock somewhere in between; the midpoint errs by at most half the round trip.
-        let clock = Clock::synced(snap.now_ms, before + (after - before) / 2);
-        let mut table = Table::from_entries(snap.epoch, snap.seq, clock, &snap.entries);
-        table.last_id = snap.last_id;
+        let clock = Clock::synced(pos.now_ms, before + (after - before) / 2);
+        let mut table = Table::new(pos.epoch, pos.seq, clock);
+        table.last_id = pos.last_id;
+        let mut pages = tokio::time::interval(Duration::from_secs_f64(
+            1.0 / pacing.pages_per_second.max(1) as f64,
+        ));
+        pages.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut cursor = 0;
+        loop {
+            pages.tick().await;
+            let (next, page) = self.redis.page(conn, cursor).await?;
+            status.contact();
+            if cursor == 0 && next != 0 {
+                // HSCAN's order is random: the first page's mix of families stands for the list.
+                let v4 = page.iter().filter(|(n, _)| n.addr().is_ipv4()).count();
+                let share = |k: usize| (pos.entries as usize).saturating_mul(k) / page.len().max(1);
+                table.reserve(share(v4), share(page.len() - v4));
+            }
+            for (net, expires_at) in page {
+                table.insert(net, expires_at);
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        if let Some(next) = self.catch_up(conn, &mut table).await? {
+            return Ok(next);
+        }
         self.table = table;
         self.clock_from_file = false;
         self.list.publish(&self.table);
-        status.apply_seconds.observe(after.elapsed().as_secs_f64());
+        status
+            .apply_seconds
+            .observe(started.elapsed().as_secs_f64());
         self.list.mark_synced();
         self.known = true;
         status.resynced(reason);
@@ -218,9 +290,70 @@ impl Follower<'_> {
             entries = self.table.len(),
             seq = self.table.seq,
             epoch = %self.table.epoch,
+            ms = started.elapsed().as_millis() as u64,
             "allowlist snapshot loaded"
         );
         Ok(Step::Tail { block: true })
+    }
+
+    /// After paging: apply every event from the recorded position up to the
+    /// `seq` Redis holds now, in order. `Some(step)`: the snapshot cannot be
+    /// completed (another epoch, a gap, history rewritten): resync.
+    async fn catch_up(
+        &mut self,
+        conn: &mut RedisConn,
+        table: &mut Table,
+    ) -> Result<Option<Step>, StoreError> {
+        let (epoch, target): (Option<String>, Option<u64>) = redis::cmd("HMGET")
+            .arg(&self.redis.keys().meta)
+            .arg(&["epoch", "seq"])
+            .query_async(conn)
+            .await
+            .map_err(classify)?;
+        let (epoch, target) = (epoch.unwrap_or_default(), target.unwrap_or(0));
+        if !table.epoch.is_empty() && epoch != table.epoch {
+            tracing::warn!(ours = %table.epoch, redis = %epoch, "allowlist: a new epoch while paging a snapshot; resyncing");
+            return Ok(Some(Step::Snapshot(Reason::Epoch)));
+        }
+        if target < table.seq {
+            return Ok(Some(Step::Snapshot(Reason::Backwards)));
+        }
+        while table.seq < target {
+            let reply: Option<StreamReadReply> = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(BATCH)
+                .arg("STREAMS")
+                .arg(&self.redis.keys().events)
+                .arg(&table.last_id)
+                .query_async(conn)
+                .await
+                .map_err(classify)?;
+            let events: Vec<_> = reply
+                .into_iter()
+                .flat_map(|r| r.keys)
+                .flat_map(|k| k.ids)
+                .collect();
+            if events.is_empty() {
+                tracing::warn!(
+                    seq = table.seq,
+                    target,
+                    "allowlist: events written while paging a snapshot were trimmed; resyncing"
+                );
+                return Ok(Some(Step::Snapshot(Reason::Gap)));
+            }
+            for entry in events {
+                let applied = match Event::from_fields(&entry.map) {
+                    Ok(ev) => table.apply(&ev),
+                    Err(_) => Applied::Resync(Reason::UnknownEvent),
+                };
+                if let Applied::Resync(reason) = applied {
+                    tracing::warn!(id = %entry.id, %reason, "allowlist: cannot apply an event written while paging a snapshot; resyncing");
+                    return Ok(Some(Step::Snapshot(reason)));
+                }
+                table.last_id = entry.id;
+            }
+        }
+        Ok(None)
     }
 
     /// The cheap look at `meta`: is this node still on Redis's history?

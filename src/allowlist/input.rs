@@ -127,6 +127,8 @@ mod tests {
             allow_permanent,
             reap_interval: Duration::from_secs(1),
             state_file: None,
+            snapshot_pages_per_second: 200,
+            snapshot_jitter_max: Duration::from_secs(10),
         }
     }
 

@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
 use super::table::{live, Clock, Table};
-use super::{new_epoch, Entry, Listing, NewEntry, Stored};
+use super::{new_epoch, Entry, Listing, NewEntry, Page, Stored};
 
 struct State {
     entries: BTreeMap<IpNet, Entry>,
@@ -99,6 +99,27 @@ impl LocalAllowlist {
                 .filter(|e| live(e.expires_at, now))
                 .cloned()
                 .collect(),
+        }
+    }
+}
+
+impl LocalAllowlist {
+    /// Entries `cursor..cursor + count` of the sorted listing; the next cursor (0: done).
+    pub fn page(&self, cursor: u64, count: usize) -> Page {
+        let mut l = self.listing();
+        l.entries.sort_by_key(|e| e.cidr);
+        let start = (cursor as usize).min(l.entries.len());
+        let end = (start + count).min(l.entries.len());
+        Page {
+            epoch: l.epoch,
+            seq: l.seq,
+            now_ms: l.now_ms,
+            entries: l.entries[start..end].to_vec(),
+            cursor: if end == l.entries.len() {
+                0
+            } else {
+                end as u64
+            },
         }
     }
 }

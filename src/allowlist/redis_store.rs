@@ -15,6 +15,11 @@ use redis::aio::ConnectionLike;
 use redis::Script;
 use serde::Deserialize;
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use redis::streams::StreamReadReply;
+
+use super::event::{Event, Op};
 use super::{new_epoch, Entry, Listing, NewEntry, Stored};
 use crate::keys::AllowKeys;
 use crate::limiter::{classify, StoreError};
@@ -25,12 +30,17 @@ use crate::redis_conn::{Endpoint, RedisConn};
 pub const EVENT_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
 /// And the stream never holds much more than this many events.
 pub const EVENT_CAP: u64 = 1_000_000;
-/// The reaper expires at most this many entries per script call (it loops).
-const REAP_BATCH: u64 = 500;
+/// The reaper expires at most this many entries per script call (it loops):
+/// each costs an XADD, and a call must stay well under 1 ms (bench/README).
+const REAP_BATCH: u64 = 50;
+/// Calls per reaper tick: a backlog beyond REAP_BATCH × this waits a tick.
+const REAP_CALLS: usize = 2000;
 /// Admin writes are not on the request path: allow them time.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A restore stages this many entries per script call.
-const RESTORE_CHUNK: usize = 1000;
+pub const RESTORE_CHUNK: usize = 1000;
+/// A consistent listing re-reads changed entries at most this many times.
+const LISTING_ROUNDS: usize = 100;
 /// Staged entries of a restore that never finished vanish after this.
 const STAGING_TTL_MS: u64 = 3_600_000;
 
@@ -38,7 +48,7 @@ struct Scripts {
     upsert: Script,
     remove: Script,
     reap: Script,
-    snapshot: Script,
+    snapshot_begin: Script,
     restore_stage: Script,
     restore: Script,
 }
@@ -51,23 +61,34 @@ fn scripts() -> &'static Scripts {
         upsert: Script::new(include_str!("../../lua/allow_upsert.lua")),
         remove: Script::new(include_str!("../../lua/allow_remove.lua")),
         reap: Script::new(include_str!("../../lua/allow_reap.lua")),
-        snapshot: Script::new(include_str!("../../lua/allow_snapshot.lua")),
+        snapshot_begin: Script::new(include_str!("../../lua/allow_snapshot_begin.lua")),
         restore_stage: Script::new(include_str!("../../lua/allow_restore_stage.lua")),
         restore: Script::new(include_str!("../../lua/allow_restore.lua")),
     })
 }
 
-/// A consistent view of the allowlist in Redis.
+/// Entries per snapshot page (HSCAN COUNT): about 0.5 ms of Redis time on a
+/// loaded 2-core machine, at any list size (bench/README).
+pub const SNAPSHOT_PAGE: usize = 200;
+
+/// Where a paged snapshot starts (`lua/allow_snapshot_begin.lua`).
 #[derive(Clone, Debug)]
-pub struct Snapshot {
+pub struct Position {
     pub epoch: String,
     pub seq: u64,
-    /// Stream id of the last event; tail from here.
+    /// Stream id of the last event; catch up from here after paging.
     pub last_id: String,
-    /// Redis TIME when it was taken.
+    /// Redis TIME when it was read.
     pub now_ms: u64,
-    /// Expired-but-unreaped entries included.
-    pub entries: Vec<Entry>,
+    /// How many entries the hash held (to pace and jitter the paging).
+    pub entries: u64,
+}
+
+/// A restore being staged (`stage_begin` … `stage_finish`).
+pub struct Staging {
+    keys: [String; 2],
+    conn: RedisConn,
+    staged: usize,
 }
 
 /// What a restore did.
@@ -79,6 +100,12 @@ pub struct Restored {
     pub kept: u64,
     /// Entries that had expired by the switch and were dropped.
     pub dropped: u64,
+}
+
+/// Just the expiry of an entry's JSON: all a node's table keeps.
+#[derive(Deserialize)]
+struct ExpiryJson {
+    expires_at: u64,
 }
 
 /// An entry's JSON in the `entries` hash. Unknown fields are ignored, so a
@@ -206,7 +233,7 @@ impl RedisAllowlist {
     pub async fn reap(&self) -> Result<usize, StoreError> {
         let mut total = 0;
         // Bounded: a backlog larger than this waits for the next tick.
-        for _ in 0..100 {
+        for _ in 0..REAP_CALLS {
             let mut inv = self.invocation(&scripts().reap);
             inv.arg(REAP_BATCH)
                 .arg(new_epoch())
@@ -228,39 +255,74 @@ impl RedisAllowlist {
     /// chunks under a fresh token, then swap them in with one script (see
     /// `lua/allow_restore.lua`). Entries must be canonical and distinct.
     pub async fn restore(&self, entries: &[Entry], actor: &str) -> Result<Restored, StoreError> {
-        let token = new_epoch();
-        let staging = self.keys.staging(&token);
-        let mut conn = self.writer().await?;
+        let mut staging = self.stage_begin().await?;
         for chunk in entries.chunks(RESTORE_CHUNK) {
-            let mut inv = scripts().restore_stage.prepare_invoke();
-            inv.key(&staging[0]).key(&staging[1]).arg(STAGING_TTL_MS);
-            for e in chunk {
-                let json = serde_json::json!({
-                    "expires_at": e.expires_at,
-                    "note": e.note,
-                    "created_at": e.created_at,
-                    "actor": e.actor,
-                    "ver": 1,
-                });
-                inv.arg(e.cidr.to_string())
-                    .arg(json.to_string())
-                    .arg(e.expires_at);
-            }
-            let _: u64 = inv
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| self.failed(e))?;
+            self.stage(&mut staging, chunk).await?;
         }
+        self.stage_finish(staging, actor).await
+    }
+
+    /// A restore's staging keys, under a fresh token (invisible to nodes).
+    pub async fn stage_begin(&self) -> Result<Staging, StoreError> {
+        let token = new_epoch();
+        Ok(Staging {
+            keys: self.keys.staging(&token),
+            conn: self.writer().await?,
+            staged: 0,
+        })
+    }
+
+    /// Stage some entries (at most `RESTORE_CHUNK` per call).
+    pub async fn stage(&self, staging: &mut Staging, chunk: &[Entry]) -> Result<(), StoreError> {
+        let mut inv = scripts().restore_stage.prepare_invoke();
+        inv.key(&staging.keys[0])
+            .key(&staging.keys[1])
+            .arg(STAGING_TTL_MS);
+        for e in chunk {
+            let json = serde_json::json!({
+                "expires_at": e.expires_at,
+                "note": e.note,
+                "created_at": e.created_at,
+                "actor": e.actor,
+                "ver": 1,
+            });
+            inv.arg(e.cidr.to_string())
+                .arg(json.to_string())
+                .arg(e.expires_at);
+        }
+        let _: u64 = inv
+            .invoke_async(&mut staging.conn)
+            .await
+            .map_err(|e| self.failed(e))?;
+        staging.staged += chunk.len();
+        Ok(())
+    }
+
+    /// Drop what was staged (the input turned out bad): nothing changed.
+    pub async fn stage_abort(&self, mut staging: Staging) {
+        let _: Result<(), _> = redis::cmd("DEL")
+            .arg(&staging.keys[0])
+            .arg(&staging.keys[1])
+            .query_async(&mut staging.conn)
+            .await;
+    }
+
+    /// Swap the staged entries in as a new epoch.
+    pub async fn stage_finish(
+        &self,
+        mut staging: Staging,
+        actor: &str,
+    ) -> Result<Restored, StoreError> {
         let mut inv = self.invocation(&scripts().restore);
-        inv.key(&staging[0])
-            .key(&staging[1])
+        inv.key(&staging.keys[0])
+            .key(&staging.keys[1])
             .arg(new_epoch())
-            .arg(entries.len())
+            .arg(staging.staged)
             .arg(actor)
             .arg(EVENT_RETENTION_MS)
             .arg(EVENT_CAP);
         let reply: Vec<String> = inv
-            .invoke_async(&mut conn)
+            .invoke_async(&mut staging.conn)
             .await
             .map_err(|e| self.failed(e))?;
         let [epoch, _seq, kept, dropped] = reply.as_slice() else {
@@ -272,53 +334,272 @@ impl RedisAllowlist {
             dropped: number(dropped)?,
         })
     }
+}
 
-    /// Every live entry, read atomically.
-    pub async fn listing(&self) -> Result<Listing, StoreError> {
-        let snap = self.snapshot(&mut self.writer().await?).await?;
-        let mut entries: Vec<Entry> = snap
-            .entries
-            .into_iter()
-            .filter(|e| super::table::live(e.expires_at, snap.now_ms))
-            .collect();
-        entries.sort_by_key(|e| e.cidr);
-        Ok(Listing {
-            epoch: snap.epoch,
-            seq: snap.seq,
-            now_ms: snap.now_ms,
-            entries,
+// === paged reads: bounded Redis time per call at any list size ===
+
+impl RedisAllowlist {
+    /// Where a paged snapshot starts: one O(1) script.
+    pub async fn position<C: ConnectionLike>(&self, conn: &mut C) -> Result<Position, StoreError> {
+        let mut inv = scripts().snapshot_begin.prepare_invoke();
+        inv.key(&self.keys.meta).key(&self.keys.entries);
+        let reply: Vec<String> = inv.invoke_async(conn).await.map_err(classify)?;
+        let [epoch, seq, last_id, now_ms, entries] = reply.as_slice() else {
+            return Err(unexpected("allow_snapshot_begin", &reply));
+        };
+        Ok(Position {
+            epoch: epoch.clone(),
+            seq: number(seq)?,
+            last_id: last_id.clone(),
+            now_ms: number(now_ms)?,
+            entries: number(entries)?,
         })
     }
 
-    /// One atomic read of entries, epoch, seq, stream position and Redis time.
-    pub async fn snapshot<C: ConnectionLike>(&self, conn: &mut C) -> Result<Snapshot, StoreError> {
-        let mut inv = scripts().snapshot.prepare_invoke();
-        inv.key(&self.keys.meta).key(&self.keys.entries);
-        let reply: Vec<String> = inv.invoke_async(conn).await.map_err(classify)?;
-        let [epoch, seq, last_id, now_ms, rest @ ..] = reply.as_slice() else {
-            return Err(unexpected("allow_snapshot", &reply[..reply.len().min(4)]));
-        };
-        let mut entries = Vec::with_capacity(rest.len() / 2);
-        for pair in rest.chunks(2) {
-            let [cidr, json] = pair else {
-                return Err(unexpected("allow_snapshot", pair));
-            };
-            match parse_entry(cidr, json) {
-                Ok(e) => entries.push(e),
+    /// One HSCAN page of `(cidr, JSON)` pairs and the next cursor (0: done).
+    /// HSCAN returns every entry present for the whole scan at least once,
+    /// maybe twice; entries added or removed meanwhile maybe (see README).
+    async fn scan<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        cursor: u64,
+        count: usize,
+    ) -> Result<(u64, Vec<(String, String)>), StoreError> {
+        let (next, flat): (String, Vec<String>) = redis::cmd("HSCAN")
+            .arg(&self.keys.entries)
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(count)
+            .query_async(conn)
+            .await
+            .map_err(classify)?;
+        let mut pairs = Vec::with_capacity(flat.len() / 2);
+        let mut it = flat.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            pairs.push((k, v));
+        }
+        Ok((number(&next)?, pairs))
+    }
+
+    /// Every live entry at one moment (`tollgate allow export`), without one
+    /// long call: the pages of a snapshot, then the entries that changed while
+    /// paging read again, with `seq`, in one atomic step (README, "IP
+    /// allowlist", has the argument). Fails if a restore or a trim got in the
+    /// way, or if writes never paused for `LISTING_ROUNDS` rounds.
+    pub async fn listing(&self) -> Result<Listing, StoreError> {
+        let mut conn = self.writer().await?;
+        let pos = self.position(&mut conn).await?;
+        let mut entries: BTreeMap<IpNet, Entry> = BTreeMap::new();
+        let mut cursor = 0;
+        loop {
+            let (next, pairs) = self.scan(&mut conn, cursor, SNAPSHOT_PAGE).await?;
+            for (cidr, json) in pairs {
+                match parse_entry(&cidr, &json) {
+                    Ok(e) => {
+                        entries.insert(e.cidr, e);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%cidr, error = %e, "skipping an unreadable allowlist entry")
+                    }
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let (mut seq, mut last_id) = (pos.seq, pos.last_id.clone());
+        let mut touched: BTreeSet<String> = BTreeSet::new();
+        for _ in 0..LISTING_ROUNDS {
+            // Every change since the recorded position names its entry.
+            loop {
+                let reply: Option<StreamReadReply> = redis::cmd("XREAD")
+                    .arg("COUNT")
+                    .arg(SNAPSHOT_PAGE)
+                    .arg("STREAMS")
+                    .arg(&self.keys.events)
+                    .arg(&last_id)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| self.failed(e))?;
+                let ids: Vec<_> = reply
+                    .into_iter()
+                    .flat_map(|r| r.keys)
+                    .flat_map(|k| k.ids)
+                    .collect();
+                if ids.is_empty() {
+                    break;
+                }
+                for id in ids {
+                    let ev = Event::from_fields(&id.map).map_err(StoreError::Server)?;
+                    if ev.op == Op::Restore || (!pos.epoch.is_empty() && ev.epoch != pos.epoch) {
+                        return Err(StoreError::Server(
+                            "a restore replaced the allowlist while it was read; run it again"
+                                .into(),
+                        ));
+                    }
+                    if ev.seq != seq + 1 {
+                        return Err(StoreError::Server(format!("events after seq {seq} were trimmed while the allowlist was read; run it again")));
+                    }
+                    seq = ev.seq;
+                    touched.extend(ev.cidr.map(|c| c.to_string()));
+                    last_id = id.id;
+                }
+            }
+            // One atomic read: if `seq` has not moved, these are the changed entries at `seq`.
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .cmd("TIME")
+                .cmd("HMGET")
+                .arg(&self.keys.meta)
+                .arg(&["epoch", "seq"]);
+            if !touched.is_empty() {
+                pipe.cmd("HMGET")
+                    .arg(&self.keys.entries)
+                    .arg(touched.iter().collect::<Vec<_>>());
+            }
+            let reply: Vec<redis::Value> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.failed(e))?;
+            let ((s, us), (epoch, now_seq)): ((u64, u64), (Option<String>, Option<u64>)) = (
+                redis::from_redis_value_ref(&reply[0]).map_err(bad_reply)?,
+                redis::from_redis_value_ref(&reply[1]).map_err(bad_reply)?,
+            );
+            if epoch.unwrap_or_default() != pos.epoch && !pos.epoch.is_empty() {
+                return Err(StoreError::Server(
+                    "a restore replaced the allowlist while it was read; run it again".into(),
+                ));
+            }
+            if now_seq.unwrap_or(0) != seq {
+                continue;
+            }
+            if let Some(values) = reply.get(2) {
+                let values: Vec<Option<String>> =
+                    redis::from_redis_value_ref(values).map_err(bad_reply)?;
+                for (cidr, json) in touched.iter().zip(values) {
+                    let net = super::cidr::parse_net(cidr).map_err(StoreError::Server)?;
+                    match json.map(|j| parse_entry(cidr, &j)) {
+                        Some(Ok(e)) => {
+                            entries.insert(net, e);
+                        }
+                        _ => {
+                            entries.remove(&net);
+                        }
+                    }
+                }
+            }
+            let now_ms = s * 1000 + us / 1000;
+            return Ok(Listing {
+                epoch: pos.epoch,
+                seq,
+                now_ms,
+                entries: entries
+                    .into_values()
+                    .filter(|e| super::table::live(e.expires_at, now_ms))
+                    .collect(),
+            });
+        }
+        Err(StoreError::Server(format!(
+            "the allowlist kept changing while it was read ({LISTING_ROUNDS} rounds); run it again"
+        )))
+    }
+
+    /// One snapshot page as a node's table needs it: network and expiry.
+    pub async fn page<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        cursor: u64,
+    ) -> Result<(u64, Vec<(IpNet, u64)>), StoreError> {
+        let (next, pairs) = self.scan(conn, cursor, SNAPSHOT_PAGE).await?;
+        let mut out = Vec::with_capacity(pairs.len());
+        for (cidr, json) in pairs {
+            let parsed = super::cidr::parse_net(&cidr).and_then(|net| {
+                let j: ExpiryJson = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+                Ok((net, j.expires_at))
+            });
+            match parsed {
+                Ok(e) => out.push(e),
                 // Only a hand-edited hash gets here; the rest of the table still holds.
                 Err(e) => {
                     tracing::warn!(%cidr, error = %e, "skipping an unreadable allowlist entry")
                 }
             }
         }
-        Ok(Snapshot {
-            epoch: epoch.clone(),
-            seq: number(seq)?,
-            last_id: last_id.clone(),
-            now_ms: number(now_ms)?,
+        Ok((next, out))
+    }
+
+    /// One page of live entries for the admin API and `tollgate allow list`,
+    /// sorted within the page, with Redis time and the next cursor (0: done).
+    pub async fn list_page(&self, cursor: u64, count: usize) -> Result<Page, StoreError> {
+        let mut conn = self.writer().await?;
+        let ((s, us), (epoch, seq)): ((u64, u64), (Option<String>, Option<u64>)) = redis::pipe()
+            .atomic()
+            .cmd("TIME")
+            .cmd("HMGET")
+            .arg(&self.keys.meta)
+            .arg(&["epoch", "seq"])
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.failed(e))?;
+        let now_ms = s * 1000 + us / 1000;
+        let (next, pairs) = self.scan(&mut conn, cursor, count).await?;
+        let mut entries: Vec<Entry> = pairs
+            .iter()
+            .filter_map(|(cidr, json)| parse_entry(cidr, json).ok())
+            .filter(|e| super::table::live(e.expires_at, now_ms))
+            .collect();
+        entries.sort_by_key(|e| e.cidr);
+        entries.dedup_by_key(|e| e.cidr);
+        Ok(Page {
+            epoch: epoch.unwrap_or_default(),
+            seq: seq.unwrap_or(0),
+            now_ms,
             entries,
+            cursor: next,
         })
     }
+
+    /// The longest live entry holding `ip`: one HMGET of every network that
+    /// could hold it (33 for IPv4, 129 for IPv6), never the whole list.
+    pub async fn lookup(&self, ip: std::net::IpAddr) -> Result<(Option<Entry>, u64), StoreError> {
+        let ip = crate::client_ip::canonical(ip);
+        let width = if ip.is_ipv4() { 32 } else { 128 };
+        let nets: Vec<IpNet> = (0..=width)
+            .rev()
+            .map(|len| IpNet::new(ip, len).expect("length within width").trunc())
+            .collect();
+        let mut conn = self.writer().await?;
+        let ((s, us), jsons): ((u64, u64), Vec<Option<String>>) = redis::pipe()
+            .atomic()
+            .cmd("TIME")
+            .cmd("HMGET")
+            .arg(&self.keys.entries)
+            .arg(nets.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.failed(e))?;
+        let now_ms = s * 1000 + us / 1000;
+        let found = nets.iter().zip(jsons).find_map(|(net, json)| {
+            let e = parse_entry(&net.to_string(), &json?).ok()?;
+            super::table::live(e.expires_at, now_ms).then_some(e)
+        });
+        Ok((found, now_ms))
+    }
+}
+
+/// One page of a listing. Pages are not one snapshot: an entry changed
+/// between two pages shows as it was when its page was read.
+#[derive(Clone, Debug)]
+pub struct Page {
+    /// The dataset and its `seq` when the page was read.
+    pub epoch: String,
+    pub seq: u64,
+    /// Redis time of the page; `expires_at - now_ms` is what remains.
+    pub now_ms: u64,
+    pub entries: Vec<Entry>,
+    /// Where the next page starts; 0 when this was the last.
+    pub cursor: u64,
 }
 
 fn parse_entry(cidr: &str, json: &str) -> Result<Entry, String> {
@@ -336,6 +617,10 @@ fn parse_entry(cidr: &str, json: &str) -> Result<Entry, String> {
 fn number(s: &str) -> Result<u64, StoreError> {
     s.parse()
         .map_err(|_| StoreError::Server(format!("expected a number from Redis, got {s:?}")))
+}
+
+fn bad_reply(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Server(format!("unexpected reply from Redis: {e}"))
 }
 
 fn unexpected(script: &str, reply: &[String]) -> StoreError {

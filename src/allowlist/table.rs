@@ -3,15 +3,16 @@
 //!
 //! Request handlers read a `Table` through `ArcSwap` (see `Allowlist`), so a
 //! lookup never waits on a lock or on Redis. The owner (the follower, or the
-//! embedded store) changes its own copy and publishes a clone.
+//! embedded store) changes its own copy and publishes a clone; the clone
+//! shares all but the shards changed since (see `family`).
 
 use std::net::IpAddr;
 use std::time::Instant;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use rustc_hash::FxHashMap;
 
 use super::event::{Event, Op};
+use super::family::Family;
 use super::status::Reason;
 use super::Entry;
 
@@ -52,86 +53,6 @@ pub type ExpiresAt = u64;
 /// Whether an entry with this expiry still matches at `now_ms`.
 pub fn live(expires_at: ExpiresAt, now_ms: u64) -> bool {
     expires_at == 0 || now_ms < expires_at
-}
-
-/// One address family's networks, keyed by (prefix length, network bits),
-/// and the prefix lengths present, longest first. A lookup is one hash probe
-/// per length present; real allowlists hold few (/32 logins, some /24s, /64s
-/// for IPv6), where a bit-by-bit trie walk costs up to 128 steps.
-#[derive(Clone, Default)]
-struct Family<B> {
-    nets: FxHashMap<(u8, B), ExpiresAt>,
-    /// `counts[len]`: how many networks of that length.
-    counts: Vec<u32>,
-    lengths: Vec<u8>,
-}
-
-/// An address as bits, masked to a prefix length.
-trait Bits: Copy + Eq + std::hash::Hash {
-    const WIDTH: u8;
-    fn masked(self, len: u8) -> Self;
-}
-
-impl Bits for u32 {
-    const WIDTH: u8 = 32;
-    fn masked(self, len: u8) -> u32 {
-        if len == 0 {
-            0
-        } else {
-            self & (u32::MAX << (32 - len))
-        }
-    }
-}
-
-impl Bits for u128 {
-    const WIDTH: u8 = 128;
-    fn masked(self, len: u8) -> u128 {
-        if len == 0 {
-            0
-        } else {
-            self & (u128::MAX << (128 - len))
-        }
-    }
-}
-
-impl<B: Bits> Family<B> {
-    fn insert(&mut self, bits: B, len: u8, expires_at: ExpiresAt) {
-        if self
-            .nets
-            .insert((len, bits.masked(len)), expires_at)
-            .is_none()
-        {
-            self.count(len, true);
-        }
-    }
-
-    fn remove(&mut self, bits: B, len: u8) {
-        if self.nets.remove(&(len, bits.masked(len))).is_some() {
-            self.count(len, false);
-        }
-    }
-
-    fn count(&mut self, len: u8, up: bool) {
-        if self.counts.is_empty() {
-            self.counts = vec![0; B::WIDTH as usize + 1];
-        }
-        let c = &mut self.counts[len as usize];
-        *c = if up { *c + 1 } else { *c - 1 };
-        if (up && *c == 1) || (!up && *c == 0) {
-            self.lengths = (0..=B::WIDTH)
-                .rev()
-                .filter(|&l| self.counts[l as usize] > 0)
-                .collect();
-        }
-    }
-
-    /// The longest live network holding `addr`: its length and expiry.
-    fn longest(&self, addr: B, now_ms: u64) -> Option<(u8, ExpiresAt)> {
-        self.lengths.iter().find_map(|&len| {
-            let e = *self.nets.get(&(len, addr.masked(len)))?;
-            live(e, now_ms).then_some((len, e))
-        })
-    }
 }
 
 /// What applying one event did.
@@ -191,6 +112,12 @@ impl Table {
         }
     }
 
+    /// Size an empty table for about this many IPv4 and IPv6 networks.
+    pub fn reserve(&mut self, v4: usize, v6: usize) {
+        self.v4.reserve(v4);
+        self.v6.reserve(v6);
+    }
+
     pub fn remove(&mut self, net: &IpNet) {
         match net {
             IpNet::V4(n) => self.v4.remove(n.network().into(), n.prefix_len()),
@@ -199,7 +126,7 @@ impl Table {
     }
 
     pub fn len(&self) -> usize {
-        self.v4.nets.len() + self.v6.nets.len()
+        self.v4.len() + self.v6.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -209,13 +136,13 @@ impl Table {
     /// Every network with its expiry, IPv4 first; unordered within a family
     /// (`live_entries` sorts).
     pub fn entries(&self) -> impl Iterator<Item = (IpNet, ExpiresAt)> + '_ {
-        let v4 = self.v4.nets.iter().map(|(&(len, bits), &e)| {
+        let v4 = self.v4.iter().map(|(bits, len, e)| {
             (
                 IpNet::V4(Ipv4Net::new(bits.into(), len).expect("stored length is valid")),
                 e,
             )
         });
-        v4.chain(self.v6.nets.iter().map(|(&(len, bits), &e)| {
+        v4.chain(self.v6.iter().map(|(bits, len, e)| {
             (
                 IpNet::V6(Ipv6Net::new(bits.into(), len).expect("stored length is valid")),
                 e,

@@ -95,8 +95,12 @@ enum Action {
     List,
     Check(IpAddr),
     Export(Option<PathBuf>),
-    Restore(Vec<Entry>),
+    /// An opened export file, or stdin.
+    Restore(Box<dyn std::io::Read + Send>, PathBuf),
 }
+
+/// Entries per page `tollgate allow list` asks for.
+const LIST_PAGE: usize = 500;
 
 fn usage(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {message}");
@@ -144,7 +148,9 @@ pub fn run(cmd: AllowCommand) -> ExitCode {
         AllowCommand::List { .. } => Ok(Action::List),
         AllowCommand::Check { ip, .. } => cidr::parse_ip(ip).map(Action::Check),
         AllowCommand::Export { output, .. } => Ok(Action::Export(output.clone())),
-        AllowCommand::Restore { file, .. } => read_export(file).map(Action::Restore),
+        AllowCommand::Restore { file, .. } => {
+            open_export(file).map(|r| Action::Restore(r, file.clone()))
+        }
     };
     let action = match action {
         Ok(a) => a,
@@ -186,43 +192,52 @@ async fn execute(cfg: &Config, action: Action, actor: &str) -> ExitCode {
             Ok(None) => failure(format!("{net} is not on the allowlist")),
             Err(e) => failure(e),
         },
-        Action::List => match list.list().await {
-            Ok(l) => {
-                println!(
-                    "# {} (epoch {:?}, seq {}); cidr, expires, remaining, actor, note",
-                    count(l.entries.len(), "entry", "entries"),
-                    l.epoch,
-                    l.seq
-                );
-                for e in &l.entries {
+        Action::List => {
+            // Page by page (each one bounded HSCAN): a million entries never
+            // sit in memory nor hold Redis at once. Sorted within each page.
+            println!("# cidr, expires, remaining, actor, note");
+            let (mut cursor, mut shown) = (0, 0usize);
+            loop {
+                let page = match list.list_page(cursor, LIST_PAGE).await {
+                    Ok(p) => p,
+                    Err(e) => return failure(e),
+                };
+                for e in &page.entries {
                     println!(
                         "{}\t{}\t{}\t{}\t{:?}",
                         e.cidr,
                         time(e.expires_at),
-                        remaining(e, l.now_ms),
+                        remaining(e, page.now_ms),
                         e.actor,
                         e.note
                     );
                 }
+                shown += page.entries.len();
+                if page.cursor == 0 {
+                    println!(
+                        "# {} (epoch {:?}, seq {})",
+                        count(shown, "entry", "entries"),
+                        page.epoch,
+                        page.seq
+                    );
+                    return ExitCode::SUCCESS;
+                }
+                cursor = page.cursor;
+            }
+        }
+        Action::Check(ip) => match list.check(ip).await {
+            Ok((Some(e), now_ms)) => {
+                println!(
+                    "{ip} is allowed by {} {} ({} left), actor {}, note {:?}",
+                    e.cidr,
+                    until(&e),
+                    remaining(&e, now_ms),
+                    e.actor,
+                    e.note
+                );
                 ExitCode::SUCCESS
             }
-            Err(e) => failure(e),
-        },
-        Action::Check(ip) => match list.list().await {
-            Ok(l) => match l.lookup(ip) {
-                Some(e) => {
-                    println!(
-                        "{ip} is allowed by {} {} ({} left), actor {}, note {:?}",
-                        e.cidr,
-                        until(e),
-                        remaining(e, l.now_ms),
-                        e.actor,
-                        e.note
-                    );
-                    ExitCode::SUCCESS
-                }
-                None => failure(format!("{ip} is not on the allowlist")),
-            },
+            Ok((None, _)) => failure(format!("{ip} is not on the allowlist")),
             Err(e) => failure(e),
         },
         Action::Export(output) => match list.list().await {
@@ -249,8 +264,9 @@ async fn execute(cfg: &Config, action: Action, actor: &str) -> ExitCode {
             }
             Err(e) => failure(e),
         },
-        Action::Restore(entries) => match list.restore(&entries, actor).await {
-            Ok(r) => {
+        Action::Restore(reader, file) => match list.restore_from(reader, actor).await {
+            Ok(Err(problems)) => usage(format!("{}: {problems}", file.display())),
+            Ok(Ok(r)) => {
                 println!(
                     "restored {} as epoch {} ({} had expired and were dropped); every node resyncs to it",
                     count(r.kept as usize, "entry", "entries"),
@@ -264,16 +280,15 @@ async fn execute(cfg: &Config, action: Action, actor: &str) -> ExitCode {
     }
 }
 
-/// An export file (or stdin for "-"), checked whole.
-fn read_export(file: &Path) -> Result<Vec<Entry>, String> {
-    let text = if file == Path::new("-") {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map(|_| s)
-    } else {
-        std::fs::read_to_string(file)
+/// An export file (or stdin for "-"), opened: `restore_from` reads and
+/// checks it as it stages it.
+fn open_export(file: &Path) -> Result<Box<dyn std::io::Read + Send>, String> {
+    if file == Path::new("-") {
+        return Ok(Box::new(std::io::stdin()));
     }
-    .map_err(|e| format!("{}: {e}", file.display()))?;
-    Document::parse(&text).map_err(|e| format!("{}: {e}", file.display()))
+    std::fs::File::open(file)
+        .map(|f| Box::new(f) as Box<dyn std::io::Read + Send>)
+        .map_err(|e| format!("{}: {e}", file.display()))
 }
 
 /// An instant in Redis time, RFC 3339; 0 is "never".

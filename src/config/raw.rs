@@ -131,6 +131,8 @@ pub struct RawAllowlist {
     pub allow_permanent: bool,
     pub reap_interval: Spanned<String>,
     pub state_file: Option<String>,
+    pub snapshot_pages_per_second: Spanned<i64>,
+    pub snapshot_jitter_max: Spanned<String>,
 }
 
 impl Default for RawAllowlist {
@@ -143,6 +145,8 @@ impl Default for RawAllowlist {
             allow_permanent: false,
             reap_interval: unspanned("1s"),
             state_file: None,
+            snapshot_pages_per_second: Spanned::new(0..0, 200),
+            snapshot_jitter_max: unspanned("10s"),
         }
     }
 }

@@ -275,6 +275,15 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
     }
 
     let (server_limits, api, local_store) = caps::validate(&mut c, &raw, ov);
+    let pages = &al.snapshot_pages_per_second;
+    if !(1..=100_000).contains(pages.get_ref()) {
+        c.push(
+            "allowlist.snapshot_pages_per_second",
+            Some(pages),
+            "must be between 1 and 100000",
+        );
+    }
+    let jitter_max = c.duration("allowlist.snapshot_jitter_max", &al.snapshot_jitter_max);
 
     let mut rules = Vec::new();
     let mut names = HashSet::new();
@@ -317,6 +326,8 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
                 .state_file
                 .clone()
                 .map(std::path::PathBuf::from),
+            snapshot_pages_per_second: *raw.allowlist.snapshot_pages_per_second.get_ref() as u32,
+            snapshot_jitter_max: jitter_max.expect("checked"),
         },
         api,
         local_store,

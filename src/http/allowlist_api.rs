@@ -5,8 +5,12 @@
 //!   entry and its `seq`; re-adding refreshes expiry and note.
 //! - `DELETE /v1/allowlist/{cidr}` (`203.0.113.0%2F24`, or the path form
 //!   `/v1/allowlist/203.0.113.0/24`) → 200, or 404 when there is no such entry.
-//! - `GET /v1/allowlist` → every live entry with its remaining TTL.
-//! - `GET /v1/allowlist/check?ip=…` → the longest live entry holding it, or 404.
+//! - `GET /v1/allowlist?cursor=…&count=…` → one page of live entries with
+//!   their remaining TTL, and the `cursor` of the next page (`null`: the
+//!   last). `count` is a hint (1–1000, default `PAGE_DEFAULT`); each page is
+//!   one bounded HSCAN, so listing a million entries never stalls Redis.
+//! - `GET /v1/allowlist/check?ip=…` → the longest live entry holding it, or
+//!   404: one HMGET of the networks that could hold it, not the list.
 //!
 //! Who made a change comes from `X-Tollgate-Actor` (default `admin-api`).
 //! Answers read Redis (or the embedded store), not this node's table.
@@ -136,16 +140,54 @@ async fn remove(
     }
 }
 
-async fn list(State(app): State<Arc<App>>) -> Response {
-    match app.allowlist.list().await {
-        Ok(l) => Json(json!({
-            "epoch": l.epoch,
-            "seq": l.seq,
-            "now": l.now_ms,
-            "entries": l.entries.iter().map(|e| entry_json(e, Some(l.now_ms))).collect::<Vec<_>>(),
+/// Entries per `GET /v1/allowlist` page unless `count` says otherwise.
+pub const PAGE_DEFAULT: usize = 200;
+const PAGE_MAX: usize = 1000;
+
+async fn list(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Response {
+    let result = async {
+        let (mut cursor, mut count) = (0u64, PAGE_DEFAULT);
+        for (k, v) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
+            match &*k {
+                "cursor" => {
+                    cursor = v.parse().map_err(|_| {
+                        ApiError::bad("cursor", "must be the cursor of a previous page")
+                    })?
+                }
+                "count" => {
+                    count = v
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=PAGE_MAX).contains(n))
+                        .ok_or_else(|| {
+                            ApiError::bad("count", format!("must be between 1 and {PAGE_MAX}"))
+                        })?
+                }
+                other => {
+                    return Err(ApiError::bad(
+                        other.to_string(),
+                        "unknown parameter (expected cursor, count)",
+                    ))
+                }
+            }
+        }
+        let page = app
+            .allowlist
+            .list_page(cursor, count)
+            .await
+            .map_err(unavailable)?;
+        Ok(json!({
+            "epoch": page.epoch,
+            "seq": page.seq,
+            "now": page.now_ms,
+            "entries": page.entries.iter().map(|e| entry_json(e, Some(page.now_ms))).collect::<Vec<_>>(),
+            "cursor": (page.cursor != 0).then(|| page.cursor.to_string()),
         }))
-        .into_response(),
-        Err(e) => unavailable(e).into_response(),
+    }
+    .await;
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -156,10 +198,10 @@ async fn check(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Respon
             .map(|(_, v)| v.into_owned())
             .ok_or_else(|| ApiError::bad("ip", "missing: /v1/allowlist/check?ip=ADDRESS"))?;
         let ip = cidr::parse_ip(&ip).map_err(|e| ApiError::bad("ip", e))?;
-        let listing = app.allowlist.list().await.map_err(unavailable)?;
-        match listing.lookup(ip) {
+        let (found, now_ms) = app.allowlist.check(ip).await.map_err(unavailable)?;
+        match found {
             Some(e) => {
-                let mut v = entry_json(e, Some(listing.now_ms));
+                let mut v = entry_json(&e, Some(now_ms));
                 v["ip"] = json!(ip.to_string());
                 Ok(v)
             }

@@ -1,0 +1,323 @@
+#!/usr/bin/env python3
+"""The allowlist at scale (issue 17): on this machine, with its own Redis and
+release `tollgate serve` processes on loopback, for each list size:
+
+- time to ready of 8 nodes starting at once (a fleet restart: jittered, paged
+  snapshots), while a client sends /check traffic to a limited rule on the
+  same Redis; the limiter's fallbacks during it (tollgate_decisions_total
+  outcome fallback_*);
+- the largest single Redis call on the allowlist's keys (SLOWLOG, every call
+  logged) and Redis commandstats;
+- node RSS growth over an empty-list node, per entry;
+- propagation p99: 100 adds, each timed until all 8 nodes let the address
+  through a `require` gate;
+- reaper: N entries due in the same second, with one node following: time
+  until all are reaped, largest reaper call, exactly one expire event each.
+
+Usage: scripts/bench_allowlist.py [SIZES...]   (default 100000 1000000)
+Prints a JSON line per size. Run on release builds (cargo build --release).
+"""
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ.get("TOLLGATE_BIN", os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "tollgate"))
+WORK = tempfile.mkdtemp(prefix="bench-allowlist-")
+TOKEN = "bench-token"
+NODES = int(os.environ.get("NODES", "8"))
+PROCS = []
+
+CONFIG = """
+[server]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin}"
+
+[redis]
+url = "redis://127.0.0.1:{redis}"
+prefix = "{prefix}"
+timeout = "25ms"
+
+[client_ip]
+trusted_proxies = ["127.0.0.1/32"]
+
+[allowlist]
+reap_interval = "1s"
+
+[[rule]]
+name = "admin"
+match = {{ path_prefix = "/admin" }}
+allowlist = "require"
+
+[[rule]]
+name = "api"
+match = {{ path_prefix = "/api" }}
+limits = ["1000000000/h"]
+on_redis_error = "allow"
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(args, **kw):
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    PROCS.append(p)
+    return p
+
+
+def wait_for(check, what, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(0.02)
+    raise SystemExit(f"{what} not ready after {timeout}s")
+
+
+def enc(*args):
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+class Redis:
+    def __init__(self):
+        self.port = free_port()
+        spawn(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        wait_for(lambda: self.cli("PING") == "PONG", "redis-server", 10)
+
+    def cli(self, *args):
+        return subprocess.run(["redis-cli", "-p", str(self.port), *map(str, args)], capture_output=True, text=True).stdout.strip()
+
+    def pipe(self, commands):
+        """Send RESP commands pipelined; wait for all replies (a PING at the end)."""
+        s = socket.create_connection(("127.0.0.1", self.port))
+        buf = []
+        for i, c in enumerate(commands):
+            buf.append(enc(*c))
+            if i % 2000 == 1999:
+                s.sendall(b"".join(buf))
+                buf = []
+        buf.append(enc("PING"))
+        s.sendall(b"".join(buf))
+        data = b""
+        while not data.endswith(b"+PONG\r\n"):
+            data += s.recv(1 << 20)
+        s.close()
+
+    def slowlog(self, tag):
+        """(µs, command) of every logged call on keys with this hash tag."""
+        out = subprocess.run(["redis-cli", "-p", str(self.port), "--json", "SLOWLOG", "GET", "-1"], capture_output=True, text=True).stdout
+        calls = []
+        for e in json.loads(out or "[]"):
+            args = " ".join(map(str, e[3]))
+            if tag in args:
+                calls.append((int(e[2]), args[:100]))
+        return calls
+
+
+def key(prefix, name):
+    return f"{prefix}:{{{prefix}:allow}}:{name}"
+
+
+def entry_ip(i, v6=False):
+    if v6:
+        return f"2001:db8:{(i >> 16) & 0xffff:x}:{i & 0xffff:x}::1/128"
+    a = 0x0B000000 + i
+    return f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}/32"
+
+
+def populate(r, prefix, n, expires, v6=False):
+    cmds = []
+    for start in range(0, n, 1000):
+        h = ["HSET", key(prefix, "entries")]
+        z = ["ZADD", key(prefix, "exp")]
+        for i in range(start, min(n, start + 1000)):
+            e = expires(i)
+            h += [entry_ip(i, v6), '{"expires_at":%d,"note":"login","created_at":1,"actor":"bench","ver":1}' % e]
+            if e:
+                z += [e, entry_ip(i, v6)]
+        cmds.append(h)
+        if len(z) > 2:
+            cmds.append(z)
+    cmds.append(["HSET", key(prefix, "meta"), "epoch", "bench", "seq", "0", "last_id", "0-0"])
+    r.pipe(cmds)
+
+
+def start_node(r, prefix):
+    port, admin = free_port(), free_port()
+    path = os.path.join(WORK, f"tollgate-{port}.toml")
+    with open(path, "w") as f:
+        f.write(CONFIG.format(port=port, admin=admin, redis=r.port, prefix=prefix))
+    p = spawn([BIN, "serve", "--config", path], env={**os.environ, "RUST_LOG": "warn", "TOLLGATE_ADMIN_TOKEN": TOKEN})
+    return {"p": p, "port": port, "admin": admin}
+
+
+def ready(node):
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{node['admin']}/readyz", timeout=2).status == 200
+    except Exception:
+        return False
+
+
+def rss_kb(node):
+    with open(f"/proc/{node['p'].pid}/status") as f:
+        return int(re.search(r"VmRSS:\s+(\d+) kB", f.read()).group(1))
+
+
+def metric_sum(node, name, **labels):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{node['admin']}/metrics").read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def check(node, path, ip, conn=None):
+    c = conn or http.client.HTTPConnection("127.0.0.1", node["port"], timeout=5)
+    c.request("GET", "/check", headers={"X-Forwarded-Uri": path, "X-Forwarded-For": ip})
+    r = c.getresponse()
+    r.read()
+    return r.status
+
+
+def traffic(nodes, stop, counts):
+    if not nodes:
+        return
+    conns = [http.client.HTTPConnection("127.0.0.1", n["port"], timeout=5) for n in nodes]
+    i = 0
+    while not stop.is_set():
+        k = i % len(nodes)
+        try:
+            check(nodes[k], "/api/x", f"198.18.{(i >> 8) & 255}.{i & 255}", conns[k])
+            counts["sent"] += 1
+        except Exception:
+            conns[k] = http.client.HTTPConnection("127.0.0.1", nodes[k]["port"], timeout=5)
+        i += 1
+
+
+def fleet(n, v6=False):
+    r = Redis()
+    r.cli("CONFIG", "SET", "slowlog-log-slower-than", "0")
+    r.cli("CONFIG", "SET", "slowlog-max-len", "1000000")
+    prefix = "b"
+    empty = start_node(r, "empty")
+    wait_for(lambda: ready(empty), "empty node")
+    time.sleep(1)
+    base_rss = rss_kb(empty)
+    t = time.time()
+    populate(r, prefix, n, lambda i: 0, v6)
+    populate_s = time.time() - t
+    r.cli("SLOWLOG", "RESET")
+    r.cli("CONFIG", "RESETSTAT")
+    nodes = [start_node(r, prefix) for _ in range(NODES)]
+    started = time.time()
+    wait_for(lambda: all(metric_sum(x, "tollgate_decisions_total") >= 0 for x in nodes), "nodes up", 60)
+    stop, counts = threading.Event(), {"sent": 0}
+    # nodes[0] gets no traffic: its RSS growth is the allowlist's alone.
+    th = threading.Thread(target=traffic, args=(nodes[1:], stop, counts))
+    th.start()
+    ready_at = {}
+    while len(ready_at) < len(nodes):
+        for i, x in enumerate(nodes):
+            if i not in ready_at and ready(x):
+                ready_at[i] = time.time() - started
+        time.sleep(0.05)
+    stop.set()
+    th.join()
+    fallbacks = sum(metric_sum(x, "tollgate_decisions_total", rule="api", outcome=o) for x in nodes for o in ("fallback_allowed", "fallback_limited"))
+    time.sleep(1)
+    rss = [rss_kb(nodes[0])]
+    calls = r.slowlog(f"{{{prefix}:allow}}")
+    largest = max(calls) if calls else (0, "")
+    result = {
+        "entries": n, "family": "ipv6 /128" if v6 else "ipv4 /32", "nodes": NODES, "populate_s": round(populate_s, 1),
+        "ready_s": {"min": round(min(ready_at.values()), 2), "max": round(max(ready_at.values()), 2)},
+        "checks_during_resync": counts["sent"], "limiter_fallbacks": fallbacks,
+        "largest_allowlist_call_us": largest[0], "largest_call": largest[1], "allowlist_calls_logged": len(calls),
+        "calls_over_1ms": sum(1 for c in calls if c[0] > 1000),
+        "node_rss_mb (no traffic)": round(max(rss) / 1024, 1), "empty_node_rss_mb": round(base_rss / 1024, 1),
+        "rss_growth_bytes_per_entry": round((max(rss) - base_rss) * 1024 / n, 1),
+    }
+    if not v6:
+        result["propagation_ms"] = propagation(nodes)
+    for x in nodes + [empty]:
+        x["p"].terminate()
+    return result
+
+
+def propagation(nodes, adds=100):
+    times = []
+    for k in range(adds):
+        ip = f"203.0.{k // 250}.{k % 250 + 1}"
+        body = json.dumps({"cidr": ip, "ttl": "1h"})
+        t = time.time()
+        req = urllib.request.Request(f"http://127.0.0.1:{nodes[0]['admin']}/v1/allowlist", data=body.encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+        urllib.request.urlopen(req).read()
+        pending = list(nodes)
+        while pending:
+            pending = [x for x in pending if check(x, "/admin", ip) != 200]
+        times.append((time.time() - t) * 1000)
+    times.sort()
+    return {"p50": round(times[len(times) // 2], 1), "p99": round(times[int(len(times) * 0.99) - 1], 1), "max": round(times[-1], 1)}
+
+
+def reaper(n):
+    r = Redis()
+    r.cli("CONFIG", "SET", "slowlog-log-slower-than", "0")
+    r.cli("CONFIG", "SET", "slowlog-max-len", "1000000")
+    prefix = "r"
+    now = int(r.cli("TIME").split()[0]) * 1000
+    due = now + 20_000
+    populate(r, prefix, n, lambda i: due + i % 1000)
+    node = start_node(r, prefix)
+    wait_for(lambda: ready(node), "node")
+    r.cli("SLOWLOG", "RESET")
+    while int(r.cli("TIME").split()[0]) * 1000 < due + 1000:
+        time.sleep(0.05)
+    t0 = time.time()
+    wait_for(lambda: r.cli("ZCARD", key(prefix, "exp")) == "0", "reaped", 600)
+    reaped_s = time.time() - t0
+    calls = [c for c in r.slowlog(f"{{{prefix}:allow}}") if c[1].startswith("EVALSHA")]
+    events = int(r.cli("XLEN", key(prefix, "events")))
+    node["p"].terminate()
+    return {"expiring_in_one_second": n, "reaped_within_s": round(reaped_s, 2), "entries_per_s": round(n / reaped_s),
+            "largest_reaper_call_us": max(c[0] for c in calls), "reaper_calls": len(calls), "expire_events": events}
+
+
+def main():
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    sizes = [int(a) for a in sys.argv[1:]] or [100_000, 1_000_000]
+    try:
+        for n in sizes:
+            print(json.dumps(fleet(n)), flush=True)
+        print(json.dumps(fleet(sizes[-1], v6=True)), flush=True)
+        print(json.dumps(reaper(100_000)), flush=True)
+    finally:
+        for p in PROCS:
+            p.terminate()
+
+
+if __name__ == "__main__":
+    main()
