@@ -186,10 +186,10 @@ pub fn describe(cfg: &Config) -> String {
         if let Some(h) = &m.host {
             cond.push(format!("host={h}"));
         }
-        let cond = if cond.is_empty() {
-            "every request".to_string()
-        } else {
-            cond.join(" ")
+        let cond = match (&r.descriptor, cond.is_empty()) {
+            (Some(d), _) => format!("RLS {d}"),
+            (None, true) => "every request".to_string(),
+            (None, false) => cond.join(" "),
         };
         let limits: Vec<String> = r.limits.iter().map(|l| l.to_string()).collect();
         let _ = writeln!(
@@ -197,7 +197,10 @@ pub fn describe(cfg: &Config) -> String {
             "  {}: match {}; key {}; limits [{}]; algorithm {}; allowlist {}; on_redis_error {}{}",
             r.name,
             cond,
-            r.key,
+            match &r.descriptor {
+                Some(_) => "descriptor values".to_string(),
+                None => r.key.to_string(),
+            },
             limits.join(", "),
             r.algorithm,
             r.allowlist,

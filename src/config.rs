@@ -43,6 +43,10 @@ pub struct ServerConfig {
     /// `None`: the admin API is open, which is allowed on loopback only.
     pub admin_token: Option<Secret>,
     pub shutdown_grace: Duration,
+    /// Envoy's gRPC services (RLS, ext_authz, health); `None`: not served.
+    pub grpc_listen: Option<SocketAddr>,
+    /// RLS `response_headers_to_add` and ext_authz answers carry the RateLimit headers.
+    pub grpc_ratelimit_headers: bool,
 }
 
 #[derive(Clone, Debug)]

@@ -10,6 +10,9 @@
 //!   `http/api_check.rs` (`POST /v1/check`) read the request into a
 //!   `request::RequestView`; `http/response.rs` is the one place a decision or
 //!   an error becomes an HTTP response.
+//! - `grpc` serves Envoy natively on `server.grpc_listen`: the rate limit
+//!   service (RLS v3, rules with a `descriptor`) and ext_authz v3 (the
+//!   `/check` decision from Envoy's `AttributeContext`), plus gRPC health.
 //! - `client_ip` decides who the client is (trusted proxies, `X-Forwarded-For`).
 //! - `decide` applies every matching `rule` (matcher, key template) and
 //!   combines their outcomes; it applies `on_redis_error` when Redis fails.
@@ -36,6 +39,7 @@ pub mod client_ip;
 pub mod config;
 pub mod counters;
 pub mod decide;
+pub mod grpc;
 pub mod http;
 pub mod keys;
 pub mod limiter;

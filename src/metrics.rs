@@ -44,6 +44,14 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcLabels {
+    /// `ShouldRateLimit` or `Check`.
+    pub method: &'static str,
+    /// The gRPC status name (`OK`, `INVALID_ARGUMENT`).
+    pub code: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub decisions: Family<DecisionLabels, Counter>,
@@ -53,6 +61,7 @@ pub struct Metrics {
     pub deny_cache_hits: Counter,
     pub redis_open_slots: Gauge,
     pub http_requests: Family<HttpLabels, Counter>,
+    pub grpc_requests: Family<GrpcLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -109,7 +118,14 @@ impl Metrics {
             "HTTP requests by endpoint and status",
             http_requests.clone(),
         );
+        let grpc_requests = Family::<GrpcLabels, Counter>::default();
+        registry.register(
+            "grpc_requests",
+            "gRPC calls (Envoy's rate limit service and ext_authz) by method and status code",
+            grpc_requests.clone(),
+        );
         Metrics {
+            grpc_requests,
             registry,
             decisions,
             redis_call_duration,

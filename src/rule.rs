@@ -1,8 +1,10 @@
 //! A rule: which requests it matches, what it counts them by, and its limits.
 
+mod descriptor;
 mod key;
 mod matcher;
 
+pub use descriptor::{DescriptorEntry, DescriptorRule, MAX_ENTRIES as MAX_DESCRIPTOR_ENTRIES};
 pub use key::{KeyPart, KeyTemplate};
 pub use matcher::Matcher;
 
@@ -27,6 +29,9 @@ pub struct Rule {
     pub allowlist: AllowlistMode,
     pub on_redis_error: OnRedisError,
     pub shadow: bool,
+    /// `Some`: a rule for Envoy's rate limit service (gRPC), keyed by a
+    /// descriptor; `/check` and ext_authz never apply it.
+    pub descriptor: Option<DescriptorRule>,
 }
 
 /// How a rule treats allowlisted clients.

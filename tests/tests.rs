@@ -29,6 +29,11 @@ mod deploy_files;
 mod exactness;
 /// `tollgate follow --export`: the file follows adds, removes and expiry; reload commands; signals.
 mod follow;
+/// Envoy's gRPC services (tonic client): RLS v3 descriptors, hits, overrides,
+/// exactness, Redis down; ext_authz v3 allowed/429/403, spoofed sources; health.
+mod grpc;
+/// Python grpcio with the xds-protos package's Envoy stubs: an independent client of both services.
+mod grpc_python;
 /// The decision API on a real socket: statuses, headers, JSON bodies.
 mod http_api;
 /// nginx, Caddy and HAProxy from deploy/ in front of two replicas: the client's view.
