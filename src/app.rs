@@ -75,11 +75,12 @@ impl App {
         let old = &self.config;
         if new.server.listen != old.server.listen
             || new.server.admin_listen != old.server.admin_listen
+            || new.server.grpc_listen != old.server.grpc_listen
             || new.redis.as_ref().map(|r| &r.endpoint) != old.redis.as_ref().map(|r| &r.endpoint)
             || new.prefix != old.prefix
             || new.client_ip.trusted_proxies != old.client_ip.trusted_proxies
         {
-            tracing::warn!("reload: listen addresses, Redis URL, prefix and trusted proxies take effect only after a restart");
+            tracing::warn!("reload: listen addresses (grpc_listen too), Redis URL, prefix and trusted proxies take effect only after a restart");
         }
         let n = new.rules.len();
         self.rules.store(Arc::new(new.rules));

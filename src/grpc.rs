@@ -11,6 +11,7 @@
 //! headers come from `http::response::decision_parts`, the one place a
 //! decision becomes HTTP.
 
+mod accept;
 mod descriptors;
 mod ext_authz;
 mod rls;
@@ -23,7 +24,6 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::R
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::app::App;
@@ -36,11 +36,13 @@ pub use rls::Rls;
 /// a proxy multiplexes many calls on few connections, so the caps are on
 /// streams per connection and on each call's duration.
 pub struct Limits {
+    /// Open connections; beyond, new ones wait in the listen backlog.
+    pub max_connections: usize,
     /// Concurrent calls on one connection (HTTP/2 streams).
     pub max_streams: u32,
     /// A call running longer is answered `CANCELLED` (Envoy's own timeout is far shorter).
     pub call_timeout: Duration,
-    /// HTTP/2 PINGs find dead peers; the TCP keepalive, dead networks.
+    /// HTTP/2 PINGs at this interval find dead peers and dead networks.
     pub keepalive: Duration,
     /// Request header block (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`).
     pub max_header_bytes: u32,
@@ -53,6 +55,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
+            max_connections: 10_000,
             max_streams: 1024,
             call_timeout: Duration::from_secs(10),
             keepalive: Duration::from_secs(60),
@@ -68,13 +71,12 @@ pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
     limits: Limits,
+    open: prometheus_client::metrics::gauge::Gauge,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     let (reporter, health) = tonic_health::server::health_reporter();
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(limits.keepalive));
+    let incoming = accept::incoming(listener, limits.max_connections, open);
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(limits.max_streams)
         .concurrency_limit_per_connection(limits.max_streams as usize)

@@ -76,9 +76,11 @@ pub async fn run(
         http::admin_router(app.clone()),
         stop.clone(),
     );
-    let grpc = listeners
-        .grpc
-        .map(|l| crate::grpc::serve(app.clone(), l, crate::grpc::Limits::default(), stop.clone()));
+    let grpc = listeners.grpc.map(|l| {
+        let open = prometheus_client::metrics::gauge::Gauge::default();
+        let limits = crate::grpc::Limits::default();
+        crate::grpc::serve(app.clone(), l, limits, open, stop.clone())
+    });
     let grpc = async move {
         match grpc {
             Some(serve) => serve.await,

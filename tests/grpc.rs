@@ -756,3 +756,23 @@ async fn descriptor_rules_never_apply_to_check() {
         assert!(r.headers().get("ratelimit-policy").is_none());
     }
 }
+
+#[tokio::test]
+async fn the_server_stops_well_within_its_grace_while_a_proxy_holds_a_grpc_connection() {
+    let s = server(EDGE).await;
+    let ch = channel(&s).await;
+    let mut c = RateLimitServiceClient::new(ch.clone());
+    ask(
+        &mut c,
+        "edge",
+        vec![desc(&[("remote_address", "10.0.0.9")])],
+        0,
+    )
+    .await;
+    // The channel stays open, as Envoy's pooled connection would: shutdown
+    // sends it GOAWAY instead of waiting for it to go (grace is 10 s).
+    tokio::time::timeout(Duration::from_secs(5), s.stop())
+        .await
+        .expect("stopped within 5 s");
+    drop(ch);
+}
