@@ -14,6 +14,9 @@
 //!   service (RLS v3, rules with a `descriptor`) and ext_authz v3 (the
 //!   `/check` decision from Envoy's `AttributeContext`), plus gRPC health.
 //! - `client_ip` decides who the client is (trusted proxies, `X-Forwarded-For`).
+//! - `client_ip` decides who the client is (trusted proxies, `X-Forwarded-For`);
+//!   `net` is the one parser of addresses and networks (it and the allowlist share it).
+//! - `path` normalises the request path that rules match and key on.
 //! - `decide` applies every matching `rule` (matcher, key template) and
 //!   combines their outcomes; it applies `on_redis_error` when Redis fails.
 //! - `limiter` runs the algorithms: `limiter/redis_store.rs` calls the Lua
@@ -44,6 +47,8 @@ pub mod http;
 pub mod keys;
 pub mod limiter;
 pub mod metrics;
+pub mod net;
+pub mod path;
 pub mod rate;
 pub mod redis_conn;
 pub mod request;

@@ -1,9 +1,11 @@
 //! A rule: which requests it matches, what it counts them by, and its limits.
 
+mod changes;
 mod descriptor;
 mod key;
 mod matcher;
 
+pub use changes::Changes;
 pub use descriptor::{DescriptorEntry, DescriptorRule, MAX_ENTRIES as MAX_DESCRIPTOR_ENTRIES};
 pub use key::{KeyPart, KeyTemplate};
 pub use matcher::Matcher;
@@ -26,6 +28,9 @@ pub struct Rule {
     /// Each limit's name in the RateLimit headers (see `item_name`), built once.
     pub item_names: Vec<Arc<str>>,
     pub algorithm: Algorithm,
+    /// gcra only: the bucket size (units that may pass at once); None: the limit.
+    /// Only with a single limit (see `config/validate.rs`).
+    pub burst: Option<u64>,
     pub allowlist: AllowlistMode,
     pub on_redis_error: OnRedisError,
     pub shadow: bool,
@@ -83,6 +88,57 @@ named_enum!(AllowlistMode, "allowlist mode", {
 named_enum!(OnRedisError, "on_redis_error", {
     "allow" => Allow, "deny" => Deny, "local" => Local,
 });
+
+/// Everything but the name, as `config check` prints it and a reload
+/// compares it: `match path_prefix=/login methods=POST; key ip; limits [5/m]; …`.
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = &self.matcher;
+        let mut cond = Vec::new();
+        if let Some(p) = &m.path_prefix {
+            cond.push(format!("path_prefix={p}"));
+        }
+        if let Some(p) = &m.path_starts_with {
+            cond.push(format!("path_starts_with={p}"));
+        }
+        if let Some(p) = &m.path {
+            cond.push(format!("path={p}"));
+        }
+        if let Some(ms) = &m.methods {
+            cond.push(format!("methods={}", ms.join(",")));
+        }
+        if let Some(h) = &m.host {
+            cond.push(format!("host={h}"));
+        }
+        let cond = match (&self.descriptor, cond.is_empty()) {
+            (Some(d), _) => format!("RLS {d}"),
+            (None, true) => "every request".to_string(),
+            (None, false) => cond.join(" "),
+        };
+        let key = match &self.descriptor {
+            Some(d) => match &d.override_max {
+                Some(max) => format!("descriptor values (overrides up to {max})"),
+                None => "descriptor values".to_string(),
+            },
+            None => self.key.to_string(),
+        };
+        let limits: Vec<String> = self.limits.iter().map(|l| l.to_string()).collect();
+        write!(
+            f,
+            "match {}; key {}; limits [{}]; algorithm {}{}; allowlist {}; on_redis_error {}{}",
+            cond,
+            key,
+            limits.join(", "),
+            self.algorithm,
+            self.burst
+                .map(|b| format!(" (burst {b})"))
+                .unwrap_or_default(),
+            self.allowlist,
+            self.on_redis_error,
+            if self.shadow { "; shadow" } else { "" }
+        )
+    }
+}
 
 impl Rule {
     /// Name of one limit's item in the RateLimit headers and in `config check`:

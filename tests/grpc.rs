@@ -414,6 +414,11 @@ async fn rls_a_shadow_rule_answers_ok_and_counts_shadow_limited() {
 #[tokio::test]
 async fn rls_repeated_denials_come_from_the_deny_cache() {
     let s = server(&EDGE.replace("3/m", "1/m")).await;
+    // The deny cache is used only while this replica hears resets.
+    eventually(Duration::from_secs(5), || async {
+        metric(&scrape(&s).await, "tollgate_reset_channel_up", &[]) == 1.0
+    })
+    .await;
     let mut c = RateLimitServiceClient::new(channel(&s).await);
     for _ in 0..4 {
         ask(
@@ -775,4 +780,47 @@ async fn the_server_stops_well_within_its_grace_while_a_proxy_holds_a_grpc_conne
         .await
         .expect("stopped within 5 s");
     drop(ch);
+}
+
+#[tokio::test]
+async fn ext_authz_normalises_the_path_as_check_does_and_refuses_a_malformed_one() {
+    let s = server(AUTHZ).await;
+    let mut c = AuthorizationClient::new(channel(&s).await);
+    // Every spelling of /admin meets the allowlist gate.
+    for path in [
+        "/%61dmin/x",
+        "//admin",
+        "/x/../admin",
+        "/admin;jsessionid=1",
+        "/ADMIN/../admin/",
+    ] {
+        let r = authz(&mut c, check_request("203.0.113.4", "GET", path, &[])).await;
+        assert_eq!(parts(&r).1, 403, "{path}");
+    }
+    // Spellings of /login share one counter (limit 2/m); a lower-case method is POST.
+    for (path, expect) in [("/login", 200), ("/./login/", 200), ("/%6cogin", 429)] {
+        let r = authz(&mut c, check_request("203.0.113.5", "post", path, &[])).await;
+        assert_eq!(parts(&r).1, expect, "{path}");
+    }
+    let r = authz(&mut c, check_request("203.0.113.5", "GET", "/a%zz", &[])).await;
+    let (code, status, h) = parts(&r);
+    assert_eq!((code, status), (3, 400));
+    assert_eq!(get(&h, "x-tollgate-reason"), Some("bad_request"));
+    let HttpResponse::DeniedResponse(d) = r.http_response.unwrap() else {
+        panic!("denied")
+    };
+    assert!(
+        d.body.contains("attributes.request.http.path"),
+        "{}",
+        d.body
+    );
+    let text = scrape(&s).await;
+    assert_eq!(
+        metric(
+            &text,
+            "tollgate_refused_requests_total",
+            &[("reason", "bad_path")]
+        ),
+        1.0
+    );
 }

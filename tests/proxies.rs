@@ -148,6 +148,11 @@ pub async fn upstream() -> SocketAddr {
 }
 
 pub const CONFIG: &str = r#"
+# A loaded test machine can take longer than the default 25 ms: these tests
+# are about the proxies, not about on_redis_error.
+[redis]
+timeout = "2s"
+
 [client_ip]
 trusted_proxies = ["127.0.0.1/32"]
 
@@ -161,6 +166,18 @@ limits = ["3/h"]
 name = "admin"
 match = { path_prefix = "/admin" }
 allowlist = "require"
+
+[[rule]]
+name = "login"
+match = { host = "127.0.0.1", path_prefix = "/login", methods = ["POST"] }
+key = "ip"
+limits = ["2/h"]
+
+[[rule]]
+name = "exact"
+match = { path = "/exact" }
+key = "ip+path"
+limits = ["2/h"]
 
 [[rule]]
 name = "burst"
@@ -206,10 +223,8 @@ pub async fn allowed_requests_reach_the_upstream(kind: Kind) {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "{kind:?}");
-    if kind != Kind::Caddy && kind != Kind::Haproxy {
-        // nginx copies tollgate's RateLimit header onto the app's response.
-        assert_eq!(r.headers()["ratelimit"], r#""page";r=2;t=3600"#, "{kind:?}");
-    }
+    // Every shipped config copies tollgate's RateLimit header onto the app's response.
+    assert_eq!(r.headers()["ratelimit"], r#""page";r=2;t=3600"#, "{kind:?}");
     assert_eq!(r.text().await.unwrap(), "upstream ok");
     // No rule applies: straight through.
     let r = client_from("127.0.0.2")
@@ -218,6 +233,59 @@ pub async fn allowed_requests_reach_the_upstream(kind: Kind) {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+/// The RateLimit headers tollgate computes, as the client must see them.
+const RATELIMIT_HEADERS: [&str; 5] = [
+    "ratelimit",
+    "ratelimit-policy",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+];
+
+pub async fn ratelimit_headers_reach_the_client_on_allowed_and_limited_answers(kind: Kind) {
+    let s = Stack::start(kind, CONFIG).await;
+    let c = client_from("127.0.0.9");
+    for n in 0..4 {
+        let r = c.get(s.proxy.url("/limited")).send().await.unwrap();
+        let (status, remaining) = if n < 3 { (200, 2 - n) } else { (429, 0) };
+        assert_eq!(r.status(), status, "{kind:?} request {n}");
+        let h = r.headers();
+        for name in RATELIMIT_HEADERS {
+            assert!(
+                h.contains_key(name),
+                "{kind:?} request {n}: no {name} in {h:?}"
+            );
+        }
+        assert_eq!(h["ratelimit-policy"], r#""page";q=3;w=3600"#, "{kind:?}");
+        assert!(
+            h["ratelimit"]
+                .to_str()
+                .unwrap()
+                .starts_with(&format!("\"page\";r={remaining};t=")),
+            "{kind:?} request {n}: {h:?}"
+        );
+        assert_eq!(h["x-ratelimit-limit"], "3", "{kind:?}");
+        assert_eq!(
+            h["x-ratelimit-remaining"],
+            &remaining.to_string(),
+            "{kind:?}"
+        );
+        if status == 429 {
+            assert_eq!(h["x-ratelimit-reset"], h["retry-after"], "{kind:?}: {h:?}");
+        }
+    }
+    // No rule applies: no RateLimit headers at all (not even empty ones).
+    let r = c.get(s.proxy.url("/free")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    for name in RATELIMIT_HEADERS {
+        assert!(
+            !r.headers().contains_key(name),
+            "{kind:?}: {name} on /free: {:?}",
+            r.headers()
+        );
+    }
 }
 
 pub async fn over_the_limit_the_client_gets_429_with_retry_after(kind: Kind) {
@@ -377,6 +445,115 @@ pub async fn with_tollgate_stopped_the_client_gets_the_documented_status(kind: K
     }
 }
 
+/// One request sent byte for byte (no client-side URL cleaning, which would
+/// remove the very dot segments under test) from `source`; the status.
+pub async fn raw_status(
+    source: &str,
+    port: u16,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(source.parse().unwrap(), 0))
+        .unwrap();
+    let mut conn = socket
+        .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .unwrap();
+    let mut req =
+        format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: 0\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer))
+        .await
+        .expect("the proxy answers within 10 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"))
+}
+
+/// Every original-request header a client might forge, with a value that
+/// would take its request out of the `login` rule and the `admin` gate if believed.
+const SPOOFS: [(&str, &str); 5] = [
+    ("X-Original-URI", "/free"),
+    ("X-Original-Method", "GET"),
+    ("X-Forwarded-Uri", "/free"),
+    ("X-Forwarded-Method", "GET"),
+    ("X-Forwarded-Host", "elsewhere.example"),
+];
+
+pub async fn a_spoofed_original_request_header_changes_nothing(kind: Kind) {
+    let s = Stack::start(kind, CONFIG).await;
+    for (i, (name, value)) in SPOOFS.into_iter().enumerate() {
+        let source = format!("127.0.1.{}", 10 + i);
+        let spoof = [(name, value)];
+        for n in 0..2 {
+            let st = raw_status(&source, s.proxy.port, "POST", "/login", &spoof).await;
+            assert_eq!(st, 200, "{kind:?} {name}: login {n} is within the limit");
+        }
+        let st = raw_status(&source, s.proxy.port, "POST", "/login", &spoof).await;
+        assert_eq!(st, 429, "{kind:?}: {name}: {value} escaped the login limit");
+        let st = raw_status(&source, s.proxy.port, "GET", "/admin/panel", &spoof).await;
+        assert_eq!(st, 403, "{kind:?}: {name}: {value} passed the require gate");
+    }
+}
+
+pub async fn every_spelling_of_a_path_is_limited_and_refused_like_the_path(kind: Kind) {
+    let s = Stack::start(kind, CONFIG).await;
+    let port = s.proxy.port;
+    for target in [
+        "/admin/",
+        "//admin/",
+        "/./admin/",
+        "/%61dmin/",
+        "/x/../admin/",
+        "/admin;x/",
+        "/;x/admin/",
+        "/x%2F..%2Fadmin/",
+        "/x/..;/admin/",
+    ] {
+        let st = raw_status("127.0.1.30", port, "GET", target, &[]).await;
+        assert_eq!(
+            st, 403,
+            "{kind:?}: GET {target} reached the allowlisted admin area"
+        );
+    }
+    // One login counter for every spelling of /login: 2 pass, then all are limited.
+    let logins = [
+        "//login",
+        "/./login",
+        "/%6Cogin",
+        "/x/../login",
+        "/login;jsessionid=1",
+        "/login/",
+        "/login",
+    ];
+    for (n, target) in logins.iter().enumerate() {
+        let st = raw_status("127.0.1.31", port, "POST", target, &[]).await;
+        let want = if n < 2 { 200 } else { 429 };
+        assert_eq!(st, want, "{kind:?}: POST {target} (request {n})");
+    }
+    // An exact `path` rule keyed by path: the spellings share one key.
+    for (n, target) in ["/exact/./", "/exact;x", "/%65xact", "//exact"]
+        .iter()
+        .enumerate()
+    {
+        let st = raw_status("127.0.1.32", port, "GET", target, &[]).await;
+        let want = if n < 2 { 200 } else { 429 };
+        assert_eq!(st, want, "{kind:?}: GET {target} (request {n})");
+    }
+}
+
 macro_rules! proxy_tests {
     ($module:ident, $kind:expr) => {
         mod $module {
@@ -385,6 +562,12 @@ macro_rules! proxy_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn allowed_requests_reach_the_upstream() {
                 super::allowed_requests_reach_the_upstream($kind).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ratelimit_headers_reach_the_client_on_allowed_and_limited_answers() {
+                super::ratelimit_headers_reach_the_client_on_allowed_and_limited_answers($kind)
+                    .await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -411,6 +594,16 @@ macro_rules! proxy_tests {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_spoofed_original_request_header_changes_nothing() {
+                super::a_spoofed_original_request_header_changes_nothing($kind).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn every_spelling_of_a_path_is_limited_and_refused_like_the_path() {
+                super::every_spelling_of_a_path_is_limited_and_refused_like_the_path($kind).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn with_tollgate_stopped_the_client_gets_the_documented_status() {
                 super::with_tollgate_stopped_the_client_gets_the_documented_status($kind).await;
             }
@@ -421,3 +614,54 @@ macro_rules! proxy_tests {
 proxy_tests!(nginx, Kind::Nginx);
 proxy_tests!(caddy, Kind::Caddy);
 proxy_tests!(haproxy, Kind::Haproxy);
+
+/// The README's local trial, as a newcomer runs it: tollgate with the example
+/// config, `examples/try-nginx.sh` (the shipped nginx.conf from a scratch
+/// directory, with a stand-in app), then the three requests the README shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_trial_allows_limits_and_refuses_through_nginx() {
+    let config = std::fs::read_to_string("examples/tollgate.toml").unwrap();
+    let tollgate = TestServer::start(&config, None, &unique_prefix("trial")).await;
+    let (listen, app) = (free_port(), free_port());
+    let dir = crate::support::temp_dir("trial");
+    let nginx = Command::new("examples/try-nginx.sh")
+        .env("LISTEN", format!("127.0.0.1:{listen}"))
+        .env("TOLLGATE", tollgate.addr.to_string())
+        .env("APP", format!("127.0.0.1:{app}"))
+        .env("DIR", &dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The script execs nginx: the child is nginx's master, stopped on drop.
+    let _nginx = Proxy {
+        child: nginx,
+        port: listen,
+        _dir: dir.clone(),
+    };
+    eventually(Duration::from_secs(10), || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", listen))
+            .await
+            .is_ok()
+    })
+    .await;
+    let url = |path: &str| format!("http://127.0.0.1:{listen}{path}");
+    let c = reqwest::Client::new();
+    // curl -i http://127.0.0.1:8000/
+    let r = c.get(url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "app ok\n");
+    // for i in 1 2 3 4 5 6; do curl … -X POST http://127.0.0.1:8000/login; done
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let r = c.post(url("/login")).send().await.unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            assert!(r.headers().contains_key("retry-after"));
+        }
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
+    // curl -i http://127.0.0.1:8000/admin/
+    let r = c.get(url("/admin/")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+}

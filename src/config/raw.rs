@@ -25,6 +25,8 @@ pub struct RawServer {
     pub grpc_listen: Option<Spanned<String>>,
     /// Whether RLS and ext_authz answers carry the RateLimit headers `/check` sends.
     pub grpc_ratelimit_headers: bool,
+    /// The header family proxies describe the original request with.
+    pub forwarded_request: Spanned<String>,
 }
 
 impl Default for RawServer {
@@ -36,6 +38,7 @@ impl Default for RawServer {
             shutdown_grace: unspanned("10s"),
             grpc_listen: None,
             grpc_ratelimit_headers: true,
+            forwarded_request: unspanned("x-forwarded"),
         }
     }
 }
@@ -144,6 +147,9 @@ pub struct RawRule {
     pub allow_override: bool,
     #[serde(default)]
     pub override_max: Option<Spanned<String>>,
+    /// gcra only: bucket size; default the limit.
+    #[serde(default)]
+    pub burst: Option<Spanned<i64>>,
 }
 
 /// One entry of a rule's descriptor: `{ key = "path", value = "/login" }`.
@@ -157,10 +163,11 @@ pub struct RawDescriptorEntry {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMatch {
-    pub path_prefix: Option<String>,
-    pub path: Option<String>,
-    pub methods: Option<Vec<String>>,
-    pub host: Option<String>,
+    pub path_prefix: Option<Spanned<String>>,
+    pub path_starts_with: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub methods: Option<Vec<Spanned<String>>>,
+    pub host: Option<Spanned<String>>,
 }
 
 fn default_key() -> Spanned<String> {

@@ -5,12 +5,14 @@
 //! | allowed         | `OkResponse`, RateLimit headers in `response_headers_to_add` |
 //! | limited         | `DeniedResponse` 429 + `Retry-After` (+ RateLimit headers) |
 //! | not allowlisted | `DeniedResponse` 403 + `x-tollgate-reason: not_allowlisted` |
+//! | malformed path  | `DeniedResponse` 400 + JSON naming the field (as `/check`) |
 //!
 //! The client is `source.address` (the downstream peer as Envoy saw it), put
 //! through the same trusted-proxy logic as `/check`'s peer: only when it is a
 //! trusted proxy are `X-Forwarded-For` / `X-Real-IP` believed. Method, path,
-//! host and headers are Envoy's own view of the request; no `X-Original-*`
-//! header is read. The caller of this service is trusted to report them, like
+//! host and headers are Envoy's own view of the request; no `X-Original-*` /
+//! `X-Forwarded-Uri` header is read. The path is normalised by `path`, as
+//! `/check` does, before any rule sees it. The caller of this service is trusted to report them, like
 //! a proxy calling `/check` is: keep `server.grpc_listen` on a private network.
 
 use std::net::{IpAddr, SocketAddr};
@@ -33,6 +35,8 @@ use tonic::{Request, Response, Status};
 use crate::app::App;
 use crate::decide::Verdict;
 use crate::http::response::{decision_parts, Flavor};
+use crate::metrics::ReasonLabels;
+use crate::request::forwarded::RefusalReason;
 use crate::request::RequestView;
 
 pub struct ExtAuthz {
@@ -60,6 +64,7 @@ impl Authorization for ExtAuthz {
 
 /// gRPC codes in `CheckResponse.status` (Envoy only tells OK from the rest).
 const OK: i32 = 0;
+const INVALID_ARGUMENT: i32 = 3;
 const PERMISSION_DENIED: i32 = 7;
 const RESOURCE_EXHAUSTED: i32 = 8;
 
@@ -91,16 +96,34 @@ pub async fn check(
             Status::invalid_argument("attributes.source.address: missing or not an IP address")
         })?;
     let headers = header_map(http)?;
-    let (path, query) = RequestView::split_uri(if http.path.is_empty() {
+    let (raw_path, query) = RequestView::split_uri(if http.path.is_empty() {
         "/"
     } else {
         &http.path
     });
-    let host = (!http.host.is_empty()).then(|| RequestView::strip_port(&http.host));
+    // The path is normalised exactly as /check normalises it (`path`);
+    // a malformed escape is refused as /check refuses it: 400, counted.
+    let path = match crate::path::normalize(raw_path) {
+        Ok(p) => p,
+        Err(e) => return Ok(bad_path(app, e.to_string())),
+    };
+    let upper;
+    let method = if http.method.bytes().any(|b| b.is_ascii_lowercase()) {
+        upper = http.method.to_ascii_uppercase();
+        upper.as_str()
+    } else {
+        http.method.as_str()
+    };
+    // `Example.com.:443` is `Example.com`, as `request::forwarded` reads a host.
+    let host = (!http.host.is_empty()).then(|| {
+        let h = RequestView::strip_port(&http.host);
+        h.strip_suffix('.').filter(|h| !h.is_empty()).unwrap_or(h)
+    });
     let client = app.resolver.resolve(source, &headers);
     let view = RequestView {
-        method: &http.method,
-        path,
+        method,
+        path: &path.canonical,
+        path_others: &path.others,
         query,
         host,
         headers: &headers,
@@ -158,6 +181,45 @@ pub async fn check(
         http_response: Some(http_response),
         ..Default::default()
     })
+}
+
+/// A path no reading can be given: denied with 400 and the field named, as
+/// `/check` answers it, and counted in `tollgate_refused_requests_total`.
+fn bad_path(app: &App, message: String) -> CheckResponse {
+    app.metrics
+        .refused_requests
+        .get_or_create(&ReasonLabels {
+            reason: RefusalReason::BadPath.label(),
+        })
+        .inc();
+    tracing::debug!("ext_authz request refused: {message}");
+    let field = "attributes.request.http.path";
+    let body = serde_json::json!({ "error": message, "field": field }).to_string();
+    let header = |key: &str, value: &str| HeaderValueOption {
+        header: Some(envoy_types::pb::envoy::config::core::v3::HeaderValue {
+            key: key.into(),
+            value: value.into(),
+            ..Default::default()
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..Default::default()
+    };
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: INVALID_ARGUMENT,
+            message: format!("{field}: {message}"),
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus { code: 400 }),
+            headers: vec![
+                header("content-type", "application/json"),
+                header("x-tollgate-reason", "bad_request"),
+            ],
+            body,
+        })),
+        ..Default::default()
+    }
 }
 
 /// The request's headers: Envoy sends `headers` (a map), or `header_map`

@@ -71,7 +71,12 @@ pub(super) fn validate(c: &mut Collector<'_>, i: usize, r: &RawRule) -> Option<D
         );
     }
     let m = &r.matcher;
-    if m.path.is_some() || m.path_prefix.is_some() || m.methods.is_some() || m.host.is_some() {
+    if m.path.is_some()
+        || m.path_prefix.is_some()
+        || m.path_starts_with.is_some()
+        || m.methods.is_some()
+        || m.host.is_some()
+    {
         c.push(at("match"), Some(descriptor), "a descriptor rule answers Envoy's rate limit service, which sends descriptors, not requests; remove match");
     }
     if r.allowlist.get_ref() != "ignore" {
