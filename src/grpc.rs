@@ -32,15 +32,17 @@ use crate::metrics::GrpcLabels;
 pub use ext_authz::ExtAuthz;
 pub use rls::Rls;
 
-/// Per-connection and per-call bounds, as the HTTP listeners have theirs:
-/// a proxy multiplexes many calls on few connections, so the caps are on
-/// streams per connection and on each call's duration.
+/// Bounds, as the HTTP listeners have theirs (`server.max_connections`, and
+/// `server.request_timeout` per call). A proxy multiplexes many calls on few
+/// long-lived connections, so instead of an idle timeout there are caps on
+/// streams per connection and keepalive pings.
 pub struct Limits {
-    /// Open connections; beyond, new ones wait in the listen backlog.
+    /// Open connections (`server.max_connections`); beyond, new ones wait in the listen backlog.
     pub max_connections: usize,
     /// Concurrent calls on one connection (HTTP/2 streams).
     pub max_streams: u32,
-    /// A call running longer is answered `CANCELLED` (Envoy's own timeout is far shorter).
+    /// A call running longer is answered `CANCELLED` (`server.request_timeout`;
+    /// Envoy's own timeout is far shorter).
     pub call_timeout: Duration,
     /// HTTP/2 PINGs at this interval find dead peers and dead networks.
     pub keepalive: Duration,

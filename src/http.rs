@@ -13,6 +13,7 @@ pub mod response;
 
 use std::sync::Arc;
 
+use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{any, get, post};
 use axum::Router;
@@ -26,7 +27,10 @@ pub fn decision_router(app: Arc<App>) -> Router {
         .route("/check/nginx", any(forward_auth::nginx))
         // Envoy's ext_authz appends the original path to its path_prefix.
         .route("/check/{*path}", any(forward_auth::standard_with_path))
-        .route("/v1/check", post(api_check::check))
+        .route(
+            "/v1/check",
+            post(api_check::check).layer(DefaultBodyLimit::max(api_check::MAX_BODY_BYTES)),
+        )
         .route_layer(from_fn_with_state(app.clone(), observe::observe))
         .with_state(app)
 }

@@ -824,3 +824,53 @@ async fn ext_authz_normalises_the_path_as_check_does_and_refuses_a_malformed_one
         1.0
     );
 }
+
+#[tokio::test]
+async fn at_max_connections_a_new_grpc_connection_waits_for_a_free_slot() {
+    let redis = shared_redis().url();
+    let config = format!("{GRPC}max_connections = 3\n{EDGE}");
+    let s = TestServer::start(&config, Some(&redis), &unique_prefix("grpc-max")).await;
+    let open = || async {
+        metric(
+            &scrape(&s).await,
+            "tollgate_open_connections",
+            &[("listener", "grpc")],
+        )
+    };
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut c = RateLimitServiceClient::new(channel(&s).await);
+        ask(
+            &mut c,
+            "edge",
+            vec![desc(&[("remote_address", "10.0.1.1")])],
+            0,
+        )
+        .await;
+        held.push(c);
+    }
+    assert_eq!(open().await, 3.0);
+    // A fourth connection is not accepted while the three are open...
+    let waiting = tokio::spawn({
+        let ch = channel(&s).await; // TCP completes in the kernel's backlog
+        async move {
+            let mut c = RateLimitServiceClient::new(ch);
+            ask(
+                &mut c,
+                "edge",
+                vec![desc(&[("remote_address", "10.0.1.2")])],
+                0,
+            )
+            .await
+        }
+    });
+    assert_eq!(open().await, 3.0);
+    assert!(!waiting.is_finished());
+    // ...and is served once one of them closes.
+    held.pop();
+    let r = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("served once a slot frees")
+        .unwrap();
+    assert_eq!(r.overall_code, Code::Ok as i32);
+}

@@ -11,6 +11,8 @@ pub struct RawConfig {
     pub redis: Option<RawRedis>,
     pub client_ip: RawClientIp,
     pub allowlist: RawAllowlist,
+    pub api: RawApi,
+    pub local_store: RawLocalStore,
     pub rule: Vec<RawRule>,
 }
 
@@ -27,6 +29,9 @@ pub struct RawServer {
     pub grpc_ratelimit_headers: bool,
     /// The header family proxies describe the original request with.
     pub forwarded_request: Spanned<String>,
+    pub max_connections: usize,
+    pub request_timeout: Spanned<String>,
+    pub idle_timeout: Spanned<String>,
 }
 
 impl Default for RawServer {
@@ -39,6 +44,11 @@ impl Default for RawServer {
             grpc_listen: None,
             grpc_ratelimit_headers: true,
             forwarded_request: unspanned("x-forwarded"),
+            max_connections: 10_000,
+            request_timeout: unspanned("10s"),
+            // Longer than proxies keep idle upstream connections (nginx: 60s), so
+            // tollgate never closes a connection a proxy is about to reuse.
+            idle_timeout: unspanned("75s"),
         }
     }
 }
@@ -52,7 +62,9 @@ pub struct RawRedis {
     pub prefix: Spanned<String>,
     pub timeout: Spanned<String>,
     pub fallback_replicas: u32,
-    pub deny_cache_size: usize,
+    pub deny_cache_bytes: usize,
+    /// Replaced by `deny_cache_bytes`; kept only to say so.
+    pub deny_cache_size: Option<Spanned<i64>>,
 }
 
 impl Default for RawRedis {
@@ -64,7 +76,8 @@ impl Default for RawRedis {
             prefix: unspanned("tg"),
             timeout: unspanned("25ms"),
             fallback_replicas: 1,
-            deny_cache_size: 100_000,
+            deny_cache_bytes: 16 << 20,
+            deny_cache_size: None,
         }
     }
 }
@@ -115,6 +128,47 @@ impl Default for RawAllowlist {
             allow_permanent: false,
             reap_interval: unspanned("1s"),
             state_file: None,
+        }
+    }
+}
+
+/// Caps on `POST /v1/check` bodies (see `config/validate/caps.rs` for why
+/// these defaults).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawApi {
+    pub max_key_bytes: usize,
+    pub max_limits: usize,
+    pub max_limit: u64,
+    pub max_log_limit: u64,
+    pub max_cost: u64,
+    pub max_period: Spanned<String>,
+}
+
+impl Default for RawApi {
+    fn default() -> Self {
+        RawApi {
+            max_key_bytes: 512,
+            max_limits: 4,
+            max_limit: 1_000_000_000,
+            max_log_limit: 25,
+            max_cost: 1_000,
+            max_period: unspanned("7d"),
+        }
+    }
+}
+
+/// The in-process store (embedded, and the `on_redis_error = "local"` fallback).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLocalStore {
+    pub max_bytes: usize,
+}
+
+impl Default for RawLocalStore {
+    fn default() -> Self {
+        RawLocalStore {
+            max_bytes: 64 << 20,
         }
     }
 }

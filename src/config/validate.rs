@@ -1,5 +1,6 @@
 //! One pass over the raw config that collects every problem with its key.
 
+mod caps;
 mod descriptor;
 
 use std::collections::HashSet;
@@ -181,6 +182,13 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
                 None
             }
         };
+        if let Some(old) = &r.deny_cache_size {
+            c.push(
+                "redis.deny_cache_size",
+                Some(old),
+                "replaced by redis.deny_cache_bytes: the deny cache is now bounded in bytes (default 16 MiB, some 50 000 denials)",
+            );
+        }
         if let Some((key, line, endpoint)) = endpoint {
             if let Err(e) = endpoint.validate() {
                 c.issues.push(Issue {
@@ -193,7 +201,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
                     endpoint,
                     timeout,
                     fallback_replicas: r.fallback_replicas.max(1),
-                    deny_cache_size: r.deny_cache_size,
+                    deny_cache_bytes: r.deny_cache_bytes,
                 });
             }
         }
@@ -263,6 +271,8 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
         );
     }
 
+    let (server_limits, api, local_store) = caps::validate(&mut c, &raw, ov);
+
     let mut rules = Vec::new();
     let mut names = HashSet::new();
     for (i, r) in raw.rule.iter().enumerate() {
@@ -285,6 +295,9 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
             grpc_listen: grpc_listen.map(|a| a.expect("checked")),
             grpc_ratelimit_headers: raw.server.grpc_ratelimit_headers,
             forwarded_request: forwarded_request.expect("checked"),
+            max_connections: server_limits.max_connections,
+            request_timeout: server_limits.request_timeout,
+            idle_timeout: server_limits.idle_timeout,
         },
         redis,
         prefix: prefix.into_inner(),
@@ -305,6 +318,8 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
                 .clone()
                 .map(std::path::PathBuf::from),
         },
+        api,
+        local_store,
         rules,
     })
 }
@@ -753,6 +768,17 @@ override_max = "100/s"
         )
         .unwrap();
         assert_eq!(cfg.rules[0].burst, None, "default: the limit");
+    }
+
+    #[test]
+    fn the_old_deny_cache_size_key_names_its_replacement() {
+        let found = issues("[redis]\nurl = \"redis://127.0.0.1:1\"\ndeny_cache_size = 1000\n");
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0]
+                .starts_with("redis.deny_cache_size@Some(3): replaced by redis.deny_cache_bytes"),
+            "{found:?}"
+        );
     }
 
     #[test]

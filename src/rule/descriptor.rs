@@ -9,6 +9,7 @@
 //! exact value earliest wins (Envoy's service walks its tree trying
 //! `key_value` before `key` at every level).
 
+use crate::keys::bounded_part;
 use crate::rate::Rate;
 
 /// The RLS side of a rule (`domain` + `descriptor` in the config).
@@ -60,7 +61,8 @@ impl DescriptorRule {
 
     /// The counter key of a matching descriptor: the values of the entries
     /// without a configured value, joined with `+`. `%` and `+` inside a value
-    /// are percent-encoded so that two different descriptors never share a key.
+    /// are percent-encoded so that two different descriptors never share a key;
+    /// a value over 128 bytes is bounded like any key part (`keys::bounded_part`).
     /// A rule whose entries all have values counts every caller in one key (`""`).
     pub fn key<'e>(&self, entries: impl Iterator<Item = (&'e str, &'e str)>) -> String {
         let mut out = String::new();
@@ -73,7 +75,7 @@ impl DescriptorRule {
                 out.push('+');
             }
             first = false;
-            for ch in value.chars() {
+            for ch in bounded_part(value).chars() {
                 match ch {
                     '%' => out.push_str("%25"),
                     '+' => out.push_str("%2B"),
@@ -157,5 +159,8 @@ mod tests {
         assert_eq!(k1, "x%2By+z");
         assert_ne!(k1, k2);
         assert_eq!(rule(&[("a", Some("1"))]).key([("a", "1")].into_iter()), "");
+        let long = "x".repeat(7000);
+        let k = rule(&[("a", None)]).key([("a", long.as_str())].into_iter());
+        assert!(k.len() <= 105 && k.contains('#'), "{k}");
     }
 }
