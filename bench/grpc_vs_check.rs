@@ -1,12 +1,15 @@
 //! RLS decisions per second over gRPC, as a ratio to `/check` in the same run.
 //!
 //! `cargo bench --bench grpc_vs_check` (needs `redis-server`; `BENCH_SECONDS`
-//! per phase, default 10; `BENCH_CONCURRENCY`, default 64). Starts its own
-//! Redis and a release `tollgate serve` on loopback ports, then drives, one
-//! phase after the other, with the same number of concurrent callers:
+//! per phase and round, default 5; `BENCH_ROUNDS`, default 3;
+//! `BENCH_CONCURRENCY`, default 64). Starts its own Redis and a release
+//! `tollgate serve` on loopback ports, then drives it in rounds of three
+//! phases (so a busy moment of the machine hits all three alike; the median
+//! round of each is reported), with the same number of concurrent callers:
 //!
 //! 1. `/check` (HTTP/1.1 keep-alive, one connection per caller, 10 000
-//!    client IPs in `X-Forwarded-For` from the trusted loopback peer);
+//!    client IPs in `X-Forwarded-For` and the path in `X-Forwarded-Uri`,
+//!    from the trusted loopback peer);
 //! 2. `ShouldRateLimit` (tonic; one descriptor `remote_address` from the same
 //!    10 000 IPs; 8 HTTP/2 connections shared by the callers, as Envoy pools);
 //! 3. ext_authz `Check` for the same requests as 1.
@@ -94,7 +97,8 @@ where
 
 #[tokio::main]
 async fn main() {
-    let secs = env_or("BENCH_SECONDS", 10);
+    let secs = env_or("BENCH_SECONDS", 5);
+    let rounds = env_or("BENCH_ROUNDS", 3).max(1);
     let callers = env_or("BENCH_CONCURRENCY", 64);
     let (redis_port, http, admin, grpc) = (free_port(), free_port(), free_port(), free_port());
     let _redis = Proc(

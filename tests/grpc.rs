@@ -740,6 +740,17 @@ async fn ext_authz_ignores_forwarded_for_from_an_untrusted_source_and_believes_a
         );
         assert_eq!(parts(&authz(&mut c, req).await).1, expect, "request {i}");
     }
+    // Original-request headers a client adds describe nothing: Envoy's own
+    // path and method decide (these would name the gate and the limited rule).
+    for spoof in ["x-original-uri", "x-forwarded-uri"] {
+        let req = check_request(
+            "203.0.113.3",
+            "GET",
+            "/public",
+            &[(spoof, "/admin"), ("x-forwarded-method", "POST")],
+        );
+        assert_eq!(parts(&authz(&mut c, req).await).1, 200, "{spoof}");
+    }
     // From a trusted proxy, the forwarded client is the client.
     for i in 1..=2 {
         let xff = format!("198.51.100.{i}");

@@ -29,9 +29,15 @@ pub struct Charge<'r> {
 
 impl<'r> Charge<'r> {
     pub fn spec(&self) -> LimitSpec<'_> {
+        let rule = LimitSpec::from(self.rule);
         LimitSpec {
             limits: &self.limits,
-            ..LimitSpec::from(self.rule)
+            // A gcra burst is sized for the rule's own limit, not an override's.
+            burst: match self.limits {
+                Cow::Borrowed(_) => rule.burst,
+                Cow::Owned(_) => None,
+            },
+            ..rule
         }
     }
 }
