@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . scripts/lib/need.sh
-need redis-server:redis-server redis-cli:redis-tools nginx:nginx-light caddy:caddy haproxy:haproxy python3:python3
+need redis-server:redis-server redis-cli:redis-tools openssl:openssl nginx:nginx-light caddy:caddy haproxy:haproxy python3:python3
 need_py ensurepip:python3-venv
 
 # tests/grpc_python.rs runs tests/python/envoy_client.py with this interpreter.

@@ -80,15 +80,22 @@ impl App {
     /// that live in sockets and connections need a restart; say so.
     pub fn reload(&self, new: Config) {
         let old = &self.config;
+        let old_redis = old.redis.as_ref().map(|r| &r.endpoint);
+        let new_redis = new.redis.as_ref().map(|r| &r.endpoint);
         if new.server.listen != old.server.listen
             || new.server.admin_listen != old.server.admin_listen
             || new.server.grpc_listen != old.server.grpc_listen
-            || new.redis.as_ref().map(|r| &r.endpoint) != old.redis.as_ref().map(|r| &r.endpoint)
+            || new_redis.map(|e| e.topology()) != old_redis.map(|e| e.topology())
             || new.prefix != old.prefix
             || new.client_ip.trusted_proxies != old.client_ip.trusted_proxies
             || new.server.forwarded_request != old.server.forwarded_request
         {
-            tracing::warn!("reload: listen addresses (grpc_listen too), Redis URL, prefix, trusted proxies and server.forwarded_request take effect only after a restart");
+            tracing::warn!("reload: listen addresses (grpc_listen too), Redis URLs, prefix, trusted proxies and server.forwarded_request take effect only after a restart");
+        }
+        if let (Some(old_e), Some(new_e)) = (old_redis, new_redis) {
+            if old_e.topology() == new_e.topology() && old_e.access() != new_e.access() {
+                self.reconnect_redis(new_e.access().as_ref().clone());
+            }
         }
         let n = new.rules.len();
         self.metrics
@@ -107,6 +114,25 @@ impl App {
         for (rule, before, after) in &changes.changed {
             // Keys hold the algorithm and each limit's period, not its count.
             tracing::info!(rule = %rule, %before, %after, "rule changed: counters of an unchanged algorithm and period carry over");
+        }
+    }
+
+    /// New Redis credentials or TLS files (a reload): every component's
+    /// endpoint shares them at once; the limiter's and the allowlist writer's
+    /// connections are replaced now (the old ones serve until the new one is
+    /// up), the allowlist follower and the reset channel use them when they
+    /// next connect (their open connections stay authenticated).
+    fn reconnect_redis(&self, access: crate::redis_conn::Access) {
+        let Store::Redis(store) = &self.store else {
+            return;
+        };
+        store.endpoint().set_access(access);
+        if let Some(writer) = self.allowlist.redis() {
+            writer.forget_connection();
+        }
+        tracing::info!(redis = %store.endpoint(), "reload: Redis credentials or TLS files changed, reconnecting");
+        if tokio::runtime::Handle::try_current().is_ok() {
+            store.reconnect_in_background();
         }
     }
 

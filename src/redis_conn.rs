@@ -1,21 +1,31 @@
 //! How tollgate reaches Redis: one server, a Redis Cluster, or the master a
-//! Sentinel names. Everything that talks to Redis gets its connections here,
-//! so the rest of the code does not care which.
+//! Sentinel names; over TCP, TLS (`rediss://`) or a unix socket. Everything
+//! that talks to Redis gets its connections here, so the rest of the code does
+//! not care which, and credentials and TLS apply to every connection alike.
+//!
+//! `access` holds the credentials and TLS files; the URLs say where.
+
+mod access;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::sentinel::{SentinelClient, SentinelServerType};
-use redis::{Client, Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+use redis::{
+    Client, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture,
+    RedisResult, TlsMode, Value,
+};
 
-use crate::server::redact_url;
+pub use access::{read_password_file, Access, KeyError, Tls};
 
 /// Where Redis is.
 #[derive(Clone, PartialEq, Eq)]
-pub enum Endpoint {
+pub enum Topology {
     Single(String),
     /// Seed nodes; the client learns the slot map from them and follows MOVED/ASK.
     Cluster(Vec<String>),
@@ -26,13 +36,31 @@ pub enum Endpoint {
     },
 }
 
+/// Where Redis is, and how to prove who we are to it.
+#[derive(Clone)]
+pub struct Endpoint {
+    topology: Topology,
+    /// Shared by every clone (limiter, allowlist, reset channel): a reload
+    /// swaps in new credentials or TLS files for all of them at once.
+    access: Arc<ArcSwap<Access>>,
+}
+
+impl PartialEq for Endpoint {
+    fn eq(&self, other: &Self) -> bool {
+        self.topology == other.topology && **self.access.load() == **other.access.load()
+    }
+}
+
+impl Eq for Endpoint {}
+
 impl fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
     }
 }
 
-/// For logs and `config check`: URLs with passwords redacted.
+/// For logs and `config check`: URLs with credentials redacted, then how
+/// the connection is carried (TLS and its CA, a unix socket, plain TCP).
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let list = |v: &[String]| {
@@ -41,13 +69,22 @@ impl fmt::Display for Endpoint {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        match self {
-            Endpoint::Single(url) => write!(f, "{}", redact_url(url)),
-            Endpoint::Cluster(nodes) => write!(f, "cluster [{}]", list(nodes)),
-            Endpoint::Sentinel { master, nodes } => {
-                write!(f, "sentinel master {master:?} via [{}]", list(nodes))
+        match &self.topology {
+            Topology::Single(url) => write!(f, "{}", redact_url(url))?,
+            Topology::Cluster(nodes) => write!(f, "cluster [{}]", list(nodes))?,
+            Topology::Sentinel { master, nodes } => {
+                write!(f, "sentinel master {master:?} via [{}]", list(nodes))?
             }
         }
+        write!(f, ", {}", self.transport())?;
+        let access = self.access.load();
+        if let Some(user) = &access.username {
+            write!(f, ", user {user:?}")?;
+        }
+        if access.password.is_some() {
+            f.write_str(", password ***")?;
+        }
+        Ok(())
     }
 }
 
@@ -87,23 +124,92 @@ impl ConnectionLike for RedisConn {
 }
 
 impl Endpoint {
+    pub fn new(topology: Topology, access: Access) -> Self {
+        Endpoint {
+            topology,
+            access: Arc::new(ArcSwap::from_pointee(access)),
+        }
+    }
+
+    /// One server, no settings beyond its URL.
+    pub fn single(url: impl Into<String>) -> Self {
+        Self::new(Topology::Single(url.into()), Access::default())
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    pub fn access(&self) -> Arc<Access> {
+        self.access.load_full()
+    }
+
+    /// Swap in new credentials or TLS files (a reload): every clone of this
+    /// endpoint uses them on its next connect.
+    pub fn set_access(&self, access: Access) {
+        self.access.store(Arc::new(access));
+    }
+
     pub fn is_cluster(&self) -> bool {
-        matches!(self, Endpoint::Cluster(_))
+        matches!(self.topology, Topology::Cluster(_))
+    }
+
+    pub fn is_sentinel(&self) -> bool {
+        matches!(self.topology, Topology::Sentinel { .. })
+    }
+
+    fn urls(&self) -> Vec<&String> {
+        match &self.topology {
+            Topology::Single(u) => vec![u],
+            Topology::Cluster(n) | Topology::Sentinel { nodes: n, .. } => n.iter().collect(),
+        }
+    }
+
+    /// Whether the URLs ask for TLS (`rediss://`); for a Sentinel, the
+    /// master is reached over TLS when the sentinels are.
+    pub fn is_tls(&self) -> bool {
+        self.urls().iter().any(|u| {
+            u.as_str()
+                .into_connection_info()
+                .is_ok_and(|i| matches!(i.addr(), ConnectionAddr::TcpTls { .. }))
+        })
+    }
+
+    /// How the connection is carried, for the first log line and `/readyz`.
+    pub fn transport(&self) -> String {
+        let addr = self
+            .seed_url()
+            .into_connection_info()
+            .map(|i| i.addr().clone());
+        match addr {
+            Ok(ConnectionAddr::Unix(path)) => format!("unix socket {}", path.display()),
+            Ok(ConnectionAddr::TcpTls { insecure, .. }) => {
+                let access = self.access.load();
+                match &access.tls {
+                    Some(tls) => format!("Redis over TLS ({tls})"),
+                    None if insecure => "Redis over TLS (server certificate NOT VERIFIED)".into(),
+                    None => "Redis over TLS (CA: system roots)".into(),
+                }
+            }
+            _ => "Redis over plain TCP".into(),
+        }
     }
 
     /// Check the URLs without connecting; the error names the bad one.
     pub fn validate(&self) -> Result<(), String> {
-        let urls: Vec<&String> = match self {
-            Endpoint::Single(u) => vec![u],
-            Endpoint::Cluster(n) | Endpoint::Sentinel { nodes: n, .. } => n.iter().collect(),
-        };
-        for u in urls {
-            Client::open(u.as_str()).map_err(|_| {
+        let mut tls = Vec::new();
+        for u in self.urls() {
+            let info = u.as_str().into_connection_info().map_err(|e| {
                 format!(
-                    "{} is not a Redis URL (expected redis://[:password@]host:port[/db])",
-                    redact_url(u)
+                    "{} is not a Redis URL ({}; expected redis://, rediss://, redis+unix:// or unix://)",
+                    redact_url(u),
+                    redact_url(&e.to_string()),
                 )
             })?;
+            tls.push(matches!(info.addr(), ConnectionAddr::TcpTls { .. }));
+        }
+        if tls.iter().any(|&t| t) && !tls.iter().all(|&t| t) {
+            return Err("mixes rediss:// and plain URLs: give every node the same scheme".into());
         }
         Ok(())
     }
@@ -111,22 +217,35 @@ impl Endpoint {
     /// Connect. `timeout` bounds each command (the caller adds its own bound
     /// too); a Sentinel endpoint resolves the current master first.
     pub async fn connect(&self, timeout: Duration) -> RedisResult<RedisConn> {
-        match self {
-            Endpoint::Single(url) => Ok(RedisConn::Single(
-                manager(Client::open(url.as_str())?, timeout).await?,
+        match &self.topology {
+            Topology::Single(url) => Ok(RedisConn::Single(
+                manager(self.client(url)?, timeout).await?,
             )),
-            Endpoint::Sentinel { .. } => Ok(RedisConn::Single(
+            Topology::Sentinel { .. } => Ok(RedisConn::Single(
                 manager(self.master_client().await?, timeout).await?,
             )),
-            Endpoint::Cluster(nodes) => {
-                let client = ClusterClient::builder(nodes.clone())
+            Topology::Cluster(nodes) => {
+                let access = self.access.load();
+                let infos = nodes
+                    .iter()
+                    .map(|u| node_info(u, &access))
+                    .collect::<RedisResult<Vec<_>>>()?;
+                let mut builder = ClusterClient::builder(infos)
                     .connection_timeout(Duration::from_secs(1))
                     .response_timeout(timeout)
                     // A call to a dead master fails at once and takes on_redis_error;
                     // retrying inside the client would only make it wait.
-                    .retries(1)
-                    .build()?;
-                Ok(RedisConn::Cluster(client.get_async_connection().await?))
+                    .retries(1);
+                // Nodes learned from the slot map (and MOVED) get the same TLS.
+                if let (Some(tls), true) = (&access.tls, self.is_tls()) {
+                    if tls.insecure_skip_verify {
+                        builder = builder.tls(TlsMode::Insecure);
+                    }
+                    builder = builder.certs(tls.certificates());
+                }
+                Ok(RedisConn::Cluster(
+                    builder.build()?.get_async_connection().await?,
+                ))
             }
         }
     }
@@ -134,10 +253,10 @@ impl Endpoint {
     /// A plain client for connections that block or subscribe (stream tails,
     /// pub/sub). In a cluster, PUBLISH reaches every node, so any node will do.
     pub async fn plain_client(&self) -> RedisResult<Client> {
-        match self {
-            Endpoint::Single(url) => Client::open(url.as_str()),
-            Endpoint::Cluster(nodes) => Client::open(nodes[0].as_str()),
-            Endpoint::Sentinel { .. } => self.master_client().await,
+        match &self.topology {
+            Topology::Single(url) => self.client(url),
+            Topology::Cluster(nodes) => self.client(&nodes[0]),
+            Topology::Sentinel { .. } => self.master_client().await,
         }
     }
 
@@ -146,33 +265,143 @@ impl Endpoint {
     /// do, and a dead one is skipped on the next try), the current master
     /// behind a Sentinel, or the one server.
     pub async fn subscribe_client(&self, attempt: usize) -> RedisResult<Client> {
-        match self {
-            Endpoint::Cluster(nodes) => Client::open(nodes[attempt % nodes.len()].as_str()),
+        match &self.topology {
+            Topology::Cluster(nodes) => self.client(&nodes[attempt % nodes.len()]),
             _ => self.plain_client().await,
         }
     }
 
     /// The first URL: the server, a cluster seed node, or a sentinel.
-    /// (Transitional: the allowlist still connects by URL; see its redis_store.)
     pub fn seed_url(&self) -> &str {
-        match self {
-            Endpoint::Single(url) => url,
-            Endpoint::Cluster(nodes) | Endpoint::Sentinel { nodes, .. } => &nodes[0],
+        match &self.topology {
+            Topology::Single(url) => url,
+            Topology::Cluster(nodes) | Topology::Sentinel { nodes, .. } => &nodes[0],
         }
     }
 
+    /// A client for one server's URL, with the credentials and TLS applied.
+    fn client(&self, url: &str) -> RedisResult<Client> {
+        let access = self.access.load();
+        let info = node_info(url, &access)?;
+        match (&access.tls, info.addr()) {
+            (Some(tls), ConnectionAddr::TcpTls { .. }) => {
+                Client::build_with_tls(info, tls.certificates())
+            }
+            _ => Client::open(info),
+        }
+    }
+
+    /// The master the sentinels name now. The sentinels are asked with the
+    /// credentials in their own URLs; the master is reached with the
+    /// configured ones (`redis.username`, `password_file`, `password_env`),
+    /// and over TLS when the sentinels are, with the same `[redis.tls]`.
     async fn master_client(&self) -> RedisResult<Client> {
-        let Endpoint::Sentinel { master, nodes } = self else {
+        let Topology::Sentinel { master, nodes } = &self.topology else {
             return Err((redis::ErrorKind::Client, "not a sentinel endpoint").into());
         };
-        let mut sentinel = SentinelClient::build(
-            nodes.clone(),
-            master.clone(),
-            None,
-            SentinelServerType::Master,
-        )?;
-        sentinel.async_get_client().await
+        let access = self.access.load();
+        let infos = nodes
+            .iter()
+            .map(|u| u.as_str().into_connection_info())
+            .collect::<RedisResult<Vec<_>>>()?;
+        let own_auth = infos
+            .iter()
+            .map(|i| i.redis_settings())
+            .find(|r| r.password().is_some())
+            .cloned();
+        let tls = self.is_tls();
+        let addrs = infos.iter().map(|i| i.addr().clone()).collect::<Vec<_>>();
+        let mut b = SentinelClientBuilder::new(addrs, master, SentinelServerType::Master)?;
+        if let Some(auth) = own_auth {
+            if let Some(user) = auth.username() {
+                b = b.set_client_to_sentinel_username(user);
+            }
+            if let Some(password) = auth.password() {
+                b = b.set_client_to_sentinel_password(password);
+            }
+        }
+        if let Some(user) = &access.username {
+            b = b.set_client_to_redis_username(user);
+        }
+        if let Some(password) = &access.password {
+            b = b.set_client_to_redis_password(password.expose());
+        }
+        if tls {
+            let insecure = access.tls.as_ref().is_some_and(|t| t.insecure_skip_verify);
+            let mode = if insecure {
+                TlsMode::Insecure
+            } else {
+                TlsMode::Secure
+            };
+            b = b
+                .set_client_to_sentinel_tls_mode(mode)
+                .set_client_to_redis_tls_mode(mode);
+            if let Some(t) = &access.tls {
+                b = b
+                    .set_client_to_sentinel_certificates(t.certificates())
+                    .set_client_to_redis_certificates(t.certificates());
+            }
+        }
+        b.build()?.async_get_client().await
     }
+}
+
+/// A URL's connection info with the configured user, password and
+/// certificate checking applied (the configured ones win over the URL's).
+fn node_info(url: &str, access: &Access) -> RedisResult<ConnectionInfo> {
+    let mut info = url.into_connection_info()?;
+    let mut settings = info.redis_settings().clone();
+    if let Some(user) = &access.username {
+        settings = settings.set_username(user);
+    }
+    if let Some(password) = &access.password {
+        settings = settings.set_password(password.expose());
+    }
+    info = info.set_redis_settings(settings);
+    let skip_verify = access.tls.as_ref().is_some_and(|t| t.insecure_skip_verify);
+    if let (true, ConnectionAddr::TcpTls { host, port, .. }) = (skip_verify, info.addr()) {
+        let addr = ConnectionAddr::TcpTls {
+            host: host.clone(),
+            port: *port,
+            insecure: true,
+            tls_params: None,
+        };
+        info = info.set_addr(addr);
+    }
+    Ok(info)
+}
+
+/// A Redis URL with its user and password replaced, fit for a log line:
+/// `user:pass@` before the host, and `user=`/`pass=` query parameters
+/// (unix-socket URLs carry them there).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    // The last '@' ends the user info, whatever a password holds.
+    let (userinfo, rest) = match rest.rsplit_once('@') {
+        Some((_, host)) => ("***@", host),
+        None => ("", rest),
+    };
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    let mut out = format!("{scheme}://{userinfo}{path}");
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if ["pass", "password", "user", "username"].contains(&k) => {
+                    format!("{k}=***")
+                }
+                _ => kv.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
 }
 
 async fn manager(client: Client, timeout: Duration) -> RedisResult<ConnectionManager> {
@@ -182,4 +411,40 @@ async fn manager(client: Client, timeout: Duration) -> RedisResult<ConnectionMan
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_secs(2));
     ConnectionManager::new_with_config(client, config).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_reach_logs() {
+        assert_eq!(
+            redact_url("redis://:s3cret@h:6379/0"),
+            "redis://***@h:6379/0"
+        );
+        assert_eq!(
+            redact_url("rediss://u:s3cret@h:6380"),
+            "rediss://***@h:6380"
+        );
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+        // A '?' or '@' inside the password leaks nothing.
+        assert_eq!(redact_url("redis://:a?b@c@h:1"), "redis://***@h:1");
+    }
+
+    #[test]
+    fn unix_socket_credentials_in_the_query_are_redacted() {
+        assert_eq!(
+            redact_url("redis+unix:///run/redis.sock?db=2&user=app&pass=s3cret"),
+            "redis+unix:///run/redis.sock?db=2&user=***&pass=***"
+        );
+        assert_eq!(
+            redact_url("unix:///run/redis.sock?pass=s3cret"),
+            "unix:///run/redis.sock?pass=***"
+        );
+        assert_eq!(
+            redact_url("unix:///run/redis.sock"),
+            "unix:///run/redis.sock"
+        );
+    }
 }

@@ -178,16 +178,8 @@ pub fn check_admin_exposure(
     Ok(())
 }
 
-/// A Redis URL with any password replaced, fit for a log line.
-pub fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((_, host)) => format!("{scheme}://***@{host}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
-}
+/// A Redis URL with its credentials replaced, fit for a log line.
+pub use crate::redis_conn::redact_url;
 
 #[cfg(test)]
 mod tests {
@@ -222,7 +214,12 @@ pub async fn serve_config(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     match &config.redis {
         None => tracing::info!("in-process store: one replica only (set redis.url or --redis for a distributed limiter)"),
-        Some(r) => tracing::info!(redis = %r.endpoint, prefix = %config.prefix, "Redis store"),
+        Some(r) => {
+            tracing::info!(redis = %r.endpoint, prefix = %config.prefix, "Redis store, {}", r.endpoint.transport());
+            if r.endpoint.transport().contains("NOT VERIFIED") {
+                tracing::warn!("INSECURE: redis.tls.insecure_skip_verify is on: the Redis server's certificate is not checked, so anyone on the network path can read and change counters and the allowlist");
+            }
+        }
     }
     let listeners = Listeners::bind(config.server.listen, config.server.admin_listen)
         .await?

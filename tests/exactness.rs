@@ -11,7 +11,7 @@ const REQUESTS_PER_CLIENT: usize = 6;
 /// The timeout is generous on purpose: these tests measure exactness, and a
 /// debug build under 64 clients on 2 cores can exceed the 25 ms default
 /// (the timeout path has tests of its own).
-fn config(algorithm: &str, with_redis: bool) -> String {
+pub(crate) fn config(algorithm: &str, with_redis: bool) -> String {
     let redis = if with_redis {
         "[redis]\ntimeout = \"5s\"\n"
     } else {
@@ -34,7 +34,7 @@ on_redis_error = "deny"
 }
 
 /// 64 clients spread over the servers, all as one client IP; returns how many got 200.
-async fn hammer(servers: &[TestServer]) -> u64 {
+pub(crate) async fn hammer(servers: &[TestServer]) -> u64 {
     let admitted = Arc::new(AtomicU64::new(0));
     let urls: Vec<String> = servers.iter().map(|s| s.url("/check")).collect();
     let mut tasks = Vec::new();

@@ -126,7 +126,7 @@ impl Drop for RedisServer {
 }
 
 /// If the test process dies, so does the child (no stray servers).
-fn die_with_parent(cmd: &mut Command) {
+pub fn die_with_parent(cmd: &mut Command) {
     #[cfg(target_os = "linux")]
     unsafe {
         use std::os::unix::process::CommandExt;

@@ -4,6 +4,8 @@
 
 /// Starting redis-server and tollgate servers, unique prefixes, eventually().
 mod support;
+/// Hardened Redis: certificates made at test time, TLS/unix/ACL servers, a TLS Cluster.
+mod support_tls;
 
 /// Counters admin API and CLI: auth, unknown rules, show and reset.
 mod admin_counters;
@@ -48,6 +50,8 @@ mod http_api;
 mod properties;
 /// nginx, Caddy and HAProxy from deploy/ in front of two replicas: the client's view.
 mod proxies;
+/// Managed Redis: TLS (private CA, mutual, wrong CA), unix socket, ACL password file and its rotation, TLS Cluster.
+mod redis_tls;
 /// Redis killed, stalled, restarted, scripts flushed: on_redis_error and the breaker.
 mod resilience;
 /// Running the Lua scripts at a time the test chooses (a test clock).

@@ -126,11 +126,17 @@ impl RedisAllowlist {
         Ok(conn)
     }
 
+    /// Drop the writers' connection: the next write connects with the
+    /// endpoint's current settings (a reload changed credentials or TLS files).
+    pub fn forget_connection(&self) {
+        self.conn.store(None);
+    }
+
     /// Classify a failed call; when Redis went away behind a Sentinel, forget
     /// the connection so the next call finds the current master.
     fn failed(&self, e: redis::RedisError) -> StoreError {
         let e = classify(e);
-        if matches!(self.endpoint, Endpoint::Sentinel { .. })
+        if self.endpoint.is_sentinel()
             && matches!(e, StoreError::Unreachable(_) | StoreError::Timeout(_))
         {
             self.conn.store(None);

@@ -65,6 +65,23 @@ pub struct RawRedis {
     pub deny_cache_bytes: usize,
     /// Replaced by `deny_cache_bytes`; kept only to say so.
     pub deny_cache_size: Option<Spanned<i64>>,
+    /// ACL user for every connection (wins over a URL's).
+    pub username: Option<Spanned<String>>,
+    /// A file holding the password (read at start and on SIGHUP).
+    pub password_file: Option<Spanned<String>>,
+    /// The name of an environment variable holding the password.
+    pub password_env: Option<Spanned<String>>,
+    pub tls: Option<RawRedisTls>,
+}
+
+/// `[redis.tls]`: files for `rediss://` connections.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRedisTls {
+    pub ca_file: Option<Spanned<String>>,
+    pub cert_file: Option<Spanned<String>>,
+    pub key_file: Option<Spanned<String>>,
+    pub insecure_skip_verify: bool,
 }
 
 impl Default for RawRedis {
@@ -78,6 +95,10 @@ impl Default for RawRedis {
             fallback_replicas: 1,
             deny_cache_bytes: 16 << 20,
             deny_cache_size: None,
+            username: None,
+            password_file: None,
+            password_env: None,
+            tls: None,
         }
     }
 }

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::limiter::Algorithm;
 use crate::rate::Rate;
-use crate::redis_conn::Endpoint;
+use crate::redis_conn::{Access, Endpoint, Tls, Topology};
 use crate::request::forwarded::ForwardedRequest;
 use crate::rule::{AllowlistMode, KeyTemplate, Matcher, OnRedisError, Rule};
 
@@ -141,7 +141,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
             (Some(url), None, None) => Some((
                 "redis.url",
                 line_of_span(text, url.span()),
-                Endpoint::Single(url.get_ref().clone()),
+                Topology::Single(url.get_ref().clone()),
             )),
             (None, Some(nodes), None) if nodes.get_ref().is_empty() => {
                 c.push("redis.cluster", Some(nodes), "needs at least one node URL");
@@ -150,7 +150,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
             (None, Some(nodes), None) => Some((
                 "redis.cluster",
                 line_of_span(text, nodes.span()),
-                Endpoint::Cluster(nodes.get_ref().clone()),
+                Topology::Cluster(nodes.get_ref().clone()),
             )),
             (None, None, Some(s))
                 if s.get_ref().nodes.is_empty() || s.get_ref().master.is_empty() =>
@@ -167,7 +167,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
                 Some((
                     "redis.sentinel",
                     line_of_span(text, s.span()),
-                    Endpoint::Sentinel {
+                    Topology::Sentinel {
                         master: sentinel.master.clone(),
                         nodes: sentinel.nodes.clone(),
                     },
@@ -189,14 +189,23 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
                 "replaced by redis.deny_cache_bytes: the deny cache is now bounded in bytes (default 16 MiB, some 50 000 denials)",
             );
         }
-        if let Some((key, line, endpoint)) = endpoint {
+        let access = redis_access(&mut c, r);
+        if let Some((key, line, topology)) = endpoint {
+            let endpoint = Endpoint::new(topology, access.clone().unwrap_or_default());
+            if r.tls.is_some() && endpoint.validate().is_ok() && !endpoint.is_tls() {
+                c.push::<()>(
+                    "redis.tls",
+                    None,
+                    format!("is set but {key} is not rediss:// (TLS needs rediss:// URLs)"),
+                );
+            }
             if let Err(e) = endpoint.validate() {
                 c.issues.push(Issue {
                     key: key.into(),
                     line,
                     message: e,
                 });
-            } else if let Some(timeout) = timeout {
+            } else if let (Some(timeout), Some(_)) = (timeout, access) {
                 redis = Some(RedisConfig {
                     endpoint,
                     timeout,
@@ -494,6 +503,77 @@ fn validate_burst(
     None
 }
 
+/// Credentials and TLS files of `[redis]`, read now so a missing or bad
+/// file is a config error naming its key. `None`: a problem was pushed.
+fn redis_access(c: &mut Collector, r: &super::raw::RawRedis) -> Option<Access> {
+    let before = c.issues.len();
+    let path = |s: &Spanned<String>| std::path::PathBuf::from(s.get_ref());
+    let password = match (&r.password_file, &r.password_env) {
+        (Some(file), Some(_)) => {
+            c.push(
+                "redis.password_env",
+                Some(file),
+                "give one of password_file and password_env",
+            );
+            None
+        }
+        (Some(file), None) => match crate::redis_conn::read_password_file(&path(file)) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                c.push("redis.password_file", Some(file), e);
+                None
+            }
+        },
+        (None, Some(var)) => match std::env::var(var.get_ref()) {
+            Ok(p) if !p.is_empty() => Some(crate::secret::Secret::new(p)),
+            _ => {
+                c.push(
+                    "redis.password_env",
+                    Some(var),
+                    format!(
+                        "environment variable {} is not set (or empty)",
+                        var.get_ref()
+                    ),
+                );
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    if let Some(user) = &r.username {
+        if user.get_ref().is_empty() {
+            c.push("redis.username", Some(user), "must not be empty");
+        }
+    }
+    let tls = r.tls.as_ref().and_then(|t| {
+        let loaded = Tls::load(
+            t.ca_file.as_ref().map(path).as_deref(),
+            t.cert_file.as_ref().map(path).as_deref(),
+            t.key_file.as_ref().map(path).as_deref(),
+            t.insecure_skip_verify,
+        );
+        match loaded {
+            Ok(tls) => Some(tls),
+            Err(errors) => {
+                for (key, message) in errors {
+                    let at = match key {
+                        "redis.tls.ca_file" => t.ca_file.as_ref(),
+                        "redis.tls.cert_file" => t.cert_file.as_ref(),
+                        _ => t.key_file.as_ref(),
+                    };
+                    c.push(key, at, message);
+                }
+                None
+            }
+        }
+    });
+    (c.issues.len() == before).then(|| Access {
+        username: r.username.as_ref().map(|u| u.get_ref().clone()),
+        password,
+        tls,
+    })
+}
+
 fn apply_overrides(raw: &mut RawConfig, ov: &Overrides) {
     let cli = |s: &String| Spanned::new(0..0, s.clone());
     if let Some(v) = &ov.listen {
@@ -571,7 +651,7 @@ limits = ["1/s"]
         let cfg = parse("t", "[server]\nlisten = \"127.0.0.1:9\"\n", &ov).unwrap();
         assert_eq!(
             cfg.redis.unwrap().endpoint,
-            Endpoint::Single("redis://127.0.0.1:1".into())
+            Endpoint::single("redis://127.0.0.1:1")
         );
         assert_eq!(cfg.server.listen.port(), 9);
         let cfg = parse("t", "", &Overrides::default()).unwrap();
@@ -624,10 +704,7 @@ limits = ["1/s"]
             &Overrides::default(),
         )
         .unwrap();
-        assert!(matches!(
-            cfg.redis.unwrap().endpoint,
-            Endpoint::Sentinel { .. }
-        ));
+        assert!(cfg.redis.unwrap().endpoint.is_sentinel());
         let found = issues("[redis]\nurl = \"redis://a:1\"\ncluster = [\"redis://b:2\"]\n");
         assert!(
             found[0].starts_with("redis@") && found[0].contains("one of"),

@@ -40,7 +40,8 @@ pub const ALGORITHMS: [Algorithm; 4] = [
 /// the probe's `connect` finds the new master.
 pub struct RedisStore {
     endpoint: Endpoint,
-    conn: ArcSwapOption<RedisConn>,
+    /// Shared with a reload's background reconnect.
+    conn: Arc<ArcSwapOption<RedisConn>>,
     timeout: Duration,
 }
 
@@ -48,7 +49,7 @@ impl RedisStore {
     pub fn new(endpoint: Endpoint, timeout: Duration) -> Self {
         RedisStore {
             endpoint,
-            conn: ArcSwapOption::empty(),
+            conn: Arc::new(ArcSwapOption::empty()),
             timeout,
         }
     }
@@ -61,8 +62,7 @@ impl RedisStore {
     /// clusters keep theirs (they reconnect and follow MOVED by themselves);
     /// a Sentinel endpoint always asks who the master is now.
     pub async fn connect(&self) -> Result<(), StoreError> {
-        let keep =
-            self.conn.load().is_some() && !matches!(self.endpoint, Endpoint::Sentinel { .. });
+        let keep = self.conn.load().is_some() && !self.endpoint.is_sentinel();
         if keep {
             return Ok(());
         }
@@ -73,6 +73,24 @@ impl RedisStore {
             .map_err(classify)?;
         self.conn.store(Some(Arc::new(conn)));
         Ok(())
+    }
+
+    /// A fresh connection with the endpoint's current settings (a reload
+    /// changed credentials or TLS files), made in the background: the old one
+    /// serves until the new one is up; on failure the breaker's probe retries.
+    pub fn reconnect_in_background(&self) -> tokio::task::JoinHandle<()> {
+        let (endpoint, cell, timeout) = (self.endpoint.clone(), self.conn.clone(), self.timeout);
+        tokio::spawn(async move {
+            let bound = timeout.max(Duration::from_secs(1));
+            match tokio::time::timeout(bound, endpoint.connect(timeout)).await {
+                Ok(Ok(conn)) => {
+                    cell.store(Some(Arc::new(conn)));
+                    tracing::info!("reload: reconnected to Redis with the new settings");
+                }
+                Ok(Err(e)) => tracing::error!(error = %classify(e), "reload: cannot reconnect to Redis with the new settings; the old connection stays"),
+                Err(_) => tracing::error!("reload: Redis did not answer within {bound:?} with the new settings; the old connection stays"),
+            }
+        })
     }
 
     /// The current connection, if one was made.
