@@ -84,12 +84,13 @@ impl App {
         let new_redis = new.redis.as_ref().map(|r| &r.endpoint);
         if new.server.listen != old.server.listen
             || new.server.admin_listen != old.server.admin_listen
+            || new.server.grpc_listen != old.server.grpc_listen
             || new_redis.map(|e| e.topology()) != old_redis.map(|e| e.topology())
             || new.prefix != old.prefix
             || new.client_ip.trusted_proxies != old.client_ip.trusted_proxies
             || new.server.forwarded_request != old.server.forwarded_request
         {
-            tracing::warn!("reload: listen addresses, Redis URLs, prefix, trusted proxies and server.forwarded_request take effect only after a restart");
+            tracing::warn!("reload: listen addresses (grpc_listen too), Redis URLs, prefix, trusted proxies and server.forwarded_request take effect only after a restart");
         }
         if let (Some(old_e), Some(new_e)) = (old_redis, new_redis) {
             if old_e.topology() == new_e.topology() && old_e.access() != new_e.access() {

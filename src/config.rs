@@ -47,6 +47,10 @@ pub struct ServerConfig {
     /// `None`: the admin API is open, which is allowed on loopback only.
     pub admin_token: Option<Secret>,
     pub shutdown_grace: Duration,
+    /// Envoy's gRPC services (RLS, ext_authz, health); `None`: not served.
+    pub grpc_listen: Option<SocketAddr>,
+    /// RLS `response_headers_to_add` and ext_authz answers carry the RateLimit headers.
+    pub grpc_ratelimit_headers: bool,
     /// Which header family describes the original request (read from trusted proxies only).
     pub forwarded_request: ForwardedRequest,
     /// Open connections per listener; beyond it new ones wait in the kernel's backlog.

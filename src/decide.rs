@@ -43,7 +43,12 @@ impl App {
         let applicable: Vec<(&Rule, String)> = {
             // Allowlist gates first: a refused request is charged nothing.
             let allowlist = Membership::new(&self.allowlist, req);
-            let matching = || rules.iter().filter(|r| r.matcher.matches(req));
+            // Descriptor rules belong to Envoy's rate limit service (`grpc/rls.rs`).
+            let matching = || {
+                rules
+                    .iter()
+                    .filter(|r| r.descriptor.is_none() && r.matcher.matches(req))
+            };
             if let Some(gate) = matching().find(|r| allowlist.refuses(r)) {
                 use crate::metrics::Outcome::not_allowlisted;
                 self.metrics.decision(&gate.name, not_allowlisted);

@@ -10,6 +10,10 @@
 //!   `http/api_check.rs` (`POST /v1/check`) read the request into a
 //!   `request::RequestView`; `http/response.rs` is the one place a decision or
 //!   an error becomes an HTTP response.
+//! - `grpc` serves Envoy natively on `server.grpc_listen`: the rate limit
+//!   service (RLS v3, rules with a `descriptor`) and ext_authz v3 (the
+//!   `/check` decision from Envoy's `AttributeContext`), plus gRPC health.
+//! - `client_ip` decides who the client is (trusted proxies, `X-Forwarded-For`).
 //! - `client_ip` decides who the client is (trusted proxies, `X-Forwarded-For`);
 //!   `net` is the one parser of addresses and networks (it and the allowlist share it).
 //! - `path` normalises the request path that rules match and key on.
@@ -38,6 +42,7 @@ pub mod client_ip;
 pub mod config;
 pub mod counters;
 pub mod decide;
+pub mod grpc;
 pub mod http;
 pub mod keys;
 pub mod limiter;

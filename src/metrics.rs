@@ -65,8 +65,16 @@ pub struct HttpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcLabels {
+    /// `ShouldRateLimit` or `Check`.
+    pub method: &'static str,
+    /// The gRPC status name (`OK`, `INVALID_ARGUMENT`).
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
-    /// `decision` or `admin`.
+    /// `decision`, `admin` or `grpc`.
     pub listener: &'static str,
 }
 
@@ -80,6 +88,7 @@ pub struct Metrics {
     pub redis_open_slots: Gauge,
     pub reset_channel_up: Gauge,
     pub http_requests: Family<HttpLabels, Counter>,
+    pub grpc_requests: Family<GrpcLabels, Counter>,
     /// Forward-auth requests refused before any rule: original-request
     /// headers not believable, or a path that cannot be normalised.
     pub refused_requests: Family<ReasonLabels, Counter>,
@@ -148,6 +157,12 @@ impl Metrics {
             "HTTP requests by endpoint and status",
             http_requests.clone(),
         );
+        let grpc_requests = Family::<GrpcLabels, Counter>::default();
+        registry.register(
+            "grpc_requests",
+            "gRPC calls (Envoy's rate limit service and ext_authz) by method and status code",
+            grpc_requests.clone(),
+        );
         let refused_requests = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "refused_requests",
@@ -173,6 +188,7 @@ impl Metrics {
             open_connections.clone(),
         );
         Metrics {
+            grpc_requests,
             registry,
             refused_requests,
             deny_cache_evictions,

@@ -1,10 +1,12 @@
 //! A rule: which requests it matches, what it counts them by, and its limits.
 
 mod changes;
+mod descriptor;
 mod key;
 mod matcher;
 
 pub use changes::Changes;
+pub use descriptor::{DescriptorEntry, DescriptorRule, MAX_ENTRIES as MAX_DESCRIPTOR_ENTRIES};
 pub use key::{KeyPart, KeyTemplate};
 pub use matcher::Matcher;
 
@@ -32,6 +34,9 @@ pub struct Rule {
     pub allowlist: AllowlistMode,
     pub on_redis_error: OnRedisError,
     pub shadow: bool,
+    /// `Some`: a rule for Envoy's rate limit service (gRPC), keyed by a
+    /// descriptor; `/check` and ext_authz never apply it.
+    pub descriptor: Option<DescriptorRule>,
 }
 
 /// How a rule treats allowlisted clients.
@@ -105,17 +110,24 @@ impl std::fmt::Display for Rule {
         if let Some(h) = &m.host {
             cond.push(format!("host={h}"));
         }
-        let cond = if cond.is_empty() {
-            "every request".to_string()
-        } else {
-            cond.join(" ")
+        let cond = match (&self.descriptor, cond.is_empty()) {
+            (Some(d), _) => format!("RLS {d}"),
+            (None, true) => "every request".to_string(),
+            (None, false) => cond.join(" "),
+        };
+        let key = match &self.descriptor {
+            Some(d) => match &d.override_max {
+                Some(max) => format!("descriptor values (overrides up to {max})"),
+                None => "descriptor values".to_string(),
+            },
+            None => self.key.to_string(),
         };
         let limits: Vec<String> = self.limits.iter().map(|l| l.to_string()).collect();
         write!(
             f,
             "match {}; key {}; limits [{}]; algorithm {}{}; allowlist {}; on_redis_error {}{}",
             cond,
-            self.key,
+            key,
             limits.join(", "),
             self.algorithm,
             self.burst

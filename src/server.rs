@@ -24,6 +24,8 @@ use crate::limiter::Store;
 pub struct Listeners {
     pub decision: TcpListener,
     pub admin: TcpListener,
+    /// Envoy's gRPC services (`server.grpc_listen`), when configured.
+    pub grpc: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -31,7 +33,16 @@ impl Listeners {
         Ok(Listeners {
             decision: TcpListener::bind(decision).await?,
             admin: TcpListener::bind(admin).await?,
+            grpc: None,
         })
+    }
+
+    /// Also bind the gRPC listener, when an address is given.
+    pub async fn with_grpc(mut self, grpc: Option<SocketAddr>) -> std::io::Result<Listeners> {
+        if let Some(addr) = grpc {
+            self.grpc = Some(TcpListener::bind(addr).await?);
+        }
+        Ok(self)
     }
 }
 
@@ -84,7 +95,21 @@ pub async fn run(
         open("admin"),
         stop.clone(),
     );
-    let servers = tokio::spawn(async move { tokio::try_join!(decision, admin) });
+    let grpc = listeners.grpc.map(|l| {
+        let limits = crate::grpc::Limits {
+            max_connections: limits.max_connections,
+            call_timeout: limits.request_timeout,
+            ..Default::default()
+        };
+        crate::grpc::serve(app.clone(), l, limits, open("grpc"), stop.clone())
+    });
+    let grpc = async move {
+        match grpc {
+            Some(serve) => serve.await,
+            None => Ok(()),
+        }
+    };
+    let servers = tokio::spawn(async move { tokio::try_join!(decision, admin, grpc) });
 
     shutdown.await;
     tracing::info!(grace = ?app.config.server.shutdown_grace, "shutting down: no new connections, draining in-flight requests");
@@ -196,7 +221,10 @@ pub async fn serve_config(
             }
         }
     }
-    let listeners = Listeners::bind(config.server.listen, config.server.admin_listen).await?;
+    let listeners = Listeners::bind(config.server.listen, config.server.admin_listen)
+        .await?
+        .with_grpc(config.server.grpc_listen)
+        .await?;
     tracing::info!(listen = %config.server.listen, admin_listen = %config.server.admin_listen, rules = config.rules.len(), "listening");
     let app = App::new(config)?;
     let reloader = reload.map(|r| tokio::spawn(reload_on_sighup(app.clone(), r)));

@@ -130,6 +130,113 @@ fn the_systemd_unit_is_hardened_and_reloads_with_sighup() {
     }
 }
 
+/// The cluster named `name` in an Envoy config.
+fn envoy_cluster<'a>(e: &'a Value, name: &str) -> &'a Value {
+    e["static_resources"]["clusters"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("no cluster {name}"))
+}
+
+/// tollgate's gRPC cluster speaks HTTP/2 and is health-checked with grpc.health.v1.
+fn assert_grpc_cluster(e: &Value) {
+    let c = envoy_cluster(e, "tollgate_grpc");
+    let opts = &c["typed_extension_protocol_options"]
+        ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+    assert!(opts["explicit_http_config"]["http2_protocol_options"].is_mapping());
+    assert!(c["health_checks"][0]["grpc_health_check"].is_mapping());
+}
+
+#[test]
+fn envoy_rls_config_sends_descriptors_that_its_tollgate_rules_answer() {
+    let text = include_str!("../deploy/envoy/envoy-rls.yaml");
+    let e = yaml(text);
+    assert_grpc_cluster(&e);
+    let hcm =
+        &e["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    let rl = &hcm["http_filters"][0]["typed_config"];
+    assert_eq!(
+        rl["@type"].as_str(),
+        Some("type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit")
+    );
+    assert_eq!(
+        rl["rate_limit_service"]["grpc_service"]["envoy_grpc"]["cluster_name"].as_str(),
+        Some("tollgate_grpc")
+    );
+    assert_eq!(
+        rl["rate_limit_service"]["transport_api_version"].as_str(),
+        Some("V3")
+    );
+    assert_eq!(rl["enable_x_ratelimit_headers"].as_str(), Some("OFF"));
+    let domain = rl["domain"].as_str().unwrap();
+
+    // The tollgate rules written in the header comment are a valid config...
+    let toml: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("#   "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let cfg = tollgate::config::parse("envoy-rls.yaml", &toml, &Default::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    // ...and every descriptor the routes build falls under one of them.
+    let routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+        .as_sequence()
+        .unwrap();
+    let mut answered = 0;
+    for route in routes {
+        for limit in route["route"]["rate_limits"].as_sequence().unwrap() {
+            let entries: Vec<(String, String)> = limit["actions"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|a| {
+                    if a["remote_address"].is_mapping() {
+                        ("remote_address".to_string(), "192.0.2.1".to_string())
+                    } else {
+                        let g = &a["generic_key"];
+                        (
+                            g["descriptor_key"].as_str().unwrap().to_string(),
+                            g["descriptor_value"].as_str().unwrap().to_string(),
+                        )
+                    }
+                })
+                .collect();
+            let matched = cfg.rules.iter().any(|r| {
+                r.descriptor.as_ref().is_some_and(|d| {
+                    d.matches(
+                        domain,
+                        entries.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                    )
+                    .is_some()
+                })
+            });
+            assert!(matched, "no rule answers {entries:?}");
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 3);
+}
+
+#[test]
+fn envoy_ext_authz_grpc_config_asks_tollgate_over_grpc_fail_closed() {
+    let e = yaml(include_str!("../deploy/envoy/envoy-ext-authz-grpc.yaml"));
+    assert_grpc_cluster(&e);
+    let hcm =
+        &e["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    let authz = &hcm["http_filters"][0]["typed_config"];
+    assert_eq!(authz["transport_api_version"].as_str(), Some("V3"));
+    assert_eq!(authz["failure_mode_allow"].as_bool(), Some(false));
+    let grpc = &authz["grpc_service"];
+    assert_eq!(
+        grpc["envoy_grpc"]["cluster_name"].as_str(),
+        Some("tollgate_grpc")
+    );
+    assert_eq!(grpc["timeout"].as_str(), Some("0.25s"));
+    assert!(authz["http_service"].is_null(), "gRPC, not HTTP");
+}
+
 #[test]
 fn envoy_copies_no_original_request_header_from_the_client() {
     // Envoy sends the method and path itself; a client's X-Forwarded-Uri or

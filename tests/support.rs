@@ -190,6 +190,8 @@ pub struct TestServer {
     pub app: Arc<App>,
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// Envoy's gRPC services, when the config sets `server.grpc_listen`.
+    pub grpc_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -236,9 +238,13 @@ impl TestServer {
         let cfg = config::parse("test.toml", config_text, &ov).unwrap_or_else(|e| panic!("{e}"));
         let listeners = Listeners::bind(cfg.server.listen, cfg.server.admin_listen)
             .await
+            .unwrap()
+            .with_grpc(cfg.server.grpc_listen)
+            .await
             .unwrap();
         let addr = listeners.decision.local_addr().unwrap();
         let admin_addr = listeners.admin.local_addr().unwrap();
+        let grpc_addr = listeners.grpc.as_ref().map(|l| l.local_addr().unwrap());
         let app = App::new(cfg).unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(tollgate::run(app.clone(), listeners, async move {
@@ -248,6 +254,7 @@ impl TestServer {
             app,
             addr,
             admin_addr,
+            grpc_addr,
             stop: Some(tx),
             task: Some(task),
         };

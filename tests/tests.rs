@@ -41,6 +41,11 @@ mod exactness;
 mod follow;
 /// gcra's burst: from a rule and from POST /v1/check, on both stores; refused where it means nothing.
 mod gcra_burst;
+/// Envoy's gRPC services (tonic client): RLS v3 descriptors, hits, overrides,
+/// exactness, Redis down; ext_authz v3 allowed/429/403, spoofed sources; health.
+mod grpc;
+/// Python grpcio with the xds-protos package's Envoy stubs: an independent client of both services.
+mod grpc_python;
 /// The decision API on a real socket: statuses, headers, JSON bodies.
 mod http_api;
 /// Property tests (proptest): parsers and handlers never panic, never answer 5xx.

@@ -23,6 +23,10 @@ pub struct RawServer {
     pub admin_listen: Spanned<String>,
     pub admin_token_env: String,
     pub shutdown_grace: Spanned<String>,
+    /// Envoy's gRPC services (RLS, ext_authz, health); off unless set.
+    pub grpc_listen: Option<Spanned<String>>,
+    /// Whether RLS and ext_authz answers carry the RateLimit headers `/check` sends.
+    pub grpc_ratelimit_headers: bool,
     /// The header family proxies describe the original request with.
     pub forwarded_request: Spanned<String>,
     pub max_connections: usize,
@@ -37,6 +41,8 @@ impl Default for RawServer {
             admin_listen: unspanned("127.0.0.1:8081"),
             admin_token_env: "TOLLGATE_ADMIN_TOKEN".into(),
             shutdown_grace: unspanned("10s"),
+            grpc_listen: None,
+            grpc_ratelimit_headers: true,
             forwarded_request: unspanned("x-forwarded"),
             max_connections: 10_000,
             request_timeout: unspanned("10s"),
@@ -210,9 +216,27 @@ pub struct RawRule {
     pub on_redis_error: Spanned<String>,
     #[serde(default)]
     pub shadow: bool,
+    /// RLS rules: `domain = "edge"` and `descriptor = [{ key = "remote_address" }]`.
+    #[serde(default)]
+    pub domain: Option<Spanned<String>>,
+    #[serde(default)]
+    pub descriptor: Option<Spanned<Vec<RawDescriptorEntry>>>,
+    /// Honour a descriptor's own `limit` (RateLimitOverride), up to `override_max`.
+    #[serde(default)]
+    pub allow_override: bool,
+    #[serde(default)]
+    pub override_max: Option<Spanned<String>>,
     /// gcra only: bucket size; default the limit.
     #[serde(default)]
     pub burst: Option<Spanned<i64>>,
+}
+
+/// One entry of a rule's descriptor: `{ key = "path", value = "/login" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDescriptorEntry {
+    pub key: String,
+    pub value: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

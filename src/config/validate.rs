@@ -1,6 +1,7 @@
 //! One pass over the raw config that collects every problem with its key.
 
 mod caps;
+mod descriptor;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -104,6 +105,11 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
     let listen = c.addr("server.listen", &raw.server.listen);
     let admin_listen = c.addr("server.admin_listen", &raw.server.admin_listen);
     let shutdown_grace = c.duration("server.shutdown_grace", &raw.server.shutdown_grace);
+    let grpc_listen = raw
+        .server
+        .grpc_listen
+        .as_ref()
+        .map(|a| c.addr("server.grpc_listen", a));
     let forwarded_request =
         c.parse::<ForwardedRequest>("server.forwarded_request", &raw.server.forwarded_request);
 
@@ -292,6 +298,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
             rules.push(rule);
         }
     }
+    descriptor::duplicates(&mut c, &raw.rule);
 
     if !c.issues.is_empty() {
         return Err(c.issues);
@@ -303,6 +310,8 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
             admin_token_env: raw.server.admin_token_env,
             admin_token: ov.admin_token.clone(),
             shutdown_grace: shutdown_grace.expect("checked"),
+            grpc_listen: grpc_listen.map(|a| a.expect("checked")),
+            grpc_ratelimit_headers: raw.server.grpc_ratelimit_headers,
             forwarded_request: forwarded_request.expect("checked"),
             max_connections: server_limits.max_connections,
             request_timeout: server_limits.request_timeout,
@@ -375,6 +384,7 @@ fn validate_rule(
     let algorithm = c.parse::<Algorithm>(&at("algorithm"), &r.algorithm);
     let allowlist = c.parse::<AllowlistMode>(&at("allowlist"), &r.allowlist);
     let on_redis_error = c.parse::<OnRedisError>(&at("on_redis_error"), &r.on_redis_error);
+    let descriptor = descriptor::validate(c, i, r);
     // With an unreadable `allowlist`, whether limits are needed is unknown:
     // report the root cause only.
     if r.limits.is_empty() && allowlist.is_some_and(|a| a != AllowlistMode::Require) {
@@ -473,6 +483,7 @@ fn validate_rule(
         allowlist: allowlist?,
         on_redis_error: on_redis_error?,
         shadow: r.shadow || shadow_all,
+        descriptor,
     })
 }
 
@@ -712,6 +723,91 @@ limits = ["1/s"]
         );
         let found = issues("[redis]\ncluster = [\"nope\"]\n");
         assert!(found[0].starts_with("redis.cluster@Some(2)"), "{found:?}");
+    }
+
+    #[test]
+    fn descriptor_rules_report_every_problem_with_its_key() {
+        let text = r#"
+[server]
+grpc_listen = "nowhere"
+
+[[rule]]
+name = "a"
+domain = "edge"
+limits = ["1/s"]
+
+[[rule]]
+name = "b"
+domain = "edge"
+descriptor = [{ key = "" }, { key = "path", value = "" }]
+key = "ip"
+match = { path = "/x" }
+allowlist = "require"
+allow_override = true
+
+[[rule]]
+name = "c"
+domain = "edge"
+descriptor = [{ key = "remote_address" }]
+limits = ["1/s"]
+override_max = "5/s"
+
+[[rule]]
+name = "d"
+domain = "edge"
+descriptor = [{ key = "remote_address" }]
+limits = ["1/s"]
+allow_override = true
+override_max = "5/x"
+"#;
+        let found = issues(text);
+        let keys: Vec<&str> = found.iter().map(|f| f.split('@').next().unwrap()).collect();
+        assert_eq!(
+            keys,
+            [
+                "server.grpc_listen",
+                "rule[0].descriptor",
+                "rule[1].descriptor[0].key",
+                "rule[1].descriptor[1].value",
+                "rule[1].match",
+                "rule[1].override_max",
+                "rule[1].key",
+                "rule[1].allowlist",
+                "rule[2].override_max",
+                "rule[3].descriptor",
+                "rule[3].override_max",
+            ],
+            "in line order: {found:#?}"
+        );
+        assert!(found[9].contains("rule[2] already"), "{found:#?}");
+        assert!(found[5].contains("needs override_max"), "{found:#?}");
+    }
+
+    #[test]
+    fn a_descriptor_rule_parses_with_its_override_cap() {
+        let text = r#"
+[server]
+grpc_listen = "127.0.0.1:8082"
+
+[[rule]]
+name = "login"
+domain = "edge"
+descriptor = [{ key = "remote_address" }, { key = "path", value = "/login" }]
+limits = ["5/m"]
+allow_override = true
+override_max = "100/s"
+"#;
+        let cfg = parse("t", text, &Overrides::default()).unwrap();
+        assert_eq!(cfg.server.grpc_listen.unwrap().port(), 8082);
+        assert!(cfg.server.grpc_ratelimit_headers);
+        let d = cfg.rules[0].descriptor.as_ref().unwrap();
+        assert_eq!(
+            d.to_string(),
+            "domain \"edge\": remote_address, path=/login"
+        );
+        assert_eq!(d.override_max.as_ref().unwrap().to_string(), "100/s");
+        let cfg = parse("t", "", &Overrides::default()).unwrap();
+        assert!(cfg.server.grpc_listen.is_none(), "off by default");
     }
 
     #[test]

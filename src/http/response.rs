@@ -15,7 +15,7 @@
 use std::fmt::Write;
 
 use axum::body::Body;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -36,6 +36,16 @@ fn secs(ms: u64) -> u64 {
 }
 
 pub fn decision_response(decision: &Decision, flavor: Flavor) -> Response {
+    let (status, headers) = decision_parts(decision, flavor);
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    resp
+}
+
+/// The status and headers of a decision, as `/check` answers it; the gRPC
+/// services (`grpc/`) send the same headers through Envoy.
+pub fn decision_parts(decision: &Decision, flavor: Flavor) -> (StatusCode, HeaderMap) {
     let (status, retry_after_ms, reason) = match decision.verdict {
         Verdict::Allowed => (StatusCode::OK, None, None),
         Verdict::Limited { retry_after_ms } => match flavor {
@@ -52,9 +62,8 @@ pub fn decision_response(decision: &Decision, flavor: Flavor) -> Response {
         },
         Verdict::NotAllowlisted => (StatusCode::FORBIDDEN, None, Some("not_allowlisted")),
     };
-    let mut resp = Response::new(Body::empty());
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
+    let mut headers = HeaderMap::new();
+    let h = &mut headers;
     if let Some(ms) = retry_after_ms {
         h.insert("retry-after", num(secs(ms).max(1)));
     }
@@ -96,7 +105,7 @@ pub fn decision_response(decision: &Decision, flavor: Flavor) -> Response {
             h.insert("x-ratelimit-reset", num(secs(t.reset_ms)));
         }
     }
-    resp
+    (status, headers)
 }
 
 /// A forward-auth request refused before any rule (`request::forwarded`, `path`).
