@@ -28,7 +28,7 @@ class BenchFailure(Exception):
 
 # Placeholders are @NAME@ (Lua uses both % and braces).
 WRK_SCRIPT = r"""
-local keys, nthreads = @KEYS@, @THREADS@
+local keys, nthreads, start = @KEYS@, @THREADS@, @START@
 local method, path, body = "@METHOD@", "@PATH@", @BODY@
 local extra = @EXTRA@
 local quota = @QUOTA@          -- answers per thread before it stops (0: run for -d)
@@ -47,7 +47,7 @@ local i, seen = 0, 0
 
 function request()
   -- Thread t takes indices t, t+n, t+2n...: together the threads visit every key.
-  local k = ((i * nthreads + id) * 7919) % keys
+  local k = ((start + i * nthreads + id) * 7919) % keys
   i = i + 1
   local headers = { ["X-Forwarded-For"] = "198." .. (18 + math.floor(k / 65536)) .. "." .. math.floor(k / 256) % 256 .. "." .. k % 256 }
   for name, v in pairs(extra) do headers[name] = v end
@@ -149,19 +149,20 @@ def probe(t, key=1):
     return {"status": r.status, "body": text[:200]}
 
 
-def wrk(t, seconds, keys=KEYS, connections=CONNECTIONS, threads=2, delay_ms=None, quota=0, check=True):
+def wrk(t, seconds, keys=KEYS, connections=CONNECTIONS, threads=2, delay_ms=None, quota=0, check=True, start=0):
     """One wrk run against `t`; returns its figures, raises BenchFailure when
-    an answer is not expected. `quota` stops each thread after that many answers."""
-    proc = start_wrk(t, seconds, keys, connections, threads, delay_ms, quota)
+    an answer is not expected. `quota` stops each thread after that many
+    answers; `start` shifts the sequence of client keys (to continue a fill)."""
+    proc = start_wrk(t, seconds, keys, connections, threads, delay_ms, quota, start)
     return finish_wrk(t, proc, check)
 
 
-def start_wrk(t, seconds, keys=KEYS, connections=CONNECTIONS, threads=2, delay_ms=None, quota=0):
+def start_wrk(t, seconds, keys=KEYS, connections=CONNECTIONS, threads=2, delay_ms=None, quota=0, start=0):
     p = probe(t)
     script = os.path.join(WORK, f"wrk-{t.port}-{time.monotonic_ns()}.lua")
     extra = "{" + ", ".join(f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in t.headers.items()) + "}"
     fill = {
-        "@KEYS@": str(keys), "@THREADS@": str(threads), "@METHOD@": t.method, "@PATH@": t.path,
+        "@KEYS@": str(keys), "@THREADS@": str(threads), "@START@": str(start), "@METHOD@": t.method, "@PATH@": t.path,
         "@BODY@": lua_str(t.body), "@EXTRA@": extra, "@QUOTA@": str(quota),
         "@BODY_CHECK@": lua_str(t.body_check),
         "@DELAY@": f"function delay() return {delay_ms} end" if delay_ms else "",

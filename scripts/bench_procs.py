@@ -14,7 +14,8 @@ from bench_load import WORK
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-BIN = os.path.join(TARGET, "release", "tollgate")
+# TOLLGATE_BIN measures another build (an A/B, or the binary of an earlier commit).
+BIN = os.environ.get("TOLLGATE_BIN", os.path.join(TARGET, "release", "tollgate"))
 ANCHOR_BIN = os.path.join(TARGET, "anchors", "release", "anchor")
 ADMIN_TOKEN = "bench-token"
 PROCS = []
