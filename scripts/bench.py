@@ -311,7 +311,7 @@ def propagation(redis_port, adds=100, followers=4):
             c = http.client.HTTPConnection("127.0.0.1", port)
             go.wait()
             while time.perf_counter() < deadline:
-                c.request("GET", "/check", headers={"X-Forwarded-For": ip, "X-Original-URI": "/gate"})
+                c.request("GET", "/check", headers={"X-Forwarded-For": ip, "X-Forwarded-Uri": "/gate"})
                 r = c.getresponse()
                 r.read()
                 if r.status == 200:

@@ -46,6 +46,7 @@ impl App {
         let deny_cache_size = config.redis.as_ref().map_or(0, |r| r.deny_cache_size);
         let allowlist = Arc::new(Allowlist::new(&config)?);
         crate::allowlist::status::register(&allowlist, metrics.registry_mut());
+        metrics.zero_decisions(config.rules.iter().map(|r| r.name.as_str()));
         Ok(Arc::new(App {
             breaker: Breaker::new(metrics.redis_up.clone()),
             slots: config
@@ -78,17 +79,28 @@ impl App {
             || new.redis.as_ref().map(|r| &r.endpoint) != old.redis.as_ref().map(|r| &r.endpoint)
             || new.prefix != old.prefix
             || new.client_ip.trusted_proxies != old.client_ip.trusted_proxies
+            || new.server.forwarded_request != old.server.forwarded_request
         {
-            tracing::warn!("reload: listen addresses, Redis URL, prefix and trusted proxies take effect only after a restart");
+            tracing::warn!("reload: listen addresses, Redis URL, prefix, trusted proxies and server.forwarded_request take effect only after a restart");
         }
         let n = new.rules.len();
+        self.metrics
+            .zero_decisions(new.rules.iter().map(|r| r.name.as_str()));
+        let changes = crate::rule::Changes::between(&self.rules.load(), &new.rules);
         self.rules.store(Arc::new(new.rules));
         // Cached denials were computed under the old limits.
         self.deny_cache.clear();
         tracing::info!(
             rules = n,
+            added = ?changes.added,
+            removed = ?changes.removed,
+            changed = ?changes.changed.iter().map(|c| &c.0).collect::<Vec<_>>(),
             "config reloaded: new rules apply to new requests"
         );
+        for (rule, before, after) in &changes.changed {
+            // Keys hold the algorithm and each limit's period, not its count.
+            tracing::info!(rule = %rule, %before, %after, "rule changed: counters of an unchanged algorithm and period carry over");
+        }
     }
 
     pub fn is_ready(&self) -> bool {

@@ -9,6 +9,7 @@
 use std::time::Instant;
 
 use crate::app::App;
+use crate::keys::AD_HOC_RULE;
 use crate::limiter::{slot_breaker, Algorithm, Call, LimitState, Outcome, Store, StoreError};
 use crate::metrics::KindLabels;
 use crate::rate::Rate;
@@ -19,6 +20,8 @@ pub struct LimitSpec<'a> {
     pub rule: &'a str,
     pub algorithm: Algorithm,
     pub limits: &'a [Rate],
+    /// gcra only (see `Rule::burst`).
+    pub burst: Option<u64>,
     pub on_redis_error: OnRedisError,
 }
 
@@ -28,6 +31,7 @@ impl<'a> From<&'a Rule> for LimitSpec<'a> {
             rule: &rule.name,
             algorithm: rule.algorithm,
             limits: &rule.limits,
+            burst: rule.burst,
             on_redis_error: rule.on_redis_error,
         }
     }
@@ -46,7 +50,10 @@ impl App {
     /// One limiter call for one (rule, key).
     pub async fn check(&self, spec: LimitSpec<'_>, key: &str, cost: u64) -> (Outcome, Source) {
         let base = self.keys.limit_base(spec.algorithm, spec.rule, key);
-        if cost == 1 {
+        // The deny cache tells limits apart, not bursts: an ad-hoc call naming
+        // its own burst is always asked of the store.
+        let cacheable = cost == 1 && (spec.burst.is_none() || spec.rule != AD_HOC_RULE);
+        if cacheable {
             if let Some(outcome) = self.deny_cache.get(&base, spec.limits) {
                 self.metrics.deny_cache_hits.inc();
                 return (outcome, Source::DenyCache);
@@ -57,6 +64,7 @@ impl App {
             base: &base,
             limits: spec.limits,
             cost,
+            burst: spec.burst,
         };
         // With a cluster, the breaker that matters is the one of this key's slot
         // (the global one only covers start-up, until the scripts are loaded).
@@ -82,7 +90,7 @@ impl App {
                 if let (Some(slots), Some(slot)) = (&self.slots, slot) {
                     slots.succeeded(slot);
                 }
-                if cost == 1 && !self.store.is_local() {
+                if cacheable && !self.store.is_local() {
                     self.deny_cache.insert(&base, spec.limits, &outcome);
                 }
                 (outcome, Source::Store)
@@ -139,6 +147,7 @@ impl App {
                     .collect();
                 self.fallback.check(Call {
                     limits: &shares,
+                    burst: call.burst.map(|b| (b / replicas).max(1)),
                     ..call
                 })
             }

@@ -172,38 +172,7 @@ pub fn describe(cfg: &Config) -> String {
         cfg.rules.len()
     );
     for r in &cfg.rules {
-        let m = &r.matcher;
-        let mut cond = Vec::new();
-        if let Some(p) = &m.path_prefix {
-            cond.push(format!("path_prefix={p}"));
-        }
-        if let Some(p) = &m.path {
-            cond.push(format!("path={p}"));
-        }
-        if let Some(ms) = &m.methods {
-            cond.push(format!("methods={}", ms.join(",")));
-        }
-        if let Some(h) = &m.host {
-            cond.push(format!("host={h}"));
-        }
-        let cond = if cond.is_empty() {
-            "every request".to_string()
-        } else {
-            cond.join(" ")
-        };
-        let limits: Vec<String> = r.limits.iter().map(|l| l.to_string()).collect();
-        let _ = writeln!(
-            s,
-            "  {}: match {}; key {}; limits [{}]; algorithm {}; allowlist {}; on_redis_error {}{}",
-            r.name,
-            cond,
-            r.key,
-            limits.join(", "),
-            r.algorithm,
-            r.allowlist,
-            r.on_redis_error,
-            if r.shadow { "; shadow" } else { "" }
-        );
+        let _ = writeln!(s, "  {}: {}", r.name, r);
     }
     s
 }

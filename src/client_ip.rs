@@ -12,16 +12,7 @@ pub struct ClientIpResolver {
     ipv6_prefix: u8,
 }
 
-/// `::ffff:1.2.3.4` is `1.2.3.4`: one client, one key, one allowlist match.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(v6),
-        },
-        v4 => v4,
-    }
-}
+pub use crate::net::canonical;
 
 impl ClientIpResolver {
     pub fn new(trusted: Vec<IpNet>, ipv6_prefix: u8) -> Self {
@@ -31,7 +22,9 @@ impl ClientIpResolver {
         }
     }
 
-    fn is_trusted(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` is in `client_ip.trusted_proxies` (mapped IPv4 is IPv4).
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
         self.trusted.iter().any(|net| net.contains(&ip))
     }
 

@@ -5,6 +5,7 @@
 //! `validate` turns them into the effective types the rest of the code uses.
 
 mod raw;
+mod shape;
 mod validate;
 
 use std::fmt;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::redis_conn::Endpoint;
+use crate::request::forwarded::ForwardedRequest;
 use crate::rule::Rule;
 use crate::secret::Secret;
 
@@ -43,6 +45,8 @@ pub struct ServerConfig {
     /// `None`: the admin API is open, which is allowed on loopback only.
     pub admin_token: Option<Secret>,
     pub shutdown_grace: Duration,
+    /// Which header family describes the original request (read from trusted proxies only).
+    pub forwarded_request: ForwardedRequest,
 }
 
 #[derive(Clone, Debug)]
@@ -145,12 +149,26 @@ pub fn load_file(path: &Path, overrides: &Overrides) -> Result<Config, ConfigErr
 }
 
 /// Parse and validate config text; `file` only names it in messages.
+/// Every problem is reported at once: shape problems (unknown keys, wrong
+/// types) first, then value problems of the keys that had the right shape.
 pub fn parse(file: &str, text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
-    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
-        file: file.into(),
-        issues: vec![toml_issue(text, &e)],
-    })?;
-    validate::validate(raw, text, overrides).map_err(|issues| ConfigError {
+    let shapes = shape::read(text);
+    let mut issues = shapes.issues;
+    let checked = shapes
+        .raw
+        .map(|raw| validate::validate(raw, text, overrides));
+    match checked {
+        Some(Ok(config)) if issues.is_empty() => return Ok(config),
+        Some(Err(found)) => issues.extend(
+            found
+                .into_iter()
+                .filter(|i| !shape::is_knock_on(&i.key, &shapes.dropped)),
+        ),
+        _ => {}
+    }
+    // Found in two passes, in serde's order: a reader wants the file's.
+    issues.sort_by_key(|i| (i.line.is_none(), i.line));
+    Err(ConfigError {
         file: file.into(),
         issues,
     })
@@ -159,17 +177,6 @@ pub fn parse(file: &str, text: &str, overrides: &Overrides) -> Result<Config, Co
 /// The config used when no file is given: embedded store, no rules.
 pub fn defaults(overrides: &Overrides) -> Result<Config, ConfigError> {
     parse("(defaults)", "", overrides)
-}
-
-fn toml_issue(text: &str, e: &toml::de::Error) -> Issue {
-    // toml's message is multi-line with a snippet; its first line is the gist,
-    // and the key is named in it for unknown fields and bad types.
-    let message = e.message().trim().to_string();
-    Issue {
-        key: "(syntax)".into(),
-        line: e.span().map(|s| line_of(text, s.start)),
-        message,
-    }
 }
 
 /// 1-based line number of a byte offset.

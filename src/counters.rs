@@ -40,6 +40,7 @@ pub async fn show(
             base: &base,
             limits: &rule.limits,
             cost: 0,
+            burst: rule.burst,
         })
         .await?;
     Ok(CounterView {

@@ -52,10 +52,23 @@ impl App {
                     items: Vec::new(),
                 };
             }
-            matching()
-                .filter(|r| !r.limits.is_empty() && !allowlist.bypasses(r))
-                .filter_map(|r| Some((r, r.key.build(req)?)))
-                .collect()
+            let mut applicable = Vec::new();
+            for rule in matching() {
+                // The allowlist decides for a pure gate the client passes and
+                // for a bypass: one `allowlisted` outcome, no limiter call.
+                if allowlist.bypasses(rule) || (rule.limits.is_empty() && allowlist.admits(rule)) {
+                    self.metrics
+                        .decision(&rule.name, crate::metrics::Outcome::allowlisted);
+                    continue;
+                }
+                if rule.limits.is_empty() {
+                    continue;
+                }
+                if let Some(key) = rule.key.build(req) {
+                    applicable.push((rule, key));
+                }
+            }
+            applicable
         };
         // Rules are independent calls (different keys, maybe different slots): run them together.
         let outcomes = join_all(
@@ -81,7 +94,14 @@ impl App {
                     retry_after_ms: retry,
                 };
             }
-            for (i, state) in outcome.limits.into_iter().enumerate() {
+            let (allowed, retry_after_ms) = (outcome.allowed, outcome.retry_after_ms);
+            for (i, mut state) in outcome.limits.into_iter().enumerate() {
+                // A limit that denied is next passable at retry_after, which
+                // can differ from when its window resets (sliding_window,
+                // sliding_log): RateLimit's `t` then agrees with Retry-After.
+                if !allowed && state.remaining == 0 {
+                    state.reset_ms = retry_after_ms;
+                }
                 items.push(Item {
                     name: rule.item_names[i].clone(),
                     state,

@@ -10,7 +10,9 @@
 //!   `http/api_check.rs` (`POST /v1/check`) read the request into a
 //!   `request::RequestView`; `http/response.rs` is the one place a decision or
 //!   an error becomes an HTTP response.
-//! - `client_ip` decides who the client is (trusted proxies, `X-Forwarded-For`).
+//! - `client_ip` decides who the client is (trusted proxies, `X-Forwarded-For`);
+//!   `net` is the one parser of addresses and networks (it and the allowlist share it).
+//! - `path` normalises the request path that rules match and key on.
 //! - `decide` applies every matching `rule` (matcher, key template) and
 //!   combines their outcomes; it applies `on_redis_error` when Redis fails.
 //! - `limiter` runs the algorithms: `limiter/redis_store.rs` calls the Lua
@@ -40,6 +42,8 @@ pub mod http;
 pub mod keys;
 pub mod limiter;
 pub mod metrics;
+pub mod net;
+pub mod path;
 pub mod rate;
 pub mod redis_conn;
 pub mod request;

@@ -6,6 +6,8 @@ mod deny_cache;
 mod fixed_window;
 mod gcra;
 mod local_store;
+#[cfg(test)]
+mod properties;
 mod redis_store;
 mod sliding_log;
 mod sliding_window;
@@ -122,6 +124,8 @@ pub struct Call<'a> {
     pub base: &'a str,
     pub limits: &'a [Rate],
     pub cost: u64,
+    /// gcra only: the bucket size of every limit (None: the limit itself).
+    pub burst: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]

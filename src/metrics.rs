@@ -24,6 +24,21 @@ pub enum Outcome {
     fallback_limited,
     /// A `require` rule and a client not on the allowlist.
     not_allowlisted,
+    /// The allowlist let the request through this rule: a `require` gate
+    /// without limits passed, or a `bypass` rule skipped.
+    allowlisted,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 7] = [
+        Outcome::allowed,
+        Outcome::limited,
+        Outcome::shadow_limited,
+        Outcome::fallback_allowed,
+        Outcome::fallback_limited,
+        Outcome::not_allowlisted,
+        Outcome::allowlisted,
+    ];
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -35,6 +50,11 @@ pub struct DecisionLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -52,7 +72,11 @@ pub struct Metrics {
     pub redis_up: Gauge,
     pub deny_cache_hits: Counter,
     pub redis_open_slots: Gauge,
+    pub reset_channel_up: Gauge,
     pub http_requests: Family<HttpLabels, Counter>,
+    /// Forward-auth requests refused before any rule: original-request
+    /// headers not believable, or a path that cannot be normalised.
+    pub refused_requests: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -103,20 +127,34 @@ impl Metrics {
             "Redis Cluster slots whose keys use on_redis_error because their master failed",
             redis_open_slots.clone(),
         );
+        let reset_channel_up = Gauge::default();
+        registry.register(
+            "reset_channel_up",
+            "1 while this replica hears resets from other replicas (its deny cache is in use), 0 otherwise",
+            reset_channel_up.clone(),
+        );
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register(
             "http_requests",
             "HTTP requests by endpoint and status",
             http_requests.clone(),
         );
+        let refused_requests = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "refused_requests",
+            "Forward-auth requests refused before any rule (untrusted_peer, wrong_header_family, duplicate_header, bad_host, bad_path)",
+            refused_requests.clone(),
+        );
         Metrics {
             registry,
+            refused_requests,
             decisions,
             redis_call_duration,
             redis_errors,
             redis_up,
             deny_cache_hits,
             redis_open_slots,
+            reset_channel_up,
             http_requests,
         }
     }
@@ -133,6 +171,20 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+
+    /// Create every `rule × outcome` series of `tollgate_decisions_total` at 0
+    /// (at start and on reload), so dashboards and `rate()` see a series from
+    /// the first scrape instead of only after a rule's first decision.
+    pub fn zero_decisions<'a>(&self, rules: impl IntoIterator<Item = &'a str>) {
+        for rule in rules {
+            for outcome in Outcome::ALL {
+                let _ = self.decisions.get_or_create(&DecisionLabels {
+                    rule: rule.to_string(),
+                    outcome,
+                });
+            }
+        }
     }
 
     /// Prometheus/OpenMetrics text exposition.

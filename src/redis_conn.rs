@@ -141,6 +141,17 @@ impl Endpoint {
         }
     }
 
+    /// A plain client for the `attempt`-th try of a subscription: a Cluster's
+    /// seed nodes in turn (PUBLISH reaches every node, so any live one will
+    /// do, and a dead one is skipped on the next try), the current master
+    /// behind a Sentinel, or the one server.
+    pub async fn subscribe_client(&self, attempt: usize) -> RedisResult<Client> {
+        match self {
+            Endpoint::Cluster(nodes) => Client::open(nodes[attempt % nodes.len()].as_str()),
+            _ => self.plain_client().await,
+        }
+    }
+
     /// The first URL: the server, a cluster seed node, or a sentinel.
     /// (Transitional: the allowlist still connects by URL; see its redis_store.)
     pub fn seed_url(&self) -> &str {

@@ -1,4 +1,7 @@
 //! The original request a proxy asks about, as the rules see it.
+//! `forwarded` decides which headers describe it and from whom they are believed.
+
+pub mod forwarded;
 
 use std::net::IpAddr;
 
@@ -7,8 +10,12 @@ use axum::http::HeaderMap;
 /// Borrowed view of the request being decided; building one allocates nothing.
 pub struct RequestView<'a> {
     pub method: &'a str,
-    /// Path without the query string.
+    /// Path without the query string, normalised (`path::normalize`): what
+    /// rules match and the `path` key part uses.
     pub path: &'a str,
+    /// Other readings of an ambiguous path (`;`, encoded slashes); a rule's
+    /// path condition holds when `path` or any of these satisfies it.
+    pub path_others: &'a [String],
     pub query: Option<&'a str>,
     /// Host without port.
     pub host: Option<&'a str>,

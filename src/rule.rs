@@ -1,8 +1,10 @@
 //! A rule: which requests it matches, what it counts them by, and its limits.
 
+mod changes;
 mod key;
 mod matcher;
 
+pub use changes::Changes;
 pub use key::{KeyPart, KeyTemplate};
 pub use matcher::Matcher;
 
@@ -24,6 +26,9 @@ pub struct Rule {
     /// Each limit's name in the RateLimit headers (see `item_name`), built once.
     pub item_names: Vec<Arc<str>>,
     pub algorithm: Algorithm,
+    /// gcra only: the bucket size (units that may pass at once); None: the limit.
+    /// Only with a single limit (see `config/validate.rs`).
+    pub burst: Option<u64>,
     pub allowlist: AllowlistMode,
     pub on_redis_error: OnRedisError,
     pub shadow: bool,
@@ -78,6 +83,47 @@ named_enum!(AllowlistMode, "allowlist mode", {
 named_enum!(OnRedisError, "on_redis_error", {
     "allow" => Allow, "deny" => Deny, "local" => Local,
 });
+
+/// Everything but the name, as `config check` prints it and a reload
+/// compares it: `match path_prefix=/login methods=POST; key ip; limits [5/m]; …`.
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = &self.matcher;
+        let mut cond = Vec::new();
+        if let Some(p) = &m.path_prefix {
+            cond.push(format!("path_prefix={p}"));
+        }
+        if let Some(p) = &m.path {
+            cond.push(format!("path={p}"));
+        }
+        if let Some(ms) = &m.methods {
+            cond.push(format!("methods={}", ms.join(",")));
+        }
+        if let Some(h) = &m.host {
+            cond.push(format!("host={h}"));
+        }
+        let cond = if cond.is_empty() {
+            "every request".to_string()
+        } else {
+            cond.join(" ")
+        };
+        let limits: Vec<String> = self.limits.iter().map(|l| l.to_string()).collect();
+        write!(
+            f,
+            "match {}; key {}; limits [{}]; algorithm {}{}; allowlist {}; on_redis_error {}{}",
+            cond,
+            self.key,
+            limits.join(", "),
+            self.algorithm,
+            self.burst
+                .map(|b| format!(" (burst {b})"))
+                .unwrap_or_default(),
+            self.allowlist,
+            self.on_redis_error,
+            if self.shadow { "; shadow" } else { "" }
+        )
+    }
+}
 
 impl Rule {
     /// Name of one limit's item in the RateLimit headers and in `config check`:

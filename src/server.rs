@@ -12,6 +12,8 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+mod resets;
+
 use crate::allowlist;
 use crate::app::App;
 use crate::http;
@@ -42,7 +44,7 @@ pub async fn run(
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(probe_redis(app.clone(), stop.clone()));
-    tasks.spawn(follow_resets(app.clone(), stop.clone()));
+    tasks.spawn(resets::follow(app.clone(), stop.clone()));
     tasks.spawn(sweep_local(app.clone(), stop.clone()));
     tasks.spawn(allowlist::follower::run(
         app.allowlist.clone(),
@@ -116,54 +118,6 @@ async fn probe_redis(app: Arc<App>, stop: CancellationToken) {
     app.breaker
         .probe(redis, &stop, || app.ready.store(true, Ordering::Relaxed))
         .await;
-}
-
-/// Resets published by any replica clear this replica's deny cache. While
-/// the subscription is down, resets could be missed, so every (re)subscribe
-/// starts from an empty cache.
-async fn follow_resets(app: Arc<App>, stop: CancellationToken) {
-    use futures::StreamExt;
-    let Some(redis) = &app.config.redis else {
-        return;
-    };
-    let channel = app.keys.reset_channel();
-    let mut delay = Duration::from_millis(100);
-    while !stop.is_cancelled() {
-        let subscribed = async {
-            // Resolved on every (re)subscribe: after a Sentinel failover, the new master.
-            let client = redis.endpoint.plain_client().await?;
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        let pubsub = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = tokio::time::timeout(Duration::from_secs(2), subscribed) => r,
-        };
-        if let Ok(Ok(mut pubsub)) = pubsub {
-            app.deny_cache.clear();
-            delay = Duration::from_millis(100);
-            let mut messages = pubsub.on_message();
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    msg = messages.next() => match msg {
-                        Some(msg) => {
-                            if let Ok(base) = msg.get_payload::<String>() {
-                                app.deny_cache.remove(&base);
-                            }
-                        }
-                        None => break,
-                    },
-                }
-            }
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(1));
-    }
 }
 
 /// Forget expired in-process counters, so memory follows the live keys only.

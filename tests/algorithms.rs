@@ -27,6 +27,7 @@ async fn check(app: &App, alg: Algorithm, key: &str, limits: &[Rate], cost: u64)
             base: &base,
             limits,
             cost,
+            burst: None,
         })
         .await
         .unwrap_or_else(|e| panic!("{alg}: store error {e}"))

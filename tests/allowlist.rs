@@ -8,7 +8,9 @@ use std::time::Duration;
 use redis::streams::StreamRangeReply;
 use serde_json::{json, Value};
 
-use crate::support::{eventually, free_port, shared_redis, unique_prefix, TestServer};
+use crate::support::{
+    eventually, free_port, metric, scrape, shared_redis, unique_prefix, TestServer,
+};
 
 /// `admin` is a pure gate; `login` lets members skip its limit.
 fn config(reap_interval: &str, trusted: &str) -> String {
@@ -50,7 +52,7 @@ async fn servers(n: usize, reap_interval: &str) -> (String, Vec<TestServer>) {
 async fn ask(s: &TestServer, check: &str, path: &str, ip: &str) -> reqwest::Response {
     reqwest::Client::new()
         .get(s.url(check))
-        .header("x-original-uri", path)
+        .header("x-forwarded-uri", path)
         .header("x-forwarded-for", ip)
         .send()
         .await
@@ -403,15 +405,26 @@ async fn an_untrusted_peers_forwarded_for_naming_an_allowlisted_ip_does_not_pass
         !s.app.allowlist.table().is_empty()
     })
     .await;
+    // An untrusted peer may not name the original request in headers: it asks
+    // Envoy-style, with the path in the URL.
+    let gate = |ip: &'static str| {
+        let url = s.url("/check/admin");
+        async move {
+            let r = reqwest::Client::new()
+                .get(url)
+                .header("x-forwarded-for", ip);
+            r.send().await.unwrap().status().as_u16()
+        }
+    };
     assert_eq!(
-        gate(&s, "203.0.113.7").await,
+        gate("203.0.113.7").await,
         403,
         "X-Forwarded-For from an untrusted peer"
     );
     // The peer itself is who counts.
     add(&s, json!({"cidr": "127.0.0.1"})).await;
     eventually(Duration::from_secs(1), || async {
-        gate(&s, "203.0.113.99").await == 200
+        gate("203.0.113.99").await == 200
     })
     .await;
 }
@@ -432,6 +445,24 @@ async fn bypass_rules_let_members_skip_their_limits() {
     for _ in 0..3 {
         assert_eq!(login("192.0.2.11").await, 200);
     }
+    // What each gate lets through is counted, as its refusals are.
+    for _ in 0..2 {
+        assert_eq!(
+            ask(s0, "/check", "/admin", "192.0.2.11").await.status(),
+            200
+        );
+    }
+    let text = scrape(s0).await;
+    let count = |rule, outcome| {
+        metric(
+            &text,
+            "tollgate_decisions_total",
+            &[("rule", rule), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(count("login", "allowlisted"), 3.0);
+    assert_eq!(count("login", "allowed"), 1.0, "only the non-member's pass");
+    assert_eq!(count("admin", "allowlisted"), 2.0);
 }
 
 #[tokio::test]

@@ -162,3 +162,35 @@ fn bad_usage_exits_2() {
         Some(2)
     );
 }
+
+#[test]
+fn a_newcomers_config_reports_every_mistake_at_once_with_lines_and_no_knock_ons() {
+    let text = r#"[[rule]]
+name = "login"
+limit = ["5/m"]
+algorithm = "sliding-window"
+
+[rule.match]
+path_prefix = "login"
+methods = "POST"
+
+[[rule]]
+name = "admin"
+allowlist = "required"
+"#;
+    let (code, _, err) = check(text);
+    assert_eq!(code, 2, "{err}");
+    for expected in [
+        "c.toml:3: rule[0].limit: unknown key \"limit\"; did you mean \"limits\"?",
+        "c.toml:4: rule[0].algorithm",
+        "c.toml:7: rule[0].match.path_prefix: \"login\" must start with '/'",
+        "c.toml:8: rule[0].match.methods: invalid type: string \"POST\", expected a list",
+        "c.toml:12: rule[1].allowlist",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    // The typo'd `limit` is reported, not a knock-on "at least one rate" for
+    // rule[0]; the typo'd allowlist mode is the root cause for rule[1].
+    assert!(!err.contains("at least one rate"), "{err}");
+    assert!(err.contains("5 problems"), "{err}");
+}

@@ -208,7 +208,7 @@ async fn the_allowlist_protocol_runs_on_the_cluster_add_remove_expire_and_a_gap(
         async move {
             reqwest::Client::new()
                 .get(url)
-                .header("x-original-uri", "/admin")
+                .header("x-forwarded-uri", "/admin")
                 .header("x-forwarded-for", ip)
                 .send()
                 .await

@@ -129,3 +129,31 @@ fn the_systemd_unit_is_hardened_and_reloads_with_sighup() {
         );
     }
 }
+
+#[test]
+fn envoy_copies_no_original_request_header_from_the_client() {
+    // Envoy sends the method and path itself; a client's X-Forwarded-Uri or
+    // X-Original-URI must never be among the headers it copies to tollgate.
+    let e = yaml(include_str!("../deploy/envoy/envoy.yaml"));
+    let hcm =
+        &e["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    let patterns = &hcm["http_filters"][0]["typed_config"]["http_service"]["authorization_request"]
+        ["allowed_headers"]["patterns"];
+    for p in patterns.as_sequence().unwrap() {
+        for (_, v) in p.as_mapping().unwrap() {
+            let v = v.as_str().unwrap().to_ascii_lowercase();
+            for forged in [
+                "x-forwarded-uri",
+                "x-forwarded-method",
+                "x-original-uri",
+                "x-original-method",
+                "x-forwarded-host",
+            ] {
+                assert!(
+                    !forged.starts_with(&v),
+                    "envoy copies {forged} from the client ({v})"
+                );
+            }
+        }
+    }
+}

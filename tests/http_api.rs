@@ -37,8 +37,8 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
 async fn login(s: &TestServer, path: &str) -> reqwest::Response {
     reqwest::Client::new()
         .get(s.url(path))
-        .header("x-original-uri", "/login?next=/")
-        .header("x-original-method", "POST")
+        .header("x-forwarded-uri", "/login?next=/")
+        .header("x-forwarded-method", "POST")
         .header("x-forwarded-for", "203.0.113.50")
         .send()
         .await
@@ -228,4 +228,48 @@ async fn health_endpoints_live_on_the_admin_listener() {
     assert!(ready.text().await.unwrap().contains("redis"));
     // Not on the decision listener.
     assert_eq!(reqwest::get(s.url("/readyz")).await.unwrap().status(), 404);
+}
+
+#[tokio::test]
+async fn a_denied_limits_ratelimit_reset_is_its_retry_after_for_every_algorithm() {
+    for algorithm in ["fixed_window", "sliding_window", "sliding_log", "gcra"] {
+        for store in BOTH_STORES {
+            let config = format!(
+                "[client_ip]\ntrusted_proxies = [\"127.0.0.1/32\"]\n\n[[rule]]\nname = \"r\"\nlimits = [\"2/10s\", \"100/h\"]\nalgorithm = \"{algorithm}\"\n"
+            );
+            let s =
+                TestServer::start(&config, store.redis_url().as_deref(), &unique_prefix("t")).await;
+            let mut denied = None;
+            for _ in 0..3 {
+                let r = s.check_response("x-forwarded-for", "198.51.100.77").await;
+                if r.status() == 429 {
+                    denied = Some(r.headers().clone());
+                }
+            }
+            let h = denied.unwrap_or_else(|| panic!("{algorithm} {store:?}: never denied"));
+            let retry = header(&h, "retry-after");
+            // The limit that denied: next passable when Retry-After says.
+            let first = header(&h, "ratelimit")
+                .split(", ")
+                .next()
+                .unwrap()
+                .to_string();
+            assert_eq!(
+                first,
+                format!("\"r:2/10s\";r=0;t={retry}"),
+                "{algorithm} {store:?}: {h:?}"
+            );
+            assert_eq!(
+                header(&h, "x-ratelimit-reset"),
+                retry,
+                "{algorithm} {store:?}"
+            );
+            // The limit with room left keeps its own reset.
+            assert!(
+                header(&h, "ratelimit").contains("\"r:100/h\";r=98;"),
+                "{h:?}"
+            );
+            s.stop().await;
+        }
+    }
 }

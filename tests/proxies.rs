@@ -148,6 +148,11 @@ pub async fn upstream() -> SocketAddr {
 }
 
 pub const CONFIG: &str = r#"
+# A loaded test machine can take longer than the default 25 ms: these tests
+# are about the proxies, not about on_redis_error.
+[redis]
+timeout = "2s"
+
 [client_ip]
 trusted_proxies = ["127.0.0.1/32"]
 
@@ -161,6 +166,18 @@ limits = ["3/h"]
 name = "admin"
 match = { path_prefix = "/admin" }
 allowlist = "require"
+
+[[rule]]
+name = "login"
+match = { host = "127.0.0.1", path_prefix = "/login", methods = ["POST"] }
+key = "ip"
+limits = ["2/h"]
+
+[[rule]]
+name = "exact"
+match = { path = "/exact" }
+key = "ip+path"
+limits = ["2/h"]
 
 [[rule]]
 name = "burst"
@@ -377,6 +394,115 @@ pub async fn with_tollgate_stopped_the_client_gets_the_documented_status(kind: K
     }
 }
 
+/// One request sent byte for byte (no client-side URL cleaning, which would
+/// remove the very dot segments under test) from `source`; the status.
+pub async fn raw_status(
+    source: &str,
+    port: u16,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(source.parse().unwrap(), 0))
+        .unwrap();
+    let mut conn = socket
+        .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .unwrap();
+    let mut req =
+        format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: 0\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer))
+        .await
+        .expect("the proxy answers within 10 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"))
+}
+
+/// Every original-request header a client might forge, with a value that
+/// would take its request out of the `login` rule and the `admin` gate if believed.
+const SPOOFS: [(&str, &str); 5] = [
+    ("X-Original-URI", "/free"),
+    ("X-Original-Method", "GET"),
+    ("X-Forwarded-Uri", "/free"),
+    ("X-Forwarded-Method", "GET"),
+    ("X-Forwarded-Host", "elsewhere.example"),
+];
+
+pub async fn a_spoofed_original_request_header_changes_nothing(kind: Kind) {
+    let s = Stack::start(kind, CONFIG).await;
+    for (i, (name, value)) in SPOOFS.into_iter().enumerate() {
+        let source = format!("127.0.1.{}", 10 + i);
+        let spoof = [(name, value)];
+        for n in 0..2 {
+            let st = raw_status(&source, s.proxy.port, "POST", "/login", &spoof).await;
+            assert_eq!(st, 200, "{kind:?} {name}: login {n} is within the limit");
+        }
+        let st = raw_status(&source, s.proxy.port, "POST", "/login", &spoof).await;
+        assert_eq!(st, 429, "{kind:?}: {name}: {value} escaped the login limit");
+        let st = raw_status(&source, s.proxy.port, "GET", "/admin/panel", &spoof).await;
+        assert_eq!(st, 403, "{kind:?}: {name}: {value} passed the require gate");
+    }
+}
+
+pub async fn every_spelling_of_a_path_is_limited_and_refused_like_the_path(kind: Kind) {
+    let s = Stack::start(kind, CONFIG).await;
+    let port = s.proxy.port;
+    for target in [
+        "/admin/",
+        "//admin/",
+        "/./admin/",
+        "/%61dmin/",
+        "/x/../admin/",
+        "/admin;x/",
+        "/;x/admin/",
+        "/x%2F..%2Fadmin/",
+        "/x/..;/admin/",
+    ] {
+        let st = raw_status("127.0.1.30", port, "GET", target, &[]).await;
+        assert_eq!(
+            st, 403,
+            "{kind:?}: GET {target} reached the allowlisted admin area"
+        );
+    }
+    // One login counter for every spelling of /login: 2 pass, then all are limited.
+    let logins = [
+        "//login",
+        "/./login",
+        "/%6Cogin",
+        "/x/../login",
+        "/login;jsessionid=1",
+        "/login/",
+        "/login",
+    ];
+    for (n, target) in logins.iter().enumerate() {
+        let st = raw_status("127.0.1.31", port, "POST", target, &[]).await;
+        let want = if n < 2 { 200 } else { 429 };
+        assert_eq!(st, want, "{kind:?}: POST {target} (request {n})");
+    }
+    // An exact `path` rule keyed by path: the spellings share one key.
+    for (n, target) in ["/exact/./", "/exact;x", "/%65xact", "//exact"]
+        .iter()
+        .enumerate()
+    {
+        let st = raw_status("127.0.1.32", port, "GET", target, &[]).await;
+        let want = if n < 2 { 200 } else { 429 };
+        assert_eq!(st, want, "{kind:?}: GET {target} (request {n})");
+    }
+}
+
 macro_rules! proxy_tests {
     ($module:ident, $kind:expr) => {
         mod $module {
@@ -408,6 +534,16 @@ macro_rules! proxy_tests {
                     $kind,
                 )
                 .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_spoofed_original_request_header_changes_nothing() {
+                super::a_spoofed_original_request_header_changes_nothing($kind).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn every_spelling_of_a_path_is_limited_and_refused_like_the_path() {
+                super::every_spelling_of_a_path_is_limited_and_refused_like_the_path($kind).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,9 @@
 use crate::support::{metric, scrape, shared_redis, unique_prefix, TestServer};
 
 const CONFIG: &str = r#"
+[client_ip]
+trusted_proxies = ["127.0.0.1/32"]
+
 [[rule]]
 name = "watch"
 match = { path_prefix = "/watch" }
@@ -18,7 +21,7 @@ limits = ["3/h"]
 async fn get(s: &TestServer, uri: &str) -> reqwest::Response {
     reqwest::Client::new()
         .get(s.url("/check"))
-        .header("x-original-uri", uri)
+        .header("x-forwarded-uri", uri)
         .send()
         .await
         .unwrap()
@@ -121,4 +124,43 @@ async fn shadow_for_all_rules_from_the_command_line() {
     };
     let cfg = tollgate::config::parse("t.toml", CONFIG, &ov).unwrap();
     assert!(cfg.rules.iter().all(|r| r.shadow));
+}
+
+/// Whether the exposition holds the series `tollgate_decisions_total{rule,outcome}` at exactly 0.
+fn zero_series(text: &str, rule: &str, outcome: &str) -> bool {
+    let line = format!("tollgate_decisions_total{{rule=\"{rule}\",outcome=\"{outcome}\"}} 0");
+    text.lines().any(|l| l == line)
+}
+
+const OUTCOMES: [&str; 6] = [
+    "allowed",
+    "limited",
+    "shadow_limited",
+    "fallback_allowed",
+    "fallback_limited",
+    "not_allowlisted",
+];
+
+#[tokio::test]
+async fn every_rule_and_outcome_series_exists_at_zero_from_start_and_after_a_reload_adds_a_rule() {
+    let s = TestServer::start(CONFIG, None, &unique_prefix("zero")).await;
+    let text = scrape(&s).await;
+    for rule in ["watch", "enforce"] {
+        for outcome in OUTCOMES {
+            assert!(
+                zero_series(&text, rule, outcome),
+                "{rule}/{outcome} missing before any request:\n{text}"
+            );
+        }
+    }
+    let added = format!("{CONFIG}\n[[rule]]\nname = \"added\"\nlimits = [\"1/h\"]\n");
+    let config = tollgate::config::parse("(test)", &added, &Default::default()).unwrap();
+    s.app.reload(config);
+    let text = scrape(&s).await;
+    for outcome in OUTCOMES {
+        assert!(
+            zero_series(&text, "added", outcome),
+            "added/{outcome} missing after the reload:\n{text}"
+        );
+    }
 }

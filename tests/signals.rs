@@ -12,6 +12,8 @@ struct Binary {
     port: u16,
     admin_port: u16,
     file: PathBuf,
+    /// Its stderr: the log.
+    log: PathBuf,
 }
 
 impl Binary {
@@ -20,6 +22,7 @@ impl Binary {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join(format!("{name}.toml"));
         std::fs::write(&file, config).unwrap();
+        let log = dir.join(format!("{name}.log"));
         let (port, admin_port) = (free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .args(["serve", "--config", file.to_str().unwrap()])
@@ -31,7 +34,7 @@ impl Binary {
             ])
             .env_remove("TOLLGATE_REDIS_URL")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
         let b = Binary {
@@ -39,6 +42,7 @@ impl Binary {
             port,
             admin_port,
             file,
+            log,
         };
         let ready = format!("http://127.0.0.1:{}/readyz", b.admin_port);
         eventually(Duration::from_secs(10), || {
@@ -51,13 +55,29 @@ impl Binary {
 
     async fn status(&self, uri: &str) -> u16 {
         reqwest::Client::new()
-            .get(format!("http://127.0.0.1:{}/check", self.port))
-            .header("x-original-uri", uri)
+            .get(format!("http://127.0.0.1:{}/check{uri}", self.port))
             .send()
             .await
             .unwrap()
             .status()
             .as_u16()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait until the log has a line containing `text`; that line.
+    async fn log_line(&self, text: &str) -> String {
+        eventually(Duration::from_secs(5), || async {
+            self.log().contains(text)
+        })
+        .await;
+        self.log()
+            .lines()
+            .find(|l| l.contains(text))
+            .unwrap()
+            .to_string()
     }
 
     fn signal(&self, sig: libc::c_int) {
@@ -88,8 +108,8 @@ async fn sighup_applies_a_new_file_and_keeps_the_old_rules_when_the_file_is_brok
 
     std::fs::write(&b.file, "[[rule]]\nname = \"a\"\nlimits = [\"5/x\"]\n").unwrap();
     b.signal(libc::SIGHUP);
-    // Give the process time to read and reject it; the old rule still denies.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.log_line("reload rejected").await;
+    assert!(b.log().contains("rule[0].limits[0]"), "{}", b.log());
     assert_eq!(
         b.status("/a").await,
         429,
@@ -106,6 +126,34 @@ async fn sighup_applies_a_new_file_and_keeps_the_old_rules_when_the_file_is_brok
     .await;
     assert_eq!(b.status("/b").await, 200);
     assert_eq!(b.status("/b").await, 429, "the new rule applies");
+    let reloaded = b.log_line("config reloaded").await;
+    assert!(
+        reloaded.contains(r#"added=["b"]"#) && reloaded.contains(r#"removed=["a"]"#),
+        "{reloaded}"
+    );
+}
+
+#[tokio::test]
+async fn a_reload_logs_each_changed_limit_and_its_counters_carry_over() {
+    let b = Binary::start("hup-change", RULE_A).await;
+    assert_eq!(b.status("/a").await, 200);
+    assert_eq!(b.status("/a").await, 429);
+    // Same algorithm and period, a higher count: the client's one use carries over.
+    std::fs::write(&b.file, RULE_A.replace("1/h", "2/h")).unwrap();
+    b.signal(libc::SIGHUP);
+    let changed = b.log_line("rule changed").await;
+    assert!(
+        changed.contains("rule=a")
+            && changed.contains("limits [1/h]")
+            && changed.contains("limits [2/h]"),
+        "{changed}"
+    );
+    assert!(b
+        .log_line("config reloaded")
+        .await
+        .contains(r#"changed=["a"]"#));
+    assert_eq!(b.status("/a").await, 200, "one more under 2/h");
+    assert_eq!(b.status("/a").await, 429, "the first use still counts");
 }
 
 #[tokio::test]

@@ -241,14 +241,17 @@ impl TestServer {
 
     /// `GET /check` with one header set (e.g. `x-forwarded-for`); the status.
     pub async fn check_with(&self, header: &str, value: &str) -> u16 {
+        self.check_response(header, value).await.status().as_u16()
+    }
+
+    /// `GET /check` with one header set; the whole answer.
+    pub async fn check_response(&self, header: &str, value: &str) -> reqwest::Response {
         reqwest::Client::new()
             .get(self.url("/check"))
             .header(header, value)
             .send()
             .await
             .unwrap()
-            .status()
-            .as_u16()
     }
 
     /// A client that sends the admin bearer token.

@@ -17,7 +17,8 @@ mod allowlist;
 mod allowlist_resync;
 /// `tollgate` the binary: `config check` output, errors naming keys, exit codes.
 mod cli;
-/// Client IP through HTTP: trusted and untrusted X-Forwarded-For, mapped IPv4, IPv6 /64.
+/// Client IP through HTTP: trusted and untrusted X-Forwarded-For, mapped IPv4, IPv6 /64;
+/// who may describe the original request (one header family, trusted peers only).
 mod client_ip;
 /// A real Redis Cluster (3 masters) and a Sentinel: exact per key, a dead master, a failover.
 mod cluster;
@@ -25,17 +26,27 @@ mod cluster;
 mod deny_cache;
 /// deploy/ files no engine here runs (compose, Envoy, Traefik, k8s, systemd) parse and hold their promises.
 mod deploy_files;
+/// Each Lua script against its in-process twin on random (cost, pause) sequences.
+mod differential;
 /// Several replicas and many concurrent clients on one key: exactly the limit.
 mod exactness;
 /// `tollgate follow --export`: the file follows adds, removes and expiry; reload commands; signals.
 mod follow;
+/// gcra's burst: from a rule and from POST /v1/check, on both stores; refused where it means nothing.
+mod gcra_burst;
 /// The decision API on a real socket: statuses, headers, JSON bodies.
 mod http_api;
 /// nginx, Caddy and HAProxy from deploy/ in front of two replicas: the client's view.
 mod proxies;
 /// Redis killed, stalled, restarted, scripts flushed: on_redis_error and the breaker.
 mod resilience;
+/// Running the Lua scripts at a time the test chooses (a test clock).
+mod script_clock;
+/// Lua edge cases at chosen times: member names after a prune, big costs, GCRA backlog, lost TTLs, memory.
+mod script_edges;
 /// Shadow mode and the metrics exposition.
 mod shadow_and_metrics;
 /// The binary under signals: SIGHUP reload, SIGTERM shutdown.
 mod signals;
+/// Sustained load on short limits (100/s, 7/200ms): every algorithm, three replicas, 60 connections.
+mod sustained;

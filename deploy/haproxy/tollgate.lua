@@ -8,8 +8,11 @@ core.register_action("tollgate", { "http-req" }, function(txn)
     local res = client:get{
         url = "http://127.0.0.1:8079/check",
         headers = {
-            ["x-original-uri"] = { txn.sf:pathq() },
-            ["x-original-method"] = { txn.sf:method() },
+            -- Only these headers are sent (nothing of the client's is copied):
+            -- the family tollgate reads, server.forwarded_request = "x-forwarded".
+            -- pathq is the raw path and query: tollgate normalises the path.
+            ["x-forwarded-uri"] = { txn.sf:pathq() },
+            ["x-forwarded-method"] = { txn.sf:method() },
             ["x-forwarded-host"] = { txn.sf:req_hdr("host") or "" },
             -- The connection's address; the client's own X-Forwarded-For is ignored.
             ["x-forwarded-for"] = { txn.sf:src() },

@@ -1,5 +1,7 @@
 //! Canonical allowlist CIDRs: one spelling per network, so a CIDR is a stable
-//! key in Redis, in events and in every node's table.
+//! key in Redis, in events and in every node's table. The parser is
+//! `crate::net`'s (shared with `client_ip.trusted_proxies`); this module adds
+//! the allowlist's policy (prefix floors, no `/0`).
 //!
 //! - A bare address is a host network: `203.0.113.7` is `203.0.113.7/32`.
 //! - IPv4-mapped IPv6 is IPv4: `::ffff:203.0.113.0/120` is `203.0.113.0/24`
@@ -7,11 +9,7 @@
 //! - Host bits must be clear; the error names the canonical network.
 //! - IPv6 is written the way `Ipv6Addr` prints it (lower case, compressed).
 
-use std::net::IpAddr;
-
-use ipnet::{IpNet, Ipv4Net};
-
-use crate::client_ip::canonical;
+use ipnet::IpNet;
 
 /// The shortest prefixes an entry may have (`allowlist.min_prefix_v4/_v6`).
 #[derive(Clone, Copy, Debug)]
@@ -20,26 +18,11 @@ pub struct PrefixFloor {
     pub v6: u8,
 }
 
-/// Parse a network as stored: canonical, host bits clear. No policy: this is
+/// Parse a network as stored: canonical, host bits clear (`net::parse_net`,
+/// the one parser `client_ip.trusted_proxies` uses too). No policy: this is
 /// what removing an entry accepts, so an entry stays removable when the
 /// floors change.
-pub fn parse_net(text: &str) -> Result<IpNet, String> {
-    let text = text.trim();
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Ok(IpNet::from(canonical(ip)));
-    }
-    let net: IpNet = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not an IP address or CIDR"))?;
-    let net = unmap(net);
-    if net.trunc() != net {
-        return Err(format!(
-            "{text:?} has host bits set; the canonical form is {}",
-            net.trunc()
-        ));
-    }
-    Ok(net)
-}
+pub use crate::net::{host, parse_ip, parse_net};
 
 /// Parse a network for a new entry: canonical, and not wider than the floors allow.
 pub fn parse_entry(text: &str, floor: PrefixFloor) -> Result<IpNet, String> {
@@ -59,35 +42,11 @@ pub fn parse_entry(text: &str, floor: PrefixFloor) -> Result<IpNet, String> {
     Ok(net)
 }
 
-/// Parse one client address for a lookup, canonical.
-pub fn parse_ip(text: &str) -> Result<IpAddr, String> {
-    text.trim()
-        .parse::<IpAddr>()
-        .map(canonical)
-        .map_err(|_| format!("{:?} is not an IP address", text.trim()))
-}
-
-/// `::ffff:a.b.c.d/96+n` is `a.b.c.d/n`.
-fn unmap(net: IpNet) -> IpNet {
-    match net {
-        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
-            Some(v4) => IpNet::V4(Ipv4Net::new(v4, v6.prefix_len() - 96).expect("0..=32")),
-            None => net,
-        },
-        _ => net,
-    }
-}
-
-/// The host network of an address (`/32` or `/128`).
-pub fn host(ip: IpAddr) -> IpNet {
-    IpNet::from(canonical(ip))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
 
     fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
         IpAddr::V4(Ipv4Addr::new(a, b, c, d))

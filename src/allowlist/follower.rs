@@ -11,8 +11,9 @@
 //! - an event `seq` more than one past the node's, or `meta.seq` ahead while
 //!   nothing is left to read after the node's id → resync (`gap`);
 //! - another epoch in an event or in `meta` → resync (`epoch`);
-//! - `meta.seq` below the node's, or the same `seq` written later than the
-//!   event the node applied → resync (`backwards`);
+//! - `meta.seq` below the node's, the same `seq` written later than the
+//!   event the node applied, or an event after the node's id whose `seq` is
+//!   not above the node's (history rewritten) → resync (`backwards`);
 //! - an event it cannot read whole → resync (`unknown_event`), never half-applied;
 //! - each `XREAD` that waits a whole block without events → a look at `meta`,
 //!   so a flush or a restart is noticed within one block period;
@@ -332,7 +333,6 @@ impl Follower<'_> {
             };
             match outcome {
                 Applied::Applied => changed = true,
-                Applied::Duplicate => {}
                 Applied::Resync(reason) => {
                     tracing::warn!(id = %entry.id, %reason, seq = self.table.seq, "allowlist: cannot apply the next event; resyncing");
                     next = Step::Snapshot(reason);

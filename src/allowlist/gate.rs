@@ -41,6 +41,11 @@ impl<'a> Membership<'a> {
         rule.allowlist == AllowlistMode::Require && !rule.shadow && !self.member()
     }
 
+    /// A `require` rule lets this client through its gate.
+    pub fn admits(&self, rule: &Rule) -> bool {
+        rule.allowlist == AllowlistMode::Require && self.member()
+    }
+
     /// A `bypass` rule lets this client skip its limits.
     pub fn bypasses(&self, rule: &Rule) -> bool {
         rule.allowlist == AllowlistMode::Bypass && self.member()

@@ -138,8 +138,6 @@ impl<B: Bits> Family<B> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Applied {
     Applied,
-    /// Its `seq` was applied already.
-    Duplicate,
     /// The table cannot follow this event; load a fresh snapshot.
     Resync(Reason),
 }
@@ -268,10 +266,14 @@ impl Table {
 
     /// Apply one event in `seq` order.
     pub fn apply(&mut self, ev: &Event) -> Applied {
+        // Events come from XREAD after this table's `last_id`, and every write
+        // moves `seq` and `last_id` together in one script: an event there whose
+        // `seq` is not above ours means the stream's history was rewritten
+        // (failover to a lagging replica, AOF loss). Only a snapshot is safe then.
         if ev.op == Op::Restore {
             // A new dataset replaced the old one whole: only a snapshot has it.
             if ev.epoch == self.epoch && ev.seq <= self.seq {
-                return Applied::Duplicate;
+                return Applied::Resync(Reason::Backwards);
             }
             return Applied::Resync(Reason::Epoch);
         }
@@ -283,7 +285,7 @@ impl Table {
             return Applied::Resync(Reason::Epoch);
         }
         if ev.seq <= self.seq {
-            return Applied::Duplicate;
+            return Applied::Resync(Reason::Backwards);
         }
         if ev.seq != self.seq + 1 {
             return Applied::Resync(Reason::Gap);
@@ -365,12 +367,12 @@ mod tests {
     }
 
     #[test]
-    fn events_apply_in_order_duplicates_are_ignored_gaps_and_epochs_resync() {
+    fn events_apply_in_order_and_a_repeated_seq_gaps_and_epochs_resync() {
         let mut t = table(&[]);
         assert_eq!(t.apply(&ev(1, Op::Upsert, "10.0.0.0/8")), Applied::Applied);
         assert_eq!(
             t.apply(&ev(1, Op::Remove, "10.0.0.0/8")),
-            Applied::Duplicate
+            Applied::Resync(Reason::Backwards)
         );
         assert_eq!(hit(&t, "10.0.0.1", 1).as_deref(), Some("10.0.0.0/8"));
         assert_eq!(t.apply(&ev(2, Op::Expire, "10.0.0.0/8")), Applied::Applied);
@@ -386,7 +388,7 @@ mod tests {
     }
 
     #[test]
-    fn a_restore_event_always_resyncs_unless_already_loaded() {
+    fn a_restore_event_always_resyncs() {
         let mut t = table(&[("10.0.0.0/8", 0)]);
         let restore = |epoch: &str, seq| Event {
             epoch: epoch.into(),
@@ -398,7 +400,10 @@ mod tests {
         assert_eq!(t.apply(&restore("new", 1)), Applied::Resync(Reason::Epoch));
         t.epoch = "new".into();
         t.seq = 1;
-        assert_eq!(t.apply(&restore("new", 1)), Applied::Duplicate);
+        assert_eq!(
+            t.apply(&restore("new", 1)),
+            Applied::Resync(Reason::Backwards)
+        );
         assert_eq!(t.len(), 1, "nothing half-applied");
     }
 

@@ -189,8 +189,8 @@ async fn execute(cfg: &Config, action: Action, actor: &str) -> ExitCode {
         Action::List => match list.list().await {
             Ok(l) => {
                 println!(
-                    "# {} entries (epoch {:?}, seq {}); cidr, expires, remaining, actor, note",
-                    l.entries.len(),
+                    "# {} (epoch {:?}, seq {}); cidr, expires, remaining, actor, note",
+                    count(l.entries.len(), "entry", "entries"),
                     l.epoch,
                     l.seq
                 );
@@ -237,8 +237,8 @@ async fn execute(cfg: &Config, action: Action, actor: &str) -> ExitCode {
                 match written {
                     Ok(()) => {
                         eprintln!(
-                            "exported {} entries (epoch {:?}, seq {})",
-                            l.entries.len(),
+                            "exported {} (epoch {:?}, seq {})",
+                            count(l.entries.len(), "entry", "entries"),
                             l.epoch,
                             l.seq
                         );
@@ -252,8 +252,10 @@ async fn execute(cfg: &Config, action: Action, actor: &str) -> ExitCode {
         Action::Restore(entries) => match list.restore(&entries, actor).await {
             Ok(r) => {
                 println!(
-                    "restored {} entries as epoch {} ({} had expired and were dropped); every node resyncs to it",
-                    r.kept, r.epoch, r.dropped
+                    "restored {} as epoch {} ({} had expired and were dropped); every node resyncs to it",
+                    count(r.kept as usize, "entry", "entries"),
+                    r.epoch,
+                    r.dropped
                 );
                 ExitCode::SUCCESS
             }
@@ -295,4 +297,9 @@ fn remaining(e: &Entry, now_ms: u64) -> String {
         ms => humantime::format_duration(Duration::from_secs(ms.saturating_sub(now_ms) / 1000))
             .to_string(),
     }
+}
+
+/// `1 entry`, `2 entries`.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

@@ -21,6 +21,8 @@ pub struct RawServer {
     pub admin_listen: Spanned<String>,
     pub admin_token_env: String,
     pub shutdown_grace: Spanned<String>,
+    /// The header family proxies describe the original request with.
+    pub forwarded_request: Spanned<String>,
 }
 
 impl Default for RawServer {
@@ -30,6 +32,7 @@ impl Default for RawServer {
             admin_listen: unspanned("127.0.0.1:8081"),
             admin_token_env: "TOLLGATE_ADMIN_TOKEN".into(),
             shutdown_grace: unspanned("10s"),
+            forwarded_request: unspanned("x-forwarded"),
         }
     }
 }
@@ -128,15 +131,18 @@ pub struct RawRule {
     pub on_redis_error: Spanned<String>,
     #[serde(default)]
     pub shadow: bool,
+    /// gcra only: bucket size; default the limit.
+    #[serde(default)]
+    pub burst: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMatch {
-    pub path_prefix: Option<String>,
-    pub path: Option<String>,
-    pub methods: Option<Vec<String>>,
-    pub host: Option<String>,
+    pub path_prefix: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub methods: Option<Vec<Spanned<String>>>,
+    pub host: Option<Spanned<String>>,
 }
 
 fn default_key() -> Spanned<String> {

@@ -1,11 +1,10 @@
 //! One pass over the raw config that collects every problem with its key.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use ipnet::IpNet;
 use toml::Spanned;
 
 use super::raw::{RawConfig, RawRule};
@@ -15,6 +14,7 @@ use super::{
 use crate::limiter::Algorithm;
 use crate::rate::Rate;
 use crate::redis_conn::Endpoint;
+use crate::request::forwarded::ForwardedRequest;
 use crate::rule::{AllowlistMode, KeyTemplate, Matcher, OnRedisError, Rule};
 
 struct Collector<'t> {
@@ -102,6 +102,8 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
     let listen = c.addr("server.listen", &raw.server.listen);
     let admin_listen = c.addr("server.admin_listen", &raw.server.admin_listen);
     let shutdown_grace = c.duration("server.shutdown_grace", &raw.server.shutdown_grace);
+    let forwarded_request =
+        c.parse::<ForwardedRequest>("server.forwarded_request", &raw.server.forwarded_request);
 
     // The prefix names the embedded store's keys too, so it applies without [redis].
     let prefix = match (&ov.redis_prefix, &raw.redis) {
@@ -192,7 +194,8 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
 
     let mut trusted = Vec::new();
     for (i, t) in raw.client_ip.trusted_proxies.iter().enumerate() {
-        match parse_net(t.get_ref()) {
+        // The allowlist's parser: `::ffff:` networks are IPv4, like client addresses.
+        match crate::net::parse_net(t.get_ref()) {
             Ok(net) => trusted.push(net),
             Err(e) => c.push(format!("client_ip.trusted_proxies[{i}]"), Some(t), e),
         }
@@ -208,6 +211,23 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
 
     let default_ttl = c.duration("allowlist.default_ttl", &raw.allowlist.default_ttl);
     let max_ttl = c.duration("allowlist.max_ttl", &raw.allowlist.max_ttl);
+    // A TTL of 0 means "never expires" in the store: a default that rounds to
+    // 0 ms would make every entry added without a ttl permanent, even with
+    // allow_permanent = false. Permanent entries are asked for with "never".
+    if default_ttl.is_some_and(|d| d < Duration::from_millis(1)) {
+        c.push(
+            "allowlist.default_ttl",
+            Some(&raw.allowlist.default_ttl),
+            "must be at least 1ms (a permanent entry is added with ttl = \"never\", which needs allowlist.allow_permanent = true)",
+        );
+    }
+    if max_ttl.is_some_and(|m| m < Duration::from_millis(1)) {
+        c.push(
+            "allowlist.max_ttl",
+            Some(&raw.allowlist.max_ttl),
+            "must be at least 1ms",
+        );
+    }
     if let (Some(d), Some(m)) = (default_ttl, max_ttl) {
         if d > m {
             c.push(
@@ -254,6 +274,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
             admin_token_env: raw.server.admin_token_env,
             admin_token: ov.admin_token.clone(),
             shutdown_grace: shutdown_grace.expect("checked"),
+            forwarded_request: forwarded_request.expect("checked"),
         },
         redis,
         prefix: prefix.into_inner(),
@@ -318,7 +339,9 @@ fn validate_rule(
     let algorithm = c.parse::<Algorithm>(&at("algorithm"), &r.algorithm);
     let allowlist = c.parse::<AllowlistMode>(&at("allowlist"), &r.allowlist);
     let on_redis_error = c.parse::<OnRedisError>(&at("on_redis_error"), &r.on_redis_error);
-    if r.limits.is_empty() && allowlist != Some(AllowlistMode::Require) {
+    // With an unreadable `allowlist`, whether limits are needed is unknown:
+    // report the root cause only.
+    if r.limits.is_empty() && allowlist.is_some_and(|a| a != AllowlistMode::Require) {
         c.push(at("limits"), Some(&r.name), "at least one rate is required, e.g. [\"5/m\"] (a rule without limits must be a pure gate: allowlist = \"require\")");
     }
     let mut periods = HashSet::new();
@@ -331,25 +354,37 @@ fn validate_rule(
             );
         }
     }
+    let burst = validate_burst(c, i, r, algorithm, limits.len());
     let m = &r.matcher;
     for (field, value) in [("path_prefix", &m.path_prefix), ("path", &m.path)] {
         if let Some(p) = value {
-            if !p.starts_with('/') {
-                c.push::<()>(
+            if !p.get_ref().starts_with('/') {
+                c.push(
                     at(&format!("match.{field}")),
-                    None,
-                    format!("{p:?} must start with '/'"),
+                    Some(p),
+                    format!("{:?} must start with '/'", p.get_ref()),
+                );
+            } else if let Err(normal) = crate::path::check_configured(p.get_ref()) {
+                // Requests are matched on normalised paths: this one could never match.
+                c.push(
+                    at(&format!("match.{field}")),
+                    Some(p),
+                    format!(
+                        "{:?} is not a normalised path (requests are matched normalised); write {normal:?}",
+                        p.get_ref()
+                    ),
                 );
             }
         }
     }
     if let Some(methods) = &m.methods {
         for (j, meth) in methods.iter().enumerate() {
-            if meth.is_empty() || !meth.bytes().all(|b| b.is_ascii_alphabetic()) {
-                c.push::<()>(
+            let name = meth.get_ref();
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphabetic()) {
+                c.push(
                     at(&format!("match.methods[{j}]")),
-                    None,
-                    format!("{meth:?} is not an HTTP method"),
+                    Some(meth),
+                    format!("{name:?} is not an HTTP method"),
                 );
             }
         }
@@ -368,41 +403,57 @@ fn validate_rule(
     Some(Rule {
         name: name.clone(),
         matcher: Matcher {
-            path_prefix: m.path_prefix.clone(),
-            path: m.path.clone(),
+            path_prefix: m.path_prefix.as_ref().map(|p| p.get_ref().clone()),
+            path: m.path.as_ref().map(|p| {
+                let p = p.get_ref();
+                match p.strip_suffix('/') {
+                    Some(bare) if !bare.is_empty() => bare.to_string(),
+                    _ => p.clone(),
+                }
+            }),
             methods: m
                 .methods
                 .as_ref()
-                .map(|v| v.iter().map(|s| s.to_ascii_uppercase()).collect()),
-            host: m.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                .map(|v| v.iter().map(|s| s.get_ref().to_ascii_uppercase()).collect()),
+            host: m.host.as_ref().map(|h| h.get_ref().to_ascii_lowercase()),
         },
         key: key?,
         limit_specs,
         item_names,
         limits,
         algorithm: algorithm?,
+        burst,
         allowlist: allowlist?,
         on_redis_error: on_redis_error?,
         shadow: r.shadow || shadow_all,
     })
 }
 
-/// A CIDR or a bare address (taken as /32 or /128); host bits must be clear.
-pub(crate) fn parse_net(text: &str) -> Result<IpNet, String> {
-    let text = text.trim();
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Ok(IpNet::from(crate::client_ip::canonical(ip)));
+/// `burst`: gcra's bucket size. One limit only: with several, each would need
+/// its own (a short limit such as "50/5s" next to "10/s" is a burst already).
+fn validate_burst(
+    c: &mut Collector<'_>,
+    i: usize,
+    r: &RawRule,
+    algorithm: Option<Algorithm>,
+    n_limits: usize,
+) -> Option<u64> {
+    let b = r.burst.as_ref()?;
+    let key = format!("rule[{i}].burst");
+    if algorithm.is_some_and(|a| a != Algorithm::Gcra) {
+        c.push(key, Some(b), "only the gcra algorithm takes a burst");
+    } else if *b.get_ref() < 1 {
+        c.push(key, Some(b), "must be a whole number of at least 1");
+    } else if n_limits != 1 {
+        c.push(
+            key,
+            Some(b),
+            "a burst needs exactly one limit (for several, add a short limit instead, e.g. \"50/5s\")",
+        );
+    } else {
+        return Some(*b.get_ref() as u64);
     }
-    let net: IpNet = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not an IP address or CIDR"))?;
-    if net.trunc() != net {
-        return Err(format!(
-            "{text:?} has host bits set; did you mean {}?",
-            net.trunc()
-        ));
-    }
-    Ok(net)
+    None
 }
 
 fn apply_overrides(raw: &mut RawConfig, ov: &Overrides) {
@@ -503,6 +554,24 @@ limits = ["1/s"]
     }
 
     #[test]
+    fn a_zero_default_ttl_is_refused_since_it_would_make_entries_permanent() {
+        for ttl in ["0s", "500us"] {
+            let found = issues(&format!("[allowlist]\ndefault_ttl = \"{ttl}\"\n"));
+            assert_eq!(found.len(), 1, "{found:#?}");
+            assert!(
+                found[0].starts_with("allowlist.default_ttl@Some(2)")
+                    && found[0].contains("allow_permanent"),
+                "{found:?}"
+            );
+        }
+        let found = issues("[allowlist]\nmax_ttl = \"0s\"\n");
+        assert!(
+            found[0].starts_with("allowlist.max_ttl@Some(2)"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
     fn cluster_and_sentinel_endpoints_parse_and_exclude_each_other() {
         let cfg = parse(
             "t",
@@ -528,6 +597,54 @@ limits = ["1/s"]
         );
         let found = issues("[redis]\ncluster = [\"nope\"]\n");
         assert!(found[0].starts_with("redis.cluster@Some(2)"), "{found:?}");
+    }
+
+    #[test]
+    fn unnormalised_paths_and_unknown_header_families_are_named() {
+        let found = issues(
+            "[[rule]]\nname = \"a\"\nmatch = { path_prefix = \"/a//b\" }\nlimits = [\"1/s\"]\n",
+        );
+        assert!(
+            found[0].starts_with("rule[0].match.path_prefix") && found[0].contains("\"/a/b\""),
+            "{found:?}"
+        );
+        let found = issues("[server]\nforwarded_request = \"both\"\n");
+        assert!(
+            found[0].starts_with("server.forwarded_request@Some(2)")
+                && found[0].contains("x-original"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn burst_is_for_gcra_with_one_limit_and_at_least_one() {
+        let rule = |alg: &str, limits: &str, burst: &str| {
+            format!("[[rule]]\nname = \"r\"\nlimits = [{limits}]\nalgorithm = \"{alg}\"\nburst = {burst}\n")
+        };
+        let found = issues(&rule("fixed_window", "\"10/s\"", "50"));
+        assert!(
+            found[0].starts_with("rule[0].burst@Some(5): only the gcra"),
+            "{found:?}"
+        );
+        let found = issues(&rule("gcra", "\"10/s\", \"100/m\"", "50"));
+        assert!(
+            found[0].starts_with("rule[0].burst@Some(5): a burst needs exactly one limit"),
+            "{found:?}"
+        );
+        let found = issues(&rule("gcra", "\"10/s\"", "0"));
+        assert!(
+            found[0].starts_with("rule[0].burst@Some(5): must be"),
+            "{found:?}"
+        );
+        let cfg = parse("t", &rule("gcra", "\"10/s\"", "50"), &Overrides::default()).unwrap();
+        assert_eq!(cfg.rules[0].burst, Some(50));
+        let cfg = parse(
+            "t",
+            &rule("gcra", "\"10/s\"", "50").replace("burst = 50\n", ""),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(cfg.rules[0].burst, None, "default: the limit");
     }
 
     #[test]

@@ -58,7 +58,7 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
         .as_object()
         .ok_or_else(|| ApiError::bad("(body)", "expected a JSON object"))?;
     for field in obj.keys() {
-        if !["rule", "key", "cost", "limits", "algorithm"].contains(&field.as_str()) {
+        if !["rule", "key", "cost", "limits", "algorithm", "burst"].contains(&field.as_str()) {
             return Err(ApiError::bad(
                 field.clone(),
                 format!("unknown field {field:?}"),
@@ -95,11 +95,13 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
         }
         (None, None) => return Err(ApiError::bad("rule", "missing: give a rule name or limits")),
         (Some(rule), None) => {
-            if obj.contains_key("algorithm") {
-                return Err(ApiError::bad(
-                    "algorithm",
-                    "a rule has its own algorithm; only ad-hoc limits take one",
-                ));
+            for field in ["algorithm", "burst"] {
+                if obj.contains_key(field) {
+                    return Err(ApiError::bad(
+                        field,
+                        format!("a rule has its own {field}; only ad-hoc limits take one"),
+                    ));
+                }
             }
             let name = rule
                 .as_str()
@@ -146,15 +148,31 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
                     .parse()
                     .map_err(|e: String| ApiError::bad("algorithm", e))?,
             };
+            let burst = match obj.get("burst") {
+                None => None,
+                Some(_) if algorithm != Algorithm::Gcra => {
+                    return Err(ApiError::bad(
+                        "burst",
+                        "only the gcra algorithm takes a burst",
+                    ))
+                }
+                Some(_) if ad_hoc_limits.len() != 1 => {
+                    return Err(ApiError::bad("burst", "a burst needs exactly one limit"))
+                }
+                Some(b) => Some(b.as_u64().filter(|&b| b >= 1).ok_or_else(|| {
+                    ApiError::bad("burst", "must be a whole number of at least 1")
+                })?),
+            };
             LimitSpec {
                 rule: AD_HOC_RULE,
                 algorithm,
                 limits: &ad_hoc_limits,
+                burst,
                 on_redis_error: OnRedisError::Local,
             }
         }
     };
-    if let Some(min) = spec.limits.iter().map(|r| r.limit).min() {
+    if let Some(min) = spec.burst.or(spec.limits.iter().map(|r| r.limit).min()) {
         if cost > min {
             return Err(ApiError::bad(
                 "cost",

@@ -1,15 +1,22 @@
 //! `/check` and `/check/nginx`: forward-auth for nginx `auth_request`, Caddy
 //! `forward_auth`, Traefik `forwardAuth`, Envoy `ext_authz` (HTTP).
+//!
+//! The original request comes from the proxy's headers, believed only from a
+//! trusted proxy and only in the configured family (`request::forwarded`);
+//! its path is normalised (`path`) before any rule sees it.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 
-use super::response::{decision_response, Flavor};
+use super::response::{decision_response, refusal_response, Flavor};
 use crate::app::App;
+use crate::metrics::ReasonLabels;
+use crate::request::forwarded::{self, Refusal, RefusalReason};
 use crate::request::RequestView;
 
 pub async fn standard(
@@ -34,24 +41,20 @@ pub async fn nginx(
 pub async fn standard_with_path(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(path): Path<String>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     // `/check/login?x=1` asks about `/login?x=1` unless a header names the URI.
-    let mut original = String::with_capacity(path.len() + 1);
-    original.push('/');
-    original.push_str(&path);
-    if let Some(q) = uri.query() {
-        original.push('?');
-        original.push_str(q);
-    }
-    decide(&app, peer, &method, &original, &headers, Flavor::Standard).await
+    // The raw target, not axum's decoded `Path`: normalising is `path`'s job,
+    // and decoding `%2F` first would hide an ambiguity from it.
+    let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let original = target.strip_prefix("/check").unwrap_or(target);
+    decide(&app, peer, &method, original, &headers, Flavor::Standard).await
 }
 
 /// Read the original request from the proxy's headers and decide it.
-/// `fallback_uri` is used when no `X-Original-URI` / `X-Forwarded-Uri` is sent.
+/// `fallback_uri` is used when the proxy names no URI.
 async fn decide(
     app: &App,
     peer: SocketAddr,
@@ -60,27 +63,71 @@ async fn decide(
     headers: &HeaderMap,
     flavor: Flavor,
 ) -> Response {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let uri = header("x-original-uri")
-        .or_else(|| header("x-forwarded-uri"))
-        .unwrap_or(fallback_uri);
-    let (path, query) = RequestView::split_uri(uri);
-    let method = header("x-original-method")
-        .or_else(|| header("x-forwarded-method"))
-        .unwrap_or(method.as_str());
-    let host = header("x-forwarded-host")
-        .or_else(|| header("host"))
-        .map(RequestView::strip_port);
+    let trusted = app.resolver.is_trusted(peer.ip());
+    let family = app.config.server.forwarded_request;
+    let original = match forwarded::read(headers, family, trusted) {
+        Ok(o) => o,
+        Err(refusal) => return refuse(app, peer, refusal, flavor),
+    };
+    let (raw_path, query) = RequestView::split_uri(original.uri.unwrap_or(fallback_uri));
+    let path = match crate::path::normalize(raw_path) {
+        Ok(p) => p,
+        Err(e) => {
+            let field = if original.uri.is_some() {
+                family.uri_header()
+            } else {
+                "path"
+            };
+            let refusal = Refusal {
+                field,
+                reason: RefusalReason::BadPath,
+                message: e.to_string(),
+            };
+            return refuse(app, peer, refusal, flavor);
+        }
+    };
+    let method = original.method.unwrap_or(method.as_str());
+    let upper;
+    let method = if method.bytes().any(|b| b.is_ascii_lowercase()) {
+        upper = method.to_ascii_uppercase();
+        upper.as_str()
+    } else {
+        method
+    };
     let client = app.resolver.resolve(peer.ip(), headers);
     let view = RequestView {
         method,
-        path,
+        path: &path.canonical,
+        path_others: &path.others,
         query,
-        host,
+        host: original.host,
         headers,
         client_ip: Some(client),
         client_key_ip: Some(app.resolver.key_ip(client)),
     };
     let decision = app.decide(&view).await;
     decision_response(&decision, flavor)
+}
+
+/// Set once the first misconfiguration-shaped refusal has been logged: one
+/// warning says what to fix; the metric counts every one after it.
+static WARNED: AtomicBool = AtomicBool::new(false);
+
+fn refuse(app: &App, peer: SocketAddr, refusal: Refusal, flavor: Flavor) -> Response {
+    app.metrics
+        .refused_requests
+        .get_or_create(&ReasonLabels {
+            reason: refusal.reason.label(),
+        })
+        .inc();
+    let config_smell = matches!(
+        refusal.reason,
+        RefusalReason::UntrustedPeer | RefusalReason::WrongFamily
+    );
+    if config_smell && !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(peer = %peer.ip(), field = refusal.field, "forward-auth request refused: {} (further refusals are counted in tollgate_refused_requests_total, not logged)", refusal.message);
+    } else {
+        tracing::debug!(peer = %peer.ip(), field = refusal.field, "forward-auth request refused: {}", refusal.message);
+    }
+    refusal_response(refusal.field, refusal.message, flavor)
 }

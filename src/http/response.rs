@@ -6,6 +6,7 @@
 //! | limited             | 429 + Retry-After       | 403 + Retry-After + X-Tollgate-Reason: rate_limited |
 //! | not allowlisted     | 403 + X-Tollgate-Reason: not_allowlisted | the same                     |
 //! | bad input (JSON API)| 400 {"error", "field"}  |                                               |
+//! | unbelievable headers, bad path | 400 {"error", "field"} | 403 + X-Tollgate-Reason: bad_request (nginx would turn a 400 into a 500) |
 //! | Redis away (admin)  | 503 {"error"}           |                                               |
 //!
 //! Denials have an empty body: with a body nginx cannot keep its upstream
@@ -96,6 +97,20 @@ pub fn decision_response(decision: &Decision, flavor: Flavor) -> Response {
         }
     }
     resp
+}
+
+/// A forward-auth request refused before any rule (`request::forwarded`, `path`).
+pub fn refusal_response(field: &str, message: String, flavor: Flavor) -> Response {
+    match flavor {
+        Flavor::Standard => ApiError::bad(field, message).into_response(),
+        Flavor::Nginx => {
+            let mut resp = Response::new(Body::empty());
+            *resp.status_mut() = StatusCode::FORBIDDEN;
+            resp.headers_mut()
+                .insert("x-tollgate-reason", HeaderValue::from_static("bad_request"));
+            resp
+        }
+    }
 }
 
 fn num(n: u64) -> HeaderValue {

@@ -5,6 +5,7 @@
 //! Only cost-1 denials are cached: a smaller cost might fit where a larger one
 //! did not. Bounded: least recently used keys are evicted.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,10 @@ use crate::rate::Rate;
 pub struct DenyCache {
     /// Keyed by the call's key base (rule, key, algorithm).
     cache: Option<Cache<String, Arc<Entry>>>,
+    /// Whether resets from other replicas are being heard (see
+    /// `server/resets.rs`); while not, nothing is cached or answered, since a
+    /// reset made elsewhere could be missed.
+    live: AtomicBool,
 }
 
 struct Entry {
@@ -28,16 +33,28 @@ struct Entry {
 }
 
 impl DenyCache {
-    /// `capacity` 0 disables the cache.
+    /// `capacity` 0 disables the cache. It starts not live: nothing is
+    /// cached until [`set_live`](Self::set_live) says resets are heard.
     pub fn new(capacity: usize) -> Self {
         DenyCache {
             cache: (capacity > 0).then(|| Cache::new(capacity)),
+            live: AtomicBool::new(false),
         }
+    }
+
+    pub fn set_live(&self, live: bool) {
+        self.live.store(live, Ordering::Relaxed);
+    }
+
+    fn in_use(&self) -> Option<&Cache<String, Arc<Entry>>> {
+        self.cache
+            .as_ref()
+            .filter(|_| self.live.load(Ordering::Relaxed))
     }
 
     /// The remembered denial, with times counted down, if still in force.
     pub fn get(&self, base: &str, limits: &[Rate]) -> Option<Outcome> {
-        let e = self.cache.as_ref()?.get(base)?;
+        let e = self.in_use()?.get(base)?;
         let now = Instant::now();
         if now >= e.until || e.limits != limits {
             return None;
@@ -52,7 +69,7 @@ impl DenyCache {
     }
 
     pub fn insert(&self, base: &str, limits: &[Rate], outcome: &Outcome) {
-        let Some(cache) = &self.cache else { return };
+        let Some(cache) = self.in_use() else { return };
         if outcome.allowed || outcome.retry_after_ms == 0 {
             return;
         }

@@ -28,7 +28,7 @@ pub(crate) fn check(now: u64, limits: &[Rate], slots: &mut [FixedSlot], cost: u6
         } else {
             ceil_ms(slot.ends_us - now)
         };
-        if slot.count + cost > rate.limit {
+        if slot.count.saturating_add(cost) > rate.limit {
             allowed = false;
             retry = retry.max(ttl);
         }
@@ -37,9 +37,9 @@ pub(crate) fn check(now: u64, limits: &[Rate], slots: &mut [FixedSlot], cost: u6
     for (slot, rate) in slots.iter_mut().zip(limits) {
         if allowed && cost > 0 {
             if slot.count == 0 {
-                slot.ends_us = now + rate.period_ms * 1000;
+                slot.ends_us = now.saturating_add(rate.period_ms.saturating_mul(1000));
             }
-            slot.count += cost;
+            slot.count = slot.count.saturating_add(cost);
         }
         let ttl = if slot.count == 0 {
             rate.period_ms

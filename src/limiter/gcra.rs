@@ -1,63 +1,71 @@
-//! In-process twin of `lua/gcra.lua`. Here the arithmetic is exact integers:
-//! times are kept multiplied by the limit, so period / limit never rounds.
+//! In-process twin of `lua/gcra.lua`, with the same exact representation:
+//! the TAT is whole microseconds plus a fraction `frac / limit`, and the
+//! interval `period / limit` is `q + r / limit`, so nothing ever rounds.
 
 use super::{ceil_ms, LimitState, Outcome, Slot};
 use crate::rate::Rate;
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct GcraSlot {
-    /// Theoretical arrival time in µs, multiplied by `scale`.
-    tat_scaled: u128,
-    /// The limit `tat_scaled` was multiplied by (0: empty slot).
-    scale: u64,
+    /// Theoretical arrival time, whole µs (0: empty slot).
+    tat_us: u64,
+    /// Plus `frac / limit` µs; below the limit (clamped if a reload lowered it).
+    frac: u64,
 }
 
 impl Slot for GcraSlot {
     fn expires_us(&self) -> u64 {
-        if self.scale == 0 {
+        if self.tat_us == 0 {
             0
         } else {
-            (self.tat_scaled / self.scale as u128) as u64 + 1
+            self.tat_us + 1
         }
     }
 }
 
-pub(crate) fn check(now: u64, limits: &[Rate], slots: &mut [GcraSlot], cost: u64) -> Outcome {
+/// Time ahead of now in `1/limit` µs units (u128: no overflow for any input).
+fn scaled(us: u64, frac: u64, limit: u64) -> u128 {
+    us as u128 * limit as u128 + frac as u128
+}
+
+pub(crate) fn check(
+    now: u64,
+    limits: &[Rate],
+    slots: &mut [GcraSlot],
+    cost: u64,
+    burst: Option<u64>,
+) -> Outcome {
     let mut allowed = true;
     let mut retry = 0;
-    // Per limit: (units ahead of now, units ahead after this request), scaled.
+    // Per limit: (ahead of now, ahead after this request), in 1/limit µs.
     let mut ahead = Vec::with_capacity(limits.len());
     for (slot, rate) in slots.iter_mut().zip(limits) {
-        let limit = rate.limit as u128;
-        let period = rate.period_ms as u128 * 1000;
-        if slot.scale != rate.limit {
-            // A reload changed the limit: carry the TAT over in the new scale.
-            let tat = if slot.scale == 0 {
-                0
-            } else {
-                slot.tat_scaled / slot.scale as u128
-            };
-            *slot = GcraSlot {
-                tat_scaled: tat * limit,
-                scale: rate.limit,
-            };
-        }
-        let now_scaled = now as u128 * limit;
-        let diff = slot.tat_scaled.saturating_sub(now_scaled);
+        let limit = rate.limit.max(1);
+        let period = rate.period_ms.max(1) as u128 * 1000;
+        let tau = burst.unwrap_or(limit) as u128 * period;
+        slot.frac = slot.frac.min(limit - 1);
+        let diff = if slot.tat_us >= now {
+            scaled(slot.tat_us - now, slot.frac, limit)
+        } else {
+            0
+        };
         let new_diff = diff + cost as u128 * period;
-        if new_diff > period * limit {
+        if new_diff > tau {
             allowed = false;
-            let wait_us = ((new_diff - period * limit).div_ceil(limit)) as u64;
-            retry = retry.max(ceil_ms(wait_us).max(1));
+            let wait_us = (new_diff - tau).div_ceil(limit as u128);
+            retry = retry.max(ceil_ms(wait_us.min(u64::MAX as u128) as u64).max(1));
         }
         ahead.push((diff, new_diff));
     }
     let mut states = Vec::with_capacity(limits.len());
     for ((slot, rate), (diff, new_diff)) in slots.iter_mut().zip(limits).zip(ahead) {
-        let limit = rate.limit as u128;
-        let period = rate.period_ms as u128 * 1000;
+        let limit = rate.limit.max(1) as u128;
+        let period = rate.period_ms.max(1) as u128 * 1000;
+        let tau = burst.unwrap_or(rate.limit) as u128 * period;
         let d = if allowed && cost > 0 {
-            slot.tat_scaled = now as u128 * limit + new_diff;
+            let whole = (new_diff / limit).min((u64::MAX - now) as u128) as u64;
+            slot.tat_us = now + whole;
+            slot.frac = (new_diff % limit) as u64;
             new_diff
         } else {
             diff
@@ -65,8 +73,8 @@ pub(crate) fn check(now: u64, limits: &[Rate], slots: &mut [GcraSlot], cost: u64
         states.push(LimitState {
             limit: rate.limit,
             period_ms: rate.period_ms,
-            remaining: ((period * limit - d.min(period * limit)) / period) as u64,
-            reset_ms: ceil_ms(d.div_ceil(limit) as u64),
+            remaining: (tau.saturating_sub(d) / period).min(u64::MAX as u128) as u64,
+            reset_ms: ceil_ms(d.div_ceil(limit).min(u64::MAX as u128) as u64),
         });
     }
     Outcome {

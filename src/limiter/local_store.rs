@@ -77,7 +77,12 @@ impl LocalStore {
     }
 
     pub fn check(&self, call: Call<'_>) -> Outcome {
-        let now = self.now_us();
+        self.check_at(call, self.now_us())
+    }
+
+    /// `check` at a given time (µs; must not go backwards for one key), so
+    /// a test can feed this store and a Redis script the same clock.
+    pub fn check_at(&self, call: Call<'_>, now: u64) -> Outcome {
         let mut entry = self
             .map
             .entry(call.base.to_string())
@@ -93,7 +98,9 @@ impl LocalStore {
                 sliding_window::check(now, limits, arrange(periods, s, limits), cost)
             }
             Slots::Log(s) => sliding_log::check(now, limits, arrange(periods, s, limits), cost),
-            Slots::Gcra(s) => gcra::check(now, limits, arrange(periods, s, limits), cost),
+            Slots::Gcra(s) => {
+                gcra::check(now, limits, arrange(periods, s, limits), cost, call.burst)
+            }
         }
     }
 

@@ -107,6 +107,9 @@ impl RedisStore {
         inv.arg(call.cost);
         for rate in call.limits {
             inv.arg(rate.limit).arg(rate.period_ms);
+            if call.algorithm == Algorithm::Gcra {
+                inv.arg(call.burst.unwrap_or(rate.limit));
+            }
         }
         let mut conn = self.connection()?;
         // EVALSHA, and on NOSCRIPT one EVAL (which loads it): never a blind retry,

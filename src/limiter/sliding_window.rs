@@ -64,8 +64,8 @@ pub(crate) fn check(now_us: u64, limits: &[Rate], slots: &mut [WindowSlot], cost
     for ((slot, rate), est) in slots.iter_mut().zip(limits).zip(estimates) {
         let mut used = est;
         if allowed && cost > 0 {
-            slot.cur += cost;
-            slot.expires_us = now_us + 2 * rate.period_ms * 1000;
+            slot.cur = slot.cur.saturating_add(cost);
+            slot.expires_us = now_us.saturating_add(rate.period_ms.saturating_mul(2000));
             used += cost as f64;
         }
         states.push(LimitState {

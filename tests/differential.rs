@@ -1,0 +1,126 @@
+//! Each Lua script on a real Redis against its in-process twin
+//! (`LocalStore::check_at`): random (cost, pause) sequences, the same answers.
+//!
+//! Both sides get one test clock (`script_clock::call_persisted`): the
+//! scripts' TIME is replaced by it, and keys are kept from expiring in real
+//! time, so nothing depends on how fast this machine runs; fixed_window's
+//! window end (its PTTL) is set on that clock too. Pauses include 0 (calls in
+//! one microsecond) and several periods. Answers must be equal (allowed,
+//! retry_after, remaining, reset), except that fixed_window's times may be
+//! 1 ms short (Redis's clock crossing a ms inside the call's MULTI).
+
+use crate::script_clock::{call_persisted, redis_now_us, Rng};
+use crate::support::{shared_redis, unique_prefix};
+use tollgate::limiter::{Algorithm, Call, LocalStore, Outcome};
+use tollgate::rate::Rate;
+
+const STEPS: usize = 150;
+
+fn rates(specs: &[&str]) -> Vec<Rate> {
+    specs.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+fn twin(
+    store: &LocalStore,
+    alg: Algorithm,
+    limits: &[Rate],
+    cost: u64,
+    burst: Option<u64>,
+    now: u64,
+) -> Outcome {
+    let call = Call {
+        algorithm: alg,
+        base: "k",
+        limits,
+        cost,
+        burst,
+    };
+    store.check_at(call, now)
+}
+
+/// A cost: mostly small, sometimes 0 (a peek) or more than the smallest limit.
+fn cost(rng: &mut Rng, limits: &[Rate], burst: Option<u64>) -> u64 {
+    let max = burst.unwrap_or(limits.iter().map(|r| r.limit).min().unwrap());
+    match rng.below(10) {
+        0 => 0,
+        1 => max + 1,
+        _ => 1 + rng.below(max.min(4)),
+    }
+}
+
+/// A pause: often none, else up to a quarter period or up to two periods.
+fn pause_us(rng: &mut Rng, limits: &[Rate]) -> u64 {
+    let p = limits[0].period_ms * 1000;
+    match rng.below(3) {
+        0 => 0,
+        1 => rng.below(p / 4),
+        _ => rng.below(2 * p),
+    }
+}
+
+fn same_within_1ms(lua: &Outcome, local: &Outcome) -> bool {
+    let near = |a: u64, b: u64| a == b || a + 1 == b;
+    lua.allowed == local.allowed
+        && near(lua.retry_after_ms, local.retry_after_ms)
+        && lua
+            .limits
+            .iter()
+            .zip(&local.limits)
+            .all(|(l, t)| l.remaining == t.remaining && near(l.reset_ms, t.reset_ms))
+}
+
+#[test]
+fn every_script_agrees_with_its_twin_on_random_sequences() {
+    let mut conn = shared_redis().conn();
+    let cases: [(Algorithm, &[&str], Option<u64>); 11] = [
+        (Algorithm::FixedWindow, &["5/1s"], None),
+        (Algorithm::FixedWindow, &["3/200ms", "10/3s"], None),
+        (Algorithm::SlidingLog, &["5/1s"], None),
+        (Algorithm::SlidingLog, &["3/500ms", "10/3s"], None),
+        (Algorithm::SlidingWindow, &["5/1s"], None),
+        (Algorithm::SlidingWindow, &["4/600ms", "9/2s"], None),
+        (Algorithm::Gcra, &["5/1s"], None),
+        (Algorithm::Gcra, &["7/700ms", "20/3s"], None),
+        (Algorithm::Gcra, &["3/1s"], Some(8)),
+        (Algorithm::Gcra, &["10/1s"], Some(2)),
+        (Algorithm::Gcra, &["300/1ms"], None),
+    ];
+    for (alg, specs, burst) in cases {
+        let limits = rates(specs);
+        for seed in [1, 2, 3] {
+            let base = format!("{}:{{d}}", unique_prefix("diff"));
+            let store = LocalStore::new();
+            let mut rng = Rng::new(seed);
+            let mut ends = vec![None; limits.len()];
+            // Whole ms for fixed_window (Redis TTLs are ms); µs otherwise.
+            let grain = if alg == Algorithm::FixedWindow {
+                1000
+            } else {
+                1
+            };
+            let mut at = redis_now_us(&mut conn) / 1000 * 1000;
+            let mut denied = 0;
+            for step in 0..STEPS {
+                at += pause_us(&mut rng, &limits) / grain * grain;
+                let cost = cost(&mut rng, &limits, burst);
+                let lua =
+                    call_persisted(&mut conn, alg, &base, &limits, cost, burst, at, &mut ends);
+                let local = twin(&store, alg, &limits, cost, burst, at);
+                let what = format!(
+                    "{alg} {specs:?} burst {burst:?} seed {seed} step {step} cost {cost}: Lua {lua:?}, twin {local:?}"
+                );
+                if alg == Algorithm::FixedWindow {
+                    assert!(same_within_1ms(&lua, &local), "{what}");
+                } else {
+                    assert_eq!(lua, local, "{what}");
+                }
+                denied += usize::from(!lua.allowed);
+            }
+            // Not vacuous: the sequences reach the limits and come back.
+            assert!(
+                denied > 0 && denied < STEPS,
+                "{alg} {specs:?}: {denied} denials"
+            );
+        }
+    }
+}
