@@ -84,7 +84,7 @@ def anchors(rp):
 
 
 def check(name, port, uri, expect, watch):
-    return Target(name, port, "/check", expect, headers={"X-Original-URI": uri}, watch=watch)
+    return Target(name, port, "/check", expect, headers={"X-Forwarded-Uri": uri}, watch=watch)
 
 
 def v1_check(name, port, watch):
@@ -353,16 +353,24 @@ def lookup_bench():
 
 
 def redis_memory_per_counter(redis_port, n=100_000):
-    """used_memory delta over n fresh counters of each algorithm, one request each."""
+    """used_memory delta over n fresh counters of each algorithm, one request
+    each; fails when Redis does not then hold exactly n keys (a script that
+    refused its arguments would otherwise measure nothing)."""
     result = {}
     for alg, tag in [("fixed_window", "fw"), ("sliding_window", "sw"), ("sliding_log", "sl"), ("gcra", "gc")]:
         sha = redis(redis_port, "SCRIPT", "LOAD", lua(alg))
+        # gcra takes a burst after each limit and period (lua/gcra.lua).
+        limit = (100, 3600000, 100) if alg == "gcra" else (100, 3600000)
         before = int(redis_info(redis_port, "used_memory"))
         # Keys as tollgate names them: prefix, {rule|client IP}, algorithm, period.
-        cmds = "".join(resp("EVALSHA", sha, 1, f"tg:rl:{{login|{bench_ip(i)}}}:{tag}:3600000", 1, 100, 3600000)
+        cmds = "".join(resp("EVALSHA", sha, 1, f"tg:rl:{{login|{bench_ip(i)}}}:{tag}:3600000", 1, *limit)
                        for i in range(n))
         subprocess.run(["redis-cli", "-p", str(redis_port), "--pipe"], input=cmds, capture_output=True, text=True)
         after = int(redis_info(redis_port, "used_memory"))
+        keys = int(redis(redis_port, "DBSIZE"))
+        if keys != n:
+            probe = redis(redis_port, "EVALSHA", sha, "1", "tg:rl:{probe}:x", "1", *map(str, limit))
+            raise BenchFailure(f"Redis memory, {alg}: {keys} keys after {n} calls; one call answers {probe!r}")
         sample = redis(redis_port, "MEMORY", "USAGE", f"tg:rl:{{login|{bench_ip(1)}}}:{tag}:3600000")
         result[alg] = {"bytes_per_counter": round((after - before) / n, 1), "memory_usage_sample": int(sample or 0)}
         redis(redis_port, "FLUSHDB")  # our own throwaway Redis
@@ -373,6 +381,9 @@ def redis_memory_per_counter(redis_port, n=100_000):
                    for i in range(n))
     subprocess.run(["redis-cli", "-p", str(redis_port), "--pipe"], input=cmds, capture_output=True, text=True)
     after = int(redis_info(redis_port, "used_memory"))
+    stored = sum(int(redis(redis_port, "ZCARD", f"tg:rl:{{login|{bench_ip(i)}}}:sl:3600000") or 0) for i in (0, 1, 2))
+    if stored != 30:
+        raise BenchFailure(f"Redis memory, sliding_log: {stored} entries on 3 sampled keys, expected 30")
     result["sliding_log"]["bytes_per_stored_request_at_10_per_key"] = round((after - before) / n, 1)
     redis(redis_port, "FLUSHDB")
     return result

@@ -117,7 +117,7 @@ def lua(name):
 
 # === tollgate ===
 
-# Every rule matches on the path the proxy reports (X-Original-URI); the
+# Every rule matches on the path the proxy reports (X-Forwarded-Uri, the default family); the
 # decision port serves /check, /check/nginx, /check/{*path} and /v1/check.
 CONFIG = """
 [server]
