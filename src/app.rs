@@ -37,13 +37,16 @@ pub struct App {
 
 impl App {
     pub fn new(config: Config) -> Result<Arc<App>, StoreError> {
+        let mut metrics = Metrics::new();
         let store = match &config.redis {
             Some(r) => Store::Redis(RedisStore::new(r.endpoint.clone(), r.timeout)),
-            None => Store::Local(LocalStore::new()),
+            None => Store::Local(LocalStore::new(
+                config.local_store.max_bytes,
+                metrics.local_store_refusals.clone(),
+            )),
         };
         let ready = store.is_local();
-        let mut metrics = Metrics::new();
-        let deny_cache_size = config.redis.as_ref().map_or(0, |r| r.deny_cache_size);
+        let deny_cache_bytes = config.redis.as_ref().map_or(0, |r| r.deny_cache_bytes);
         let allowlist = Arc::new(Allowlist::new(&config)?);
         crate::allowlist::status::register(&allowlist, metrics.registry_mut());
         metrics.zero_decisions(config.rules.iter().map(|r| r.name.as_str()));
@@ -54,14 +57,17 @@ impl App {
                 .as_ref()
                 .filter(|r| r.endpoint.is_cluster())
                 .map(|_| SlotBreaker::new(metrics.redis_open_slots.clone())),
-            deny_cache: DenyCache::new(deny_cache_size),
+            deny_cache: DenyCache::new(deny_cache_bytes, metrics.deny_cache_evictions.clone()),
             rules: ArcSwap::from_pointee(config.rules.clone()),
             keys: KeySpace::new(&config.prefix),
             resolver: ClientIpResolver::new(
                 config.client_ip.trusted_proxies.clone(),
                 config.client_ip.ipv6_prefix,
             ),
-            fallback: LocalStore::new(),
+            fallback: LocalStore::new(
+                config.local_store.max_bytes,
+                metrics.local_store_refusals.clone(),
+            ),
             store,
             config,
             ready: AtomicBool::new(ready),

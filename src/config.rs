@@ -32,6 +32,8 @@ pub struct Config {
     pub prefix: String,
     pub client_ip: ClientIpConfig,
     pub allowlist: AllowlistConfig,
+    pub api: ApiConfig,
+    pub local_store: LocalStoreConfig,
     pub rules: Vec<Rule>,
 }
 
@@ -47,6 +49,12 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Which header family describes the original request (read from trusted proxies only).
     pub forwarded_request: ForwardedRequest,
+    /// Open connections per listener; beyond it new ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// From a request's first byte to its answer (head and body read, handled).
+    pub request_timeout: Duration,
+    /// A keep-alive connection with no request for this long is closed.
+    pub idle_timeout: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -57,8 +65,8 @@ pub struct RedisConfig {
     pub timeout: Duration,
     /// With `on_redis_error = "local"`, each replica enforces `limit / fallback_replicas`.
     pub fallback_replicas: u32,
-    /// Denied keys remembered per replica until their retry_after (0: off).
-    pub deny_cache_size: usize,
+    /// Bytes of denials remembered per replica until their retry_after (0: off).
+    pub deny_cache_bytes: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -80,6 +88,27 @@ pub struct AllowlistConfig {
     pub reap_interval: Duration,
     /// Where the follower keeps its table across restarts (`None`: nowhere).
     pub state_file: Option<std::path::PathBuf>,
+}
+
+/// Caps on `POST /v1/check`: what one call may cost Redis and memory.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    pub max_key_bytes: usize,
+    pub max_limits: usize,
+    /// The count of any one limit (fixed_window, sliding_window, gcra: O(1) per call).
+    pub max_limit: u64,
+    /// The count of a sliding_log limit: its script's work and memory grow with it.
+    pub max_log_limit: u64,
+    pub max_cost: u64,
+    pub max_period: Duration,
+    /// `--shadow`: ad-hoc limits never deny either.
+    pub shadow: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct LocalStoreConfig {
+    /// Estimated bytes of counters; past it new keys are refused (answered as limited).
+    pub max_bytes: usize,
 }
 
 /// CLI flags and `TOLLGATE_*` variables; they beat the file.

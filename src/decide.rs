@@ -113,7 +113,7 @@ impl App {
 }
 
 /// The `outcome` label of `tollgate_decisions_total` for one rule's answer.
-fn counted(outcome: &Outcome, source: Source, shadow: bool) -> Counted {
+pub(crate) fn counted(outcome: &Outcome, source: Source, shadow: bool) -> Counted {
     match (outcome.allowed, source, shadow) {
         (false, _, true) => Counted::shadow_limited,
         (true, Source::Fallback, _) => Counted::fallback_allowed,

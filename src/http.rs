@@ -13,6 +13,7 @@ pub mod response;
 
 use std::sync::Arc;
 
+use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{any, get, post};
 use axum::Router;
@@ -29,7 +30,9 @@ pub fn decision_router(app: Arc<App>) -> Router {
         .route("/check/{*path}", any(forward_auth::standard_with_path))
         .route(
             "/v1/check",
-            post(api_check::check).route_layer(from_fn_with_state(app.clone(), observe::observe)),
+            post(api_check::check)
+                .layer(DefaultBodyLimit::max(api_check::MAX_BODY_BYTES))
+                .route_layer(from_fn_with_state(app.clone(), observe::observe)),
         )
         .with_state(app)
 }

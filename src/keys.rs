@@ -6,11 +6,16 @@
 //! only shortens the tag, identically for every key of that call, and the
 //! numeric tail keeps distinct (key, period) pairs distinct.
 //!
+//! Client key parts are bounded (see [`bounded_part`]): a part longer than
+//! [`MAX_KEY_PART_BYTES`] keeps a readable prefix and a hash of the whole, so a
+//! 7 KB header never becomes a 7 KB Redis key.
+//!
 //! Allowlist keys: `<prefix>:{<prefix>:allow}:<name>` for `meta`, `entries`,
 //! `exp` and `events`. They share the `{<prefix>:allow}` hash tag (one slot,
 //! so each allowlist script is atomic over all four) and still start with the
 //! prefix like every other key.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
 use crate::limiter::Algorithm;
@@ -18,6 +23,45 @@ use crate::limiter::Algorithm;
 /// Rule segment for `POST /v1/check` calls that carry their own limits.
 /// Rule names start with a letter, so this can never collide with one.
 pub const AD_HOC_RULE: &str = "~";
+
+/// Longest key part (a header, query parameter, path or host value) kept verbatim.
+pub const MAX_KEY_PART_BYTES: usize = 128;
+/// How much of a longer part stays readable before its hash.
+const KEPT_PREFIX_BYTES: usize = 64;
+/// `#` and 40 hex digits of SHA-1.
+const HASH_SUFFIX_BYTES: usize = 41;
+
+/// A key part as it goes into a key: itself when at most
+/// [`MAX_KEY_PART_BYTES`] long, else its first 64 bytes (cut at a character
+/// boundary), `#` and the SHA-1 of the whole part in hex: at most 105 bytes,
+/// distinct parts stay distinct. A short part that already ends like a hashed
+/// one (`#` + 40 hex digits) is hashed too, so no client can send the hashed
+/// form of another client's part and share its counter.
+pub fn bounded_part(part: &str) -> Cow<'_, str> {
+    if part.len() <= MAX_KEY_PART_BYTES && !looks_hashed(part) {
+        return Cow::Borrowed(part);
+    }
+    let mut cut = KEPT_PREFIX_BYTES.min(part.len());
+    while !part.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut s = String::with_capacity(cut + HASH_SUFFIX_BYTES);
+    s.push_str(&part[..cut]);
+    s.push('#');
+    s.push_str(&sha1_smol::Sha1::from(part).digest().to_string());
+    Cow::Owned(s)
+}
+
+fn looks_hashed(part: &str) -> bool {
+    let b = part.as_bytes();
+    b.len() >= HASH_SUFFIX_BYTES && {
+        let tail = &b[b.len() - HASH_SUFFIX_BYTES..];
+        tail[0] == b'#'
+            && tail[1..]
+                .iter()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct KeySpace {
@@ -129,6 +173,29 @@ mod tests {
                 "tg:{tg:allow}:restore:ab12:exp"
             ]
         );
+    }
+
+    #[test]
+    fn long_key_parts_keep_a_readable_prefix_and_a_hash_of_the_whole() {
+        assert_eq!(bounded_part("203.0.113.7"), "203.0.113.7");
+        let at_bound = "a".repeat(MAX_KEY_PART_BYTES);
+        assert_eq!(bounded_part(&at_bound), at_bound.as_str());
+        let long = format!("{}x", at_bound);
+        let b = bounded_part(&long);
+        assert_eq!(b.len(), 64 + 41);
+        assert!(
+            b.starts_with(&"a".repeat(64)) && b.as_bytes()[64] == b'#',
+            "{b}"
+        );
+        let other = format!("{}y", at_bound);
+        assert_ne!(bounded_part(&other), b, "the hash covers the whole part");
+        // A short part spelled like a hashed one is hashed as well.
+        let forged = b.to_string();
+        assert_ne!(bounded_part(&forged), b);
+        assert!(looks_hashed(&bounded_part(&forged)));
+        // Multi-byte characters are cut on a boundary.
+        let wide = "é".repeat(100);
+        assert!(bounded_part(&wide).starts_with(&"é".repeat(32)));
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod deny_cache;
 mod fixed_window;
 mod gcra;
 mod local_store;
+mod memory_bound;
 #[cfg(test)]
 mod properties;
 mod redis_store;
@@ -185,6 +186,11 @@ impl Store {
 pub(crate) trait Slot: Default {
     /// After this instant (µs on the store's clock) the slot holds nothing.
     fn expires_us(&self) -> u64;
+
+    /// Bytes the slot holds on the heap (what `local_store.max_bytes` counts beyond its size).
+    fn heap_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// Milliseconds, rounded up, from microseconds.

@@ -64,6 +64,12 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// `decision` or `admin`.
+    pub listener: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub decisions: Family<DecisionLabels, Counter>,
@@ -77,6 +83,9 @@ pub struct Metrics {
     /// Forward-auth requests refused before any rule: original-request
     /// headers not believable, or a path that cannot be normalised.
     pub refused_requests: Family<ReasonLabels, Counter>,
+    pub deny_cache_evictions: Counter,
+    pub local_store_refusals: Counter,
+    pub open_connections: Family<ListenerLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -145,9 +154,30 @@ impl Metrics {
             "Forward-auth requests refused before any rule (untrusted_peer, wrong_header_family, duplicate_header, bad_host, bad_path)",
             refused_requests.clone(),
         );
+        let deny_cache_evictions = Counter::default();
+        registry.register(
+            "deny_cache_evictions",
+            "Deny-cache entries dropped to stay under redis.deny_cache_bytes",
+            deny_cache_evictions.clone(),
+        );
+        let local_store_refusals = Counter::default();
+        registry.register(
+            "local_store_refusals",
+            "In-process calls answered as limited because local_store.max_bytes was reached",
+            local_store_refusals.clone(),
+        );
+        let open_connections = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "open_connections",
+            "Open HTTP connections per listener (at most server.max_connections each)",
+            open_connections.clone(),
+        );
         Metrics {
             registry,
             refused_requests,
+            deny_cache_evictions,
+            local_store_refusals,
+            open_connections,
             decisions,
             redis_call_duration,
             redis_errors,

@@ -93,6 +93,9 @@ impl std::fmt::Display for Rule {
         if let Some(p) = &m.path_prefix {
             cond.push(format!("path_prefix={p}"));
         }
+        if let Some(p) = &m.path_starts_with {
+            cond.push(format!("path_starts_with={p}"));
+        }
         if let Some(p) = &m.path {
             cond.push(format!("path={p}"));
         }

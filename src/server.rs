@@ -1,6 +1,9 @@
 //! Running tollgate: both listeners, the background tasks, and shutdown.
 //! `run` takes the shutdown future as a parameter, so tests and the binary
-//! drive it the same way.
+//! drive it the same way. Connections are accepted (with their limits and
+//! timeouts) in `server/accept.rs`.
+
+mod accept;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,7 +11,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -57,14 +59,29 @@ pub async fn run(
         stop.clone(),
     ));
 
-    let decision = serve(
+    let limits = accept::Limits {
+        max_connections: app.config.server.max_connections,
+        request_timeout: app.config.server.request_timeout,
+        idle_timeout: app.config.server.idle_timeout,
+    };
+    let open = |listener| {
+        app.metrics
+            .open_connections
+            .get_or_create(&crate::metrics::ListenerLabels { listener })
+            .clone()
+    };
+    let decision = accept::serve(
         listeners.decision,
         http::decision_router(app.clone()),
+        limits,
+        open("decision"),
         stop.clone(),
     );
-    let admin = serve(
+    let admin = accept::serve(
         listeners.admin,
         http::admin_router(app.clone()),
+        limits,
+        open("admin"),
         stop.clone(),
     );
     let servers = tokio::spawn(async move { tokio::try_join!(decision, admin) });
@@ -90,23 +107,6 @@ pub async fn run(
         tasks.shutdown().await;
     }
     result
-}
-
-async fn serve(
-    listener: TcpListener,
-    router: axum::Router,
-    stop: CancellationToken,
-) -> std::io::Result<()> {
-    let listener = listener.tap_io(|tcp| {
-        // Decisions are tiny request/response pairs: never wait for Nagle.
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { stop.cancelled().await })
-    .await
 }
 
 /// While the breaker is open (at start, and after Redis failed), probe Redis

@@ -89,7 +89,7 @@ fn every_script_agrees_with_its_twin_on_random_sequences() {
         let limits = rates(specs);
         for seed in [1, 2, 3] {
             let base = format!("{}:{{d}}", unique_prefix("diff"));
-            let store = LocalStore::new();
+            let store = LocalStore::new(usize::MAX, Default::default());
             let mut rng = Rng::new(seed);
             let mut ends = vec![None; limits.len()];
             // Whole ms for fixed_window (Redis TTLs are ms); µs otherwise.

@@ -223,10 +223,8 @@ pub async fn allowed_requests_reach_the_upstream(kind: Kind) {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "{kind:?}");
-    if kind != Kind::Caddy && kind != Kind::Haproxy {
-        // nginx copies tollgate's RateLimit header onto the app's response.
-        assert_eq!(r.headers()["ratelimit"], r#""page";r=2;t=3600"#, "{kind:?}");
-    }
+    // Every shipped config copies tollgate's RateLimit header onto the app's response.
+    assert_eq!(r.headers()["ratelimit"], r#""page";r=2;t=3600"#, "{kind:?}");
     assert_eq!(r.text().await.unwrap(), "upstream ok");
     // No rule applies: straight through.
     let r = client_from("127.0.0.2")
@@ -235,6 +233,59 @@ pub async fn allowed_requests_reach_the_upstream(kind: Kind) {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+/// The RateLimit headers tollgate computes, as the client must see them.
+const RATELIMIT_HEADERS: [&str; 5] = [
+    "ratelimit",
+    "ratelimit-policy",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+];
+
+pub async fn ratelimit_headers_reach_the_client_on_allowed_and_limited_answers(kind: Kind) {
+    let s = Stack::start(kind, CONFIG).await;
+    let c = client_from("127.0.0.9");
+    for n in 0..4 {
+        let r = c.get(s.proxy.url("/limited")).send().await.unwrap();
+        let (status, remaining) = if n < 3 { (200, 2 - n) } else { (429, 0) };
+        assert_eq!(r.status(), status, "{kind:?} request {n}");
+        let h = r.headers();
+        for name in RATELIMIT_HEADERS {
+            assert!(
+                h.contains_key(name),
+                "{kind:?} request {n}: no {name} in {h:?}"
+            );
+        }
+        assert_eq!(h["ratelimit-policy"], r#""page";q=3;w=3600"#, "{kind:?}");
+        assert!(
+            h["ratelimit"]
+                .to_str()
+                .unwrap()
+                .starts_with(&format!("\"page\";r={remaining};t=")),
+            "{kind:?} request {n}: {h:?}"
+        );
+        assert_eq!(h["x-ratelimit-limit"], "3", "{kind:?}");
+        assert_eq!(
+            h["x-ratelimit-remaining"],
+            &remaining.to_string(),
+            "{kind:?}"
+        );
+        if status == 429 {
+            assert_eq!(h["x-ratelimit-reset"], h["retry-after"], "{kind:?}: {h:?}");
+        }
+    }
+    // No rule applies: no RateLimit headers at all (not even empty ones).
+    let r = c.get(s.proxy.url("/free")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    for name in RATELIMIT_HEADERS {
+        assert!(
+            !r.headers().contains_key(name),
+            "{kind:?}: {name} on /free: {:?}",
+            r.headers()
+        );
+    }
 }
 
 pub async fn over_the_limit_the_client_gets_429_with_retry_after(kind: Kind) {
@@ -514,6 +565,12 @@ macro_rules! proxy_tests {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ratelimit_headers_reach_the_client_on_allowed_and_limited_answers() {
+                super::ratelimit_headers_reach_the_client_on_allowed_and_limited_answers($kind)
+                    .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn over_the_limit_the_client_gets_429_with_retry_after() {
                 super::over_the_limit_the_client_gets_429_with_retry_after($kind).await;
             }
@@ -557,3 +614,54 @@ macro_rules! proxy_tests {
 proxy_tests!(nginx, Kind::Nginx);
 proxy_tests!(caddy, Kind::Caddy);
 proxy_tests!(haproxy, Kind::Haproxy);
+
+/// The README's local trial, as a newcomer runs it: tollgate with the example
+/// config, `examples/try-nginx.sh` (the shipped nginx.conf from a scratch
+/// directory, with a stand-in app), then the three requests the README shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_trial_allows_limits_and_refuses_through_nginx() {
+    let config = std::fs::read_to_string("examples/tollgate.toml").unwrap();
+    let tollgate = TestServer::start(&config, None, &unique_prefix("trial")).await;
+    let (listen, app) = (free_port(), free_port());
+    let dir = crate::support::temp_dir("trial");
+    let nginx = Command::new("examples/try-nginx.sh")
+        .env("LISTEN", format!("127.0.0.1:{listen}"))
+        .env("TOLLGATE", tollgate.addr.to_string())
+        .env("APP", format!("127.0.0.1:{app}"))
+        .env("DIR", &dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The script execs nginx: the child is nginx's master, stopped on drop.
+    let _nginx = Proxy {
+        child: nginx,
+        port: listen,
+        _dir: dir.clone(),
+    };
+    eventually(Duration::from_secs(10), || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", listen))
+            .await
+            .is_ok()
+    })
+    .await;
+    let url = |path: &str| format!("http://127.0.0.1:{listen}{path}");
+    let c = reqwest::Client::new();
+    // curl -i http://127.0.0.1:8000/
+    let r = c.get(url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "app ok\n");
+    // for i in 1 2 3 4 5 6; do curl … -X POST http://127.0.0.1:8000/login; done
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let r = c.post(url("/login")).send().await.unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            assert!(r.headers().contains_key("retry-after"));
+        }
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
+    // curl -i http://127.0.0.1:8000/admin/
+    let r = c.get(url("/admin/")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+}

@@ -80,6 +80,12 @@ impl RedisServer {
         self.client().get_connection().unwrap()
     }
 
+    /// A connection, or `None` while the server does not answer (for use
+    /// inside `eventually`, where a refused connection means "not yet").
+    pub fn try_conn(&self) -> Option<redis::Connection> {
+        self.client().get_connection().ok()
+    }
+
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -136,6 +142,11 @@ fn spawn_redis(port: u16) -> Child {
 }
 
 fn spawn_redis_with(port: u16, extra: &[String]) -> Child {
+    // Its own directory: a replica's full sync writes an RDB file even with
+    // saving off, and it must not land in the working tree. (A `--dir` in
+    // `extra` comes later and wins.)
+    let dir = std::env::temp_dir().join(format!("tollgate-redis-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
     let mut cmd = Command::new("redis-server");
     cmd.args([
         "--port",
@@ -146,7 +157,9 @@ fn spawn_redis_with(port: u16, extra: &[String]) -> Child {
         "",
         "--appendonly",
         "no",
+        "--dir",
     ])
+    .arg(&dir)
     .args(extra)
     .stdout(Stdio::null())
     .stderr(Stdio::null());
@@ -332,7 +345,12 @@ pub async fn app_for(kind: StoreKind, prefix: &str, config_text: &str) -> Arc<Ap
     let cfg = config::parse("test.toml", config_text, &ov).unwrap_or_else(|e| panic!("{e}"));
     let app = App::new(cfg).unwrap();
     if let tollgate::limiter::Store::Redis(r) = &app.store {
-        r.load_scripts().await.unwrap();
+        // As the server's probe does: a busy machine can miss redis.timeout once.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Err(e) = r.load_scripts().await {
+            assert!(Instant::now() < deadline, "scripts not loaded: {e}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     app
 }

@@ -15,6 +15,9 @@ mod algorithms;
 mod allowlist;
 /// The allowlist never silently diverges: trims, flushes, restarts, outages, state files, export/restore.
 mod allowlist_resync;
+/// No client can hurt Redis or the process: `POST /v1/check` caps (400 naming
+/// the field), shadow and decision counts there, bounded keys, connection limits and timeouts.
+mod bounds;
 /// `tollgate` the binary: `config check` output, errors naming keys, exit codes.
 mod cli;
 /// Client IP through HTTP: trusted and untrusted X-Forwarded-For, mapped IPv4, IPv6 /64;
@@ -36,6 +39,8 @@ mod follow;
 mod gcra_burst;
 /// The decision API on a real socket: statuses, headers, JSON bodies.
 mod http_api;
+/// Property tests (proptest): parsers and handlers never panic, never answer 5xx.
+mod properties;
 /// nginx, Caddy and HAProxy from deploy/ in front of two replicas: the client's view.
 mod proxies;
 /// Redis killed, stalled, restarted, scripts flushed: on_redis_error and the breaker.

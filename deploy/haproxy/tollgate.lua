@@ -3,6 +3,15 @@
 --   txn.tg_status       tollgate's status (200, 429, 403) or 503 when unreachable
 --   txn.tg_retry_after  Retry-After of a denial
 --   txn.tg_ratelimit    the RateLimit header
+-- tollgate's answer header -> the transaction variable that carries it.
+RATELIMIT_HEADERS = {
+    ["ratelimit"] = "txn.tg_ratelimit",
+    ["ratelimit-policy"] = "txn.tg_ratelimit_policy",
+    ["x-ratelimit-limit"] = "txn.tg_xrl_limit",
+    ["x-ratelimit-remaining"] = "txn.tg_xrl_remaining",
+    ["x-ratelimit-reset"] = "txn.tg_xrl_reset",
+}
+
 core.register_action("tollgate", { "http-req" }, function(txn)
     local client = core.httpclient()
     local res = client:get{
@@ -26,5 +35,8 @@ core.register_action("tollgate", { "http-req" }, function(txn)
     txn:set_var("txn.tg_status", res.status)
     local h = res.headers or {}
     if h["retry-after"] then txn:set_var("txn.tg_retry_after", h["retry-after"][0]) end
-    if h["ratelimit"] then txn:set_var("txn.tg_ratelimit", h["ratelimit"][0]) end
+    -- The RateLimit headers, for the client's answer (haproxy.cfg adds them).
+    for name, var in pairs(RATELIMIT_HEADERS) do
+        if h[name] then txn:set_var(var, h[name][0]) end
+    end
 end, 0)

@@ -11,6 +11,8 @@ pub struct RawConfig {
     pub redis: Option<RawRedis>,
     pub client_ip: RawClientIp,
     pub allowlist: RawAllowlist,
+    pub api: RawApi,
+    pub local_store: RawLocalStore,
     pub rule: Vec<RawRule>,
 }
 
@@ -23,6 +25,9 @@ pub struct RawServer {
     pub shutdown_grace: Spanned<String>,
     /// The header family proxies describe the original request with.
     pub forwarded_request: Spanned<String>,
+    pub max_connections: usize,
+    pub request_timeout: Spanned<String>,
+    pub idle_timeout: Spanned<String>,
 }
 
 impl Default for RawServer {
@@ -33,6 +38,11 @@ impl Default for RawServer {
             admin_token_env: "TOLLGATE_ADMIN_TOKEN".into(),
             shutdown_grace: unspanned("10s"),
             forwarded_request: unspanned("x-forwarded"),
+            max_connections: 10_000,
+            request_timeout: unspanned("10s"),
+            // Longer than proxies keep idle upstream connections (nginx: 60s), so
+            // tollgate never closes a connection a proxy is about to reuse.
+            idle_timeout: unspanned("75s"),
         }
     }
 }
@@ -46,7 +56,9 @@ pub struct RawRedis {
     pub prefix: Spanned<String>,
     pub timeout: Spanned<String>,
     pub fallback_replicas: u32,
-    pub deny_cache_size: usize,
+    pub deny_cache_bytes: usize,
+    /// Replaced by `deny_cache_bytes`; kept only to say so.
+    pub deny_cache_size: Option<Spanned<i64>>,
 }
 
 impl Default for RawRedis {
@@ -58,7 +70,8 @@ impl Default for RawRedis {
             prefix: unspanned("tg"),
             timeout: unspanned("25ms"),
             fallback_replicas: 1,
-            deny_cache_size: 100_000,
+            deny_cache_bytes: 16 << 20,
+            deny_cache_size: None,
         }
     }
 }
@@ -113,6 +126,47 @@ impl Default for RawAllowlist {
     }
 }
 
+/// Caps on `POST /v1/check` bodies (see `config/validate/caps.rs` for why
+/// these defaults).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawApi {
+    pub max_key_bytes: usize,
+    pub max_limits: usize,
+    pub max_limit: u64,
+    pub max_log_limit: u64,
+    pub max_cost: u64,
+    pub max_period: Spanned<String>,
+}
+
+impl Default for RawApi {
+    fn default() -> Self {
+        RawApi {
+            max_key_bytes: 512,
+            max_limits: 4,
+            max_limit: 1_000_000_000,
+            max_log_limit: 25,
+            max_cost: 1_000,
+            max_period: unspanned("7d"),
+        }
+    }
+}
+
+/// The in-process store (embedded, and the `on_redis_error = "local"` fallback).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLocalStore {
+    pub max_bytes: usize,
+}
+
+impl Default for RawLocalStore {
+    fn default() -> Self {
+        RawLocalStore {
+            max_bytes: 64 << 20,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
@@ -140,6 +194,7 @@ pub struct RawRule {
 #[serde(deny_unknown_fields)]
 pub struct RawMatch {
     pub path_prefix: Option<Spanned<String>>,
+    pub path_starts_with: Option<Spanned<String>>,
     pub path: Option<Spanned<String>>,
     pub methods: Option<Vec<Spanned<String>>>,
     pub host: Option<Spanned<String>>,

@@ -1,5 +1,7 @@
 //! One pass over the raw config that collects every problem with its key.
 
+mod caps;
+
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -174,6 +176,13 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
                 None
             }
         };
+        if let Some(old) = &r.deny_cache_size {
+            c.push(
+                "redis.deny_cache_size",
+                Some(old),
+                "replaced by redis.deny_cache_bytes: the deny cache is now bounded in bytes (default 16 MiB, some 50 000 denials)",
+            );
+        }
         if let Some((key, line, endpoint)) = endpoint {
             if let Err(e) = endpoint.validate() {
                 c.issues.push(Issue {
@@ -186,7 +195,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
                     endpoint,
                     timeout,
                     fallback_replicas: r.fallback_replicas.max(1),
-                    deny_cache_size: r.deny_cache_size,
+                    deny_cache_bytes: r.deny_cache_bytes,
                 });
             }
         }
@@ -256,6 +265,8 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
         );
     }
 
+    let (server_limits, api, local_store) = caps::validate(&mut c, &raw, ov);
+
     let mut rules = Vec::new();
     let mut names = HashSet::new();
     for (i, r) in raw.rule.iter().enumerate() {
@@ -275,6 +286,9 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
             admin_token: ov.admin_token.clone(),
             shutdown_grace: shutdown_grace.expect("checked"),
             forwarded_request: forwarded_request.expect("checked"),
+            max_connections: server_limits.max_connections,
+            request_timeout: server_limits.request_timeout,
+            idle_timeout: server_limits.idle_timeout,
         },
         redis,
         prefix: prefix.into_inner(),
@@ -295,6 +309,8 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
                 .clone()
                 .map(std::path::PathBuf::from),
         },
+        api,
+        local_store,
         rules,
     })
 }
@@ -356,7 +372,11 @@ fn validate_rule(
     }
     let burst = validate_burst(c, i, r, algorithm, limits.len());
     let m = &r.matcher;
-    for (field, value) in [("path_prefix", &m.path_prefix), ("path", &m.path)] {
+    for (field, value) in [
+        ("path_prefix", &m.path_prefix),
+        ("path", &m.path),
+        ("path_starts_with", &m.path_starts_with),
+    ] {
         if let Some(p) = value {
             if !p.get_ref().starts_with('/') {
                 c.push(
@@ -403,7 +423,14 @@ fn validate_rule(
     Some(Rule {
         name: name.clone(),
         matcher: Matcher {
-            path_prefix: m.path_prefix.as_ref().map(|p| p.get_ref().clone()),
+            path_prefix: m.path_prefix.as_ref().map(|p| {
+                let p = p.get_ref();
+                match p.strip_suffix('/') {
+                    Some(bare) if !bare.is_empty() => bare.to_string(),
+                    _ => p.clone(),
+                }
+            }),
+            path_starts_with: m.path_starts_with.as_ref().map(|p| p.get_ref().clone()),
             path: m.path.as_ref().map(|p| {
                 let p = p.get_ref();
                 match p.strip_suffix('/') {
@@ -645,6 +672,17 @@ limits = ["1/s"]
         )
         .unwrap();
         assert_eq!(cfg.rules[0].burst, None, "default: the limit");
+    }
+
+    #[test]
+    fn the_old_deny_cache_size_key_names_its_replacement() {
+        let found = issues("[redis]\nurl = \"redis://127.0.0.1:1\"\ndeny_cache_size = 1000\n");
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0]
+                .starts_with("redis.deny_cache_size@Some(3): replaced by redis.deny_cache_bytes"),
+            "{found:?}"
+        );
     }
 
     #[test]

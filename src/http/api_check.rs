@@ -4,7 +4,11 @@
 //! `{"key": "user:42", "limits": ["100/m"], "algorithm": "gcra", "cost": 1}`
 //! → 200 `{"allowed", "limit", "remaining", "reset_ms", "retry_after_ms", "limits": [...]}`
 //! (the top-level numbers are the tightest limit's). Being limited is an
-//! answer, not an error: the status is 200 either way.
+//! answer, not an error: the status is 200 either way. A shadow rule (or
+//! `--shadow`) answers `"allowed": true` with the true `remaining`.
+//!
+//! Every number a client sends is capped by `[api]` (see `config/validate/caps.rs`):
+//! one call can never make Redis or this process do unbounded work.
 
 use std::sync::Arc;
 
@@ -12,16 +16,32 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
 use super::response::ApiError;
 use crate::app::App;
 use crate::check::LimitSpec;
+use crate::config::ApiConfig;
 use crate::keys::AD_HOC_RULE;
 use crate::limiter::{Algorithm, LimitState};
 use crate::rate::Rate;
 use crate::rule::OnRedisError;
+
+/// Bodies above this are refused (413) before they are parsed: a valid body
+/// within the `[api]` caps is well under 4 KiB.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    key: String,
+    rule: Option<String>,
+    limits: Option<Vec<String>>,
+    algorithm: Option<String>,
+    cost: Option<u64>,
+    /// gcra only, one ad-hoc limit only (default: the limit).
+    burst: Option<u64>,
+}
 
 #[derive(Serialize)]
 struct Answer {
@@ -41,9 +61,6 @@ struct LimitJson {
     reset_ms: u64,
 }
 
-/// Longest client key we accept; keys go into Redis key names.
-const MAX_KEY_BYTES: usize = 512;
-
 pub async fn check(State(app): State<Arc<App>>, body: Bytes) -> Response {
     match answer(&app, &body).await {
         Ok(a) => Json(a).into_response(),
@@ -51,42 +68,56 @@ pub async fn check(State(app): State<Arc<App>>, body: Bytes) -> Response {
     }
 }
 
-async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad("(body)", format!("not JSON: {e}")))?;
-    let obj = v
-        .as_object()
-        .ok_or_else(|| ApiError::bad("(body)", "expected a JSON object"))?;
-    for field in obj.keys() {
-        if !["rule", "key", "cost", "limits", "algorithm", "burst"].contains(&field.as_str()) {
-            return Err(ApiError::bad(
-                field.clone(),
-                format!("unknown field {field:?}"),
-            ));
-        }
+/// Parse the body; a failure names the field it is about (`(body)` for the whole).
+fn parse(body: &[u8]) -> Result<Body, ApiError> {
+    // serde would also read a struct from an array; only an object is a body.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad("(body)", "expected a JSON object"));
     }
-    let key = match obj.get("key") {
-        Some(Value::String(k)) if !k.is_empty() && k.len() <= MAX_KEY_BYTES => k.as_str(),
-        Some(Value::String(_)) => {
-            return Err(ApiError::bad(
-                "key",
-                format!("must be 1 to {MAX_KEY_BYTES} bytes"),
-            ))
-        }
-        Some(_) => return Err(ApiError::bad("key", "must be a string")),
-        None => return Err(ApiError::bad("key", "missing")),
-    };
-    let cost = match obj.get("cost") {
-        None => 1,
-        Some(c) => c
-            .as_u64()
-            .filter(|&c| c >= 1)
-            .ok_or_else(|| ApiError::bad("cost", "must be a whole number of at least 1"))?,
-    };
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let message = e.inner().to_string();
+        let path = e.path().to_string();
+        // Unknown and missing fields are reported at their parent; name them.
+        let named = ["unknown field `", "missing field `"]
+            .iter()
+            .find_map(|p| message.strip_prefix(p)?.split('`').next());
+        let field = match (named, path.as_str()) {
+            (Some(f), _) => f.to_string(),
+            (None, "." | "" | "?") => "(body)".to_string(),
+            (None, p) => p.to_string(),
+        };
+        ApiError::bad(field, message)
+    })
+}
+
+async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
+    let caps = &app.config.api;
+    let body = parse(body)?;
+    let key = body.key.as_str();
+    if key.is_empty() || key.len() > caps.max_key_bytes {
+        return Err(ApiError::bad(
+            "key",
+            format!(
+                "must be 1 to {} bytes (api.max_key_bytes)",
+                caps.max_key_bytes
+            ),
+        ));
+    }
+    let cost = body.cost.unwrap_or(1);
+    if cost < 1 || cost > caps.max_cost {
+        return Err(ApiError::bad(
+            "cost",
+            format!(
+                "must be a whole number from 1 to {} (api.max_cost)",
+                caps.max_cost
+            ),
+        ));
+    }
 
     let rules = app.rules.load();
     let ad_hoc_limits: Vec<Rate>;
-    let spec = match (obj.get("rule"), obj.get("limits")) {
+    let (spec, shadow) = match (&body.rule, &body.limits) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad(
                 "limits",
@@ -94,21 +125,21 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
             ))
         }
         (None, None) => return Err(ApiError::bad("rule", "missing: give a rule name or limits")),
-        (Some(rule), None) => {
-            for field in ["algorithm", "burst"] {
-                if obj.contains_key(field) {
+        (Some(name), None) => {
+            for (field, given) in [
+                ("algorithm", body.algorithm.is_some()),
+                ("burst", body.burst.is_some()),
+            ] {
+                if given {
                     return Err(ApiError::bad(
                         field,
                         format!("a rule has its own {field}; only ad-hoc limits take one"),
                     ));
                 }
             }
-            let name = rule
-                .as_str()
-                .ok_or_else(|| ApiError::bad("rule", "must be a string"))?;
             let rule = rules
                 .iter()
-                .find(|r| r.name == name)
+                .find(|r| &r.name == name)
                 .ok_or_else(|| ApiError::bad("rule", format!("unknown rule {name:?}")))?;
             if rule.limits.is_empty() {
                 return Err(ApiError::bad(
@@ -116,39 +147,17 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
                     format!("rule {name:?} has no limits (it is an allowlist gate)"),
                 ));
             }
-            LimitSpec::from(rule)
+            (LimitSpec::from(rule), rule.shadow)
         }
-        (None, Some(limits)) => {
-            let list = limits.as_array().filter(|a| !a.is_empty()).ok_or_else(|| {
-                ApiError::bad(
-                    "limits",
-                    "must be a non-empty array of rates like \"100/m\"",
-                )
-            })?;
-            let mut parsed = Vec::with_capacity(list.len());
-            for (i, l) in list.iter().enumerate() {
-                let field = format!("limits[{i}]");
-                let text = l
-                    .as_str()
-                    .ok_or_else(|| ApiError::bad(&field, "must be a string like \"100/m\""))?;
-                let rate: Rate = text
-                    .parse()
-                    .map_err(|e: crate::rate::RateError| ApiError::bad(&field, e.to_string()))?;
-                if parsed.iter().any(|p: &Rate| p.period_ms == rate.period_ms) {
-                    return Err(ApiError::bad(&field, "two limits with the same period"));
-                }
-                parsed.push(rate);
-            }
-            ad_hoc_limits = parsed;
-            let algorithm = match obj.get("algorithm") {
+        (None, Some(list)) => {
+            let algorithm = match &body.algorithm {
                 None => Algorithm::FixedWindow,
                 Some(a) => a
-                    .as_str()
-                    .ok_or_else(|| ApiError::bad("algorithm", "must be a string"))?
                     .parse()
                     .map_err(|e: String| ApiError::bad("algorithm", e))?,
             };
-            let burst = match obj.get("burst") {
+            ad_hoc_limits = ad_hoc(list, algorithm, caps)?;
+            let burst = match body.burst {
                 None => None,
                 Some(_) if algorithm != Algorithm::Gcra => {
                     return Err(ApiError::bad(
@@ -159,19 +168,36 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
                 Some(_) if ad_hoc_limits.len() != 1 => {
                     return Err(ApiError::bad("burst", "a burst needs exactly one limit"))
                 }
-                Some(b) => Some(b.as_u64().filter(|&b| b >= 1).ok_or_else(|| {
-                    ApiError::bad("burst", "must be a whole number of at least 1")
-                })?),
+                Some(b) if b < 1 || b > caps.max_limit => {
+                    return Err(ApiError::bad(
+                        "burst",
+                        format!(
+                            "must be a whole number from 1 to {} (api.max_limit)",
+                            caps.max_limit
+                        ),
+                    ))
+                }
+                Some(b) => Some(b),
             };
-            LimitSpec {
+            let spec = LimitSpec {
                 rule: AD_HOC_RULE,
                 algorithm,
                 limits: &ad_hoc_limits,
                 burst,
                 on_redis_error: OnRedisError::Local,
-            }
+            };
+            (spec, caps.shadow)
         }
     };
+    if spec.algorithm == Algorithm::SlidingLog && cost > caps.max_log_limit {
+        return Err(ApiError::bad(
+            "cost",
+            format!(
+                "a sliding_log cost may not exceed {} (api.max_log_limit)",
+                caps.max_log_limit
+            ),
+        ));
+    }
     if let Some(min) = spec.burst.or(spec.limits.iter().map(|r| r.limit).min()) {
         if cost > min {
             return Err(ApiError::bad(
@@ -180,14 +206,19 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
             ));
         }
     }
-    let (outcome, _) = app.check(spec, key, cost).await;
+    let rule = spec.rule;
+    let (outcome, source) = app.check(spec, key, cost).await;
+    app.metrics
+        .decision(rule, crate::decide::counted(&outcome, source, shadow));
     let t: &LimitState = outcome.tightest().expect("at least one limit");
+    // A shadow rule counts and reports, but never denies.
+    let allowed = outcome.allowed || shadow;
     Ok(Answer {
-        allowed: outcome.allowed,
+        allowed,
         limit: t.limit,
         remaining: t.remaining,
         reset_ms: t.reset_ms,
-        retry_after_ms: outcome.retry_after_ms,
+        retry_after_ms: if allowed { 0 } else { outcome.retry_after_ms },
         limits: outcome
             .limits
             .iter()
@@ -199,4 +230,75 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
             })
             .collect(),
     })
+}
+
+/// Ad-hoc limits, each within the `[api]` caps; an error names `limits[i]`.
+fn ad_hoc(list: &[String], algorithm: Algorithm, caps: &ApiConfig) -> Result<Vec<Rate>, ApiError> {
+    if list.is_empty() || list.len() > caps.max_limits {
+        return Err(ApiError::bad(
+            "limits",
+            format!(
+                "must be 1 to {} rates like \"100/m\" (api.max_limits)",
+                caps.max_limits
+            ),
+        ));
+    }
+    let (max_limit, cap_key) = if algorithm == Algorithm::SlidingLog {
+        (caps.max_log_limit, "api.max_log_limit")
+    } else {
+        (caps.max_limit, "api.max_limit")
+    };
+    let mut parsed: Vec<Rate> = Vec::with_capacity(list.len());
+    for (i, text) in list.iter().enumerate() {
+        let field = format!("limits[{i}]");
+        let rate: Rate = text
+            .parse()
+            .map_err(|e: crate::rate::RateError| ApiError::bad(&field, e.to_string()))?;
+        if rate.limit > max_limit {
+            return Err(ApiError::bad(
+                &field,
+                format!("a {algorithm} count may not exceed {max_limit} ({cap_key})"),
+            ));
+        }
+        if rate.period() > caps.max_period {
+            return Err(ApiError::bad(
+                &field,
+                format!(
+                    "the period may not exceed {} (api.max_period)",
+                    humantime::format_duration(caps.max_period)
+                ),
+            ));
+        }
+        if parsed.iter().any(|p| p.period_ms == rate.period_ms) {
+            return Err(ApiError::bad(&field, "two limits with the same period"));
+        }
+        parsed.push(rate);
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    fn field(body: &str) -> String {
+        match parse(body.as_bytes()) {
+            Ok(_) => "(ok)".into(),
+            Err(e) => e.field.unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_bad_body_names_its_field() {
+        assert_eq!(field(r#"{"key": "k", "cots": 1}"#), "cots");
+        assert_eq!(field(r#"{"rule": "r"}"#), "key");
+        assert_eq!(field(r#"{"key": 5}"#), "key");
+        assert_eq!(field(r#"{"key": "k", "limits": ["1/s", 7]}"#), "limits[1]");
+        assert_eq!(field(r#"{"key": "k", "cost": -1}"#), "cost");
+        assert_eq!(field(r#"{"key": "k", "cost": 1.5}"#), "cost");
+        assert_eq!(field(r#"["k"]"#), "(body)");
+        assert_eq!(field("{oops"), "(body)");
+        assert_eq!(field(""), "(body)");
+        assert_eq!(field(r#"{"key": "k"}"#), "(ok)");
+    }
 }

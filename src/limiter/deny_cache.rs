@@ -3,24 +3,57 @@
 //! nothing, and until `retry_after` the shared state can only get fuller
 //! (other replicas only add), so the answer from Redis would be a denial too.
 //! Only cost-1 denials are cached: a smaller cost might fit where a larger one
-//! did not. Bounded: least recently used keys are evicted.
+//! did not. Bounded in bytes (`redis.deny_cache_bytes`): the least recently
+//! used entries are evicted, which is always safe (an evicted denial is asked
+//! of Redis again); each eviction counts in `tollgate_deny_cache_evictions_total`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
 use quick_cache::sync::Cache;
+use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
 
 use super::Outcome;
 use crate::rate::Rate;
 
+/// Bytes an entry costs beyond its key and limits: the `Entry`, its `Arc`, the
+/// cache's own bookkeeping (an estimate, on the high side).
+const ENTRY_OVERHEAD: u64 = 192;
+
+type Inner = Cache<String, Arc<Entry>, ByBytes, DefaultHashBuilder, CountEvictions>;
+
 pub struct DenyCache {
     /// Keyed by the call's key base (rule, key, algorithm).
-    cache: Option<Cache<String, Arc<Entry>>>,
+    cache: Option<Inner>,
     /// Whether resets from other replicas are being heard (see
     /// `server/resets.rs`); while not, nothing is cached or answered, since a
     /// reset made elsewhere could be missed.
     live: AtomicBool,
+}
+
+/// An entry's weight is its estimated size in bytes.
+#[derive(Clone)]
+struct ByBytes;
+
+impl Weighter<String, Arc<Entry>> for ByBytes {
+    fn weight(&self, key: &String, e: &Arc<Entry>) -> u64 {
+        ENTRY_OVERHEAD
+            + key.len() as u64
+            + (e.limits.len() * std::mem::size_of::<Rate>()) as u64
+            + (e.outcome.limits.len() * std::mem::size_of::<super::LimitState>()) as u64
+    }
+}
+
+#[derive(Clone)]
+struct CountEvictions(Counter);
+
+impl Lifecycle<String, Arc<Entry>> for CountEvictions {
+    type RequestState = ();
+    fn on_evict(&self, _: &mut (), _: String, _: Arc<Entry>) {
+        self.0.inc();
+    }
 }
 
 struct Entry {
@@ -33,23 +66,25 @@ struct Entry {
 }
 
 impl DenyCache {
-    /// `capacity` 0 disables the cache. It starts not live: nothing is
-    /// cached until [`set_live`](Self::set_live) says resets are heard.
-    pub fn new(capacity: usize) -> Self {
+    /// At most `max_bytes` (estimated) of entries; 0 disables the cache. It
+    /// starts not live: nothing is cached until [`set_live`](Self::set_live)
+    /// says resets are heard.
+    /// `evictions` counts entries dropped to stay under the bound.
+    pub fn new(max_bytes: usize, evictions: Counter) -> Self {
+        let max = max_bytes as u64;
         DenyCache {
-            cache: (capacity > 0).then(|| Cache::new(capacity)),
+            cache: (max > 0).then(|| {
+                let estimated_items = (max / (ENTRY_OVERHEAD + 64)).max(1) as usize;
+                Cache::with(
+                    estimated_items,
+                    max,
+                    ByBytes,
+                    DefaultHashBuilder::default(),
+                    CountEvictions(evictions),
+                )
+            }),
             live: AtomicBool::new(false),
         }
-    }
-
-    pub fn set_live(&self, live: bool) {
-        self.live.store(live, Ordering::Relaxed);
-    }
-
-    fn in_use(&self) -> Option<&Cache<String, Arc<Entry>>> {
-        self.cache
-            .as_ref()
-            .filter(|_| self.live.load(Ordering::Relaxed))
     }
 
     /// The remembered denial, with times counted down, if still in force.
@@ -85,6 +120,16 @@ impl DenyCache {
         );
     }
 
+    pub fn set_live(&self, live: bool) {
+        self.live.store(live, Ordering::Relaxed);
+    }
+
+    fn in_use(&self) -> Option<&Inner> {
+        self.cache
+            .as_ref()
+            .filter(|_| self.live.load(Ordering::Relaxed))
+    }
+
     pub fn remove(&self, base: &str) {
         if let Some(cache) = &self.cache {
             cache.remove(base);
@@ -104,5 +149,53 @@ impl DenyCache {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Estimated bytes held (never above the bound).
+    pub fn bytes(&self) -> u64 {
+        self.cache.as_ref().map_or(0, |c| c.weight())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limiter::LimitState;
+
+    fn denial() -> Outcome {
+        Outcome {
+            allowed: false,
+            retry_after_ms: 60_000,
+            limits: vec![LimitState {
+                limit: 1,
+                period_ms: 60_000,
+                remaining: 0,
+                reset_ms: 60_000,
+            }],
+        }
+    }
+
+    #[test]
+    fn the_cache_stays_under_its_byte_bound_and_counts_evictions() {
+        let evictions = Counter::default();
+        let cache = DenyCache::new(64 * 1024, evictions.clone());
+        cache.set_live(true);
+        let limits = [Rate {
+            limit: 1,
+            period_ms: 60_000,
+        }];
+        // Keys of 1 KiB each: far more bytes than the bound, in few entries.
+        let long = "k".repeat(1024);
+        for i in 0..1_000 {
+            cache.insert(&format!("{i}:{long}"), &limits, &denial());
+            assert!(cache.bytes() <= 64 * 1024, "{} bytes", cache.bytes());
+        }
+        assert!(cache.len() < 64, "{} entries of over 1 KiB", cache.len());
+        assert!(evictions.get() > 900, "{} evictions", evictions.get());
+        // What is left still answers.
+        let kept = (0..1_000)
+            .filter(|i| cache.get(&format!("{i}:{long}"), &limits).is_some())
+            .count();
+        assert_eq!(kept, cache.len());
     }
 }

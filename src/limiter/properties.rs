@@ -30,7 +30,7 @@ fn run(
     burst: Option<u64>,
     steps: &[(u64, u64)],
 ) -> Vec<(u64, u64, Outcome)> {
-    let store = LocalStore::new();
+    let store = LocalStore::new(usize::MAX, Default::default());
     let limits = [rate.clone()];
     let mut now = 1_000_000_000_000u64;
     let mut out = Vec::new();
@@ -126,7 +126,7 @@ proptest! {
             Just(Algorithm::FixedWindow), Just(Algorithm::SlidingWindow),
             Just(Algorithm::SlidingLog), Just(Algorithm::Gcra)]
     ) {
-        let store = LocalStore::new();
+        let store = LocalStore::new(usize::MAX, Default::default());
         let limits = [r.clone()];
         let mut now = 1_000_000_000_000u64;
         for (cost, pause) in s {
@@ -150,7 +150,7 @@ fn a_cost_above_the_limit_is_denied_by_every_algorithm_without_panicking() {
         period_ms: 1000,
     }];
     for alg in super::redis_store::ALGORITHMS {
-        let store = LocalStore::new();
+        let store = LocalStore::new(usize::MAX, Default::default());
         for (now, cost) in [(10, 1), (20, 5), (30, u64::MAX)] {
             let call = Call {
                 algorithm: alg,
@@ -173,7 +173,7 @@ fn a_backlogged_gcra_key_admits_exactly_the_rate() {
         limit: 300,
         period_ms: 1,
     }];
-    let store = LocalStore::new();
+    let store = LocalStore::new(usize::MAX, Default::default());
     let start = 1_000_000_000u64;
     let mut admitted = 0;
     for us in 0..=30_000 {

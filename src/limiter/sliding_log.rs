@@ -22,6 +22,10 @@ impl Slot for LogSlot {
             .back()
             .map_or(0, |(newest, _)| newest.saturating_add(self.period_us))
     }
+
+    fn heap_bytes(&self) -> usize {
+        self.log.capacity() * std::mem::size_of::<(u64, u64)>()
+    }
 }
 
 impl LogSlot {

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::keys::bounded_part;
 use crate::request::RequestView;
 
 /// An address as `Display` writes it; IPv4 octet by octet (once per decision).
@@ -70,6 +71,7 @@ impl KeyTemplate {
 
     /// The key value for a request, or `None` when a part is missing
     /// (no such header): the rule then does not apply to this request.
+    /// Each part is bounded (`keys::bounded_part`): at most 128 bytes verbatim.
     pub fn build(&self, req: &RequestView<'_>) -> Option<String> {
         let mut out = String::with_capacity(48);
         for (i, part) in self.0.iter().enumerate() {
@@ -80,12 +82,12 @@ impl KeyTemplate {
                 KeyPart::Ip => push_ip(&mut out, req.client_key_ip?),
                 KeyPart::Header(name) => {
                     let value = req.headers.get(name.as_str())?.to_str().ok()?;
-                    out.push_str(value);
+                    out.push_str(&bounded_part(value));
                 }
-                KeyPart::Query(name) => out.push_str(&req.query_param(name)?),
-                KeyPart::Path => out.push_str(req.path),
-                KeyPart::Host => out.push_str(req.host?),
-                KeyPart::Method => out.push_str(req.method),
+                KeyPart::Query(name) => out.push_str(&bounded_part(&req.query_param(name)?)),
+                KeyPart::Path => out.push_str(&bounded_part(req.path)),
+                KeyPart::Host => out.push_str(&bounded_part(req.host?)),
+                KeyPart::Method => out.push_str(&bounded_part(req.method)),
             }
         }
         Some(out)

@@ -5,9 +5,13 @@ use crate::request::RequestView;
 /// Every condition that is set must hold; an empty matcher matches everything.
 #[derive(Clone, Debug, Default)]
 pub struct Matcher {
-    /// Written normalised (checked by the config); a prefix ending in `/`
-    /// also matches the path without it (`/admin/` matches `/admin`).
+    /// Whole segments: `/admin` (or `/admin/`) matches `/admin` and
+    /// `/admin/…`, never `/administrator`. Written normalised (checked by the
+    /// config), stored without a trailing slash (`/` stays `/`).
     pub path_prefix: Option<String>,
+    /// A plain string prefix of the normalised path (`/adm` matches
+    /// `/administrator`), for the rare rule that wants one.
+    pub path_starts_with: Option<String>,
     /// Normalised, without a trailing slash (`/admin/` is stored as `/admin`,
     /// the form request paths take).
     pub path: Option<String>,
@@ -19,7 +23,7 @@ pub struct Matcher {
 
 impl Matcher {
     pub fn matches(&self, req: &RequestView<'_>) -> bool {
-        if self.path_prefix.is_some() || self.path.is_some() {
+        if self.path_prefix.is_some() || self.path.is_some() || self.path_starts_with.is_some() {
             // Any reading of an ambiguous path may be what the app serves:
             // matching more readings applies more rules, never fewer.
             let mut readings =
@@ -45,8 +49,16 @@ impl Matcher {
     /// The path conditions for one normalised path.
     fn path_holds(&self, path: &str) -> bool {
         if let Some(prefix) = &self.path_prefix {
-            let bare = prefix.strip_suffix('/').unwrap_or(prefix);
-            if !path.starts_with(prefix.as_str()) && path != bare {
+            let whole_segments = prefix == "/"
+                || path
+                    .strip_prefix(prefix.as_str())
+                    .is_some_and(ends_a_segment);
+            if !whole_segments {
+                return false;
+            }
+        }
+        if let Some(start) = &self.path_starts_with {
+            if !path.starts_with(start.as_str()) {
                 return false;
             }
         }
@@ -55,6 +67,18 @@ impl Matcher {
             None => true,
         }
     }
+}
+
+/// Whether what follows a prefix starts a new segment. Besides `/`, the
+/// other readings of an ambiguous path keep `;params` and encoded slashes
+/// (`%2F`, `%5C`, upper-case once normalised), which some apps read as a
+/// boundary: counting them keeps a gate from being skipped.
+fn ends_a_segment(rest: &str) -> bool {
+    rest.is_empty()
+        || rest.starts_with('/')
+        || rest.starts_with(';')
+        || rest.starts_with("%2F")
+        || rest.starts_with("%5C")
 }
 
 #[cfg(test)]
@@ -78,11 +102,36 @@ mod tests {
         m.matches(&req)
     }
 
+    /// As the config stores it: without a trailing slash.
     fn prefix(p: &str) -> Matcher {
+        let p = match p.strip_suffix('/') {
+            Some(bare) if !bare.is_empty() => bare,
+            _ => p,
+        };
         Matcher {
             path_prefix: Some(p.into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_prefix_matches_whole_segments_and_a_string_prefix_any_continuation() {
+        for written in ["/admin", "/admin/"] {
+            let admin = prefix(written);
+            assert!(matches(&admin, "/admin"), "{written}");
+            assert!(matches(&admin, "/admin/"), "{written}");
+            assert!(matches(&admin, "/admin/users"), "{written}");
+            assert!(!matches(&admin, "/administrator"), "{written}");
+            assert!(!matches(&admin, "/adminx/y"), "{written}");
+        }
+        assert!(matches(&prefix("/"), "/anything"));
+        let string = Matcher {
+            path_starts_with: Some("/adm".into()),
+            ..Default::default()
+        };
+        assert!(matches(&string, "/administrator"));
+        assert!(matches(&string, "/adm"));
+        assert!(!matches(&string, "/ad"));
     }
 
     #[test]
