@@ -127,6 +127,11 @@ admin_listen = "127.0.0.1:{admin}"
 [client_ip]
 trusted_proxies = ["127.0.0.1/32"]
 
+# The memory runs hold 1 000 000 clients: above the default bound (64 MiB),
+# where new keys would be refused.
+[local_store]
+max_bytes = 4_000_000_000
+
 [[rule]]
 name = "deny"
 match = {{ path_prefix = "/deny" }}

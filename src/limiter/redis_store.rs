@@ -67,10 +67,11 @@ impl RedisStore {
             return Ok(());
         }
         let bound = self.timeout.max(Duration::from_secs(1));
-        let conn = tokio::time::timeout(bound, self.endpoint.connect_bounded_by_caller(self.timeout))
-            .await
-            .map_err(|_| StoreError::Timeout(bound))?
-            .map_err(classify)?;
+        let conn =
+            tokio::time::timeout(bound, self.endpoint.connect_bounded_by_caller(self.timeout))
+                .await
+                .map_err(|_| StoreError::Timeout(bound))?
+                .map_err(classify)?;
         self.conn.store(Some(Arc::new(conn)));
         Ok(())
     }
@@ -170,9 +171,13 @@ fn evalsha(call: Call<'_>) -> Cmd {
     cmd.arg(script(call.algorithm).get_hash())
         .arg(call.limits.len());
     let mut args = Vec::with_capacity(1 + 3 * call.limits.len());
-    arguments(call, |k| {
-        cmd.arg(k);
-    }, |a| args.push(a));
+    arguments(
+        call,
+        |k| {
+            cmd.arg(k);
+        },
+        |a| args.push(a),
+    );
     for a in args {
         cmd.arg(a);
     }
@@ -183,9 +188,13 @@ fn evalsha(call: Call<'_>) -> Cmd {
 fn invocation(call: Call<'_>) -> ScriptInvocation<'static> {
     let mut inv = script(call.algorithm).prepare_invoke();
     let mut args = Vec::new();
-    arguments(call, |k| {
-        inv.key(k);
-    }, |a| args.push(a));
+    arguments(
+        call,
+        |k| {
+            inv.key(k);
+        },
+        |a| args.push(a),
+    );
     for a in args {
         inv.arg(a);
     }
