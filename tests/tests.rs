@@ -7,6 +7,8 @@ mod support;
 
 /// Counters admin API and CLI: auth, unknown rules, show and reset.
 mod admin_counters;
+/// The benchmark harness's probe and run checks against a real tollgate (it once measured 404s).
+mod bench_harness;
 /// Each algorithm against both stores: exact limit, retry_after, no charge on
 /// denial, cost, all-or-nothing limits, TTLs, window roll-over.
 mod algorithms;
