@@ -362,6 +362,9 @@ def redis_memory_per_counter(redis_port, n=100_000):
     each; fails when Redis does not then hold exactly n keys (a script that
     refused its arguments would otherwise measure nothing)."""
     result = {}
+    # Our own throwaway Redis, every tollgate stopped: start empty, so DBSIZE
+    # counts exactly these counters (earlier runs' keys would expire meanwhile).
+    redis(redis_port, "FLUSHDB")
     for alg, tag in [("fixed_window", "fw"), ("sliding_window", "sw"), ("sliding_log", "sl"), ("gcra", "gc")]:
         sha = redis(redis_port, "SCRIPT", "LOAD", lua(alg))
         # gcra takes a burst after each limit and period (lua/gcra.lua).
