@@ -43,7 +43,12 @@ fn harness(body: &str) -> String {
     text
 }
 
-async fn probe(port: u16, path: &'static str, headers: &'static str, expect: &'static str) -> String {
+async fn probe(
+    port: u16,
+    path: &'static str,
+    headers: &'static str,
+    expect: &'static str,
+) -> String {
     let body = format!("probe(Target('t', {port}, '{path}', {expect}, headers={headers}))");
     tokio::task::spawn_blocking(move || harness(&body))
         .await
@@ -61,7 +66,10 @@ async fn bench_probe_passes_a_decision_and_stops_on_a_404_or_an_unexpected_statu
     assert!(old.starts_with("FAILED") && old.contains("404"), "{old}");
     // A run that expects denials and gets a decision that allows stops too.
     let wrong = probe(port, "/check", "{'X-Forwarded-Uri': '/allow'}", "{'429'}").await;
-    assert!(wrong.starts_with("FAILED") && wrong.contains("200"), "{wrong}");
+    assert!(
+        wrong.starts_with("FAILED") && wrong.contains("200"),
+        "{wrong}"
+    );
     s.stop().await;
 }
 
@@ -76,7 +84,10 @@ fn bench_run_fails_on_statuses_errors_or_bodies_it_did_not_expect() {
     let none = "{'connect': 0, 'read': 0, 'write': 0, 'timeout': 0}";
     assert!(harness(&result("{'200': 10}", none, 0)).starts_with("PASSED"));
     let all_404 = harness(&result("{'404': 10}", none, 0));
-    assert!(all_404.contains("unexpected statuses {'404': 10}"), "{all_404}");
+    assert!(
+        all_404.contains("unexpected statuses {'404': 10}"),
+        "{all_404}"
+    );
     let uncounted = harness(&result("{'200': 7}", none, 0));
     assert!(uncounted.contains("7 statuses counted"), "{uncounted}");
     let errors = harness(&result(

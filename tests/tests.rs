@@ -7,8 +7,6 @@ mod support;
 
 /// Counters admin API and CLI: auth, unknown rules, show and reset.
 mod admin_counters;
-/// The benchmark harness's probe and run checks against a real tollgate (it once measured 404s).
-mod bench_harness;
 /// Each algorithm against both stores: exact limit, retry_after, no charge on
 /// denial, cost, all-or-nothing limits, TTLs, window roll-over.
 mod algorithms;
@@ -17,6 +15,8 @@ mod algorithms;
 mod allowlist;
 /// The allowlist never silently diverges: trims, flushes, restarts, outages, state files, export/restore.
 mod allowlist_resync;
+/// The benchmark harness's probe and run checks against a real tollgate (it once measured 404s).
+mod bench_harness;
 /// No client can hurt Redis or the process: `POST /v1/check` caps (400 naming
 /// the field), shadow and decision counts there, bounded keys, connection limits and timeouts.
 mod bounds;
