@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """tollgate's benchmark harness (run it through scripts/bench.sh).
 
-Everything runs on this machine, on loopback, in one run, so the numbers can be
-compared with each other: Redis's own EVALSHA rate for tollgate's fixed_window
-script is the ceiling, and tollgate's figures are reported as ratios of it.
-Every load is bounded in time. Prints one table and writes
-bench/results/<UTC date>.json with the machine it ran on.
+Everything runs on this machine, on loopback, in one run, so the figures can
+be compared with each other as ratios to anchors measured in the same run:
+redis-benchmark's EVALSHA of tollgate's fixed_window script (unpipelined and
+-P 16), a minimal hyper server answering 200 (the HTTP floor), and the same
+plus one EVALSHA per request (bench/anchors). Every load run states the
+statuses it expects and the benchmark stops with the reason when an answer
+differs (see bench_load.py). Every load is bounded in time. Prints one table
+and writes bench/results/<UTC date>.json with the machine and load average.
 """
 
 import datetime
@@ -14,263 +17,271 @@ import json
 import os
 import platform
 import re
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "tollgate")
-SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
-CONNECTIONS = 64
-KEYS = 10_000
-WORK = tempfile.mkdtemp(prefix="tollgate-bench-")
-PROCS = []
+from bench_load import CONNECTIONS, KEYS, BenchFailure, Target, finish_wrk, loadavg, start_wrk, wrk
+from bench_procs import (ADMIN_TOKEN, BIN, ROOT, commandstats, free_port, kill_all, limitador_revision,
+                         lua, redis, redis_cpu, redis_info, resp, rss_kb, fallback_decisions, start_anchor,
+                         start_limitador, start_redis, start_tollgate, stop)
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
+DISTINCT = int(os.environ.get("BENCH_DISTINCT_KEYS", "1000000"))  # embedded store, per algorithm
+REDIS_DISTINCT = int(os.environ.get("BENCH_REDIS_DISTINCT_KEYS", "200000"))  # Redis store: only the deny cache grows
+LIMITADOR_BIN = os.environ.get("LIMITADOR_BIN")
+ALL_200, ALL_429 = {"200"}, {"429"}
 
 
-def wait_for(check, what, timeout=15):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    sys.exit(f"bench: {what} did not come up")
+def say(msg):
+    print(f"bench: {msg}", flush=True)
 
 
-def spawn(args, **kw):
-    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
-    PROCS.append(p)
-    return p
-
-
-def stop(p):
-    p.terminate()
-    try:
-        p.wait(10)
-    except subprocess.TimeoutExpired:
-        p.kill()
-
-
-# === Redis ===
-
-
-def start_redis():
-    port = free_port()
-    spawn(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-    wait_for(lambda: redis(port, "PING") == "PONG", "redis-server")
-    return port
-
-
-def redis(port, *args, stdin=None):
-    out = subprocess.run(["redis-cli", "-p", str(port), *args], input=stdin, capture_output=True, text=True)
-    return out.stdout.strip()
-
-
-def redis_info(port, field):
-    m = re.search(rf"^{field}:(\S+)", redis(port, "INFO"), re.M)
-    return m.group(1) if m else None
-
-
-def resp(*args):
-    """One command in RESP, for redis-cli --pipe."""
-    out = [f"*{len(args)}\r\n"]
-    for a in args:
-        a = str(a)
-        out.append(f"${len(a.encode())}\r\n{a}\r\n")
-    return "".join(out)
-
-
-# === tollgate ===
-
-CONFIG = """
-[server]
-listen = "127.0.0.1:{port}"
-admin_listen = "127.0.0.1:{admin}"
-{redis}
-[client_ip]
-trusted_proxies = ["127.0.0.1/32"]
-
-[[rule]]
-name = "deny"
-match = {{ path_prefix = "/deny" }}
-key = "ip"
-limits = ["1/h"]
-
-[[rule]]
-name = "gate"
-match = {{ path_prefix = "/gate" }}
-allowlist = "require"
-
-[[rule]]
-name = "bench"
-match = {{ path_prefix = "/allow" }}
-key = "ip"
-limits = ["1000000000/h"]
-"""
-
-
-ADMIN_TOKEN = "bench-token"
-
-
-def start_tollgate(redis_port, prefix=None):
-    port, admin = free_port(), free_port()
-    prefix = prefix or f"bench{port}"
-    section = f'[redis]\nurl = "redis://127.0.0.1:{redis_port}"\nprefix = "{prefix}"\n' if redis_port else ""
-    path = os.path.join(WORK, f"tollgate-{port}.toml")
-    with open(path, "w") as f:
-        f.write(CONFIG.format(port=port, admin=admin, redis=section))
-    p = spawn([BIN, "serve", "--config", path], env={**os.environ, "RUST_LOG": "warn", "TOLLGATE_ADMIN_TOKEN": ADMIN_TOKEN})
-    wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz").status == 200, "tollgate")
-    return p, port, admin
-
-
-def metrics(admin):
-    return urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics").read().decode()
-
-
-def metric_sum(text, name, **labels):
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def peak_rss_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        m = re.search(r"VmHWM:\s+(\d+) kB", f.read())
-    return int(m.group(1)) / 1024
-
-
-# === load ===
-
-WRK_SCRIPT = """
-local keys = {keys}
-local i = 0
-local method, path, body = "{method}", "{path}", {body}
-request = function()
-  i = i + 1
-  local k = (i * 7919) % keys
-  local headers = {{ ["X-Forwarded-For"] = "198." .. (18 + math.floor(k / 65536)) .. "." .. math.floor(k / 256) % 256 .. "." .. k % 256 }}
-  if body then
-    headers["Content-Type"] = "application/json"
-    return wrk.format(method, path, headers, string.format(body, k))
-  end
-  return wrk.format(method, path, headers)
-end
-{delay}
-done = function(summary, latency, requests)
-  io.write(string.format("JSON {{\\"requests\\":%d,\\"duration_us\\":%d,\\"p50\\":%d,\\"p99\\":%d,\\"p999\\":%d,\\"non2xx\\":%d,\\"errors\\":%d}}\\n",
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), latency:percentile(99.9),
-    summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
-end
-"""
-
-
-def wrk(port, path, seconds=SECONDS, keys=KEYS, method="GET", body=None, connections=CONNECTIONS, delay_ms=None):
-    script = os.path.join(WORK, f"wrk-{port}-{abs(hash((path, keys, body, delay_ms)))}.lua")
-    delay = f"delay = function() return {delay_ms} end" if delay_ms else ""
-    with open(script, "w") as f:
-        f.write(WRK_SCRIPT.format(keys=keys, method=method, path=path, body=json.dumps(body) if body else "nil", delay=delay))
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", script, f"http://127.0.0.1:{port}{path}"],
-        capture_output=True,
-        text=True,
-    ).stdout
-    m = re.search(r"^JSON (.*)$", out, re.M)
-    if not m:
-        sys.exit(f"bench: wrk gave no result:\n{out}")
-    r = json.loads(m.group(1))
-    return {
-        "rps": r["requests"] / (r["duration_us"] / 1e6),
-        "p50_ms": r["p50"] / 1000,
-        "p99_ms": r["p99"] / 1000,
-        "p999_ms": r["p999"] / 1000,
-        "non2xx": r["non2xx"],
-        "errors": r["errors"],
-        "requests": r["requests"],
-    }
-
-
-def wrk_paced(port, path, rate):
-    """Latency at about `rate` requests/s: each connection waits 1 ms after every
-    answer (wrk's delay()), so each offers a bounded rate; a short first run
-    measures that per-connection rate and sets the number of connections.
-    Cheap for the client, unlike a Go load generator that would take a core
-    of its own on this 2-core machine."""
-    probe_conns = max(2, round(rate / 1000))
-    probe = wrk(port, path, seconds=2, connections=probe_conns, delay_ms=1)
-    per_conn = max(probe["rps"] / probe_conns, 1.0)
-    conns = max(2, round(rate / per_conn))
-    r = wrk(port, path, connections=conns, delay_ms=1)
-    return {"target_rps": round(rate), "connections": conns, "achieved_rps": r["rps"],
-            "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "p999_ms": r["p999_ms"]}
-
-
-def hey_fixed_rate(port, path, rate):
-    """Latency at a fixed offered rate: 64 workers each limited to rate/64 per second."""
-    per_worker = max(1, int(rate / CONNECTIONS))
-    out = subprocess.run(
-        ["hey", "-z", f"{SECONDS}s", "-c", str(CONNECTIONS), "-q", str(per_worker), "-H", "X-Forwarded-For: 198.18.0.1",
-         f"http://127.0.0.1:{port}{path}"],
-        capture_output=True,
-        text=True,
-    ).stdout
-    pct = {int(p): float(s) * 1000 for p, s in re.findall(r"^\s+(\d+)%% in ([\d.]+) secs".replace("%%", "%"), out, re.M)}
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    return {"offered_rps": per_worker * CONNECTIONS, "achieved_rps": float(rps.group(1)) if rps else 0.0,
-            "p50_ms": pct.get(50), "p99_ms": pct.get(99)}
+# === anchors ===
 
 
 def ceiling(redis_port, pipeline):
-    sha = redis(redis_port, "SCRIPT", "LOAD", open(os.path.join(ROOT, "lua", "fixed_window.lua")).read())
-    n = 60_000 * SECONDS // 4
+    sha = redis(redis_port, "SCRIPT", "LOAD", lua("fixed_window"))
+    key = "ceil:rl:{r|__rand_int__}:fw:3600000"
+    # One call by hand first: the reply must be the script's {allowed=1, ...}.
+    first = redis(redis_port, "EVALSHA", sha, "1", key.replace("__rand_int__", "probe"), "1", "1000000000", "3600000")
+    if not first.startswith("1"):
+        raise BenchFailure(f"redis-benchmark: the script answered {first!r}, not an allowed reply")
+    n = 60_000 * SECONDS * (3 if pipeline > 1 else 1)
     args = ["redis-benchmark", "-p", str(redis_port), "-c", str(CONNECTIONS), "-n", str(n), "-r", str(KEYS), "--csv"]
     if pipeline > 1:
         args += ["-P", str(pipeline)]
-    args += ["EVALSHA", sha, "1", "ceil:rl:{r|__rand_int__}:fw:3600000", "1", "1000000000", "3600000"]
+    args += ["EVALSHA", sha, "1", key, "1", "1000000000", "3600000"]
+    redis(redis_port, "CONFIG", "RESETSTAT")
+    load = loadavg()
     out = subprocess.run(args, capture_output=True, text=True).stdout
-    row = [l for l in out.splitlines() if l.startswith('"EVALSHA')][-1]
-    cols = [c.strip('"') for c in row.split('","')]
-    return {"rps": float(cols[1]), "p50_ms": float(cols[4]), "p99_ms": float(cols[6])}
+    rows = [line for line in out.splitlines() if line.startswith('"EVALSHA')]
+    if not rows:
+        raise BenchFailure(f"redis-benchmark gave no result:\n{out}")
+    cols = [c.strip('"') for c in rows[-1].split('","')]
+    calls, _, failed = commandstats(redis_port).get("evalsha", (0, 0, 0))
+    # Every call must have run the script and answered (an error reply is fast, and a lie).
+    if calls < n or failed:
+        raise BenchFailure(f"redis-benchmark: {n} EVALSHA sent, Redis counted {calls} calls, {failed} failed")
+    return {"rps": float(cols[1]), "p50_ms": float(cols[4]), "p99_ms": float(cols[6]), "requests": n,
+            "evalsha_calls_counted": calls, "failed_calls": failed, "loadavg_before": load, "loadavg_after": loadavg()}
 
 
-def redis_memory_per_counter(redis_port, n=100_000):
-    """used_memory delta over n fresh counters of each algorithm, one request each."""
-    result = {}
+def anchors(rp):
+    out = {}
+    p, port = start_anchor("floor")
+    out["http_floor"] = wrk(Target("http floor", port, "/", ALL_200, watch={"anchor": p.pid}), SECONDS)
+    stop(p)
+    p, port = start_anchor("evalsha", rp)
+    out["hyper_evalsha"] = wrk(Target("hyper+EVALSHA", port, "/", ALL_200, watch={"anchor": p.pid, "redis": REDIS_PID}),
+                               SECONDS)
+    stop(p)
+    return out
+
+
+# === tollgate with Redis ===
+
+
+def check(name, port, uri, expect, watch):
+    return Target(name, port, "/check", expect, headers={"X-Forwarded-Uri": uri}, watch=watch)
+
+
+def v1_check(name, port, watch):
+    return Target(name, port, "/v1/check", ALL_200, method="POST", body='{"rule":"allow","key":"user:%d"}',
+                  body_check='"allowed":true', watch=watch)
+
+
+def redis_runs(rp, results):
+    # The measured node starts on an allowlist of 100 000 entries.
+    prefix = f"rss{free_port()}"
+    results["allowlist_entries_loaded"] = load_allowlist(rp, prefix, 100_000)
+    tg, port, admin = start_tollgate(rp, prefix)
+    watch = {"tollgate": tg.pid, "redis": REDIS_PID}
+    results["check_redis_allowed"] = wrk(check("/check Redis allowed", port, "/allow", ALL_200, watch), SECONDS)
+    no_fallback(admin, "/check Redis allowed")
+    # Every key over its 1/h limit: two passes over every key, then every answer must be 429.
+    results["deny_priming"] = prime(check("/check deny priming", port, "/deny", {"200", "429"}, watch),
+                                    results["check_redis_allowed"]["rps"])
+    results["check_deny_cache"] = wrk(check("/check every key denied", port, "/deny", ALL_429, watch), SECONDS)
+    results["v1_check_redis"] = wrk(v1_check("POST /v1/check Redis", port, watch), SECONDS)
+    no_fallback(admin, "/check every key denied, POST /v1/check Redis")
+    half = results["check_redis_allowed"]["rps"] / 2
+    results["check_latency_at_half_peak"] = paced(check("/check paced", port, "/allow", ALL_200, watch), half)
+    # The same offered rate on the HTTP floor: this machine's own latency at that load.
+    fp, fport = start_anchor("floor")
+    results["floor_latency_at_same_rate"] = paced(Target("http floor paced", fport, "/", ALL_200, watch={"anchor": fp.pid}),
+                                                  half)
+    stop(fp)
+    results["redis_cpu_per_decision"] = redis_cpu_per_decision(rp, port, watch)
+    no_fallback(admin, "paced /check, Redis CPU per algorithm")
+    # Distinct keys seen: each request a new client address, stopped at DISTINCT answers.
+    base = rss_kb(tg.pid)
+    r = fill(check("/check distinct clients", port, "/allow", ALL_200, watch), REDIS_DISTINCT,
+             results["check_redis_allowed"]["rps"])
+    results["rss_redis_store"] = {"distinct_keys": REDIS_DISTINCT, "answers": r["requests"], "rss_before_mb": round(base / 1024, 1),
+                                  "peak_rss_mb": round(rss_kb(tg.pid, "VmHWM") / 1024, 1)}
+    no_fallback(admin, "/check distinct clients")
+    stop(tg)
+
+
+def no_fallback(admin, runs):
+    """A Redis-mode run measures Redis decisions: none may come from on_redis_error."""
+    n = fallback_decisions(admin)
+    if n:
+        raise BenchFailure(f"{runs}: {n:.0f} decisions came from on_redis_error (Redis timed out or the "
+                           "breaker was open), not from Redis")
+
+
+def fill(t, clients, rate, per_client=1):
+    """`per_client` requests for each of `clients` fresh clients. Each wrk
+    thread stops after its share of answers, but wrk still waits out -d, so
+    -d is sized from `rate` (the measured peak) and, when the machine was
+    slower than that, further passes continue the key sequence where the
+    answers stopped (at most a few keys near a pass boundary are skipped)."""
+    total, done, passes = clients * per_client, 0, []
+    while done < total:
+        if len(passes) == 6:
+            raise BenchFailure(f"{t.describe()}: {done} answers after 6 passes, fewer than the {total} needed")
+        left = total - done
+        r = wrk(t, int(left / max(rate, 1000) * 1.2) + 2, keys=clients, quota=(left + 1) // 2, start=done)
+        passes.append(r)
+        done += r["requests"]
+    out = dict(passes[0])
+    out["requests"] = done
+    out["statuses"] = {s: sum(p["statuses"].get(s, 0) for p in passes) for s in set().union(*(p["statuses"] for p in passes))}
+    out["passes"] = len(passes)
+    return out
+
+
+def prime(t, rate):
+    """Put every one of the KEYS clients over a 1/h limit: two fills (a pass
+    boundary may skip a key; two passes with different boundaries will not)."""
+    first = fill(t, KEYS, rate)
+    second = fill(t, KEYS, rate)
+    if second["statuses"].get("200", 0) > first["passes"] * 64:
+        raise BenchFailure(f"{t.describe()}: the second priming pass still had {second['statuses']['200']} first hits")
+    return {"first_pass": first["statuses"], "second_pass": second["statuses"]}
+
+
+def paced(t, rate):
+    """Latency at about `rate` requests/s: each connection waits 1 ms after every
+    answer (wrk's delay()), so each offers a bounded rate; a 2 s probe run
+    measures that per-connection rate and sets the number of connections."""
+    probe_conns = max(2, round(rate / 1000))
+    probe = wrk(t, 2, connections=probe_conns, delay_ms=1)
+    per_conn = max(probe["rps"] / probe_conns, 1.0)
+    conns = max(2, round(rate / per_conn))
+    r = wrk(t, SECONDS, connections=conns, delay_ms=1)
+    return {"target_rps": round(rate), **r}
+
+
+def redis_cpu_per_decision(rp, port, watch):
+    """Redis CPU per decision, per algorithm: script time from INFO commandstats,
+    and the whole redis-server process (network, parsing) from INFO cpu."""
+    out = {}
     for alg, tag in [("fixed_window", "fw"), ("sliding_window", "sw"), ("sliding_log", "sl"), ("gcra", "gc")]:
-        sha = redis(redis_port, "SCRIPT", "LOAD", open(os.path.join(ROOT, "lua", f"{alg}.lua")).read())
-        before = int(redis_info(redis_port, "used_memory"))
-        # Keys as tollgate names them: prefix, {rule|client IP}, algorithm, period.
-        cmds = "".join(resp("EVALSHA", sha, 1, f"tg:rl:{{login|{bench_ip(i)}}}:{tag}:3600000", 1, 100, 3600000)
-                       for i in range(n))
-        subprocess.run(["redis-cli", "-p", str(redis_port), "--pipe"], input=cmds, capture_output=True, text=True)
-        after = int(redis_info(redis_port, "used_memory"))
-        sample = redis(redis_port, "MEMORY", "USAGE", f"tg:rl:{{login|{bench_ip(1)}}}:{tag}:3600000")
-        result[alg] = {"bytes_per_counter": round((after - before) / n, 1), "memory_usage_sample": int(sample or 0)}
-        redis(redis_port, "FLUSHDB")  # our own throwaway Redis
-    # sliding_log grows per admitted request: 10 requests on each of n/10 keys.
-    sha = redis(redis_port, "SCRIPT", "LOAD", open(os.path.join(ROOT, "lua", "sliding_log.lua")).read())
-    before = int(redis_info(redis_port, "used_memory"))
-    cmds = "".join(resp("EVALSHA", sha, 1, f"tg:rl:{{login|{bench_ip(i % (n // 10))}}}:sl:3600000", 1, 100, 3600000)
-                   for i in range(n))
-    subprocess.run(["redis-cli", "-p", str(redis_port), "--pipe"], input=cmds, capture_output=True, text=True)
-    after = int(redis_info(redis_port, "used_memory"))
-    result["sliding_log"]["bytes_per_stored_request_at_10_per_key"] = round((after - before) / n, 1)
-    redis(redis_port, "FLUSHDB")
-    return result
+        redis(rp, "CONFIG", "RESETSTAT")
+        cpu0 = redis_cpu(rp)
+        r = wrk(check(f"/check {alg}", port, f"/{tag}", ALL_200, watch), max(2, SECONDS // 2))
+        cpu = redis_cpu(rp) - cpu0
+        stats = commandstats(rp)
+        decisions = r["statuses"]["200"] + 1  # + the probe
+        calls, usec, failed = stats.get("evalsha", (0, 0, 0))
+        if failed:
+            raise BenchFailure(f"/check {alg}: {failed} EVALSHA calls failed in Redis")
+        out[alg] = {"decisions": decisions, "evalsha_calls": calls, "script_us_per_decision": round(usec / decisions, 2),
+                    "redis_process_us_per_decision": round(cpu * 1e6 / decisions, 2),
+                    "other_commands": {k: v for k, v in stats.items() if k not in ("evalsha", "config", "info")},
+                    "rps": r["rps"]}
+    return out
+
+
+# === scale: replicas sharing one Redis ===
+
+
+def scale(rp):
+    out = {}
+    for n in (1, 2, 4):
+        nodes = [start_tollgate(rp, "scale") for _ in range(n)]
+        watch = {f"tollgate{i}": p.pid for i, (p, _, _) in enumerate(nodes)}
+        watch["redis"] = REDIS_PID
+        threads = 2 if n == 1 else 1
+        procs = [(t, start_wrk(t, SECONDS, connections=CONNECTIONS // n, threads=threads))
+                 for t in [check(f"/check replica {i} of {n}", port, "/allow", ALL_200, watch if i == 0 else {})
+                           for i, (_, port, _) in enumerate(nodes)]]
+        runs = [finish_wrk(t, p) for t, p in procs]
+        for _, _, admin in nodes:
+            no_fallback(admin, f"{n} replicas")
+        total = sum(r["rps"] for r in runs)
+        secs = runs[0]["seconds"]
+        cpu = runs[0]["cpu_seconds"]
+        out[str(n)] = {"rps": round(total, 1), "per_replica_rps": [r["rps"] for r in runs],
+                       "statuses": [r["statuses"] for r in runs],
+                       "cores_used": {"redis": round(cpu.get("redis", 0) / secs, 2),
+                                      "tollgate_all": round(sum(v for k, v in cpu.items() if k.startswith("tollgate")) / secs, 2),
+                                      "wrk_all": round(sum(r["cpu_seconds"]["wrk"] for r in runs) / secs, 2)},
+                       "loadavg_after": runs[-1]["loadavg_after"]}
+        for p, _, _ in nodes:
+            stop(p)
+    return out
+
+
+# === embedded store ===
+
+
+def embedded_runs(results):
+    tg, port, admin = start_tollgate(None)
+    watch = {"tollgate": tg.pid}
+    results["check_embedded_allowed"] = wrk(check("/check embedded allowed", port, "/allow", ALL_200, watch), SECONDS)
+    prime(check("/check embedded deny priming", port, "/deny", {"200", "429"}, watch),
+          results["check_embedded_allowed"]["rps"])
+    results["check_embedded_denied"] = wrk(check("/check embedded every key denied", port, "/deny", ALL_429, watch), SECONDS)
+    results["v1_check_embedded"] = wrk(v1_check("POST /v1/check embedded", port, watch), SECONDS)
+    stop(tg)
+
+
+def embedded_memory(rate):
+    """Process memory per client in the embedded store: RSS growth over DISTINCT
+    fresh clients (one request each) on a node with one 100/h rule; for
+    sliding_log also per extra stored entry (10 more on DISTINCT/10 clients)."""
+    out = {}
+    for alg, tag in [("fixed_window", "fw"), ("gcra", "gc"), ("sliding_log", "sl")]:
+        tg, port, _ = start_tollgate(None, limit="100/h")
+        t = check(f"/check embedded {alg} distinct clients", port, f"/{tag}", ALL_200, {"tollgate": tg.pid})
+        wrk(t, 2, keys=1000, quota=500)  # warm up: threads, pools, allocator
+        before = rss_kb(tg.pid)
+        r = fill(t, DISTINCT, rate)
+        after = rss_kb(tg.pid)
+        out[alg] = {"clients": DISTINCT, "answers": r["requests"], "rss_before_mb": round(before / 1024, 1),
+                    "rss_after_mb": round(after / 1024, 1), "bytes_per_client": round((after - before) * 1024 / DISTINCT, 1),
+                    "rps": r["rps"]}
+        if alg == "sliding_log":
+            # 10 more entries on each of DISTINCT/10 clients: all within 100/h.
+            extra = fill(t, DISTINCT // 10, rate, per_client=10)
+            grown = rss_kb(tg.pid)
+            out[alg]["extra_entries"] = extra["statuses"]["200"]
+            out[alg]["bytes_per_extra_entry"] = round((grown - after) * 1024 / extra["statuses"]["200"], 1)
+        stop(tg)
+    return out
+
+
+# === Limitador (optional, LIMITADOR_BIN) ===
+
+
+def limitador(rp, binary):
+    out = {"revision": limitador_revision(binary)}
+    body = '{"namespace":"bench","values":{"key":"k%d"},"delta":1}'
+    for mode, redis_port in [("redis", rp), ("memory", None)]:
+        p, port = start_limitador(binary, redis_port)
+        watch = {"limitador": p.pid, **({"redis": REDIS_PID} if redis_port else {})}
+        out[mode] = wrk(Target(f"Limitador {mode}", port, "/check_and_report", ALL_200, method="POST", body=body,
+                               watch=watch), SECONDS)
+        stop(p)
+    return out
+
+
+# === allowlist ===
 
 
 def bench_ip(i):
@@ -280,7 +291,7 @@ def bench_ip(i):
 
 def load_allowlist(redis_port, prefix, n):
     """n entries (/32s of 198.18.0.0/15) through the allow_upsert script, pipelined."""
-    sha = redis(redis_port, "SCRIPT", "LOAD", open(os.path.join(ROOT, "lua", "allow_upsert.lua")).read())
+    sha = redis(redis_port, "SCRIPT", "LOAD", lua("allow_upsert"))
     tag = f"{prefix}:{{{prefix}:allow}}"
     keys = [f"{tag}:meta", f"{tag}:entries", f"{tag}:exp", f"{tag}:events"]
     cmds = "".join(resp("EVALSHA", sha, 4, *keys, f"{bench_ip(i)}/32", 3_600_000, "bench", "bench", "benchepoch", 604_800_000, 1_000_000)
@@ -311,6 +322,8 @@ def propagation(redis_port, adds=100, followers=4):
                 if r.status == 200:
                     seen[k] = time.perf_counter()
                     return
+                if r.status != 403:
+                    raise BenchFailure(f"propagation: /check on the gate answered {r.status}, expected 403 or 200")
 
         threads = [threading.Thread(target=poll, args=(k, node[1])) for k, node in enumerate(nodes)]
         for t in threads:
@@ -321,12 +334,16 @@ def propagation(redis_port, adds=100, followers=4):
         t0 = time.perf_counter()
         go.set()
         admin.request("POST", "/v1/allowlist", body, {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"})
-        assert admin.getresponse().status == 201
+        status = admin.getresponse().status
+        if status != 201:
+            raise BenchFailure(f"propagation: POST /v1/allowlist answered {status}, expected 201")
         for t in threads:
             t.join()
         samples += [(t - t0) * 1000 for t in seen if t is not None]
     for p, _, _ in [writer, *nodes]:
         stop(p)
+    if len(samples) != adds * followers:
+        raise BenchFailure(f"propagation: {adds * followers - len(samples)} adds never became visible within 5 s")
     samples.sort()
     pick = lambda q: round(samples[min(len(samples) - 1, int(q * len(samples)))], 2)
     return {"adds": adds, "followers": followers, "samples": len(samples), "p50_ms": pick(0.5), "p99_ms": pick(0.99)}
@@ -340,6 +357,49 @@ def lookup_bench():
     return {name.strip(): round(float(v) * units.get(u, 1), 1) for name, v, u in found}
 
 
+def redis_memory_per_counter(redis_port, n=100_000):
+    """used_memory delta over n fresh counters of each algorithm, one request
+    each; fails when Redis does not then hold exactly n keys (a script that
+    refused its arguments would otherwise measure nothing)."""
+    result = {}
+    # Our own throwaway Redis, every tollgate stopped: start empty, so DBSIZE
+    # counts exactly these counters (earlier runs' keys would expire meanwhile).
+    redis(redis_port, "FLUSHDB")
+    for alg, tag in [("fixed_window", "fw"), ("sliding_window", "sw"), ("sliding_log", "sl"), ("gcra", "gc")]:
+        sha = redis(redis_port, "SCRIPT", "LOAD", lua(alg))
+        # gcra takes a burst after each limit and period (lua/gcra.lua).
+        limit = (100, 3600000, 100) if alg == "gcra" else (100, 3600000)
+        before = int(redis_info(redis_port, "used_memory"))
+        # Keys as tollgate names them: prefix, {rule|client IP}, algorithm, period.
+        cmds = "".join(resp("EVALSHA", sha, 1, f"tg:rl:{{login|{bench_ip(i)}}}:{tag}:3600000", 1, *limit)
+                       for i in range(n))
+        subprocess.run(["redis-cli", "-p", str(redis_port), "--pipe"], input=cmds, capture_output=True, text=True)
+        after = int(redis_info(redis_port, "used_memory"))
+        keys = int(redis(redis_port, "DBSIZE"))
+        if keys != n:
+            probe = redis(redis_port, "EVALSHA", sha, "1", "tg:rl:{probe}:x", "1", *map(str, limit))
+            raise BenchFailure(f"Redis memory, {alg}: {keys} keys after {n} calls; one call answers {probe!r}")
+        sample = redis(redis_port, "MEMORY", "USAGE", f"tg:rl:{{login|{bench_ip(1)}}}:{tag}:3600000")
+        result[alg] = {"bytes_per_counter": round((after - before) / n, 1), "memory_usage_sample": int(sample or 0)}
+        redis(redis_port, "FLUSHDB")  # our own throwaway Redis
+    # sliding_log grows per admitted request: 10 requests on each of n/10 keys.
+    sha = redis(redis_port, "SCRIPT", "LOAD", lua("sliding_log"))
+    before = int(redis_info(redis_port, "used_memory"))
+    cmds = "".join(resp("EVALSHA", sha, 1, f"tg:rl:{{login|{bench_ip(i % (n // 10))}}}:sl:3600000", 1, 100, 3600000)
+                   for i in range(n))
+    subprocess.run(["redis-cli", "-p", str(redis_port), "--pipe"], input=cmds, capture_output=True, text=True)
+    after = int(redis_info(redis_port, "used_memory"))
+    stored = sum(int(redis(redis_port, "ZCARD", f"tg:rl:{{login|{bench_ip(i)}}}:sl:3600000") or 0) for i in (0, 1, 2))
+    if stored != 30:
+        raise BenchFailure(f"Redis memory, sliding_log: {stored} entries on 3 sampled keys, expected 30")
+    result["sliding_log"]["bytes_per_stored_request_at_10_per_key"] = round((after - before) / n, 1)
+    redis(redis_port, "FLUSHDB")
+    return result
+
+
+# === the run ===
+
+
 def machine():
     cpu = "unknown"
     try:
@@ -349,56 +409,46 @@ def machine():
     except OSError:
         pass
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     ver = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.strip()
-    return {"cores": os.cpu_count(), "cpu": cpu, "kernel": platform.release(), "redis": ver, "tollgate_rev": rev,
-            "seconds_per_run": SECONDS, "connections": CONNECTIONS, "keys": KEYS}
+    return {"cores": os.cpu_count(), "cpu": cpu, "kernel": platform.release(), "redis": ver,
+            "tollgate_rev": rev + ("+dirty" if dirty else ""), "tollgate_bin": BIN, "seconds_per_run": SECONDS,
+            "connections": CONNECTIONS, "keys": KEYS, "loadavg_at_start": loadavg(),
+            "note": "shared machine: other jobs may run; compare ratios within this run"}
+
+
+REDIS_PID = None
 
 
 def main():
+    global REDIS_PID
     results = {"machine": machine(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    rp = start_redis()
-    print(f"bench: {results['machine']['cores']} cores, {results['machine']['cpu']}; {SECONDS}s per run", flush=True)
+    say(f"{results['machine']['cores']} cores, {results['machine']['cpu']}; {SECONDS}s per run; "
+        f"load average {results['machine']['loadavg_at_start']}")
+    rproc, rp = start_redis()
+    REDIS_PID = rproc.pid
 
+    say("anchors")
     results["ceiling_evalsha"] = ceiling(rp, 1)
     results["ceiling_evalsha_p16"] = ceiling(rp, 16)
-
-    # The measured node starts on an allowlist of 100 000 entries.
-    prefix = f"rss{free_port()}"
-    results["allowlist_entries_loaded"] = load_allowlist(rp, prefix, 100_000)
-    tg, port, admin = start_tollgate(rp, prefix)
-    results["check_redis_allowed"] = wrk(port, "/allow")
-    m = metrics(admin)
-    results["check_redis_allowed"]["fallback_decisions"] = metric_sum(m, "tollgate_decisions_total", outcome="fallback_allowed")
-    wrk(port, "/deny", seconds=max(2, SECONDS // 3))  # every key over its limit
-    results["check_deny_cache"] = wrk(port, "/deny")
-    results["v1_check_redis"] = wrk(port, "/v1/check", method="POST", body='{"rule":"bench","key":"user:%d"}')
-    peak = results["check_redis_allowed"]["rps"]
-    results["check_latency_at_half_peak"] = wrk_paced(port, "/allow", peak / 2)
-    results["check_latency_at_half_peak_hey"] = hey_fixed_rate(port, "/allow", peak / 2)
-    # Distinct keys seen: one million requests, each a new client address.
-    distinct = int(os.environ.get("BENCH_DISTINCT_KEYS", "1000000"))
-    wrk(port, "/allow", seconds=max(SECONDS, int(distinct / max(peak, 1)) + 2), keys=distinct)
-    results["rss_redis_store_mb"] = round(peak_rss_mb(tg.pid), 1)
-    results["rss_redis_store_distinct_keys"] = distinct
-    stop(tg)
-
-    tg, port, admin = start_tollgate(None)
-    results["check_embedded_allowed"] = wrk(port, "/allow")
-    results["rss_embedded_mb"] = round(peak_rss_mb(tg.pid), 1)
-    stop(tg)
-
+    results.update(anchors(rp))
+    say("tollgate with Redis")
+    redis_runs(rp, results)
+    say("replicas sharing one Redis")
+    results["scale"] = scale(rp)
+    say("embedded store")
+    embedded_runs(results)
+    results["embedded_memory"] = embedded_memory(results["check_embedded_allowed"]["rps"])
+    if LIMITADOR_BIN:
+        say("Limitador")
+        results["limitador"] = limitador(rp, LIMITADOR_BIN)
+    say("allowlist")
     results["allowlist_propagation"] = propagation(rp)
-    results["allowlist_lookup_ns"] = lookup_bench()
+    if not os.environ.get("BENCH_SKIP_LOOKUP"):
+        results["allowlist_lookup_ns"] = lookup_bench()
     results["redis_memory"] = redis_memory_per_counter(rp)
-
-    c = results["ceiling_evalsha"]["rps"]
-    results["ratios"] = {
-        "check_redis_over_ceiling": round(results["check_redis_allowed"]["rps"] / c, 3),
-        "deny_cache_over_ceiling": round(results["check_deny_cache"]["rps"] / c, 3),
-        "embedded_over_ceiling": round(results["check_embedded_allowed"]["rps"] / c, 3),
-        "v1_check_over_ceiling": round(results["v1_check_redis"]["rps"] / c, 3),
-        "deny_over_allowed": round(results["check_deny_cache"]["rps"] / results["check_redis_allowed"]["rps"], 3),
-    }
+    results["machine"]["loadavg_at_end"] = loadavg()
+    results["targets"] = targets(results)
 
     print_table(results)
     day = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
@@ -408,40 +458,104 @@ def main():
     print(f"\nwritten: {os.path.relpath(out, ROOT)}")
 
 
-def print_table(r):
-    def row(name, d, ratio=None):
-        p = lambda k: f"{d[k]:.2f}" if d.get(k) is not None else "-"
-        rps = d.get("rps", d.get("achieved_rps", 0))
-        print(f"{name:<34} {rps:>10.0f} {p('p50_ms'):>8} {p('p99_ms'):>8} {p('p999_ms'):>8} {ratio or '':>8}")
+def targets(r):
+    """Issue 12's targets, each a ratio within this run: of req/s, and (steadier
+    on a shared machine) of server CPU per answer, the anchor's over ours."""
+    rps = lambda k: r[k]["rps"]
+    # Server-side CPU per answer: every watched process but the load generator.
+    cpu = lambda k: sum(v for n, v in r[k].get("cpu_us_per_request", {}).items() if n != "wrk") or None
+    rows = [
+        ("/check Redis / redis-benchmark unpipelined", "check_redis_allowed", "ceiling_evalsha", 1.0),
+        ("/check Redis / hyper+EVALSHA", "check_redis_allowed", "hyper_evalsha", 1.0),
+        ("/check embedded / HTTP floor", "check_embedded_allowed", "http_floor", 0.85),
+        ("/check all denied (Redis, deny cache) / HTTP floor", "check_deny_cache", "http_floor", 0.85),
+        ("/check all denied (embedded) / HTTP floor", "check_embedded_denied", "http_floor", 0.85),
+        ("POST /v1/check / /check (Redis)", "v1_check_redis", "check_redis_allowed", 0.9),
+        ("POST /v1/check / /check (embedded)", "v1_check_embedded", "check_embedded_allowed", 0.9),
+    ]
+    out = []
+    for name, mine, anchor, need in rows:
+        v = rps(mine) / rps(anchor)
+        row = {"target": name, "ratio": round(v, 3), "needed": need, "holds": v >= need}
+        if cpu(mine) and cpu(anchor):
+            row["cpu_ratio"] = round(cpu(anchor) / cpu(mine), 3)
+        out.append(row)
+    p99 = r["check_latency_at_half_peak"]["p99_ms"]
+    out.append({"target": "p99 ms at half peak (/check Redis)", "value": p99, "needed_at_most": 2.0, "holds": p99 <= 2.0,
+                "http_floor_p99_ms_at_same_rate": r["floor_latency_at_same_rate"]["p99_ms"]})
+    for alg in ("fixed_window", "gcra"):
+        b = r["embedded_memory"][alg]["bytes_per_client"]
+        out.append({"target": f"embedded bytes per {alg} client", "value": b, "needed_at_most": 100, "holds": b <= 100})
+    b = r["embedded_memory"]["sliding_log"]["bytes_per_extra_entry"]
+    out.append({"target": "embedded bytes per extra sliding_log entry", "value": b, "needed_at_most": 16, "holds": b <= 16})
+    if "limitador" in r:
+        for mine, theirs, need in [("v1_check_redis", "redis", 2.5), ("v1_check_embedded", "memory", 1.5)]:
+            v = rps(mine) / r["limitador"][theirs]["rps"]
+            out.append({"target": f"POST /v1/check / Limitador {theirs}", "ratio": round(v, 3), "needed": need, "holds": v >= need})
+    return out
 
-    print(f"\n{'measurement':<34} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'p99.9ms':>8} {'x ceil':>8}")
-    row("Redis EVALSHA fixed_window (ceiling)", r["ceiling_evalsha"], "1.000")
-    row("Redis EVALSHA, -P 16", r["ceiling_evalsha_p16"])
-    q = r["ratios"]
-    row("/check, Redis, all allowed", r["check_redis_allowed"], q["check_redis_over_ceiling"])
-    row("/check, every key limited", r["check_deny_cache"], q["deny_cache_over_ceiling"])
-    row("POST /v1/check, Redis", r["v1_check_redis"], q["v1_check_over_ceiling"])
-    row("/check, embedded store", r["check_embedded_allowed"], q["embedded_over_ceiling"])
+
+def print_table(r):
+    def row(name, d, ratio=""):
+        p = lambda k: f"{d[k]:.2f}" if d.get(k) is not None else "-"
+        st = ",".join(f"{s}:{n}" for s, n in d.get("statuses", {}).items())
+        us = d.get("cpu_us_per_request", {})
+        server = next((v for k, v in us.items() if k not in ("wrk", "redis")), None)
+        cpu = f"{server:.1f}" if server is not None else "-"
+        red = f"{us['redis']:.1f}" if "redis" in us else "-"
+        print(f"{name:<40} {d['rps']:>9.0f} {p('p50_ms'):>7} {p('p99_ms'):>7} {cpu:>8} {red:>8} {ratio:>16}  {st}")
+
+    floor, ceil, hev = r["http_floor"]["rps"], r["ceiling_evalsha"]["rps"], r["hyper_evalsha"]["rps"]
+    print(f"\n{'run':<40} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'srv µs/r':>8} {'redis µs':>8} {'ratio':>16}  statuses")
+    row("redis-benchmark EVALSHA (unpipelined)", r["ceiling_evalsha"], "ceiling")
+    row("redis-benchmark EVALSHA -P 16", r["ceiling_evalsha_p16"], f"{r['ceiling_evalsha_p16']['rps'] / ceil:.2f} x ceil")
+    row("hyper 200 (HTTP floor)", r["http_floor"], "floor")
+    row("hyper + EVALSHA", r["hyper_evalsha"], f"{hev / ceil:.2f} x ceil")
+    row("/check Redis, allowed", r["check_redis_allowed"], f"{r['check_redis_allowed']['rps'] / hev:.2f} x hyper+EV")
+    row("/check Redis, every key denied", r["check_deny_cache"], f"{r['check_deny_cache']['rps'] / floor:.2f} x floor")
+    row("POST /v1/check Redis", r["v1_check_redis"], f"{r['v1_check_redis']['rps'] / ceil:.2f} x ceil")
+    row("/check embedded, allowed", r["check_embedded_allowed"], f"{r['check_embedded_allowed']['rps'] / floor:.2f} x floor")
+    row("/check embedded, every key denied", r["check_embedded_denied"], f"{r['check_embedded_denied']['rps'] / floor:.2f} x floor")
+    row("POST /v1/check embedded", r["v1_check_embedded"], f"{r['v1_check_embedded']['rps'] / floor:.2f} x floor")
     h = r["check_latency_at_half_peak"]
-    row(f"/check paced, target {h['target_rps']}/s (wrk)", h)
-    h = r["check_latency_at_half_peak_hey"]
-    row(f"/check at {h['offered_rps']}/s offered (hey)", h)
-    print(f"\npeak RSS: {r['rss_redis_store_mb']} MB (Redis store, {r['allowlist_entries_loaded']} allowlist entries, "
-          f"{r['rss_redis_store_distinct_keys']} distinct keys), "
-          f"{r['rss_embedded_mb']} MB (embedded)")
+    row(f"/check paced at {h['target_rps']}/s", h, f"{h['connections']} conns")
+    h = r["floor_latency_at_same_rate"]
+    row(f"HTTP floor paced at {h['target_rps']}/s", h, f"{h['connections']} conns")
+    if "limitador" in r:
+        for mode in ("redis", "memory"):
+            row(f"Limitador {mode}", r["limitador"][mode])
+    print("\nreplicas sharing one Redis: " + "; ".join(
+        f"{n}: {s['rps']:.0f}/s (cores: redis {s['cores_used']['redis']}, tollgate {s['cores_used']['tollgate_all']}, "
+        f"wrk {s['cores_used']['wrk_all']})" for n, s in r["scale"].items()))
+    print("Redis CPU per decision (script / whole process, µs): " + ", ".join(
+        f"{a} {c['script_us_per_decision']} / {c['redis_process_us_per_decision']}" for a, c in r["redis_cpu_per_decision"].items()))
+    print("embedded memory per client (B): " + ", ".join(f"{a} {m['bytes_per_client']}" for a, m in r["embedded_memory"].items())
+          + f"; per extra sliding_log entry {r['embedded_memory']['sliding_log']['bytes_per_extra_entry']}")
+    rs = r["rss_redis_store"]
+    print(f"peak RSS, Redis store, {r['allowlist_entries_loaded']} allowlist entries, {rs['distinct_keys']} distinct clients: "
+          f"{rs['peak_rss_mb']} MB")
     for alg, m in r["redis_memory"].items():
         extra = f", {m['bytes_per_stored_request_at_10_per_key']} B per stored request" if "bytes_per_stored_request_at_10_per_key" in m else ""
         print(f"Redis memory, {alg}: {m['bytes_per_counter']} B per counter (MEMORY USAGE {m['memory_usage_sample']} B){extra}")
-    print(f"deny path / allowed path: {q['deny_over_allowed']}")
     p = r["allowlist_propagation"]
     print(f"allowlist add -> visible on {p['followers']} followers: p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms ({p['samples']} samples)")
-    print("allowlist lookup, 100k entries (ns): " + ", ".join(f"{k} {v}" for k, v in r["allowlist_lookup_ns"].items()))
+    if "allowlist_lookup_ns" in r:
+        print("allowlist lookup, 100k entries (ns): " + ", ".join(f"{k} {v}" for k, v in r["allowlist_lookup_ns"].items()))
+    print("\ntargets (ratios in this run):")
+    for t in r["targets"]:
+        v = t.get("ratio", t.get("value"))
+        need = f">= {t['needed']}" if "needed" in t else f"<= {t['needed_at_most']}"
+        by_cpu = f"; by server CPU per answer {t['cpu_ratio']}" if "cpu_ratio" in t else ""
+        if "http_floor_p99_ms_at_same_rate" in t:
+            by_cpu = f"; the HTTP floor's p99 at the same rate: {t['http_floor_p99_ms_at_same_rate']} ms"
+        print(f"  {'holds ' if t['holds'] else 'MISSES'} {t['target']}: {v} (need {need}){by_cpu}")
+    print(f"load average: start {r['machine']['loadavg_at_start']}, end {r['machine']['loadavg_at_end']}")
 
 
 if __name__ == "__main__":
     try:
         main()
+    except BenchFailure as e:
+        sys.exit(f"bench: FAILED: {e}")
     finally:
-        for p in PROCS:
-            if p.poll() is None:
-                p.kill()
+        kill_all()

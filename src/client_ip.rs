@@ -3,7 +3,11 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
+
+// Parsed once: a name given as `&str` is validated on every lookup.
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 use ipnet::{IpNet, Ipv6Net};
 
 #[derive(Clone, Debug)]
@@ -40,7 +44,7 @@ impl ClientIpResolver {
             return peer;
         }
         let mut hops = headers
-            .get_all("x-forwarded-for")
+            .get_all(&X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
@@ -48,7 +52,7 @@ impl ClientIpResolver {
             .filter(|s| !s.is_empty())
             .collect::<Vec<_>>();
         if hops.is_empty() {
-            if let Some(real) = headers.get("x-real-ip").and_then(|v| v.to_str().ok()) {
+            if let Some(real) = headers.get(&X_REAL_IP).and_then(|v| v.to_str().ok()) {
                 if let Some(ip) = parse_hop(real.trim()) {
                     return ip;
                 }

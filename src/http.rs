@@ -23,15 +23,17 @@ use crate::app::App;
 /// Routes on `server.listen`.
 pub fn decision_router(app: Arc<App>) -> Router {
     Router::new()
+        // The forward-auth handlers observe themselves (`observe::observed`).
         .route("/check", any(forward_auth::standard))
         .route("/check/nginx", any(forward_auth::nginx))
         // Envoy's ext_authz appends the original path to its path_prefix.
         .route("/check/{*path}", any(forward_auth::standard_with_path))
         .route(
             "/v1/check",
-            post(api_check::check).layer(DefaultBodyLimit::max(api_check::MAX_BODY_BYTES)),
+            post(api_check::check)
+                .layer(DefaultBodyLimit::max(api_check::MAX_BODY_BYTES))
+                .route_layer(from_fn_with_state(app.clone(), observe::observe)),
         )
-        .route_layer(from_fn_with_state(app.clone(), observe::observe))
         .with_state(app)
 }
 

@@ -81,15 +81,15 @@ impl KeySpace {
 
     /// Everything of a limiter key but its period: `tg:rl:{login|1.2.3.4}:fw`.
     pub fn limit_base(&self, algorithm: Algorithm, rule: &str, key: &str) -> String {
-        let mut s = String::with_capacity(self.prefix.len() + rule.len() + key.len() + 12);
-        let _ = write!(
-            s,
-            "{}:rl:{{{}|{}}}:{}",
-            self.prefix,
-            rule,
-            key,
-            algorithm.tag()
-        );
+        // Pieces pushed one by one: this runs once per decision.
+        let mut s = String::with_capacity(self.prefix.len() + rule.len() + key.len() + 24);
+        s.push_str(&self.prefix);
+        s.push_str(":rl:{");
+        s.push_str(rule);
+        s.push('|');
+        s.push_str(key);
+        s.push_str("}:");
+        s.push_str(algorithm.tag());
         s
     }
 

@@ -19,6 +19,8 @@ mod allowlist;
 mod allowlist_resync;
 /// The allowlist at scale: paged snapshots racing writes, a 3-node 200 000-entry resync, mass expiry.
 mod allowlist_scale;
+/// The benchmark harness's probe and run checks against a real tollgate (it once measured 404s).
+mod bench_harness;
 /// No client can hurt Redis or the process: `POST /v1/check` caps (400 naming
 /// the field), shadow and decision counts there, bounded keys, connection limits and timeouts.
 mod bounds;

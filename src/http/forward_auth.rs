@@ -9,48 +9,82 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, Method, Uri};
-use axum::response::Response;
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method};
+use axum::response::{IntoResponse, Response};
 
+use super::observe::observed;
 use super::response::{decision_response, refusal_response, Flavor};
 use crate::app::App;
 use crate::metrics::ReasonLabels;
 use crate::request::forwarded::{self, Refusal, RefusalReason};
 use crate::request::RequestView;
 
-pub async fn standard(
-    State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    decide(&app, peer, &method, uri.path(), &headers, Flavor::Standard).await
+// The handlers take the request whole: the `HeaderMap`, `Uri` and `Method`
+// extractors would each clone their part of it.
+
+pub async fn standard(State(app): State<Arc<App>>, req: Request) -> Response {
+    let (parts, peer) = match split(req).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let answer = decide(
+        &app,
+        peer,
+        &parts.method,
+        parts.uri.path(),
+        &parts.headers,
+        Flavor::Standard,
+    );
+    observed(&app, "/check", &parts.headers, answer).await
 }
 
-pub async fn nginx(
-    State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    headers: HeaderMap,
-) -> Response {
-    decide(&app, peer, &method, "/", &headers, Flavor::Nginx).await
+pub async fn nginx(State(app): State<Arc<App>>, req: Request) -> Response {
+    let (parts, peer) = match split(req).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let answer = decide(
+        &app,
+        peer,
+        &parts.method,
+        "/",
+        &parts.headers,
+        Flavor::Nginx,
+    );
+    observed(&app, "/check/nginx", &parts.headers, answer).await
 }
 
-pub async fn standard_with_path(
-    State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
+pub async fn standard_with_path(State(app): State<Arc<App>>, req: Request) -> Response {
+    let (parts, peer) = match split(req).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
     // `/check/login?x=1` asks about `/login?x=1` unless a header names the URI.
     // The raw target, not axum's decoded `Path`: normalising is `path`'s job,
     // and decoding `%2F` first would hide an ambiguity from it.
-    let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let original = target.strip_prefix("/check").unwrap_or(target);
-    decide(&app, peer, &method, original, &headers, Flavor::Standard).await
+    let answer = decide(
+        &app,
+        peer,
+        &parts.method,
+        original,
+        &parts.headers,
+        Flavor::Standard,
+    );
+    observed(&app, "/check/{*path}", &parts.headers, answer).await
+}
+
+/// The request's parts and its peer (as the `ConnectInfo` extractor finds
+/// it, a test's `MockConnectInfo` included; without one, its 500).
+async fn split(req: Request) -> Result<(Parts, SocketAddr), Response> {
+    let (mut parts, _body) = req.into_parts();
+    match ConnectInfo::<SocketAddr>::from_request_parts(&mut parts, &()).await {
+        Ok(ConnectInfo(peer)) => Ok((parts, peer)),
+        Err(rejection) => Err(rejection.into_response()),
+    }
 }
 
 /// Read the original request from the proxy's headers and decide it.

@@ -12,10 +12,9 @@
 //! Denials have an empty body: with a body nginx cannot keep its upstream
 //! connection to us alive.
 
-use std::fmt::Write;
-
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -64,45 +63,48 @@ pub fn decision_parts(decision: &Decision, flavor: Flavor) -> (StatusCode, Heade
     };
     let mut headers = HeaderMap::new();
     let h = &mut headers;
+    // Header names as constants: an `&str` name is parsed on every insert.
     if let Some(ms) = retry_after_ms {
-        h.insert("retry-after", num(secs(ms).max(1)));
+        h.insert(RETRY_AFTER, num(secs(ms).max(1)));
     }
     if let Some(reason) = reason {
-        h.insert("x-tollgate-reason", HeaderValue::from_static(reason));
+        h.insert(X_TOLLGATE_REASON, HeaderValue::from_static(reason));
     }
     if !decision.items.is_empty() {
         // IETF httpapi RateLimit headers (draft-ietf-httpapi-ratelimit-headers):
         // RateLimit-Policy: "login";q=5;w=60   RateLimit: "login";r=3;t=42
-        let mut policy = String::new();
-        let mut limit = String::new();
+        let room: usize = decision.items.iter().map(|i| i.name.len() + 34).sum();
+        let mut policy = String::with_capacity(room);
+        let mut limit = String::with_capacity(room);
         for (i, item) in decision.items.iter().enumerate() {
-            let sep = if i == 0 { "" } else { ", " };
             let s = &item.state;
-            let _ = write!(
-                policy,
-                "{sep}\"{}\";q={};w={}",
-                item.name,
-                s.limit,
-                secs(s.period_ms)
-            );
-            let _ = write!(
-                limit,
-                "{sep}\"{}\";r={};t={}",
-                item.name,
-                s.remaining,
-                secs(s.reset_ms)
-            );
+            if i > 0 {
+                policy.push_str(", ");
+                limit.push_str(", ");
+            }
+            for (out, a, b, x, y) in [
+                (&mut policy, ";q=", ";w=", s.limit, secs(s.period_ms)),
+                (&mut limit, ";r=", ";t=", s.remaining, secs(s.reset_ms)),
+            ] {
+                out.push('"');
+                out.push_str(&item.name);
+                out.push('"');
+                out.push_str(a);
+                push_u64(out, x);
+                out.push_str(b);
+                push_u64(out, y);
+            }
         }
         if let Ok(v) = HeaderValue::from_str(&policy) {
-            h.insert("ratelimit-policy", v);
+            h.insert(RATELIMIT_POLICY, v);
         }
         if let Ok(v) = HeaderValue::from_str(&limit) {
-            h.insert("ratelimit", v);
+            h.insert(RATELIMIT, v);
         }
         if let Some(t) = tightest(decision.items.iter().map(|i| &i.state)) {
-            h.insert("x-ratelimit-limit", num(t.limit));
-            h.insert("x-ratelimit-remaining", num(t.remaining));
-            h.insert("x-ratelimit-reset", num(secs(t.reset_ms)));
+            h.insert(X_RATELIMIT_LIMIT, num(t.limit));
+            h.insert(X_RATELIMIT_REMAINING, num(t.remaining));
+            h.insert(X_RATELIMIT_RESET, num(secs(t.reset_ms)));
         }
     }
     (status, headers)
@@ -120,6 +122,28 @@ pub fn refusal_response(field: &str, message: String, flavor: Flavor) -> Respons
             resp
         }
     }
+}
+
+const X_TOLLGATE_REASON: HeaderName = HeaderName::from_static("x-tollgate-reason");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// Decimal digits of `n`, without the formatting machinery (hot path).
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
 }
 
 fn num(n: u64) -> HeaderValue {
@@ -182,5 +206,19 @@ impl IntoResponse for ApiError {
                 .insert("www-authenticate", HeaderValue::from_static("Bearer"));
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_u64;
+
+    #[test]
+    fn numbers_in_headers_are_plain_decimals() {
+        for n in [0, 7, 10, 3600, 1_000_000_000, u64::MAX] {
+            let mut out = String::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string());
+        }
     }
 }

@@ -146,14 +146,18 @@ impl LocalStore {
                 return self.budget.refuse(call.limits);
             }
         }
-        let mut entry = self
-            .map
-            .entry(call.base.to_string())
-            .or_insert_with(|| Entry {
-                periods: Vec::new(),
-                slots: Slots::new(call.algorithm, 0),
-                bytes: 0,
-            });
+        // A known key is looked up by `&str`; only a new one allocates its String.
+        let mut entry = match self.map.get_mut(call.base) {
+            Some(e) => e,
+            None => self
+                .map
+                .entry(call.base.to_string())
+                .or_insert_with(|| Entry {
+                    periods: Vec::new(),
+                    slots: Slots::new(call.algorithm, 0),
+                    bytes: 0,
+                }),
+        };
         let outcome = Self::run(&mut entry, now, call);
         let bytes = entry.bytes(call.base.len());
         self.budget.changed(entry.bytes, bytes);

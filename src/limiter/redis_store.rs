@@ -7,7 +7,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
-use redis::{RedisError, Script};
+use redis::{Cmd, ErrorKind, RedisError, Script, ScriptInvocation, ServerErrorKind};
 
 use super::{Algorithm, Call, Outcome, StoreError};
 use crate::keys::KeySpace;
@@ -118,21 +118,19 @@ impl RedisStore {
     }
 
     pub async fn check(&self, call: Call<'_>) -> Result<Outcome, StoreError> {
-        let mut inv = script(call.algorithm).prepare_invoke();
-        for rate in call.limits {
-            inv.key(KeySpace::limit_key(call.base, rate.period_ms));
-        }
-        inv.arg(call.cost);
-        for rate in call.limits {
-            inv.arg(rate.limit).arg(rate.period_ms);
-            if call.algorithm == Algorithm::Gcra {
-                inv.arg(call.burst.unwrap_or(rate.limit));
-            }
-        }
         let mut conn = self.connection()?;
-        // EVALSHA, and on NOSCRIPT one EVAL (which loads it): never a blind retry,
-        // since after a timeout the increment may already have happened.
-        let reply: Vec<i64> = tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn))
+        // EVALSHA built in one buffer; on NOSCRIPT (Redis lost its scripts, so
+        // this call did not run) once more through `Script`, whose EVAL loads
+        // it. Never a blind retry: after a timeout the increment may have happened.
+        let ask = async {
+            match evalsha(call).query_async::<Vec<i64>>(&mut conn).await {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    invocation(call).invoke_async(&mut conn).await
+                }
+                r => r,
+            }
+        };
+        let reply: Vec<i64> = tokio::time::timeout(self.timeout, ask)
             .await
             .map_err(|_| StoreError::Timeout(self.timeout))?
             .map_err(classify)?;
@@ -167,8 +165,60 @@ impl RedisStore {
     }
 }
 
+/// A call's script arguments, in the order of `lua/*.lua`: a key per limit;
+/// then the cost and, per limit, its units and period (and burst, for gcra).
+fn arguments(call: Call<'_>, mut key: impl FnMut(String), mut arg: impl FnMut(u64)) {
+    for rate in call.limits {
+        key(KeySpace::limit_key(call.base, rate.period_ms));
+    }
+    arg(call.cost);
+    for rate in call.limits {
+        arg(rate.limit);
+        arg(rate.period_ms);
+        if call.algorithm == Algorithm::Gcra {
+            arg(call.burst.unwrap_or(rate.limit));
+        }
+    }
+}
+
+/// The call as one EVALSHA command: every argument in one buffer (a
+/// `ScriptInvocation` allocates per argument, then copies them into one).
+fn evalsha(call: Call<'_>) -> Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script(call.algorithm).get_hash())
+        .arg(call.limits.len());
+    let mut args = Vec::with_capacity(1 + 3 * call.limits.len());
+    arguments(
+        call,
+        |k| {
+            cmd.arg(k);
+        },
+        |a| args.push(a),
+    );
+    for a in args {
+        cmd.arg(a);
+    }
+    cmd
+}
+
+/// The call through `Script`, which loads the script when Redis lacks it.
+fn invocation(call: Call<'_>) -> ScriptInvocation<'static> {
+    let mut inv = script(call.algorithm).prepare_invoke();
+    let mut args = Vec::new();
+    arguments(
+        call,
+        |k| {
+            inv.key(k);
+        },
+        |a| args.push(a),
+    );
+    for a in args {
+        inv.arg(a);
+    }
+    inv
+}
+
 pub(crate) fn classify(e: RedisError) -> StoreError {
-    use redis::{ErrorKind, ServerErrorKind};
     let failing_over = matches!(
         e.kind(),
         ErrorKind::Server(

@@ -21,7 +21,7 @@
 
 use std::str::FromStr;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 
 /// `server.forwarded_request`: the header family the proxies set.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -158,7 +158,10 @@ pub fn read(
         (family.uri_header(), other.uri_header(), uri),
         (family.method_header(), other.method_header(), method),
     ] {
-        if said.is_none() && headers.contains_key(theirs) {
+        if said.is_none()
+            && known(theirs)
+                .map_or_else(|| headers.contains_key(theirs), |n| headers.contains_key(n))
+        {
             return Err(Refusal {
                 field: mine,
                 reason: RefusalReason::WrongFamily,
@@ -177,10 +180,32 @@ pub fn read(
     })
 }
 
+/// The names this module reads, parsed once: a name given as `&str` is
+/// validated and lower-cased on every lookup (several per decision).
+fn known(name: &str) -> Option<&'static HeaderName> {
+    static URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+    static METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+    static ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+    static ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+    static HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+    Some(match name {
+        "x-forwarded-uri" => &URI,
+        "x-forwarded-method" => &METHOD,
+        "x-original-uri" => &ORIGINAL_URI,
+        "x-original-method" => &ORIGINAL_METHOD,
+        "x-forwarded-host" => &HOST,
+        "host" => &axum::http::header::HOST,
+        _ => return None,
+    })
+}
+
 /// The value of a header sent at most once; twice is refused: a proxy
 /// appended its value to the client's instead of replacing it.
 fn one<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<Option<&'a str>, Refusal> {
-    let mut values = headers.get_all(name).iter();
+    let mut values = match known(name) {
+        Some(n) => headers.get_all(n).iter(),
+        None => headers.get_all(name).iter(),
+    };
     let Some(first) = values.next() else {
         return Ok(None);
     };

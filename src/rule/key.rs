@@ -5,6 +5,30 @@ use std::fmt;
 use crate::keys::bounded_part;
 use crate::request::RequestView;
 
+/// An address as `Display` writes it; IPv4 octet by octet (once per decision).
+fn push_ip(out: &mut String, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push((b'0' + octet / 100) as char);
+                }
+                if octet >= 10 {
+                    out.push((b'0' + octet / 10 % 10) as char);
+                }
+                out.push((b'0' + octet % 10) as char);
+            }
+        }
+        v6 => {
+            use std::fmt::Write;
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyPart {
     /// The client address (IPv6 reduced to its `client_ip.ipv6_prefix` network).
@@ -55,10 +79,7 @@ impl KeyTemplate {
                 out.push('+');
             }
             match part {
-                KeyPart::Ip => {
-                    use std::fmt::Write;
-                    let _ = write!(out, "{}", req.client_key_ip?);
-                }
+                KeyPart::Ip => push_ip(&mut out, req.client_key_ip?),
                 KeyPart::Header(name) => {
                     let value = req.headers.get(name.as_str())?.to_str().ok()?;
                     out.push_str(&bounded_part(value));
@@ -108,6 +129,22 @@ impl fmt::Display for KeyTemplate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_parts_are_written_as_display_writes_them() {
+        for text in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.100.9",
+            "198.18.39.16",
+            "2001:db8::1",
+        ] {
+            let ip: std::net::IpAddr = text.parse().unwrap();
+            let mut out = String::new();
+            push_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string());
+        }
+    }
 
     #[test]
     fn templates_parse_and_print() {

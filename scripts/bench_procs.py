@@ -1,0 +1,239 @@
+"""The processes scripts/bench.py measures: its own redis-server, tollgate
+replicas, the anchors (bench/anchors) and, when LIMITADOR_BIN is set,
+Limitador. Everything on loopback, on free ports, killed at exit."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+from bench_load import WORK
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+# TOLLGATE_BIN measures another build (an A/B, or the binary of an earlier commit).
+BIN = os.environ.get("TOLLGATE_BIN", os.path.join(TARGET, "release", "tollgate"))
+ANCHOR_BIN = os.path.join(TARGET, "anchors", "release", "anchor")
+ADMIN_TOKEN = "bench-token"
+PROCS = []
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check, what, timeout=15):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    sys.exit(f"bench: {what} did not come up")
+
+
+def spawn(args, **kw):
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    PROCS.append(p)
+    return p
+
+
+def stop(p):
+    p.terminate()
+    try:
+        p.wait(10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+
+
+def kill_all():
+    for p in PROCS:
+        if p.poll() is None:
+            p.kill()
+
+
+def port_open(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+
+
+# === Redis ===
+
+
+def start_redis():
+    port = free_port()
+    p = spawn(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+    wait_for(lambda: redis(port, "PING") == "PONG", "redis-server")
+    return p, port
+
+
+def redis(port, *args, stdin=None):
+    out = subprocess.run(["redis-cli", "-p", str(port), *args], input=stdin, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def redis_info(port, field, section=""):
+    m = re.search(rf"^{field}:(\S+)", redis(port, "INFO", *([section] if section else [])), re.M)
+    return m.group(1) if m else None
+
+
+def redis_cpu(port):
+    """Redis's own user + system CPU seconds so far."""
+    return float(redis_info(port, "used_cpu_user", "cpu")) + float(redis_info(port, "used_cpu_sys", "cpu"))
+
+
+def commandstats(port):
+    """{command: (calls, usec, failed + rejected calls)} from INFO commandstats."""
+    out = {}
+    for line in redis(port, "INFO", "commandstats").splitlines():
+        m = re.match(r"cmdstat_(\S+?):(.*)", line)
+        if m:
+            f = dict(kv.split("=") for kv in m.group(2).split(","))
+            bad = int(f.get("failed_calls", 0)) + int(f.get("rejected_calls", 0))
+            out[m.group(1)] = (int(f["calls"]), int(f["usec"]), bad)
+    return out
+
+
+def resp(*args):
+    """One command in RESP, for redis-cli --pipe."""
+    out = [f"*{len(args)}\r\n"]
+    for a in args:
+        a = str(a)
+        out.append(f"${len(a.encode())}\r\n{a}\r\n")
+    return "".join(out)
+
+
+def lua(name):
+    with open(os.path.join(ROOT, "lua", f"{name}.lua")) as f:
+        return f.read()
+
+
+# === tollgate ===
+
+# Every rule matches on the path the proxy reports (X-Forwarded-Uri, the default family); the
+# decision port serves /check, /check/nginx, /check/{*path} and /v1/check.
+CONFIG = """
+[server]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin}"
+{redis}
+[client_ip]
+trusted_proxies = ["127.0.0.1/32"]
+
+# The memory runs hold 1 000 000 clients: above the default bound (64 MiB),
+# where new keys would be refused.
+[local_store]
+max_bytes = 4_000_000_000
+
+[[rule]]
+name = "deny"
+match = {{ path_prefix = "/deny" }}
+key = "ip"
+limits = ["1/h"]
+
+[[rule]]
+name = "gate"
+match = {{ path_prefix = "/gate" }}
+allowlist = "require"
+
+[[rule]]
+name = "allow"
+match = {{ path_prefix = "/allow" }}
+key = "ip"
+limits = ["{limit}"]
+algorithm = "fixed_window"
+{extra}
+"""
+
+# One rule per algorithm (Redis CPU per decision, embedded memory per client).
+ALGORITHM_RULES = "".join(
+    f'\n[[rule]]\nname = "{tag}"\nmatch = {{ path_prefix = "/{tag}" }}\nkey = "ip"\nlimits = ["{{limit}}"]\nalgorithm = "{alg}"\n'
+    for alg, tag in [("fixed_window", "fw"), ("sliding_window", "sw"), ("sliding_log", "sl"), ("gcra", "gc")]
+)
+
+
+def start_tollgate(redis_port, prefix=None, limit="1000000000/h"):
+    port, admin = free_port(), free_port()
+    prefix = prefix or f"bench{port}"
+    # A generous timeout: on this shared machine a 25 ms stall happens, and a
+    # timed-out call is decided by on_redis_error (counted, and a failed run here).
+    section = (f'[redis]\nurl = "redis://127.0.0.1:{redis_port}"\nprefix = "{prefix}"\ntimeout = "1s"\n'
+               if redis_port else "")
+    path = os.path.join(WORK, f"tollgate-{port}.toml")
+    with open(path, "w") as f:
+        f.write(CONFIG.format(port=port, admin=admin, redis=section, limit=limit,
+                              extra=ALGORITHM_RULES.replace("{limit}", limit)))
+    p = spawn([BIN, "serve", "--config", path], env={**os.environ, "RUST_LOG": "warn", "TOLLGATE_ADMIN_TOKEN": ADMIN_TOKEN})
+    wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz").status == 200, "tollgate")
+    return p, port, admin
+
+
+def metrics(admin):
+    return urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics").read().decode()
+
+
+def metric_sum(text, name, **labels):
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def fallback_decisions(admin):
+    """Decisions that did not come from the store (Redis away, timed out, breaker open)."""
+    m = metrics(admin)
+    return metric_sum(m, "tollgate_decisions_total", outcome="fallback_allowed") + \
+        metric_sum(m, "tollgate_decisions_total", outcome="fallback_limited")
+
+
+def rss_kb(pid, field="VmRSS"):
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(rf"{field}:\s+(\d+) kB", f.read()).group(1))
+
+
+# === anchors ===
+
+
+def start_anchor(mode, redis_port=None):
+    port = free_port()
+    args = [ANCHOR_BIN, mode, str(port)] + ([f"redis://127.0.0.1:{redis_port}"] if redis_port else [])
+    p = spawn(args)
+    wait_for(lambda: port_open(port), f"anchor {mode}")
+    return p, port
+
+
+# === Limitador (optional) ===
+
+LIMITADOR_LIMITS = """- namespace: bench
+  name: per_key
+  max_value: 1000000000
+  seconds: 60
+  conditions: []
+  variables:
+    - descriptors[0].key
+"""
+
+
+def start_limitador(binary, redis_port=None):
+    port, rls = free_port(), free_port()
+    limits = os.path.join(WORK, "limitador-limits.yaml")
+    with open(limits, "w") as f:
+        f.write(LIMITADOR_LIMITS)
+    storage = ["redis", f"redis://127.0.0.1:{redis_port}"] if redis_port else ["memory", "--cache", "100000"]
+    p = spawn([binary, "-B", "127.0.0.1", "-P", str(port), "-b", "127.0.0.1", "-p", str(rls), limits, *storage],
+              env={**os.environ, "RUST_LOG": "warn"})
+    wait_for(lambda: port_open(port), "limitador")
+    return p, port
+
+
+def limitador_revision(binary):
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True)
+    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else "unknown"
