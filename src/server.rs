@@ -181,30 +181,6 @@ pub fn check_admin_exposure(
 /// A Redis URL with its credentials replaced, fit for a log line.
 pub use crate::redis_conn::redact_url;
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn an_open_admin_api_is_refused_off_loopback() {
-        let mut server = crate::config::defaults(&Default::default()).unwrap().server;
-        let public: std::net::SocketAddr = "0.0.0.0:8081".parse().unwrap();
-        let local: std::net::SocketAddr = "127.0.0.1:8081".parse().unwrap();
-        let err = super::check_admin_exposure(public, &server).unwrap_err();
-        assert!(err.to_string().contains("TOLLGATE_ADMIN_TOKEN"), "{err}");
-        assert!(super::check_admin_exposure(local, &server).is_ok());
-        server.admin_token = Some(crate::secret::Secret::new("t"));
-        assert!(super::check_admin_exposure(public, &server).is_ok());
-    }
-
-    #[test]
-    fn passwords_never_reach_logs() {
-        assert_eq!(
-            super::redact_url("redis://:s3cret@h:6379/0"),
-            "redis://***@h:6379/0"
-        );
-        assert_eq!(super::redact_url("redis://h:6379"), "redis://h:6379");
-    }
-}
-
 /// What `tollgate serve` does once the config is valid: say which store is in
 /// use (first log line), bind, and run until `shutdown`.
 pub async fn serve_config(
@@ -262,4 +238,28 @@ async fn reload_on_sighup(app: Arc<App>, reload: Reloader) {
     }
     #[cfg(not(unix))]
     let _ = (app, reload);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_open_admin_api_is_refused_off_loopback() {
+        let mut server = crate::config::defaults(&Default::default()).unwrap().server;
+        let public: std::net::SocketAddr = "0.0.0.0:8081".parse().unwrap();
+        let local: std::net::SocketAddr = "127.0.0.1:8081".parse().unwrap();
+        let err = super::check_admin_exposure(public, &server).unwrap_err();
+        assert!(err.to_string().contains("TOLLGATE_ADMIN_TOKEN"), "{err}");
+        assert!(super::check_admin_exposure(local, &server).is_ok());
+        server.admin_token = Some(crate::secret::Secret::new("t"));
+        assert!(super::check_admin_exposure(public, &server).is_ok());
+    }
+
+    #[test]
+    fn passwords_never_reach_logs() {
+        assert_eq!(
+            super::redact_url("redis://:s3cret@h:6379/0"),
+            "redis://***@h:6379/0"
+        );
+        assert_eq!(super::redact_url("redis://h:6379"), "redis://h:6379");
+    }
 }

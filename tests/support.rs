@@ -250,15 +250,14 @@ impl TestServer {
         let task = tokio::spawn(tollgate::run(app.clone(), listeners, async move {
             let _ = rx.await;
         }));
-        let server = TestServer {
+        TestServer {
             app,
             addr,
             admin_addr,
             grpc_addr,
             stop: Some(tx),
             task: Some(task),
-        };
-        server
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
