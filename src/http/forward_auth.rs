@@ -25,56 +25,49 @@ use crate::request::RequestView;
 // extractors would each clone their part of it.
 
 pub async fn standard(State(app): State<Arc<App>>, req: Request) -> Response {
-    let (parts, peer) = match split(req).await {
-        Ok(p) => p,
-        Err(resp) => return resp,
-    };
-    let answer = decide(
-        &app,
-        peer,
-        &parts.method,
-        parts.uri.path(),
-        &parts.headers,
-        Flavor::Standard,
-    );
-    observed(&app, "/check", &parts.headers, answer).await
+    handle(&app, req, "/check", Flavor::Standard, |parts| {
+        parts.uri.path()
+    })
+    .await
 }
 
 pub async fn nginx(State(app): State<Arc<App>>, req: Request) -> Response {
-    let (parts, peer) = match split(req).await {
-        Ok(p) => p,
-        Err(resp) => return resp,
-    };
-    let answer = decide(
-        &app,
-        peer,
-        &parts.method,
-        "/",
-        &parts.headers,
-        Flavor::Nginx,
-    );
-    observed(&app, "/check/nginx", &parts.headers, answer).await
+    handle(&app, req, "/check/nginx", Flavor::Nginx, |_| "/").await
 }
 
 pub async fn standard_with_path(State(app): State<Arc<App>>, req: Request) -> Response {
+    // `/check/login?x=1` asks about `/login?x=1` unless a header names the URI.
+    // The raw target, not axum's decoded `Path`: normalising is `path`'s job,
+    // and decoding `%2F` first would hide an ambiguity from it.
+    handle(&app, req, "/check/{*path}", Flavor::Standard, |parts| {
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        target.strip_prefix("/check").unwrap_or(target)
+    })
+    .await
+}
+
+/// One forward-auth route: its peer, its fallback URI (when the proxy names
+/// none), the decision, and its own metrics under `endpoint`.
+async fn handle(
+    app: &App,
+    req: Request,
+    endpoint: &'static str,
+    flavor: Flavor,
+    fallback_uri: impl FnOnce(&Parts) -> &str,
+) -> Response {
     let (parts, peer) = match split(req).await {
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    // `/check/login?x=1` asks about `/login?x=1` unless a header names the URI.
-    // The raw target, not axum's decoded `Path`: normalising is `path`'s job,
-    // and decoding `%2F` first would hide an ambiguity from it.
-    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let original = target.strip_prefix("/check").unwrap_or(target);
     let answer = decide(
-        &app,
+        app,
         peer,
         &parts.method,
-        original,
+        fallback_uri(&parts),
         &parts.headers,
-        Flavor::Standard,
+        flavor,
     );
-    observed(&app, "/check/{*path}", &parts.headers, answer).await
+    observed(app, endpoint, &parts.headers, answer).await
 }
 
 /// The request's parts and its peer (as the `ConnectInfo` extractor finds
