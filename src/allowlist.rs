@@ -24,6 +24,7 @@ pub mod event;
 pub mod export;
 pub mod export_file;
 pub mod export_metrics;
+pub mod expiry;
 mod family;
 pub mod follower;
 pub mod gate;
@@ -52,7 +53,8 @@ use redis_store::{RedisAllowlist, Restored};
 
 pub use redis_store::Page;
 use status::Status;
-use table::{Clock, ExpiresAt, Table};
+use expiry::ExpiresAt;
+use table::{Clock, Table};
 
 pub use input::NewEntry;
 

@@ -47,6 +47,7 @@ pub mod http;
 pub mod keys;
 pub mod limiter;
 pub mod metrics;
+pub mod named;
 pub mod net;
 pub mod path;
 pub mod rate;

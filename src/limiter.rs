@@ -24,7 +24,7 @@ pub use slot_breaker::SlotBreaker;
 use std::time::Duration;
 
 use crate::rate::Rate;
-use crate::rule::named_enum;
+use crate::named::named_enum;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Algorithm {

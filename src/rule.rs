@@ -13,6 +13,7 @@ pub use matcher::Matcher;
 use std::sync::Arc;
 
 use crate::limiter::Algorithm;
+use crate::named::named_enum;
 use crate::rate::Rate;
 
 #[derive(Clone, Debug)]
@@ -57,30 +58,6 @@ pub enum OnRedisError {
     /// An in-process limiter with the same algorithm, per replica.
     Local,
 }
-
-macro_rules! named_enum {
-    ($ty:ident, $what:literal, { $($text:literal => $variant:ident),+ $(,)? }) => {
-        impl ::std::str::FromStr for $ty {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($text => Ok($ty::$variant),)+
-                    other => Err(format!(
-                        concat!("unknown ", $what, " {:?} (expected one of: {})"),
-                        other,
-                        [$($text),+].join(", ")
-                    )),
-                }
-            }
-        }
-        impl ::std::fmt::Display for $ty {
-            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
-                f.write_str(match self { $($ty::$variant => $text,)+ })
-            }
-        }
-    };
-}
-pub(crate) use named_enum;
 
 named_enum!(AllowlistMode, "allowlist mode", {
     "bypass" => Bypass, "require" => Require, "ignore" => Ignore,

@@ -15,7 +15,7 @@ use ipnet::IpNet;
 use redis::Value;
 
 use super::cidr;
-use super::table::ExpiresAt;
+use super::expiry::ExpiresAt;
 
 /// The event format this code reads and the scripts write.
 pub const PROTOCOL_VERSION: &str = "1";

@@ -496,7 +496,7 @@ impl RedisAllowlist {
                 now_ms,
                 entries: entries
                     .into_values()
-                    .filter(|e| super::table::live(e.expires_at, now_ms))
+                    .filter(|e| super::expiry::live(e.expires_at, now_ms))
                     .collect(),
             });
         }
@@ -547,7 +547,7 @@ impl RedisAllowlist {
         let mut entries: Vec<Entry> = pairs
             .iter()
             .filter_map(|(cidr, json)| parse_entry(cidr, json).ok())
-            .filter(|e| super::table::live(e.expires_at, now_ms))
+            .filter(|e| super::expiry::live(e.expires_at, now_ms))
             .collect();
         entries.sort_by_key(|e| e.cidr);
         entries.dedup_by_key(|e| e.cidr);
@@ -582,7 +582,7 @@ impl RedisAllowlist {
         let now_ms = s * 1000 + us / 1000;
         let found = nets.iter().zip(jsons).find_map(|(net, json)| {
             let e = parse_entry(&net.to_string(), &json?).ok()?;
-            super::table::live(e.expires_at, now_ms).then_some(e)
+            super::expiry::live(e.expires_at, now_ms).then_some(e)
         });
         Ok((found, now_ms))
     }

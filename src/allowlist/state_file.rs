@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::cidr;
-use super::table::{live, Clock, Table};
+use super::expiry::live;
+use super::table::{Clock, Table};
 use super::Allowlist;
 
 /// Changes within this window are written once.

@@ -154,7 +154,7 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
                 None => Algorithm::FixedWindow,
                 Some(a) => a
                     .parse()
-                    .map_err(|e: String| ApiError::bad("algorithm", e))?,
+                    .map_err(|e: crate::named::UnknownName| ApiError::bad("algorithm", e.to_string()))?,
             };
             ad_hoc_limits = ad_hoc(list, algorithm, caps)?;
             let burst = match body.burst {
