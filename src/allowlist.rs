@@ -47,7 +47,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::keys::KeySpace;
-use crate::limiter::StoreError;
+use crate::redis_conn::StoreError;
 use local::LocalAllowlist;
 use redis_store::{RedisAllowlist, Restored};
 
@@ -259,8 +259,8 @@ impl Allowlist {
     pub async fn restore(&self, entries: &[Entry], actor: &str) -> Result<Restored, StoreError> {
         match &self.backend {
             Backend::Redis(r) => r.restore(entries, actor).await,
-            Backend::Local(_) => Err(StoreError::Server(
-                "restore works on Redis; the embedded store lives in one process".into(),
+            Backend::Local(_) => Err(StoreError::Unsupported(
+                "restore works on Redis; the embedded store lives in one process",
             )),
         }
     }
@@ -274,8 +274,8 @@ impl Allowlist {
         actor: &str,
     ) -> Result<Result<Restored, String>, StoreError> {
         let Backend::Redis(r) = &self.backend else {
-            return Err(StoreError::Server(
-                "restore works on Redis; the embedded store lives in one process".into(),
+            return Err(StoreError::Unsupported(
+                "restore works on Redis; the embedded store lives in one process",
             ));
         };
         let mut staging = r.stage_begin().await?;
@@ -299,9 +299,10 @@ impl Allowlist {
                 return Err(e);
             }
         }
+        // The parser only panics on a bug: let it surface as one.
         let read = parser
             .await
-            .map_err(|e| StoreError::Server(format!("reading the export: {e}")))?;
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         match read {
             Err(problems) => {
                 r.stage_abort(staging).await;

@@ -9,7 +9,8 @@ use crate::allowlist::Allowlist;
 use crate::client_ip::ClientIpResolver;
 use crate::config::Config;
 use crate::keys::KeySpace;
-use crate::limiter::{Breaker, DenyCache, LocalStore, RedisStore, SlotBreaker, Store, StoreError};
+use crate::limiter::{Breaker, DenyCache, LocalStore, RedisStore, SlotBreaker, Store};
+use crate::redis_conn::StoreError;
 use crate::metrics::Metrics;
 use crate::rule::Rule;
 

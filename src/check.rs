@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use crate::app::App;
 use crate::keys::AD_HOC_RULE;
-use crate::limiter::{slot_breaker, Algorithm, Call, LimitState, Outcome, Store, StoreError};
+use crate::limiter::{slot_breaker, Algorithm, Call, LimitState, Outcome, Store};
+use crate::redis_conn::StoreError;
 use crate::metrics::KindLabels;
 use crate::rate::Rate;
 use crate::rule::{OnRedisError, Rule};
@@ -105,25 +106,21 @@ impl App {
     }
 
     fn redis_failed(&self, rule: &str, slot: Option<u16>, err: &StoreError) {
-        let kind = match err {
-            StoreError::Timeout(_) => "timeout",
-            StoreError::Unreachable(_) => "unreachable",
-            StoreError::Server(_) => "server",
-        };
         self.metrics
             .redis_errors
-            .get_or_create(&KindLabels { kind })
+            .get_or_create(&KindLabels {
+                kind: err.kind().label(),
+            })
             .inc();
-        match err {
+        if err.is_transient() {
             // Redis is slow or away: stop sending it requests until the probe says so.
-            StoreError::Timeout(_) | StoreError::Unreachable(_) => match (&self.slots, slot) {
+            match (&self.slots, slot) {
                 (Some(slots), Some(slot)) => slots.trip(slot, err),
                 _ => self.breaker.trip(err),
-            },
-            // Redis answered with an error (a script bug, OOM): this call only.
-            StoreError::Server(_) => {
-                tracing::error!(rule, error = %err, "Redis refused a limiter call")
             }
+        } else {
+            // Redis answered with an error (a script bug, OOM): this call only.
+            tracing::error!(rule, error = %err, "Redis refused a limiter call")
         }
     }
 

@@ -6,6 +6,7 @@
 //! `access` holds the credentials and TLS files; the URLs say where.
 
 mod access;
+mod error;
 
 use std::fmt;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use redis::{
 };
 
 pub use access::{read_password_file, Access, KeyError, Tls};
+pub use error::{Kind as ErrorKind, StoreError};
 
 /// Where Redis is.
 #[derive(Clone, PartialEq, Eq)]

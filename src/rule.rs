@@ -128,3 +128,26 @@ impl Rule {
         }
     }
 }
+
+/// Why a rule named by a caller (`POST /v1/check`, `/v1/limits`, `tollgate
+/// limits`) cannot be used to count.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RuleLookupError {
+    #[error("unknown rule {0:?}")]
+    Unknown(String),
+    #[error("rule {0:?} has no limits (it is an allowlist gate)")]
+    NoLimits(String),
+}
+
+/// The rule called `name`, if it has limits to count: the one lookup every
+/// caller that names a rule goes through.
+pub fn find_limited<'r>(rules: &'r [Rule], name: &str) -> Result<&'r Rule, RuleLookupError> {
+    let rule = rules
+        .iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| RuleLookupError::Unknown(name.to_string()))?;
+    if rule.limits.is_empty() {
+        return Err(RuleLookupError::NoLimits(name.to_string()));
+    }
+    Ok(rule)
+}

@@ -11,6 +11,7 @@ use super::{load_config, OverrideArgs};
 use crate::counters;
 use crate::keys::KeySpace;
 use crate::limiter::{RedisStore, Store};
+use crate::rule::{find_limited, RuleLookupError};
 
 #[derive(Subcommand, Debug)]
 pub enum LimitsCommand {
@@ -40,17 +41,14 @@ pub fn run(cmd: LimitsCommand) -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage(&e.to_string()),
     };
-    let Some(rule) = cfg.rules.iter().find(|r| r.name == target.rule) else {
-        let known: Vec<&str> = cfg.rules.iter().map(|r| r.name.as_str()).collect();
-        return usage(&format!(
-            "unknown rule {:?} (rules: {})",
-            target.rule,
-            known.join(", ")
-        ));
+    let rule = match find_limited(&cfg.rules, &target.rule) {
+        Ok(r) => r,
+        Err(e @ RuleLookupError::Unknown(_)) => {
+            let known: Vec<&str> = cfg.rules.iter().map(|r| r.name.as_str()).collect();
+            return usage(&format!("{e} (rules: {})", known.join(", ")));
+        }
+        Err(e) => return usage(&e.to_string()),
     };
-    if rule.limits.is_empty() {
-        return usage(&format!("rule {:?} has no limits", rule.name));
-    }
     let Some(redis) = &cfg.redis else {
         return usage("no Redis configured (set redis.url, --redis or TOLLGATE_REDIS_URL); an embedded store lives inside its server: use its admin API");
     };
@@ -85,7 +83,7 @@ pub fn run(cmd: LimitsCommand) -> ExitCode {
                     humantime::format_duration(Duration::from_millis(l.reset_ms))
                 ));
             }
-            Ok::<_, crate::limiter::StoreError>(out)
+            Ok::<_, crate::redis_conn::StoreError>(out)
         }
     });
     match result {

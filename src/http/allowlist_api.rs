@@ -23,12 +23,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::body::json_body;
 use super::response::ApiError;
 use crate::allowlist::{cidr, input, Entry};
 use crate::app::App;
-use crate::limiter::StoreError;
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
@@ -53,10 +54,6 @@ fn entry_json(e: &Entry, now_ms: Option<u64>) -> Value {
     v
 }
 
-fn unavailable(e: StoreError) -> ApiError {
-    ApiError::unavailable(format!("allowlist store: {e}"))
-}
-
 fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
     match headers.get("x-tollgate-actor") {
         None => Ok("admin-api".into()),
@@ -75,38 +72,26 @@ async fn add(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Re
     }
 }
 
+/// The body of `POST /v1/allowlist`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddBody {
+    cidr: String,
+    ttl: Option<String>,
+    note: Option<String>,
+}
+
 async fn try_add(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad("(body)", format!("not JSON: {e}")))?;
-    let obj = v
-        .as_object()
-        .ok_or_else(|| ApiError::bad("(body)", "expected a JSON object"))?;
-    if let Some(field) = obj
-        .keys()
-        .find(|f| !["cidr", "ttl", "note"].contains(&f.as_str()))
-    {
-        return Err(ApiError::bad(
-            field.clone(),
-            format!("unknown field {field:?}"),
-        ));
-    }
-    let text = |name: &'static str| -> Result<Option<&str>, ApiError> {
-        match obj.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(ApiError::bad(name, "must be a string")),
-        }
-    };
-    let cidr = text("cidr")?.ok_or_else(|| ApiError::bad("cidr", "missing"))?;
+    let body: AddBody = json_body(body)?;
     let new = input::new_entry(
-        cidr,
-        text("ttl")?,
-        text("note")?,
+        &body.cidr,
+        body.ttl.as_deref(),
+        body.note.as_deref(),
         actor(headers)?,
         &app.config.allowlist,
     )
     .map_err(|e| ApiError::bad(e.field, e.message))?;
-    let stored = app.allowlist.upsert(&new).await.map_err(unavailable)?;
+    let stored = app.allowlist.upsert(&new).await?;
     let mut v = entry_json(&stored.entry, None);
     v["seq"] = json!(stored.seq);
     Ok(v)
@@ -124,7 +109,7 @@ async fn remove(
             .allowlist
             .remove(&net, &actor)
             .await
-            .map_err(unavailable)?
+            ?
         {
             Some(seq) => Ok(json!({"cidr": net.to_string(), "removed": true, "seq": seq})),
             None => Err(ApiError::not_found(
@@ -175,7 +160,7 @@ async fn list(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Respons
             .allowlist
             .list_page(cursor, count)
             .await
-            .map_err(unavailable)?;
+            ?;
         Ok(json!({
             "epoch": page.epoch,
             "seq": page.seq,
@@ -198,7 +183,7 @@ async fn check(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Respon
             .map(|(_, v)| v.into_owned())
             .ok_or_else(|| ApiError::bad("ip", "missing: /v1/allowlist/check?ip=ADDRESS"))?;
         let ip = cidr::parse_ip(&ip).map_err(|e| ApiError::bad("ip", e))?;
-        let (found, now_ms) = app.allowlist.check(ip).await.map_err(unavailable)?;
+        let (found, now_ms) = app.allowlist.check(ip).await?;
         match found {
             Some(e) => {
                 let mut v = entry_json(&e, Some(now_ms));
