@@ -14,17 +14,23 @@ use crate::keys::KeySpace;
 use crate::redis_conn::{Endpoint, RedisConn, StoreError};
 
 /// Scripts are built once; `Script` computes the SHA1 that EVALSHA uses.
+/// Each algorithm names its own file: no table index that a reordered enum
+/// could point at the wrong Lua.
 fn script(algorithm: Algorithm) -> &'static Script {
-    static SCRIPTS: OnceLock<[Script; 4]> = OnceLock::new();
-    let all = SCRIPTS.get_or_init(|| {
-        [
-            Script::new(include_str!("../../lua/fixed_window.lua")),
-            Script::new(include_str!("../../lua/sliding_window.lua")),
-            Script::new(include_str!("../../lua/sliding_log.lua")),
-            Script::new(include_str!("../../lua/gcra.lua")),
-        ]
-    });
-    &all[algorithm as usize]
+    static FIXED_WINDOW: OnceLock<Script> = OnceLock::new();
+    static SLIDING_WINDOW: OnceLock<Script> = OnceLock::new();
+    static SLIDING_LOG: OnceLock<Script> = OnceLock::new();
+    static GCRA: OnceLock<Script> = OnceLock::new();
+    let (cell, source) = match algorithm {
+        Algorithm::FixedWindow => (&FIXED_WINDOW, include_str!("../../lua/fixed_window.lua")),
+        Algorithm::SlidingWindow => (
+            &SLIDING_WINDOW,
+            include_str!("../../lua/sliding_window.lua"),
+        ),
+        Algorithm::SlidingLog => (&SLIDING_LOG, include_str!("../../lua/sliding_log.lua")),
+        Algorithm::Gcra => (&GCRA, include_str!("../../lua/gcra.lua")),
+    };
+    cell.get_or_init(|| Script::new(source))
 }
 
 pub const ALGORITHMS: [Algorithm; 4] = [
@@ -216,4 +222,18 @@ fn invocation(call: Call<'_>) -> ScriptInvocation<'static> {
         inv.arg(a);
     }
     inv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_algorithm_runs_the_lua_file_named_after_it() {
+        for alg in ALGORITHMS {
+            let path = format!("{}/lua/{alg}.lua", env!("CARGO_MANIFEST_DIR"));
+            let source = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(script(alg).get_hash(), Script::new(&source).get_hash(), "{alg}");
+        }
+    }
 }
