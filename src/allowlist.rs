@@ -126,7 +126,7 @@ pub struct Allowlist {
 impl Allowlist {
     /// The allowlist of a config: in Redis when `[redis]` is set, else in process.
     /// Nothing is dialled here.
-    pub fn new(config: &Config) -> Result<Allowlist, StoreError> {
+    pub fn new(config: &Config) -> Allowlist {
         let keys = KeySpace::new(&config.prefix).allowlist();
         let state_file = config.allowlist.state_file.clone();
         let (backend, table, synced) = match &config.redis {
@@ -147,7 +147,7 @@ impl Allowlist {
                 (Backend::Local(local), table, true)
             }
         };
-        Ok(Allowlist {
+        Allowlist {
             table: ArcSwap::from_pointee(table),
             synced: AtomicBool::new(synced),
             backend,
@@ -158,7 +158,7 @@ impl Allowlist {
                 pages_per_second: config.allowlist.snapshot_pages_per_second,
                 jitter_max: config.allowlist.snapshot_jitter_max,
             },
-        })
+        }
     }
 
     pub fn status(&self) -> &Status {

@@ -10,7 +10,6 @@ use crate::client_ip::ClientIpResolver;
 use crate::config::Config;
 use crate::keys::KeySpace;
 use crate::limiter::{Breaker, DenyCache, LocalStore, RedisStore, SlotBreaker, Store};
-use crate::redis_conn::StoreError;
 use crate::metrics::Metrics;
 use crate::rule::Rule;
 
@@ -37,7 +36,7 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(config: Config) -> Result<Arc<App>, StoreError> {
+    pub fn new(config: Config) -> Arc<App> {
         let mut metrics = Metrics::new();
         let store = match &config.redis {
             Some(r) => Store::Redis(RedisStore::new(r.endpoint.clone(), r.timeout)),
@@ -48,10 +47,10 @@ impl App {
         };
         let ready = store.is_local();
         let deny_cache_bytes = config.redis.as_ref().map_or(0, |r| r.deny_cache_bytes);
-        let allowlist = Arc::new(Allowlist::new(&config)?);
+        let allowlist = Arc::new(Allowlist::new(&config));
         crate::allowlist::status::register(&allowlist, metrics.registry_mut());
         metrics.zero_decisions(config.rules.iter().map(|r| r.name.as_str()));
-        Ok(Arc::new(App {
+        Arc::new(App {
             breaker: Breaker::new(metrics.redis_up.clone()),
             slots: config
                 .redis
@@ -74,7 +73,7 @@ impl App {
             ready: AtomicBool::new(ready),
             metrics,
             allowlist,
-        }))
+        })
     }
 
     /// Apply a reloaded config: the new rules apply to new requests. Settings

@@ -35,21 +35,21 @@
 //! - `cli` is the command line; `main.rs` only wires it together.
 
 pub mod allowlist;
-pub mod app;
-pub mod check;
+pub(crate) mod app;
+pub(crate) mod check;
 pub mod cli;
 pub mod client_ip;
 pub mod config;
-pub mod counters;
-pub mod decide;
-pub mod grpc;
+pub(crate) mod counters;
+pub(crate) mod decide;
+pub(crate) mod grpc;
 pub mod http;
 pub mod keys;
 pub mod limiter;
-pub mod metrics;
-pub mod named;
-pub mod net;
-pub mod path;
+pub(crate) mod metrics;
+pub(crate) mod named;
+pub(crate) mod net;
+pub(crate) mod path;
 pub mod rate;
 pub mod redis_conn;
 pub mod request;

@@ -49,12 +49,6 @@ impl Algorithm {
             Algorithm::Gcra => "gc",
         }
     }
-
-    /// Exact algorithms never admit more than the limit per period, whatever
-    /// the concurrency; sliding_window is an estimate (see its script).
-    pub fn is_exact(self) -> bool {
-        !matches!(self, Algorithm::SlidingWindow)
-    }
 }
 
 /// One decision for one (rule, key): every limit checked and charged together.

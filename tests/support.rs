@@ -245,7 +245,7 @@ impl TestServer {
         let addr = listeners.decision.local_addr().unwrap();
         let admin_addr = listeners.admin.local_addr().unwrap();
         let grpc_addr = listeners.grpc.as_ref().map(|l| l.local_addr().unwrap());
-        let app = App::new(cfg).unwrap();
+        let app = App::new(cfg);
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(tollgate::run(app.clone(), listeners, async move {
             let _ = rx.await;
@@ -359,7 +359,7 @@ pub async fn app_for(kind: StoreKind, prefix: &str, config_text: &str) -> Arc<Ap
         ..Default::default()
     };
     let cfg = config::parse("test.toml", config_text, &ov).unwrap_or_else(|e| panic!("{e}"));
-    let app = App::new(cfg).unwrap();
+    let app = App::new(cfg);
     if let tollgate::limiter::Store::Redis(r) = &app.store {
         // As the server's probe does: a busy machine can miss redis.timeout once.
         let deadline = Instant::now() + Duration::from_secs(10);

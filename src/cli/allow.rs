@@ -167,10 +167,7 @@ pub fn run(cmd: AllowCommand) -> ExitCode {
 }
 
 async fn execute(cfg: &Config, action: Action, actor: &str) -> ExitCode {
-    let list = match Allowlist::new(cfg) {
-        Ok(l) => l,
-        Err(e) => return failure(e),
-    };
+    let list = Allowlist::new(cfg);
     match action {
         Action::Add(new) => match list.upsert(&new).await {
             Ok(stored) => {

@@ -105,10 +105,7 @@ pub fn run(args: FollowArgs, shutdown: impl Future<Output = ()>) -> ExitCode {
     };
     runtime.block_on(async move {
         // The Redis client needs the runtime, even before it dials.
-        let list = match Allowlist::new(&cfg) {
-            Ok(l) => Arc::new(l),
-            Err(e) => return usage(e),
-        };
+        let list = Arc::new(Allowlist::new(&cfg));
         let stop = CancellationToken::new();
         let follower = tokio::spawn(follower::run(list.clone(), stop.clone()));
         let exporter = tokio::spawn(export_file::keep(list, opts, stop.clone()));
