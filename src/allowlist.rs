@@ -272,7 +272,7 @@ impl Allowlist {
         &self,
         reader: R,
         actor: &str,
-    ) -> Result<Result<Restored, String>, StoreError> {
+    ) -> Result<Result<Restored, export::ExportError>, StoreError> {
         let Backend::Redis(r) = &self.backend else {
             return Err(StoreError::Unsupported(
                 "restore works on Redis; the embedded store lives in one process",

@@ -514,10 +514,11 @@ impl RedisAllowlist {
         let (next, pairs) = self.scan(conn, cursor, SNAPSHOT_PAGE).await?;
         let mut out = Vec::with_capacity(pairs.len());
         for (cidr, json) in pairs {
-            let parsed = super::cidr::parse_net(&cidr).and_then(|net| {
-                let j: ExpiryJson = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+            let parsed = (|| -> Result<_, StoredEntryError> {
+                let net = super::cidr::parse_net(&cidr)?;
+                let j: ExpiryJson = serde_json::from_str(&json)?;
                 Ok((net, j.expires_at))
-            });
+            })();
             match parsed {
                 Ok(e) => out.push(e),
                 // Only a hand-edited hash gets here; the rest of the table still holds.
@@ -602,9 +603,19 @@ pub struct Page {
     pub cursor: u64,
 }
 
-fn parse_entry(cidr: &str, json: &str) -> Result<Entry, String> {
+/// An entry in the `entries` hash that cannot be read (only a hand-edited
+/// hash has one).
+#[derive(Debug, thiserror::Error)]
+enum StoredEntryError {
+    #[error(transparent)]
+    Cidr(#[from] super::cidr::NetError),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+fn parse_entry(cidr: &str, json: &str) -> Result<Entry, StoredEntryError> {
     let net = super::cidr::parse_net(cidr)?;
-    let j: StoredJson = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let j: StoredJson = serde_json::from_str(json)?;
     Ok(Entry {
         cidr: net,
         expires_at: j.expires_at,

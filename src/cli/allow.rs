@@ -144,12 +144,18 @@ pub fn run(cmd: AllowCommand) -> ExitCode {
         )
         .map(Action::Add)
         .map_err(|e| format!("{}: {}", e.field, e.message)),
-        AllowCommand::Remove { cidr, .. } => cidr::parse_net(cidr).map(Action::Remove),
+        AllowCommand::Remove { cidr, .. } => cidr::parse_net(cidr)
+            .map(Action::Remove)
+            .map_err(|e| e.to_string()),
         AllowCommand::List { .. } => Ok(Action::List),
-        AllowCommand::Check { ip, .. } => cidr::parse_ip(ip).map(Action::Check),
+        AllowCommand::Check { ip, .. } => cidr::parse_ip(ip)
+            .map(Action::Check)
+            .map_err(|e| e.to_string()),
         AllowCommand::Export { output, .. } => Ok(Action::Export(output.clone())),
         AllowCommand::Restore { file, .. } => {
-            open_export(file).map(|r| Action::Restore(r, file.clone()))
+            open_export(file)
+                .map(|r| Action::Restore(r, file.clone()))
+                .map_err(|e| format!("{}: {e}", file.display()))
         }
     };
     let action = match action {
@@ -279,13 +285,11 @@ async fn execute(cfg: &Config, action: Action, actor: &str) -> ExitCode {
 
 /// An export file (or stdin for "-"), opened: `restore_from` reads and
 /// checks it as it stages it.
-fn open_export(file: &Path) -> Result<Box<dyn std::io::Read + Send>, String> {
+fn open_export(file: &Path) -> std::io::Result<Box<dyn std::io::Read + Send>> {
     if file == Path::new("-") {
         return Ok(Box::new(std::io::stdin()));
     }
-    std::fs::File::open(file)
-        .map(|f| Box::new(f) as Box<dyn std::io::Read + Send>)
-        .map_err(|e| format!("{}: {e}", file.display()))
+    std::fs::File::open(file).map(|f| Box::new(f) as Box<dyn std::io::Read + Send>)
 }
 
 /// An instant in Redis time, RFC 3339; 0 is "never".

@@ -221,7 +221,11 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
         // The allowlist's parser: `::ffff:` networks are IPv4, like client addresses.
         match crate::net::parse_net(t.get_ref()) {
             Ok(net) => trusted.push(net),
-            Err(e) => c.push(format!("client_ip.trusted_proxies[{i}]"), Some(t), e),
+            Err(e) => c.push(
+                format!("client_ip.trusted_proxies[{i}]"),
+                Some(t),
+                e.to_string(),
+            ),
         }
     }
     let v6 = *raw.client_ip.ipv6_prefix.get_ref();

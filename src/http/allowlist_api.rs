@@ -57,11 +57,11 @@ fn entry_json(e: &Entry, now_ms: Option<u64>) -> Value {
 fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
     match headers.get("x-tollgate-actor") {
         None => Ok("admin-api".into()),
-        Some(v) => v
-            .to_str()
-            .map_err(|_| "not visible ASCII".to_string())
-            .and_then(input::actor)
-            .map_err(|e| ApiError::bad("X-Tollgate-Actor", e)),
+        Some(v) => {
+            let bad = |e: String| ApiError::bad("X-Tollgate-Actor", e);
+            let text = v.to_str().map_err(|_| bad("not visible ASCII".into()))?;
+            input::actor(text).map_err(|e| bad(e.to_string()))
+        }
     }
 }
 
@@ -103,7 +103,7 @@ async fn remove(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let net = cidr::parse_net(&text).map_err(|e| ApiError::bad("cidr", e))?;
+        let net = cidr::parse_net(&text).map_err(|e| ApiError::bad("cidr", e.to_string()))?;
         let actor = actor(&headers)?;
         match app
             .allowlist
@@ -182,7 +182,7 @@ async fn check(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Respon
             .find(|(k, _)| k == "ip")
             .map(|(_, v)| v.into_owned())
             .ok_or_else(|| ApiError::bad("ip", "missing: /v1/allowlist/check?ip=ADDRESS"))?;
-        let ip = cidr::parse_ip(&ip).map_err(|e| ApiError::bad("ip", e))?;
+        let ip = cidr::parse_ip(&ip).map_err(|e| ApiError::bad("ip", e.to_string()))?;
         let (found, now_ms) = app.allowlist.check(ip).await?;
         match found {
             Some(e) => {
