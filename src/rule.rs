@@ -7,7 +7,7 @@ mod matcher;
 
 pub use changes::Changes;
 pub use descriptor::{DescriptorEntry, DescriptorRule, MAX_ENTRIES as MAX_DESCRIPTOR_ENTRIES};
-pub use key::{KeyPart, KeyTemplate};
+pub use key::{KeyPart, KeyTemplate, UnknownKeyPart};
 pub use matcher::Matcher;
 
 use std::sync::Arc;

@@ -203,7 +203,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
                 c.issues.push(Issue {
                     key: key.into(),
                     line,
-                    message: e,
+                    message: e.to_string(),
                 });
             } else if let (Some(timeout), Some(_)) = (timeout, access) {
                 redis = Some(RedisConfig {
@@ -375,7 +375,7 @@ fn validate_rule(
     let key = match KeyTemplate::parse(r.key.get_ref()) {
         Ok(k) => Some(k),
         Err(e) => {
-            c.push(at("key"), Some(&r.key), e);
+            c.push(at("key"), Some(&r.key), e.to_string());
             None
         }
     };
@@ -418,7 +418,11 @@ fn validate_rule(
                     Some(p),
                     format!("{:?} must start with '/'", p.get_ref()),
                 );
-            } else if let Err(normal) = crate::path::check_configured(p.get_ref()) {
+            } else if let Err(e) = crate::path::check_configured(p.get_ref()) {
+                let normal = match e {
+                    crate::path::ConfiguredPathError::NotNormal(n) => n,
+                    crate::path::ConfiguredPathError::Bad(b) => b.0,
+                };
                 // Requests are matched on normalised paths: this one could never match.
                 c.push(
                     at(&format!("match.{field}")),
@@ -535,7 +539,7 @@ fn redis_access(c: &mut Collector, r: &super::raw::RawRedis) -> Option<Access> {
         (Some(file), None) => match crate::redis_conn::read_password_file(&path(file)) {
             Ok(p) => Some(p),
             Err(e) => {
-                c.push("redis.password_file", Some(file), e);
+                c.push("redis.password_file", Some(file), e.to_string());
                 None
             }
         },
