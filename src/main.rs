@@ -35,7 +35,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     init_tracing(args.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match cli::runtime(cli::Work::Service) {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };

@@ -19,7 +19,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use clap::{Args, Subcommand};
 use ipnet::IpNet;
 
-use super::{load_config, OverrideArgs};
+use super::{failure, load_config, runtime, usage, OverrideArgs, Work};
 use crate::allowlist::export::Document;
 use crate::allowlist::state_file::write_atomic;
 use crate::allowlist::{cidr, input, Allowlist, Entry, NewEntry};
@@ -102,16 +102,6 @@ enum Action {
 /// Entries per page `tollgate allow list` asks for.
 const LIST_PAGE: usize = 500;
 
-fn usage(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::from(2)
-}
-
-fn failure(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::from(1)
-}
-
 pub fn run(cmd: AllowCommand) -> ExitCode {
     let common = match &cmd {
         AllowCommand::Add { common, .. }
@@ -162,10 +152,7 @@ pub fn run(cmd: AllowCommand) -> ExitCode {
         Ok(a) => a,
         Err(e) => return usage(e),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(Work::OneShot) {
         Ok(r) => r,
         Err(e) => return failure(e),
     };
