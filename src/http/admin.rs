@@ -1,4 +1,5 @@
-//! Admin listener: health now; allowlist, counters and metrics build on it.
+//! The admin listener's open routes: liveness, readiness and `/metrics`
+//! (the token-protected `/v1/*` routes are `limits_api` and `allowlist_api`).
 
 use std::sync::Arc;
 
