@@ -2,10 +2,12 @@
 //! All of them talk to a real `redis-server` that `support` starts on a free
 //! loopback port; each test uses its own key prefix, never FLUSHDB.
 
-/// Starting redis-server and tollgate servers, unique prefixes, eventually().
+/// Real parts, one module per thing they start: redis-server, Cluster,
+/// Sentinel, TLS Redis, in-process tollgate servers; prefixes, temp dirs,
+/// metrics, eventually().
 mod support;
-/// Hardened Redis: certificates made at test time, TLS/unix/ACL servers, a TLS Cluster.
-mod support_tls;
+/// Today's name for `support::tls` (hardened Redis), kept for existing imports.
+use support::tls as support_tls;
 
 /// Counters admin API and CLI: auth, unknown rules, show and reset.
 mod admin_counters;
