@@ -17,7 +17,11 @@ mod algorithms;
 /// The distributed allowlist: three servers on one Redis, admin API, stream
 /// events, expiry, longest-prefix matches, bad input, embedded store, `tollgate allow`.
 mod allowlist;
-/// The allowlist never silently diverges: trims, flushes, restarts, outages, state files, export/restore.
+/// `tollgate allow export` / `restore`: a 10 000-entry round trip, bad input writes nothing.
+mod allowlist_export;
+/// Redis lost under the allowlist (flushed, restarted empty, killed): fail-static, state files, convergence.
+mod allowlist_outage;
+/// The allowlist's history going wrong (trimmed, rewritten, unknown events, backwards): resync to the listing.
 mod allowlist_resync;
 /// The allowlist at scale: paged snapshots racing writes, a 3-node 200 000-entry resync, mass expiry.
 mod allowlist_scale;

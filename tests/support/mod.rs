@@ -6,6 +6,10 @@
 
 #![allow(dead_code)]
 
+/// The allowlist from outside: keys, the gate, admin writes, listings, tables.
+pub mod allowlist;
+/// The `tollgate` binary as a process: one-shot commands and `tollgate serve`.
+pub mod binary;
 /// A 3-master Redis Cluster, and forming one.
 pub mod cluster;
 /// A free port, a unique key prefix, a fresh temp dir.
@@ -36,6 +40,7 @@ pub use metrics::{metric, scrape};
 pub use process::{die_with_parent, on_process_thread};
 pub use redis::{shared_redis, RedisServer};
 pub use sentinel::SentinelSet;
+#[allow(unused_imports)] // ADMIN_TOKEN: for tests that build their own admin requests
 pub use server::{TestServer, ADMIN_TOKEN};
 pub use stores::{app_for, StoreKind, BOTH_STORES};
 #[allow(unused_imports)] // wait_for: for blocking callers

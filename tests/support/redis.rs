@@ -143,3 +143,7 @@ pub fn shared_redis() -> &'static RedisServer {
     static SHARED: OnceLock<RedisServer> = OnceLock::new();
     SHARED.get_or_init(|| on_process_thread(RedisServer::start))
 }
+
+/// Arguments for a server that keeps its data across a kill (AOF, fsync
+/// always): `restart` brings the data back.
+pub const PERSISTENT: &[&str] = &["--appendonly", "yes", "--appendfsync", "always"];

@@ -143,3 +143,11 @@ impl Drop for TestServer {
         }
     }
 }
+
+/// `GET /readyz` at `addr`: status and body; `(0, "")` while nothing listens.
+pub async fn readyz(addr: SocketAddr) -> (u16, String) {
+    match reqwest::get(format!("http://{addr}/readyz")).await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(_) => (0, String::new()),
+    }
+}
