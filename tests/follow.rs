@@ -6,9 +6,13 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
+
+use crate::support::allowlist::{add_entry, listing, now_ms, remove_entry};
+use crate::support::binary::{tollgate, tollgate_cmd};
+use crate::support::process::{exited_within, signal};
 
 use crate::support::{
     eventually, free_port, metric, shared_redis, temp_dir, unique_prefix, TestServer,
@@ -23,10 +27,8 @@ struct Follow {
 impl Follow {
     fn start(dir: &Path, redis: &str, prefix: &str, extra: &[&str]) -> Follow {
         let log = dir.join("follow.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["follow", "--redis", redis, "--prefix", prefix])
+        let child = tollgate_cmd(&["follow", "--redis", redis, "--prefix", prefix])
             .args(extra)
-            .env_remove("TOLLGATE_CONFIG")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -40,15 +42,11 @@ impl Follow {
 
     /// SIGTERM, then the exit code.
     async fn terminate(&mut self) -> Option<i32> {
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "still running after SIGTERM");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        signal(&self.child, libc::SIGTERM);
+        exited_within(&mut self.child, Duration::from_secs(10))
+            .await
+            .expect("still running 10 s after SIGTERM")
+            .code()
     }
 }
 
@@ -63,34 +61,13 @@ fn config() -> &'static str {
     "[allowlist]\nreap_interval = \"200ms\"\n"
 }
 
-async fn add(s: &TestServer, cidr: &str, ttl: &str) -> Value {
-    let r = s
-        .admin_client()
-        .post(s.admin_url("/v1/allowlist"))
-        .json(&json!({"cidr": cidr, "ttl": ttl}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    r.json().await.unwrap()
-}
-
-/// The live networks, from Redis.
+/// The live networks, from Redis (the admin API's listing).
 async fn live(s: &TestServer) -> BTreeSet<String> {
-    let v: Value = s
-        .admin_client()
-        .get(s.admin_url("/v1/allowlist"))
-        .send()
+    listing(s)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["cidr"].as_str().unwrap().to_string())
+        .2
+        .into_iter()
+        .map(|(cidr, _)| cidr)
         .collect()
 }
 
@@ -109,13 +86,6 @@ fn reloads(path: &Path) -> usize {
     std::fs::read_to_string(path)
         .map(|t| t.lines().count())
         .unwrap_or(0)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 #[tokio::test]
@@ -146,7 +116,7 @@ async fn the_export_follows_adds_removes_and_expiry_with_one_reload_per_burst() 
 
     // One burst of five adds: one write, one reload.
     for i in 1..=5 {
-        add(&admin, &format!("198.51.100.{i}"), "1h").await;
+        add_entry(&admin, &format!("198.51.100.{i}"), "1h").await;
     }
     let expected = live(&admin).await;
     assert_eq!(expected.len(), 5);
@@ -156,13 +126,7 @@ async fn the_export_follows_adds_removes_and_expiry_with_one_reload_per_burst() 
     .await;
     eventually(Duration::from_secs(2), || async { reloads(&counter) >= 2 }).await;
 
-    let r = admin
-        .admin_client()
-        .delete(admin.admin_url("/v1/allowlist/198.51.100.3"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    remove_entry(&admin, "198.51.100.3").await;
     let expected = live(&admin).await;
     eventually(Duration::from_secs(3), || async {
         geo_file(&file).as_ref() == Some(&expected)
@@ -171,7 +135,7 @@ async fn the_export_follows_adds_removes_and_expiry_with_one_reload_per_burst() 
     eventually(Duration::from_secs(2), || async { reloads(&counter) >= 3 }).await;
     assert_eq!(reloads(&counter), 3, "one reload per burst of changes");
 
-    let short = add(&admin, "192.0.2.0/24", "2s").await;
+    let short = add_entry(&admin, "192.0.2.0/24", "2s").await;
     let expires_at = short["expires_at"].as_u64().unwrap();
     eventually(Duration::from_secs(3), || async {
         geo_file(&file).is_some_and(|f| f.contains("192.0.2.0/24"))
@@ -232,12 +196,12 @@ async fn a_failing_reload_command_keeps_the_file_and_following_goes_on() {
         cidrs(&file) == Some(vec![])
     })
     .await;
-    add(&admin, "203.0.113.7", "1h").await;
+    add_entry(&admin, "203.0.113.7", "1h").await;
     eventually(Duration::from_secs(3), || async {
         cidrs(&file) == Some(vec!["203.0.113.7/32".to_string()])
     })
     .await;
-    add(&admin, "2001:db8::/48", "1h").await;
+    add_entry(&admin, "2001:db8::/48", "1h").await;
     eventually(Duration::from_secs(3), || async {
         cidrs(&file) == Some(vec!["203.0.113.7/32".into(), "2001:db8::/48".into()])
     })
@@ -270,12 +234,7 @@ async fn a_failing_reload_command_keeps_the_file_and_following_goes_on() {
 async fn follow_needs_redis_and_never_empties_a_file_it_cannot_refresh() {
     let dir = temp_dir("norefresh");
     let file = dir.join("allow.txt");
-    let o = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["follow", "--export", file.to_str().unwrap()])
-        .env_remove("TOLLGATE_REDIS_URL")
-        .env_remove("TOLLGATE_CONFIG")
-        .output()
-        .unwrap();
+    let o = tollgate(&["follow", "--export", file.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--redis"));
 
@@ -365,15 +324,9 @@ async fn nginx_geo_from_the_shipped_snippet_lets_in_exactly_the_followed_list() 
     };
     eventually(Duration::from_secs(5), || async { status().await == 403 }).await;
 
-    add(&admin, "127.0.0.1", "1h").await;
+    add_entry(&admin, "127.0.0.1", "1h").await;
     eventually(Duration::from_secs(5), || async { status().await == 200 }).await;
-    let r = admin
-        .admin_client()
-        .delete(admin.admin_url("/v1/allowlist/127.0.0.1"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    remove_entry(&admin, "127.0.0.1").await;
     eventually(Duration::from_secs(5), || async { status().await == 403 }).await;
 }
 
