@@ -1,5 +1,6 @@
 //! A master, a replica of it, and one sentinel watching them as "mymaster".
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -7,6 +8,18 @@ use super::isolation::{free_port, temp_dir};
 use super::process::die_with_parent;
 use super::redis::RedisServer;
 use super::wait::wait_explained;
+
+/// `redis-server <conf> --sentinel`, listening on `port`, owning `dir` (a
+/// sentinel rewrites its config file, so it lives in the test's dir).
+pub fn spawn_sentinel(port: u16, dir: PathBuf, conf: &Path) -> RedisServer {
+    let mut cmd = Command::new("redis-server");
+    cmd.arg(conf)
+        .arg("--sentinel")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    die_with_parent(&mut cmd);
+    RedisServer::adopt(port, dir, cmd.spawn().unwrap())
+}
 
 pub struct SentinelSet {
     pub master: RedisServer,
@@ -32,13 +45,7 @@ impl SentinelSet {
             ),
         )
         .unwrap();
-        let mut cmd = Command::new("redis-server");
-        cmd.arg(&conf)
-            .arg("--sentinel")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        die_with_parent(&mut cmd);
-        let sentinel = RedisServer::adopt(sport, dir, cmd.spawn().unwrap());
+        let sentinel = spawn_sentinel(sport, dir, &conf);
         sentinel.wait_ready();
         // The sentinel learns of the replica from the master's INFO, then must
         // hear from the replica itself (link ok) before it would promote it.

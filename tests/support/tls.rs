@@ -4,13 +4,13 @@
 //! they are pinged differs (redis-cli with TLS, a socket, a password).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use super::cluster::{cluster_node_args, form_cluster};
 use super::isolation::{free_port, temp_dir};
-use super::process::die_with_parent;
 use super::redis::RedisServer;
+use super::sentinel::spawn_sentinel;
 use super::wait::wait_for;
 
 pub use super::pki::Pki;
@@ -182,13 +182,7 @@ impl TlsSentinel {
             ),
         )
         .unwrap();
-        let mut cmd = Command::new("redis-server");
-        cmd.arg(&conf)
-            .arg("--sentinel")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        die_with_parent(&mut cmd);
-        let sentinel = RedisServer::adopt(sport, sdir, cmd.spawn().unwrap());
+        let sentinel = spawn_sentinel(sport, sdir, &conf);
         wait_pong("TLS sentinel", || sentinel.tls_cli(pki, &["PING"]));
         TlsSentinel { master, sentinel }
     }
