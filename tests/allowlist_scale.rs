@@ -9,11 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::allowlist::{allow_keys, redis_now_ms};
+use crate::support::wait::eventually_explained;
 use crate::support::{eventually, metric, scrape, unique_prefix, RedisServer, TestServer};
-
-fn key(prefix: &str, name: &str) -> String {
-    format!("{prefix}:{{{prefix}:allow}}:{name}")
-}
 
 /// Nodes with a gate rule on `/admin` and a limited rule on `/api`.
 fn config(pages_per_second: u32, jitter_max: &str, reap_interval: &str) -> String {
@@ -79,11 +77,6 @@ fn timed_redis() -> (RedisServer, redis::Connection) {
     (redis, conn)
 }
 
-fn redis_now_ms(conn: &mut redis::Connection) -> u64 {
-    let (s, us): (u64, u64) = redis::cmd("TIME").query(conn).unwrap();
-    s * 1000 + us / 1000
-}
-
 fn v4(i: u32) -> String {
     let a = 0x0a00_0000 + i;
     format!(
@@ -98,12 +91,13 @@ fn v4(i: u32) -> String {
 /// `n` entries `v4(0..n)`, entry `i` expiring at `expires(i)` (0: never), in
 /// a dataset of epoch `scale` that has no events yet.
 fn populate(conn: &mut redis::Connection, prefix: &str, n: u32, expires: impl Fn(u32) -> u64) {
-    let (entries, exp) = (key(prefix, "entries"), key(prefix, "exp"));
+    let keys = allow_keys(prefix);
+    let (entries, exp) = (&keys.entries, &keys.exp);
     for start in (0..n).step_by(1000) {
         let mut hset = redis::cmd("HSET");
-        hset.arg(&entries);
+        hset.arg(entries);
         let mut zadd = redis::cmd("ZADD");
-        zadd.arg(&exp);
+        zadd.arg(exp);
         let mut any_exp = false;
         for i in start..(start + 1000).min(n) {
             let e = expires(i);
@@ -123,7 +117,7 @@ fn populate(conn: &mut redis::Connection, prefix: &str, n: u32, expires: impl Fn
         let _: () = pipe.query(conn).unwrap();
     }
     let _: () = redis::cmd("HSET")
-        .arg(key(prefix, "meta"))
+        .arg(&keys.meta)
         .arg(&["epoch", "scale", "seq", "0", "last_id", "0-0"])
         .query(conn)
         .unwrap();
@@ -132,7 +126,7 @@ fn populate(conn: &mut redis::Connection, prefix: &str, n: u32, expires: impl Fn
 /// Every entry in Redis: cidr → expires_at (expired-but-unreaped included).
 fn redis_entries(conn: &mut redis::Connection, prefix: &str) -> BTreeMap<String, u64> {
     let all: BTreeMap<String, String> = redis::cmd("HGETALL")
-        .arg(key(prefix, "entries"))
+        .arg(allow_keys(prefix).entries)
         .query(conn)
         .unwrap();
     all.into_iter()
@@ -151,24 +145,56 @@ fn node_entries(s: &TestServer) -> BTreeMap<String, u64> {
 
 fn meta_seq(conn: &mut redis::Connection, prefix: &str) -> u64 {
     let seq: Option<u64> = redis::cmd("HGET")
-        .arg(key(prefix, "meta"))
+        .arg(allow_keys(prefix).meta)
         .arg("seq")
         .query(conn)
         .unwrap();
     seq.unwrap_or(0)
 }
 
+/// An admin API write (`body`: JSON); it must succeed or find nothing (404).
 async fn admin_write(s: &TestServer, method: reqwest::Method, path: &str, body: Option<String>) {
-    let mut req = s.admin_client().request(method, s.admin_url(path));
+    admin_send(&s.admin_client(), &s.admin_url(path), method, body).await;
+}
+
+/// The same with a client and URL of its own (for a spawned writer).
+async fn admin_send(
+    client: &reqwest::Client,
+    url: &str,
+    method: reqwest::Method,
+    body: Option<String>,
+) {
+    let mut req = client.request(method, url);
     if let Some(b) = body {
         req = req.header("content-type", "application/json").body(b);
     }
     let r = req.send().await.unwrap();
     assert!(
         r.status().is_success() || r.status() == 404,
-        "{path}: {}",
+        "{url}: {}",
         r.status()
     );
+}
+
+/// One limiter call: `/check` for `/api/x` from one client.
+async fn api_check(client: &reqwest::Client, n: &TestServer) -> reqwest::Result<reqwest::Response> {
+    client
+        .get(n.url("/check"))
+        .header("x-forwarded-uri", "/api/x")
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+}
+
+/// Every event in the allowlist's stream under `prefix`.
+fn stream(conn: &mut redis::Connection, prefix: &str) -> Vec<redis::streams::StreamId> {
+    let r: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(allow_keys(prefix).events)
+        .arg("-")
+        .arg("+")
+        .query(conn)
+        .unwrap();
+    r.ids
 }
 
 /// SLOWLOG entries (duration µs, command) on the allowlist's keys of `prefix`.
@@ -178,7 +204,9 @@ fn slow_allowlist_calls(conn: &mut redis::Connection, prefix: &str) -> Vec<(u64,
         .arg(-1)
         .query(conn)
         .unwrap();
-    let tag = format!("{{{prefix}:allow}}");
+    // The allowlist's hash tag, `{...}`, as tollgate's keys carry it.
+    let meta = allow_keys(prefix).meta;
+    let tag = &meta[meta.find('{').unwrap()..=meta.find('}').unwrap()];
     log.iter()
         .filter_map(|entry| {
             let redis::Value::Array(fields) = entry else {
@@ -187,7 +215,7 @@ fn slow_allowlist_calls(conn: &mut redis::Connection, prefix: &str) -> Vec<(u64,
             let us: u64 = redis::from_redis_value_ref(&fields[2]).ok()?;
             let args: Vec<String> = redis::from_redis_value_ref(&fields[3]).ok()?;
             let text = args.join(" ");
-            text.contains(&tag)
+            text.contains(tag)
                 .then(|| (us, text.chars().take(120).collect()))
         })
         .collect()
@@ -265,16 +293,7 @@ async fn nodes_paging_a_snapshot_while_entries_are_written_removed_and_expired_e
                         )),
                     ),
                 };
-                let mut req = admin.request(method, format!("{base}{path}"));
-                if let Some(b) = body {
-                    req = req.header("content-type", "application/json").body(b);
-                }
-                let r = req.send().await.unwrap();
-                assert!(
-                    r.status().is_success() || r.status() == 404,
-                    "{path}: {}",
-                    r.status()
-                );
+                admin_send(&admin, &format!("{base}{path}"), method, body).await;
                 writes.fetch_add(1, Ordering::Relaxed);
             }
         })
@@ -308,11 +327,11 @@ async fn nodes_paging_a_snapshot_while_entries_are_written_removed_and_expired_e
     .await;
 
     // Every node equals Redis, entry by entry (once the short TTLs are reaped).
-    let mut last = String::new();
-    for _ in 0..300 {
+    let nodes: Vec<_> = followers.iter().chain([&writer]).collect();
+    // A loose bound (the loop it replaced polled 300 times, each a full read).
+    eventually_explained(Duration::from_secs(60), Duration::from_millis(100), || {
         let want = redis_entries(&mut conn, &prefix);
         let seq = meta_seq(&mut conn, &prefix);
-        let nodes: Vec<_> = followers.iter().chain([&writer]).collect();
         let diffs: Vec<usize> = nodes
             .iter()
             .map(|n| {
@@ -325,17 +344,15 @@ async fn nodes_paging_a_snapshot_while_entries_are_written_removed_and_expired_e
                     + want.iter().filter(|(k, v)| have.get(*k) != Some(v)).count()
             })
             .collect();
-        if diffs.iter().all(|&d| d == 0) && want.len() > 15_000 {
-            assert!(writes.load(Ordering::Relaxed) > 0);
-            return;
-        }
-        last = format!(
-            "seq {seq}, {} entries in Redis, differences per node {diffs:?}",
+        let matched = diffs.iter().all(|&d| d == 0) && want.len() > 15_000;
+        let why = format!(
+            "nodes never matched Redis: seq {seq}, {} entries in Redis, differences per node {diffs:?}",
             want.len()
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("nodes never matched Redis: {last}");
+        async move { matched.then_some(()).ok_or(why) }
+    })
+    .await;
+    assert!(writes.load(Ordering::Relaxed) > 0);
 }
 
 /// Decisions of the limited rule made by `on_redis_error`.
@@ -376,12 +393,7 @@ async fn three_nodes_resyncing_200000_entries_at_once_never_hold_redis_long_and_
         .await;
         // And its first call through Redis is made (scripts loaded).
         eventually(Duration::from_secs(10), || async {
-            let _ = reqwest::Client::new()
-                .get(n.url("/check"))
-                .header("x-forwarded-uri", "/api/x")
-                .header("x-forwarded-for", "203.0.113.9")
-                .send()
-                .await;
+            let _ = api_check(&reqwest::Client::new(), n).await;
             let text = scrape(n).await;
             metric(
                 &text,
@@ -403,13 +415,7 @@ async fn three_nodes_resyncing_200000_entries_at_once_never_hold_redis_long_and_
         rounds += 1;
         assert!(rounds < 20_000, "the nodes never finished their snapshots");
         for n in &nodes {
-            let r = client
-                .get(n.url("/check"))
-                .header("x-forwarded-uri", "/api/x")
-                .header("x-forwarded-for", "203.0.113.9")
-                .send()
-                .await
-                .unwrap();
+            let r = api_check(&client, n).await.unwrap();
             assert_eq!(r.status(), 200);
             decided += 1;
         }
@@ -504,15 +510,7 @@ async fn twenty_thousand_entries_expiring_in_one_second_stop_matching_on_time_an
         slow.is_empty(),
         "reaper or follower calls over {SLOW_US} µs: {slow:?}"
     );
-    let events: Vec<redis::streams::StreamId> = {
-        let r: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(key(&prefix, "events"))
-            .arg("-")
-            .arg("+")
-            .query(&mut conn)
-            .unwrap();
-        r.ids
-    };
+    let events = stream(&mut conn, &prefix);
     let mut per_cidr: BTreeMap<String, u32> = BTreeMap::new();
     for e in &events {
         let op: String = e.get("op").unwrap();
@@ -585,14 +583,8 @@ async fn an_export_read_in_pages_while_entries_change_equals_redis_at_its_seq() 
 
     // Redis's state at the export's seq: the populated entries, then every event up to it.
     let mut want: BTreeMap<String, u64> = (0..20_000).map(|i| (v4(i), now + 3_600_000)).collect();
-    let r: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(key(&prefix, "events"))
-        .arg("-")
-        .arg("+")
-        .query(&mut conn)
-        .unwrap();
     let mut later = 0;
-    for e in &r.ids {
+    for e in &stream(&mut conn, &prefix) {
         let seq: u64 = e.get("seq").unwrap();
         if seq > listing.seq {
             later += 1;
