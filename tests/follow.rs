@@ -5,13 +5,14 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::support::allowlist::{add_entry, listing, now_ms, remove_entry};
 use crate::support::binary::{tollgate, tollgate_cmd};
+use crate::support::nginx;
 use crate::support::process::{exited_within, signal};
 
 use crate::support::{
@@ -262,7 +263,6 @@ async fn nginx_geo_from_the_shipped_snippet_lets_in_exactly_the_followed_list() 
     let url = shared_redis().url();
     let admin = TestServer::start(config(), Some(&url), &prefix).await;
     let dir = temp_dir("nginx");
-    std::fs::create_dir_all(dir.join("logs")).unwrap();
     let list = dir.join("tollgate-allowlist.conf");
     let port = free_port();
     let snippet = include_str!("../deploy/nginx/allowlist-geo.conf")
@@ -272,22 +272,16 @@ async fn nginx_geo_from_the_shipped_snippet_lets_in_exactly_the_followed_list() 
             "proxy_pass http://127.0.0.1:3000;",
             "return 200 \"app\\n\";",
         );
-    let conf = dir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
+    let mut nginx = nginx::command(
+        &dir,
+        &format!(
             "worker_processes 1;\nevents {{ worker_connections 64; }}\nhttp {{\n{snippet}\n}}\n"
         ),
-    )
-    .unwrap();
-    let globals = format!(
-        "daemon off; pid {0}/nginx.pid; error_log {0}/logs/error.log;",
-        dir.display()
     );
     let reload = format!(
-        "nginx -p {0} -c {1} -g '{globals}' -s reload",
+        "nginx -p {0} -c {0}/nginx.conf -g '{1}' -s reload",
         dir.display(),
-        conf.display()
+        nginx::globals(&dir)
     );
     let _f = Follow::start(
         &dir,
@@ -304,15 +298,7 @@ async fn nginx_geo_from_the_shipped_snippet_lets_in_exactly_the_followed_list() 
     );
     eventually(Duration::from_secs(5), || async { list.exists() }).await;
     let _nginx = Nginx(
-        Command::new("nginx")
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-g")
-            .arg(&globals)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        nginx
             .spawn()
             .expect("nginx must be installed (scripts/test.sh installs it)"),
     );

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{eventually, free_port, shared_redis, unique_prefix, TestServer};
+use crate::support::nginx as nginx_conf;
+use crate::support::process::terminate;
+use crate::support::{eventually, free_port, shared_redis, temp_dir, unique_prefix, TestServer};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -29,18 +31,7 @@ impl Drop for Proxy {
     /// SIGTERM first: nginx's master then stops its workers (a SIGKILL would
     /// orphan them); SIGKILL only if it has not exited after two seconds.
     fn drop(&mut self) {
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        terminate(&mut self.child, Duration::from_secs(2));
     }
 }
 
@@ -48,9 +39,7 @@ impl Proxy {
     /// Start `kind` from its shipped config, pointed at two tollgate replicas and the upstream.
     pub async fn start(kind: Kind, tollgate: [SocketAddr; 2], upstream: SocketAddr) -> Proxy {
         let port = free_port();
-        let dir =
-            std::env::temp_dir().join(format!("tollgate-{kind:?}-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        let dir = temp_dir(&format!("{kind:?}"));
         let common = |text: &str| {
             text.replace("127.0.0.1:8080", &tollgate[0].to_string())
                 .replace("127.0.0.1:9080", &tollgate[1].to_string())
@@ -65,17 +54,7 @@ impl Proxy {
                 let conf = common(include_str!("../deploy/nginx/nginx.conf"))
                     .replace("listen 8000;", &format!("listen 127.0.0.1:{port};"))
                     .replace("worker_processes auto;", "worker_processes 1;");
-                std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-                cmd = Command::new("nginx");
-                cmd.arg("-p")
-                    .arg(&dir)
-                    .arg("-c")
-                    .arg(dir.join("nginx.conf"))
-                    .arg("-g")
-                    .arg(format!(
-                        "daemon off; pid {0}/nginx.pid; error_log {0}/logs/error.log;",
-                        dir.display()
-                    ));
+                cmd = nginx_conf::command(&dir, &conf);
             }
             Kind::Caddy => {
                 let conf = common(include_str!("../deploy/caddy/Caddyfile")).replace(

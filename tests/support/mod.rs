@@ -16,6 +16,8 @@ pub mod cluster;
 pub mod isolation;
 /// Reading `/metrics`: a scrape and one sample.
 pub mod metrics;
+/// nginx with every file it writes in the test's dir.
+pub mod nginx;
 /// Certificates made at test time.
 pub mod pki;
 /// Child processes tied to the test binary; waiting for one to exit.
