@@ -1,10 +1,9 @@
 //! The counters admin API (`/v1/limits/{rule}/{key}`) and `tollgate limits`.
 
-use std::process::Command;
-
 use serde_json::Value;
 
-use crate::support::{shared_redis, unique_prefix, TestServer};
+use crate::support::binary::tollgate_cmd;
+use crate::support::{shared_redis, temp_dir, unique_prefix, TestServer};
 
 const CONFIG: &str = r#"
 [client_ip]
@@ -134,12 +133,10 @@ async fn the_cli_shows_and_resets_counters_in_the_same_redis() {
     let s = TestServer::start(CONFIG, Some(&redis.url()), &prefix).await;
     assert_eq!(hit(&s, "198.51.100.3").await, 200);
     assert_eq!(hit(&s, "198.51.100.3").await, 200);
-    let dir = std::env::temp_dir().join(format!("tollgate-limits-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("c.toml");
+    let file = temp_dir("limits").join("c.toml");
     std::fs::write(&file, CONFIG).unwrap();
     let run = |verb: &str| {
-        Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        tollgate_cmd(&[])
             .args([
                 "limits",
                 verb,
@@ -165,7 +162,7 @@ async fn the_cli_shows_and_resets_counters_in_the_same_redis() {
     );
     assert!(run("reset").status.success());
     assert_eq!(hit(&s, "198.51.100.3").await, 200);
-    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+    let out = tollgate_cmd(&[])
         .args([
             "limits",
             "show",

@@ -138,6 +138,7 @@ fn snapshot<T: redis::FromRedisValue + Send + 'static>(
             if last {
                 return taken;
             }
+            // The sampling pace of the snapshots, not a wait for a condition.
             std::thread::sleep(Duration::from_millis(2));
         }
     })
