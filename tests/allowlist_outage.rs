@@ -16,13 +16,21 @@ use crate::support::{
     eventually, metric, scrape, temp_dir, unique_prefix, RedisServer, TestServer,
 };
 
+/// Two gate nodes on `url` under `prefix`, reaping every `reap_interval`.
+async fn two_nodes(reap_interval: &str, url: &str, prefix: &str) -> (TestServer, TestServer) {
+    let config = gate_config(reap_interval, None);
+    (
+        TestServer::start(&config, Some(url), prefix).await,
+        TestServer::start(&config, Some(url), prefix).await,
+    )
+}
+
 #[tokio::test]
 async fn flushall_keeps_the_old_table_serving_reports_source_lost_and_an_admin_write_converges_all()
 {
     let redis = RedisServer::start();
     let prefix = unique_prefix("flush");
-    let n0 = TestServer::start(&gate_config("1s", None), Some(&redis.url()), &prefix).await;
-    let n1 = TestServer::start(&gate_config("1s", None), Some(&redis.url()), &prefix).await;
+    let (n0, n1) = two_nodes("1s", &redis.url(), &prefix).await;
     let nodes = [&n0, &n1];
     add_entry(&n0, "192.0.2.1", "1h").await;
     add_entry(&n0, "192.0.2.2", "1h").await;
@@ -77,8 +85,7 @@ async fn a_redis_restarted_empty_keeps_the_old_table_serving_and_a_restore_conve
     let mut redis = RedisServer::start();
     let url = redis.url();
     let prefix = unique_prefix("nosave");
-    let n0 = TestServer::start(&gate_config("1s", None), Some(&url), &prefix).await;
-    let n1 = TestServer::start(&gate_config("1s", None), Some(&url), &prefix).await;
+    let (n0, n1) = two_nodes("1s", &url, &prefix).await;
     let nodes = [&n0, &n1];
     add_entry(&n0, "203.0.113.0/24", "1h").await;
     add_entry(&n0, "2001:db8::/48", "1h").await;
@@ -148,8 +155,7 @@ async fn an_entry_expires_on_every_node_while_redis_is_down_and_state_converges_
     let mut redis = RedisServer::start_with(PERSISTENT);
     let url = redis.url();
     let prefix = unique_prefix("down");
-    let n0 = TestServer::start(&gate_config("200ms", None), Some(&url), &prefix).await;
-    let n1 = TestServer::start(&gate_config("200ms", None), Some(&url), &prefix).await;
+    let (n0, n1) = two_nodes("200ms", &url, &prefix).await;
     let nodes = [&n0, &n1];
     let short = add_entry(&n0, "192.0.2.10", "4s").await;
     add_entry(&n0, "192.0.2.20", "1h").await;

@@ -89,11 +89,18 @@ fn reloads(path: &Path) -> usize {
         .unwrap_or(0)
 }
 
-#[tokio::test]
-async fn the_export_follows_adds_removes_and_expiry_with_one_reload_per_burst() {
+/// A prefix of its own on the shared Redis, its URL, and a server whose
+/// admin API writes the allowlist there.
+async fn admin_server() -> (String, String, TestServer) {
     let prefix = unique_prefix("follow");
     let url = shared_redis().url();
     let admin = TestServer::start(config(), Some(&url), &prefix).await;
+    (prefix, url, admin)
+}
+
+#[tokio::test]
+async fn the_export_follows_adds_removes_and_expiry_with_one_reload_per_burst() {
+    let (prefix, url, admin) = admin_server().await;
     let dir = temp_dir("geo");
     let file = dir.join("allow.conf");
     let counter = dir.join("reloads");
@@ -161,9 +168,7 @@ async fn the_export_follows_adds_removes_and_expiry_with_one_reload_per_burst() 
 
 #[tokio::test]
 async fn a_failing_reload_command_keeps_the_file_and_following_goes_on() {
-    let prefix = unique_prefix("follow");
-    let url = shared_redis().url();
-    let admin = TestServer::start(config(), Some(&url), &prefix).await;
+    let (prefix, url, admin) = admin_server().await;
     let dir = temp_dir("failing");
     let file = dir.join("allow.json");
     let metrics = dir.join("tollgate.prom");
@@ -259,9 +264,7 @@ async fn follow_needs_redis_and_never_empties_a_file_it_cannot_refresh() {
 /// A real nginx from `deploy/nginx/allowlist-geo.conf`, reading the file `follow` keeps.
 #[tokio::test]
 async fn nginx_geo_from_the_shipped_snippet_lets_in_exactly_the_followed_list() {
-    let prefix = unique_prefix("follow");
-    let url = shared_redis().url();
-    let admin = TestServer::start(config(), Some(&url), &prefix).await;
+    let (prefix, url, admin) = admin_server().await;
     let dir = temp_dir("nginx");
     let list = dir.join("tollgate-allowlist.conf");
     let port = free_port();
