@@ -3,8 +3,8 @@
 //! loopback port; each test uses its own key prefix, never FLUSHDB.
 
 /// Real parts, one module per thing they start: redis-server, Cluster,
-/// Sentinel, TLS Redis, in-process tollgate servers; prefixes, temp dirs,
-/// metrics, eventually().
+/// Sentinel, TLS Redis, tollgate in process or as a binary, nginx; prefixes,
+/// temp dirs, metrics, the allowlist from outside, eventually().
 mod support;
 /// Today's name for `support::tls` (hardened Redis), kept for existing imports.
 use support::tls as support_tls;
