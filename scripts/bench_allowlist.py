@@ -32,7 +32,7 @@ import urllib.request
 
 from allowlist_fill import allow_key, fill_commands, hash_tag
 from bench_load import work_dir
-from bench_procs import BIN, PROCS, free_port, spawn, wait_for
+from bench_procs import BIN, PROCS, free_port, spawn, start_redis, wait_for
 
 TOKEN = "bench-token"
 NODES = int(os.environ.get("NODES", "8"))
@@ -78,10 +78,7 @@ def enc(*args):
 
 class Redis:
     def __init__(self):
-        self.port = free_port()
-        spawn(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-               "--dir", work_dir()])
-        wait_for(lambda: self.cli("PING") == "PONG", "redis-server", 10)
+        _, self.port = start_redis()
 
     def cli(self, *args):
         return subprocess.run(["redis-cli", "-p", str(self.port), *map(str, args)], capture_output=True, text=True).stdout.strip()

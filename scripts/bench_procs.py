@@ -68,8 +68,11 @@ def port_open(port):
 
 
 def start_redis():
+    """A redis-server on a free port, saving nothing, its `--dir` in this run's
+    scratch directory (a replica's sync or a SAVE must not land in the tree)."""
     port = free_port()
-    p = spawn(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+    p = spawn(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+               "--dir", work_dir()])
     wait_for(lambda: redis(port, "PING") == "PONG", "redis-server")
     return p, port
 
