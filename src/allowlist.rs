@@ -21,10 +21,10 @@
 
 pub mod cidr;
 pub mod event;
+pub mod expiry;
 pub mod export;
 pub mod export_file;
 pub mod export_metrics;
-pub mod expiry;
 mod family;
 pub mod follower;
 pub mod gate;
@@ -51,9 +51,9 @@ use crate::redis_conn::StoreError;
 use local::LocalAllowlist;
 use redis_store::{RedisAllowlist, Restored};
 
+use expiry::ExpiresAt;
 pub use redis_store::Page;
 use status::Status;
-use expiry::ExpiresAt;
 use table::{Clock, Table};
 
 pub use input::NewEntry;

@@ -11,9 +11,9 @@ use std::time::Instant;
 use crate::app::App;
 use crate::keys::AD_HOC_RULE;
 use crate::limiter::{slot_breaker, Algorithm, Call, LimitState, Outcome, Store};
-use crate::redis_conn::StoreError;
 use crate::metrics::KindLabels;
 use crate::rate::Rate;
+use crate::redis_conn::StoreError;
 use crate::rule::{OnRedisError, Rule};
 
 /// What one limiter call needs beyond its key.

@@ -20,9 +20,9 @@ pub use local_store::LocalStore;
 pub use redis_store::RedisStore;
 pub use slot_breaker::SlotBreaker;
 
+use crate::named::named_enum;
 use crate::rate::Rate;
 use crate::redis_conn::StoreError;
-use crate::named::named_enum;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Algorithm {

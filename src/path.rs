@@ -320,8 +320,14 @@ mod tests {
         assert_eq!(check_configured("/admin/"), Ok(()));
         assert_eq!(check_configured("/"), Ok(()));
         assert_eq!(check_configured("/a//b"), Err(NotNormal("/a/b".into())));
-        assert_eq!(check_configured("/%61dmin"), Err(NotNormal("/admin".into())));
-        assert_eq!(check_configured("/admin;x"), Err(NotNormal("/admin".into())));
+        assert_eq!(
+            check_configured("/%61dmin"),
+            Err(NotNormal("/admin".into()))
+        );
+        assert_eq!(
+            check_configured("/admin;x"),
+            Err(NotNormal("/admin".into()))
+        );
     }
 
     proptest! {

@@ -128,7 +128,9 @@ impl ConnectionLike for RedisConn {
 /// URLs that cannot make an endpoint (passwords redacted).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {
-    #[error("{url} is not a Redis URL ({why}; expected redis://, rediss://, redis+unix:// or unix://)")]
+    #[error(
+        "{url} is not a Redis URL ({why}; expected redis://, rediss://, redis+unix:// or unix://)"
+    )]
     NotAUrl { url: String, why: String },
     #[error("mixes rediss:// and plain URLs: give every node the same scheme")]
     MixedSchemes,

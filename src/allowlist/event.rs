@@ -12,10 +12,20 @@
 use std::collections::HashMap;
 
 use ipnet::IpNet;
+use redis::streams::{StreamId, StreamReadReply};
 use redis::Value;
 
 use super::cidr::{self, NetError};
 use super::expiry::ExpiresAt;
+
+/// The entries of an `XREAD` reply on the one events stream, in order.
+pub fn stream_entries(reply: Option<StreamReadReply>) -> Vec<StreamId> {
+    reply
+        .into_iter()
+        .flat_map(|r| r.keys)
+        .flat_map(|k| k.ids)
+        .collect()
+}
 
 /// The event format this code reads and the scripts write.
 pub const PROTOCOL_VERSION: &str = "1";
@@ -64,8 +74,9 @@ impl Event {
     pub fn from_fields(fields: &HashMap<String, Value>) -> Result<Event, EventError> {
         let get = |name: &'static str| -> Result<String, EventError> {
             match fields.get(name) {
-                Some(v) => redis::from_redis_value_ref::<String>(v)
-                    .map_err(|_| EventError::NotText(name)),
+                Some(v) => {
+                    redis::from_redis_value_ref::<String>(v).map_err(|_| EventError::NotText(name))
+                }
                 None => Err(EventError::Missing(name)),
             }
         };

@@ -127,10 +127,7 @@ pub enum ExportError {
     Entries(Vec<String>),
 }
 
-pub fn stream<R: std::io::Read, F: FnMut(Entry)>(
-    reader: R,
-    each: F,
-) -> Result<usize, ExportError> {
+pub fn stream<R: std::io::Read, F: FnMut(Entry)>(reader: R, each: F) -> Result<usize, ExportError> {
     let mut doc = Reading {
         each,
         seen: HashSet::new(),
@@ -141,9 +138,7 @@ pub fn stream<R: std::io::Read, F: FnMut(Entry)>(
         has_entries: false,
     };
     let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::new(reader));
-    (&mut doc)
-        .deserialize(&mut de)
-        .and_then(|()| de.end())?;
+    (&mut doc).deserialize(&mut de).and_then(|()| de.end())?;
     if !doc.has_entries {
         return Err(ExportError::NoEntries);
     }

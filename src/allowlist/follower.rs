@@ -44,13 +44,13 @@ use redis::streams::StreamReadReply;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::event::Event;
+use super::event::{stream_entries, Event};
 use super::redis_store::{RedisAllowlist, SNAPSHOT_PAGE};
 use super::status::Reason;
 use super::table::{Applied, Clock, Table};
 use super::{state_file, Allowlist};
-use crate::redis_conn::StoreError;
 use crate::redis_conn::RedisConn;
+use crate::redis_conn::StoreError;
 
 /// How long one XREAD waits for events before `meta` is checked.
 pub const BLOCK: Duration = Duration::from_secs(1);
@@ -328,11 +328,7 @@ impl Follower<'_> {
                 .query_async(conn)
                 .await
                 .map_err(StoreError::from)?;
-            let events: Vec<_> = reply
-                .into_iter()
-                .flat_map(|r| r.keys)
-                .flat_map(|k| k.ids)
-                .collect();
+            let events = stream_entries(reply);
             if events.is_empty() {
                 tracing::warn!(
                     seq = table.seq,
@@ -433,14 +429,11 @@ impl Follower<'_> {
             .arg("STREAMS")
             .arg(&self.redis.keys().events)
             .arg(&self.table.last_id);
-        let reply: Option<StreamReadReply> = xread.query_async(conn).await.map_err(StoreError::from)?;
+        let reply: Option<StreamReadReply> =
+            xread.query_async(conn).await.map_err(StoreError::from)?;
         let status = self.list.status();
         status.contact();
-        let entries: Vec<_> = reply
-            .into_iter()
-            .flat_map(|r| r.keys)
-            .flat_map(|k| k.ids)
-            .collect();
+        let entries = stream_entries(reply);
         if entries.is_empty() {
             if block {
                 return Ok(Step::Check);

@@ -107,7 +107,10 @@ pub enum TtlError {
         source: humantime::DurationError,
     },
     #[error("{text:?} is longer than allowlist.max_ttl ({})", humantime::format_duration(*max))]
-    TooLong { text: String, max: std::time::Duration },
+    TooLong {
+        text: String,
+        max: std::time::Duration,
+    },
     #[error("{0:?} is too short: at least 1ms")]
     TooShort(String),
 }

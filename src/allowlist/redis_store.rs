@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use redis::streams::StreamReadReply;
 
-use super::event::{Event, Op};
+use super::event::{stream_entries, Event, Op};
 use super::{new_epoch, Entry, Listing, NewEntry, Stored};
 use crate::keys::AllowKeys;
 use crate::redis_conn::StoreError;
@@ -422,16 +422,13 @@ impl RedisAllowlist {
                     .query_async(&mut conn)
                     .await
                     .map_err(|e| self.failed(e))?;
-                let ids: Vec<_> = reply
-                    .into_iter()
-                    .flat_map(|r| r.keys)
-                    .flat_map(|k| k.ids)
-                    .collect();
+                let ids = stream_entries(reply);
                 if ids.is_empty() {
                     break;
                 }
                 for id in ids {
-                    let ev = Event::from_fields(&id.map).map_err(|e| StoreError::Reply(e.to_string()))?;
+                    let ev = Event::from_fields(&id.map)
+                        .map_err(|e| StoreError::Reply(e.to_string()))?;
                     if ev.op == Op::Restore || (!pos.epoch.is_empty() && ev.epoch != pos.epoch) {
                         return Err(StoreError::Changed(
                             "a restore replaced the allowlist while it was read; run it again"
@@ -478,7 +475,8 @@ impl RedisAllowlist {
                 let values: Vec<Option<String>> =
                     redis::from_redis_value_ref(values).map_err(bad_reply)?;
                 for (cidr, json) in touched.iter().zip(values) {
-                    let net = super::cidr::parse_net(cidr).map_err(|e| StoreError::Reply(e.to_string()))?;
+                    let net = super::cidr::parse_net(cidr)
+                        .map_err(|e| StoreError::Reply(e.to_string()))?;
                     match json.map(|j| parse_entry(cidr, &j)) {
                         Some(Ok(e)) => {
                             entries.insert(net, e);

@@ -258,11 +258,7 @@ mod tests {
         assert!(parse("not json").is_err());
         let t = Table::new("e".into(), 1, Clock::system());
         let other = render(&t).replace(FORMAT, "something-else");
-        assert!(parse(&other)
-            .err()
-            .unwrap()
-            .to_string()
-            .contains("format"));
+        assert!(parse(&other).err().unwrap().to_string().contains("format"));
     }
 
     #[test]

@@ -142,11 +142,9 @@ pub fn run(cmd: AllowCommand) -> ExitCode {
             .map(Action::Check)
             .map_err(|e| e.to_string()),
         AllowCommand::Export { output, .. } => Ok(Action::Export(output.clone())),
-        AllowCommand::Restore { file, .. } => {
-            open_export(file)
-                .map(|r| Action::Restore(r, file.clone()))
-                .map_err(|e| format!("{}: {e}", file.display()))
-        }
+        AllowCommand::Restore { file, .. } => open_export(file)
+            .map(|r| Action::Restore(r, file.clone()))
+            .map_err(|e| format!("{}: {e}", file.display())),
     };
     let action = match action {
         Ok(a) => a,

@@ -105,12 +105,7 @@ async fn remove(
     let result = async {
         let net = cidr::parse_net(&text).map_err(|e| ApiError::bad("cidr", e.to_string()))?;
         let actor = actor(&headers)?;
-        match app
-            .allowlist
-            .remove(&net, &actor)
-            .await
-            ?
-        {
+        match app.allowlist.remove(&net, &actor).await? {
             Some(seq) => Ok(json!({"cidr": net.to_string(), "removed": true, "seq": seq})),
             None => Err(ApiError::not_found(
                 "cidr",

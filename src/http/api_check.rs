@@ -120,15 +120,16 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
                     ));
                 }
             }
-            let rule = find_limited(&rules, name).map_err(|e| ApiError::bad("rule", e.to_string()))?;
+            let rule =
+                find_limited(&rules, name).map_err(|e| ApiError::bad("rule", e.to_string()))?;
             (LimitSpec::from(rule), rule.shadow)
         }
         (None, Some(list)) => {
             let algorithm = match &body.algorithm {
                 None => Algorithm::FixedWindow,
-                Some(a) => a
-                    .parse()
-                    .map_err(|e: crate::named::UnknownName| ApiError::bad("algorithm", e.to_string()))?,
+                Some(a) => a.parse().map_err(|e: crate::named::UnknownName| {
+                    ApiError::bad("algorithm", e.to_string())
+                })?,
             };
             ad_hoc_limits = ad_hoc(list, algorithm, caps)?;
             let burst = match body.burst {

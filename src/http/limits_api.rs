@@ -20,7 +20,8 @@ pub fn routes() -> Router<Arc<App>> {
 
 fn find_rule(app: &App, name: &str) -> Result<Arc<Rule>, ApiError> {
     let rules = app.rules.load();
-    let rule = find_limited(&rules, name).map_err(|e| ApiError::not_found("rule", e.to_string()))?;
+    let rule =
+        find_limited(&rules, name).map_err(|e| ApiError::not_found("rule", e.to_string()))?;
     Ok(Arc::new(rule.clone()))
 }
 

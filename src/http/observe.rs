@@ -1,9 +1,9 @@
 //! Around every request: a request id on every log line it causes, and
 //! `tollgate_http_requests_total{endpoint, status}`.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::collections::HashSet;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -87,11 +87,7 @@ fn count(app: &App, endpoint: &'static str, resp: &Response) {
 fn endpoint_label(template: &str) -> &'static str {
     static SEEN: OnceLock<RwLock<HashSet<&'static str>>> = OnceLock::new();
     let seen = SEEN.get_or_init(Default::default);
-    if let Some(label) = seen
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(template)
-    {
+    if let Some(label) = seen.read().unwrap_or_else(|e| e.into_inner()).get(template) {
         return label;
     }
     let mut seen = seen.write().unwrap_or_else(|e| e.into_inner());

@@ -233,7 +233,11 @@ mod tests {
         for alg in ALGORITHMS {
             let path = format!("{}/lua/{alg}.lua", env!("CARGO_MANIFEST_DIR"));
             let source = std::fs::read_to_string(&path).unwrap();
-            assert_eq!(script(alg).get_hash(), Script::new(&source).get_hash(), "{alg}");
+            assert_eq!(
+                script(alg).get_hash(),
+                Script::new(&source).get_hash(),
+                "{alg}"
+            );
         }
     }
 }

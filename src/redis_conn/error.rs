@@ -128,8 +128,14 @@ mod tests {
     #[test]
     fn a_refused_connection_is_unreachable_and_a_script_error_is_the_server_s() {
         let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        assert_eq!(StoreError::from(RedisError::from(refused)).kind(), Kind::Unreachable);
-        let script = RedisError::from((ErrorKind::Server(ServerErrorKind::ResponseError), "ERR user_script:1: oops"));
+        assert_eq!(
+            StoreError::from(RedisError::from(refused)).kind(),
+            Kind::Unreachable
+        );
+        let script = RedisError::from((
+            ErrorKind::Server(ServerErrorKind::ResponseError),
+            "ERR user_script:1: oops",
+        ));
         let e = StoreError::from(script);
         assert_eq!(e.kind(), Kind::Server);
         assert!(!e.is_transient());

@@ -19,7 +19,6 @@
 //! - one of them sent twice (a proxy that appended instead of overwriting);
 //! - a host holding `,` or white space.
 
-
 use axum::http::{HeaderMap, HeaderName};
 
 use crate::named::named_enum;
