@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use crate::app::App;
 use crate::keys::AD_HOC_RULE;
-use crate::limiter::{slot_breaker, Algorithm, Call, LimitState, Outcome, Store};
+use crate::limiter::{slot_breaker, Algorithm, Call, LimitState, Outcome};
 use crate::metrics::KindLabels;
 use crate::rate::Rate;
 use crate::redis_conn::StoreError;
@@ -74,24 +74,26 @@ impl App {
             (Some(slots), Some(slot)) => self.breaker.is_open() || slots.should_skip(slot),
             _ => self.breaker.is_open(),
         };
-        let result = match &self.store {
-            Store::Local(local) => Ok(local.check(call)),
-            Store::Redis(_) if skip => Err(None),
-            Store::Redis(redis) => {
-                let started = Instant::now();
-                let r = redis.check(call).await;
+        // The breakers stand in front of Redis only: the embedded store never fails.
+        let remote = !self.store.is_local();
+        let result = if remote && skip {
+            Err(None)
+        } else {
+            let started = Instant::now();
+            let r = self.store.check(call).await;
+            if remote {
                 self.metrics
                     .redis_call_duration
                     .observe(started.elapsed().as_secs_f64());
-                r.map_err(Some)
             }
+            r.map_err(Some)
         };
         match result {
             Ok(outcome) => {
                 if let (Some(slots), Some(slot)) = (&self.slots, slot) {
                     slots.succeeded(slot);
                 }
-                if cacheable && !self.store.is_local() {
+                if cacheable && remote {
                     self.deny_cache.insert(&base, spec.limits, &outcome);
                 }
                 (outcome, Source::Store)
