@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use super::response::ApiError;
 use crate::app::App;
 
 /// The process runs and serves HTTP; says nothing about Redis.
@@ -56,6 +57,6 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
             body,
         )
             .into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Err(e) => ApiError::internal(format!("rendering the metrics: {e}")).into_response(),
     }
 }

@@ -181,6 +181,15 @@ impl ApiError {
         }
     }
 
+    /// A bug on our side (a metric that cannot be written out).
+    pub fn internal(error: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            error: error.into(),
+            field: None,
+        }
+    }
+
     pub fn not_found(field: impl Into<String>, error: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::NOT_FOUND,
