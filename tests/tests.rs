@@ -6,6 +6,12 @@
 mod support;
 /// Hardened Redis: certificates made at test time, TLS/unix/ACL servers, a TLS Cluster.
 mod support_tls;
+/// Headless Chromium through chromedriver (fantoccini), a fresh profile per test; screenshots.
+mod support_browser;
+
+/// The admin page in a real browser: sign-in and a wrong token, replicas seeing each
+/// other's changes, a bad CIDR, removal, TTL countdown, the chart, notes as text, CSP.
+mod admin_page;
 
 /// Counters admin API and CLI: auth, unknown rules, show and reset.
 mod admin_counters;
