@@ -206,14 +206,16 @@
     let max = 0;
     points.forEach((p) => OUTCOMES.forEach((o) => { max = Math.max(max, p.r[o]); }));
     const scale = niceCeil(max);
-    const x = (t) => left + (W - left) * (1 - (now - t) / CHART_MS);
+    // The window grows with the history, from one minute up to CHART_MS.
+    const span = Math.min(CHART_MS, Math.max(60000, history.length ? now - history[0].t : 0));
+    const x = (t) => left + (W - left) * Math.max(0, 1 - (now - t) / span);
     const y = (v) => top + (H - top) * (1 - v / scale);
     // Axes and labels.
     line(svg, left, top, left, H, 'axis');
     line(svg, left, H, W, H, 'axis');
     label(svg, left - 4, top + 4, fmtRate(scale), 'end');
     label(svg, left - 4, H, '0', 'end');
-    label(svg, left, H + 16, '-5 min', 'start');
+    label(svg, left, H + 16, '-' + Math.round(span / 60000) + ' min', 'start');
     label(svg, W, H + 16, 'now', 'end');
     const legend = $('chart-legend');
     while (legend.firstChild) legend.firstChild.remove();
@@ -408,7 +410,7 @@
     completeSeq = first.data.seq;
     reconcile(all);
     setText('entries-summary', all.length + (cursor !== null ? '+ (first ' + all.length + ' shown)' : '') +
-      ' live entries · epoch ' + (first.data.epoch || '(none yet)') + ' · seq ' + first.data.seq);
+      (all.length === 1 ? ' live entry' : ' live entries') + ' · epoch ' + (first.data.epoch || '(none yet)') + ' · seq ' + first.data.seq);
   }
 
   /// Update the table in place: rows are kept per CIDR, so a pending
