@@ -226,8 +226,33 @@ async fn the_page_is_admin_only_with_a_strict_csp_refuses_a_wrong_token_and_show
         (b.count("#entries-body tr").await == 2).then_some(())
     })
     .await;
+    let readme = std::env::var("TOLLGATE_README_SCREENSHOT").ok();
+    if readme.is_some() {
+        // For the picture only: a few seconds of mixed traffic, so the chart
+        // shows several outcomes (bounded: 20 rounds of 12 requests).
+        for round in 0..20u32 {
+            for i in 0..12u32 {
+                let (uri, ip) = match i % 4 {
+                    0 | 1 => ("/login", format!("192.0.2.{}", round / 4)),
+                    2 => ("/admin", "192.0.2.200".to_string()),
+                    _ => ("/admin", "203.0.113.7".to_string()),
+                };
+                http.get(s.url("/check"))
+                    .header("x-forwarded-uri", uri)
+                    .header("x-forwarded-for", ip)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        b.until("the chart's allowlisted line", || async {
+            (chart_peak(&b, "allowlisted").await > 0.0).then_some(())
+        })
+        .await;
+    }
     let shot = b.screenshot("06-overview").await;
-    if let Ok(to) = std::env::var("TOLLGATE_README_SCREENSHOT") {
+    if let Some(to) = readme {
         let to = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(to);
         std::fs::copy(&shot, &to).unwrap();
         println!("README screenshot: {}", to.display());

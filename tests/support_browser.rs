@@ -59,7 +59,7 @@ impl Browser {
             "--disable-background-timer-throttling",
             "--disable-renderer-backgrounding",
             "--disable-backgrounding-occluded-windows",
-            "--window-size=1280,1400",
+            "--window-size=1280,1150",
             &format!("--user-data-dir={}", profile.display()),
         ];
         let caps = json!({

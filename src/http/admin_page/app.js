@@ -206,8 +206,8 @@
     let max = 0;
     points.forEach((p) => OUTCOMES.forEach((o) => { max = Math.max(max, p.r[o]); }));
     const scale = niceCeil(max);
-    // The window grows with the history, from one minute up to CHART_MS.
-    const span = Math.min(CHART_MS, Math.max(60000, history.length ? now - history[0].t : 0));
+    // The window grows with the history, from 20 seconds up to CHART_MS.
+    const span = Math.min(CHART_MS, Math.max(20000, history.length ? now - history[0].t : 0));
     const x = (t) => left + (W - left) * Math.max(0, 1 - (now - t) / span);
     const y = (v) => top + (H - top) * (1 - v / scale);
     // Axes and labels.
@@ -215,7 +215,7 @@
     line(svg, left, H, W, H, 'axis');
     label(svg, left - 4, top + 4, fmtRate(scale), 'end');
     label(svg, left - 4, H, '0', 'end');
-    label(svg, left, H + 16, '-' + Math.round(span / 60000) + ' min', 'start');
+    label(svg, left, H + 16, span < 90000 ? '-' + Math.round(span / 1000) + ' s' : '-' + Math.round(span / 60000) + ' min', 'start');
     label(svg, W, H + 16, 'now', 'end');
     const legend = $('chart-legend');
     while (legend.firstChild) legend.firstChild.remove();
@@ -223,7 +223,8 @@
     OUTCOMES.forEach((o) => {
       const peak = Math.max(0, ...points.map((p) => p.r[o]));
       const pl = document.createElementNS(SVG, 'polyline');
-      pl.setAttribute('class', 'line line-' + o);
+      // An outcome not seen in the window is drawn invisible (it would hide the axis).
+      pl.setAttribute('class', 'line line-' + o + (peak > 0 ? '' : ' idle'));
       pl.setAttribute('points', points.map((p) => x(p.t).toFixed(1) + ',' + y(p.r[o]).toFixed(1)).join(' '));
       pl.dataset.max = String(peak);
       pl.dataset.outcome = o;
