@@ -66,7 +66,12 @@ async fn remaining_ms(b: &Browser, row: &str) -> Option<u64> {
 }
 
 async fn api_get(s: &TestServer, path: &str) -> (u16, Value) {
-    let r = s.admin_client().get(s.admin_url(path)).send().await.unwrap();
+    let r = s
+        .admin_client()
+        .get(s.admin_url(path))
+        .send()
+        .await
+        .unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
 }
@@ -88,7 +93,10 @@ async fn the_page_is_admin_only_with_a_strict_csp_refuses_a_wrong_token_and_show
         let r = http.get(s.admin_url(path)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
         let h = r.headers();
-        assert!(h["content-type"].to_str().unwrap().starts_with(kind), "{path}");
+        assert!(
+            h["content-type"].to_str().unwrap().starts_with(kind),
+            "{path}"
+        );
         assert_eq!(h["content-security-policy"], EXPECTED_CSP, "{path}");
         assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
         let r = http.get(s.url(path)).send().await.unwrap();
@@ -296,16 +304,16 @@ async fn an_entry_added_on_one_replicas_page_appears_on_the_others_counts_down_r
         (b.count(row).await == 1).then_some(())
     })
     .await;
-    assert_eq!(b.text(&format!("{row} td.note")).await.as_deref(), Some(xss));
+    assert_eq!(
+        b.text(&format!("{row} td.note")).await.as_deref(),
+        Some(xss)
+    );
     assert_eq!(
         b.text(&format!("{row} td.actor")).await.as_deref(),
         Some("admin-page")
     );
     assert_eq!(b.count("img").await, 0, "the note made no element");
-    assert!(
-        b.client.get_alert_text().await.is_err(),
-        "no alert is open"
-    );
+    assert!(b.client.get_alert_text().await.is_err(), "no alert is open");
     b.screenshot("02-seen-on-b-note-as-text").await;
 
     // The remaining TTL counts down in the page.
@@ -364,7 +372,10 @@ async fn an_entry_added_on_one_replicas_page_appears_on_the_others_counts_down_r
     let api: Value = api.json().await.unwrap();
     assert_eq!(api["field"], "cidr");
     assert_eq!(shown, api["error"].as_str().unwrap());
-    assert!(shown.contains("198.51.100.0/24"), "names the canonical form: {shown}");
+    assert!(
+        shown.contains("198.51.100.0/24"),
+        "names the canonical form: {shown}"
+    );
     assert_eq!(b.text("#add-ttl-error").await.as_deref(), Some(""));
     let (_, after) = api_get(&a, "/v1/allowlist").await;
     assert_eq!(after["seq"], before["seq"], "nothing was published");

@@ -37,7 +37,12 @@ allowlist = "require"
 "#;
 
 async fn get(s: &TestServer, path: &str) -> Value {
-    let r = s.admin_client().get(s.admin_url(path)).send().await.unwrap();
+    let r = s
+        .admin_client()
+        .get(s.admin_url(path))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "{path}");
     r.json().await.unwrap()
 }

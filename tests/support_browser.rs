@@ -205,10 +205,7 @@ impl Drop for Browser {
             let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else {
                 continue;
             };
-            if cmdline
-                .split(|b| *b == 0)
-                .any(|arg| arg == mark.as_bytes())
-            {
+            if cmdline.split(|b| *b == 0).any(|arg| arg == mark.as_bytes()) {
                 // SAFETY: kill(2) on a pid we read from /proc; no memory involved.
                 unsafe {
                     libc::kill(pid, libc::SIGKILL);

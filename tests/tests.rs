@@ -4,10 +4,10 @@
 
 /// Starting redis-server and tollgate servers, unique prefixes, eventually().
 mod support;
-/// Hardened Redis: certificates made at test time, TLS/unix/ACL servers, a TLS Cluster.
-mod support_tls;
 /// Headless Chromium through chromedriver (fantoccini), a fresh profile per test; screenshots.
 mod support_browser;
+/// Hardened Redis: certificates made at test time, TLS/unix/ACL servers, a TLS Cluster.
+mod support_tls;
 
 /// The admin page in a real browser: sign-in and a wrong token, replicas seeing each
 /// other's changes, a bad CIDR, removal, TTL countdown, the chart, notes as text, CSP.
