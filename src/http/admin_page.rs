@@ -57,3 +57,47 @@ fn page(content_type: &'static str, body: &'static str) -> impl IntoResponse {
         body,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Data reaches the page only as text: no API in the script parses a
+    /// string as markup (the browser tests show a markup note stays text).
+    #[test]
+    fn the_script_never_parses_strings_as_markup() {
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+            "new Function",
+            "DOMParser",
+            "createContextualFragment",
+        ] {
+            assert!(!APP_JS.contains(sink), "app.js uses {sink}");
+        }
+    }
+
+    /// The CSP forbids inline code; the HTML has none that would break.
+    #[test]
+    fn the_page_has_no_inline_script_style_or_handler() {
+        let html = INDEX_HTML.to_ascii_lowercase();
+        assert_eq!(html.matches("<script").count(), 1);
+        assert!(html.contains(r#"<script src="/ui/app.js" defer></script>"#));
+        assert!(!html.contains("<style"));
+        assert!(!html.contains(" style="));
+        // An event handler attribute: ` on` + letters + `=`.
+        let handler = html.match_indices(" on").any(|(i, _)| {
+            let rest = &html[i + 3..];
+            let name_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+            name_len > 0 && rest[name_len..].starts_with('=')
+        });
+        assert!(!handler, "no inline event handler attributes");
+        assert!(
+            !html.contains("http://") && !html.contains("https://"),
+            "no other origin"
+        );
+    }
+}

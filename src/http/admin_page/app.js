@@ -94,10 +94,15 @@
     try {
       r = await api('GET', '/v1/status');
     } catch (e) {
-      if (!(e instanceof Unauthorized)) setText('signin-error', 'Cannot reach tollgate: ' + e.message);
+      if (!(e instanceof Unauthorized)) {
+        sessionStorage.removeItem(TOKEN_KEY);
+        setText('signin-error', 'Cannot reach tollgate: ' + e.message);
+      }
       return;
     }
     if (!r.ok) {
+      // Only a token the API accepted is kept.
+      sessionStorage.removeItem(TOKEN_KEY);
       setText('signin-error', errorOf(r));
       return;
     }
