@@ -110,6 +110,17 @@ async fn the_page_is_admin_only_with_a_strict_csp_refuses_a_wrong_token_and_show
     })
     .await;
     b.screenshot("01-sign-in").await;
+    // The browser enforces the CSP: an inline script put in the page never runs.
+    let ran = b
+        .js(
+            "const s = document.createElement('script');
+             s.textContent = 'window.inlineRan = true;';
+             document.body.appendChild(s);
+             return window.inlineRan === true;",
+            vec![],
+        )
+        .await;
+    assert_eq!(ran, json!(false), "an inline script ran despite the CSP");
 
     // A wrong token: the API's 401 is shown, nothing is kept.
     b.type_into("#token", "not-the-token").await;
