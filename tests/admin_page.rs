@@ -420,5 +420,43 @@ async fn an_entry_added_on_one_replicas_page_appears_on_the_others_counts_down_r
     assert_eq!(status, 404);
     let held: Vec<String> = redis.hkeys(&entries_key).unwrap();
     assert!(held.is_empty(), "{held:?}");
+
+    // A list of several API pages: every entry listed, and a change seen
+    // (the pages are read again when seq moves).
+    let admin = a.admin_client();
+    let add = |i: u32| {
+        let admin = admin.clone();
+        let url = a.admin_url("/v1/allowlist");
+        async move {
+            let cidr = format!("10.{}.{}.0/24", i / 256, i % 256);
+            let r = admin
+                .post(url)
+                .json(&json!({"cidr": cidr, "ttl": "1h"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+        }
+    };
+    for chunk in (0..1100u32).collect::<Vec<_>>().chunks(100) {
+        futures::future::join_all(chunk.iter().map(|&i| add(i))).await;
+    }
+    let (_, page) = api_get(&a, "/v1/allowlist?count=1000").await;
+    assert!(!page["cursor"].is_null(), "the list is more than one page");
+    b.until("1100 entries listed", || async {
+        (b.count("#entries-body tr").await == 1100).then_some(())
+    })
+    .await;
+    let r = admin
+        .delete(a.admin_url("/v1/allowlist/10.0.7.0%2F24"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    b.until("1099 entries listed", || async {
+        (b.count("#entries-body tr").await == 1099).then_some(())
+    })
+    .await;
+    assert_eq!(b.count(r#"tr[data-cidr="10.0.7.0/24"]"#).await, 0);
     b.close().await;
 }

@@ -16,7 +16,7 @@
   const STATUS_EVERY_MS = 2000;       // health and the decisions chart
   const LIST_EVERY_MS = 1000;         // allowlist changes made elsewhere
   const RULES_EVERY_MS = 10000;       // a SIGHUP may change the rules
-  const MAX_PAGES = 100;              // 100 000 entries shown at most
+  const MAX_PAGES = 10;               // 10 000 entries listed at most (the DOM stays light)
   const SVG = 'http://www.w3.org/2000/svg';
 
   const $ = (id) => document.getElementById(id);
@@ -415,8 +415,10 @@
     }
     completeSeq = first.data.seq;
     reconcile(all);
-    setText('entries-summary', all.length + (cursor !== null ? '+ (first ' + all.length + ' shown)' : '') +
-      (all.length === 1 ? ' live entry' : ' live entries') + ' · epoch ' + (first.data.epoch || '(none yet)') + ' · seq ' + first.data.seq);
+    const count = cursor !== null
+      ? 'the first ' + all.length + ' live entries (more exist; "Does an address match?" searches them all)'
+      : all.length + (all.length === 1 ? ' live entry' : ' live entries');
+    setText('entries-summary', count + ' · epoch ' + (first.data.epoch || '(none yet)') + ' · seq ' + first.data.seq);
   }
 
   /// Update the table in place: rows are kept per CIDR, so a pending
