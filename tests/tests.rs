@@ -9,14 +9,13 @@ mod support_browser;
 /// Hardened Redis: certificates made at test time, TLS/unix/ACL servers, a TLS Cluster.
 mod support_tls;
 
+/// Counters admin API and CLI: auth, unknown rules, show and reset.
+mod admin_counters;
 /// The admin page in a real browser: sign-in and a wrong token, replicas seeing each
 /// other's changes, a bad CIDR, removal, TTL countdown, the chart, notes as text, CSP.
 mod admin_page;
 /// `GET /v1/status` and `/v1/rules`: the token, health (Redis, allowlist freshness), decision counts, rules.
 mod admin_status;
-
-/// Counters admin API and CLI: auth, unknown rules, show and reset.
-mod admin_counters;
 /// Each algorithm against both stores: exact limit, retry_after, no charge on
 /// denial, cost, all-or-nothing limits, TTLs, window roll-over.
 mod algorithms;
