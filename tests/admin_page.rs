@@ -9,8 +9,8 @@ use fantoccini::Locator;
 use redis::Commands;
 use serde_json::{json, Value};
 
-use crate::support::{shared_redis, temp_dir, unique_prefix, TestServer, ADMIN_TOKEN};
-use crate::support_browser::Browser;
+use crate::support::allowlist::allow_keys;
+use crate::support::{shared_redis, temp_dir, unique_prefix, Browser, TestServer, ADMIN_TOKEN};
 
 /// `login` is limited (members skip it); `admin` is a pure allowlist gate.
 const CONFIG: &str = r#"
@@ -390,7 +390,7 @@ async fn an_entry_added_on_one_replicas_page_appears_on_the_others_counts_down_r
     assert_eq!(b.text("#add-ttl-error").await.as_deref(), Some(""));
     let (_, after) = api_get(&a, "/v1/allowlist").await;
     assert_eq!(after["seq"], before["seq"], "nothing was published");
-    let entries_key = format!("{prefix}:{{{prefix}:allow}}:entries");
+    let entries_key = allow_keys(&prefix).entries;
     let mut redis = shared_redis().conn();
     let held: Vec<String> = redis.hkeys(&entries_key).unwrap();
     assert_eq!(held, vec!["203.0.113.0/24".to_string()]);

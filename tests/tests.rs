@@ -2,12 +2,12 @@
 //! All of them talk to a real `redis-server` that `support` starts on a free
 //! loopback port; each test uses its own key prefix, never FLUSHDB.
 
-/// Starting redis-server and tollgate servers, unique prefixes, eventually().
+/// Real parts, one module per thing they start: redis-server, Cluster,
+/// Sentinel, TLS Redis, tollgate in process or as a binary, nginx; prefixes,
+/// temp dirs, metrics, the allowlist from outside, eventually().
 mod support;
-/// Headless Chromium through chromedriver (fantoccini), a fresh profile per test; screenshots.
-mod support_browser;
-/// Hardened Redis: certificates made at test time, TLS/unix/ACL servers, a TLS Cluster.
-mod support_tls;
+/// Today's name for `support::tls` (hardened Redis), kept for existing imports.
+use support::tls as support_tls;
 
 /// Counters admin API and CLI: auth, unknown rules, show and reset.
 mod admin_counters;
@@ -22,7 +22,11 @@ mod algorithms;
 /// The distributed allowlist: three servers on one Redis, admin API, stream
 /// events, expiry, longest-prefix matches, bad input, embedded store, `tollgate allow`.
 mod allowlist;
-/// The allowlist never silently diverges: trims, flushes, restarts, outages, state files, export/restore.
+/// `tollgate allow export` / `restore`: a 10 000-entry round trip, bad input writes nothing.
+mod allowlist_export;
+/// Redis lost under the allowlist (flushed, restarted empty, killed): fail-static, state files, convergence.
+mod allowlist_outage;
+/// The allowlist's history going wrong (trimmed, rewritten, unknown events, backwards): resync to the listing.
 mod allowlist_resync;
 /// The allowlist at scale: paged snapshots racing writes, a 3-node 200 000-entry resync, mass expiry.
 mod allowlist_scale;
