@@ -92,6 +92,11 @@ fn endpoint_label(template: &str) -> &'static str {
         "/v1/allowlist",
         "/v1/allowlist/check",
         "/v1/allowlist/{*cidr}",
+        "/v1/status",
+        "/v1/rules",
+        "/",
+        "/ui/app.js",
+        "/ui/app.css",
     ];
     ROUTES
         .iter()
