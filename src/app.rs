@@ -33,6 +33,8 @@ pub struct App {
     pub metrics: Metrics,
     /// The IP allowlist: a lock-free table for lookups, and its store.
     pub allowlist: Arc<Allowlist>,
+    /// When this node was built: its uptime in `GET /v1/status`.
+    pub started: std::time::Instant,
 }
 
 impl App {
@@ -73,6 +75,7 @@ impl App {
             ready: AtomicBool::new(ready),
             metrics,
             allowlist,
+            started: std::time::Instant::now(),
         })
     }
 

@@ -4,6 +4,7 @@
 //! `body`, and every answer is shaped in `response`.
 
 mod admin;
+pub mod admin_page;
 mod allowlist_api;
 mod api_check;
 mod auth;
@@ -12,6 +13,7 @@ mod forward_auth;
 mod limits_api;
 mod observe;
 pub mod response;
+mod status_api;
 
 use std::sync::Arc;
 
@@ -45,11 +47,15 @@ pub fn admin_router(app: Arc<App>) -> Router {
         // Each admin area adds its routes here.
         .merge(limits_api::routes())
         .merge(allowlist_api::routes())
+        .merge(status_api::routes())
         .route_layer(from_fn_with_state(app.clone(), auth::require_token));
     Router::new()
         .route("/livez", get(admin::livez))
         .route("/readyz", get(admin::readyz))
         .route("/metrics", get(admin::metrics))
+        // The admin page (`/`, `/ui/*`): open, like /metrics; it holds no
+        // data and asks the `/v1/*` API with the token the operator types.
+        .merge(admin_page::routes())
         .merge(v1)
         .route_layer(from_fn_with_state(app.clone(), observe::observe))
         .with_state(app)

@@ -11,6 +11,11 @@ use support::tls as support_tls;
 
 /// Counters admin API and CLI: auth, unknown rules, show and reset.
 mod admin_counters;
+/// The admin page in a real browser: sign-in and a wrong token, replicas seeing each
+/// other's changes, a bad CIDR, removal, TTL countdown, the chart, notes as text, CSP.
+mod admin_page;
+/// `GET /v1/status` and `/v1/rules`: the token, health (Redis, allowlist freshness), decision counts, rules.
+mod admin_status;
 /// Each algorithm against both stores: exact limit, retry_after, no charge on
 /// denial, cost, all-or-nothing limits, TTLs, window roll-over.
 mod algorithms;

@@ -10,6 +10,8 @@
 pub mod allowlist;
 /// The `tollgate` binary as a process: one-shot commands and `tollgate serve`.
 pub mod binary;
+/// Headless Chromium through chromedriver (fantoccini), a fresh profile per browser; screenshots.
+pub mod browser;
 /// A 3-master Redis Cluster, and forming one.
 pub mod cluster;
 /// A free port, a unique key prefix, a fresh temp dir.
@@ -35,6 +37,7 @@ pub mod tls;
 /// `eventually` and its blocking twin.
 pub mod wait;
 
+pub use browser::Browser;
 pub use cluster::{shared_cluster, RedisCluster};
 pub use isolation::{free_port, temp_dir, unique_prefix};
 pub use metrics::{metric, scrape};
