@@ -55,6 +55,9 @@
 //!   `config/validate.rs` checks, every problem with its key and line).
 //! - `counters` shows and resets one key's counters (`/v1/limits`,
 //!   `tollgate limits`).
+//! - The admin listener: `http/admin.rs` (health, `/metrics`),
+//!   `http/status_api.rs` (`/v1/status`, `/v1/rules`), `http/admin_page.rs`
+//!   (the page), `http/limits_api.rs`, `http/allowlist_api.rs`.
 
 pub mod allowlist;
 pub(crate) mod app;
