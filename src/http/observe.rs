@@ -92,6 +92,11 @@ fn endpoint_label(template: &str) -> &'static str {
         "/v1/allowlist",
         "/v1/allowlist/check",
         "/v1/allowlist/{*cidr}",
+        "/v1/heartbeat",
+        "/v1/activity/online",
+        "/v1/activity/active",
+        "/v1/activity/summary",
+        "/v1/activity/paths/{*path}",
     ];
     ROUTES
         .iter()
