@@ -7,6 +7,9 @@ mod support;
 /// Hardened Redis: certificates made at test time, TLS/unix/ACL servers, a TLS Cluster.
 mod support_tls;
 
+/// Activity counters with two replicas: heartbeats and presence, active days,
+/// tracked rules' summaries, the path bound, a Redis outage, bad input.
+mod activity;
 /// Counters admin API and CLI: auth, unknown rules, show and reset.
 mod admin_counters;
 /// Each algorithm against both stores: exact limit, retry_after, no charge on
