@@ -493,3 +493,63 @@ async fn without_redis_activity_is_refused_with_a_message() {
     .unwrap_err();
     assert!(err.to_string().contains("rule[0].track"), "{err}");
 }
+
+/// `tollgate activity …` with the test's config; (exit code, stdout, stderr).
+fn cli(args: &[&str], config: &std::path::Path, prefix: &str) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("activity")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .args(["--redis", &shared_redis().url(), "--prefix", prefix])
+        .env_remove("TOLLGATE_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cli_reads_the_same_counts_as_the_api() {
+    let (a, b) = pair(TRACKED, "cli").await;
+    let prefix = a.app.config.prefix.clone();
+    let file = temp_dir("activity-cli").join("t.toml");
+    std::fs::write(&file, TRACKED).unwrap();
+    let client = reqwest::Client::new();
+    for i in 0..30 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(visit(&client, s, "/p/home", ip(i % 7)).await, 200);
+        assert_eq!(heartbeat(s, &format!(r#"{{"id":"c{i}"}}"#)).await.status(), 204);
+    }
+    admin_until(&a, "/v1/activity/summary?hours=1", |v| v["total"].as_u64() == Some(30)).await;
+    admin_until(&a, "/v1/activity/online?within=1h", |v| v["online"].as_u64() == Some(30)).await;
+
+    let (code, out, err) = cli(&["summary", "--hours", "1", "--json"], &file, &prefix);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(num(&v, "total"), 30);
+    assert_eq!(num(&v["paths"]["/p/home"], "unique"), 7);
+    let (code, out, _) = cli(&["path", "/p/home", "--rule", "pages"], &file, &prefix);
+    assert_eq!(code, 0);
+    assert!(out.contains("30 requests, ~7 clients"), "{out}");
+    let (code, out, _) = cli(&["online", "--within", "1h"], &file, &prefix);
+    assert_eq!(code, 0);
+    assert!(out.contains(": 30"), "{out}");
+    let (code, out, _) = cli(&["active", "--days", "1"], &file, &prefix);
+    assert_eq!(code, 0);
+    assert!(out.contains(": 30 (HyperLogLog"), "{out}");
+    // Bad input: exit 2 naming the flag, Redis untouched.
+    for (args, flag) in [
+        (&["active", "--days", "0"][..], "--days"),
+        (&["online", "--within", "2h"][..], "--within"),
+        (&["summary", "--rule", "nope"][..], "--rule"),
+        (&["path", "%zz"][..], "--path"),
+    ] {
+        let (code, _, err) = cli(args, &file, &prefix);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(flag), "{args:?}: {err}");
+    }
+}
