@@ -13,6 +13,7 @@ use futures::future::join_all;
 use redis::{Cmd, Value};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::recorder::Pending;
 use super::{now_ms, Activity, CALL_TIMEOUT, MS_PER_DAY};
@@ -30,6 +31,15 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 pub async fn run<F>(activity: Arc<Activity>, track_paths: F, stop: CancellationToken)
 where
     F: Fn(&str) -> Option<u32> + Send + Sync + 'static,
+{
+    flush_loop(activity, track_paths, stop)
+        .instrument(tracing::info_span!("activity_flush"))
+        .await
+}
+
+async fn flush_loop<F>(activity: Arc<Activity>, track_paths: F, stop: CancellationToken)
+where
+    F: Fn(&str) -> Option<u32>,
 {
     if !activity.enabled() {
         return;
