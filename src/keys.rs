@@ -294,7 +294,10 @@ mod tests {
         assert_eq!(h.requests, "tg:act:{tg:act:r:pages}:493000:req");
         assert_eq!(h.paths, "tg:act:{tg:act:r:pages}:493000:paths");
         assert_eq!(h.clients, "tg:act:{tg:act:r:pages}:493000:clients");
-        assert_eq!(h.path_clients("/a/b"), "tg:act:{tg:act:r:pages}:493000:u:/a/b");
+        assert_eq!(
+            h.path_clients("/a/b"),
+            "tg:act:{tg:act:r:pages}:493000:u:/a/b"
+        );
         let long = format!("/{}", "x".repeat(300));
         assert!(h.path_clients(&long).len() < 100 + 64 + 41);
     }

@@ -62,7 +62,14 @@ pub async fn run(
     let rules = app.clone();
     tasks.spawn(crate::activity::flush::run(
         app.activity.clone(),
-        move |name| rules.rules.load().iter().find(|r| r.name == name).and_then(|r| r.track),
+        move |name| {
+            rules
+                .rules
+                .load()
+                .iter()
+                .find(|r| r.name == name)
+                .and_then(|r| r.track)
+        },
         stop.clone(),
     ));
     tasks.spawn(allowlist::follower::run(

@@ -50,7 +50,12 @@ async fn heartbeat(s: &TestServer, body: &str) -> reqwest::Response {
 
 /// GET on the admin listener, with the token; (status, JSON body).
 async fn admin_get(s: &TestServer, path: &str) -> (u16, Value) {
-    let r = s.admin_client().get(s.admin_url(path)).send().await.unwrap();
+    let r = s
+        .admin_client()
+        .get(s.admin_url(path))
+        .send()
+        .await
+        .unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
 }
@@ -63,7 +68,10 @@ async fn admin_until(s: &TestServer, path: &str, done: impl Fn(&Value) -> bool) 
         if done(&v) {
             return v;
         }
-        assert!(std::time::Instant::now() < deadline, "{path}: last answer {v}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path}: last answer {v}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -95,8 +103,14 @@ fn ip(i: u32) -> IpAddr {
 async fn online_count_rises_with_heartbeats_and_falls_when_they_stop() {
     let (a, b) = pair("", "online").await;
     for i in 0..5 {
-        assert_eq!(heartbeat(&a, &format!(r#"{{"id":"a{i}"}}"#)).await.status(), 204);
-        assert_eq!(heartbeat(&b, &format!(r#"{{"id":"b{i}"}}"#)).await.status(), 204);
+        assert_eq!(
+            heartbeat(&a, &format!(r#"{{"id":"a{i}"}}"#)).await.status(),
+            204
+        );
+        assert_eq!(
+            heartbeat(&b, &format!(r#"{{"id":"b{i}"}}"#)).await.status(),
+            204
+        );
     }
     // No body: the client is its address (127.0.0.1, not a trusted proxy here).
     assert_eq!(heartbeat(&a, "").await.status(), 204);
@@ -123,7 +137,9 @@ async fn online_count_rises_with_heartbeats_and_falls_when_they_stop() {
         .collect();
     clients.sort();
     assert_eq!(clients.len(), 11, "{v}");
-    assert!(clients.contains(&"id:a0".to_string()) && clients.contains(&"ip:127.0.0.1".to_string()));
+    assert!(
+        clients.contains(&"id:a0".to_string()) && clients.contains(&"ip:127.0.0.1".to_string())
+    );
     // Heartbeats stop: after `within`, nobody is online.
     eventually(Duration::from_secs(15), || async { online(&a).await == 0 }).await;
     // The longer window still sees them.
@@ -217,7 +233,10 @@ async fn a_tracked_rules_summary_equals_what_was_sent_across_both_replicas() {
         assert_eq!(num(entry, "total"), 100 * (k as u64 + 1), "{p}: {entry}");
         let unique = num(entry, "unique") as f64;
         let truth = 40.0 * (k as f64 + 1.0);
-        assert!((unique - truth).abs() / truth <= HLL_BOUND, "{p}: {unique} vs {truth}");
+        assert!(
+            (unique - truth).abs() / truth <= HLL_BOUND,
+            "{p}: {unique} vs {truth}"
+        );
         let by_hour: u64 = entry["by_hour"]
             .as_object()
             .unwrap()
@@ -250,7 +269,9 @@ async fn path_cardinality_stays_bounded_under_100000_distinct_paths() {
     let sent = 100_000u32;
     for i in 200..sent {
         let s = if i % 2 == 0 { &a } else { &b };
-        s.app.activity.request("pages", &format!("/p/{i}"), ip(i % 5000));
+        s.app
+            .activity
+            .request("pages", &format!("/p/{i}"), ip(i % 5000));
         if i % 10_000 == 0 {
             // Spread over a few flushes, as real traffic would be.
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -275,7 +296,11 @@ async fn path_cardinality_stays_bounded_under_100000_distinct_paths() {
     assert!(keys.len() <= 2 * (3 + 51), "{} keys", keys.len());
     let mut bytes = 0u64;
     for k in &keys {
-        let used: Option<u64> = redis::cmd("MEMORY").arg("USAGE").arg(k).query(&mut conn).unwrap();
+        let used: Option<u64> = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(k)
+            .query(&mut conn)
+            .unwrap();
         bytes += used.unwrap_or(0);
         if k.ends_with(":paths") {
             let n: u64 = redis::cmd("SCARD").arg(k).query(&mut conn).unwrap();
@@ -395,7 +420,10 @@ async fn redis_down_loses_only_the_unflushed_counts_and_decisions_go_on() {
     for i in 0..20 {
         assert_eq!(check("/p/before", i).await, 200);
     }
-    eventually(Duration::from_secs(10), || async { serve.total().await == Some(20) }).await;
+    eventually(Duration::from_secs(10), || async {
+        serve.total().await == Some(20)
+    })
+    .await;
 
     redis.kill();
     // Decisions go on (on_redis_error = "local" for the limit; activity never
@@ -417,7 +445,10 @@ async fn redis_down_loses_only_the_unflushed_counts_and_decisions_go_on() {
         assert_eq!(check("/p/after", i).await, 200);
     }
     // Redis came back empty: exactly the requests after the outage are there.
-    eventually(Duration::from_secs(15), || async { serve.total().await == Some(10) }).await;
+    eventually(Duration::from_secs(15), || async {
+        serve.total().await == Some(10)
+    })
+    .await;
     let m = serve.metrics().await;
     assert_eq!(metric(&m, "tollgate_activity_flush_up", &[]), 1.0);
     assert_eq!(
@@ -482,7 +513,10 @@ async fn without_redis_activity_is_refused_with_a_message() {
     let r = heartbeat(&s, "").await;
     assert_eq!(r.status(), 503);
     let v: Value = r.json().await.unwrap();
-    assert!(v["error"].as_str().unwrap().contains("live in Redis"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("live in Redis"),
+        "{v}"
+    );
     let (status, _) = admin_get(&s, "/v1/activity/online").await;
     assert_eq!(status, 503);
     let err = tollgate::config::parse(
@@ -522,10 +556,19 @@ async fn the_cli_reads_the_same_counts_as_the_api() {
     for i in 0..30 {
         let s = if i % 2 == 0 { &a } else { &b };
         assert_eq!(visit(&client, s, "/p/home", ip(i % 7)).await, 200);
-        assert_eq!(heartbeat(s, &format!(r#"{{"id":"c{i}"}}"#)).await.status(), 204);
+        assert_eq!(
+            heartbeat(s, &format!(r#"{{"id":"c{i}"}}"#)).await.status(),
+            204
+        );
     }
-    admin_until(&a, "/v1/activity/summary?hours=1", |v| v["total"].as_u64() == Some(30)).await;
-    admin_until(&a, "/v1/activity/online?within=1h", |v| v["online"].as_u64() == Some(30)).await;
+    admin_until(&a, "/v1/activity/summary?hours=1", |v| {
+        v["total"].as_u64() == Some(30)
+    })
+    .await;
+    admin_until(&a, "/v1/activity/online?within=1h", |v| {
+        v["online"].as_u64() == Some(30)
+    })
+    .await;
 
     let (code, out, err) = cli(&["summary", "--hours", "1", "--json"], &file, &prefix);
     assert_eq!(code, 0, "{err}");

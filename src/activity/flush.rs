@@ -102,10 +102,11 @@ where
             pipe.add_command(step.cmd.clone());
         }
         async move {
-            let replies = tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<Vec<Value>>(&mut conn))
-                .await
-                .map_err(|_| StoreError::Timeout(CALL_TIMEOUT))?
-                .map_err(classify)?;
+            let replies =
+                tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<Vec<Value>>(&mut conn))
+                    .await
+                    .map_err(|_| StoreError::Timeout(CALL_TIMEOUT))?
+                    .map_err(classify)?;
             // The track script answers how many of its paths went to `other`.
             Ok::<u64, StoreError>(
                 steps
@@ -138,7 +139,12 @@ fn plain(cmd: Cmd) -> Step {
 }
 
 /// The commands of one second, one list per key family (one hash tag each).
-pub fn commands<F>(activity: &Activity, pending: Pending, now: u64, track_paths: &F) -> Vec<Vec<Step>>
+pub fn commands<F>(
+    activity: &Activity,
+    pending: Pending,
+    now: u64,
+    track_paths: &F,
+) -> Vec<Vec<Step>>
 where
     F: Fn(&str) -> Option<u32>,
 {

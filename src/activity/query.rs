@@ -32,8 +32,12 @@ fn bad(field: &'static str, message: impl Into<String>) -> BadInput {
 
 /// `within`: a duration from 1s to `activity.online_window`.
 pub fn parse_within(text: &str, cfg: &ActivityConfig) -> Result<Duration, BadInput> {
-    let d = humantime::parse_duration(text)
-        .map_err(|e| bad("within", format!("bad duration {text:?}: {e} (e.g. \"10m\")")))?;
+    let d = humantime::parse_duration(text).map_err(|e| {
+        bad(
+            "within",
+            format!("bad duration {text:?}: {e} (e.g. \"10m\")"),
+        )
+    })?;
     if d < Duration::from_secs(1) || d > cfg.online_window {
         return Err(bad(
             "within",
@@ -201,8 +205,7 @@ pub async fn summary<C: ConnectionLike>(
     for h in range.clone() {
         pipe.cmd("HGETALL").arg(keys.rule_hour(rule, h).requests);
     }
-    let per_hour: Vec<BTreeMap<String, u64>> =
-        pipe.query_async(conn).await.map_err(classify)?;
+    let per_hour: Vec<BTreeMap<String, u64>> = pipe.query_async(conn).await.map_err(classify)?;
     let mut paths: BTreeMap<String, PathSummary> = BTreeMap::new();
     let mut total = 0;
     for (h, counts) in range.clone().zip(per_hour) {

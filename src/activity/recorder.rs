@@ -105,7 +105,9 @@ impl Recorder {
         // Look up by &str first: only a rule-hour-path seen for the first time
         // this second allocates.
         if !pending.tracked.contains_key(rule) {
-            pending.tracked.insert(rule.to_string(), FxHashMap::default());
+            pending
+                .tracked
+                .insert(rule.to_string(), FxHashMap::default());
         }
         let hours = pending.tracked.get_mut(rule).expect("inserted above");
         let paths = hours.entry(hour).or_default();

@@ -143,7 +143,11 @@ async fn answer(cmd: &ActivityCommand, cfg: &Config) -> Result<String, Failure> 
             _ => {
                 return Err(Failure::Usage(format!(
                     "--rule: name a tracked rule (tracked in this config: {})",
-                    if tracked.is_empty() { "none".into() } else { tracked.join(", ") }
+                    if tracked.is_empty() {
+                        "none".into()
+                    } else {
+                        tracked.join(", ")
+                    }
                 )))
             }
         };

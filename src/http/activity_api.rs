@@ -251,11 +251,7 @@ async fn summary(State(app): State<Arc<App>>, Query(p): Params) -> Response {
     }
 }
 
-async fn path(
-    State(app): State<Arc<App>>,
-    Path(raw): Path<String>,
-    Query(p): Params,
-) -> Response {
+async fn path(State(app): State<Arc<App>>, Path(raw): Path<String>, Query(p): Params) -> Response {
     let parsed = rule_and_hours(&app, &p)
         .and_then(|(rule, hours)| Ok((rule, hours, query::parse_path(&raw)?)));
     let (rule, hours, path) = match parsed {

@@ -105,7 +105,11 @@ mod tests {
         };
         match parse("t.toml", text, &ov) {
             Ok(_) => vec![],
-            Err(e) => e.issues.iter().map(|i| format!("{}: {}", i.key, i.message)).collect(),
+            Err(e) => e
+                .issues
+                .iter()
+                .map(|i| format!("{}: {}", i.key, i.message))
+                .collect(),
         }
     }
 
@@ -116,7 +120,10 @@ mod tests {
             true,
         );
         assert_eq!(found.len(), 3, "{found:#?}");
-        assert!(found[0].starts_with("activity.retention_days"), "{found:#?}");
+        assert!(
+            found[0].starts_with("activity.retention_days"),
+            "{found:#?}"
+        );
         assert!(found[1].starts_with("activity.online_window"), "{found:#?}");
         assert!(found[2].starts_with("activity.max_online"), "{found:#?}");
         assert!(issues("[activity]\nonline_window = \"8d\"\n", true)[0]
@@ -125,22 +132,32 @@ mod tests {
 
     #[test]
     fn track_paths_is_bounded_and_needs_track_and_redis() {
-        let rule = |extra: &str| {
-            format!("[[rule]]\nname = \"p\"\nlimits = [\"5/s\"]\n{extra}\n")
-        };
+        let rule = |extra: &str| format!("[[rule]]\nname = \"p\"\nlimits = [\"5/s\"]\n{extra}\n");
         assert!(issues(&rule("track = true\ntrack_paths = 50"), true).is_empty());
         let found = issues(&rule("track = true\ntrack_paths = 0"), true);
-        assert!(found[0].starts_with("rule[0].track_paths: must be between"), "{found:#?}");
+        assert!(
+            found[0].starts_with("rule[0].track_paths: must be between"),
+            "{found:#?}"
+        );
         let found = issues(&rule("track_paths = 5"), true);
-        assert!(found[0].starts_with("rule[0].track_paths: only for"), "{found:#?}");
+        assert!(
+            found[0].starts_with("rule[0].track_paths: only for"),
+            "{found:#?}"
+        );
         let found = issues(&rule("track = true"), false);
-        assert!(found[0].starts_with("rule[0].track: activity counters live in Redis"), "{found:#?}");
+        assert!(
+            found[0].starts_with("rule[0].track: activity counters live in Redis"),
+            "{found:#?}"
+        );
         let ov = Overrides {
             redis_url: Some("redis://127.0.0.1:6379".into()),
             ..Default::default()
         };
         let cfg = parse("t.toml", &rule("track = true"), &ov).unwrap();
-        assert_eq!(cfg.rules[0].track, Some(crate::activity::DEFAULT_TRACK_PATHS));
+        assert_eq!(
+            cfg.rules[0].track,
+            Some(crate::activity::DEFAULT_TRACK_PATHS)
+        );
         assert_eq!(cfg.activity.retention_days, 30);
     }
 }
