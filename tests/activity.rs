@@ -596,3 +596,41 @@ async fn the_cli_reads_the_same_counts_as_the_api() {
         assert!(err.contains(flag), "{args:?}: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn activity_works_on_a_redis_cluster_one_pipeline_per_key_family() {
+    let cluster = crate::support::shared_cluster();
+    let config = format!("{}{TRACKED}", cluster.config_section("2s"));
+    let prefix = unique_prefix("act-cluster");
+    let a = TestServer::start(&config, None, &prefix).await;
+    let b = TestServer::start(&config, None, &prefix).await;
+    let client = reqwest::Client::new();
+    for i in 0..40u32 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(
+            visit(&client, s, &format!("/p/{}", i % 4), ip(i % 10)).await,
+            200
+        );
+        assert_eq!(
+            heartbeat(s, &format!(r#"{{"id":"k{i}"}}"#)).await.status(),
+            204
+        );
+    }
+    let summary = admin_until(&a, "/v1/activity/summary?hours=1", |v| {
+        v["total"].as_u64() == Some(40)
+    })
+    .await;
+    assert_eq!(summary["paths"].as_object().unwrap().len(), 4, "{summary}");
+    assert_eq!(num(&summary, "unique"), 10);
+    admin_until(&b, "/v1/activity/online?within=1h", |v| {
+        v["online"].as_u64() == Some(40)
+    })
+    .await;
+    let (_, v) = admin_get(&b, "/v1/activity/active?days=3").await;
+    assert_eq!(num(&v, "active"), 40);
+    let m = scrape(&a).await;
+    assert_eq!(
+        metric(&m, "tollgate_activity_flush_failures_total", &[]),
+        0.0
+    );
+}
