@@ -26,17 +26,18 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.environ.get("TOLLGATE_BIN", os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "tollgate"))
-WORK = tempfile.mkdtemp(prefix="bench-allowlist-")
+from allowlist_fill import allow_key, fill_commands, hash_tag
+from bench_load import work_dir
+from bench_procs import BIN, PROCS, free_port, spawn, start_redis, wait_for
+
 TOKEN = "bench-token"
 NODES = int(os.environ.get("NODES", "8"))
-PROCS = []
+# Long waits: a fleet resyncing a million entries on a shared machine.
+WAIT_S = 300
 
 CONFIG = """
 [server]
@@ -67,30 +68,6 @@ on_redis_error = "allow"
 """
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def spawn(args, **kw):
-    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
-    PROCS.append(p)
-    return p
-
-
-def wait_for(check, what, timeout=300):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if check():
-                return
-        except Exception:
-            pass
-        time.sleep(0.02)
-    raise SystemExit(f"{what} not ready after {timeout}s")
-
-
 def enc(*args):
     out = [b"*%d\r\n" % len(args)]
     for a in args:
@@ -101,9 +78,7 @@ def enc(*args):
 
 class Redis:
     def __init__(self):
-        self.port = free_port()
-        spawn(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        wait_for(lambda: self.cli("PING") == "PONG", "redis-server", 10)
+        _, self.port = start_redis()
 
     def cli(self, *args):
         return subprocess.run(["redis-cli", "-p", str(self.port), *map(str, args)], capture_output=True, text=True).stdout.strip()
@@ -135,10 +110,6 @@ class Redis:
         return calls
 
 
-def key(prefix, name):
-    return f"{prefix}:{{{prefix}:allow}}:{name}"
-
-
 def entry_ip(i, v6=False):
     if v6:
         return f"2001:db8:{(i >> 16) & 0xffff:x}:{i & 0xffff:x}::1/128"
@@ -147,25 +118,12 @@ def entry_ip(i, v6=False):
 
 
 def populate(r, prefix, n, expires, v6=False):
-    cmds = []
-    for start in range(0, n, 1000):
-        h = ["HSET", key(prefix, "entries")]
-        z = ["ZADD", key(prefix, "exp")]
-        for i in range(start, min(n, start + 1000)):
-            e = expires(i)
-            h += [entry_ip(i, v6), '{"expires_at":%d,"note":"login","created_at":1,"actor":"bench","ver":1}' % e]
-            if e:
-                z += [e, entry_ip(i, v6)]
-        cmds.append(h)
-        if len(z) > 2:
-            cmds.append(z)
-    cmds.append(["HSET", key(prefix, "meta"), "epoch", "bench", "seq", "0", "last_id", "0-0"])
-    r.pipe(cmds)
+    r.pipe(fill_commands(prefix, (entry_ip(i, v6) for i in range(n)), expires))
 
 
 def start_node(r, prefix):
     port, admin = free_port(), free_port()
-    path = os.path.join(WORK, f"tollgate-{port}.toml")
+    path = os.path.join(work_dir(), f"tollgate-{port}.toml")
     with open(path, "w") as f:
         f.write(CONFIG.format(port=port, admin=admin, redis=r.port, prefix=prefix))
     p = spawn([BIN, "serve", "--config", path], env={**os.environ, "RUST_LOG": "warn", "TOLLGATE_ADMIN_TOKEN": TOKEN})
@@ -222,7 +180,7 @@ def fleet(n, v6=False):
     r.cli("CONFIG", "SET", "slowlog-max-len", "1000000")
     prefix = "b"
     empty = start_node(r, "empty")
-    wait_for(lambda: ready(empty), "empty node")
+    wait_for(lambda: ready(empty), "empty node", WAIT_S)
     time.sleep(1)
     base_rss = rss_kb(empty)
     t = time.time()
@@ -248,7 +206,7 @@ def fleet(n, v6=False):
     fallbacks = sum(metric_sum(x, "tollgate_decisions_total", rule="api", outcome=o) for x in nodes for o in ("fallback_allowed", "fallback_limited"))
     time.sleep(1)
     rss = [rss_kb(nodes[0])]
-    calls = r.slowlog(f"{{{prefix}:allow}}")
+    calls = r.slowlog(hash_tag(prefix))
     largest = max(calls) if calls else (0, "")
     result = {
         "entries": n, "family": "ipv6 /128" if v6 else "ipv4 /32", "nodes": NODES, "populate_s": round(populate_s, 1),
@@ -292,15 +250,15 @@ def reaper(n):
     due = now + 20_000
     populate(r, prefix, n, lambda i: due + i % 1000)
     node = start_node(r, prefix)
-    wait_for(lambda: ready(node), "node")
+    wait_for(lambda: ready(node), "node", WAIT_S)
     r.cli("SLOWLOG", "RESET")
     while int(r.cli("TIME").split()[0]) * 1000 < due + 1000:
         time.sleep(0.05)
     t0 = time.time()
-    wait_for(lambda: r.cli("ZCARD", key(prefix, "exp")) == "0", "reaped", 600)
+    wait_for(lambda: r.cli("ZCARD", allow_key(prefix, "exp")) == "0", "reaped", 600)
     reaped_s = time.time() - t0
-    calls = [c for c in r.slowlog(f"{{{prefix}:allow}}") if c[1].startswith("EVALSHA")]
-    events = int(r.cli("XLEN", key(prefix, "events")))
+    calls = [c for c in r.slowlog(hash_tag(prefix)) if c[1].startswith("EVALSHA")]
+    events = int(r.cli("XLEN", allow_key(prefix, "events")))
     node["p"].terminate()
     return {"expiring_in_one_second": n, "reaped_within_s": round(reaped_s, 2), "entries_per_s": round(n / reaped_s),
             "largest_reaper_call_us": max(c[0] for c in calls), "reaper_calls": len(calls), "expire_events": events}

@@ -19,7 +19,16 @@ import time
 
 CONNECTIONS = 64
 KEYS = 10_000
-WORK = tempfile.mkdtemp(prefix="tollgate-bench-")
+_WORK = None
+
+
+def work_dir():
+    """This run's scratch directory, made on first use: importing this module
+    (bench_procs, bench_tls, the bench_harness test) creates nothing."""
+    global _WORK
+    if _WORK is None:
+        _WORK = tempfile.mkdtemp(prefix="tollgate-bench-")
+    return _WORK
 
 
 class BenchFailure(Exception):
@@ -159,7 +168,7 @@ def wrk(t, seconds, keys=KEYS, connections=CONNECTIONS, threads=2, delay_ms=None
 
 def start_wrk(t, seconds, keys=KEYS, connections=CONNECTIONS, threads=2, delay_ms=None, quota=0, start=0):
     p = probe(t)
-    script = os.path.join(WORK, f"wrk-{t.port}-{time.monotonic_ns()}.lua")
+    script = os.path.join(work_dir(), f"wrk-{t.port}-{time.monotonic_ns()}.lua")
     extra = "{" + ", ".join(f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in t.headers.items()) + "}"
     fill = {
         "@KEYS@": str(keys), "@THREADS@": str(threads), "@START@": str(start), "@METHOD@": t.method, "@PATH@": t.path,

@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.request
 
-from bench_load import WORK
+from bench_load import work_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
@@ -68,8 +68,11 @@ def port_open(port):
 
 
 def start_redis():
+    """A redis-server on a free port, saving nothing, its `--dir` in this run's
+    scratch directory (a replica's sync or a SAVE must not land in the tree)."""
     port = free_port()
-    p = spawn(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+    p = spawn(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+               "--dir", work_dir()])
     wait_for(lambda: redis(port, "PING") == "PONG", "redis-server")
     return p, port
 
@@ -172,7 +175,7 @@ def start_tollgate(redis_port, prefix=None, limit="1000000000/h"):
     # timed-out call is decided by on_redis_error (counted, and a failed run here).
     section = (f'[redis]\nurl = "redis://127.0.0.1:{redis_port}"\nprefix = "{prefix}"\ntimeout = "1s"\n'
                if redis_port else "")
-    path = os.path.join(WORK, f"tollgate-{port}.toml")
+    path = os.path.join(work_dir(), f"tollgate-{port}.toml")
     with open(path, "w") as f:
         f.write(CONFIG.format(port=port, admin=admin, redis=section, limit=limit,
                               extra=(ALGORITHM_RULES + (TRACKED_RULE if redis_port else "")).replace("{limit}", limit)))
@@ -230,7 +233,7 @@ LIMITADOR_LIMITS = """- namespace: bench
 
 def start_limitador(binary, redis_port=None):
     port, rls = free_port(), free_port()
-    limits = os.path.join(WORK, "limitador-limits.yaml")
+    limits = os.path.join(work_dir(), "limitador-limits.yaml")
     with open(limits, "w") as f:
         f.write(LIMITADOR_LIMITS)
     storage = ["redis", f"redis://127.0.0.1:{redis_port}"] if redis_port else ["memory", "--cache", "100000"]

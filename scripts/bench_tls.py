@@ -14,56 +14,28 @@ Usage: cargo build --release && scripts/bench_tls.py  (BENCH_SECONDS, BENCH_ROUN
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.environ.get("TOLLGATE_BIN", os.path.join(ROOT, "target", "release", "tollgate"))
+from bench_load import work_dir
+from bench_procs import BIN, PROCS, free_port, spawn, stop, wait_for
+
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CONNECTIONS = 64
-WORK = tempfile.mkdtemp(prefix="tollgate-bench-tls-")
-PROCS = []
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(check, what, timeout=15):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    sys.exit(f"bench_tls: {what} did not come up")
-
-
-def spawn(args, **kw):
-    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
-    PROCS.append(p)
-    return p
 
 
 def openssl(*args):
-    subprocess.run(["openssl", *args], cwd=WORK, check=True, capture_output=True)
+    subprocess.run(["openssl", *args], cwd=work_dir(), check=True, capture_output=True)
 
 
 def make_pki():
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     openssl("req", "-x509", *ec, "-days", "2", "-subj", "/CN=bench-ca", "-keyout", "ca.key", "-out", "ca.crt")
     openssl("req", *ec, "-subj", "/CN=server", "-keyout", "server.key", "-out", "server.csr")
-    with open(os.path.join(WORK, "server.ext"), "w") as f:
+    with open(os.path.join(work_dir(), "server.ext"), "w") as f:
         f.write("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
     openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
             "-days", "2", "-out", "server.crt", "-extfile", "server.ext")
@@ -71,9 +43,9 @@ def make_pki():
 
 def start_redis():
     port, tls_port = free_port(), free_port()
-    w = lambda n: os.path.join(WORK, n)
+    w = lambda n: os.path.join(work_dir(), n)
     spawn(["redis-server", "--port", str(port), "--tls-port", str(tls_port), "--bind", "127.0.0.1",
-           "--save", "", "--appendonly", "no", "--dir", WORK, "--tls-cert-file", w("server.crt"),
+           "--save", "", "--appendonly", "no", "--dir", work_dir(), "--tls-cert-file", w("server.crt"),
            "--tls-key-file", w("server.key"), "--tls-ca-cert-file", w("ca.crt"), "--tls-auth-clients", "no"])
     ping = lambda: subprocess.run(["redis-cli", "-p", str(port), "PING"], capture_output=True, text=True).stdout
     wait_for(lambda: "PONG" in ping(), "redis-server")
@@ -101,7 +73,7 @@ limits = ["1000000000/h"]
 
 def start_tollgate(url, tls):
     port, admin = free_port(), free_port()
-    path = os.path.join(WORK, f"tollgate-{port}.toml")
+    path = os.path.join(work_dir(), f"tollgate-{port}.toml")
     with open(path, "w") as f:
         f.write(CONFIG.format(port=port, admin=admin, url=url, prefix=f"b{port}", tls=tls))
     spawn([BIN, "serve", "--config", path], env={**os.environ, "RUST_LOG": "warn", "TOLLGATE_ADMIN_TOKEN": "t"})
@@ -132,7 +104,7 @@ end
 
 
 def wrk(port):
-    script = os.path.join(WORK, "check.lua")
+    script = os.path.join(work_dir(), "check.lua")
     with open(script, "w") as f:
         f.write(WRK_SCRIPT)
     out = subprocess.run(["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "-s", script,
@@ -154,7 +126,7 @@ def main():
     plain = start_tollgate(f"redis://127.0.0.1:{port}", "")
     print("tollgate over TLS:")
     tls = start_tollgate(f"rediss://127.0.0.1:{tls_port}",
-                         f'[redis.tls]\nca_file = "{os.path.join(WORK, "ca.crt")}"\n')
+                         f'[redis.tls]\nca_file = "{os.path.join(work_dir(), "ca.crt")}"\n')
     runs = {"plain": [], "tls": []}
     for r in range(ROUNDS):
         for name, p in (("plain", plain), ("tls", tls)):
@@ -172,8 +144,4 @@ if __name__ == "__main__":
         main()
     finally:
         for proc in PROCS:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)

@@ -7,9 +7,11 @@ set -euo pipefail
 L=${1:-25}; C=${2:-25}; N=${3:-4}; REPS=${4:-31}
 cd "$(dirname "$0")/.."
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
+# Its own --dir: nothing Redis writes lands in the working tree.
+DIR=$(mktemp -d)
+redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$DIR" >/dev/null &
 PID=$!
-trap 'kill $PID' EXIT
+trap 'kill $PID; rm -rf "$DIR"' EXIT
 R="redis-cli -p $PORT"
 until $R PING >/dev/null 2>&1; do sleep 0.05; done
 SHA=$($R SCRIPT LOAD "$(cat lua/sliding_log.lua)")

@@ -2,14 +2,16 @@
 # Run tollgate's tests on a fresh machine: install what they need (a real
 # redis-server, and nginx, Caddy and HAProxy for the end-to-end proxy tests;
 # the tests start their own on free loopback ports; Python grpcio with the
-# xds-protos Envoy stubs in a virtualenv, for the independent gRPC client),
-# then `cargo test`.
+# xds-protos Envoy stubs in a virtualenv, for the independent gRPC client;
+# Chromium and chromedriver for the admin page's browser tests), then `cargo test`.
 # Extra arguments go to cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . scripts/lib/need.sh
-need redis-server:redis-server redis-cli:redis-tools openssl:openssl nginx:nginx-light caddy:caddy haproxy:haproxy python3:python3
+# (chromium + chromedriver: tests/admin_page.rs drives the admin page in headless Chromium.)
+need redis-server:redis-server redis-cli:redis-tools openssl:openssl nginx:nginx-light caddy:caddy haproxy:haproxy python3:python3 \
+  chromium:chromium chromedriver:chromium-driver
 need_py ensurepip:python3-venv
 
 # tests/grpc_python.rs runs tests/python/envoy_client.py with this interpreter.

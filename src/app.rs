@@ -36,6 +36,8 @@ pub struct App {
     pub allowlist: Arc<Allowlist>,
     /// Heartbeats, active days, tracked rules: counted here, flushed to Redis each second.
     pub activity: Arc<Activity>,
+    /// When this node was built: its uptime in `GET /v1/status`.
+    pub started: std::time::Instant,
 }
 
 impl App {
@@ -83,6 +85,7 @@ impl App {
             metrics,
             allowlist,
             activity,
+            started: std::time::Instant::now(),
         }))
     }
 

@@ -4,6 +4,7 @@
 
 mod activity_api;
 mod admin;
+pub mod admin_page;
 mod allowlist_api;
 mod api_check;
 mod auth;
@@ -11,6 +12,7 @@ mod forward_auth;
 mod limits_api;
 mod observe;
 pub mod response;
+mod status_api;
 
 use std::sync::Arc;
 
@@ -50,11 +52,15 @@ pub fn admin_router(app: Arc<App>) -> Router {
         // Each admin area adds its routes here.
         .merge(limits_api::routes())
         .merge(allowlist_api::routes())
+        .merge(status_api::routes())
         .route_layer(from_fn_with_state(app.clone(), auth::require_token));
     Router::new()
         .route("/livez", get(admin::livez))
         .route("/readyz", get(admin::readyz))
         .route("/metrics", get(admin::metrics))
+        // The admin page (`/`, `/ui/*`): open, like /metrics; it holds no
+        // data and asks the `/v1/*` API with the token the operator types.
+        .merge(admin_page::routes())
         .merge(v1)
         // Bare counts open, listings behind the token: see activity_api.
         .merge(activity_api::routes(app.clone()))

@@ -3,16 +3,15 @@
 //! outage, and bad input.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use serde_json::Value;
 
+use crate::support::binary::{tollgate_cmd, Serve};
 use crate::support::{
-    eventually, free_port, metric, scrape, shared_redis, temp_dir, unique_prefix, RedisServer,
-    TestServer, ADMIN_TOKEN,
+    eventually, metric, scrape, shared_redis, temp_dir, unique_prefix, RedisServer, TestServer,
+    ADMIN_TOKEN,
 };
 
 const TRACKED: &str = r#"
@@ -319,75 +318,21 @@ async fn path_cardinality_stays_bounded_under_100000_distinct_paths() {
     assert!(metric(&m, "tollgate_activity_folded_paths_total", &[]) > 0.0);
 }
 
-/// `tollgate serve` as a process, its log in a file.
-struct Serve {
-    child: Child,
-    log: PathBuf,
-    addr: String,
-    admin: String,
-}
-
-impl Serve {
-    fn start(config: &str, redis: &str, prefix: &str) -> Serve {
-        let dir = temp_dir("activity-serve");
-        let file = dir.join("tollgate.toml");
-        std::fs::write(&file, config).unwrap();
-        let log = dir.join("serve.log");
-        let (addr, admin) = (
-            format!("127.0.0.1:{}", free_port()),
-            format!("127.0.0.1:{}", free_port()),
-        );
-        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["serve", "--config"])
-            .arg(&file)
-            .args(["--redis", redis, "--prefix", prefix, "--listen", &addr])
-            .args(["--admin-listen", &admin])
-            .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Serve {
-            child,
-            log,
-            addr,
-            admin,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn metrics(&self) -> String {
-        reqwest::get(format!("http://{}/metrics", self.admin))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
-    async fn total(&self) -> Option<u64> {
-        let v: Value = reqwest::Client::new()
-            .get(format!("http://{}/v1/activity/summary?hours=1", self.admin))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        v["total"].as_u64()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A tracked rule's total this hour, as `serve`'s admin API answers it.
+async fn total(serve: &Serve) -> Option<u64> {
+    let v: Value = reqwest::Client::new()
+        .get(format!(
+            "http://{}/v1/activity/summary?hours=1",
+            serve.admin_addr
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    v["total"].as_u64()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -395,11 +340,11 @@ async fn redis_down_loses_only_the_unflushed_counts_and_decisions_go_on() {
     let mut redis = RedisServer::start();
     let prefix = unique_prefix("outage");
     let config = format!("[redis]\ntimeout = \"200ms\"\n{TRACKED}");
-    let serve = Serve::start(&config, &redis.url(), &prefix);
-    let ready = format!("http://{}/readyz", serve.admin);
-    eventually(Duration::from_secs(10), || async {
-        reqwest::get(&ready).await.is_ok_and(|r| r.status() == 200)
-    })
+    let serve = Serve::start(
+        &temp_dir("activity-outage"),
+        &config,
+        &["--redis", &redis.url(), "--prefix", &prefix],
+    )
     .await;
     let client = reqwest::Client::new();
     let check = |path: &'static str, i: u32| {
@@ -421,7 +366,7 @@ async fn redis_down_loses_only_the_unflushed_counts_and_decisions_go_on() {
         assert_eq!(check("/p/before", i).await, 200);
     }
     eventually(Duration::from_secs(10), || async {
-        serve.total().await == Some(20)
+        total(&serve).await == Some(20)
     })
     .await;
 
@@ -446,7 +391,7 @@ async fn redis_down_loses_only_the_unflushed_counts_and_decisions_go_on() {
     }
     // Redis came back empty: exactly the requests after the outage are there.
     eventually(Duration::from_secs(15), || async {
-        serve.total().await == Some(10)
+        total(&serve).await == Some(10)
     })
     .await;
     let m = serve.metrics().await;
@@ -530,13 +475,11 @@ async fn without_redis_activity_is_refused_with_a_message() {
 
 /// `tollgate activity …` with the test's config; (exit code, stdout, stderr).
 fn cli(args: &[&str], config: &std::path::Path, prefix: &str) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .arg("activity")
+    let out = tollgate_cmd(&["activity"])
         .args(args)
         .arg("--config")
         .arg(config)
         .args(["--redis", &shared_redis().url(), "--prefix", prefix])
-        .env_remove("TOLLGATE_CONFIG")
         .output()
         .unwrap();
     (

@@ -1,10 +1,9 @@
 //! The counters admin API (`/v1/limits/{rule}/{key}`) and `tollgate limits`.
 
-use std::process::Command;
-
 use serde_json::Value;
 
-use crate::support::{shared_redis, unique_prefix, TestServer};
+use crate::support::binary::tollgate_cmd;
+use crate::support::{shared_redis, temp_dir, unique_prefix, TestServer};
 
 const CONFIG: &str = r#"
 [client_ip]
@@ -20,6 +19,16 @@ async fn hit(s: &TestServer, ip: &str) -> u16 {
     s.check_with("x-forwarded-for", ip).await
 }
 
+/// The status a request gets.
+async fn status(req: reqwest::RequestBuilder) -> u16 {
+    req.send().await.unwrap().status().as_u16()
+}
+
+/// The JSON body a request gets.
+async fn json(req: reqwest::RequestBuilder) -> Value {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 #[tokio::test]
 async fn admin_routes_need_the_bearer_token() {
     let s = TestServer::start(CONFIG, Some(&shared_redis().url()), &unique_prefix("auth")).await;
@@ -28,39 +37,11 @@ async fn admin_routes_need_the_bearer_token() {
     let r = plain.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
-    assert_eq!(
-        plain
-            .delete(&url)
-            .bearer_auth("wrong")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
-    assert_eq!(
-        s.admin_client().get(&url).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(status(plain.delete(&url).bearer_auth("wrong")).await, 401);
+    assert_eq!(status(s.admin_client().get(&url)).await, 200);
     // Health and metrics stay open for probes and scrapers.
-    assert_eq!(
-        plain
-            .get(s.admin_url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        plain
-            .get(s.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status(plain.get(s.admin_url("/readyz"))).await, 200);
+    assert_eq!(status(plain.get(s.admin_url("/metrics"))).await, 200);
 }
 
 #[tokio::test]
@@ -76,14 +57,8 @@ async fn show_and_reset_one_clients_counters_and_404_for_an_unknown_rule() {
     assert_eq!(hit(&s, "203.0.113.7").await, 200);
     assert_eq!(hit(&s, "203.0.113.7").await, 429);
 
-    let v: Value = admin
-        .get(s.admin_url("/v1/limits/login/203.0.113.7"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let counters = s.admin_url("/v1/limits/login/203.0.113.7");
+    let v = json(admin.get(&counters)).await;
     assert_eq!(v["algorithm"], "fixed_window");
     assert_eq!(v["limits"][0]["limit"], "2/m");
     assert_eq!(v["limits"][0]["used"], 2);
@@ -91,22 +66,10 @@ async fn show_and_reset_one_clients_counters_and_404_for_an_unknown_rule() {
     assert_eq!(v["limits"][1]["used"], 2, "the denial charged nothing");
     assert!(v["limits"][0]["reset_ms"].as_u64().unwrap() > 0);
     // Looking does not count.
-    let again: Value = admin
-        .get(s.admin_url("/v1/limits/login/203.0.113.7"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let again = json(admin.get(&counters)).await;
     assert_eq!(again["limits"][1]["used"], 2);
 
-    let r = admin
-        .delete(s.admin_url("/v1/limits/login/203.0.113.7"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(status(admin.delete(&counters)).await, 200);
     assert_eq!(hit(&s, "203.0.113.7").await, 200, "unblocked");
 
     let r = admin
@@ -119,12 +82,8 @@ async fn show_and_reset_one_clients_counters_and_404_for_an_unknown_rule() {
     assert_eq!(body["field"], "rule");
     assert!(body["error"].as_str().unwrap().contains("nope"));
     // Keys are opaque: one that no request would build is still accepted.
-    let r = admin
-        .get(s.admin_url("/v1/limits/login/not-an-ip/with/slashes"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let opaque = s.admin_url("/v1/limits/login/not-an-ip/with/slashes");
+    assert_eq!(status(admin.get(opaque)).await, 200);
 }
 
 #[tokio::test]
@@ -134,12 +93,10 @@ async fn the_cli_shows_and_resets_counters_in_the_same_redis() {
     let s = TestServer::start(CONFIG, Some(&redis.url()), &prefix).await;
     assert_eq!(hit(&s, "198.51.100.3").await, 200);
     assert_eq!(hit(&s, "198.51.100.3").await, 200);
-    let dir = std::env::temp_dir().join(format!("tollgate-limits-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("c.toml");
+    let file = temp_dir("limits").join("c.toml");
     std::fs::write(&file, CONFIG).unwrap();
     let run = |verb: &str| {
-        Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        tollgate_cmd(&[])
             .args([
                 "limits",
                 verb,
@@ -165,7 +122,7 @@ async fn the_cli_shows_and_resets_counters_in_the_same_redis() {
     );
     assert!(run("reset").status.success());
     assert_eq!(hit(&s, "198.51.100.3").await, 200);
-    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+    let out = tollgate_cmd(&[])
         .args([
             "limits",
             "show",

@@ -173,6 +173,8 @@ async fn after_retry_after_the_window_rolls_over_and_admits_again() {
             "{store:?} {alg}: {}",
             denied.retry_after_ms
         );
+        // The behaviour under test: after waiting retry_after on the real
+        // clock (no condition to poll: the next check is the assertion).
         tokio::time::sleep(Duration::from_millis(denied.retry_after_ms + 15)).await;
         assert!(
             check(&app, alg, "k", &limits, 1).await.allowed,

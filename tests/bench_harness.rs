@@ -32,6 +32,8 @@ fn harness(body: &str) -> String {
         .arg("-c")
         .arg(&script)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
+        // No __pycache__ in scripts/: a test writes only under its temp dir.
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()
         .expect("python3 runs the benchmark harness: install it");
     let text = String::from_utf8_lossy(&out.stdout).to_string();

@@ -276,6 +276,7 @@ async fn idle_and_slow_connections_do_not_starve_decisions_and_are_closed() {
                     }
                 }
             }
+            // The behaviour under test: a slow client's pace (a byte a second).
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         open.iter().filter(|c| c.is_some()).count()

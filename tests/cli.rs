@@ -1,25 +1,23 @@
 //! The `tollgate` binary: config errors name file, line and key; exit code 2.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
+use crate::support::binary::tollgate_cmd;
+use crate::support::temp_dir;
+
+/// `text` in a file `name` of a fresh dir (tests run in parallel).
 fn write_config(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tollgate-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
+    let path = temp_dir("cli").join(name);
     std::fs::write(&path, text).unwrap();
     path
 }
 
 fn tollgate(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    cmd.args(args)
-        .env_remove("TOLLGATE_REDIS_URL")
-        .env_remove("TOLLGATE_CONFIG");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
+    tollgate_cmd(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
 }
 
 fn check(text: &str) -> (i32, String, String) {

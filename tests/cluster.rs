@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
+use tollgate::keys::KeySpace;
+use tollgate::limiter::Algorithm;
 
 use crate::support::{
     eventually, metric, scrape, shared_cluster, unique_prefix, RedisCluster, SentinelSet,
@@ -189,7 +191,10 @@ async fn sentinel_finds_the_master_and_follows_a_failover() {
         status(&s, "b").await == 200
             && set.replica.try_conn().is_some_and(|mut c| {
                 redis::cmd("EXISTS")
-                    .arg(format!("{prefix}:rl:{{cl|b}}:fw:3600000"))
+                    .arg(KeySpace::limit_key(
+                        &KeySpace::new(&prefix).limit_base(Algorithm::FixedWindow, "cl", "b"),
+                        3_600_000,
+                    ))
                     .query::<i64>(&mut c)
                     .unwrap_or(0)
                     == 1
@@ -259,7 +264,7 @@ async fn the_allowlist_protocol_runs_on_the_cluster_add_remove_expire_and_a_gap(
 
     // A gap: an event numbered five past the last one lands in the stream (on
     // the master that owns the allowlist's slot); the follower must resync.
-    let events = format!("{prefix}:{{{prefix}:allow}}:events");
+    let events = KeySpace::new(&prefix).allowlist().events;
     let owner = &cluster.nodes[cluster.node_of(&events)];
     let table = b.app.allowlist.table();
     let seq = (table.seq + 5).to_string();

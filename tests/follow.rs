@@ -5,10 +5,15 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Child, Stdio};
+use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
+
+use crate::support::allowlist::{add_entry, listing, now_ms, remove_entry};
+use crate::support::binary::{tollgate, tollgate_cmd};
+use crate::support::nginx;
+use crate::support::process::{exited_within, signal};
 
 use crate::support::{
     eventually, free_port, metric, shared_redis, temp_dir, unique_prefix, TestServer,
@@ -23,10 +28,8 @@ struct Follow {
 impl Follow {
     fn start(dir: &Path, redis: &str, prefix: &str, extra: &[&str]) -> Follow {
         let log = dir.join("follow.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["follow", "--redis", redis, "--prefix", prefix])
+        let child = tollgate_cmd(&["follow", "--redis", redis, "--prefix", prefix])
             .args(extra)
-            .env_remove("TOLLGATE_CONFIG")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -40,15 +43,11 @@ impl Follow {
 
     /// SIGTERM, then the exit code.
     async fn terminate(&mut self) -> Option<i32> {
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "still running after SIGTERM");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        signal(&self.child, libc::SIGTERM);
+        exited_within(&mut self.child, Duration::from_secs(10))
+            .await
+            .expect("still running 10 s after SIGTERM")
+            .code()
     }
 }
 
@@ -63,34 +62,13 @@ fn config() -> &'static str {
     "[allowlist]\nreap_interval = \"200ms\"\n"
 }
 
-async fn add(s: &TestServer, cidr: &str, ttl: &str) -> Value {
-    let r = s
-        .admin_client()
-        .post(s.admin_url("/v1/allowlist"))
-        .json(&json!({"cidr": cidr, "ttl": ttl}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    r.json().await.unwrap()
-}
-
-/// The live networks, from Redis.
+/// The live networks, from Redis (the admin API's listing).
 async fn live(s: &TestServer) -> BTreeSet<String> {
-    let v: Value = s
-        .admin_client()
-        .get(s.admin_url("/v1/allowlist"))
-        .send()
+    listing(s)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["cidr"].as_str().unwrap().to_string())
+        .2
+        .into_iter()
+        .map(|(cidr, _)| cidr)
         .collect()
 }
 
@@ -111,18 +89,18 @@ fn reloads(path: &Path) -> usize {
         .unwrap_or(0)
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
+/// A prefix of its own on the shared Redis, its URL, and a server whose
+/// admin API writes the allowlist there.
+async fn admin_server() -> (String, String, TestServer) {
+    let prefix = unique_prefix("follow");
+    let url = shared_redis().url();
+    let admin = TestServer::start(config(), Some(&url), &prefix).await;
+    (prefix, url, admin)
 }
 
 #[tokio::test]
 async fn the_export_follows_adds_removes_and_expiry_with_one_reload_per_burst() {
-    let prefix = unique_prefix("follow");
-    let url = shared_redis().url();
-    let admin = TestServer::start(config(), Some(&url), &prefix).await;
+    let (prefix, url, admin) = admin_server().await;
     let dir = temp_dir("geo");
     let file = dir.join("allow.conf");
     let counter = dir.join("reloads");
@@ -146,7 +124,7 @@ async fn the_export_follows_adds_removes_and_expiry_with_one_reload_per_burst() 
 
     // One burst of five adds: one write, one reload.
     for i in 1..=5 {
-        add(&admin, &format!("198.51.100.{i}"), "1h").await;
+        add_entry(&admin, &format!("198.51.100.{i}"), "1h").await;
     }
     let expected = live(&admin).await;
     assert_eq!(expected.len(), 5);
@@ -156,13 +134,7 @@ async fn the_export_follows_adds_removes_and_expiry_with_one_reload_per_burst() 
     .await;
     eventually(Duration::from_secs(2), || async { reloads(&counter) >= 2 }).await;
 
-    let r = admin
-        .admin_client()
-        .delete(admin.admin_url("/v1/allowlist/198.51.100.3"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    remove_entry(&admin, "198.51.100.3").await;
     let expected = live(&admin).await;
     eventually(Duration::from_secs(3), || async {
         geo_file(&file).as_ref() == Some(&expected)
@@ -171,7 +143,7 @@ async fn the_export_follows_adds_removes_and_expiry_with_one_reload_per_burst() 
     eventually(Duration::from_secs(2), || async { reloads(&counter) >= 3 }).await;
     assert_eq!(reloads(&counter), 3, "one reload per burst of changes");
 
-    let short = add(&admin, "192.0.2.0/24", "2s").await;
+    let short = add_entry(&admin, "192.0.2.0/24", "2s").await;
     let expires_at = short["expires_at"].as_u64().unwrap();
     eventually(Duration::from_secs(3), || async {
         geo_file(&file).is_some_and(|f| f.contains("192.0.2.0/24"))
@@ -196,9 +168,7 @@ async fn the_export_follows_adds_removes_and_expiry_with_one_reload_per_burst() 
 
 #[tokio::test]
 async fn a_failing_reload_command_keeps_the_file_and_following_goes_on() {
-    let prefix = unique_prefix("follow");
-    let url = shared_redis().url();
-    let admin = TestServer::start(config(), Some(&url), &prefix).await;
+    let (prefix, url, admin) = admin_server().await;
     let dir = temp_dir("failing");
     let file = dir.join("allow.json");
     let metrics = dir.join("tollgate.prom");
@@ -232,12 +202,12 @@ async fn a_failing_reload_command_keeps_the_file_and_following_goes_on() {
         cidrs(&file) == Some(vec![])
     })
     .await;
-    add(&admin, "203.0.113.7", "1h").await;
+    add_entry(&admin, "203.0.113.7", "1h").await;
     eventually(Duration::from_secs(3), || async {
         cidrs(&file) == Some(vec!["203.0.113.7/32".to_string()])
     })
     .await;
-    add(&admin, "2001:db8::/48", "1h").await;
+    add_entry(&admin, "2001:db8::/48", "1h").await;
     eventually(Duration::from_secs(3), || async {
         cidrs(&file) == Some(vec!["203.0.113.7/32".into(), "2001:db8::/48".into()])
     })
@@ -270,12 +240,7 @@ async fn a_failing_reload_command_keeps_the_file_and_following_goes_on() {
 async fn follow_needs_redis_and_never_empties_a_file_it_cannot_refresh() {
     let dir = temp_dir("norefresh");
     let file = dir.join("allow.txt");
-    let o = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["follow", "--export", file.to_str().unwrap()])
-        .env_remove("TOLLGATE_REDIS_URL")
-        .env_remove("TOLLGATE_CONFIG")
-        .output()
-        .unwrap();
+    let o = tollgate(&["follow", "--export", file.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--redis"));
 
@@ -299,11 +264,8 @@ async fn follow_needs_redis_and_never_empties_a_file_it_cannot_refresh() {
 /// A real nginx from `deploy/nginx/allowlist-geo.conf`, reading the file `follow` keeps.
 #[tokio::test]
 async fn nginx_geo_from_the_shipped_snippet_lets_in_exactly_the_followed_list() {
-    let prefix = unique_prefix("follow");
-    let url = shared_redis().url();
-    let admin = TestServer::start(config(), Some(&url), &prefix).await;
+    let (prefix, url, admin) = admin_server().await;
     let dir = temp_dir("nginx");
-    std::fs::create_dir_all(dir.join("logs")).unwrap();
     let list = dir.join("tollgate-allowlist.conf");
     let port = free_port();
     let snippet = include_str!("../deploy/nginx/allowlist-geo.conf")
@@ -313,22 +275,16 @@ async fn nginx_geo_from_the_shipped_snippet_lets_in_exactly_the_followed_list() 
             "proxy_pass http://127.0.0.1:3000;",
             "return 200 \"app\\n\";",
         );
-    let conf = dir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
+    let mut nginx = nginx::command(
+        &dir,
+        &format!(
             "worker_processes 1;\nevents {{ worker_connections 64; }}\nhttp {{\n{snippet}\n}}\n"
         ),
-    )
-    .unwrap();
-    let globals = format!(
-        "daemon off; pid {0}/nginx.pid; error_log {0}/logs/error.log;",
-        dir.display()
     );
     let reload = format!(
-        "nginx -p {0} -c {1} -g '{globals}' -s reload",
+        "nginx -p {0} -c {0}/nginx.conf -g '{1}' -s reload",
         dir.display(),
-        conf.display()
+        nginx::globals(&dir)
     );
     let _f = Follow::start(
         &dir,
@@ -345,15 +301,7 @@ async fn nginx_geo_from_the_shipped_snippet_lets_in_exactly_the_followed_list() 
     );
     eventually(Duration::from_secs(5), || async { list.exists() }).await;
     let _nginx = Nginx(
-        Command::new("nginx")
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-g")
-            .arg(&globals)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        nginx
             .spawn()
             .expect("nginx must be installed (scripts/test.sh installs it)"),
     );
@@ -365,15 +313,9 @@ async fn nginx_geo_from_the_shipped_snippet_lets_in_exactly_the_followed_list() 
     };
     eventually(Duration::from_secs(5), || async { status().await == 403 }).await;
 
-    add(&admin, "127.0.0.1", "1h").await;
+    add_entry(&admin, "127.0.0.1", "1h").await;
     eventually(Duration::from_secs(5), || async { status().await == 200 }).await;
-    let r = admin
-        .admin_client()
-        .delete(admin.admin_url("/v1/allowlist/127.0.0.1"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    remove_entry(&admin, "127.0.0.1").await;
     eventually(Duration::from_secs(5), || async { status().await == 403 }).await;
 }
 

@@ -3,13 +3,14 @@
 //! a file (and a reload that rotates it), a TLS Cluster, exactness over TLS.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use serde_json::json;
 use tollgate::config::{self, Overrides};
 use tollgate::redis_conn::{read_password_file, Access, Endpoint, Tls, Topology};
 
+use crate::support::allowlist::add_entry;
+use crate::support::binary::{output_text, tollgate, tollgate_cmd, Serve};
+use crate::support::server;
 use crate::support::{eventually, metric, scrape, temp_dir, unique_prefix, TestServer};
 use crate::support_tls::{Pki, Server, TlsCluster};
 
@@ -37,25 +38,13 @@ async fn limiter_is_exact(s: &TestServer, ip: &str) {
 }
 
 async fn readyz(s: &TestServer) -> String {
-    reqwest::get(s.admin_url("/readyz"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    server::readyz(s.admin_addr).await.1
 }
 
 /// An allowlist entry written through the admin API reaches this server's
 /// table: the writer and the stream follower both work.
 async fn allowlist_round_trip(s: &TestServer, cidr: &str, ip: &str) {
-    let r = s
-        .admin_client()
-        .post(s.admin_url("/v1/allowlist"))
-        .json(&json!({"cidr": cidr, "ttl": "1h"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    add_entry(s, cidr, "1h").await;
     let ip: std::net::IpAddr = ip.parse().unwrap();
     eventually(Duration::from_secs(5), || async {
         s.app.allowlist.contains(ip)
@@ -68,6 +57,14 @@ async fn reset_channel_is_up(s: &TestServer) {
         metric(&scrape(s).await, "tollgate_reset_channel_up", &[]) == 1.0
     })
     .await;
+}
+
+/// Everything tollgate asks of Redis works: the limiter (`limiter_ip`), the
+/// allowlist (`cidr` admitting `member`), the reset channel.
+async fn carries_everything(s: &TestServer, limiter_ip: &str, cidr: &str, member: &str) {
+    limiter_is_exact(s, limiter_ip).await;
+    allowlist_round_trip(s, cidr, member).await;
+    reset_channel_is_up(s).await;
 }
 
 fn tls_endpoint(url: &str, ca: &Path, client: Option<(&Path, &Path)>) -> Endpoint {
@@ -110,9 +107,7 @@ async fn tls_with_a_private_ca_carries_the_limiter_the_allowlist_and_the_reset_c
         ready.contains(&format!("Redis over TLS (CA: {})", pki.ca.display())),
         "{ready}"
     );
-    limiter_is_exact(&s, "198.51.100.1").await;
-    allowlist_round_trip(&s, "203.0.113.0/24", "203.0.113.9").await;
-    reset_channel_is_up(&s).await;
+    carries_everything(&s, "198.51.100.1", "203.0.113.0/24", "203.0.113.9").await;
     s.stop().await;
 }
 
@@ -169,17 +164,20 @@ async fn a_unix_socket_serves_the_limiter_the_allowlist_follower_allow_and_follo
         ready.contains(&format!("unix socket {}", redis.socket().display())),
         "{ready}"
     );
-    limiter_is_exact(&s, "198.51.100.3").await;
-    allowlist_round_trip(&s, "203.0.113.0/24", "203.0.113.3").await;
-    reset_channel_is_up(&s).await;
+    carries_everything(&s, "198.51.100.3", "203.0.113.0/24", "203.0.113.3").await;
 
     // `tollgate allow add` over the socket; the server's follower sees it.
-    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["allow", "add", "192.0.2.0/24", "--ttl", "1h"])
-        .args(["--redis", &url, "--prefix", &prefix])
-        .env_remove("TOLLGATE_CONFIG")
-        .output()
-        .unwrap();
+    let out = tollgate(&[
+        "allow",
+        "add",
+        "192.0.2.0/24",
+        "--ttl",
+        "1h",
+        "--redis",
+        &url,
+        "--prefix",
+        &prefix,
+    ]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let ip: std::net::IpAddr = "192.0.2.7".parse().unwrap();
     eventually(Duration::from_secs(5), || async {
@@ -190,10 +188,8 @@ async fn a_unix_socket_serves_the_limiter_the_allowlist_follower_allow_and_follo
     // `tollgate follow --export` over the socket writes both entries.
     let dir = temp_dir("unix-follow");
     let file = dir.join("allow.txt");
-    let mut follow = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["follow", "--redis", &url, "--prefix", &prefix, "--export"])
+    let mut follow = tollgate_cmd(&["follow", "--redis", &url, "--prefix", &prefix, "--export"])
         .arg(&file)
-        .env_remove("TOLLGATE_CONFIG")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -241,23 +237,15 @@ async fn an_acl_user_with_a_password_file_connects_and_a_wrong_password_is_a_cle
 
     // Rotate: a second password, the file names it, the first is removed; a
     // reload reconnects, so a dropped connection comes back with the new one.
-    let cli = |args: &[&str]| {
-        let out = Command::new("redis-cli")
-            .args([
-                "-p",
-                &redis.port.to_string(),
-                "--user",
-                "app",
-                "--pass",
-                "first-pw",
-            ])
-            .arg("--no-auth-warning")
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).to_string()
+    let as_app = |password: &str, args: &[&str]| {
+        let login = ["--user", "app", "--pass", password, "--no-auth-warning"];
+        redis.cli(&[&login[..], args].concat()).output().unwrap()
     };
-    assert!(cli(&["ACL", "SETUSER", "app", ">second-pw", "<first-pw"]).contains("OK"));
+    let set = as_app(
+        "first-pw",
+        &["ACL", "SETUSER", "app", ">second-pw", "<first-pw"],
+    );
+    assert!(String::from_utf8_lossy(&set.stdout).contains("OK"));
     std::fs::write(&pw, "second-pw\n").unwrap();
     let ov = Overrides {
         redis_prefix: Some(prefix.clone()),
@@ -268,18 +256,7 @@ async fn an_acl_user_with_a_password_file_connects_and_a_wrong_password_is_a_cle
     // Every connection of the user is dropped once: only connections made
     // with the new password come back (before the fix, the limiter's
     // reconnect used the old one forever and every check was denied).
-    let killed = Command::new("redis-cli")
-        .args([
-            "-p",
-            &redis.port.to_string(),
-            "--user",
-            "app",
-            "--pass",
-            "second-pw",
-        ])
-        .args(["--no-auth-warning", "CLIENT", "KILL", "USER", "app"])
-        .output()
-        .unwrap();
+    let killed = as_app("second-pw", &["CLIENT", "KILL", "USER", "app"]);
     assert!(killed.status.success(), "{killed:?}");
     eventually(Duration::from_secs(5), || async {
         let ip = format!("198.51.100.{}", 10 + next_octet());
@@ -338,23 +315,11 @@ fn config_check(text: &str, env: &[(&str, &str)]) -> (i32, String) {
     let dir = temp_dir("tls-check");
     let path = dir.join("tollgate.toml");
     std::fs::write(&path, text).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    cmd.args(["config", "check"])
-        .arg(&path)
-        .env_remove("TOLLGATE_REDIS_URL")
-        .env_remove("TOLLGATE_CONFIG");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let out = tollgate_cmd(&["config", "check", path.to_str().unwrap()])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (out.status.code().unwrap(), output_text(&out))
 }
 
 #[test]
@@ -453,9 +418,7 @@ async fn a_sentinel_over_tls_names_a_master_reached_over_tls_with_the_configured
     let s = TestServer::start(&config, None, &unique_prefix("tlssentinel")).await;
     let ready = readyz(&s).await;
     assert!(ready.contains("Redis over TLS"), "{ready}");
-    limiter_is_exact(&s, "198.51.100.5").await;
-    allowlist_round_trip(&s, "203.0.113.0/24", "203.0.113.5").await;
-    reset_channel_is_up(&s).await;
+    carries_everything(&s, "198.51.100.5", "203.0.113.0/24", "203.0.113.5").await;
     s.stop().await;
 }
 
@@ -464,36 +427,14 @@ async fn insecure_skip_verify_accepts_an_unknown_ca_and_is_logged_loudly_at_star
     let pki = Pki::make("insecure");
     let redis = Server::tls(&pki, false);
     let dir = temp_dir("insecure");
-    let file = dir.join("tollgate.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[redis]\nurl = \"{}\"\ntimeout = \"2s\"\n[redis.tls]\nca_file = \"{}\"\ninsecure_skip_verify = true\n{RULES}",
-            redis.tls_url(),
-            pki.other_ca.display()
-        ),
-    )
-    .unwrap();
-    let log = dir.join("serve.log");
-    let (port, admin) = (crate::support::free_port(), crate::support::free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["serve", "--config"])
-        .arg(&file)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-        .env_remove("TOLLGATE_REDIS_URL")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let ready = format!("http://127.0.0.1:{admin}/readyz");
-    eventually(Duration::from_secs(10), || async {
-        reqwest::get(&ready).await.is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    let text = std::fs::read_to_string(&log).unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    let config = format!(
+        "[redis]\nurl = \"{}\"\ntimeout = \"2s\"\n[redis.tls]\nca_file = \"{}\"\ninsecure_skip_verify = true\n{RULES}",
+        redis.tls_url(),
+        pki.other_ca.display()
+    );
+    // Ready means it connected: the unknown CA was accepted.
+    let serve = Serve::start(&dir, &config, &[]).await;
+    let text = serve.log();
     let first = text.lines().next().unwrap_or_default();
     assert!(
         first.contains("Redis over TLS") && first.contains("NOT VERIFIED"),

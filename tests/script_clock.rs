@@ -70,13 +70,7 @@ pub fn call(
     }
     let mut pipe = redis::pipe();
     if let Some(at) = at {
-        pipe.cmd("HSET")
-            .arg(format!("{}:clock", keys[0]))
-            .arg("s")
-            .arg(at / 1_000_000)
-            .arg("us")
-            .arg(at % 1_000_000)
-            .ignore();
+        set_clock(&mut pipe, &keys[0], at);
     }
     pipe.add_command(eval);
     let (reply,): (Vec<i64>,) = pipe
@@ -137,13 +131,7 @@ pub fn call_persisted(
             pipe.ignore();
         }
     } else {
-        pipe.cmd("HSET")
-            .arg(format!("{}:clock", keys[0]))
-            .arg("s")
-            .arg(at / 1_000_000)
-            .arg("us")
-            .arg(at % 1_000_000)
-            .ignore();
+        set_clock(&mut pipe, &keys[0], at);
     }
     let mut eval = redis::cmd("EVAL");
     let text = if fixed {
@@ -188,4 +176,16 @@ pub fn call_persisted(
         }
     }
     Outcome::from_reply(&reply, limits).unwrap_or_else(|| panic!("{alg}: reply {reply:?}"))
+}
+
+/// Add to `pipe` the test clock's time `at` (µs) for the call whose first key
+/// is `first_key`: the patched script reads `KEYS[1]:clock` instead of `TIME`.
+pub fn set_clock(pipe: &mut redis::Pipeline, first_key: &str, at: u64) {
+    pipe.cmd("HSET")
+        .arg(format!("{first_key}:clock"))
+        .arg("s")
+        .arg(at / 1_000_000)
+        .arg("us")
+        .arg(at % 1_000_000)
+        .ignore();
 }

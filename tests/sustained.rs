@@ -20,6 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use tollgate::keys::KeySpace;
+use tollgate::limiter::Algorithm;
+
 use crate::support::{shared_redis, unique_prefix, TestServer};
 
 const SERVERS: usize = 3;
@@ -135,6 +138,7 @@ fn snapshot<T: redis::FromRedisValue + Send + 'static>(
             if last {
                 return taken;
             }
+            // The sampling pace of the snapshots, not a wait for a condition.
             std::thread::sleep(Duration::from_millis(2));
         }
     })
@@ -151,11 +155,7 @@ async fn run_recorded<T: redis::FromRedisValue + Send + 'static>(
     algorithm: &str,
     query: fn(&str) -> redis::Pipeline,
 ) -> Vec<(Vec<Answer>, Vec<(u64, T)>)> {
-    let tag = match algorithm {
-        "fixed_window" => "fw",
-        "sliding_window" => "sw",
-        _ => "sl",
-    };
+    let alg: Algorithm = algorithm.parse().unwrap();
     let _one_at_a_time = ONE_RUN.lock().await;
     // A snapshot late by a period could miss a window or a member: such a
     // run proves nothing, and is made again.
@@ -163,7 +163,10 @@ async fn run_recorded<T: redis::FromRedisValue + Send + 'static>(
         let prefix = unique_prefix("sus");
         let keys: Vec<String> = RULES
             .iter()
-            .map(|(name, _, period)| format!("{prefix}:rl:{{{name}|k}}:{tag}:{period}"))
+            .map(|(name, _, period)| {
+                let base = KeySpace::new(&prefix).limit_base(alg, name, "k");
+                KeySpace::limit_key(&base, *period)
+            })
             .collect();
         let stop = Arc::new(AtomicBool::new(false));
         let snapshots = snapshot::<T>(keys, stop.clone(), query);

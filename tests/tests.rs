@@ -2,23 +2,34 @@
 //! All of them talk to a real `redis-server` that `support` starts on a free
 //! loopback port; each test uses its own key prefix, never FLUSHDB.
 
-/// Starting redis-server and tollgate servers, unique prefixes, eventually().
+/// Real parts, one module per thing they start: redis-server, Cluster,
+/// Sentinel, TLS Redis, tollgate in process or as a binary, nginx; prefixes,
+/// temp dirs, metrics, the allowlist from outside, eventually().
 mod support;
-/// Hardened Redis: certificates made at test time, TLS/unix/ACL servers, a TLS Cluster.
-mod support_tls;
+/// Today's name for `support::tls` (hardened Redis), kept for existing imports.
+use support::tls as support_tls;
 
 /// Activity counters with two replicas: heartbeats and presence, active days,
 /// tracked rules' summaries, the path bound, a Redis outage, bad input.
 mod activity;
 /// Counters admin API and CLI: auth, unknown rules, show and reset.
 mod admin_counters;
+/// The admin page in a real browser: sign-in and a wrong token, replicas seeing each
+/// other's changes, a bad CIDR, removal, TTL countdown, the chart, notes as text, CSP.
+mod admin_page;
+/// `GET /v1/status` and `/v1/rules`: the token, health (Redis, allowlist freshness), decision counts, rules.
+mod admin_status;
 /// Each algorithm against both stores: exact limit, retry_after, no charge on
 /// denial, cost, all-or-nothing limits, TTLs, window roll-over.
 mod algorithms;
 /// The distributed allowlist: three servers on one Redis, admin API, stream
 /// events, expiry, longest-prefix matches, bad input, embedded store, `tollgate allow`.
 mod allowlist;
-/// The allowlist never silently diverges: trims, flushes, restarts, outages, state files, export/restore.
+/// `tollgate allow export` / `restore`: a 10 000-entry round trip, bad input writes nothing.
+mod allowlist_export;
+/// Redis lost under the allowlist (flushed, restarted empty, killed): fail-static, state files, convergence.
+mod allowlist_outage;
+/// The allowlist's history going wrong (trimmed, rewritten, unknown events, backwards): resync to the listing.
 mod allowlist_resync;
 /// The allowlist at scale: paged snapshots racing writes, a 3-node 200 000-entry resync, mass expiry.
 mod allowlist_scale;

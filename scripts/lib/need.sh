@@ -1,18 +1,18 @@
 # Source this, then: need COMMAND:PACKAGE ... — installs, with apt-get, the
 # Debian packages of the commands that are missing (one apt-get run).
 # need_py MODULE:PACKAGE ... does the same for Python modules of python3.
-need() {
-  local missing=() pair
-  for pair in "$@"; do
-    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
-  done
-  apt_install "${missing[@]}"
-}
+need() { install_missing has_command "$@"; }
+need_py() { install_missing has_py_module "$@"; }
 
-need_py() {
-  local missing=() pair
+has_command() { command -v "$1" >/dev/null 2>&1; }
+has_py_module() { python3 -c "import $1" >/dev/null 2>&1; }
+
+# install_missing CHECK NAME:PACKAGE ...: the packages whose NAME fails CHECK.
+install_missing() {
+  local check=$1 missing=() pair
+  shift
   for pair in "$@"; do
-    python3 -c "import ${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+    "$check" "${pair%%:*}" || missing+=("${pair#*:}")
   done
   apt_install "${missing[@]}"
 }

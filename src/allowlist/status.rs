@@ -132,6 +132,20 @@ impl Status {
         self.source_lost.load(Ordering::Relaxed)
     }
 
+    /// `meta.seq` minus this node's `seq`, at the last look.
+    pub fn seq_lag(&self) -> u64 {
+        self.seq_lag.load(Ordering::Relaxed)
+    }
+
+    /// Snapshots loaded for `reason` since start.
+    pub fn resync_count(&self, reason: Reason) -> u64 {
+        self.resyncs
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .get()
+    }
+
     pub(crate) fn set_seq_lag(&self, lag: u64) {
         self.seq_lag.store(lag, Ordering::Relaxed);
     }
@@ -142,6 +156,21 @@ impl Status {
                 reason: reason.as_str(),
             })
             .inc();
+    }
+}
+
+/// The freshness as one word: `in_process` (embedded store), `stale`
+/// (Redis unreachable), `source_lost` (Redis holds no allowlist) or `in_sync`.
+pub fn freshness(list: &Allowlist) -> &'static str {
+    let status = list.status();
+    if list.is_local() {
+        "in_process"
+    } else if status.is_stale() {
+        "stale"
+    } else if status.is_source_lost() {
+        "source_lost"
+    } else {
+        "in_sync"
     }
 }
 

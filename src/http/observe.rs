@@ -97,6 +97,11 @@ fn endpoint_label(template: &str) -> &'static str {
         "/v1/activity/active",
         "/v1/activity/summary",
         "/v1/activity/paths/{*path}",
+        "/v1/status",
+        "/v1/rules",
+        "/",
+        "/ui/app.js",
+        "/ui/app.css",
     ];
     ROUTES
         .iter()

@@ -3,6 +3,7 @@
 //! Also serves as the per-replica fallback when Redis is away.
 //! Bounded in bytes (`local_store.max_bytes`, see `memory_bound.rs`).
 
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::time::Instant;
 
 use dashmap::DashMap;
@@ -17,49 +18,200 @@ use super::{Algorithm, Call, Outcome, Slot};
 use crate::rate::Rate;
 
 pub struct LocalStore {
-    /// Keyed by the call's key base; one entry holds all limits of the call, so
-    /// the entry's lock makes check-and-charge of every limit one atomic step.
-    map: DashMap<String, Entry>,
+    /// Keyed by the call's key base (as its hash); one entry holds all limits
+    /// of the call, so the entry's lock makes check-and-charge of every limit
+    /// one atomic step.
+    map: DashMap<KeyHash, Slots, BuildHasherDefault<PassThrough>>,
+    /// Two independent, per-process random SipHash keys: together a 128-bit
+    /// keyed hash of the key base.
+    hashers: (RandomState, RandomState),
     origin: Instant,
     budget: Budget,
 }
 
-/// Bytes of one entry beyond its key and slots: the map's bucket, the key's
-/// `String`, the `Entry` and its `Vec`s (an estimate, on the high side).
-const ENTRY_OVERHEAD: usize = 128;
+/// A key base's 128-bit keyed hash. The map holds this instead of the string:
+/// 16 bytes in place of a 24-byte `String` and its heap block, which is most
+/// of what a million clients cost. Two bases share counters only if both
+/// 64-bit halves collide (2^-128 a pair); the keys are random per process, so
+/// no client can choose bases that collide.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct KeyHash(u64, u64);
 
-struct Entry {
-    /// `periods[i]` is the period of `slots[i]`: like Redis's one key per
-    /// period, a counter is shared by every call that names its period.
-    periods: Vec<u64>,
-    slots: Slots,
-    /// What this entry counts against the budget (as of its last call).
-    bytes: u64,
-}
+/// `KeyHash` is already uniformly random: the map uses it as its own hash
+/// instead of hashing it again.
+#[derive(Default)]
+struct PassThrough(u64);
 
-impl Entry {
-    fn bytes(&self, key_len: usize) -> u64 {
-        (ENTRY_OVERHEAD
-            + key_len
-            + self.periods.capacity() * std::mem::size_of::<u64>()
-            + self.slots.bytes()) as u64
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ b as u64;
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
     }
 }
 
+/// What one key base holds. The usual call (fixed_window or gcra, one limit)
+/// is held inline, with no heap block: 24 bytes beside its key.
 enum Slots {
+    Fixed(Period, FixedSlot),
+    Gcra(Period, GcraSlot),
+    /// One sliding_log limit: its log grows, so it lives on the heap, but
+    /// without the general form's vectors around it.
+    Log(Period, Box<LogSlot>),
+    /// Several limits, a period over `u32::MAX` ms, or the algorithms whose
+    /// slots are larger (sliding_window) or grow (sliding_log).
+    Many(Box<Many>),
+}
+
+/// A single limit's period in ms (`u32`, so that the inline variants stay at 24 bytes).
+type Period = u32;
+
+struct Many {
+    /// `periods[i]` is the period of the i-th slot: like Redis's one key per
+    /// period, a counter is shared by every call that names its period.
+    periods: Vec<u64>,
+    slots: ManySlots,
+}
+
+enum ManySlots {
     Fixed(Vec<FixedSlot>),
     Window(Vec<WindowSlot>),
     Log(Vec<LogSlot>),
     Gcra(Vec<GcraSlot>),
 }
 
+/// Estimated bytes of one map entry beyond its own size: hashbrown's control
+/// byte, and a table that is between half and seven eighths full (counted as half).
+const fn table_bytes(entry: usize) -> usize {
+    2 * entry + 2
+}
+const ENTRY_BYTES: usize = table_bytes(std::mem::size_of::<(KeyHash, Slots)>());
+
 impl Slots {
-    fn new(algorithm: Algorithm, n: usize) -> Slots {
+    /// A fresh entry for a call: inline when it can be.
+    fn new(algorithm: Algorithm, limits: &[Rate]) -> Slots {
+        let one = match limits {
+            [rate] => Period::try_from(rate.period_ms).ok(),
+            _ => None,
+        };
+        match (algorithm, one) {
+            (Algorithm::FixedWindow, Some(p)) => Slots::Fixed(p, FixedSlot::default()),
+            (Algorithm::Gcra, Some(p)) => Slots::Gcra(p, GcraSlot::default()),
+            (Algorithm::SlidingLog, Some(p)) => Slots::Log(p, Box::default()),
+            _ => Slots::Many(Box::new(Many {
+                periods: Vec::new(),
+                slots: ManySlots::new(algorithm),
+            })),
+        }
+    }
+
+    /// Estimated bytes held, counted against `local_store.max_bytes`.
+    fn bytes(&self) -> u64 {
+        let heap = match self {
+            Slots::Fixed(..) | Slots::Gcra(..) => 0,
+            Slots::Log(_, s) => std::mem::size_of::<LogSlot>() + s.heap_bytes(),
+            Slots::Many(m) => {
+                std::mem::size_of::<Many>()
+                    + m.periods.capacity() * std::mem::size_of::<u64>()
+                    + m.slots.bytes()
+            }
+        };
+        (ENTRY_BYTES + heap) as u64
+    }
+
+    fn expires_us(&self) -> u64 {
+        match self {
+            Slots::Fixed(_, s) => s.expires_us(),
+            Slots::Gcra(_, s) => s.expires_us(),
+            Slots::Log(_, s) => s.expires_us(),
+            Slots::Many(m) => m.slots.expires_us(),
+        }
+    }
+
+    /// The slots of `limits`, in order: the inline slot when the call names
+    /// its one period, else (after moving an inline slot out) the general form.
+    fn run(&mut self, now: u64, call: &Call<'_>) -> Outcome {
+        let (limits, cost) = (call.limits, call.cost);
+        if let [rate] = limits {
+            match self {
+                Slots::Fixed(p, s) if u64::from(*p) == rate.period_ms => {
+                    return fixed_window::check(now, limits, std::slice::from_mut(s), cost)
+                }
+                Slots::Gcra(p, s) if u64::from(*p) == rate.period_ms => {
+                    return gcra::check(now, limits, std::slice::from_mut(s), cost, call.burst)
+                }
+                Slots::Log(p, s) if u64::from(*p) == rate.period_ms => {
+                    return sliding_log::check(now, limits, std::slice::from_mut(&mut **s), cost)
+                }
+                _ => {}
+            }
+        }
+        let many = self.spill();
+        let periods = &mut many.periods;
+        match &mut many.slots {
+            ManySlots::Fixed(s) => {
+                fixed_window::check(now, limits, arrange(periods, s, limits), cost)
+            }
+            ManySlots::Window(s) => {
+                sliding_window::check(now, limits, arrange(periods, s, limits), cost)
+            }
+            ManySlots::Log(s) => sliding_log::check(now, limits, arrange(periods, s, limits), cost),
+            ManySlots::Gcra(s) => {
+                gcra::check(now, limits, arrange(periods, s, limits), cost, call.burst)
+            }
+        }
+    }
+
+    /// The general form, moving an inline slot into it (a call that names
+    /// another period, or several, for a key held inline: rare).
+    fn spill(&mut self) -> &mut Many {
+        let many = match std::mem::replace(self, Slots::Many(Box::new(Many::empty()))) {
+            Slots::Fixed(p, s) => Many {
+                periods: vec![p.into()],
+                slots: ManySlots::Fixed(vec![s]),
+            },
+            Slots::Gcra(p, s) => Many {
+                periods: vec![p.into()],
+                slots: ManySlots::Gcra(vec![s]),
+            },
+            Slots::Log(p, s) => Many {
+                periods: vec![p.into()],
+                slots: ManySlots::Log(vec![*s]),
+            },
+            Slots::Many(m) => *m,
+        };
+        *self = Slots::Many(Box::new(many));
+        match self {
+            Slots::Many(m) => m,
+            _ => unreachable!("just set"),
+        }
+    }
+}
+
+impl Many {
+    fn empty() -> Many {
+        Many {
+            periods: Vec::new(),
+            slots: ManySlots::Fixed(Vec::new()),
+        }
+    }
+}
+
+impl ManySlots {
+    fn new(algorithm: Algorithm) -> ManySlots {
         match algorithm {
-            Algorithm::FixedWindow => Slots::Fixed(vec![Default::default(); n]),
-            Algorithm::SlidingWindow => Slots::Window(vec![Default::default(); n]),
-            Algorithm::SlidingLog => Slots::Log(vec![Default::default(); n]),
-            Algorithm::Gcra => Slots::Gcra(vec![Default::default(); n]),
+            Algorithm::FixedWindow => ManySlots::Fixed(Vec::new()),
+            Algorithm::SlidingWindow => ManySlots::Window(Vec::new()),
+            Algorithm::SlidingLog => ManySlots::Log(Vec::new()),
+            Algorithm::Gcra => ManySlots::Gcra(Vec::new()),
         }
     }
 
@@ -68,10 +220,10 @@ impl Slots {
             v.capacity() * std::mem::size_of::<S>() + v.iter().map(Slot::heap_bytes).sum::<usize>()
         }
         match self {
-            Slots::Fixed(v) => sum(v),
-            Slots::Window(v) => sum(v),
-            Slots::Log(v) => sum(v),
-            Slots::Gcra(v) => sum(v),
+            ManySlots::Fixed(v) => sum(v),
+            ManySlots::Window(v) => sum(v),
+            ManySlots::Log(v) => sum(v),
+            ManySlots::Gcra(v) => sum(v),
         }
     }
 
@@ -80,10 +232,10 @@ impl Slots {
             v.iter().map(Slot::expires_us).max().unwrap_or(0)
         }
         match self {
-            Slots::Fixed(v) => latest(v),
-            Slots::Window(v) => latest(v),
-            Slots::Log(v) => latest(v),
-            Slots::Gcra(v) => latest(v),
+            ManySlots::Fixed(v) => latest(v),
+            ManySlots::Window(v) => latest(v),
+            ManySlots::Log(v) => latest(v),
+            ManySlots::Gcra(v) => latest(v),
         }
     }
 }
@@ -93,10 +245,15 @@ impl LocalStore {
     /// calls refused at the bound.
     pub fn new(max_bytes: usize, refusals: Counter) -> Self {
         LocalStore {
-            map: DashMap::new(),
+            map: DashMap::default(),
+            hashers: (RandomState::new(), RandomState::new()),
             origin: Instant::now(),
             budget: Budget::new(max_bytes, refusals),
         }
+    }
+
+    fn key(&self, base: &str) -> KeyHash {
+        KeyHash(self.hashers.0.hash_one(base), self.hashers.1.hash_one(base))
     }
 
     /// Estimated bytes held.
@@ -107,14 +264,14 @@ impl LocalStore {
     /// Bytes a call may add: a new entry (`new_key`), and a sliding_log's new members.
     fn growth(call: &Call<'_>, new_key: bool) -> u64 {
         let n = call.limits.len();
-        // An admission is one run (time, units) per limit, whatever its cost.
+        // An admission is one run per limit, whatever its cost (counted high).
         let log = if call.algorithm == Algorithm::SlidingLog {
-            n * std::mem::size_of::<(u64, u64)>()
+            n * 2 * sliding_log::RUN_BYTES
         } else {
             0
         };
         let new = if new_key {
-            ENTRY_OVERHEAD + call.base.len() + n * 64
+            Slots::new(call.algorithm, call.limits).bytes() as usize + n * 64
         } else {
             0
         };
@@ -133,10 +290,11 @@ impl LocalStore {
     /// `check` at a given time (µs; must not go backwards for one key), so
     /// a test can feed this store and a Redis script the same clock.
     pub fn check_at(&self, call: Call<'_>, now: u64) -> Outcome {
+        let key = self.key(call.base);
         // Far from the bound (the usual case) no lookup is needed to know a call fits.
         let growth = match self.budget.fits(Self::growth(&call, true)) {
             true => 0,
-            false => Self::growth(&call, !self.map.contains_key(call.base)),
+            false => Self::growth(&call, !self.map.contains_key(&key)),
         };
         if growth > 0 && !self.budget.fits(growth) {
             if self.budget.may_sweep() {
@@ -146,45 +304,22 @@ impl LocalStore {
                 return self.budget.refuse(call.limits);
             }
         }
-        // A known key is looked up by `&str`; only a new one allocates its String.
-        let mut entry = match self.map.get_mut(call.base) {
-            Some(e) => e,
-            None => self
-                .map
-                .entry(call.base.to_string())
-                .or_insert_with(|| Entry {
-                    periods: Vec::new(),
-                    slots: Slots::new(call.algorithm, 0),
-                    bytes: 0,
-                }),
-        };
-        let outcome = Self::run(&mut entry, now, call);
-        let bytes = entry.bytes(call.base.len());
-        self.budget.changed(entry.bytes, bytes);
-        entry.bytes = bytes;
+        let mut fresh = false;
+        let mut entry = self.map.entry(key).or_insert_with(|| {
+            fresh = true;
+            Slots::new(call.algorithm, call.limits)
+        });
+        let before = if fresh { 0 } else { entry.bytes() };
+        let outcome = entry.run(now, &call);
+        self.budget.changed(before, entry.bytes());
         outcome
-    }
-
-    fn run(entry: &mut Entry, now: u64, call: Call<'_>) -> Outcome {
-        let Entry { periods, slots, .. } = entry;
-        let (limits, cost) = (call.limits, call.cost);
-        match slots {
-            Slots::Fixed(s) => fixed_window::check(now, limits, arrange(periods, s, limits), cost),
-            Slots::Window(s) => {
-                sliding_window::check(now, limits, arrange(periods, s, limits), cost)
-            }
-            Slots::Log(s) => sliding_log::check(now, limits, arrange(periods, s, limits), cost),
-            Slots::Gcra(s) => {
-                gcra::check(now, limits, arrange(periods, s, limits), cost, call.burst)
-            }
-        }
     }
 
     /// Forget the counters of one key base (all its limits).
     pub fn reset(&self, base: &str) -> bool {
-        match self.map.remove(base) {
+        match self.map.remove(&self.key(base)) {
             Some((_, e)) => {
-                self.budget.changed(e.bytes, 0);
+                self.budget.changed(e.bytes(), 0);
                 true
             }
             None => false,
@@ -195,9 +330,9 @@ impl LocalStore {
     pub fn sweep(&self) -> usize {
         let now = self.now_us();
         self.map.retain(|_, e| {
-            let live = e.slots.expires_us() > now;
+            let live = e.expires_us() > now;
             if !live {
-                self.budget.changed(e.bytes, 0);
+                self.budget.changed(e.bytes(), 0);
             }
             live
         });
@@ -320,5 +455,95 @@ mod tests {
         }
         assert!(admitted < 500, "{admitted} runs logged in 4 KiB");
         assert!(store.bytes() <= 8 * 1024, "{} bytes", store.bytes());
+    }
+
+    #[test]
+    fn a_one_limit_fixed_window_or_gcra_client_is_held_in_forty_bytes_with_no_heap_block() {
+        // The memory target (<= 100 B a client at 1 M clients, table slack
+        // included) rests on this layout: a 16-byte key hash and a 24-byte value.
+        assert_eq!(std::mem::size_of::<(KeyHash, Slots)>(), 40);
+        let limits = [Rate {
+            limit: 5,
+            period_ms: 60_000,
+        }];
+        let store = LocalStore::new(usize::MAX, Counter::default());
+        for algorithm in [Algorithm::FixedWindow, Algorithm::Gcra] {
+            store.check(call(algorithm, "tg:rl:{r|a}:x", &limits, 1));
+            let entry = store.map.get(&store.key("tg:rl:{r|a}:x")).unwrap();
+            assert!(!matches!(*entry, Slots::Many(_)), "{algorithm:?} spilled");
+            drop(entry);
+            store.reset("tg:rl:{r|a}:x");
+        }
+    }
+
+    #[test]
+    fn a_key_held_inline_keeps_its_count_when_a_call_names_another_period_too() {
+        let store = LocalStore::new(usize::MAX, Counter::default());
+        let minute = Rate {
+            limit: 3,
+            period_ms: 60_000,
+        };
+        let hour = Rate {
+            limit: 10,
+            period_ms: 3_600_000,
+        };
+        let base = "tg:rl:{r|k}:fw";
+        for _ in 0..2 {
+            assert!(
+                store
+                    .check(call(
+                        Algorithm::FixedWindow,
+                        base,
+                        std::slice::from_ref(&minute),
+                        1
+                    ))
+                    .allowed
+            );
+        }
+        // Both limits now: the minute's 2 units are still there, so one more fits, not two.
+        let both = [hour, minute.clone()];
+        let third = store.check(call(Algorithm::FixedWindow, base, &both, 1));
+        assert!(third.allowed);
+        assert_eq!(third.limits[1].remaining, 0);
+        assert_eq!(third.limits[0].remaining, 9);
+        assert!(
+            !store
+                .check(call(
+                    Algorithm::FixedWindow,
+                    base,
+                    std::slice::from_ref(&minute),
+                    1
+                ))
+                .allowed
+        );
+        let bytes = store.bytes();
+        store.reset(base);
+        assert_eq!(store.bytes(), 0, "{bytes} counted, all returned");
+    }
+
+    #[test]
+    fn a_sliding_log_cost_beyond_one_run_is_counted_whole() {
+        let store = LocalStore::new(usize::MAX, Counter::default());
+        let limits = [Rate {
+            limit: 1_000_000,
+            period_ms: 1_000,
+        }];
+        let base = "tg:rl:{r|big}:sl";
+        let t0 = 1_000_000_000_000;
+        let first = store.check_at(call(Algorithm::SlidingLog, base, &limits, 300_000), t0);
+        assert_eq!(first.limits[0].remaining, 700_000);
+        let second = store.check_at(call(Algorithm::SlidingLog, base, &limits, 700_001), t0 + 10);
+        assert!(!second.allowed);
+        // The units that must leave first arrived at t0: free one period after it.
+        assert_eq!(second.retry_after_ms, 1_000);
+        let later = store.check_at(call(Algorithm::SlidingLog, base, &limits, 700_000), t0 + 20);
+        assert!(later.allowed);
+        assert_eq!(later.limits[0].remaining, 0);
+        // One period after t0 the 300 000 leave together.
+        let after = store.check_at(
+            call(Algorithm::SlidingLog, base, &limits, 300_000),
+            t0 + 1_000_000,
+        );
+        assert!(after.allowed);
     }
 }

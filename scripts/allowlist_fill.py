@@ -1,0 +1,49 @@
+"""The allowlist's Redis layout, for the benchmarks that fill Redis directly
+(scripts/bench_allowlist.py) or drive its scripts (scripts/bench.py).
+
+Key names are those src/keys.rs builds (`KeySpace::allowlist`): the four keys
+share the `{<prefix>:allow}` hash tag. The fill writes entries the way the
+allowlist stores them (a JSON value per CIDR in `entries`, a score per
+expiring CIDR in `exp`, `meta` of a dataset with no events yet): the same
+fill as tests/allowlist_scale.rs's `populate`, which names its keys through
+tollgate::keys.
+"""
+
+ENTRY = '{"expires_at":%d,"note":"login","created_at":1,"actor":"%s","ver":1}'
+
+
+def hash_tag(prefix):
+    """`{<prefix>:allow}`: what every allowlist key (and a SLOWLOG line on one) contains."""
+    return f"{{{prefix}:allow}}"
+
+
+def allow_key(prefix, name):
+    """One of `meta`, `entries`, `exp`, `events`."""
+    return f"{prefix}:{hash_tag(prefix)}:{name}"
+
+
+def allow_keys(prefix):
+    """The four keys in the order the lua/allow_*.lua scripts take them."""
+    return [allow_key(prefix, n) for n in ("meta", "entries", "exp", "events")]
+
+
+def fill_commands(prefix, cidrs, expires, epoch="bench", actor="bench"):
+    """Commands (lists of arguments) that store `cidrs`, the i-th expiring at
+    `expires(i)` (ms, Redis time; 0: never), 1 000 to an HSET/ZADD, then the
+    `meta` of epoch `epoch` at seq 0."""
+    entries, exp = allow_key(prefix, "entries"), allow_key(prefix, "exp")
+    cmds, h, z = [], ["HSET", entries], ["ZADD", exp]
+    for i, cidr in enumerate(cidrs):
+        e = expires(i)
+        h += [cidr, ENTRY % (e, actor)]
+        if e:
+            z += [e, cidr]
+        if len(h) >= 2 + 2000:
+            cmds.append(h)
+            h = ["HSET", entries]
+        if len(z) >= 2 + 2000:
+            cmds.append(z)
+            z = ["ZADD", exp]
+    cmds += [c for c in (h, z) if len(c) > 2]
+    cmds.append(["HSET", allow_key(prefix, "meta"), "epoch", epoch, "seq", "0", "last_id", "0-0"])
+    return cmds

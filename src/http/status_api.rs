@@ -1,0 +1,125 @@
+//! `GET /v1/status` and `GET /v1/rules` (behind the bearer token): this
+//! node's health and its rules as JSON, for the admin page and for scripts.
+//!
+//! `/readyz` says the same in words and `/metrics` in counters; these put
+//! them in one document a program can read without parsing either:
+//!
+//! - `/v1/status`: version, uptime, readiness, Redis up/down (or the embedded
+//!   store), the allowlist's freshness (`in_sync`, `stale` with the sync age,
+//!   `source_lost`, `in_process`), entries, epoch, seq, seq lag, resyncs by
+//!   reason, and `tollgate_decisions_total` per rule and outcome (a client
+//!   polls it and differences the counts for rates).
+//! - `/v1/rules`: every rule as loaded (after a reload, the new ones): match,
+//!   key, limits, algorithm, burst, allowlist mode, on_redis_error, shadow.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+
+use crate::allowlist::status::{self, Reason};
+use crate::app::App;
+use crate::metrics::{DecisionLabels, Outcome};
+use crate::rule::Rule;
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/v1/status", get(node_status))
+        .route("/v1/rules", get(rules))
+}
+
+async fn node_status(State(app): State<Arc<App>>) -> Json<Value> {
+    Json(status_json(&app))
+}
+
+async fn rules(State(app): State<Arc<App>>) -> Json<Value> {
+    let rules = app.rules.load();
+    Json(json!({ "rules": rules.iter().map(rule_json).collect::<Vec<_>>() }))
+}
+
+fn status_json(app: &App) -> Value {
+    let list = &app.allowlist;
+    let st = list.status();
+    let table = list.table();
+    let resyncs: Map<String, Value> = Reason::ALL
+        .iter()
+        .map(|r| (r.as_str().to_string(), json!(st.resync_count(*r))))
+        .collect();
+    let redis = if app.store.is_local() {
+        json!({"store": "embedded", "up": null})
+    } else {
+        json!({
+            "store": "redis",
+            "up": app.metrics.redis_up.get() == 1,
+            "open_slots": app.metrics.redis_open_slots.get(),
+            "reset_channel_up": app.metrics.reset_channel_up.get() == 1,
+        })
+    };
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_ms": app.started.elapsed().as_millis() as u64,
+        "ready": app.is_ready() && list.is_synced(),
+        "redis": redis,
+        "allowlist": {
+            "freshness": status::freshness(list),
+            "synced": list.is_synced(),
+            "sync_age_ms": st.sync_age().map(|a| a.as_millis() as u64),
+            "entries": table.live_count(table.clock.now_ms()),
+            "epoch": table.epoch,
+            "seq": table.seq,
+            "seq_lag": st.seq_lag(),
+            "resyncs": resyncs,
+            "summary": status::describe(list),
+        },
+        "decisions": decisions(app),
+    })
+}
+
+/// `{"rule": {"allowed": n, "limited": n, …}}` for every loaded rule.
+fn decisions(app: &App) -> Map<String, Value> {
+    app.rules
+        .load()
+        .iter()
+        .map(|rule| {
+            let counts: Map<String, Value> = Outcome::ALL
+                .iter()
+                .map(|&outcome| {
+                    let n = app
+                        .metrics
+                        .decisions
+                        .get_or_create(&DecisionLabels {
+                            rule: rule.name.clone(),
+                            outcome,
+                        })
+                        .get();
+                    (format!("{outcome:?}"), json!(n))
+                })
+                .collect();
+            (rule.name.clone(), Value::Object(counts))
+        })
+        .collect()
+}
+
+fn rule_json(rule: &Rule) -> Value {
+    let m = &rule.matcher;
+    json!({
+        "name": rule.name,
+        "match": {
+            "path": m.path,
+            "path_prefix": m.path_prefix,
+            "path_starts_with": m.path_starts_with,
+            "methods": m.methods,
+            "host": m.host,
+        },
+        "descriptor": rule.descriptor.as_ref().map(|d| d.to_string()),
+        "key": rule.key.to_string(),
+        "limits": rule.limit_specs,
+        "algorithm": rule.algorithm.to_string(),
+        "burst": rule.burst,
+        "allowlist": rule.allowlist.to_string(),
+        "on_redis_error": rule.on_redis_error.to_string(),
+        "shadow": rule.shadow,
+    })
+}
