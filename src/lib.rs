@@ -29,11 +29,14 @@
 //!   `allowlist/gate.rs`, which `decide` asks about `bypass` / `require`
 //!   rules. `tollgate follow` (`cli/follow.rs`) runs the follower alone and
 //!   keeps a file equal to the list (`allowlist/export_file.rs`).
+//! - `activity` counts heartbeats, active days and tracked rules in memory
+//!   and flushes them to Redis once a second (`http/activity_api.rs` reads them).
 //! - `keys` builds every Redis key name.
 //! - `config` reads and validates the TOML file (`config/raw.rs` shapes,
 //!   `config/validate.rs` checks); `rate` parses `"5/m"`.
 //! - `cli` is the command line; `main.rs` only wires it together.
 
+pub mod activity;
 pub mod allowlist;
 pub mod app;
 pub mod check;

@@ -1,5 +1,6 @@
 //! One pass over the raw config that collects every problem with its key.
 
+mod activity;
 mod caps;
 mod descriptor;
 
@@ -299,6 +300,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
         }
     }
     descriptor::duplicates(&mut c, &raw.rule);
+    let activity = activity::validate(&mut c, &raw);
 
     if !c.issues.is_empty() {
         return Err(c.issues);
@@ -340,6 +342,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
         },
         api,
         local_store,
+        activity: activity.expect("checked"),
         rules,
     })
 }
@@ -401,6 +404,7 @@ fn validate_rule(
         }
     }
     let burst = validate_burst(c, i, r, algorithm, limits.len());
+    let track = activity::track(c, i, r);
     let m = &r.matcher;
     for (field, value) in [
         ("path_prefix", &m.path_prefix),
@@ -484,6 +488,7 @@ fn validate_rule(
         on_redis_error: on_redis_error?,
         shadow: r.shadow || shadow_all,
         descriptor,
+        track,
     })
 }
 
