@@ -21,17 +21,20 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 from allowlist_fill import allow_keys
 from bench_load import CONNECTIONS, KEYS, BenchFailure, Target, finish_wrk, loadavg, start_wrk, wrk
 from bench_procs import (ADMIN_TOKEN, BIN, ROOT, commandstats, free_port, kill_all, limitador_revision,
-                         lua, redis, redis_cpu, redis_info, resp, rss_kb, fallback_decisions, start_anchor,
+                         lua, metric_sum, metrics, redis, redis_cpu, redis_info, resp, rss_kb, fallback_decisions, start_anchor,
                          start_limitador, start_redis, start_tollgate, stop)
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 DISTINCT = int(os.environ.get("BENCH_DISTINCT_KEYS", "1000000"))  # embedded store, per algorithm
 REDIS_DISTINCT = int(os.environ.get("BENCH_REDIS_DISTINCT_KEYS", "200000"))  # Redis store: only the deny cache grows
 LIMITADOR_BIN = os.environ.get("LIMITADOR_BIN")
+# BENCH_ONLY=activity: only the tracked/untracked pair (results/<date>-activity.json).
+ONLY = os.environ.get("BENCH_ONLY")
 ALL_200, ALL_429 = {"200"}, {"429"}
 
 
@@ -196,6 +199,47 @@ def redis_cpu_per_decision(rp, port, watch):
                     "other_commands": {k: v for k, v in stats.items() if k not in ("evalsha", "config", "info")},
                     "rps": r["rps"]}
     return out
+
+
+# === activity: a tracked rule against an untracked one ===
+
+
+def activity_runs(rp):
+    """/check on a tracked rule (`track = true`) against the same rule
+    untracked, on one node, alternated (untracked, tracked, untracked,
+    tracked) so a noisy neighbour weighs on both alike. Then the summary must
+    count exactly the tracked answers: a tracking that counted nothing would
+    be fast, and a lie."""
+    prefix = f"act{free_port()}"
+    tg, port, admin = start_tollgate(rp, prefix)
+    watch = {"tollgate": tg.pid, "redis": REDIS_PID}
+    runs = {"untracked": [], "tracked": []}
+    for _ in range(2):
+        runs["untracked"].append(wrk(check("/check untracked rule", port, "/allow", ALL_200, watch), SECONDS))
+        runs["tracked"].append(wrk(check("/check tracked rule", port, "/tracked", ALL_200, watch), SECONDS))
+    no_fallback(admin, "/check tracked and untracked")
+    # Each run: its probe, the answers wrk counted, and at most one request
+    # per connection cut at the end (answered by tollgate, not counted by wrk).
+    answered = sum(r["statuses"].get("200", 0) + 1 for r in runs["tracked"])
+    slack = CONNECTIONS * len(runs["tracked"])
+    counted = None
+    for _ in range(50):  # the flush runs every second
+        time.sleep(0.2)
+        req = urllib.request.Request(f"http://127.0.0.1:{admin}/v1/activity/summary?rule=tracked&hours=2",
+                                     headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        counted = json.loads(urllib.request.urlopen(req).read())["total"]
+        if counted >= answered:
+            break
+    lost = metric_sum(metrics(admin), "tollgate_activity_lost_total")
+    stop(tg)
+    if not (answered <= counted <= answered + slack) or lost:
+        raise BenchFailure(f"activity: {answered} tracked answers (+ at most {slack} cut by wrk), "
+                           f"the summary counted {counted}, {lost:.0f} lost")
+    mean = lambda rs: sum(r["rps"] for r in rs) / len(rs)
+    pairs = [round(t["rps"] / u["rps"], 3) for u, t in zip(runs["untracked"], runs["tracked"])]
+    return {"untracked": runs["untracked"], "tracked": runs["tracked"], "tracked_answers": answered,
+            "summary_total": counted, "ratio_per_pair": pairs,
+            "ratio": round(mean(runs["tracked"]) / mean(runs["untracked"]), 3)}
 
 
 # === scale: replicas sharing one Redis ===
@@ -428,12 +472,25 @@ def main():
     rproc, rp = start_redis()
     REDIS_PID = rproc.pid
 
+    if ONLY == "activity":
+        say("activity only: tracked rule against untracked")
+        results["activity"] = activity_runs(rp)
+        results["machine"]["loadavg_at_end"] = loadavg()
+        print_activity(results)
+        day = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+        out = os.path.join(ROOT, "bench", "results", f"{day}-activity.json")
+        with open(out, "w") as f:
+            json.dump(results, f, indent=2)
+        print(f"\nwritten: {os.path.relpath(out, ROOT)}")
+        return
     say("anchors")
     results["ceiling_evalsha"] = ceiling(rp, 1)
     results["ceiling_evalsha_p16"] = ceiling(rp, 16)
     results.update(anchors(rp))
     say("tollgate with Redis")
     redis_runs(rp, results)
+    say("activity: tracked rule against untracked")
+    results["activity"] = activity_runs(rp)
     say("replicas sharing one Redis")
     results["scale"] = scale(rp)
     say("embedded store")
@@ -480,6 +537,10 @@ def targets(r):
         if cpu(mine) and cpu(anchor):
             row["cpu_ratio"] = round(cpu(anchor) / cpu(mine), 3)
         out.append(row)
+    if "activity" in r:
+        v = r["activity"]["ratio"]
+        out.append({"target": "/check tracked rule / untracked (activity counters)", "ratio": v, "needed": 0.95,
+                    "holds": v >= 0.95})
     p99 = r["check_latency_at_half_peak"]["p99_ms"]
     out.append({"target": "p99 ms at half peak (/check Redis)", "value": p99, "needed_at_most": 2.0, "holds": p99 <= 2.0,
                 "http_floor_p99_ms_at_same_rate": r["floor_latency_at_same_rate"]["p99_ms"]})
@@ -493,6 +554,16 @@ def targets(r):
             v = rps(mine) / r["limitador"][theirs]["rps"]
             out.append({"target": f"POST /v1/check / Limitador {theirs}", "ratio": round(v, 3), "needed": need, "holds": v >= need})
     return out
+
+
+def print_activity(r):
+    a = r["activity"]
+    for i, (u, t) in enumerate(zip(a["untracked"], a["tracked"])):
+        for name, d in ((f"untracked ({i + 1})", u), (f"tracked ({i + 1})", t)):
+            print(f"/check {name:<16} {d['rps']:>9.0f} req/s  p50 {d['p50_ms']:.2f} ms  p99 {d['p99_ms']:.2f} ms  {d['statuses']}")
+    print(f"tracked / untracked: {a['ratio']} (per pair {a['ratio_per_pair']}); "
+          f"summary counted {a['summary_total']} of {a['tracked_answers']} tracked answers")
+    print(f"load average: start {r['machine']['loadavg_at_start']}, end {r['machine']['loadavg_at_end']}")
 
 
 def print_table(r):
@@ -524,6 +595,11 @@ def print_table(r):
     if "limitador" in r:
         for mode in ("redis", "memory"):
             row(f"Limitador {mode}", r["limitador"][mode])
+    if "activity" in r:
+        a = r["activity"]
+        for i, (u, t) in enumerate(zip(a["untracked"], a["tracked"])):
+            row(f"/check untracked rule ({i + 1})", u)
+            row(f"/check tracked rule ({i + 1})", t, f"{t['rps'] / u['rps']:.3f} x untracked")
     print("\nreplicas sharing one Redis: " + "; ".join(
         f"{n}: {s['rps']:.0f}/s (cores: redis {s['cores_used']['redis']}, tollgate {s['cores_used']['tollgate_all']}, "
         f"wrk {s['cores_used']['wrk_all']})" for n, s in r["scale"].items()))

@@ -10,6 +10,7 @@
 #   BENCH_REDIS_DISTINCT_KEYS=...           # clients in the Redis-store RSS run (default 200 000)
 #   LIMITADOR_BIN=/path/limitador-server ...  # also measure Limitador (bench/README.md)
 #   BENCH_SKIP_LOOKUP=1 ...                 # skip the criterion allowlist lookup bench
+#   BENCH_ONLY=activity ...                 # only /check on a tracked rule against an untracked one
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -203,7 +203,19 @@ def fleet(n, v6=False):
         time.sleep(0.05)
     stop.set()
     th.join()
-    fallbacks = sum(metric_sum(x, "tollgate_decisions_total", rule="api", outcome=o) for x in nodes for o in ("fallback_allowed", "fallback_limited"))
+    def fallbacks_now():
+        return sum(metric_sum(x, "tollgate_decisions_total", rule="api", outcome=o) for x in nodes for o in ("fallback_allowed", "fallback_limited"))
+    fallbacks = fallbacks_now()
+    # Baseline: the same traffic for as long again with every node ready and
+    # no snapshot running, so that fallbacks the loaded machine causes on its
+    # own are not taken for the resyncs'.
+    stop, base_counts = threading.Event(), {"sent": 0}
+    th = threading.Thread(target=traffic, args=(nodes[1:], stop, base_counts))
+    th.start()
+    time.sleep(max(ready_at.values()))
+    stop.set()
+    th.join()
+    baseline_fallbacks = fallbacks_now() - fallbacks
     time.sleep(1)
     rss = [rss_kb(nodes[0])]
     calls = r.slowlog(hash_tag(prefix))
@@ -212,6 +224,7 @@ def fleet(n, v6=False):
         "entries": n, "family": "ipv6 /128" if v6 else "ipv4 /32", "nodes": NODES, "populate_s": round(populate_s, 1),
         "ready_s": {"min": round(min(ready_at.values()), 2), "max": round(max(ready_at.values()), 2)},
         "checks_during_resync": counts["sent"], "limiter_fallbacks": fallbacks,
+        "checks_after_ready (baseline)": base_counts["sent"], "limiter_fallbacks_after_ready (baseline)": baseline_fallbacks,
         "largest_allowlist_call_us": largest[0], "largest_call": largest[1], "allowlist_calls_logged": len(calls),
         "calls_over_1ms": sum(1 for c in calls if c[0] > 1000),
         "node_rss_mb (no traffic)": round(max(rss) / 1024, 1), "empty_node_rss_mb": round(base_rss / 1024, 1),

@@ -161,6 +161,12 @@ ALGORITHM_RULES = "".join(
     for alg, tag in [("fixed_window", "fw"), ("sliding_window", "sw"), ("sliding_log", "sl"), ("gcra", "gc")]
 )
 
+# A tracked rule (activity counters, issue 19): the same limit as "allow", so
+# a /tracked run against an /allow run isolates the cost of tracking. Redis only
+# (the embedded store refuses tracked rules).
+TRACKED_RULE = ('\n[[rule]]\nname = "tracked"\nmatch = { path_prefix = "/tracked" }\nkey = "ip"\n'
+                'limits = ["{limit}"]\nalgorithm = "fixed_window"\ntrack = true\n')
+
 
 def start_tollgate(redis_port, prefix=None, limit="1000000000/h"):
     port, admin = free_port(), free_port()
@@ -172,7 +178,7 @@ def start_tollgate(redis_port, prefix=None, limit="1000000000/h"):
     path = os.path.join(work_dir(), f"tollgate-{port}.toml")
     with open(path, "w") as f:
         f.write(CONFIG.format(port=port, admin=admin, redis=section, limit=limit,
-                              extra=ALGORITHM_RULES.replace("{limit}", limit)))
+                              extra=(ALGORITHM_RULES + (TRACKED_RULE if redis_port else "")).replace("{limit}", limit)))
     p = spawn([BIN, "serve", "--config", path], env={**os.environ, "RUST_LOG": "warn", "TOLLGATE_ADMIN_TOKEN": ADMIN_TOKEN})
     wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz").status == 200, "tollgate")
     return p, port, admin

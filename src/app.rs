@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::activity::Activity;
 use crate::allowlist::Allowlist;
 use crate::client_ip::ClientIpResolver;
 use crate::config::Config;
@@ -33,6 +34,8 @@ pub struct App {
     pub metrics: Metrics,
     /// The IP allowlist: a lock-free table for lookups, and its store.
     pub allowlist: Arc<Allowlist>,
+    /// Heartbeats, active days, tracked rules: counted here, flushed to Redis each second.
+    pub activity: Arc<Activity>,
     /// When this node was built: its uptime in `GET /v1/status`.
     pub started: std::time::Instant,
 }
@@ -52,6 +55,12 @@ impl App {
         let allowlist = Arc::new(Allowlist::new(&config));
         crate::allowlist::status::register(&allowlist, metrics.registry_mut());
         metrics.zero_decisions(config.rules.iter().map(|r| r.name.as_str()));
+        let activity = Arc::new(Activity::new(
+            config.activity.clone(),
+            KeySpace::new(&config.prefix).activity(),
+            config.redis.as_ref().map(|r| r.endpoint.clone()),
+            metrics.registry_mut(),
+        ));
         Arc::new(App {
             breaker: Breaker::new(metrics.redis_up.clone()),
             slots: config
@@ -75,6 +84,7 @@ impl App {
             ready: AtomicBool::new(ready),
             metrics,
             allowlist,
+            activity,
             started: std::time::Instant::now(),
         })
     }

@@ -1,6 +1,7 @@
 //! The command line. Every flag has a `TOLLGATE_*` variable; CLI beats env
 //! beats file. Exit codes: 0 ok, 2 bad usage or config, 1 other failure.
 
+pub mod activity;
 pub mod allow;
 pub mod follow;
 
@@ -40,6 +41,9 @@ pub enum Command {
     /// Change or read the IP allowlist in Redis directly (no server needed).
     #[command(subcommand)]
     Allow(allow::AllowCommand),
+    /// Read the activity counters in Redis: online, active days, tracked rules.
+    #[command(subcommand)]
+    Activity(activity::ActivityCommand),
 }
 
 #[derive(Subcommand, Debug)]

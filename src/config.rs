@@ -34,7 +34,19 @@ pub struct Config {
     pub allowlist: AllowlistConfig,
     pub api: ApiConfig,
     pub local_store: LocalStoreConfig,
+    pub activity: ActivityConfig,
     pub rules: Vec<Rule>,
+}
+
+/// `[activity]`: retention and bounds of the activity counters (Redis only).
+#[derive(Clone, Debug)]
+pub struct ActivityConfig {
+    /// Day HyperLogLogs and a tracked rule's hourly keys expire after this many days.
+    pub retention_days: u32,
+    /// The longest `within` of an online query; older presence is trimmed.
+    pub online_window: Duration,
+    /// Most clients kept in the presence set (oldest trimmed first).
+    pub max_online: u64,
 }
 
 #[derive(Clone, Debug)]

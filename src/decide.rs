@@ -59,6 +59,9 @@ impl App {
             }
             let mut applicable = Vec::new();
             for rule in matching() {
+                if rule.track.is_some() {
+                    track(self, rule, req);
+                }
                 // The allowlist decides for a pure gate the client passes and
                 // for a bypass: one `allowlisted` outcome, no limiter call.
                 if allowlist.bypasses(rule) || (rule.limits.is_empty() && allowlist.admits(rule)) {
@@ -114,6 +117,13 @@ impl App {
             }
         }
         Decision { verdict, items }
+    }
+}
+
+/// Count a request a tracked rule matched (in memory; flushed each second).
+fn track(app: &App, rule: &Rule, req: &RequestView<'_>) {
+    if let Some(client) = req.client_key_ip {
+        app.activity.request(&rule.name, req.path, client);
     }
 }
 

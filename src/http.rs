@@ -3,6 +3,7 @@
 //! Routing only; handlers live in the submodules, JSON bodies are read in
 //! `body`, and every answer is shaped in `response`.
 
+mod activity_api;
 mod admin;
 pub mod admin_page;
 mod allowlist_api;
@@ -38,6 +39,12 @@ pub fn decision_router(app: Arc<App>) -> Router {
                 .layer(DefaultBodyLimit::max(api_check::MAX_BODY_BYTES))
                 .route_layer(from_fn_with_state(app.clone(), observe::observe)),
         )
+        .route(
+            "/v1/heartbeat",
+            post(activity_api::heartbeat)
+                .layer(DefaultBodyLimit::max(activity_api::MAX_HEARTBEAT_BYTES))
+                .route_layer(from_fn_with_state(app.clone(), observe::observe)),
+        )
         .with_state(app)
 }
 
@@ -57,6 +64,8 @@ pub fn admin_router(app: Arc<App>) -> Router {
         // data and asks the `/v1/*` API with the token the operator types.
         .merge(admin_page::routes())
         .merge(v1)
+        // Bare counts open, listings behind the token: see activity_api.
+        .merge(activity_api::routes(app.clone()))
         .route_layer(from_fn_with_state(app.clone(), observe::observe))
         .with_state(app)
 }

@@ -146,6 +146,72 @@ impl KeySpace {
     }
 }
 
+/// Activity counters (`src/activity/`), one hash tag per family so every
+/// multi-key read of a family (`PFCOUNT` over days, over hours) and the path
+/// admission script stay in one Redis Cluster slot:
+///
+/// - presence: `tg:act:{tg:act:online}:seen`, a sorted set client -> last-seen ms;
+/// - active days: `tg:act:{tg:act:days}:<yyyymmdd>`, one HyperLogLog per UTC day;
+/// - a tracked rule, per hour since the epoch (`unix_ms / 3 600 000`):
+///   `tg:act:{tg:act:r:<rule>}:<hour>:req` (hash path -> requests),
+///   `…:<hour>:paths` (set of the admitted paths, at most `track_paths`),
+///   `…:<hour>:clients` (HyperLogLog of the rule's clients) and
+///   `…:<hour>:u:<path>` (HyperLogLog of one path's clients; the path bounded
+///   as a key part, see [`bounded_part`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActivityKeys {
+    prefix: String,
+}
+
+/// The keys of one tracked rule in one hour.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleHourKeys {
+    /// Hash: path (or `other`) -> requests.
+    pub requests: String,
+    /// Set: the paths admitted this hour (across every replica).
+    pub paths: String,
+    /// HyperLogLog: every client of the rule this hour.
+    pub clients: String,
+    base: String,
+}
+
+impl RuleHourKeys {
+    /// HyperLogLog of one path's clients this hour.
+    pub fn path_clients(&self, path: &str) -> String {
+        format!("{}:u:{}", self.base, bounded_part(path))
+    }
+}
+
+impl ActivityKeys {
+    pub fn presence(&self) -> String {
+        format!("{p}:act:{{{p}:act:online}}:seen", p = self.prefix)
+    }
+
+    /// `day` as `yyyymmdd` (UTC).
+    pub fn active_day(&self, day: u32) -> String {
+        format!("{p}:act:{{{p}:act:days}}:{day}", p = self.prefix)
+    }
+
+    /// `hour`: hours since the Unix epoch.
+    pub fn rule_hour(&self, rule: &str, hour: u64) -> RuleHourKeys {
+        let base = format!("{p}:act:{{{p}:act:r:{rule}}}:{hour}", p = self.prefix);
+        RuleHourKeys {
+            requests: format!("{base}:req"),
+            paths: format!("{base}:paths"),
+            clients: format!("{base}:clients"),
+            base,
+        }
+    }
+}
+
+impl KeySpace {
+    pub fn activity(&self) -> ActivityKeys {
+        ActivityKeys {
+            prefix: self.prefix.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +279,22 @@ mod tests {
             ks.limit_base(Algorithm::SlidingLog, "a", "k"),
             "tg:rl:{a|k}:sl"
         );
+    }
+
+    #[test]
+    fn activity_keys_share_one_hash_tag_per_family() {
+        let a = KeySpace::new("tg").activity();
+        assert_eq!(a.presence(), "tg:act:{tg:act:online}:seen");
+        assert_eq!(a.active_day(20261128), "tg:act:{tg:act:days}:20261128");
+        let h = a.rule_hour("pages", 493_000);
+        assert_eq!(h.requests, "tg:act:{tg:act:r:pages}:493000:req");
+        assert_eq!(h.paths, "tg:act:{tg:act:r:pages}:493000:paths");
+        assert_eq!(h.clients, "tg:act:{tg:act:r:pages}:493000:clients");
+        assert_eq!(
+            h.path_clients("/a/b"),
+            "tg:act:{tg:act:r:pages}:493000:u:/a/b"
+        );
+        let long = format!("/{}", "x".repeat(300));
+        assert!(h.path_clients(&long).len() < 100 + 64 + 41);
     }
 }

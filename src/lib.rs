@@ -51,6 +51,8 @@
 //! ## Everything else
 //!
 //! - `keys` builds every Redis key name; `rate` parses `"5/m"`.
+//! - `activity` counts heartbeats, active days and tracked rules in memory
+//!   and flushes them to Redis once a second (`http/activity_api.rs` reads them).
 //! - `config` reads and validates the TOML file (`config/raw.rs` shapes,
 //!   `config/validate.rs` checks, every problem with its key and line).
 //! - `counters` shows and resets one key's counters (`/v1/limits`,
@@ -59,6 +61,7 @@
 //!   `http/status_api.rs` (`/v1/status`, `/v1/rules`), `http/admin_page.rs`
 //!   (the page), `http/limits_api.rs`, `http/allowlist_api.rs`.
 
+pub mod activity;
 pub mod allowlist;
 pub(crate) mod app;
 pub(crate) mod check;

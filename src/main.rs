@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         }
         Command::Limits(cmd) => cli::limits::run(cmd),
         Command::Allow(cmd) => cli::allow::run(cmd),
+        Command::Activity(cmd) => cli::activity::run(cmd),
     }
 }
 

@@ -38,6 +38,9 @@ pub struct Rule {
     /// `Some`: a rule for Envoy's rate limit service (gRPC), keyed by a
     /// descriptor; `/check` and ext_authz never apply it.
     pub descriptor: Option<DescriptorRule>,
+    /// `Some(track_paths)`: a tracked rule (`track = true`): its requests,
+    /// clients and at most this many paths per hour are counted (`activity`).
+    pub track: Option<u32>,
 }
 
 /// How a rule treats allowlisted clients.
@@ -102,7 +105,7 @@ impl std::fmt::Display for Rule {
         let limits: Vec<String> = self.limits.iter().map(|l| l.to_string()).collect();
         write!(
             f,
-            "match {}; key {}; limits [{}]; algorithm {}{}; allowlist {}; on_redis_error {}{}",
+            "match {}; key {}; limits [{}]; algorithm {}{}; allowlist {}; on_redis_error {}{}{}",
             cond,
             key,
             limits.join(", "),
@@ -112,7 +115,10 @@ impl std::fmt::Display for Rule {
                 .unwrap_or_default(),
             self.allowlist,
             self.on_redis_error,
-            if self.shadow { "; shadow" } else { "" }
+            if self.shadow { "; shadow" } else { "" },
+            self.track
+                .map(|n| format!("; tracked (up to {n} paths an hour)"))
+                .unwrap_or_default()
         )
     }
 }

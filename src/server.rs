@@ -59,6 +59,19 @@ pub async fn run(
     tasks.spawn(probe_redis(app.clone(), stop.clone()));
     tasks.spawn(resets::follow(app.clone(), stop.clone()));
     tasks.spawn(sweep_local(app.clone(), stop.clone()));
+    let rules = app.clone();
+    tasks.spawn(crate::activity::flush::run(
+        app.activity.clone(),
+        move |name| {
+            rules
+                .rules
+                .load()
+                .iter()
+                .find(|r| r.name == name)
+                .and_then(|r| r.track)
+        },
+        stop.clone(),
+    ));
     tasks.spawn(allowlist::follower::run(
         app.allowlist.clone(),
         stop.clone(),

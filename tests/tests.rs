@@ -9,6 +9,9 @@ mod support;
 /// Today's name for `support::tls` (hardened Redis), kept for existing imports.
 use support::tls as support_tls;
 
+/// Activity counters with two replicas: heartbeats and presence, active days,
+/// tracked rules' summaries, the path bound, a Redis outage, bad input.
+mod activity;
 /// Counters admin API and CLI: auth, unknown rules, show and reset.
 mod admin_counters;
 /// The admin page in a real browser: sign-in and a wrong token, replicas seeing each

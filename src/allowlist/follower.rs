@@ -57,6 +57,10 @@ pub const BLOCK: Duration = Duration::from_secs(1);
 /// Events read per XREAD; one table is published per batch. Small enough
 /// that one read stays well under 1 ms of Redis time.
 const BATCH: usize = 200;
+/// A snapshot page slower than this backs off (see `Pacing::pause_after`).
+const SLOW_PAGE: Duration = Duration::from_millis(2);
+const SLOW_PAGE_BACKOFF: u32 = 4;
+const SLOW_PAGE_PAUSE_MAX: Duration = Duration::from_secs(1);
 /// After two resyncs in a row each this soon after the last, the next waits this long.
 const MIN_RESYNC_GAP: Duration = Duration::from_secs(1);
 /// Reconnect backoff: doubling from the first to the last, jittered.
@@ -75,6 +79,21 @@ impl Pacing {
     fn duration(&self, entries: u64) -> Duration {
         let pages = entries.div_ceil(SNAPSHOT_PAGE as u64);
         Duration::from_secs_f64(pages as f64 / self.pages_per_second.max(1) as f64)
+    }
+
+    /// The pause after a page whose call took `took`, beyond the rate's own
+    /// tick. A 200-entry page costs Redis 0.4–0.8 ms when it is idle; a
+    /// slower round trip means Redis (or this node) waits for a CPU, and the
+    /// limiter's calls queue behind every page. Then the node steps back for
+    /// `SLOW_PAGE_BACKOFF` times as long: while Redis is slow each node pages
+    /// at most a fifth of the time, whatever the configured rate, so a fleet
+    /// resyncing at once leaves room for the limiter (measured: issue 17).
+    fn pause_after(took: Duration) -> Duration {
+        if took > SLOW_PAGE {
+            (took * SLOW_PAGE_BACKOFF).min(SLOW_PAGE_PAUSE_MAX)
+        } else {
+            Duration::ZERO
+        }
     }
 
     /// A random wait before a snapshot of `entries`: uniform up to the
@@ -253,7 +272,13 @@ impl Follower<'_> {
         let mut cursor = 0;
         loop {
             pages.tick().await;
+            let asked = Instant::now();
             let (next, page) = self.redis.page(conn, cursor).await?;
+            let pause = Pacing::pause_after(asked.elapsed());
+            if !pause.is_zero() {
+                status.snapshot_backoffs.inc();
+                tokio::time::sleep(pause).await;
+            }
             status.contact();
             if cursor == 0 && next != 0 {
                 // HSCAN's order is random: the first page's mix of families stands for the list.
@@ -525,5 +550,26 @@ mod tests {
         assert!(stream_id("1700000000124-0") > stream_id("1700000000123-99"));
         assert_eq!(stream_id("0-0"), Some((0, 0)));
         assert_eq!(stream_id("x"), None);
+    }
+
+    #[test]
+    fn a_slow_snapshot_page_makes_the_node_step_back_four_times_as_long() {
+        use super::Pacing;
+        use std::time::Duration;
+        let ms = Duration::from_millis;
+        // An idle Redis serves a page in under a millisecond: no pause beyond the rate.
+        assert_eq!(
+            Pacing::pause_after(Duration::from_micros(800)),
+            Duration::ZERO
+        );
+        assert_eq!(Pacing::pause_after(ms(2)), Duration::ZERO);
+        // A busy one: the node pages at most a fifth of the time.
+        assert_eq!(Pacing::pause_after(ms(3)), ms(12));
+        assert_eq!(Pacing::pause_after(ms(30)), ms(120));
+        // A stall never parks the snapshot for long.
+        assert_eq!(
+            Pacing::pause_after(Duration::from_secs(2)),
+            Duration::from_secs(1)
+        );
     }
 }

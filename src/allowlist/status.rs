@@ -82,6 +82,8 @@ pub struct Status {
     pub resyncs: Family<ReasonLabels, Counter>,
     /// Time to apply one batch of events or one snapshot.
     pub apply_seconds: Histogram,
+    /// Snapshot pages after which the node stepped back because Redis was slow.
+    pub snapshot_backoffs: Counter,
 }
 
 impl Default for Status {
@@ -97,6 +99,7 @@ impl Default for Status {
             apply_seconds: Histogram::new([
                 0.00001, 0.0001, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             ]),
+            snapshot_backoffs: Counter::default(),
         }
     }
 }
@@ -211,6 +214,11 @@ pub fn register(list: &Arc<Allowlist>, registry: &mut Registry) {
         "allowlist_apply_seconds",
         "Time to apply one batch of allowlist events or one snapshot",
         status.apply_seconds.clone(),
+    );
+    registry.register(
+        "allowlist_snapshot_backoffs",
+        "Snapshot pages after which this node paused because the page took over 2 ms (Redis or the node waiting for a CPU)",
+        status.snapshot_backoffs.clone(),
     );
     registry.register_collector(Box::new(Gauges(list.clone())));
 }

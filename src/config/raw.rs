@@ -13,6 +13,7 @@ pub struct RawConfig {
     pub allowlist: RawAllowlist,
     pub api: RawApi,
     pub local_store: RawLocalStore,
+    pub activity: RawActivity,
     pub rule: Vec<RawRule>,
 }
 
@@ -198,6 +199,28 @@ impl Default for RawLocalStore {
     }
 }
 
+/// Activity counters: heartbeats, active days, tracked rules (`src/activity/`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawActivity {
+    /// Days the day and hour counters are kept (key TTLs).
+    pub retention_days: Spanned<i64>,
+    /// The longest `within` an online query may ask for; presence older than it is trimmed.
+    pub online_window: Spanned<String>,
+    /// Most clients the presence set holds (the oldest go first).
+    pub max_online: Spanned<i64>,
+}
+
+impl Default for RawActivity {
+    fn default() -> Self {
+        RawActivity {
+            retention_days: Spanned::new(0..0, 30),
+            online_window: unspanned("1h"),
+            max_online: Spanned::new(0..0, 1_000_000),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
@@ -229,6 +252,12 @@ pub struct RawRule {
     /// gcra only: bucket size; default the limit.
     #[serde(default)]
     pub burst: Option<Spanned<i64>>,
+    /// Count this rule's requests, clients and paths per hour (`src/activity/`).
+    #[serde(default)]
+    pub track: Option<Spanned<bool>>,
+    /// Tracked rules: most distinct paths per hour, across replicas (the rest: `other`).
+    #[serde(default)]
+    pub track_paths: Option<Spanned<i64>>,
 }
 
 /// One entry of a rule's descriptor: `{ key = "path", value = "/login" }`.

@@ -1,5 +1,6 @@
 //! One pass over the raw config that collects every problem with its key.
 
+mod activity;
 mod caps;
 mod descriptor;
 
@@ -111,9 +112,10 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
     let allowlist = allowlist(&mut c, &raw.allowlist);
     let (server_limits, api, local_store) = caps::validate(&mut c, &raw, ov);
     let rules = rules(&mut c, &raw, ov);
+    let activity = activity::validate(&mut c, &raw);
 
-    let (Some(listeners), Some(prefix), Some(client_ip), Some(allowlist)) =
-        (listeners, prefix, client_ip, allowlist)
+    let (Some(listeners), Some(prefix), Some(client_ip), Some(allowlist), Some(activity)) =
+        (listeners, prefix, client_ip, allowlist, activity)
     else {
         return Err(c.issues);
     };
@@ -140,6 +142,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
         allowlist,
         api,
         local_store,
+        activity,
         rules,
     })
 }
@@ -454,6 +457,7 @@ fn validate_rule(
         }
     }
     let burst = validate_burst(c, i, r, algorithm, limits.len());
+    let track = activity::track(c, i, r);
     let m = &r.matcher;
     for (field, value) in [
         ("path_prefix", &m.path_prefix),
@@ -541,6 +545,7 @@ fn validate_rule(
         on_redis_error: on_redis_error?,
         shadow: r.shadow || shadow_all,
         descriptor,
+        track,
     })
 }
 

@@ -181,6 +181,16 @@ impl ApiError {
         }
     }
 
+    /// This server cannot answer the call at all (it needs Redis and runs
+    /// the embedded store).
+    pub fn unavailable(error: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            error: error.into(),
+            field: None,
+        }
+    }
+
     /// A bug on our side (a metric that cannot be written out).
     pub fn internal(error: impl Into<String>) -> Self {
         ApiError {

@@ -66,12 +66,12 @@ impl StoreError {
     pub fn kind(&self) -> Kind {
         match self {
             StoreError::Timeout(_) | StoreError::TimedOut(_) => Kind::Timeout,
-            StoreError::Unreachable(_) | StoreError::NotConnected | StoreError::Changed(_) => {
-                Kind::Unreachable
-            }
-            StoreError::Server(_) | StoreError::Reply(_) | StoreError::Unsupported(_) => {
-                Kind::Server
-            }
+            // No Redis configured is Redis away, for this process.
+            StoreError::Unreachable(_)
+            | StoreError::NotConnected
+            | StoreError::Changed(_)
+            | StoreError::Unsupported(_) => Kind::Unreachable,
+            StoreError::Server(_) | StoreError::Reply(_) => Kind::Server,
         }
     }
 

@@ -1,0 +1,269 @@
+//! Activity over HTTP (`src/activity/`).
+//!
+//! - `POST /v1/heartbeat` on the decision listener, for applications: the
+//!   client is its address (by the trusted-proxy rules of `/check`), or the
+//!   `id` of a JSON body `{"id": "..."}`.
+//! - `GET /v1/activity/{online,active,summary,paths/...}` on the admin
+//!   listener. The two bare counts (`online`, `active`) are open like
+//!   `/metrics`; who is online (`list=true`), the summary and a path's counts
+//!   name clients or paths, so they need the admin token.
+//!
+//! Bad input is a 400 naming the field, and writes nothing.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::auth::require_token;
+use super::response::ApiError;
+use crate::activity::query::{self, BadInput};
+use crate::activity::{now_ms, MAX_ID_BYTES, NEEDS_REDIS};
+use crate::app::App;
+
+/// A heartbeat body is one short id.
+pub const MAX_HEARTBEAT_BYTES: usize = 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeartbeatBody {
+    id: String,
+}
+
+impl From<BadInput> for ApiError {
+    fn from(b: BadInput) -> Self {
+        ApiError::bad(b.field, b.message)
+    }
+}
+
+/// `POST /v1/heartbeat`: 204 once recorded (in Redis within a second).
+pub async fn heartbeat(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !app.activity.enabled() {
+        return ApiError::unavailable(NEEDS_REDIS).into_response();
+    }
+    let member = if body.iter().all(u8::is_ascii_whitespace) {
+        let client = app.resolver.resolve(peer.ip(), &headers);
+        format!("ip:{}", app.resolver.key_ip(client))
+    } else {
+        match parse_id(&body) {
+            Ok(id) => format!("id:{id}"),
+            Err(e) => return e.into_response(),
+        }
+    };
+    app.activity.heartbeat(&member);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn parse_id(body: &[u8]) -> Result<String, ApiError> {
+    let parsed: HeartbeatBody = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad(
+            "id",
+            format!("expected an empty body or {{\"id\": \"...\"}}: {e}"),
+        )
+    })?;
+    let id = parsed.id;
+    if id.is_empty() || id.len() > MAX_ID_BYTES {
+        return Err(ApiError::bad(
+            "id",
+            format!("must be 1 to {MAX_ID_BYTES} bytes"),
+        ));
+    }
+    if id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(ApiError::bad(
+            "id",
+            "must hold no white space or control characters",
+        ));
+    }
+    Ok(id)
+}
+
+/// The admin listener's activity routes.
+pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
+    let guarded = Router::new()
+        .route("/v1/activity/summary", get(summary))
+        .route("/v1/activity/paths/{*path}", get(path))
+        .route_layer(from_fn_with_state(app, require_token));
+    Router::new()
+        .route("/v1/activity/online", get(online))
+        .route("/v1/activity/active", get(active))
+        .merge(guarded)
+}
+
+type Params = Query<HashMap<String, String>>;
+
+/// Refuse parameters the endpoint does not know (a typo would be silently ignored).
+fn only(params: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
+    match params.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::bad(
+            k.clone(),
+            format!("unknown parameter (expected: {})", known.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn has_token(app: &App, headers: &HeaderMap) -> bool {
+    match &app.config.server.admin_token {
+        None => true,
+        Some(token) => token.matches(
+            headers
+                .get("authorization")
+                .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+                .unwrap_or(b""),
+        ),
+    }
+}
+
+fn failed(app: &App, e: crate::redis_conn::StoreError) -> Response {
+    app.activity.forget_connection();
+    ApiError::from(e).into_response()
+}
+
+async fn online(State(app): State<Arc<App>>, headers: HeaderMap, Query(p): Params) -> Response {
+    let run = async {
+        only(&p, &["within", "list"])?;
+        let within = query::parse_within(
+            p.get("within").map_or("10m", String::as_str),
+            &app.activity.config,
+        )?;
+        let list = match p.get("list").map(String::as_str) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => return Err(ApiError::bad("list", "must be true or false")),
+        };
+        if list && !has_token(&app, &headers) {
+            return Err(ApiError::unauthorized());
+        }
+        ready(&app)?;
+        Ok((within, list))
+    };
+    let (within, list) = match run.await {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let answer = async {
+        let mut conn = app.activity.conn().await?;
+        query::online(&mut conn, &app.activity.keys, within, now_ms(), list).await
+    };
+    match answer.await {
+        Ok(o) => Json(o).into_response(),
+        Err(e) => failed(&app, e),
+    }
+}
+
+async fn active(State(app): State<Arc<App>>, Query(p): Params) -> Response {
+    let days = only(&p, &["days"]).and_then(|_| {
+        Ok(query::parse_days(
+            p.get("days").map_or("7", String::as_str),
+            &app.activity.config,
+        )?)
+    });
+    let days = match days.and_then(|d| ready(&app).map(|_| d)) {
+        Ok(d) => d,
+        Err(e) => return e.into_response(),
+    };
+    let answer = async {
+        let mut conn = app.activity.conn().await?;
+        query::active(&mut conn, &app.activity.keys, days, now_ms()).await
+    };
+    match answer.await {
+        Ok(a) => Json(a).into_response(),
+        Err(e) => failed(&app, e),
+    }
+}
+
+/// The tracked rule a query names (`rule=`), or the only tracked rule.
+fn tracked_rule(app: &App, p: &HashMap<String, String>) -> Result<String, ApiError> {
+    let rules = app.rules.load();
+    let tracked: Vec<&str> = rules
+        .iter()
+        .filter(|r| r.track.is_some())
+        .map(|r| r.name.as_str())
+        .collect();
+    match p.get("rule") {
+        Some(name) if tracked.contains(&name.as_str()) => Ok(name.clone()),
+        Some(name) => Err(ApiError::bad(
+            "rule",
+            format!(
+                "{name:?} is not a tracked rule (tracked: {})",
+                tracked.join(", ")
+            ),
+        )),
+        None if tracked.len() == 1 => Ok(tracked[0].to_string()),
+        None => Err(ApiError::bad(
+            "rule",
+            format!(
+                "name the tracked rule (tracked: {})",
+                if tracked.is_empty() {
+                    "none: set track = true on a rule".to_string()
+                } else {
+                    tracked.join(", ")
+                }
+            ),
+        )),
+    }
+}
+
+fn ready(app: &App) -> Result<(), ApiError> {
+    if app.activity.enabled() {
+        Ok(())
+    } else {
+        Err(ApiError::unavailable(NEEDS_REDIS))
+    }
+}
+
+fn rule_and_hours(app: &App, p: &HashMap<String, String>) -> Result<(String, u64), ApiError> {
+    only(p, &["rule", "hours"])?;
+    ready(app)?;
+    let rule = tracked_rule(app, p)?;
+    let hours = query::parse_hours(
+        p.get("hours").map_or("24", String::as_str),
+        &app.activity.config,
+    )?;
+    Ok((rule, hours))
+}
+
+async fn summary(State(app): State<Arc<App>>, Query(p): Params) -> Response {
+    let (rule, hours) = match rule_and_hours(&app, &p) {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let answer = async {
+        let mut conn = app.activity.conn().await?;
+        query::summary(&mut conn, &app.activity.keys, &rule, hours, now_ms()).await
+    };
+    match answer.await {
+        Ok(s) => Json(s).into_response(),
+        Err(e) => failed(&app, e),
+    }
+}
+
+async fn path(State(app): State<Arc<App>>, Path(raw): Path<String>, Query(p): Params) -> Response {
+    let parsed = rule_and_hours(&app, &p)
+        .and_then(|(rule, hours)| Ok((rule, hours, query::parse_path(&raw)?)));
+    let (rule, hours, path) = match parsed {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let answer = async {
+        let mut conn = app.activity.conn().await?;
+        query::path(&mut conn, &app.activity.keys, &rule, &path, hours, now_ms()).await
+    };
+    match answer.await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => failed(&app, e),
+    }
+}
