@@ -42,8 +42,8 @@ pub const MAX_ID_BYTES: usize = 128;
 /// Reads and flushes are not on the request path: allow them time.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Default `track_paths`: distinct paths a tracked rule counts per hour.
-pub const DEFAULT_TRACK_PATHS: u32 = 100;
+/// Default `track_paths` (written once, in the config layer below).
+pub use crate::config::DEFAULT_TRACK_PATHS;
 
 pub const MS_PER_HOUR: u64 = 3_600_000;
 pub const MS_PER_DAY: u64 = 86_400_000;
