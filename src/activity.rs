@@ -29,8 +29,8 @@ use prometheus_client::registry::Registry;
 
 use crate::config::ActivityConfig;
 use crate::keys::ActivityKeys;
-use crate::limiter::{classify, StoreError};
 use crate::metrics::KindLabels;
+use crate::redis_conn::StoreError;
 use crate::redis_conn::{Endpoint, RedisConn};
 
 pub use recorder::{Recorder, OTHER};
@@ -42,8 +42,8 @@ pub const MAX_ID_BYTES: usize = 128;
 /// Reads and flushes are not on the request path: allow them time.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Default `track_paths`: distinct paths a tracked rule counts per hour.
-pub const DEFAULT_TRACK_PATHS: u32 = 100;
+/// Default `track_paths` (written once, in the config layer below).
+pub use crate::config::DEFAULT_TRACK_PATHS;
 
 pub const MS_PER_HOUR: u64 = 3_600_000;
 pub const MS_PER_DAY: u64 = 86_400_000;
@@ -152,12 +152,12 @@ impl Activity {
             return Ok((*c).clone());
         }
         let Some(endpoint) = &self.endpoint else {
-            return Err(StoreError::Unreachable(NEEDS_REDIS.into()));
+            return Err(StoreError::Unsupported(NEEDS_REDIS));
         };
         let conn = tokio::time::timeout(CALL_TIMEOUT, endpoint.connect(CALL_TIMEOUT))
             .await
             .map_err(|_| StoreError::Timeout(CALL_TIMEOUT))?
-            .map_err(classify)?;
+            .map_err(StoreError::from)?;
         self.conn.store(Some(Arc::new(conn.clone())));
         Ok(conn)
     }

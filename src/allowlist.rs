@@ -21,6 +21,7 @@
 
 pub mod cidr;
 pub mod event;
+pub mod expiry;
 pub mod export;
 pub mod export_file;
 pub mod export_metrics;
@@ -46,13 +47,14 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::keys::KeySpace;
-use crate::limiter::StoreError;
+use crate::redis_conn::StoreError;
 use local::LocalAllowlist;
 use redis_store::{RedisAllowlist, Restored};
 
+use expiry::ExpiresAt;
 pub use redis_store::Page;
 use status::Status;
-use table::{Clock, ExpiresAt, Table};
+use table::{Clock, Table};
 
 pub use input::NewEntry;
 
@@ -124,7 +126,7 @@ pub struct Allowlist {
 impl Allowlist {
     /// The allowlist of a config: in Redis when `[redis]` is set, else in process.
     /// Nothing is dialled here.
-    pub fn new(config: &Config) -> Result<Allowlist, StoreError> {
+    pub fn new(config: &Config) -> Allowlist {
         let keys = KeySpace::new(&config.prefix).allowlist();
         let state_file = config.allowlist.state_file.clone();
         let (backend, table, synced) = match &config.redis {
@@ -145,7 +147,7 @@ impl Allowlist {
                 (Backend::Local(local), table, true)
             }
         };
-        Ok(Allowlist {
+        Allowlist {
             table: ArcSwap::from_pointee(table),
             synced: AtomicBool::new(synced),
             backend,
@@ -156,7 +158,7 @@ impl Allowlist {
                 pages_per_second: config.allowlist.snapshot_pages_per_second,
                 jitter_max: config.allowlist.snapshot_jitter_max,
             },
-        })
+        }
     }
 
     pub fn status(&self) -> &Status {
@@ -257,8 +259,8 @@ impl Allowlist {
     pub async fn restore(&self, entries: &[Entry], actor: &str) -> Result<Restored, StoreError> {
         match &self.backend {
             Backend::Redis(r) => r.restore(entries, actor).await,
-            Backend::Local(_) => Err(StoreError::Server(
-                "restore works on Redis; the embedded store lives in one process".into(),
+            Backend::Local(_) => Err(StoreError::Unsupported(
+                "restore works on Redis; the embedded store lives in one process",
             )),
         }
     }
@@ -270,10 +272,10 @@ impl Allowlist {
         &self,
         reader: R,
         actor: &str,
-    ) -> Result<Result<Restored, String>, StoreError> {
+    ) -> Result<Result<Restored, export::ExportError>, StoreError> {
         let Backend::Redis(r) = &self.backend else {
-            return Err(StoreError::Server(
-                "restore works on Redis; the embedded store lives in one process".into(),
+            return Err(StoreError::Unsupported(
+                "restore works on Redis; the embedded store lives in one process",
             ));
         };
         let mut staging = r.stage_begin().await?;
@@ -297,9 +299,10 @@ impl Allowlist {
                 return Err(e);
             }
         }
+        // The parser only panics on a bug: let it surface as one.
         let read = parser
             .await
-            .map_err(|e| StoreError::Server(format!("reading the export: {e}")))?;
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         match read {
             Err(problems) => {
                 r.stage_abort(staging).await;

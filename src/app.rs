@@ -10,7 +10,7 @@ use crate::allowlist::Allowlist;
 use crate::client_ip::ClientIpResolver;
 use crate::config::Config;
 use crate::keys::KeySpace;
-use crate::limiter::{Breaker, DenyCache, LocalStore, RedisStore, SlotBreaker, Store, StoreError};
+use crate::limiter::{Breaker, DenyCache, LocalStore, RedisStore, SlotBreaker, Store};
 use crate::metrics::Metrics;
 use crate::rule::Rule;
 
@@ -41,7 +41,7 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(config: Config) -> Result<Arc<App>, StoreError> {
+    pub fn new(config: Config) -> Arc<App> {
         let mut metrics = Metrics::new();
         let store = match &config.redis {
             Some(r) => Store::Redis(RedisStore::new(r.endpoint.clone(), r.timeout)),
@@ -52,7 +52,7 @@ impl App {
         };
         let ready = store.is_local();
         let deny_cache_bytes = config.redis.as_ref().map_or(0, |r| r.deny_cache_bytes);
-        let allowlist = Arc::new(Allowlist::new(&config)?);
+        let allowlist = Arc::new(Allowlist::new(&config));
         crate::allowlist::status::register(&allowlist, metrics.registry_mut());
         metrics.zero_decisions(config.rules.iter().map(|r| r.name.as_str()));
         let activity = Arc::new(Activity::new(
@@ -61,7 +61,7 @@ impl App {
             config.redis.as_ref().map(|r| r.endpoint.clone()),
             metrics.registry_mut(),
         ));
-        Ok(Arc::new(App {
+        Arc::new(App {
             breaker: Breaker::new(metrics.redis_up.clone()),
             slots: config
                 .redis
@@ -86,7 +86,7 @@ impl App {
             allowlist,
             activity,
             started: std::time::Instant::now(),
-        }))
+        })
     }
 
     /// Apply a reloaded config: the new rules apply to new requests. Settings

@@ -10,9 +10,10 @@ use std::time::Instant;
 
 use crate::app::App;
 use crate::keys::AD_HOC_RULE;
-use crate::limiter::{slot_breaker, Algorithm, Call, LimitState, Outcome, Store, StoreError};
+use crate::limiter::{slot_breaker, Algorithm, Call, LimitState, Outcome};
 use crate::metrics::KindLabels;
 use crate::rate::Rate;
+use crate::redis_conn::StoreError;
 use crate::rule::{OnRedisError, Rule};
 
 /// What one limiter call needs beyond its key.
@@ -73,24 +74,26 @@ impl App {
             (Some(slots), Some(slot)) => self.breaker.is_open() || slots.should_skip(slot),
             _ => self.breaker.is_open(),
         };
-        let result = match &self.store {
-            Store::Local(local) => Ok(local.check(call)),
-            Store::Redis(_) if skip => Err(None),
-            Store::Redis(redis) => {
-                let started = Instant::now();
-                let r = redis.check(call).await;
+        // The breakers stand in front of Redis only: the embedded store never fails.
+        let remote = !self.store.is_local();
+        let result = if remote && skip {
+            Err(None)
+        } else {
+            let started = Instant::now();
+            let r = self.store.check(call).await;
+            if remote {
                 self.metrics
                     .redis_call_duration
                     .observe(started.elapsed().as_secs_f64());
-                r.map_err(Some)
             }
+            r.map_err(Some)
         };
         match result {
             Ok(outcome) => {
                 if let (Some(slots), Some(slot)) = (&self.slots, slot) {
                     slots.succeeded(slot);
                 }
-                if cacheable && !self.store.is_local() {
+                if cacheable && remote {
                     self.deny_cache.insert(&base, spec.limits, &outcome);
                 }
                 (outcome, Source::Store)
@@ -105,25 +108,21 @@ impl App {
     }
 
     fn redis_failed(&self, rule: &str, slot: Option<u16>, err: &StoreError) {
-        let kind = match err {
-            StoreError::Timeout(_) => "timeout",
-            StoreError::Unreachable(_) => "unreachable",
-            StoreError::Server(_) => "server",
-        };
         self.metrics
             .redis_errors
-            .get_or_create(&KindLabels { kind })
+            .get_or_create(&KindLabels {
+                kind: err.kind().label(),
+            })
             .inc();
-        match err {
+        if err.is_transient() {
             // Redis is slow or away: stop sending it requests until the probe says so.
-            StoreError::Timeout(_) | StoreError::Unreachable(_) => match (&self.slots, slot) {
+            match (&self.slots, slot) {
                 (Some(slots), Some(slot)) => slots.trip(slot, err),
                 _ => self.breaker.trip(err),
-            },
-            // Redis answered with an error (a script bug, OOM): this call only.
-            StoreError::Server(_) => {
-                tracing::error!(rule, error = %err, "Redis refused a limiter call")
             }
+        } else {
+            // Redis answered with an error (a script bug, OOM): this call only.
+            tracing::error!(rule, error = %err, "Redis refused a limiter call")
         }
     }
 

@@ -105,6 +105,37 @@ pub enum LogFormat {
     Json,
 }
 
+/// Exit 2: bad usage or config.
+pub(crate) fn usage(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
+}
+
+/// Exit 1: any other failure.
+pub(crate) fn failure(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(1)
+}
+
+/// What a command's runtime runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Work {
+    /// A long-running process (`serve`, `follow`): every core.
+    Service,
+    /// One command against Redis (`limits`, `allow`): one thread is plenty.
+    OneShot,
+}
+
+/// The one place a command's tokio runtime is built.
+pub fn runtime(work: Work) -> std::io::Result<tokio::runtime::Runtime> {
+    match work {
+        Work::Service => tokio::runtime::Runtime::new(),
+        Work::OneShot => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    }
+}
+
 /// Load the config a command names (or the defaults).
 pub fn load_config(
     file: Option<&PathBuf>,

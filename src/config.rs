@@ -38,6 +38,9 @@ pub struct Config {
     pub rules: Vec<Rule>,
 }
 
+/// Default `track_paths`: distinct paths a tracked rule counts per hour.
+pub const DEFAULT_TRACK_PATHS: u32 = 100;
+
 /// `[activity]`: retention and bounds of the activity counters (Redis only).
 #[derive(Clone, Debug)]
 pub struct ActivityConfig {

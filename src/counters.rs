@@ -4,7 +4,8 @@
 use serde::Serialize;
 
 use crate::keys::KeySpace;
-use crate::limiter::{Call, Store, StoreError};
+use crate::limiter::{Call, Store};
+use crate::redis_conn::StoreError;
 use crate::rule::Rule;
 
 #[derive(Debug, Serialize)]

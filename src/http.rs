@@ -1,6 +1,7 @@
 //! The HTTP surfaces: the decision API (for proxies and applications) and the
-//! admin API (health, later allowlist and counters). Routing only; handlers
-//! live in the submodules, and every answer is shaped in `response`.
+//! admin API (health, metrics, the allowlist and counters behind a token).
+//! Routing only; handlers live in the submodules, JSON bodies are read in
+//! `body`, and every answer is shaped in `response`.
 
 mod activity_api;
 mod admin;
@@ -8,6 +9,7 @@ pub mod admin_page;
 mod allowlist_api;
 mod api_check;
 mod auth;
+mod body;
 mod forward_auth;
 mod limits_api;
 mod observe;

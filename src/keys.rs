@@ -75,10 +75,6 @@ impl KeySpace {
         }
     }
 
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     /// Everything of a limiter key but its period: `tg:rl:{login|1.2.3.4}:fw`.
     pub fn limit_base(&self, algorithm: Algorithm, rule: &str, key: &str) -> String {
         // Pieces pushed one by one: this runs once per decision.

@@ -3,55 +3,81 @@
 //!
 //! # Layout
 //!
-//! A request's path through the code:
+//! Layers point one way: a module names only modules below it. From the top:
+//! `main.rs` → `server` → `grpc` → `http` → `decide` → `check` → `app`,
+//! `cli` → `allowlist` → `config`, `counters` → `rule` → `keys` → `limiter`
+//! → `redis_conn` (connections, URL redaction, `StoreError`), `request`,
+//! `client_ip` → `secret`, `path`, `rate`, `named`, `net`, `metrics`.
 //!
-//! - `server` binds both listeners, runs the background tasks, and shuts down.
-//! - `http` routes; `http/forward_auth.rs` (`/check`, `/check/nginx`) and
-//!   `http/api_check.rs` (`POST /v1/check`) read the request into a
-//!   `request::RequestView`; `http/response.rs` is the one place a decision or
-//!   an error becomes an HTTP response.
-//! - `grpc` serves Envoy natively on `server.grpc_listen`: the rate limit
-//!   service (RLS v3, rules with a `descriptor`) and ext_authz v3 (the
-//!   `/check` decision from Envoy's `AttributeContext`), plus gRPC health.
-//! - `client_ip` decides who the client is (trusted proxies, `X-Forwarded-For`).
-//! - `client_ip` decides who the client is (trusted proxies, `X-Forwarded-For`);
-//!   `net` is the one parser of addresses and networks (it and the allowlist share it).
-//! - `path` normalises the request path that rules match and key on.
-//! - `decide` applies every matching `rule` (matcher, key template) and
-//!   combines their outcomes; it applies `on_redis_error` when Redis fails.
-//! - `limiter` runs the algorithms: `limiter/redis_store.rs` calls the Lua
-//!   scripts in `lua/`, `limiter/local_store.rs` runs their in-process twins
-//!   (`limiter/{fixed_window,sliding_window,sliding_log,gcra}.rs`).
-//! - `allowlist` is the distributed IP allowlist: admin writes through
-//!   `lua/allow_*.lua`, a follower per node tailing the stream into a
-//!   lock-free longest-prefix table (resyncing on gaps, epochs and a Redis
-//!   gone backwards, kept in a state file across restarts), the reaper, and
-//!   `allowlist/gate.rs`, which `decide` asks about `bypass` / `require`
-//!   rules. `tollgate follow` (`cli/follow.rs`) runs the follower alone and
-//!   keeps a file equal to the list (`allowlist/export_file.rs`).
+//! ## A request
+//!
+//! 1. `server` binds the listeners, runs the background tasks, shuts down.
+//! 2. `http.rs` routes; `http/observe.rs` labels every route by its template
+//!    and gives it a request id. `http/forward_auth.rs` (`/check`,
+//!    `/check/nginx`, `/check/{*path}`) reads the proxy's headers into a
+//!    `request::RequestView` (`request/forwarded.rs`, `path` normalises the
+//!    path, `client_ip` finds the client behind trusted proxies);
+//!    `http/api_check.rs` (`POST /v1/check`) reads a typed body
+//!    (`http/body.rs`). `grpc` does the same for Envoy (RLS v3, ext_authz v3).
+//! 3. `decide.rs` (`App::decide`): allowlist gates first
+//!    (`allowlist/gate.rs` asks the node's lock-free table), then every
+//!    matching `rule` (matcher, key template) with its limits, together.
+//! 4. `check.rs` (`App::check`): one limiter call: the deny cache, the
+//!    breaker (`limiter/breaker.rs`, per slot on a cluster), the store
+//!    (`limiter/redis_store.rs` runs `lua/*.lua`; `limiter/local_store.rs`
+//!    their in-process twins), and on a `StoreError` the rule's
+//!    `on_redis_error`.
+//! 5. `http/response.rs` is the one place a decision or an error becomes an
+//!    HTTP answer (the gRPC services reuse its headers).
+//!
+//! ## An allowlist change
+//!
+//! 1. `http/allowlist_api.rs` (`POST`/`DELETE /v1/allowlist`) or
+//!    `cli/allow.rs` (`tollgate allow`) checks the input
+//!    (`allowlist/input.rs`, `allowlist/cidr.rs`), then `Allowlist` writes
+//!    it through `allowlist/redis_store.rs`: one `lua/allow_*.lua` call moves
+//!    the entry, `seq` and a stream event together (`allowlist/local.rs`
+//!    without Redis).
+//! 2. On every node, `allowlist/follower.rs` tails the stream (`XREAD`),
+//!    reads each `allowlist/event.rs`, applies it to `allowlist/table.rs`
+//!    (longest prefix, `allowlist/family.rs`) and publishes the table; it
+//!    resyncs from a snapshot on gaps, epochs and a Redis gone backwards, and
+//!    keeps the table in `allowlist/state_file.rs` across restarts.
+//! 3. The next request's `allowlist/gate.rs` sees it. `allowlist/reaper.rs`
+//!    expires due entries (an `expire` event each); `tollgate follow`
+//!    (`cli/follow.rs`) runs the follower alone and keeps a file equal to the
+//!    list (`allowlist/export_file.rs`).
+//!
+//! ## Everything else
+//!
+//! - `keys` builds every Redis key name; `rate` parses `"5/m"`.
 //! - `activity` counts heartbeats, active days and tracked rules in memory
 //!   and flushes them to Redis once a second (`http/activity_api.rs` reads them).
-//! - `keys` builds every Redis key name.
 //! - `config` reads and validates the TOML file (`config/raw.rs` shapes,
-//!   `config/validate.rs` checks); `rate` parses `"5/m"`.
-//! - `cli` is the command line; `main.rs` only wires it together.
+//!   `config/validate.rs` checks, every problem with its key and line).
+//! - `counters` shows and resets one key's counters (`/v1/limits`,
+//!   `tollgate limits`).
+//! - The admin listener: `http/admin.rs` (health, `/metrics`),
+//!   `http/status_api.rs` (`/v1/status`, `/v1/rules`), `http/admin_page.rs`
+//!   (the page), `http/limits_api.rs`, `http/allowlist_api.rs`.
 
 pub mod activity;
 pub mod allowlist;
-pub mod app;
-pub mod check;
+pub(crate) mod app;
+pub(crate) mod check;
 pub mod cli;
 pub mod client_ip;
 pub mod config;
-pub mod counters;
-pub mod decide;
-pub mod grpc;
+pub(crate) mod counters;
+pub(crate) mod decide;
+pub(crate) mod grpc;
 pub mod http;
 pub mod keys;
 pub mod limiter;
-pub mod metrics;
-pub mod net;
-pub mod path;
+pub(crate) mod metrics;
+pub(crate) mod named;
+pub(crate) mod net;
+pub(crate) mod path;
 pub mod rate;
 pub mod redis_conn;
 pub mod request;

@@ -17,14 +17,12 @@ pub mod slot_breaker;
 pub use breaker::Breaker;
 pub use deny_cache::DenyCache;
 pub use local_store::LocalStore;
-pub(crate) use redis_store::classify;
 pub use redis_store::RedisStore;
 pub use slot_breaker::SlotBreaker;
 
-use std::time::Duration;
-
+use crate::named::named_enum;
 use crate::rate::Rate;
-use crate::rule::named_enum;
+use crate::redis_conn::StoreError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Algorithm {
@@ -50,12 +48,6 @@ impl Algorithm {
             Algorithm::SlidingLog => "sl",
             Algorithm::Gcra => "gc",
         }
-    }
-
-    /// Exact algorithms never admit more than the limit per period, whatever
-    /// the concurrency; sliding_window is an estimate (see its script).
-    pub fn is_exact(self) -> bool {
-        !matches!(self, Algorithm::SlidingWindow)
     }
 }
 
@@ -127,18 +119,6 @@ pub struct Call<'a> {
     pub cost: u64,
     /// gcra only: the bucket size of every limit (None: the limit itself).
     pub burst: Option<u64>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The call may or may not have run: never retried blindly.
-    #[error("Redis did not answer within {0:?}")]
-    Timeout(Duration),
-    #[error("Redis unreachable: {0}")]
-    Unreachable(String),
-    /// Redis answered with an error (a script bug, OOM, a READONLY replica...).
-    #[error("Redis error: {0}")]
-    Server(String),
 }
 
 /// Where counters live.

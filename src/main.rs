@@ -36,7 +36,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     init_tracing(args.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match cli::runtime(cli::Work::Service) {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
@@ -87,7 +87,11 @@ fn fail(e: &(dyn std::error::Error + 'static)) -> ExitCode {
     let mut msg = format!("error: {e}");
     let mut source = e.source();
     while let Some(s) = source {
-        msg.push_str(&format!(": {s}"));
+        // An error that already quotes its cause (`Redis unreachable: {cause}`) is not repeated.
+        let text = s.to_string();
+        if !msg.ends_with(&text) {
+            msg.push_str(&format!(": {text}"));
+        }
         source = s.source();
     }
     eprintln!("{msg}");

@@ -1,4 +1,5 @@
-//! Every metric tollgate exports, registered in one place.
+//! The metrics of the request path, the limiter and Redis, registered here;
+//! the allowlist registers its own (`allowlist/status.rs`) into the same registry.
 //! Labels never carry client keys or IPs: only rule names and fixed words.
 
 use std::fmt;

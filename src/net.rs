@@ -22,32 +22,43 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Text that is not an address or network as this module reads them.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NetError {
+    #[error("{0:?} is not an IP address or CIDR")]
+    NotANetwork(String),
+    #[error("{given:?} has host bits set; the canonical form is {canonical}")]
+    HostBits { given: String, canonical: IpNet },
+    #[error("{0:?} is not an IP address")]
+    NotAnAddress(String),
+}
+
 /// Parse a network: canonical, host bits clear. No policy (floors and the
 /// like belong to the caller).
-pub fn parse_net(text: &str) -> Result<IpNet, String> {
+pub fn parse_net(text: &str) -> Result<IpNet, NetError> {
     let text = text.trim();
     if let Ok(ip) = text.parse::<IpAddr>() {
         return Ok(IpNet::from(canonical(ip)));
     }
     let net: IpNet = text
         .parse()
-        .map_err(|_| format!("{text:?} is not an IP address or CIDR"))?;
+        .map_err(|_| NetError::NotANetwork(text.to_string()))?;
     let net = unmap(net);
     if net.trunc() != net {
-        return Err(format!(
-            "{text:?} has host bits set; the canonical form is {}",
-            net.trunc()
-        ));
+        return Err(NetError::HostBits {
+            given: text.to_string(),
+            canonical: net.trunc(),
+        });
     }
     Ok(net)
 }
 
 /// Parse one address, canonical.
-pub fn parse_ip(text: &str) -> Result<IpAddr, String> {
+pub fn parse_ip(text: &str) -> Result<IpAddr, NetError> {
     text.trim()
         .parse::<IpAddr>()
         .map(canonical)
-        .map_err(|_| format!("{:?} is not an IP address", text.trim()))
+        .map_err(|_| NetError::NotAnAddress(text.trim().to_string()))
 }
 
 /// `::ffff:a.b.c.d/96+n` is `a.b.c.d/n`.
@@ -81,7 +92,10 @@ mod tests {
             "10.0.0.0/8"
         );
         assert_eq!(parse_net("::ffff:0:0/96").unwrap().to_string(), "0.0.0.0/0");
-        assert!(parse_net("10.0.0.1/8").unwrap_err().contains("10.0.0.0/8"));
+        assert!(parse_net("10.0.0.1/8")
+            .unwrap_err()
+            .to_string()
+            .contains("10.0.0.0/8"));
         assert!(parse_net("nope").is_err());
     }
 }

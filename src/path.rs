@@ -42,6 +42,8 @@ pub struct NormalPath {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BadPath(pub String);
 
+impl std::error::Error for BadPath {}
+
 impl std::fmt::Display for BadPath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -95,8 +97,8 @@ pub fn normalize(raw: &str) -> Result<NormalPath, BadPath> {
 /// Whether a configured path (`match.path`, `match.path_prefix`) is already
 /// written the way requests are normalised (a trailing slash is allowed),
 /// so it can match at all; `Err` gives the normalised spelling.
-pub fn check_configured(path: &str) -> Result<(), String> {
-    let n = normalize(path).map_err(|e| e.0)?;
+pub fn check_configured(path: &str) -> Result<(), ConfiguredPathError> {
+    let n = normalize(path)?;
     let trimmed = match path.strip_suffix('/') {
         Some(t) if !t.is_empty() => t,
         _ => path,
@@ -104,8 +106,18 @@ pub fn check_configured(path: &str) -> Result<(), String> {
     if n.canonical == trimmed && n.others.is_empty() {
         Ok(())
     } else {
-        Err(n.canonical)
+        Err(ConfiguredPathError::NotNormal(n.canonical))
     }
+}
+
+/// A configured path that no normalised request path could equal.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfiguredPathError {
+    #[error(transparent)]
+    Bad(#[from] BadPath),
+    /// Requests are matched normalised: this is how the path would read.
+    #[error("requests are matched as {0:?}")]
+    NotNormal(String),
 }
 
 /// `http://host/x` is `/x`; a target without a leading `/` is read as if it had one.
@@ -303,12 +315,19 @@ mod tests {
 
     #[test]
     fn configured_paths_must_be_normalised() {
+        use ConfiguredPathError::NotNormal;
         assert_eq!(check_configured("/admin"), Ok(()));
         assert_eq!(check_configured("/admin/"), Ok(()));
         assert_eq!(check_configured("/"), Ok(()));
-        assert_eq!(check_configured("/a//b"), Err("/a/b".into()));
-        assert_eq!(check_configured("/%61dmin"), Err("/admin".into()));
-        assert_eq!(check_configured("/admin;x"), Err("/admin".into()));
+        assert_eq!(check_configured("/a//b"), Err(NotNormal("/a/b".into())));
+        assert_eq!(
+            check_configured("/%61dmin"),
+            Err(NotNormal("/admin".into()))
+        );
+        assert_eq!(
+            check_configured("/admin;x"),
+            Err(NotNormal("/admin".into()))
+        );
     }
 
     proptest! {

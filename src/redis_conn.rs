@@ -6,6 +6,7 @@
 //! `access` holds the credentials and TLS files; the URLs say where.
 
 mod access;
+mod error;
 
 use std::fmt;
 use std::sync::Arc;
@@ -21,7 +22,8 @@ use redis::{
     RedisResult, TlsMode, Value,
 };
 
-pub use access::{read_password_file, Access, KeyError, Tls};
+pub use access::{read_password_file, Access, KeyError, PasswordFileError, Tls};
+pub use error::{Kind as ErrorKind, StoreError};
 
 /// Where Redis is.
 #[derive(Clone, PartialEq, Eq)]
@@ -123,6 +125,17 @@ impl ConnectionLike for RedisConn {
     }
 }
 
+/// URLs that cannot make an endpoint (passwords redacted).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    #[error(
+        "{url} is not a Redis URL ({why}; expected redis://, rediss://, redis+unix:// or unix://)"
+    )]
+    NotAUrl { url: String, why: String },
+    #[error("mixes rediss:// and plain URLs: give every node the same scheme")]
+    MixedSchemes,
+}
+
 impl Endpoint {
     pub fn new(topology: Topology, access: Access) -> Self {
         Endpoint {
@@ -196,20 +209,20 @@ impl Endpoint {
     }
 
     /// Check the URLs without connecting; the error names the bad one.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), EndpointError> {
         let mut tls = Vec::new();
         for u in self.urls() {
-            let info = u.as_str().into_connection_info().map_err(|e| {
-                format!(
-                    "{} is not a Redis URL ({}; expected redis://, rediss://, redis+unix:// or unix://)",
-                    redact_url(u),
-                    redact_url(&e.to_string()),
-                )
-            })?;
+            let info = u
+                .as_str()
+                .into_connection_info()
+                .map_err(|e| EndpointError::NotAUrl {
+                    url: redact_url(u),
+                    why: redact_url(&e.to_string()),
+                })?;
             tls.push(matches!(info.addr(), ConnectionAddr::TcpTls { .. }));
         }
         if tls.iter().any(|&t| t) && !tls.iter().all(|&t| t) {
-            return Err("mixes rediss:// and plain URLs: give every node the same scheme".into());
+            return Err(EndpointError::MixedSchemes);
         }
         Ok(())
     }

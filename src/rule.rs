@@ -7,12 +7,13 @@ mod matcher;
 
 pub use changes::Changes;
 pub use descriptor::{DescriptorEntry, DescriptorRule, MAX_ENTRIES as MAX_DESCRIPTOR_ENTRIES};
-pub use key::{KeyPart, KeyTemplate};
+pub use key::{KeyPart, KeyTemplate, UnknownKeyPart};
 pub use matcher::Matcher;
 
 use std::sync::Arc;
 
 use crate::limiter::Algorithm;
+use crate::named::named_enum;
 use crate::rate::Rate;
 
 #[derive(Clone, Debug)]
@@ -60,30 +61,6 @@ pub enum OnRedisError {
     /// An in-process limiter with the same algorithm, per replica.
     Local,
 }
-
-macro_rules! named_enum {
-    ($ty:ident, $what:literal, { $($text:literal => $variant:ident),+ $(,)? }) => {
-        impl ::std::str::FromStr for $ty {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($text => Ok($ty::$variant),)+
-                    other => Err(format!(
-                        concat!("unknown ", $what, " {:?} (expected one of: {})"),
-                        other,
-                        [$($text),+].join(", ")
-                    )),
-                }
-            }
-        }
-        impl ::std::fmt::Display for $ty {
-            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
-                f.write_str(match self { $($ty::$variant => $text,)+ })
-            }
-        }
-    };
-}
-pub(crate) use named_enum;
 
 named_enum!(AllowlistMode, "allowlist mode", {
     "bypass" => Bypass, "require" => Require, "ignore" => Ignore,
@@ -156,4 +133,27 @@ impl Rule {
             Arc::from(format!("{}:{}", name, specs[index]))
         }
     }
+}
+
+/// Why a rule named by a caller (`POST /v1/check`, `/v1/limits`, `tollgate
+/// limits`) cannot be used to count.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RuleLookupError {
+    #[error("unknown rule {0:?}")]
+    Unknown(String),
+    #[error("rule {0:?} has no limits (it is an allowlist gate)")]
+    NoLimits(String),
+}
+
+/// The rule called `name`, if it has limits to count: the one lookup every
+/// caller that names a rule goes through.
+pub fn find_limited<'r>(rules: &'r [Rule], name: &str) -> Result<&'r Rule, RuleLookupError> {
+    let rule = rules
+        .iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| RuleLookupError::Unknown(name.to_string()))?;
+    if rule.limits.is_empty() {
+        return Err(RuleLookupError::NoLimits(name.to_string()));
+    }
+    Ok(rule)
 }

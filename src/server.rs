@@ -215,7 +215,7 @@ pub async fn serve_config(
         .with_grpc(config.server.grpc_listen)
         .await?;
     tracing::info!(listen = %config.server.listen, admin_listen = %config.server.admin_listen, rules = config.rules.len(), "listening");
-    let app = App::new(config)?;
+    let app = App::new(config);
     let reloader = reload.map(|r| tokio::spawn(reload_on_sighup(app.clone(), r)));
     let result = run(app, listeners, shutdown).await;
     if let Some(task) = reloader {

@@ -138,3 +138,43 @@ async fn the_cli_shows_and_resets_counters_in_the_same_redis() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown rule \"nope\""));
 }
+
+#[tokio::test]
+async fn a_redis_error_in_a_script_is_a_500_and_an_unreachable_redis_a_503() {
+    let prefix = unique_prefix("script-bug");
+    let redis = shared_redis();
+    let s = TestServer::start(CONFIG, Some(&redis.url()), &prefix).await;
+    // A counter key of the wrong type: the script's GET fails (WRONGTYPE),
+    // as a script bug would. Redis answered: that is not "try again later".
+    let keys = tollgate::keys::KeySpace::new(&prefix);
+    let base = keys.limit_base(tollgate::limiter::Algorithm::FixedWindow, "login", "k1");
+    let key = tollgate::keys::KeySpace::limit_key(&base, 60_000);
+    redis::cmd("RPUSH")
+        .arg(&key)
+        .arg("x")
+        .exec(&mut redis.conn())
+        .unwrap();
+    let r = s
+        .admin_client()
+        .get(s.admin_url("/v1/limits/login/k1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("WRONGTYPE"),
+        "{body}"
+    );
+
+    // Redis away: 503.
+    let dead = format!("redis://127.0.0.1:{}", crate::support::free_port());
+    let s = TestServer::launch(CONFIG, Some(&dead), &prefix).await;
+    let r = s
+        .admin_client()
+        .get(s.admin_url("/v1/limits/login/k1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+}

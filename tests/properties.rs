@@ -174,7 +174,7 @@ allowlist = "require"
             &Overrides::default(),
         )
         .unwrap();
-        let app = rt.block_on(async { App::new(cfg).unwrap() });
+        let app = rt.block_on(async { App::new(cfg) });
         (rt, app)
     })
 }

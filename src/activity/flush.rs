@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use super::recorder::Pending;
 use super::{now_ms, Activity, CALL_TIMEOUT, MS_PER_DAY};
-use crate::limiter::{classify, StoreError};
+use crate::redis_conn::StoreError;
 
 /// `lua/activity_track.lua`, sent with EVAL: a pipeline cannot retry a
 /// NOSCRIPT the way `Script::invoke` does, and 2 KB a second is nothing.
@@ -106,7 +106,7 @@ where
                 tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<Vec<Value>>(&mut conn))
                     .await
                     .map_err(|_| StoreError::Timeout(CALL_TIMEOUT))?
-                    .map_err(classify)?;
+                    .map_err(StoreError::from)?;
             // The track script answers how many of its paths went to `other`.
             Ok::<u64, StoreError>(
                 steps

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::{day_text, hour_text, HLL_STANDARD_ERROR, MS_PER_DAY, MS_PER_HOUR, OTHER};
 use crate::config::ActivityConfig;
 use crate::keys::ActivityKeys;
-use crate::limiter::{classify, StoreError};
+use crate::redis_conn::StoreError;
 
 /// Most members an online listing returns.
 pub const MAX_LIST: usize = 10_000;
@@ -101,7 +101,7 @@ pub async fn online<C: ConnectionLike>(
         .arg("+inf")
         .query_async(conn)
         .await
-        .map_err(classify)?;
+        .map_err(StoreError::from)?;
     let clients = if list {
         let members: Vec<String> = redis::cmd("ZRANGE")
             .arg(&key)
@@ -114,7 +114,7 @@ pub async fn online<C: ConnectionLike>(
             .arg(MAX_LIST)
             .query_async(conn)
             .await
-            .map_err(classify)?;
+            .map_err(StoreError::from)?;
         Some(members)
     } else {
         None
@@ -152,7 +152,7 @@ pub async fn active<C: ConnectionLike>(
     for day in first..=today {
         cmd.arg(keys.active_day(super::day_number(day)));
     }
-    let active: u64 = cmd.query_async(conn).await.map_err(classify)?;
+    let active: u64 = cmd.query_async(conn).await.map_err(StoreError::from)?;
     Ok(Active {
         days,
         active,
@@ -205,7 +205,8 @@ pub async fn summary<C: ConnectionLike>(
     for h in range.clone() {
         pipe.cmd("HGETALL").arg(keys.rule_hour(rule, h).requests);
     }
-    let per_hour: Vec<BTreeMap<String, u64>> = pipe.query_async(conn).await.map_err(classify)?;
+    let per_hour: Vec<BTreeMap<String, u64>> =
+        pipe.query_async(conn).await.map_err(StoreError::from)?;
     let mut paths: BTreeMap<String, PathSummary> = BTreeMap::new();
     let mut total = 0;
     for (h, counts) in range.clone().zip(per_hour) {
@@ -230,7 +231,7 @@ pub async fn summary<C: ConnectionLike>(
         }
         pipe.add_command(c);
     }
-    let uniques: Vec<u64> = pipe.query_async(conn).await.map_err(classify)?;
+    let uniques: Vec<u64> = pipe.query_async(conn).await.map_err(StoreError::from)?;
     for (p, u) in paths.values_mut().zip(uniques.iter().skip(1)) {
         p.unique = *u;
     }
@@ -279,7 +280,7 @@ pub async fn path<C: ConnectionLike>(
         unique.arg(k.path_clients(path));
     }
     pipe.add_command(unique);
-    let mut replies: Vec<Option<u64>> = pipe.query_async(conn).await.map_err(classify)?;
+    let mut replies: Vec<Option<u64>> = pipe.query_async(conn).await.map_err(StoreError::from)?;
     let unique = replies.pop().flatten().unwrap_or(0);
     let mut counts = PathSummary {
         unique,

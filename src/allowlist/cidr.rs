@@ -22,22 +22,35 @@ pub struct PrefixFloor {
 /// the one parser `client_ip.trusted_proxies` uses too). No policy: this is
 /// what removing an entry accepts, so an entry stays removable when the
 /// floors change.
-pub use crate::net::{host, parse_ip, parse_net};
+pub use crate::net::{host, parse_ip, parse_net, NetError};
+
+/// A network refused as a new entry.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error("{0} would allow every address; /0 is refused")]
+    Everything(IpNet),
+    #[error("{net} is wider than /{min} ({setting}); use a longer prefix")]
+    TooWide {
+        net: IpNet,
+        min: u8,
+        setting: &'static str,
+    },
+}
 
 /// Parse a network for a new entry: canonical, and not wider than the floors allow.
-pub fn parse_entry(text: &str, floor: PrefixFloor) -> Result<IpNet, String> {
+pub fn parse_entry(text: &str, floor: PrefixFloor) -> Result<IpNet, EntryError> {
     let net = parse_net(text)?;
     if net.prefix_len() == 0 {
-        return Err(format!("{net} would allow every address; /0 is refused"));
+        return Err(EntryError::Everything(net));
     }
     let (min, setting) = match net {
         IpNet::V4(_) => (floor.v4, "allowlist.min_prefix_v4"),
         IpNet::V6(_) => (floor.v6, "allowlist.min_prefix_v6"),
     };
     if net.prefix_len() < min {
-        return Err(format!(
-            "{net} is wider than /{min} ({setting}); use a longer prefix"
-        ));
+        return Err(EntryError::TooWide { net, min, setting });
     }
     Ok(net)
 }
@@ -59,7 +72,7 @@ mod tests {
     }
 
     fn err(text: &str) -> String {
-        parse_entry(text, FLOOR).unwrap_err()
+        parse_entry(text, FLOOR).unwrap_err().to_string()
     }
 
     #[test]

@@ -12,10 +12,20 @@
 use std::collections::HashMap;
 
 use ipnet::IpNet;
+use redis::streams::{StreamId, StreamReadReply};
 use redis::Value;
 
-use super::cidr;
-use super::table::ExpiresAt;
+use super::cidr::{self, NetError};
+use super::expiry::ExpiresAt;
+
+/// The entries of an `XREAD` reply on the one events stream, in order.
+pub fn stream_entries(reply: Option<StreamReadReply>) -> Vec<StreamId> {
+    reply
+        .into_iter()
+        .flat_map(|r| r.keys)
+        .flat_map(|k| k.ids)
+        .collect()
+}
 
 /// The event format this code reads and the scripts write.
 pub const PROTOCOL_VERSION: &str = "1";
@@ -40,31 +50,51 @@ pub struct Event {
     pub expires_at: ExpiresAt,
 }
 
+/// Why a stream entry is not an event this node can apply (then it resyncs).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    #[error("missing field {0:?}")]
+    Missing(&'static str),
+    #[error("field {0:?} is not text")]
+    NotText(&'static str),
+    #[error("field {0:?} is not a number")]
+    NotANumber(&'static str),
+    #[error("unknown event version {0:?}")]
+    UnknownVersion(String),
+    #[error("unknown op {0:?}")]
+    UnknownOp(String),
+    #[error(transparent)]
+    Cidr(#[from] NetError),
+    #[error("cidr {0:?} is not canonical")]
+    NotCanonical(String),
+}
+
 impl Event {
     /// Read an event from a stream entry's fields.
-    pub fn from_fields(fields: &HashMap<String, Value>) -> Result<Event, String> {
-        let get = |name: &str| -> Result<String, String> {
+    pub fn from_fields(fields: &HashMap<String, Value>) -> Result<Event, EventError> {
+        let get = |name: &'static str| -> Result<String, EventError> {
             match fields.get(name) {
-                Some(v) => redis::from_redis_value_ref::<String>(v)
-                    .map_err(|_| format!("field {name:?} is not text")),
-                None => Err(format!("missing field {name:?}")),
+                Some(v) => {
+                    redis::from_redis_value_ref::<String>(v).map_err(|_| EventError::NotText(name))
+                }
+                None => Err(EventError::Missing(name)),
             }
         };
         let ver = get("ver")?;
         if ver != PROTOCOL_VERSION {
-            return Err(format!("unknown event version {ver:?}"));
+            return Err(EventError::UnknownVersion(ver));
         }
         let op = match get("op")?.as_str() {
             "upsert" => Op::Upsert,
             "remove" => Op::Remove,
             "expire" => Op::Expire,
             "restore" => Op::Restore,
-            other => return Err(format!("unknown op {other:?}")),
+            other => return Err(EventError::UnknownOp(other.to_string())),
         };
-        let number = |name: &str| -> Result<u64, String> {
+        let number = |name: &'static str| -> Result<u64, EventError> {
             get(name)?
                 .parse::<u64>()
-                .map_err(|_| format!("field {name:?} is not a number"))
+                .map_err(|_| EventError::NotANumber(name))
         };
         let cidr = match op {
             Op::Restore => None,
@@ -72,7 +102,7 @@ impl Event {
                 let text = get("cidr")?;
                 let cidr = cidr::parse_net(&text)?;
                 if cidr.to_string() != text {
-                    return Err(format!("cidr {text:?} is not canonical"));
+                    return Err(EventError::NotCanonical(text));
                 }
                 Some(cidr)
             }

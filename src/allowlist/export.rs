@@ -100,7 +100,7 @@ impl Document {
     }
 
     /// Read and check a document; the entries to restore, or every reason not to.
-    pub fn parse(text: &str) -> Result<Vec<Entry>, String> {
+    pub fn parse(text: &str) -> Result<Vec<Entry>, ExportError> {
         let mut entries = Vec::new();
         stream(text.as_bytes(), |e| entries.push(e))?;
         Ok(entries)
@@ -110,7 +110,24 @@ impl Document {
 /// Read a document from `reader` entry by entry: `each` gets every entry in
 /// order as it is read. At the end: how many, or every reason the document
 /// must not be restored (the caller then discards what `each` kept).
-pub fn stream<R: std::io::Read, F: FnMut(Entry)>(reader: R, each: F) -> Result<usize, String> {
+/// Why a document must not be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("not an allowlist export: {0}")]
+    NotAnExport(#[from] serde_json::Error),
+    #[error("not an allowlist export: missing field `entries`")]
+    NoEntries,
+    #[error("format {format:?} version {version:?}: expected {FORMAT:?} version {VERSION}")]
+    Format {
+        format: String,
+        version: Option<u32>,
+    },
+    /// Every problem of the entries, one a line (`entries[3].cidr: ...`).
+    #[error("{}", .0.join("\n"))]
+    Entries(Vec<String>),
+}
+
+pub fn stream<R: std::io::Read, F: FnMut(Entry)>(reader: R, each: F) -> Result<usize, ExportError> {
     let mut doc = Reading {
         each,
         seen: HashSet::new(),
@@ -121,24 +138,20 @@ pub fn stream<R: std::io::Read, F: FnMut(Entry)>(reader: R, each: F) -> Result<u
         has_entries: false,
     };
     let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::new(reader));
-    (&mut doc)
-        .deserialize(&mut de)
-        .and_then(|()| de.end())
-        .map_err(|e| format!("not an allowlist export: {e}"))?;
+    (&mut doc).deserialize(&mut de).and_then(|()| de.end())?;
     if !doc.has_entries {
-        return Err("not an allowlist export: missing field `entries`".into());
+        return Err(ExportError::NoEntries);
     }
     if doc.format.as_deref() != Some(FORMAT) || doc.version != Some(VERSION) {
-        return Err(format!(
-            "format {:?} version {:?}: expected {FORMAT:?} version {VERSION}",
-            doc.format.unwrap_or_default(),
-            doc.version
-        ));
+        return Err(ExportError::Format {
+            format: doc.format.unwrap_or_default(),
+            version: doc.version,
+        });
     }
     if doc.problems.is_empty() {
         Ok(doc.count)
     } else {
-        Err(doc.problems.join("\n"))
+        Err(ExportError::Entries(doc.problems))
     }
 }
 
@@ -294,7 +307,7 @@ mod tests {
             {"cidr":"10.0.0.0/8","expires_at":null},
             {"cidr":"10.0.0.0/8","expires_at":5},
             {"cidr":"0.0.0.0/0","expires_at":null}]}"#;
-        let err = Document::parse(text).unwrap_err();
+        let err = Document::parse(text).unwrap_err().to_string();
         assert!(
             err.contains("entries[0].cidr") && err.contains("203.0.113.0/24"),
             "{err}"

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHasher};
 
-use super::table::{live, ExpiresAt};
+use super::expiry::{live, ExpiresAt};
 
 /// Shards per family: a change copies 1/SHARDS of the table when a reader
 /// still holds the published one (≈ 140 kB at a million entries).

@@ -44,13 +44,13 @@ use redis::streams::StreamReadReply;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::event::Event;
+use super::event::{stream_entries, Event};
 use super::redis_store::{RedisAllowlist, SNAPSHOT_PAGE};
 use super::status::Reason;
 use super::table::{Applied, Clock, Table};
 use super::{state_file, Allowlist};
-use crate::limiter::{classify, StoreError};
 use crate::redis_conn::RedisConn;
+use crate::redis_conn::StoreError;
 
 /// How long one XREAD waits for events before `meta` is checked.
 pub const BLOCK: Duration = Duration::from_secs(1);
@@ -249,7 +249,7 @@ impl Follower<'_> {
             .arg(&self.redis.keys().entries)
             .query_async(conn)
             .await
-            .map_err(classify)?;
+            .map_err(StoreError::from)?;
         tokio::time::sleep(pacing.jitter(entries)).await;
         let started = Instant::now();
         let before = Instant::now();
@@ -334,7 +334,7 @@ impl Follower<'_> {
             .arg(&["epoch", "seq"])
             .query_async(conn)
             .await
-            .map_err(classify)?;
+            .map_err(StoreError::from)?;
         let (epoch, target) = (epoch.unwrap_or_default(), target.unwrap_or(0));
         if !table.epoch.is_empty() && epoch != table.epoch {
             tracing::warn!(ours = %table.epoch, redis = %epoch, "allowlist: a new epoch while paging a snapshot; resyncing");
@@ -352,12 +352,8 @@ impl Follower<'_> {
                 .arg(&table.last_id)
                 .query_async(conn)
                 .await
-                .map_err(classify)?;
-            let events: Vec<_> = reply
-                .into_iter()
-                .flat_map(|r| r.keys)
-                .flat_map(|k| k.ids)
-                .collect();
+                .map_err(StoreError::from)?;
+            let events = stream_entries(reply);
             if events.is_empty() {
                 tracing::warn!(
                     seq = table.seq,
@@ -392,7 +388,7 @@ impl Follower<'_> {
                 .arg(&["epoch", "seq", "last_id"])
                 .query_async(conn)
                 .await
-                .map_err(classify)?;
+                .map_err(StoreError::from)?;
         let status = self.list.status();
         status.contact();
         let Some(epoch) = epoch else {
@@ -439,7 +435,7 @@ impl Follower<'_> {
         let (s, us): (u64, u64) = redis::cmd("TIME")
             .query_async(conn)
             .await
-            .map_err(classify)?;
+            .map_err(StoreError::from)?;
         let after = Instant::now();
         self.table.clock = Clock::synced(s * 1000 + us / 1000, before + (after - before) / 2);
         self.list.publish(&self.table);
@@ -458,14 +454,11 @@ impl Follower<'_> {
             .arg("STREAMS")
             .arg(&self.redis.keys().events)
             .arg(&self.table.last_id);
-        let reply: Option<StreamReadReply> = xread.query_async(conn).await.map_err(classify)?;
+        let reply: Option<StreamReadReply> =
+            xread.query_async(conn).await.map_err(StoreError::from)?;
         let status = self.list.status();
         status.contact();
-        let entries: Vec<_> = reply
-            .into_iter()
-            .flat_map(|r| r.keys)
-            .flat_map(|k| k.ids)
-            .collect();
+        let entries = stream_entries(reply);
         if entries.is_empty() {
             if block {
                 return Ok(Step::Check);
@@ -545,7 +538,7 @@ async fn connect(redis: &RedisAllowlist) -> Result<RedisConn, StoreError> {
     tokio::time::timeout(bound, redis.endpoint().connect(bound))
         .await
         .map_err(|_| StoreError::Timeout(bound))?
-        .map_err(classify)
+        .map_err(StoreError::from)
 }
 
 #[cfg(test)]

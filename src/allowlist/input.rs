@@ -50,10 +50,10 @@ pub fn new_entry(
         v4: cfg.min_prefix_v4,
         v6: cfg.min_prefix_v6,
     };
-    let cidr = cidr::parse_entry(cidr, floor).map_err(|e| bad("cidr", e))?;
+    let cidr = cidr::parse_entry(cidr, floor).map_err(|e| bad("cidr", e.to_string()))?;
     let ttl_ms = match ttl {
         None => millis(cfg.default_ttl),
-        Some(t) => parse_ttl(t, cfg).map_err(|e| bad("ttl", e))?,
+        Some(t) => parse_ttl(t, cfg).map_err(|e| bad("ttl", e.to_string()))?,
     };
     let note = note.unwrap_or_default();
     if note.len() > MAX_NOTE_BYTES {
@@ -72,40 +72,61 @@ pub fn new_entry(
 
 /// `"24h"`, `"90m"`, ... up to `allowlist.max_ttl`; `"never"` only with
 /// `allowlist.allow_permanent = true` (then 0).
-pub fn parse_ttl(text: &str, cfg: &AllowlistConfig) -> Result<u64, String> {
+pub fn parse_ttl(text: &str, cfg: &AllowlistConfig) -> Result<u64, TtlError> {
     if text.trim() == "never" {
         return if cfg.allow_permanent {
             Ok(0)
         } else {
-            Err(
-                "\"never\" is refused: permanent entries need allowlist.allow_permanent = true"
-                    .into(),
-            )
+            Err(TtlError::Permanent)
         };
     }
-    let d = humantime::parse_duration(text.trim())
-        .map_err(|e| format!("bad duration {text:?}: {e} (e.g. \"24h\", \"30m\")"))?;
+    let d = humantime::parse_duration(text.trim()).map_err(|e| TtlError::Duration {
+        text: text.to_string(),
+        source: e,
+    })?;
     if d > cfg.max_ttl {
-        return Err(format!(
-            "{text:?} is longer than allowlist.max_ttl ({})",
-            humantime::format_duration(cfg.max_ttl)
-        ));
+        return Err(TtlError::TooLong {
+            text: text.to_string(),
+            max: cfg.max_ttl,
+        });
     }
     match millis(d) {
-        0 => Err(format!("{text:?} is too short: at least 1ms")),
+        0 => Err(TtlError::TooShort(text.to_string())),
         ms => Ok(ms),
     }
 }
 
+/// A `ttl` refused by [`parse_ttl`].
+#[derive(Debug, thiserror::Error)]
+pub enum TtlError {
+    #[error("\"never\" is refused: permanent entries need allowlist.allow_permanent = true")]
+    Permanent,
+    #[error("bad duration {text:?}: {source} (e.g. \"24h\", \"30m\")")]
+    Duration {
+        text: String,
+        source: humantime::DurationError,
+    },
+    #[error("{text:?} is longer than allowlist.max_ttl ({})", humantime::format_duration(*max))]
+    TooLong {
+        text: String,
+        max: std::time::Duration,
+    },
+    #[error("{0:?} is too short: at least 1ms")]
+    TooShort(String),
+}
+
+/// An actor refused by [`actor`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?}: 1 to {MAX_ACTOR_BYTES} visible ASCII characters")]
+pub struct ActorError(pub String);
+
 /// Who made a change: 1 to 64 visible ASCII characters.
-pub fn actor(text: &str) -> Result<String, String> {
+pub fn actor(text: &str) -> Result<String, ActorError> {
     if text.is_empty()
         || text.len() > MAX_ACTOR_BYTES
         || !text.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
     {
-        return Err(format!(
-            "{text:?}: 1 to {MAX_ACTOR_BYTES} visible ASCII characters"
-        ));
+        return Err(ActorError(text.to_string()));
     }
     Ok(text.to_string())
 }
@@ -169,11 +190,12 @@ mod tests {
 
     #[test]
     fn never_is_permanent_only_when_allowed() {
-        assert_eq!(parse_ttl("never", &cfg(true)), Ok(0));
+        assert_eq!(parse_ttl("never", &cfg(true)).unwrap(), 0);
         assert!(parse_ttl("never", &cfg(false))
             .unwrap_err()
+            .to_string()
             .contains("allow_permanent"));
-        assert_eq!(parse_ttl("30d", &cfg(false)), Ok(30 * 86_400_000));
+        assert_eq!(parse_ttl("30d", &cfg(false)).unwrap(), 30 * 86_400_000);
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::sync::{Mutex, MutexGuard};
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
-use super::table::{live, Clock, Table};
+use super::expiry::live;
+use super::table::{Clock, Table};
 use super::{new_epoch, Entry, Listing, NewEntry, Page, Stored};
 
 struct State {

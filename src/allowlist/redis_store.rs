@@ -19,10 +19,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use redis::streams::StreamReadReply;
 
-use super::event::{Event, Op};
+use super::event::{stream_entries, Event, Op};
 use super::{new_epoch, Entry, Listing, NewEntry, Stored};
 use crate::keys::AllowKeys;
-use crate::limiter::{classify, StoreError};
+use crate::redis_conn::StoreError;
 use crate::redis_conn::{Endpoint, RedisConn};
 
 /// Events older than this are trimmed from the stream (7 days): far longer than
@@ -148,7 +148,7 @@ impl RedisAllowlist {
         let conn = tokio::time::timeout(WRITE_TIMEOUT, self.endpoint.connect(WRITE_TIMEOUT))
             .await
             .map_err(|_| StoreError::Timeout(WRITE_TIMEOUT))?
-            .map_err(classify)?;
+            .map_err(StoreError::from)?;
         self.conn.store(Some(Arc::new(conn.clone())));
         Ok(conn)
     }
@@ -162,7 +162,7 @@ impl RedisAllowlist {
     /// Classify a failed call; when Redis went away behind a Sentinel, forget
     /// the connection so the next call finds the current master.
     fn failed(&self, e: redis::RedisError) -> StoreError {
-        let e = classify(e);
+        let e = StoreError::from(e);
         if self.endpoint.is_sentinel()
             && matches!(e, StoreError::Unreachable(_) | StoreError::Timeout(_))
         {
@@ -343,7 +343,7 @@ impl RedisAllowlist {
     pub async fn position<C: ConnectionLike>(&self, conn: &mut C) -> Result<Position, StoreError> {
         let mut inv = scripts().snapshot_begin.prepare_invoke();
         inv.key(&self.keys.meta).key(&self.keys.entries);
-        let reply: Vec<String> = inv.invoke_async(conn).await.map_err(classify)?;
+        let reply: Vec<String> = inv.invoke_async(conn).await.map_err(StoreError::from)?;
         let [epoch, seq, last_id, now_ms, entries] = reply.as_slice() else {
             return Err(unexpected("allow_snapshot_begin", &reply));
         };
@@ -372,7 +372,7 @@ impl RedisAllowlist {
             .arg(count)
             .query_async(conn)
             .await
-            .map_err(classify)?;
+            .map_err(StoreError::from)?;
         let mut pairs = Vec::with_capacity(flat.len() / 2);
         let mut it = flat.into_iter();
         while let (Some(k), Some(v)) = (it.next(), it.next()) {
@@ -422,24 +422,21 @@ impl RedisAllowlist {
                     .query_async(&mut conn)
                     .await
                     .map_err(|e| self.failed(e))?;
-                let ids: Vec<_> = reply
-                    .into_iter()
-                    .flat_map(|r| r.keys)
-                    .flat_map(|k| k.ids)
-                    .collect();
+                let ids = stream_entries(reply);
                 if ids.is_empty() {
                     break;
                 }
                 for id in ids {
-                    let ev = Event::from_fields(&id.map).map_err(StoreError::Server)?;
+                    let ev = Event::from_fields(&id.map)
+                        .map_err(|e| StoreError::Reply(e.to_string()))?;
                     if ev.op == Op::Restore || (!pos.epoch.is_empty() && ev.epoch != pos.epoch) {
-                        return Err(StoreError::Server(
+                        return Err(StoreError::Changed(
                             "a restore replaced the allowlist while it was read; run it again"
                                 .into(),
                         ));
                     }
                     if ev.seq != seq + 1 {
-                        return Err(StoreError::Server(format!("events after seq {seq} were trimmed while the allowlist was read; run it again")));
+                        return Err(StoreError::Changed(format!("events after seq {seq} were trimmed while the allowlist was read; run it again")));
                     }
                     seq = ev.seq;
                     touched.extend(ev.cidr.map(|c| c.to_string()));
@@ -467,7 +464,7 @@ impl RedisAllowlist {
                 redis::from_redis_value_ref(&reply[1]).map_err(bad_reply)?,
             );
             if epoch.unwrap_or_default() != pos.epoch && !pos.epoch.is_empty() {
-                return Err(StoreError::Server(
+                return Err(StoreError::Changed(
                     "a restore replaced the allowlist while it was read; run it again".into(),
                 ));
             }
@@ -478,7 +475,8 @@ impl RedisAllowlist {
                 let values: Vec<Option<String>> =
                     redis::from_redis_value_ref(values).map_err(bad_reply)?;
                 for (cidr, json) in touched.iter().zip(values) {
-                    let net = super::cidr::parse_net(cidr).map_err(StoreError::Server)?;
+                    let net = super::cidr::parse_net(cidr)
+                        .map_err(|e| StoreError::Reply(e.to_string()))?;
                     match json.map(|j| parse_entry(cidr, &j)) {
                         Some(Ok(e)) => {
                             entries.insert(net, e);
@@ -496,11 +494,11 @@ impl RedisAllowlist {
                 now_ms,
                 entries: entries
                     .into_values()
-                    .filter(|e| super::table::live(e.expires_at, now_ms))
+                    .filter(|e| super::expiry::live(e.expires_at, now_ms))
                     .collect(),
             });
         }
-        Err(StoreError::Server(format!(
+        Err(StoreError::Changed(format!(
             "the allowlist kept changing while it was read ({LISTING_ROUNDS} rounds); run it again"
         )))
     }
@@ -514,10 +512,11 @@ impl RedisAllowlist {
         let (next, pairs) = self.scan(conn, cursor, SNAPSHOT_PAGE).await?;
         let mut out = Vec::with_capacity(pairs.len());
         for (cidr, json) in pairs {
-            let parsed = super::cidr::parse_net(&cidr).and_then(|net| {
-                let j: ExpiryJson = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+            let parsed = (|| -> Result<_, StoredEntryError> {
+                let net = super::cidr::parse_net(&cidr)?;
+                let j: ExpiryJson = serde_json::from_str(&json)?;
                 Ok((net, j.expires_at))
-            });
+            })();
             match parsed {
                 Ok(e) => out.push(e),
                 // Only a hand-edited hash gets here; the rest of the table still holds.
@@ -547,7 +546,7 @@ impl RedisAllowlist {
         let mut entries: Vec<Entry> = pairs
             .iter()
             .filter_map(|(cidr, json)| parse_entry(cidr, json).ok())
-            .filter(|e| super::table::live(e.expires_at, now_ms))
+            .filter(|e| super::expiry::live(e.expires_at, now_ms))
             .collect();
         entries.sort_by_key(|e| e.cidr);
         entries.dedup_by_key(|e| e.cidr);
@@ -582,7 +581,7 @@ impl RedisAllowlist {
         let now_ms = s * 1000 + us / 1000;
         let found = nets.iter().zip(jsons).find_map(|(net, json)| {
             let e = parse_entry(&net.to_string(), &json?).ok()?;
-            super::table::live(e.expires_at, now_ms).then_some(e)
+            super::expiry::live(e.expires_at, now_ms).then_some(e)
         });
         Ok((found, now_ms))
     }
@@ -602,9 +601,19 @@ pub struct Page {
     pub cursor: u64,
 }
 
-fn parse_entry(cidr: &str, json: &str) -> Result<Entry, String> {
+/// An entry in the `entries` hash that cannot be read (only a hand-edited
+/// hash has one).
+#[derive(Debug, thiserror::Error)]
+enum StoredEntryError {
+    #[error(transparent)]
+    Cidr(#[from] super::cidr::NetError),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+fn parse_entry(cidr: &str, json: &str) -> Result<Entry, StoredEntryError> {
     let net = super::cidr::parse_net(cidr)?;
-    let j: StoredJson = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let j: StoredJson = serde_json::from_str(json)?;
     Ok(Entry {
         cidr: net,
         expires_at: j.expires_at,
@@ -616,13 +625,13 @@ fn parse_entry(cidr: &str, json: &str) -> Result<Entry, String> {
 
 fn number(s: &str) -> Result<u64, StoreError> {
     s.parse()
-        .map_err(|_| StoreError::Server(format!("expected a number from Redis, got {s:?}")))
+        .map_err(|_| StoreError::Reply(format!("expected a number, got {s:?}")))
 }
 
 fn bad_reply(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Server(format!("unexpected reply from Redis: {e}"))
+    StoreError::Reply(e.to_string())
 }
 
 fn unexpected(script: &str, reply: &[String]) -> StoreError {
-    StoreError::Server(format!("unexpected {script} reply {reply:?}"))
+    StoreError::Reply(format!("{script} reply {reply:?}"))
 }

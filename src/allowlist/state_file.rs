@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::cidr;
-use super::table::{live, Clock, Table};
+use super::expiry::live;
+use super::table::{Clock, Table};
 use super::Allowlist;
 
 /// Changes within this window are written once.
@@ -82,13 +83,24 @@ pub fn load(path: &Path) -> Option<Table> {
     }
 }
 
-fn parse(text: &str) -> Result<Table, String> {
-    let saved: Saved = serde_json::from_str(text).map_err(|e| e.to_string())?;
+/// Why a state file is not used (the node then loads from Redis).
+#[derive(Debug, thiserror::Error)]
+enum StateFileError {
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error("format {format:?} version {version}, expected {FORMAT:?} version {VERSION}")]
+    Format { format: String, version: u32 },
+    #[error(transparent)]
+    Cidr(#[from] cidr::NetError),
+}
+
+fn parse(text: &str) -> Result<Table, StateFileError> {
+    let saved: Saved = serde_json::from_str(text)?;
     if saved.format != FORMAT || saved.version != VERSION {
-        return Err(format!(
-            "format {:?} version {}, expected {FORMAT:?} version {VERSION}",
-            saved.format, saved.version
-        ));
+        return Err(StateFileError::Format {
+            format: saved.format,
+            version: saved.version,
+        });
     }
     // Redis time now, as well as this node can tell without Redis.
     let offset = saved.redis_ms as i128 - saved.system_ms as i128;
@@ -246,7 +258,7 @@ mod tests {
         assert!(parse("not json").is_err());
         let t = Table::new("e".into(), 1, Clock::system());
         let other = render(&t).replace(FORMAT, "something-else");
-        assert!(parse(&other).err().unwrap().contains("format"));
+        assert!(parse(&other).err().unwrap().to_string().contains("format"));
     }
 
     #[test]

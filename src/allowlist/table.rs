@@ -12,6 +12,7 @@ use std::time::Instant;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::event::{Event, Op};
+use super::expiry::{live, ExpiresAt};
 use super::family::Family;
 use super::status::Reason;
 use super::Entry;
@@ -45,14 +46,6 @@ impl Clock {
     pub fn now_ms(&self) -> u64 {
         self.base_ms + self.base.elapsed().as_millis() as u64
     }
-}
-
-/// When an entry stops matching: ms since the Unix epoch, Redis time; 0 never.
-pub type ExpiresAt = u64;
-
-/// Whether an entry with this expiry still matches at `now_ms`.
-pub fn live(expires_at: ExpiresAt, now_ms: u64) -> bool {
-    expires_at == 0 || now_ms < expires_at
 }
 
 /// What applying one event did.

@@ -7,12 +7,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use super::{load_config, OverrideArgs};
+use super::{failure, load_config, runtime, usage, OverrideArgs, Work};
 use crate::activity::query::{self, BadInput};
 use crate::activity::{now_ms, NEEDS_REDIS};
 use crate::config::Config;
 use crate::keys::KeySpace;
-use crate::limiter::StoreError;
+use crate::redis_conn::StoreError;
 
 #[derive(Subcommand, Debug)]
 pub enum ActivityCommand {
@@ -103,22 +103,19 @@ pub fn run(cmd: ActivityCommand) -> ExitCode {
     let common = cmd.common();
     let cfg = match load_config(common.config.as_ref(), &common.overrides) {
         Ok(c) => c,
-        Err(e) => return usage(&e.to_string()),
+        Err(e) => return usage(e),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(Work::OneShot) {
         Ok(r) => r,
-        Err(e) => return failure(&e.to_string()),
+        Err(e) => return failure(e),
     };
     match runtime.block_on(answer(&cmd, &cfg)) {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS
         }
-        Err(Failure::Usage(m)) => usage(&m),
-        Err(Failure::Store(e)) => failure(&e.to_string()),
+        Err(Failure::Usage(m)) => usage(m),
+        Err(Failure::Store(e)) => failure(e),
     }
 }
 
@@ -158,7 +155,7 @@ async fn answer(cmd: &ActivityCommand, cfg: &Config) -> Result<String, Failure> 
         tokio::time::timeout(timeout, redis.endpoint.connect(timeout))
             .await
             .map_err(|_| StoreError::Timeout(timeout))?
-            .map_err(crate::limiter::classify)
+            .map_err(StoreError::from)
     };
     let now = now_ms();
     Ok(match cmd {
@@ -232,14 +229,4 @@ async fn answer(cmd: &ActivityCommand, cfg: &Config) -> Result<String, Failure> 
 
 fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
-}
-
-fn usage(msg: &str) -> ExitCode {
-    eprintln!("error: {msg}");
-    ExitCode::from(2)
-}
-
-fn failure(msg: &str) -> ExitCode {
-    eprintln!("error: {msg}");
-    ExitCode::from(1)
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use clap::{Args, Subcommand};
 use ipnet::IpNet;
 
-use super::{load_config, OverrideArgs};
+use super::{failure, load_config, runtime, usage, OverrideArgs, Work};
 use crate::allowlist::export::Document;
 use crate::allowlist::state_file::write_atomic;
 use crate::allowlist::{cidr, input, Allowlist, Entry, NewEntry};
@@ -102,16 +102,6 @@ enum Action {
 /// Entries per page `tollgate allow list` asks for.
 const LIST_PAGE: usize = 500;
 
-fn usage(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::from(2)
-}
-
-fn failure(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::from(1)
-}
-
 pub fn run(cmd: AllowCommand) -> ExitCode {
     let common = match &cmd {
         AllowCommand::Add { common, .. }
@@ -144,22 +134,23 @@ pub fn run(cmd: AllowCommand) -> ExitCode {
         )
         .map(Action::Add)
         .map_err(|e| format!("{}: {}", e.field, e.message)),
-        AllowCommand::Remove { cidr, .. } => cidr::parse_net(cidr).map(Action::Remove),
+        AllowCommand::Remove { cidr, .. } => cidr::parse_net(cidr)
+            .map(Action::Remove)
+            .map_err(|e| e.to_string()),
         AllowCommand::List { .. } => Ok(Action::List),
-        AllowCommand::Check { ip, .. } => cidr::parse_ip(ip).map(Action::Check),
+        AllowCommand::Check { ip, .. } => cidr::parse_ip(ip)
+            .map(Action::Check)
+            .map_err(|e| e.to_string()),
         AllowCommand::Export { output, .. } => Ok(Action::Export(output.clone())),
-        AllowCommand::Restore { file, .. } => {
-            open_export(file).map(|r| Action::Restore(r, file.clone()))
-        }
+        AllowCommand::Restore { file, .. } => open_export(file)
+            .map(|r| Action::Restore(r, file.clone()))
+            .map_err(|e| format!("{}: {e}", file.display())),
     };
     let action = match action {
         Ok(a) => a,
         Err(e) => return usage(e),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(Work::OneShot) {
         Ok(r) => r,
         Err(e) => return failure(e),
     };
@@ -167,10 +158,7 @@ pub fn run(cmd: AllowCommand) -> ExitCode {
 }
 
 async fn execute(cfg: &Config, action: Action, actor: &str) -> ExitCode {
-    let list = match Allowlist::new(cfg) {
-        Ok(l) => l,
-        Err(e) => return failure(e),
-    };
+    let list = Allowlist::new(cfg);
     match action {
         Action::Add(new) => match list.upsert(&new).await {
             Ok(stored) => {
@@ -282,13 +270,11 @@ async fn execute(cfg: &Config, action: Action, actor: &str) -> ExitCode {
 
 /// An export file (or stdin for "-"), opened: `restore_from` reads and
 /// checks it as it stages it.
-fn open_export(file: &Path) -> Result<Box<dyn std::io::Read + Send>, String> {
+fn open_export(file: &Path) -> std::io::Result<Box<dyn std::io::Read + Send>> {
     if file == Path::new("-") {
         return Ok(Box::new(std::io::stdin()));
     }
-    std::fs::File::open(file)
-        .map(|f| Box::new(f) as Box<dyn std::io::Read + Send>)
-        .map_err(|e| format!("{}: {e}", file.display()))
+    std::fs::File::open(file).map(|f| Box::new(f) as Box<dyn std::io::Read + Send>)
 }
 
 /// An instant in Redis time, RFC 3339; 0 is "never".

@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::{load_config, LogFormat, OverrideArgs};
+use super::{failure, load_config, runtime, usage, LogFormat, OverrideArgs, Work};
 use crate::allowlist::export_file::{self, ExportOptions, Format};
 use crate::allowlist::{follower, Allowlist};
 
@@ -47,11 +47,6 @@ pub struct FollowArgs {
     pub redis_prefix: Option<String>,
     #[arg(long, env = "TOLLGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-}
-
-fn usage(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::from(2)
 }
 
 /// Follow until `shutdown`; the exit code.
@@ -96,19 +91,13 @@ pub fn run(args: FollowArgs, shutdown: impl Future<Output = ()>) -> ExitCode {
         debounce: args.debounce,
         metrics_file: args.metrics_file,
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime(Work::Service) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return failure(e),
     };
     runtime.block_on(async move {
         // The Redis client needs the runtime, even before it dials.
-        let list = match Allowlist::new(&cfg) {
-            Ok(l) => Arc::new(l),
-            Err(e) => return usage(e),
-        };
+        let list = Arc::new(Allowlist::new(&cfg));
         let stop = CancellationToken::new();
         let follower = tokio::spawn(follower::run(list.clone(), stop.clone()));
         let exporter = tokio::spawn(export_file::keep(list, opts, stop.clone()));

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
-use super::{load_config, OverrideArgs};
+use super::{failure, load_config, runtime, usage, OverrideArgs, Work};
 use crate::counters;
 use crate::keys::KeySpace;
 use crate::limiter::{RedisStore, Store};
+use crate::rule::{find_limited, RuleLookupError};
 
 #[derive(Subcommand, Debug)]
 pub enum LimitsCommand {
@@ -38,28 +39,22 @@ pub fn run(cmd: LimitsCommand) -> ExitCode {
     };
     let cfg = match load_config(target.config.as_ref(), &target.overrides) {
         Ok(c) => c,
-        Err(e) => return usage(&e.to_string()),
+        Err(e) => return usage(e),
     };
-    let Some(rule) = cfg.rules.iter().find(|r| r.name == target.rule) else {
-        let known: Vec<&str> = cfg.rules.iter().map(|r| r.name.as_str()).collect();
-        return usage(&format!(
-            "unknown rule {:?} (rules: {})",
-            target.rule,
-            known.join(", ")
-        ));
+    let rule = match find_limited(&cfg.rules, &target.rule) {
+        Ok(r) => r,
+        Err(e @ RuleLookupError::Unknown(_)) => {
+            let known: Vec<&str> = cfg.rules.iter().map(|r| r.name.as_str()).collect();
+            return usage(format!("{e} (rules: {})", known.join(", ")));
+        }
+        Err(e) => return usage(e),
     };
-    if rule.limits.is_empty() {
-        return usage(&format!("rule {:?} has no limits", rule.name));
-    }
     let Some(redis) = &cfg.redis else {
         return usage("no Redis configured (set redis.url, --redis or TOLLGATE_REDIS_URL); an embedded store lives inside its server: use its admin API");
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(Work::OneShot) {
         Ok(r) => r,
-        Err(e) => return failure(&e.to_string()),
+        Err(e) => return failure(e),
     };
     let keys = KeySpace::new(&cfg.prefix);
     let result = runtime.block_on(async {
@@ -85,7 +80,7 @@ pub fn run(cmd: LimitsCommand) -> ExitCode {
                     humantime::format_duration(Duration::from_millis(l.reset_ms))
                 ));
             }
-            Ok::<_, crate::limiter::StoreError>(out)
+            Ok::<_, crate::redis_conn::StoreError>(out)
         }
     });
     match result {
@@ -93,16 +88,6 @@ pub fn run(cmd: LimitsCommand) -> ExitCode {
             print!("{text}");
             ExitCode::SUCCESS
         }
-        Err(e) => failure(&e.to_string()),
+        Err(e) => failure(e),
     }
-}
-
-fn usage(msg: &str) -> ExitCode {
-    eprintln!("error: {msg}");
-    ExitCode::from(2)
-}
-
-fn failure(msg: &str) -> ExitCode {
-    eprintln!("error: {msg}");
-    ExitCode::from(1)
 }

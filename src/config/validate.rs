@@ -103,18 +103,82 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
     let mut raw = raw;
     apply_overrides(&mut raw, ov);
 
-    let listen = c.addr("server.listen", &raw.server.listen);
-    let admin_listen = c.addr("server.admin_listen", &raw.server.admin_listen);
-    let shutdown_grace = c.duration("server.shutdown_grace", &raw.server.shutdown_grace);
-    let grpc_listen = raw
-        .server
+    // One function per section, each returning its part only when all of it
+    // checked out; the sections are checked in the order of the file.
+    let listeners = server(&mut c, &raw.server);
+    let prefix = prefix(&mut c, &raw, ov);
+    let redis = raw.redis.as_ref().and_then(|r| redis(&mut c, r));
+    let client_ip = client_ip(&mut c, &raw.client_ip);
+    let allowlist = allowlist(&mut c, &raw.allowlist);
+    let (server_limits, api, local_store) = caps::validate(&mut c, &raw, ov);
+    let rules = rules(&mut c, &raw, ov);
+    let activity = activity::validate(&mut c, &raw);
+
+    let (Some(listeners), Some(prefix), Some(client_ip), Some(allowlist), Some(activity)) =
+        (listeners, prefix, client_ip, allowlist, activity)
+    else {
+        return Err(c.issues);
+    };
+    if !c.issues.is_empty() {
+        return Err(c.issues);
+    }
+    Ok(Config {
+        server: ServerConfig {
+            listen: listeners.listen,
+            admin_listen: listeners.admin_listen,
+            admin_token_env: raw.server.admin_token_env,
+            admin_token: ov.admin_token.clone(),
+            shutdown_grace: listeners.shutdown_grace,
+            grpc_listen: listeners.grpc_listen,
+            grpc_ratelimit_headers: raw.server.grpc_ratelimit_headers,
+            forwarded_request: listeners.forwarded_request,
+            max_connections: server_limits.max_connections,
+            request_timeout: server_limits.request_timeout,
+            idle_timeout: server_limits.idle_timeout,
+        },
+        redis,
+        prefix,
+        client_ip,
+        allowlist,
+        api,
+        local_store,
+        activity,
+        rules,
+    })
+}
+
+/// `[server]` but its connection limits (`caps.rs`): where to listen and how.
+struct Listeners {
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+    shutdown_grace: Duration,
+    grpc_listen: Option<SocketAddr>,
+    forwarded_request: ForwardedRequest,
+}
+
+fn server(c: &mut Collector, s: &super::raw::RawServer) -> Option<Listeners> {
+    let listen = c.addr("server.listen", &s.listen);
+    let admin_listen = c.addr("server.admin_listen", &s.admin_listen);
+    let shutdown_grace = c.duration("server.shutdown_grace", &s.shutdown_grace);
+    let grpc_listen = s
         .grpc_listen
         .as_ref()
         .map(|a| c.addr("server.grpc_listen", a));
     let forwarded_request =
-        c.parse::<ForwardedRequest>("server.forwarded_request", &raw.server.forwarded_request);
+        c.parse::<ForwardedRequest>("server.forwarded_request", &s.forwarded_request);
+    Some(Listeners {
+        listen: listen?,
+        admin_listen: admin_listen?,
+        shutdown_grace: shutdown_grace?,
+        // Given and unreadable: no config.
+        grpc_listen: grpc_listen.map_or(Some(None), |a| a.map(Some))?,
+        forwarded_request: forwarded_request?,
+    })
+}
 
-    // The prefix names the embedded store's keys too, so it applies without [redis].
+/// The key prefix. It names the embedded store's keys too, so it applies
+/// without `[redis]`.
+fn prefix(c: &mut Collector, raw: &RawConfig, ov: &Overrides) -> Option<String> {
     let prefix = match (&ov.redis_prefix, &raw.redis) {
         (Some(p), _) => Spanned::new(0..0, p.clone()),
         (None, Some(r)) => r.prefix.clone(),
@@ -127,129 +191,147 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
     if !prefix_ok {
         c.push("redis.prefix", Some(&prefix), "must be non-empty letters, digits, '-', '_', '.' or ':' (no braces: tollgate builds the {hash tags})");
+        return None;
     }
+    Some(prefix.into_inner())
+}
 
-    let mut redis = None;
-    if let Some(r) = &raw.redis {
-        let timeout = c.duration("redis.timeout", &r.timeout);
-        if timeout == Some(Duration::ZERO) {
-            c.push("redis.timeout", Some(&r.timeout), "must be more than 0");
+/// `[redis]`: one endpoint, its access and timeouts.
+fn redis(c: &mut Collector, r: &super::raw::RawRedis) -> Option<RedisConfig> {
+    let text = c.text;
+    let timeout = c.duration("redis.timeout", &r.timeout);
+    if timeout == Some(Duration::ZERO) {
+        c.push("redis.timeout", Some(&r.timeout), "must be more than 0");
+    }
+    if r.fallback_replicas == 0 {
+        c.push::<()>("redis.fallback_replicas", None, "must be at least 1");
+    }
+    let endpoint = match (&r.url, &r.cluster, &r.sentinel) {
+        (Some(url), None, None) => Some((
+            "redis.url",
+            line_of_span(text, url.span()),
+            Topology::Single(url.get_ref().clone()),
+        )),
+        (None, Some(nodes), None) if nodes.get_ref().is_empty() => {
+            c.push("redis.cluster", Some(nodes), "needs at least one node URL");
+            None
         }
-        if r.fallback_replicas == 0 {
-            c.push::<()>("redis.fallback_replicas", None, "must be at least 1");
-        }
-        let endpoint = match (&r.url, &r.cluster, &r.sentinel) {
-            (Some(url), None, None) => Some((
-                "redis.url",
-                line_of_span(text, url.span()),
-                Topology::Single(url.get_ref().clone()),
-            )),
-            (None, Some(nodes), None) if nodes.get_ref().is_empty() => {
-                c.push("redis.cluster", Some(nodes), "needs at least one node URL");
-                None
-            }
-            (None, Some(nodes), None) => Some((
-                "redis.cluster",
-                line_of_span(text, nodes.span()),
-                Topology::Cluster(nodes.get_ref().clone()),
-            )),
-            (None, None, Some(s))
-                if s.get_ref().nodes.is_empty() || s.get_ref().master.is_empty() =>
-            {
-                c.push(
-                    "redis.sentinel",
-                    Some(s),
-                    "needs master = \"NAME\" and at least one node URL",
-                );
-                None
-            }
-            (None, None, Some(s)) => {
-                let sentinel = s.get_ref();
-                Some((
-                    "redis.sentinel",
-                    line_of_span(text, s.span()),
-                    Topology::Sentinel {
-                        master: sentinel.master.clone(),
-                        nodes: sentinel.nodes.clone(),
-                    },
-                ))
-            }
-            (None, None, None) => {
-                c.push::<()>("redis.url", None, "missing: [redis] needs url, cluster or sentinel (or set TOLLGATE_REDIS_URL / --redis); remove [redis] for the embedded store");
-                None
-            }
-            _ => {
-                c.push::<()>("redis", None, "give one of url, cluster and sentinel");
-                None
-            }
-        };
-        if let Some(old) = &r.deny_cache_size {
+        (None, Some(nodes), None) => Some((
+            "redis.cluster",
+            line_of_span(text, nodes.span()),
+            Topology::Cluster(nodes.get_ref().clone()),
+        )),
+        (None, None, Some(s)) if s.get_ref().nodes.is_empty() || s.get_ref().master.is_empty() => {
             c.push(
-                "redis.deny_cache_size",
-                Some(old),
-                "replaced by redis.deny_cache_bytes: the deny cache is now bounded in bytes (default 16 MiB, some 50 000 denials)",
+                "redis.sentinel",
+                Some(s),
+                "needs master = \"NAME\" and at least one node URL",
+            );
+            None
+        }
+        (None, None, Some(s)) => {
+            let sentinel = s.get_ref();
+            Some((
+                "redis.sentinel",
+                line_of_span(text, s.span()),
+                Topology::Sentinel {
+                    master: sentinel.master.clone(),
+                    nodes: sentinel.nodes.clone(),
+                },
+            ))
+        }
+        (None, None, None) => {
+            c.push::<()>("redis.url", None, "missing: [redis] needs url, cluster or sentinel (or set TOLLGATE_REDIS_URL / --redis); remove [redis] for the embedded store");
+            None
+        }
+        _ => {
+            c.push::<()>("redis", None, "give one of url, cluster and sentinel");
+            None
+        }
+    };
+    if let Some(old) = &r.deny_cache_size {
+        c.push(
+            "redis.deny_cache_size",
+            Some(old),
+            "replaced by redis.deny_cache_bytes: the deny cache is now bounded in bytes (default 16 MiB, some 50 000 denials)",
+        );
+    }
+    let access = redis_access(c, r);
+    if let Some((key, line, topology)) = endpoint {
+        let endpoint = Endpoint::new(topology, access.clone().unwrap_or_default());
+        if r.tls.is_some() && endpoint.validate().is_ok() && !endpoint.is_tls() {
+            c.push::<()>(
+                "redis.tls",
+                None,
+                format!("is set but {key} is not rediss:// (TLS needs rediss:// URLs)"),
             );
         }
-        let access = redis_access(&mut c, r);
-        if let Some((key, line, topology)) = endpoint {
-            let endpoint = Endpoint::new(topology, access.clone().unwrap_or_default());
-            if r.tls.is_some() && endpoint.validate().is_ok() && !endpoint.is_tls() {
-                c.push::<()>(
-                    "redis.tls",
-                    None,
-                    format!("is set but {key} is not rediss:// (TLS needs rediss:// URLs)"),
-                );
-            }
-            if let Err(e) = endpoint.validate() {
-                c.issues.push(Issue {
-                    key: key.into(),
-                    line,
-                    message: e,
-                });
-            } else if let (Some(timeout), Some(_)) = (timeout, access) {
-                redis = Some(RedisConfig {
-                    endpoint,
-                    timeout,
-                    fallback_replicas: r.fallback_replicas.max(1),
-                    deny_cache_bytes: r.deny_cache_bytes,
-                });
-            }
+        if let Err(e) = endpoint.validate() {
+            c.issues.push(Issue {
+                key: key.into(),
+                line,
+                message: e.to_string(),
+            });
+        } else if let (Some(timeout), Some(_)) = (timeout, access) {
+            return Some(RedisConfig {
+                endpoint,
+                timeout,
+                fallback_replicas: r.fallback_replicas.max(1),
+                deny_cache_bytes: r.deny_cache_bytes,
+            });
         }
     }
+    None
+}
 
+/// `[client_ip]`: who may tell us the client's address.
+fn client_ip(c: &mut Collector, ci: &super::raw::RawClientIp) -> Option<ClientIpConfig> {
+    let before = c.issues.len();
     let mut trusted = Vec::new();
-    for (i, t) in raw.client_ip.trusted_proxies.iter().enumerate() {
+    for (i, t) in ci.trusted_proxies.iter().enumerate() {
         // The allowlist's parser: `::ffff:` networks are IPv4, like client addresses.
         match crate::net::parse_net(t.get_ref()) {
             Ok(net) => trusted.push(net),
-            Err(e) => c.push(format!("client_ip.trusted_proxies[{i}]"), Some(t), e),
+            Err(e) => c.push(
+                format!("client_ip.trusted_proxies[{i}]"),
+                Some(t),
+                e.to_string(),
+            ),
         }
     }
-    let v6 = *raw.client_ip.ipv6_prefix.get_ref();
+    let v6 = *ci.ipv6_prefix.get_ref();
     if !(1..=128).contains(&v6) {
         c.push(
             "client_ip.ipv6_prefix",
-            Some(&raw.client_ip.ipv6_prefix),
+            Some(&ci.ipv6_prefix),
             "must be between 1 and 128",
         );
     }
+    (c.issues.len() == before).then_some(ClientIpConfig {
+        trusted_proxies: trusted,
+        ipv6_prefix: v6 as u8,
+    })
+}
 
-    let default_ttl = c.duration("allowlist.default_ttl", &raw.allowlist.default_ttl);
-    let max_ttl = c.duration("allowlist.max_ttl", &raw.allowlist.max_ttl);
+/// `[allowlist]`: entry lifetimes, prefix floors, the reaper and snapshots.
+fn allowlist(c: &mut Collector, al: &super::raw::RawAllowlist) -> Option<AllowlistConfig> {
+    let before = c.issues.len();
+    let default_ttl = c.duration("allowlist.default_ttl", &al.default_ttl);
+    let max_ttl = c.duration("allowlist.max_ttl", &al.max_ttl);
     // A TTL of 0 means "never expires" in the store: a default that rounds to
     // 0 ms would make every entry added without a ttl permanent, even with
     // allow_permanent = false. Permanent entries are asked for with "never".
     if default_ttl.is_some_and(|d| d < Duration::from_millis(1)) {
         c.push(
             "allowlist.default_ttl",
-            Some(&raw.allowlist.default_ttl),
+            Some(&al.default_ttl),
             "must be at least 1ms (a permanent entry is added with ttl = \"never\", which needs allowlist.allow_permanent = true)",
         );
     }
     if max_ttl.is_some_and(|m| m < Duration::from_millis(1)) {
         c.push(
             "allowlist.max_ttl",
-            Some(&raw.allowlist.max_ttl),
+            Some(&al.max_ttl),
             "must be at least 1ms",
         );
     }
@@ -257,13 +339,12 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
         if d > m {
             c.push(
                 "allowlist.default_ttl",
-                Some(&raw.allowlist.default_ttl),
+                Some(&al.default_ttl),
                 "is longer than allowlist.max_ttl",
             );
         }
     }
 
-    let al = &raw.allowlist;
     for (key, value, max) in [
         ("allowlist.min_prefix_v4", &al.min_prefix_v4, 32),
         ("allowlist.min_prefix_v6", &al.min_prefix_v6, 128),
@@ -281,7 +362,6 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
         );
     }
 
-    let (server_limits, api, local_store) = caps::validate(&mut c, &raw, ov);
     let pages = &al.snapshot_pages_per_second;
     if !(1..=100_000).contains(pages.get_ref()) {
         c.push(
@@ -291,60 +371,33 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
         );
     }
     let jitter_max = c.duration("allowlist.snapshot_jitter_max", &al.snapshot_jitter_max);
+    if c.issues.len() != before {
+        return None;
+    }
+    Some(AllowlistConfig {
+        default_ttl: default_ttl?,
+        max_ttl: max_ttl?,
+        min_prefix_v4: *al.min_prefix_v4.get_ref() as u8,
+        min_prefix_v6: *al.min_prefix_v6.get_ref() as u8,
+        allow_permanent: al.allow_permanent,
+        reap_interval: reap_interval?,
+        state_file: al.state_file.clone().map(std::path::PathBuf::from),
+        snapshot_pages_per_second: *pages.get_ref() as u32,
+        snapshot_jitter_max: jitter_max?,
+    })
+}
 
+/// Every `[[rule]]`, names unique, descriptors not repeated.
+fn rules(c: &mut Collector, raw: &RawConfig, ov: &Overrides) -> Vec<Rule> {
     let mut rules = Vec::new();
     let mut names = HashSet::new();
     for (i, r) in raw.rule.iter().enumerate() {
-        if let Some(rule) = validate_rule(ov.shadow, &mut c, i, r, &mut names) {
+        if let Some(rule) = validate_rule(ov.shadow, c, i, r, &mut names) {
             rules.push(rule);
         }
     }
-    descriptor::duplicates(&mut c, &raw.rule);
-    let activity = activity::validate(&mut c, &raw);
-
-    if !c.issues.is_empty() {
-        return Err(c.issues);
-    }
-    Ok(Config {
-        server: ServerConfig {
-            listen: listen.expect("checked"),
-            admin_listen: admin_listen.expect("checked"),
-            admin_token_env: raw.server.admin_token_env,
-            admin_token: ov.admin_token.clone(),
-            shutdown_grace: shutdown_grace.expect("checked"),
-            grpc_listen: grpc_listen.map(|a| a.expect("checked")),
-            grpc_ratelimit_headers: raw.server.grpc_ratelimit_headers,
-            forwarded_request: forwarded_request.expect("checked"),
-            max_connections: server_limits.max_connections,
-            request_timeout: server_limits.request_timeout,
-            idle_timeout: server_limits.idle_timeout,
-        },
-        redis,
-        prefix: prefix.into_inner(),
-        client_ip: ClientIpConfig {
-            trusted_proxies: trusted,
-            ipv6_prefix: v6 as u8,
-        },
-        allowlist: AllowlistConfig {
-            default_ttl: default_ttl.expect("checked"),
-            max_ttl: max_ttl.expect("checked"),
-            min_prefix_v4: *raw.allowlist.min_prefix_v4.get_ref() as u8,
-            min_prefix_v6: *raw.allowlist.min_prefix_v6.get_ref() as u8,
-            allow_permanent: raw.allowlist.allow_permanent,
-            reap_interval: reap_interval.expect("checked"),
-            state_file: raw
-                .allowlist
-                .state_file
-                .clone()
-                .map(std::path::PathBuf::from),
-            snapshot_pages_per_second: *raw.allowlist.snapshot_pages_per_second.get_ref() as u32,
-            snapshot_jitter_max: jitter_max.expect("checked"),
-        },
-        api,
-        local_store,
-        activity: activity.expect("checked"),
-        rules,
-    })
+    descriptor::duplicates(c, &raw.rule);
+    rules
 }
 
 fn validate_rule(
@@ -374,7 +427,7 @@ fn validate_rule(
     let key = match KeyTemplate::parse(r.key.get_ref()) {
         Ok(k) => Some(k),
         Err(e) => {
-            c.push(at("key"), Some(&r.key), e);
+            c.push(at("key"), Some(&r.key), e.to_string());
             None
         }
     };
@@ -418,7 +471,11 @@ fn validate_rule(
                     Some(p),
                     format!("{:?} must start with '/'", p.get_ref()),
                 );
-            } else if let Err(normal) = crate::path::check_configured(p.get_ref()) {
+            } else if let Err(e) = crate::path::check_configured(p.get_ref()) {
+                let normal = match e {
+                    crate::path::ConfiguredPathError::NotNormal(n) => n,
+                    crate::path::ConfiguredPathError::Bad(b) => b.0,
+                };
                 // Requests are matched on normalised paths: this one could never match.
                 c.push(
                     at(&format!("match.{field}")),
@@ -536,7 +593,7 @@ fn redis_access(c: &mut Collector, r: &super::raw::RawRedis) -> Option<Access> {
         (Some(file), None) => match crate::redis_conn::read_password_file(&path(file)) {
             Ok(p) => Some(p),
             Err(e) => {
-                c.push("redis.password_file", Some(file), e);
+                c.push("redis.password_file", Some(file), e.to_string());
                 None
             }
         },

@@ -119,11 +119,11 @@ fn resolve_one<'r>(
 }
 
 /// A descriptor's own limit as a rate; above `max`, `max` itself.
-fn override_rate(wanted: &RateLimitOverride, max: &Rate) -> Result<Rate, String> {
+fn override_rate(wanted: &RateLimitOverride, max: &Rate) -> Result<Rate, OverrideError> {
     let unit = RateLimitUnit::try_from(wanted.unit).unwrap_or(RateLimitUnit::Unknown);
-    let period_ms = unit_ms(unit).ok_or("unit must be SECOND, MINUTE, HOUR, DAY, MONTH or YEAR")?;
+    let period_ms = unit_ms(unit).ok_or(OverrideError::Unit)?;
     if wanted.requests_per_unit == 0 {
-        return Err("requests_per_unit must be at least 1".into());
+        return Err(OverrideError::Zero);
     }
     let rate = Rate {
         limit: u64::from(wanted.requests_per_unit),
@@ -133,6 +133,15 @@ fn override_rate(wanted: &RateLimitOverride, max: &Rate) -> Result<Rate, String>
     let above = u128::from(rate.limit) * u128::from(max.period_ms)
         > u128::from(max.limit) * u128::from(rate.period_ms);
     Ok(if above { max.clone() } else { rate })
+}
+
+/// A descriptor's own limit that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+enum OverrideError {
+    #[error("unit must be SECOND, MINUTE, HOUR, DAY, MONTH or YEAR")]
+    Unit,
+    #[error("requests_per_unit must be at least 1")]
+    Zero,
 }
 
 /// A day; a month is 30 of them and a year 365, as in envoyproxy/ratelimit.
@@ -156,7 +165,7 @@ fn unit_ms(unit: RateLimitUnit) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn over(rpu: u32, unit: RateLimitUnit, max: &str) -> Result<Rate, String> {
+    fn over(rpu: u32, unit: RateLimitUnit, max: &str) -> Result<Rate, OverrideError> {
         let wanted = RateLimitOverride {
             requests_per_unit: rpu,
             unit: unit as i32,
@@ -190,9 +199,11 @@ mod tests {
         );
         assert!(over(0, RateLimitUnit::Second, "1/s")
             .unwrap_err()
+            .to_string()
             .contains("requests_per_unit"));
         assert!(over(1, RateLimitUnit::Unknown, "1/s")
             .unwrap_err()
+            .to_string()
             .contains("unit"));
     }
 }

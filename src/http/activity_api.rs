@@ -127,9 +127,9 @@ fn has_token(app: &App, headers: &HeaderMap) -> bool {
     }
 }
 
-fn failed(app: &App, e: crate::limiter::StoreError) -> Response {
+fn failed(app: &App, e: crate::redis_conn::StoreError) -> Response {
     app.activity.forget_connection();
-    ApiError::unavailable(e.to_string()).into_response()
+    ApiError::from(e).into_response()
 }
 
 async fn online(State(app): State<Arc<App>>, headers: HeaderMap, Query(p): Params) -> Response {

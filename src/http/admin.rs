@@ -1,4 +1,5 @@
-//! Admin listener: health now; allowlist, counters and metrics build on it.
+//! The admin listener's open routes: liveness, readiness and `/metrics`
+//! (the token-protected `/v1/*` routes are `limits_api` and `allowlist_api`).
 
 use std::sync::Arc;
 
@@ -6,6 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use super::response::ApiError;
 use crate::app::App;
 
 /// The process runs and serves HTTP; says nothing about Redis.
@@ -55,6 +57,6 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
             body,
         )
             .into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Err(e) => ApiError::internal(format!("rendering the metrics: {e}")).into_response(),
     }
 }

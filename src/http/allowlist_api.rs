@@ -23,12 +23,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::body::json_body;
 use super::response::ApiError;
 use crate::allowlist::{cidr, input, Entry};
 use crate::app::App;
-use crate::limiter::StoreError;
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
@@ -53,18 +54,14 @@ fn entry_json(e: &Entry, now_ms: Option<u64>) -> Value {
     v
 }
 
-fn unavailable(e: StoreError) -> ApiError {
-    ApiError::unavailable(format!("allowlist store: {e}"))
-}
-
 fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
     match headers.get("x-tollgate-actor") {
         None => Ok("admin-api".into()),
-        Some(v) => v
-            .to_str()
-            .map_err(|_| "not visible ASCII".to_string())
-            .and_then(input::actor)
-            .map_err(|e| ApiError::bad("X-Tollgate-Actor", e)),
+        Some(v) => {
+            let bad = |e: String| ApiError::bad("X-Tollgate-Actor", e);
+            let text = v.to_str().map_err(|_| bad("not visible ASCII".into()))?;
+            input::actor(text).map_err(|e| bad(e.to_string()))
+        }
     }
 }
 
@@ -75,38 +72,26 @@ async fn add(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Re
     }
 }
 
+/// The body of `POST /v1/allowlist`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddBody {
+    cidr: String,
+    ttl: Option<String>,
+    note: Option<String>,
+}
+
 async fn try_add(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad("(body)", format!("not JSON: {e}")))?;
-    let obj = v
-        .as_object()
-        .ok_or_else(|| ApiError::bad("(body)", "expected a JSON object"))?;
-    if let Some(field) = obj
-        .keys()
-        .find(|f| !["cidr", "ttl", "note"].contains(&f.as_str()))
-    {
-        return Err(ApiError::bad(
-            field.clone(),
-            format!("unknown field {field:?}"),
-        ));
-    }
-    let text = |name: &'static str| -> Result<Option<&str>, ApiError> {
-        match obj.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(ApiError::bad(name, "must be a string")),
-        }
-    };
-    let cidr = text("cidr")?.ok_or_else(|| ApiError::bad("cidr", "missing"))?;
+    let body: AddBody = json_body(body)?;
     let new = input::new_entry(
-        cidr,
-        text("ttl")?,
-        text("note")?,
+        &body.cidr,
+        body.ttl.as_deref(),
+        body.note.as_deref(),
         actor(headers)?,
         &app.config.allowlist,
     )
     .map_err(|e| ApiError::bad(e.field, e.message))?;
-    let stored = app.allowlist.upsert(&new).await.map_err(unavailable)?;
+    let stored = app.allowlist.upsert(&new).await?;
     let mut v = entry_json(&stored.entry, None);
     v["seq"] = json!(stored.seq);
     Ok(v)
@@ -118,14 +103,9 @@ async fn remove(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let net = cidr::parse_net(&text).map_err(|e| ApiError::bad("cidr", e))?;
+        let net = cidr::parse_net(&text).map_err(|e| ApiError::bad("cidr", e.to_string()))?;
         let actor = actor(&headers)?;
-        match app
-            .allowlist
-            .remove(&net, &actor)
-            .await
-            .map_err(unavailable)?
-        {
+        match app.allowlist.remove(&net, &actor).await? {
             Some(seq) => Ok(json!({"cidr": net.to_string(), "removed": true, "seq": seq})),
             None => Err(ApiError::not_found(
                 "cidr",
@@ -175,7 +155,7 @@ async fn list(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Respons
             .allowlist
             .list_page(cursor, count)
             .await
-            .map_err(unavailable)?;
+            ?;
         Ok(json!({
             "epoch": page.epoch,
             "seq": page.seq,
@@ -197,8 +177,8 @@ async fn check(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Respon
             .find(|(k, _)| k == "ip")
             .map(|(_, v)| v.into_owned())
             .ok_or_else(|| ApiError::bad("ip", "missing: /v1/allowlist/check?ip=ADDRESS"))?;
-        let ip = cidr::parse_ip(&ip).map_err(|e| ApiError::bad("ip", e))?;
-        let (found, now_ms) = app.allowlist.check(ip).await.map_err(unavailable)?;
+        let ip = cidr::parse_ip(&ip).map_err(|e| ApiError::bad("ip", e.to_string()))?;
+        let (found, now_ms) = app.allowlist.check(ip).await?;
         match found {
             Some(e) => {
                 let mut v = entry_json(&e, Some(now_ms));

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::body::json_body;
 use super::response::ApiError;
 use crate::app::App;
 use crate::check::LimitSpec;
@@ -25,7 +26,7 @@ use crate::config::ApiConfig;
 use crate::keys::AD_HOC_RULE;
 use crate::limiter::{Algorithm, LimitState};
 use crate::rate::Rate;
-use crate::rule::OnRedisError;
+use crate::rule::{find_limited, OnRedisError};
 
 /// Bodies above this are refused (413) before they are parsed: a valid body
 /// within the `[api]` caps is well under 4 KiB.
@@ -70,25 +71,7 @@ pub async fn check(State(app): State<Arc<App>>, body: Bytes) -> Response {
 
 /// Parse the body; a failure names the field it is about (`(body)` for the whole).
 fn parse(body: &[u8]) -> Result<Body, ApiError> {
-    // serde would also read a struct from an array; only an object is a body.
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(ApiError::bad("(body)", "expected a JSON object"));
-    }
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let message = e.inner().to_string();
-        let path = e.path().to_string();
-        // Unknown and missing fields are reported at their parent; name them.
-        let named = ["unknown field `", "missing field `"]
-            .iter()
-            .find_map(|p| message.strip_prefix(p)?.split('`').next());
-        let field = match (named, path.as_str()) {
-            (Some(f), _) => f.to_string(),
-            (None, "." | "" | "?") => "(body)".to_string(),
-            (None, p) => p.to_string(),
-        };
-        ApiError::bad(field, message)
-    })
+    json_body(body)
 }
 
 async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
@@ -137,24 +120,16 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
                     ));
                 }
             }
-            let rule = rules
-                .iter()
-                .find(|r| &r.name == name)
-                .ok_or_else(|| ApiError::bad("rule", format!("unknown rule {name:?}")))?;
-            if rule.limits.is_empty() {
-                return Err(ApiError::bad(
-                    "rule",
-                    format!("rule {name:?} has no limits (it is an allowlist gate)"),
-                ));
-            }
+            let rule =
+                find_limited(&rules, name).map_err(|e| ApiError::bad("rule", e.to_string()))?;
             (LimitSpec::from(rule), rule.shadow)
         }
         (None, Some(list)) => {
             let algorithm = match &body.algorithm {
                 None => Algorithm::FixedWindow,
-                Some(a) => a
-                    .parse()
-                    .map_err(|e: String| ApiError::bad("algorithm", e))?,
+                Some(a) => a.parse().map_err(|e: crate::named::UnknownName| {
+                    ApiError::bad("algorithm", e.to_string())
+                })?,
             };
             ad_hoc_limits = ad_hoc(list, algorithm, caps)?;
             let burst = match body.burst {

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::response::ApiError;
 use crate::app::App;
 use crate::counters;
-use crate::rule::Rule;
+use crate::rule::{find_limited, Rule};
 
 pub fn routes() -> Router<Arc<App>> {
     // `{*key}`: keys are opaque and may contain '/'.
@@ -20,16 +20,8 @@ pub fn routes() -> Router<Arc<App>> {
 
 fn find_rule(app: &App, name: &str) -> Result<Arc<Rule>, ApiError> {
     let rules = app.rules.load();
-    let rule = rules
-        .iter()
-        .find(|r| r.name == name)
-        .ok_or_else(|| ApiError::not_found("rule", format!("unknown rule {name:?}")))?;
-    if rule.limits.is_empty() {
-        return Err(ApiError::not_found(
-            "rule",
-            format!("rule {name:?} has no limits (it is an allowlist gate)"),
-        ));
-    }
+    let rule =
+        find_limited(&rules, name).map_err(|e| ApiError::not_found("rule", e.to_string()))?;
     Ok(Arc::new(rule.clone()))
 }
 
@@ -40,7 +32,7 @@ async fn show(State(app): State<Arc<App>>, Path((rule, key)): Path<(String, Stri
     };
     match counters::show(&app.store, &app.keys, &rule, &key).await {
         Ok(view) => Json(view).into_response(),
-        Err(e) => ApiError::unavailable(e.to_string()).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
@@ -50,7 +42,7 @@ async fn reset(State(app): State<Arc<App>>, Path((rule, key)): Path<(String, Str
         Err(e) => return e.into_response(),
     };
     if let Err(e) = counters::reset(&app.store, &app.keys, &rule, &key).await {
-        return ApiError::unavailable(e.to_string()).into_response();
+        return ApiError::from(e).into_response();
     }
     // This replica at once; the others through the reset channel.
     let base = counters::base(&app.keys, &rule, &key);

@@ -1,9 +1,10 @@
 //! Around every request: a request id on every log line it causes, and
 //! `tollgate_http_requests_total{endpoint, status}`.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderMap;
@@ -78,36 +79,24 @@ fn count(app: &App, endpoint: &'static str, resp: &Response) {
         .inc();
 }
 
-/// Route templates as `'static` labels (no allocation per request).
+/// A route template as a `'static` label: each template is interned the
+/// first time it is seen, so every route the router has (and any added later)
+/// is labelled by itself, with no list to keep, and no allocation per
+/// request after the first. Templates are the router's, never client data:
+/// the set is bounded by the routes.
 fn endpoint_label(template: &str) -> &'static str {
-    const ROUTES: &[&str] = &[
-        "/check",
-        "/check/nginx",
-        "/check/{*path}",
-        "/v1/check",
-        "/livez",
-        "/readyz",
-        "/metrics",
-        "/v1/limits/{rule}/{*key}",
-        "/v1/allowlist",
-        "/v1/allowlist/check",
-        "/v1/allowlist/{*cidr}",
-        "/v1/heartbeat",
-        "/v1/activity/online",
-        "/v1/activity/active",
-        "/v1/activity/summary",
-        "/v1/activity/paths/{*path}",
-        "/v1/status",
-        "/v1/rules",
-        "/",
-        "/ui/app.js",
-        "/ui/app.css",
-    ];
-    ROUTES
-        .iter()
-        .find(|r| **r == template)
-        .copied()
-        .unwrap_or("other")
+    static SEEN: OnceLock<RwLock<HashSet<&'static str>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(Default::default);
+    if let Some(label) = seen.read().unwrap_or_else(|e| e.into_inner()).get(template) {
+        return label;
+    }
+    let mut seen = seen.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(label) = seen.get(template) {
+        return label;
+    }
+    let label: &'static str = Box::leak(template.to_owned().into_boxed_str());
+    seen.insert(label);
+    label
 }
 
 /// A process-unique id: a random start plus a counter.
@@ -116,4 +105,17 @@ fn new_id() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let start = *START.get_or_init(|| rand::random::<u32>() as u64);
     format!("{:08x}{:08x}", start, NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint_label;
+
+    #[test]
+    fn a_route_template_is_its_own_label_interned_once() {
+        let a = endpoint_label("/v1/some/{new}/route");
+        let b = endpoint_label(&String::from("/v1/some/{new}/route"));
+        assert_eq!(a, "/v1/some/{new}/route");
+        assert!(std::ptr::eq(a, b), "one allocation per template");
+    }
 }

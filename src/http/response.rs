@@ -8,6 +8,7 @@
 //! | bad input (JSON API)| 400 {"error", "field"}  |                                               |
 //! | unbelievable headers, bad path | 400 {"error", "field"} | 403 + X-Tollgate-Reason: bad_request (nginx would turn a 400 into a 500) |
 //! | Redis away (admin)  | 503 {"error"}           |                                               |
+//! | Redis error, bad script reply (admin) | 500 {"error"} |                                 |
 //!
 //! Denials have an empty body: with a body nginx cannot keep its upstream
 //! connection to us alive.
@@ -21,6 +22,7 @@ use serde::Serialize;
 
 use crate::decide::{Decision, Verdict};
 use crate::limiter::tightest;
+use crate::redis_conn::StoreError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavor {
@@ -179,11 +181,20 @@ impl ApiError {
         }
     }
 
-    /// The store did not answer an admin call (Redis away or slow). After a
-    /// timeout a write may still have happened; its event tells every node either way.
+    /// This server cannot answer the call at all (it needs Redis and runs
+    /// the embedded store).
     pub fn unavailable(error: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
+            error: error.into(),
+            field: None,
+        }
+    }
+
+    /// A bug on our side (a metric that cannot be written out).
+    pub fn internal(error: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
             error: error.into(),
             field: None,
         }
@@ -194,6 +205,25 @@ impl ApiError {
             status: StatusCode::NOT_FOUND,
             error: error.into(),
             field: Some(field.into()),
+        }
+    }
+}
+
+/// A store call of the admin API that failed: Redis slow or away (or the
+/// data moving under a read) is 503, try again; Redis answering with an
+/// error or a reply we cannot read (a script bug) is 500. After a timeout a
+/// write may still have happened; its event tells every node either way.
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let status = if e.is_transient() {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        ApiError {
+            status,
+            error: e.to_string(),
+            field: None,
         }
     }
 }

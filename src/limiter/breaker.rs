@@ -13,7 +13,8 @@ use rand::Rng;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{RedisStore, StoreError};
+use super::RedisStore;
+use crate::redis_conn::StoreError;
 
 /// First retry after this long; doubled up to `PROBE_MAX`.
 const PROBE_MIN: Duration = Duration::from_millis(50);

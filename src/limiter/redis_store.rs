@@ -7,24 +7,30 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
-use redis::{Cmd, ErrorKind, RedisError, Script, ScriptInvocation, ServerErrorKind};
+use redis::{Cmd, ErrorKind, Script, ScriptInvocation, ServerErrorKind};
 
-use super::{Algorithm, Call, Outcome, StoreError};
+use super::{Algorithm, Call, Outcome};
 use crate::keys::KeySpace;
-use crate::redis_conn::{Endpoint, RedisConn};
+use crate::redis_conn::{Endpoint, RedisConn, StoreError};
 
 /// Scripts are built once; `Script` computes the SHA1 that EVALSHA uses.
+/// Each algorithm names its own file: no table index that a reordered enum
+/// could point at the wrong Lua.
 fn script(algorithm: Algorithm) -> &'static Script {
-    static SCRIPTS: OnceLock<[Script; 4]> = OnceLock::new();
-    let all = SCRIPTS.get_or_init(|| {
-        [
-            Script::new(include_str!("../../lua/fixed_window.lua")),
-            Script::new(include_str!("../../lua/sliding_window.lua")),
-            Script::new(include_str!("../../lua/sliding_log.lua")),
-            Script::new(include_str!("../../lua/gcra.lua")),
-        ]
-    });
-    &all[algorithm as usize]
+    static FIXED_WINDOW: OnceLock<Script> = OnceLock::new();
+    static SLIDING_WINDOW: OnceLock<Script> = OnceLock::new();
+    static SLIDING_LOG: OnceLock<Script> = OnceLock::new();
+    static GCRA: OnceLock<Script> = OnceLock::new();
+    let (cell, source) = match algorithm {
+        Algorithm::FixedWindow => (&FIXED_WINDOW, include_str!("../../lua/fixed_window.lua")),
+        Algorithm::SlidingWindow => (
+            &SLIDING_WINDOW,
+            include_str!("../../lua/sliding_window.lua"),
+        ),
+        Algorithm::SlidingLog => (&SLIDING_LOG, include_str!("../../lua/sliding_log.lua")),
+        Algorithm::Gcra => (&GCRA, include_str!("../../lua/gcra.lua")),
+    };
+    cell.get_or_init(|| Script::new(source))
 }
 
 pub const ALGORITHMS: [Algorithm; 4] = [
@@ -70,7 +76,7 @@ impl RedisStore {
         let conn = tokio::time::timeout(bound, self.endpoint.connect(self.timeout))
             .await
             .map_err(|_| StoreError::Timeout(bound))?
-            .map_err(classify)?;
+            .map_err(StoreError::from)?;
         self.conn.store(Some(Arc::new(conn)));
         Ok(())
     }
@@ -87,7 +93,7 @@ impl RedisStore {
                     cell.store(Some(Arc::new(conn)));
                     tracing::info!("reload: reconnected to Redis with the new settings");
                 }
-                Ok(Err(e)) => tracing::error!(error = %classify(e), "reload: cannot reconnect to Redis with the new settings; the old connection stays"),
+                Ok(Err(e)) => tracing::error!(error = %StoreError::from(e), "reload: cannot reconnect to Redis with the new settings; the old connection stays"),
                 Err(_) => tracing::error!("reload: Redis did not answer within {bound:?} with the new settings; the old connection stays"),
             }
         })
@@ -99,7 +105,7 @@ impl RedisStore {
             .load()
             .as_deref()
             .cloned()
-            .ok_or_else(|| StoreError::Unreachable("not connected yet".into()))
+            .ok_or(StoreError::NotConnected)
     }
 
     /// Connect if needed and load every script (SCRIPT LOAD; on a cluster, on
@@ -112,7 +118,7 @@ impl RedisStore {
             tokio::time::timeout(Duration::from_secs(2), load)
                 .await
                 .map_err(|_| StoreError::Timeout(Duration::from_secs(2)))?
-                .map_err(classify)?;
+                .map_err(StoreError::from)?;
         }
         Ok(())
     }
@@ -133,9 +139,9 @@ impl RedisStore {
         let reply: Vec<i64> = tokio::time::timeout(self.timeout, ask)
             .await
             .map_err(|_| StoreError::Timeout(self.timeout))?
-            .map_err(classify)?;
+            .map_err(StoreError::from)?;
         Outcome::from_reply(&reply, call.limits)
-            .ok_or_else(|| StoreError::Server(format!("unexpected script reply {reply:?}")))
+            .ok_or_else(|| StoreError::Reply(format!("script reply {reply:?}")))
     }
 
     pub async fn reset(
@@ -159,7 +165,7 @@ impl RedisStore {
             tokio::time::timeout(admin_timeout, cmd.query_async::<()>(&mut conn))
                 .await
                 .map_err(|_| StoreError::Timeout(admin_timeout))?
-                .map_err(classify)?;
+                .map_err(StoreError::from)?;
         }
         Ok(())
     }
@@ -218,28 +224,20 @@ fn invocation(call: Call<'_>) -> ScriptInvocation<'static> {
     inv
 }
 
-pub(crate) fn classify(e: RedisError) -> StoreError {
-    let failing_over = matches!(
-        e.kind(),
-        ErrorKind::Server(
-            ServerErrorKind::ReadOnly
-                | ServerErrorKind::ClusterDown
-                | ServerErrorKind::MasterDown
-                | ServerErrorKind::TryAgain
-                | ServerErrorKind::BusyLoading
-        )
-    );
-    if e.is_timeout() {
-        StoreError::Timeout(Duration::ZERO)
-    } else if failing_over
-        || e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-    {
-        // A node demoted to replica (READONLY), a cluster or master that is down,
-        // a server still loading: Redis is away for us, as when unreachable.
-        StoreError::Unreachable(e.to_string())
-    } else {
-        StoreError::Server(e.to_string())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_algorithm_runs_the_lua_file_named_after_it() {
+        for alg in ALGORITHMS {
+            let path = format!("{}/lua/{alg}.lua", env!("CARGO_MANIFEST_DIR"));
+            let source = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(
+                script(alg).get_hash(),
+                Script::new(&source).get_hash(),
+                "{alg}"
+            );
+        }
     }
 }

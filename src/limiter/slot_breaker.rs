@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::gauge::Gauge;
 
-use super::StoreError;
+use crate::redis_conn::StoreError;
 
 pub const SLOTS: usize = 16384;
 /// How long a failed slot is skipped before one call tries it again.
@@ -114,7 +114,7 @@ mod tests {
     fn a_tripped_slot_is_skipped_then_tried_once() {
         let b = SlotBreaker::new(Gauge::default());
         assert!(!b.should_skip(7));
-        b.trip(7, &StoreError::Unreachable("x".into()));
+        b.trip(7, &StoreError::NotConnected);
         assert!(b.should_skip(7));
         assert!(!b.should_skip(8), "other slots are untouched");
         b.succeeded(7);

@@ -53,11 +53,9 @@ impl Tls {
         let mut errors = Vec::new();
         let ca_pem = ca_file.and_then(|p| {
             read_pem("redis.tls.ca_file", p, &mut errors, |pem| {
-                let certs = CertificateDer::pem_slice_iter(pem)
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| e.to_string())?;
+                let certs = CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>()?;
                 if certs.is_empty() {
-                    return Err("holds no PEM certificate".into());
+                    return Err(PemProblem::NoCertificate);
                 }
                 Ok(())
             })
@@ -66,8 +64,8 @@ impl Tls {
             read_pem("redis.tls.cert_file", p, &mut errors, |pem| {
                 match CertificateDer::pem_slice_iter(pem).next() {
                     Some(Ok(_)) => Ok(()),
-                    Some(Err(e)) => Err(e.to_string()),
-                    None => Err("holds no PEM certificate".into()),
+                    Some(Err(e)) => Err(e.into()),
+                    None => Err(PemProblem::NoCertificate),
                 }
             })
         });
@@ -75,7 +73,7 @@ impl Tls {
             read_pem("redis.tls.key_file", p, &mut errors, |pem| {
                 PrivateKeyDer::from_pem_slice(pem)
                     .map(|_| ())
-                    .map_err(|e| format!("holds no PEM private key ({e})"))
+                    .map_err(PemProblem::NoKey)
             })
         });
         match (cert_file, key_file) {
@@ -113,11 +111,22 @@ impl Tls {
     }
 }
 
+/// What is wrong with a TLS file's contents.
+#[derive(Debug, thiserror::Error)]
+enum PemProblem {
+    #[error(transparent)]
+    Pem(#[from] rustls::pki_types::pem::Error),
+    #[error("holds no PEM certificate")]
+    NoCertificate,
+    #[error("holds no PEM private key ({0})")]
+    NoKey(rustls::pki_types::pem::Error),
+}
+
 fn read_pem(
     key: &'static str,
     path: &Path,
     errors: &mut Vec<KeyError>,
-    check: impl Fn(&[u8]) -> Result<(), String>,
+    check: impl Fn(&[u8]) -> Result<(), PemProblem>,
 ) -> Option<Vec<u8>> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
@@ -136,17 +145,31 @@ fn read_pem(
 }
 
 /// Read `redis.password_file`: the whole file, one trailing newline dropped.
-pub fn read_password_file(path: &Path) -> Result<Secret, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn read_password_file(path: &Path) -> Result<Secret, PasswordFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PasswordFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let password = text
         .strip_suffix('\n')
         .map(|t| t.strip_suffix('\r').unwrap_or(t))
         .unwrap_or(&text);
     if password.is_empty() {
-        return Err(format!("{} is empty", path.display()));
+        return Err(PasswordFileError::Empty(path.to_path_buf()));
     }
     Ok(Secret::new(password))
+}
+
+/// A `redis.password_file` that gives no password.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordFileError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is empty", .0.display())]
+    Empty(PathBuf),
 }
 
 /// For logs and `/readyz`: how the connection is protected, never a secret.

@@ -19,9 +19,9 @@
 //! - one of them sent twice (a proxy that appended instead of overwriting);
 //! - a host holding `,` or white space.
 
-use std::str::FromStr;
-
 use axum::http::{HeaderMap, HeaderName};
+
+use crate::named::named_enum;
 
 /// `server.forwarded_request`: the header family the proxies set.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -55,33 +55,12 @@ impl ForwardedRequest {
             ForwardedRequest::XOriginal => ForwardedRequest::XForwarded,
         }
     }
-
-    fn name(self) -> &'static str {
-        match self {
-            ForwardedRequest::XForwarded => "x-forwarded",
-            ForwardedRequest::XOriginal => "x-original",
-        }
-    }
 }
 
-impl FromStr for ForwardedRequest {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "x-forwarded" => Ok(ForwardedRequest::XForwarded),
-            "x-original" => Ok(ForwardedRequest::XOriginal),
-            other => Err(format!(
-                "unknown header family {other:?} (expected one of: x-forwarded, x-original)"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for ForwardedRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+named_enum!(ForwardedRequest, "header family", {
+    "x-forwarded" => XForwarded,
+    "x-original" => XOriginal,
+});
 
 /// What the proxy said about the original request; `None`: not said (the
 /// request itself is the original: its own method, and the path of
@@ -165,7 +144,7 @@ pub fn read(
             return Err(Refusal {
                 field: mine,
                 reason: RefusalReason::WrongFamily,
-                message: format!("server.forwarded_request is {family:?} but the proxy sent {theirs} and no {mine}: make the proxy set {mine}, or set server.forwarded_request = \"{other}\"", family = family.name()),
+                message: format!("server.forwarded_request is {family:?} but the proxy sent {theirs} and no {mine}: make the proxy set {mine}, or set server.forwarded_request = \"{other}\"", family = family.to_string()),
             });
         }
     }
@@ -341,6 +320,7 @@ mod tests {
         assert!("both"
             .parse::<ForwardedRequest>()
             .unwrap_err()
+            .to_string()
             .contains("x-forwarded"));
     }
 }

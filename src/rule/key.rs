@@ -46,7 +46,7 @@ pub struct KeyTemplate(pub Vec<KeyPart>);
 
 impl KeyTemplate {
     /// Parse `ip+header:X-User`; the error names the bad part.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, UnknownKeyPart> {
         let mut parts = Vec::new();
         for part in text.split('+') {
             let part = part.trim();
@@ -101,10 +101,13 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn unknown(part: &str) -> String {
-    format!(
-        "unknown key part {part:?} (expected ip, path, host, method, header:NAME or query:NAME, joined with '+')"
-    )
+/// A key template part that names nothing a key can be built from.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown key part {0:?} (expected ip, path, host, method, header:NAME or query:NAME, joined with '+')")]
+pub struct UnknownKeyPart(pub String);
+
+fn unknown(part: &str) -> UnknownKeyPart {
+    UnknownKeyPart(part.to_string())
 }
 
 impl fmt::Display for KeyTemplate {
@@ -152,6 +155,7 @@ mod tests {
         assert_eq!(t.to_string(), "ip+header:x-user+query:id+path+host+method");
         assert!(KeyTemplate::parse("ip+cookie:sid")
             .unwrap_err()
+            .to_string()
             .contains("cookie:sid"));
         assert!(KeyTemplate::parse("").is_err());
         assert!(KeyTemplate::parse("header:").is_err());

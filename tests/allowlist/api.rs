@@ -177,7 +177,7 @@ async fn readyz_waits_for_the_allowlist_snapshot() {
         },
     )
     .unwrap();
-    let app = tollgate::App::new(cfg).unwrap();
+    let app = tollgate::App::new(cfg);
     assert!(!app.allowlist.is_synced());
     let listeners = tollgate::Listeners::bind(
         "127.0.0.1:0".parse().unwrap(),

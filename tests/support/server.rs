@@ -75,7 +75,7 @@ impl TestServer {
         let addr = listeners.decision.local_addr().unwrap();
         let admin_addr = listeners.admin.local_addr().unwrap();
         let grpc_addr = listeners.grpc.as_ref().map(|l| l.local_addr().unwrap());
-        let app = App::new(cfg).unwrap();
+        let app = App::new(cfg);
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(tollgate::run(app.clone(), listeners, async move {
             let _ = rx.await;

@@ -36,7 +36,7 @@ pub async fn app_for(kind: StoreKind, prefix: &str, config_text: &str) -> Arc<Ap
         ..Default::default()
     };
     let cfg = config::parse("test.toml", config_text, &ov).unwrap_or_else(|e| panic!("{e}"));
-    let app = App::new(cfg).unwrap();
+    let app = App::new(cfg);
     if let tollgate::limiter::Store::Redis(r) = &app.store {
         // As the server's probe does: a busy machine can miss redis.timeout once.
         eventually_explained(

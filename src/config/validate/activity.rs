@@ -11,7 +11,7 @@ use super::Collector;
 use crate::config::raw::{RawConfig, RawRule};
 use crate::config::ActivityConfig;
 
-use crate::activity::DEFAULT_TRACK_PATHS;
+use crate::config::DEFAULT_TRACK_PATHS;
 /// Upper bound on `track_paths`: each path costs a hash field and a
 /// HyperLogLog (up to 12 KB) per hour of retention.
 pub const MAX_TRACK_PATHS: i64 = 10_000;
@@ -154,10 +154,7 @@ mod tests {
             ..Default::default()
         };
         let cfg = parse("t.toml", &rule("track = true"), &ov).unwrap();
-        assert_eq!(
-            cfg.rules[0].track,
-            Some(crate::activity::DEFAULT_TRACK_PATHS)
-        );
+        assert_eq!(cfg.rules[0].track, Some(crate::config::DEFAULT_TRACK_PATHS));
         assert_eq!(cfg.activity.retention_days, 30);
     }
 }
