@@ -230,12 +230,29 @@ impl Endpoint {
     /// Connect. `timeout` bounds each command (the caller adds its own bound
     /// too); a Sentinel endpoint resolves the current master first.
     pub async fn connect(&self, timeout: Duration) -> RedisResult<RedisConn> {
+        self.connect_with(timeout, Some(timeout)).await
+    }
+
+    /// Connect for a caller that bounds every command itself (the limiter
+    /// wraps each call in `redis.timeout`): a single server's connection then
+    /// arms no response timer of its own, one timer per decision instead of
+    /// two. A cluster keeps its per-node response timeout (its client needs
+    /// one to give up on a dead master).
+    pub async fn connect_bounded_by_caller(&self, timeout: Duration) -> RedisResult<RedisConn> {
+        self.connect_with(timeout, None).await
+    }
+
+    async fn connect_with(
+        &self,
+        timeout: Duration,
+        response_timeout: Option<Duration>,
+    ) -> RedisResult<RedisConn> {
         match &self.topology {
             Topology::Single(url) => Ok(RedisConn::Single(
-                manager(self.client(url)?, timeout).await?,
+                manager(self.client(url)?, response_timeout).await?,
             )),
             Topology::Sentinel { .. } => Ok(RedisConn::Single(
-                manager(self.master_client().await?, timeout).await?,
+                manager(self.master_client().await?, response_timeout).await?,
             )),
             Topology::Cluster(nodes) => {
                 let access = self.access.load();
@@ -417,10 +434,13 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
-async fn manager(client: Client, timeout: Duration) -> RedisResult<ConnectionManager> {
+async fn manager(
+    client: Client,
+    response_timeout: Option<Duration>,
+) -> RedisResult<ConnectionManager> {
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(1)))
-        .set_response_timeout(Some(timeout))
+        .set_response_timeout(response_timeout)
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_secs(2));
     ConnectionManager::new_with_config(client, config).await

@@ -73,10 +73,12 @@ impl RedisStore {
             return Ok(());
         }
         let bound = self.timeout.max(Duration::from_secs(1));
-        let conn = tokio::time::timeout(bound, self.endpoint.connect(self.timeout))
-            .await
-            .map_err(|_| StoreError::Timeout(bound))?
-            .map_err(StoreError::from)?;
+        // Every call on this connection is wrapped in a timeout of its own.
+        let conn =
+            tokio::time::timeout(bound, self.endpoint.connect_bounded_by_caller(self.timeout))
+                .await
+                .map_err(|_| StoreError::Timeout(bound))?
+                .map_err(StoreError::from)?;
         self.conn.store(Some(Arc::new(conn)));
         Ok(())
     }
@@ -88,7 +90,7 @@ impl RedisStore {
         let (endpoint, cell, timeout) = (self.endpoint.clone(), self.conn.clone(), self.timeout);
         tokio::spawn(async move {
             let bound = timeout.max(Duration::from_secs(1));
-            match tokio::time::timeout(bound, endpoint.connect(timeout)).await {
+            match tokio::time::timeout(bound, endpoint.connect_bounded_by_caller(timeout)).await {
                 Ok(Ok(conn)) => {
                     cell.store(Some(Arc::new(conn)));
                     tracing::info!("reload: reconnected to Redis with the new settings");
