@@ -47,16 +47,7 @@ impl TestServer {
 
     /// Start without waiting to be ready (Redis may be down on purpose).
     pub async fn launch(config_text: &str, redis_url: Option<&str>, prefix: &str) -> TestServer {
-        // Most tests are about answers, not about on_redis_error: on a busy
-        // 2-core machine the 25 ms default would turn some Redis calls into
-        // fallbacks. Tests of the timeout path write their own [redis] table.
-        let generous;
-        let config_text = if redis_url.is_some() && !config_text.contains("[redis]") {
-            generous = format!("[redis]\ntimeout = \"2s\"\n{config_text}");
-            generous.as_str()
-        } else {
-            config_text
-        };
+        let config_text = &*generous_redis_timeout(config_text, redis_url.is_some());
         let ov = Overrides {
             listen: Some("127.0.0.1:0".into()),
             admin_listen: Some("127.0.0.1:0".into()),
@@ -149,5 +140,18 @@ pub async fn readyz(addr: SocketAddr) -> (u16, String) {
     match reqwest::get(format!("http://{addr}/readyz")).await {
         Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
         Err(_) => (0, String::new()),
+    }
+}
+
+/// Most tests are about answers, not about on_redis_error: on a busy 2-core
+/// machine the 25 ms default `redis.timeout` turns some Redis calls into
+/// fallbacks (or errors, for a store called directly). With Redis and no
+/// `[redis]` table of the test's own, the config gets a 2 s timeout; tests
+/// of the timeout path write their own `[redis]` table.
+pub fn generous_redis_timeout(config_text: &str, redis: bool) -> std::borrow::Cow<'_, str> {
+    if redis && !config_text.contains("[redis]") {
+        format!("[redis]\ntimeout = \"2s\"\n{config_text}").into()
+    } else {
+        config_text.into()
     }
 }

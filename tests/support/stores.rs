@@ -8,6 +8,7 @@ use tollgate::config::{self, Overrides};
 use tollgate::App;
 
 use super::redis::shared_redis;
+use super::server::generous_redis_timeout;
 use super::wait::eventually_explained;
 
 /// Both stores, for tests that must hold on each.
@@ -35,7 +36,8 @@ pub async fn app_for(kind: StoreKind, prefix: &str, config_text: &str) -> Arc<Ap
         redis_prefix: Some(prefix.into()),
         ..Default::default()
     };
-    let cfg = config::parse("test.toml", config_text, &ov).unwrap_or_else(|e| panic!("{e}"));
+    let config_text = generous_redis_timeout(config_text, ov.redis_url.is_some());
+    let cfg = config::parse("test.toml", &config_text, &ov).unwrap_or_else(|e| panic!("{e}"));
     let app = App::new(cfg);
     if let tollgate::limiter::Store::Redis(r) = &app.store {
         // As the server's probe does: a busy machine can miss redis.timeout once.
