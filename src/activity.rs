@@ -18,10 +18,8 @@ pub mod query;
 pub mod recorder;
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwapOption;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -31,7 +29,7 @@ use crate::config::ActivityConfig;
 use crate::keys::ActivityKeys;
 use crate::metrics::KindLabels;
 use crate::redis_conn::StoreError;
-use crate::redis_conn::{Endpoint, RedisConn};
+use crate::redis_conn::{Endpoint, RedisConn, SharedConn};
 
 pub use recorder::{Recorder, OTHER};
 
@@ -98,10 +96,9 @@ pub struct Activity {
     pub keys: ActivityKeys,
     pub recorder: Recorder,
     pub metrics: ActivityMetrics,
-    /// `None`: the embedded store (activity refused).
-    endpoint: Option<Endpoint>,
-    /// Shared by the flush task and the reads, made on first use, forgotten after a failure.
-    conn: ArcSwapOption<RedisConn>,
+    /// Shared by the flush task and the reads, made on first use, forgotten
+    /// after a failure. `None`: the embedded store (activity refused).
+    conn: Option<SharedConn>,
 }
 
 /// The answer when there is no Redis.
@@ -121,13 +118,12 @@ impl Activity {
             config,
             keys,
             metrics,
-            endpoint,
-            conn: ArcSwapOption::empty(),
+            conn: endpoint.map(|e| SharedConn::new(e, CALL_TIMEOUT)),
         }
     }
 
     pub fn enabled(&self) -> bool {
-        self.endpoint.is_some()
+        self.conn.is_some()
     }
 
     /// A request a tracked rule matched: counted in memory, flushed within a second.
@@ -148,27 +144,23 @@ impl Activity {
 
     /// The shared connection (made now if needed).
     pub async fn conn(&self) -> Result<RedisConn, StoreError> {
-        if let Some(c) = self.conn.load_full() {
-            return Ok((*c).clone());
+        match &self.conn {
+            Some(shared) => shared.get().await,
+            None => Err(StoreError::Unsupported(NEEDS_REDIS)),
         }
-        let Some(endpoint) = &self.endpoint else {
-            return Err(StoreError::Unsupported(NEEDS_REDIS));
-        };
-        let conn = tokio::time::timeout(CALL_TIMEOUT, endpoint.connect(CALL_TIMEOUT))
-            .await
-            .map_err(|_| StoreError::Timeout(CALL_TIMEOUT))?
-            .map_err(StoreError::from)?;
-        self.conn.store(Some(Arc::new(conn.clone())));
-        Ok(conn)
     }
 
     /// After a failed call: the next one connects afresh (a Sentinel's new master).
     pub fn forget_connection(&self) {
-        self.conn.store(None);
+        if let Some(shared) = &self.conn {
+            shared.forget();
+        }
     }
 
     pub fn is_cluster(&self) -> bool {
-        self.endpoint.as_ref().is_some_and(Endpoint::is_cluster)
+        self.conn
+            .as_ref()
+            .is_some_and(|c| c.endpoint().is_cluster())
     }
 }
 

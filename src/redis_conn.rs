@@ -7,6 +7,7 @@
 
 mod access;
 mod error;
+mod shared;
 
 use std::fmt;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use redis::{
 
 pub use access::{read_password_file, Access, KeyError, PasswordFileError, Tls};
 pub use error::{Kind as ErrorKind, StoreError};
+pub use shared::SharedConn;
 
 /// Where Redis is.
 #[derive(Clone, PartialEq, Eq)]

@@ -8,9 +8,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
 use redis::aio::ConnectionLike;
 use redis::Script;
 use serde::Deserialize;
@@ -23,7 +21,7 @@ use super::event::{stream_entries, Event, Op};
 use super::{new_epoch, Entry, Listing, NewEntry, Stored};
 use crate::keys::AllowKeys;
 use crate::redis_conn::StoreError;
-use crate::redis_conn::{Endpoint, RedisConn};
+use crate::redis_conn::{Endpoint, RedisConn, SharedConn};
 
 /// Events older than this are trimmed from the stream (7 days): far longer than
 /// any restart, so a node that knows its position can always catch up.
@@ -119,11 +117,10 @@ struct StoredJson {
 }
 
 pub struct RedisAllowlist {
-    endpoint: Endpoint,
     /// The writers' shared connection (admin API, CLI, reaper), made on first
     /// use. After a Sentinel failover it is dropped, so the next write asks
     /// the sentinels for the new master.
-    conn: ArcSwapOption<RedisConn>,
+    conn: SharedConn,
     keys: AllowKeys,
 }
 
@@ -131,42 +128,33 @@ impl RedisAllowlist {
     /// Nothing is dialled until the first call.
     pub fn new(endpoint: Endpoint, keys: AllowKeys) -> Self {
         RedisAllowlist {
-            endpoint,
-            conn: ArcSwapOption::empty(),
+            conn: SharedConn::new(endpoint, WRITE_TIMEOUT),
             keys,
         }
     }
 
     pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
+        self.conn.endpoint()
     }
 
     async fn writer(&self) -> Result<RedisConn, StoreError> {
-        if let Some(c) = self.conn.load_full() {
-            return Ok((*c).clone());
-        }
-        let conn = tokio::time::timeout(WRITE_TIMEOUT, self.endpoint.connect(WRITE_TIMEOUT))
-            .await
-            .map_err(|_| StoreError::Timeout(WRITE_TIMEOUT))?
-            .map_err(StoreError::from)?;
-        self.conn.store(Some(Arc::new(conn.clone())));
-        Ok(conn)
+        self.conn.get().await
     }
 
     /// Drop the writers' connection: the next write connects with the
     /// endpoint's current settings (a reload changed credentials or TLS files).
     pub fn forget_connection(&self) {
-        self.conn.store(None);
+        self.conn.forget();
     }
 
     /// Classify a failed call; when Redis went away behind a Sentinel, forget
     /// the connection so the next call finds the current master.
     fn failed(&self, e: redis::RedisError) -> StoreError {
         let e = StoreError::from(e);
-        if self.endpoint.is_sentinel()
+        if self.endpoint().is_sentinel()
             && matches!(e, StoreError::Unreachable(_) | StoreError::Timeout(_))
         {
-            self.conn.store(None);
+            self.conn.forget();
         }
         e
     }
