@@ -49,14 +49,7 @@ async fn heartbeat(s: &TestServer, body: &str) -> reqwest::Response {
 
 /// GET on the admin listener, with the token; (status, JSON body).
 async fn admin_get(s: &TestServer, path: &str) -> (u16, Value) {
-    let r = s
-        .admin_client()
-        .get(s.admin_url(path))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    s.admin(reqwest::Method::GET, path).await
 }
 
 /// Poll an admin GET until its body satisfies `done` (20 s at most); that body.

@@ -66,14 +66,7 @@ async fn remaining_ms(b: &Browser, row: &str) -> Option<u64> {
 }
 
 async fn api_get(s: &TestServer, path: &str) -> (u16, Value) {
-    let r = s
-        .admin_client()
-        .get(s.admin_url(path))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    s.admin(reqwest::Method::GET, path).await
 }
 
 #[tokio::test]

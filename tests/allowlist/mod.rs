@@ -85,13 +85,7 @@ async fn add(s: &TestServer, body: Value) -> (u16, Value) {
 }
 
 async fn admin(s: &TestServer, method: reqwest::Method, path: &str) -> (u16, Value) {
-    let r = s
-        .admin_client()
-        .request(method, s.admin_url(path))
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    s.admin(method, path).await
 }
 
 async fn check_ip(s: &TestServer, ip: &str) -> (u16, Value) {

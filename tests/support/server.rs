@@ -117,6 +117,18 @@ impl TestServer {
             .unwrap()
     }
 
+    /// One admin API call with the token: (status, JSON body or Null).
+    pub async fn admin(&self, method: reqwest::Method, path: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .admin_client()
+            .request(method, self.admin_url(path))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
