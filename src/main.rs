@@ -19,7 +19,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Follow(args) => {
             init_tracing(args.log_format);
-            cli::follow::run(args, shutdown_signal())
+            // Installed on first poll, inside follow's runtime, before its tasks run.
+            cli::follow::run(args, async { shutdown_signal().await })
         }
         Command::Limits(cmd) => cli::limits::run(cmd),
         Command::Allow(cmd) => cli::allow::run(cmd),
@@ -43,11 +44,15 @@ fn serve(args: ServeArgs) -> ExitCode {
     let (file, overrides) = (args.config.clone(), args.overrides.clone());
     let reload: tollgate::server::Reloader =
         Box::new(move || cli::load_config(file.as_ref(), &overrides));
-    match runtime.block_on(tollgate::server::serve_config(
-        config,
-        Some(reload),
-        shutdown_signal(),
-    )) {
+    // The handlers are installed before anything is bound: a SIGTERM that
+    // arrives as the first request is answered still shuts down gracefully
+    // (a handler installed on the future's first poll left a window in which
+    // the default action killed the process).
+    let served = runtime.block_on(async {
+        let shutdown = shutdown_signal();
+        tollgate::server::serve_config(config, Some(reload), shutdown).await
+    });
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&*e),
     }
@@ -66,20 +71,26 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-/// SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
+/// SIGTERM or SIGINT. The handlers are installed when this is called (inside
+/// the runtime), not when the future is first polled.
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    async move {
         tokio::select! {
-            _ = ctrl_c => {}
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// Print the whole error chain; exit 1.
