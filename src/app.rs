@@ -7,10 +7,11 @@ use arc_swap::ArcSwap;
 
 use crate::activity::Activity;
 use crate::allowlist::Allowlist;
+use crate::check::Limiter;
 use crate::client_ip::ClientIpResolver;
 use crate::config::Config;
 use crate::keys::KeySpace;
-use crate::limiter::{Breaker, DenyCache, LocalStore, RedisStore, SlotBreaker, Store};
+use crate::limiter::Store;
 use crate::metrics::Metrics;
 use crate::rule::Rule;
 
@@ -18,19 +19,13 @@ pub struct App {
     /// Swapped whole on reload; a request sees one consistent rule set.
     pub rules: ArcSwap<Vec<Rule>>,
     pub config: Config,
-    pub store: Store,
-    /// Per-replica limiter for `on_redis_error = "local"` while Redis is away.
-    pub fallback: LocalStore,
+    /// The store with its deny cache, breakers and fallback (`check.rs`);
+    /// `decide.rs` applies the rules through it.
+    pub limiter: Limiter,
     pub keys: KeySpace,
     pub resolver: ClientIpResolver,
     /// Redis answered and the scripts are loaded (always true for the embedded store).
     pub ready: AtomicBool,
-    /// Open while Redis is away: calls go straight to `on_redis_error`.
-    pub breaker: Breaker,
-    /// With a Redis Cluster: a breaker per slot, so one failed master sends
-    /// only its own keys to `on_redis_error`.
-    pub slots: Option<SlotBreaker>,
-    pub deny_cache: DenyCache,
     pub metrics: Metrics,
     /// The IP allowlist: a lock-free table for lookups, and its store.
     pub allowlist: Arc<Allowlist>,
@@ -43,15 +38,8 @@ pub struct App {
 impl App {
     pub fn new(config: Config) -> Arc<App> {
         let mut metrics = Metrics::new();
-        let store = match &config.redis {
-            Some(r) => Store::Redis(RedisStore::new(r.endpoint.clone(), r.timeout)),
-            None => Store::Local(LocalStore::new(
-                config.local_store.max_bytes,
-                metrics.local_store_refusals.clone(),
-            )),
-        };
-        let ready = store.is_local();
-        let deny_cache_bytes = config.redis.as_ref().map_or(0, |r| r.deny_cache_bytes);
+        let limiter = Limiter::new(&config, &metrics);
+        let ready = limiter.store.is_local();
         let allowlist = Arc::new(Allowlist::new(&config));
         crate::allowlist::status::register(&allowlist, metrics.registry_mut());
         metrics.zero_decisions(config.rules.iter().map(|r| r.name.as_str()));
@@ -62,24 +50,13 @@ impl App {
             metrics.registry_mut(),
         ));
         Arc::new(App {
-            breaker: Breaker::new(metrics.redis_up.clone()),
-            slots: config
-                .redis
-                .as_ref()
-                .filter(|r| r.endpoint.is_cluster())
-                .map(|_| SlotBreaker::new(metrics.redis_open_slots.clone())),
-            deny_cache: DenyCache::new(deny_cache_bytes, metrics.deny_cache_evictions.clone()),
+            limiter,
             rules: ArcSwap::from_pointee(config.rules.clone()),
             keys: KeySpace::new(&config.prefix),
             resolver: ClientIpResolver::new(
                 config.client_ip.trusted_proxies.clone(),
                 config.client_ip.ipv6_prefix,
             ),
-            fallback: LocalStore::new(
-                config.local_store.max_bytes,
-                metrics.local_store_refusals.clone(),
-            ),
-            store,
             config,
             ready: AtomicBool::new(ready),
             metrics,
@@ -116,7 +93,7 @@ impl App {
         let changes = crate::rule::Changes::between(&self.rules.load(), &new.rules);
         self.rules.store(Arc::new(new.rules));
         // Cached denials were computed under the old limits.
-        self.deny_cache.clear();
+        self.limiter.deny_cache.clear();
         tracing::info!(
             rules = n,
             added = ?changes.added,
@@ -136,7 +113,7 @@ impl App {
     /// up), the allowlist follower and the reset channel use them when they
     /// next connect (their open connections stay authenticated).
     fn reconnect_redis(&self, access: crate::redis_conn::Access) {
-        let Store::Redis(store) = &self.store else {
+        let Store::Redis(store) = &self.limiter.store else {
             return;
         };
         store.endpoint().set_access(access);

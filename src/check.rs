@@ -8,13 +8,41 @@
 
 use std::time::Instant;
 
-use crate::app::App;
-use crate::keys::AD_HOC_RULE;
-use crate::limiter::{slot_breaker, Algorithm, Call, LimitState, Outcome};
-use crate::metrics::KindLabels;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+
+use crate::config::Config;
+use crate::keys::{KeySpace, AD_HOC_RULE};
+use crate::limiter::{
+    slot_breaker, Algorithm, Breaker, Call, DenyCache, LimitState, LocalStore, Outcome, RedisStore,
+    SlotBreaker, Store,
+};
+use crate::metrics::{KindLabels, Metrics};
 use crate::rate::Rate;
 use crate::redis_conn::StoreError;
 use crate::rule::{OnRedisError, Rule};
+
+/// The limiter as the hot path calls it: the store and everything in front
+/// of it (deny cache, breakers) and behind it (the fallback). The App holds
+/// one; nothing here knows about rules beyond a call's `LimitSpec`.
+pub struct Limiter {
+    pub store: Store,
+    /// Per-replica limiter for `on_redis_error = "local"` while Redis is away.
+    pub fallback: LocalStore,
+    /// Open while Redis is away: calls go straight to `on_redis_error`.
+    pub breaker: Breaker,
+    /// With a Redis Cluster: a breaker per slot, so one failed master sends
+    /// only its own keys to `on_redis_error`.
+    pub slots: Option<SlotBreaker>,
+    pub deny_cache: DenyCache,
+    keys: KeySpace,
+    /// `redis.fallback_replicas`: the fallback's share of each limit.
+    fallback_replicas: u64,
+    deny_cache_hits: Counter,
+    redis_call_duration: Histogram,
+    redis_errors: Family<KindLabels, Counter>,
+}
 
 /// What one limiter call needs beyond its key.
 pub struct LimitSpec<'a> {
@@ -47,7 +75,37 @@ pub enum Source {
     Fallback,
 }
 
-impl App {
+impl Limiter {
+    pub fn new(config: &Config, metrics: &Metrics) -> Limiter {
+        let store = match &config.redis {
+            Some(r) => Store::Redis(RedisStore::new(r.endpoint.clone(), r.timeout)),
+            None => Store::Local(LocalStore::new(
+                config.local_store.max_bytes,
+                metrics.local_store_refusals.clone(),
+            )),
+        };
+        let deny_cache_bytes = config.redis.as_ref().map_or(0, |r| r.deny_cache_bytes);
+        Limiter {
+            store,
+            fallback: LocalStore::new(
+                config.local_store.max_bytes,
+                metrics.local_store_refusals.clone(),
+            ),
+            breaker: Breaker::new(metrics.redis_up.clone()),
+            slots: config
+                .redis
+                .as_ref()
+                .filter(|r| r.endpoint.is_cluster())
+                .map(|_| SlotBreaker::new(metrics.redis_open_slots.clone())),
+            deny_cache: DenyCache::new(deny_cache_bytes, metrics.deny_cache_evictions.clone()),
+            keys: KeySpace::new(&config.prefix),
+            fallback_replicas: config.redis.as_ref().map_or(1, |r| r.fallback_replicas) as u64,
+            deny_cache_hits: metrics.deny_cache_hits.clone(),
+            redis_call_duration: metrics.redis_call_duration.clone(),
+            redis_errors: metrics.redis_errors.clone(),
+        }
+    }
+
     /// One limiter call for one (rule, key).
     pub async fn check(&self, spec: LimitSpec<'_>, key: &str, cost: u64) -> (Outcome, Source) {
         let base = self.keys.limit_base(spec.algorithm, spec.rule, key);
@@ -56,7 +114,7 @@ impl App {
         let cacheable = cost == 1 && (spec.burst.is_none() || spec.rule != AD_HOC_RULE);
         if cacheable {
             if let Some(outcome) = self.deny_cache.get(&base, spec.limits) {
-                self.metrics.deny_cache_hits.inc();
+                self.deny_cache_hits.inc();
                 return (outcome, Source::DenyCache);
             }
         }
@@ -82,8 +140,7 @@ impl App {
             let started = Instant::now();
             let r = self.store.check(call).await;
             if remote {
-                self.metrics
-                    .redis_call_duration
+                self.redis_call_duration
                     .observe(started.elapsed().as_secs_f64());
             }
             r.map_err(Some)
@@ -108,8 +165,7 @@ impl App {
     }
 
     fn redis_failed(&self, rule: &str, slot: Option<u16>, err: &StoreError) {
-        self.metrics
-            .redis_errors
+        self.redis_errors
             .get_or_create(&KindLabels {
                 kind: err.kind().label(),
             })
@@ -131,11 +187,7 @@ impl App {
             OnRedisError::Allow => unknown_state(spec.limits, true),
             OnRedisError::Deny => unknown_state(spec.limits, false),
             OnRedisError::Local => {
-                let replicas = self
-                    .config
-                    .redis
-                    .as_ref()
-                    .map_or(1, |r| r.fallback_replicas) as u64;
+                let replicas = self.fallback_replicas;
                 let shares: Vec<Rate> = spec
                     .limits
                     .iter()

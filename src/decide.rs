@@ -82,7 +82,7 @@ impl App {
         let outcomes = join_all(
             applicable
                 .iter()
-                .map(|(rule, key)| self.check(LimitSpec::from(*rule), key, 1)),
+                .map(|(rule, key)| self.limiter.check(LimitSpec::from(*rule), key, 1)),
         )
         .await;
 

@@ -6,7 +6,7 @@
 //!   same decision as `/check` from Envoy's `AttributeContext`;
 //! - `grpc.health.v1.Health`, `SERVING` while `/readyz` would say ready.
 //!
-//! Both decision services go through `App::check` (deny cache, breaker,
+//! Both decision services go through `Limiter::check` (deny cache, breaker,
 //! `on_redis_error`, metrics by rule) exactly as `/check` does; their
 //! headers come from `http::response::decision_parts`, the one place a
 //! decision becomes HTTP.

@@ -4,7 +4,7 @@
 //! # Layout
 //!
 //! Layers point one way: a module names only modules below it. From the top:
-//! `main.rs` → `server` → `grpc` → `http` → `decide` → `check` → `app`,
+//! `main.rs` → `server` → `grpc` → `http` → `decide` → `app` → `check`,
 //! `cli` → `allowlist` → `config`, `counters` → `rule` → `keys` → `limiter`
 //! → `redis_conn` (connections, URL redaction, `StoreError`), `request`,
 //! `client_ip` → `secret`, `path`, `rate`, `named`, `net`, `metrics`.
@@ -22,7 +22,7 @@
 //! 3. `decide.rs` (`App::decide`): allowlist gates first
 //!    (`allowlist/gate.rs` asks the node's lock-free table), then every
 //!    matching `rule` (matcher, key template) with its limits, together.
-//! 4. `check.rs` (`App::check`): one limiter call: the deny cache, the
+//! 4. `check.rs` (`Limiter::check`, the App's `limiter`): one limiter call: the deny cache, the
 //!    breaker (`limiter/breaker.rs`, per slot on a cluster), the store
 //!    (`limiter/redis_store.rs` runs `lua/*.lua`; `limiter/local_store.rs`
 //!    their in-process twins), and on a `StoreError` the rule's

@@ -150,10 +150,11 @@ pub async fn run(
 /// While the breaker is open (at start, and after Redis failed), probe Redis
 /// with backoff; the node is ready once the scripts are loaded.
 async fn probe_redis(app: Arc<App>, stop: CancellationToken) {
-    let Store::Redis(redis) = &app.store else {
+    let Store::Redis(redis) = &app.limiter.store else {
         return;
     };
-    app.breaker
+    app.limiter
+        .breaker
         .probe(redis, &stop, || app.ready.store(true, Ordering::Relaxed))
         .await;
 }
@@ -166,10 +167,10 @@ async fn sweep_local(app: Arc<App>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Store::Local(local) = &app.store {
+        if let Store::Local(local) = &app.limiter.store {
             local.sweep();
         }
-        app.fallback.sweep();
+        app.limiter.fallback.sweep();
     }
 }
 

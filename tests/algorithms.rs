@@ -21,7 +21,8 @@ fn rates(specs: &[&str]) -> Vec<Rate> {
 
 async fn check(app: &App, alg: Algorithm, key: &str, limits: &[Rate], cost: u64) -> Outcome {
     let base = app.keys.limit_base(alg, "t", key);
-    app.store
+    app.limiter
+        .store
         .check(Call {
             algorithm: alg,
             base: &base,

@@ -55,11 +55,12 @@ pub async fn should_rate_limit(
 ) -> Result<RateLimitResponse, Status> {
     let rules = app.rules.load();
     let charges = descriptors::resolve(&rules, &req.domain, &req.descriptors, req.hits_addend)?;
-    let outcomes = join_all(
-        charges
-            .iter()
-            .map(|c| OptionFuture::from(c.as_ref().map(|c| app.check(c.spec(), &c.key, c.cost)))),
-    )
+    let outcomes = join_all(charges.iter().map(|c| {
+        OptionFuture::from(
+            c.as_ref()
+                .map(|c| app.limiter.check(c.spec(), &c.key, c.cost)),
+        )
+    }))
     .await;
 
     let mut decision = Decision {

@@ -34,7 +34,9 @@ fn readiness(app: &App) -> (StatusCode, String) {
     }
     if app.is_ready() {
         let store = match &app.config.redis {
-            Some(r) if !app.store.is_local() => format!("redis, {}", r.endpoint.transport()),
+            Some(r) if !app.limiter.store.is_local() => {
+                format!("redis, {}", r.endpoint.transport())
+            }
             _ => "in-process store".into(),
         };
         (StatusCode::OK, format!("ready ({store})\n"))

@@ -182,7 +182,7 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
         }
     }
     let rule = spec.rule;
-    let (outcome, source) = app.check(spec, key, cost).await;
+    let (outcome, source) = app.limiter.check(spec, key, cost).await;
     app.metrics
         .decision(rule, crate::decide::counted(&outcome, source, shadow));
     let t: &LimitState = outcome.tightest().expect("at least one limit");

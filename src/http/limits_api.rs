@@ -30,7 +30,7 @@ async fn show(State(app): State<Arc<App>>, Path((rule, key)): Path<(String, Stri
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    match counters::show(&app.store, &app.keys, &rule, &key).await {
+    match counters::show(&app.limiter.store, &app.keys, &rule, &key).await {
         Ok(view) => Json(view).into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
@@ -41,12 +41,12 @@ async fn reset(State(app): State<Arc<App>>, Path((rule, key)): Path<(String, Str
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    if let Err(e) = counters::reset(&app.store, &app.keys, &rule, &key).await {
+    if let Err(e) = counters::reset(&app.limiter.store, &app.keys, &rule, &key).await {
         return ApiError::from(e).into_response();
     }
     // This replica at once; the others through the reset channel.
     let base = counters::base(&app.keys, &rule, &key);
-    app.deny_cache.remove(&base);
-    app.fallback.reset(&base);
+    app.limiter.deny_cache.remove(&base);
+    app.limiter.fallback.reset(&base);
     Json(json!({"rule": rule.name, "key": key, "reset": true})).into_response()
 }

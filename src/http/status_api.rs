@@ -47,7 +47,7 @@ fn status_json(app: &App) -> Value {
         .iter()
         .map(|r| (r.as_str().to_string(), json!(st.resync_count(*r))))
         .collect();
-    let redis = if app.store.is_local() {
+    let redis = if app.limiter.store.is_local() {
         json!({"store": "embedded", "up": null})
     } else {
         json!({

@@ -56,8 +56,8 @@ pub async fn follow(app: Arc<App>, stop: CancellationToken) {
         let why = match result {
             Ok(Ok(pubsub)) => {
                 // Resets published while no subscription was live are unknown: start empty.
-                app.deny_cache.clear();
-                app.deny_cache.set_live(true);
+                app.limiter.deny_cache.clear();
+                app.limiter.deny_cache.set_live(true);
                 app.metrics.reset_channel_up.set(1);
                 if lost_logged {
                     tracing::info!("reset channel subscribed again: the deny cache is back in use");
@@ -65,8 +65,8 @@ pub async fn follow(app: Arc<App>, stop: CancellationToken) {
                 }
                 delay = RETRY_MIN;
                 let why = listen(&app, pubsub, &stop).await;
-                app.deny_cache.set_live(false);
-                app.deny_cache.clear();
+                app.limiter.deny_cache.set_live(false);
+                app.limiter.deny_cache.clear();
                 app.metrics.reset_channel_up.set(0);
                 match why {
                     Some(why) => why,
@@ -99,7 +99,7 @@ async fn listen(app: &App, pubsub: redis::aio::PubSub, stop: &CancellationToken)
             msg = messages.next() => match msg {
                 Some(msg) => {
                     if let Ok(base) = msg.get_payload::<String>() {
-                        app.deny_cache.remove(&base);
+                        app.limiter.deny_cache.remove(&base);
                     }
                 }
                 None => return Some("connection closed".into()),

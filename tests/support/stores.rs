@@ -39,7 +39,7 @@ pub async fn app_for(kind: StoreKind, prefix: &str, config_text: &str) -> Arc<Ap
     let config_text = generous_redis_timeout(config_text, ov.redis_url.is_some());
     let cfg = config::parse("test.toml", &config_text, &ov).unwrap_or_else(|e| panic!("{e}"));
     let app = App::new(cfg);
-    if let tollgate::limiter::Store::Redis(r) = &app.store {
+    if let tollgate::limiter::Store::Redis(r) = &app.limiter.store {
         // As the server's probe does: a busy machine can miss redis.timeout once.
         eventually_explained(
             Duration::from_secs(10),
