@@ -154,14 +154,8 @@ async fn a_redis_error_in_a_script_is_a_500_and_an_unreachable_redis_a_503() {
         .arg("x")
         .exec(&mut redis.conn())
         .unwrap();
-    let r = s
-        .admin_client()
-        .get(s.admin_url("/v1/limits/login/k1"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 500);
-    let body: Value = r.json().await.unwrap();
+    let (status, body) = s.admin(reqwest::Method::GET, "/v1/limits/login/k1").await;
+    assert_eq!(status, 500);
     assert!(
         body["error"].as_str().unwrap().contains("WRONGTYPE"),
         "{body}"
@@ -170,11 +164,6 @@ async fn a_redis_error_in_a_script_is_a_500_and_an_unreachable_redis_a_503() {
     // Redis away: 503.
     let dead = format!("redis://127.0.0.1:{}", crate::support::free_port());
     let s = TestServer::launch(CONFIG, Some(&dead), &prefix).await;
-    let r = s
-        .admin_client()
-        .get(s.admin_url("/v1/limits/login/k1"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 503);
+    let (status, _) = s.admin(reqwest::Method::GET, "/v1/limits/login/k1").await;
+    assert_eq!(status, 503);
 }
