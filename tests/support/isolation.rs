@@ -6,13 +6,33 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A free loopback port (bound, then released for the caller).
+/// Ports handed out for a process to bind later (redis-server, nginx,
+/// Caddy, HAProxy): below Linux's ephemeral range (32768–60999), where every
+/// `bind(…:0)` of a test's own server and every outgoing connection's source
+/// port come from. A port taken from that range could be given to another
+/// test's server between our check and the process's bind (a proxy test once
+/// reached another test's tollgate that way and got its 404).
+const HANDED_OUT: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free loopback port for a process to bind: never the same twice in this
+/// run, never one the kernel hands out for `bind(…:0)`, and free right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicU64 = AtomicU64::new(u64::MAX);
+    let span = u64::from(HANDED_OUT.end - HANDED_OUT.start);
+    // A random start, so two test processes at once are unlikely to collide.
+    let _ = NEXT.compare_exchange(
+        u64::MAX,
+        rand::random::<u64>() % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let port = HANDED_OUT.start + (NEXT.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {HANDED_OUT:?}");
 }
 
 /// A key prefix no other test uses.
