@@ -1,6 +1,10 @@
 //! Many entries at once: three nodes resyncing 200 000 entries while limiter
 //! calls keep succeeding, 20 000 entries expiring in one second; no Redis call
-//! on the allowlist's keys runs long (SLOWLOG).
+//! on the allowlist's keys runs over 5 ms (SLOWLOG).
+//!
+//! Largest allowlist call of the 200 000-entry resync (wall time in SLOWLOG;
+//! 2-core VM; each run with a `/check` loop and one other test alongside),
+//! issue 17: see the report of the change that set `SLOW_US` to 5 ms.
 
 use super::*;
 
@@ -20,14 +24,16 @@ async fn fallbacks(n: &TestServer) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_nodes_resyncing_200000_entries_at_once_never_hold_redis_long_and_limiter_calls_keep_succeeding(
+async fn three_nodes_resyncing_200000_entries_at_once_never_hold_redis_over_5_ms_and_limiter_calls_keep_succeeding(
 ) {
+    let _heavy = heavy().await;
     let (redis, mut conn) = timed_redis();
     let prefix = unique_prefix("scale_storm");
     populate(&mut conn, &prefix, 200_000, |_| 0);
     let _: () = redis::cmd("SLOWLOG").arg("RESET").query(&mut conn).unwrap();
 
-    // 1 000 pages each at 500 a second, jittered over up to 2 s.
+    // About 1 000 pages each at up to 500 a second, jittered over up to 2 s;
+    // all three together at most 400 a second (the fleet's budget).
     let url = redis.url();
     let mut nodes = Vec::new();
     for _ in 0..3 {
@@ -59,10 +65,13 @@ async fn three_nodes_resyncing_200000_entries_at_once_never_hold_redis_long_and_
     );
     let client = reqwest::Client::new();
     let mut decided = 0u32;
-    let mut rounds = 0u32;
+    // A loose bound: the paging takes about 3 × 1 000 / 400 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
     while !nodes.iter().all(|n| n.app.allowlist.is_synced()) {
-        rounds += 1;
-        assert!(rounds < 20_000, "the nodes never finished their snapshots");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the nodes never finished their snapshots"
+        );
         for n in &nodes {
             let r = api_check(&client, n).await.unwrap();
             assert_eq!(r.status(), 200);
@@ -86,16 +95,14 @@ async fn three_nodes_resyncing_200000_entries_at_once_never_hold_redis_long_and_
         );
     }
     assert!(decided > 0);
-    let slow = slow_allowlist_calls(&mut conn, &prefix);
-    assert!(
-        slow.is_empty(),
-        "allowlist calls over {SLOW_US} µs: {slow:?}"
-    );
+    eprintln!("200 000-entry resync of 3 nodes: {decided} limiter calls meanwhile");
+    assert_no_slow_allowlist_call(&mut conn, &prefix, "200 000-entry resync of 3 nodes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_thousand_entries_expiring_in_one_second_stop_matching_on_time_and_get_one_expire_event_each(
 ) {
+    let _heavy = heavy().await;
     let (redis, mut conn) = timed_redis();
     let prefix = unique_prefix("scale_expiry");
     let due = redis_now_ms(&mut conn) + 5_000;
@@ -154,11 +161,7 @@ async fn twenty_thousand_entries_expiring_in_one_second_stop_matching_on_time_an
         async move { done }
     })
     .await;
-    let slow = slow_allowlist_calls(&mut conn, &prefix);
-    assert!(
-        slow.is_empty(),
-        "reaper or follower calls over {SLOW_US} µs: {slow:?}"
-    );
+    assert_no_slow_allowlist_call(&mut conn, &prefix, "20 000 entries expiring at once");
     let events = stream(&mut conn, &prefix);
     let mut per_cidr: BTreeMap<String, u32> = BTreeMap::new();
     for e in &events {

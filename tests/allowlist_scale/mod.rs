@@ -3,9 +3,12 @@
 //! resync of several nodes at once that never holds Redis for more than 5 ms
 //! while limiter calls keep succeeding; 20 000 entries expiring in one second.
 //! Redis is filled with pipelined HSET/ZADD, not through the API (fast).
-//! The harness here (a SLOWLOG-timed Redis, the fill, reading entries back)
-//! serves both files below.
+//! The harness here (a SLOWLOG-timed Redis, the fill, reading entries back,
+//! the lock that runs these heavy tests one at a time) serves the files below.
 
+/// The fleet's snapshot budget: its script's answers, and nodes resyncing at
+/// once that never page faster than it together.
+mod budget;
 /// Many entries at once: a 200 000-entry resync storm, 20 000 expiring together.
 mod load;
 /// Paged snapshots and paged exports racing writes end equal to Redis.
@@ -20,8 +23,31 @@ use crate::support::allowlist::{allow_keys, redis_now_ms};
 use crate::support::wait::eventually_explained;
 use crate::support::{eventually, metric, scrape, unique_prefix, RedisServer, TestServer};
 
-/// Nodes with a gate rule on `/admin` and a limited rule on `/api`.
+/// Held by each test here for its whole run: they fill Redis with tens of
+/// thousands of entries and run several nodes, and on a 2-core machine two of
+/// them at once (with the test binary's other tests alongside) starve Redis
+/// of CPU, which SLOWLOG then counts as call time. A tokio lock: a failed test
+/// does not poison it for the next.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().await
+}
+
+/// Nodes with a gate rule on `/admin` and a limited rule on `/api`, each
+/// paging at most `pages_per_second`, all together at most 400 a second (the
+/// default fleet budget).
 fn config(pages_per_second: u32, jitter_max: &str, reap_interval: &str) -> String {
+    config_with_fleet(pages_per_second, 400, jitter_max, reap_interval)
+}
+
+/// The same with the fleet's budget `fleet_pages_per_second`.
+fn config_with_fleet(
+    pages_per_second: u32,
+    fleet_pages_per_second: u32,
+    jitter_max: &str,
+    reap_interval: &str,
+) -> String {
     format!(
         r#"
 [redis]
@@ -35,6 +61,7 @@ trusted_proxies = ["127.0.0.1/32"]
 [allowlist]
 reap_interval = "{reap_interval}"
 snapshot_pages_per_second = {pages_per_second}
+snapshot_fleet_pages_per_second = {fleet_pages_per_second}
 snapshot_jitter_max = "{jitter_max}"
 
 [[rule]]
@@ -51,15 +78,20 @@ on_redis_error = "allow"
     )
 }
 
-/// Longest allowlist call the tests accept. Each call's work is well under
-/// 1 ms (bench/README: about 0.5 ms for a page of 200); the margin is for a
-/// shared test machine, where a lone HDEL was seen to take 27 ms of wall time.
-/// The one-call snapshot this replaced took 310 ms at 200 000 entries.
-const SLOW_US: u64 = 50_000;
+/// Longest allowlist call the tests accept (issue 17: "no allowlist call
+/// over 5 ms"). Each call's work is well under 1 ms (bench/README: about
+/// 0.5 ms for a page of 200); the rest is for a shared 2-core test machine
+/// (these tests run one at a time, `HEAVY`, and Redis runs at a raised
+/// priority). The one-call snapshot this replaced took 310 ms at 200 000 entries.
+const SLOW_US: u64 = 5_000;
+/// SLOWLOG logs every call over this, so a test can report its largest
+/// allowlist call even when none comes near `SLOW_US`.
+const LOG_US: u64 = 500;
 
-/// A Redis of its own whose SLOWLOG logs calls over `SLOW_US`. Its main
-/// thread gets a higher CPU priority (when the test may raise it), so SLOWLOG
-/// measures the calls' work more than the scheduler.
+/// A Redis of its own whose SLOWLOG logs calls over `LOG_US`. Its main
+/// thread gets a higher CPU priority (when the test may raise it: as root,
+/// or with CAP_SYS_NICE; the test says which), so SLOWLOG measures the calls'
+/// work more than the scheduler.
 fn timed_redis() -> (RedisServer, redis::Connection) {
     let redis = RedisServer::start();
     let mut conn = redis.conn();
@@ -70,14 +102,22 @@ fn timed_redis() -> (RedisServer, redis::Connection) {
         .and_then(|p| p.trim().parse::<u32>().ok())
         .unwrap();
     // SAFETY: setpriority only reads its arguments; failure leaves the priority as it was.
-    unsafe { libc::setpriority(libc::PRIO_PROCESS, pid, -15) };
+    let raised = unsafe { libc::setpriority(libc::PRIO_PROCESS, pid, -15) } == 0;
+    eprintln!(
+        "redis pid {pid}: priority {}",
+        if raised {
+            "raised to nice -15"
+        } else {
+            "left as it was (setpriority refused: not root, no CAP_SYS_NICE)"
+        }
+    );
     let _: () = redis::cmd("CONFIG")
         .arg(&[
             "SET",
             "slowlog-log-slower-than",
-            &SLOW_US.to_string(),
+            &LOG_US.to_string(),
             "slowlog-max-len",
-            "10000",
+            "100000",
         ])
         .query(&mut conn)
         .unwrap();
@@ -202,6 +242,25 @@ fn stream(conn: &mut redis::Connection, prefix: &str) -> Vec<redis::streams::Str
         .query(conn)
         .unwrap();
     r.ids
+}
+
+/// Assert that no allowlist call of `prefix` took over `SLOW_US`, and say
+/// how long the largest took (`what`: the test's name for them).
+fn assert_no_slow_allowlist_call(conn: &mut redis::Connection, prefix: &str, what: &str) {
+    let logged = slow_allowlist_calls(conn, prefix);
+    let largest = logged.iter().max_by_key(|(us, _)| *us);
+    match largest {
+        Some((us, cmd)) => eprintln!(
+            "{what}: largest allowlist call {us} µs ({cmd}); {} over {LOG_US} µs",
+            logged.len()
+        ),
+        None => eprintln!("{what}: no allowlist call over {LOG_US} µs"),
+    }
+    let slow: Vec<_> = logged.iter().filter(|(us, _)| *us > SLOW_US).collect();
+    assert!(
+        slow.is_empty(),
+        "{what}: allowlist calls over {SLOW_US} µs: {slow:?}"
+    );
 }
 
 /// SLOWLOG entries (duration µs, command) on the allowlist's keys of `prefix`.
