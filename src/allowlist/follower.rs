@@ -83,7 +83,10 @@ impl Pacing {
     /// lower of its own rate and the fleet's).
     fn duration(&self, entries: u64) -> Duration {
         let pages = entries.div_ceil(SNAPSHOT_PAGE as u64);
-        let rate = self.pages_per_second.min(self.fleet_pages_per_second).max(1);
+        let rate = self
+            .pages_per_second
+            .min(self.fleet_pages_per_second)
+            .max(1);
         Duration::from_secs_f64(pages as f64 / rate as f64)
     }
 

@@ -93,7 +93,11 @@ mod tests {
         // Under 10 a second: one page per window.
         assert_eq!(b(4), (1, ms(250)));
         assert_eq!(b(1), (1, ms(1000)));
-        assert_eq!(b(0), (1, ms(1000)), "0 is refused by validation; never a panic");
+        assert_eq!(
+            b(0),
+            (1, ms(1000)),
+            "0 is refused by validation; never a panic"
+        );
         for n in [1, 3, 7, 15, 99, 333, 405, 1234, 100_000] {
             let (pages, window) = b(n);
             let rate = f64::from(pages) / window.as_secs_f64();

@@ -59,7 +59,11 @@ fn fast(json: &str) -> Option<u64> {
     let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
     // JSON numbers have no leading zeros: "01" is left to serde (which refuses it).
     let leading_zero = digits > 1 && rest.starts_with('0');
-    if digits == 0 || digits > MAX_DIGITS || leading_zero || rest.as_bytes().get(digits) != Some(&b',') {
+    if digits == 0
+        || digits > MAX_DIGITS
+        || leading_zero
+        || rest.as_bytes().get(digits) != Some(&b',')
+    {
         return None;
     }
     rest[..digits].parse().ok()

@@ -765,7 +765,10 @@ limits = ["1/s"]
         );
         let cfg = parse("t", "", &Overrides::default()).unwrap().allowlist;
         assert_eq!(
-            (cfg.snapshot_pages_per_second, cfg.snapshot_fleet_pages_per_second),
+            (
+                cfg.snapshot_pages_per_second,
+                cfg.snapshot_fleet_pages_per_second
+            ),
             (200, 400)
         );
     }

@@ -85,10 +85,7 @@ async fn the_budget_script_grants_a_windows_pages_then_names_the_wait_left_and_g
 
 /// HSCAN calls Redis has served since its stats were reset.
 fn hscan_calls(conn: &mut redis::Connection) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(conn)
-        .unwrap();
+    let info: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
     info.lines()
         .find_map(|l| l.strip_prefix("cmdstat_hscan:calls="))
         .and_then(|rest| rest.split(',').next())

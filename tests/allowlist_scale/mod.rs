@@ -108,7 +108,8 @@ fn timed_redis() -> (RedisServer, redis::Connection) {
     // threads or a compiler (the kernel still keeps 5 % of each second for
     // everything else: sched_rt_runtime_us).
     let param = libc::sched_param { sched_priority: 1 };
-    let realtime = unsafe { libc::sched_setscheduler(pid as libc::pid_t, libc::SCHED_FIFO, &param) } == 0;
+    let realtime =
+        unsafe { libc::sched_setscheduler(pid as libc::pid_t, libc::SCHED_FIFO, &param) } == 0;
     eprintln!(
         "redis pid {pid}: nice -15 {}, SCHED_FIFO {}",
         if nice { "set" } else { "refused" },
