@@ -6,8 +6,9 @@
 //! A snapshot never holds Redis for long, at any list size: record the
 //! position (`epoch`, `seq`, stream id: one O(1) script), read `entries` in
 //! HSCAN pages of `SNAPSHOT_PAGE` (at most `allowlist.snapshot_pages_per_second`,
-//! and each page taken from the budget all nodes share, at most
-//! `allowlist.snapshot_fleet_pages_per_second`: `snapshot_budget`), then apply the stream's events from the recorded position up to the `seq`
+//! each page taken from the budget all nodes share, at most
+//! `allowlist.snapshot_fleet_pages_per_second`: `snapshot_budget`), then
+//! apply the stream's events from the recorded position up to the `seq`
 //! Redis holds after the last page; only then is the table published. The
 //! table keeps the recorded `seq` while paging, so each of those events is
 //! the next in sequence: an upsert sets the entry, a remove or expire deletes
@@ -284,9 +285,15 @@ impl Follower<'_> {
         pages.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut cursor = 0;
         let mut budget_waits = 0;
+        // A list of one page costs Redis no more than one admin listing call:
+        // it takes no share of the budget (and a node with an empty list
+        // writes no key at its start).
+        let budgeted = pos.entries > SNAPSHOT_PAGE as u64;
         loop {
             pages.tick().await;
-            budget_waits += self.take_budget(conn, budget_waits == 0).await?;
+            if budgeted {
+                budget_waits += self.take_budget(conn, budget_waits == 0).await?;
+            }
             let asked = Instant::now();
             let (next, page) = self.redis.page(conn, cursor).await?;
             let pause = Pacing::pause_after(asked.elapsed());
