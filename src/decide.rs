@@ -51,7 +51,8 @@ impl App {
             };
             if let Some(gate) = matching().find(|r| allowlist.refuses(r)) {
                 use crate::metrics::Outcome::not_allowlisted;
-                self.metrics.decision(&gate.name, not_allowlisted);
+                self.metrics
+                    .rule_decision(&gate.counters, &gate.name, not_allowlisted);
                 return Decision {
                     verdict: Verdict::NotAllowlisted,
                     items: Vec::new(),
@@ -65,8 +66,11 @@ impl App {
                 // The allowlist decides for a pure gate the client passes and
                 // for a bypass: one `allowlisted` outcome, no limiter call.
                 if allowlist.bypasses(rule) || (rule.limits.is_empty() && allowlist.admits(rule)) {
-                    self.metrics
-                        .decision(&rule.name, crate::metrics::Outcome::allowlisted);
+                    self.metrics.rule_decision(
+                        &rule.counters,
+                        &rule.name,
+                        crate::metrics::Outcome::allowlisted,
+                    );
                     continue;
                 }
                 if rule.limits.is_empty() {
@@ -89,8 +93,9 @@ impl App {
         let mut verdict = Verdict::Allowed;
         let mut items = Vec::new();
         for ((rule, _), (outcome, source)) in applicable.iter().zip(outcomes) {
+            let outcome_label = counted(&outcome, source, rule.shadow);
             self.metrics
-                .decision(&rule.name, counted(&outcome, source, rule.shadow));
+                .rule_decision(&rule.counters, &rule.name, outcome_label);
             if !outcome.allowed && !rule.shadow {
                 let retry = match verdict {
                     Verdict::Limited { retry_after_ms } => {

@@ -16,14 +16,61 @@ mod observe;
 pub mod response;
 mod status_api;
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{ConnectInfo, DefaultBodyLimit};
+use axum::response::Response;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{any, get, post};
 use axum::Router;
 
 use crate::app::App;
+
+/// What a listener does with each request and the peer it came from
+/// (`server::accept` calls it for every request of a connection).
+pub type Handler = Arc<
+    dyn Fn(hyper::Request<hyper::body::Incoming>, SocketAddr) -> Answer + Send + Sync + 'static,
+>;
+/// The answer to come.
+pub type Answer = Pin<Box<dyn Future<Output = Response> + Send + 'static>>;
+
+/// `server.listen`: the forward-auth routes straight to their handler (the
+/// hottest path skips the router's per-request boxing; same answers), every
+/// other request through `decision_router`.
+pub fn decision_handler(app: Arc<App>) -> Handler {
+    let router = decision_router(app.clone());
+    Arc::new(move |req, peer| {
+        match forward_auth::Route::of(req.uri().path()) {
+            Some(route) => Box::pin(forward_auth::answer(app.clone(), route, req, peer)),
+            None => routed(&router, req, peer),
+        }
+    })
+}
+
+/// `server.admin_listen`: everything through `admin_router`.
+pub fn admin_handler(app: Arc<App>) -> Handler {
+    let router = admin_router(app);
+    Arc::new(move |req, peer| routed(&router, req, peer))
+}
+
+/// A request through a router, the peer given as `ConnectInfo`.
+fn routed(router: &Router, mut req: hyper::Request<hyper::body::Incoming>, peer: SocketAddr) -> Answer {
+    use tower_service::Service;
+    req.extensions_mut().insert(ConnectInfo(peer));
+    // A Router is always ready (axum's `Service::poll_ready` is `Ready(Ok)`).
+    let call = router.clone().call(req);
+    Box::pin(async move {
+        let answer: Result<Response, Infallible> = call.await;
+        match answer {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
+    })
+}
 
 /// Routes on `server.listen`.
 pub fn decision_router(app: Arc<App>) -> Router {

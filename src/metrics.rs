@@ -2,7 +2,10 @@
 //! the allowlist registers its own (`allowlist/status.rs`) into the same registry.
 //! Labels never carry client keys or IPs: only rule names and fixed words.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -31,6 +34,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// This outcome's place in `ALL`.
+    pub fn index(self) -> usize {
+        Outcome::ALL
+            .iter()
+            .position(|o| *o == self)
+            .expect("ALL lists every outcome")
+    }
+
     pub const ALL: [Outcome; 7] = [
         Outcome::allowed,
         Outcome::limited,
@@ -80,6 +91,9 @@ pub struct ListenerLabels {
 }
 
 pub struct Metrics {
+    /// Tells this registry's cached handles from another's (`rule_decision`,
+    /// `http_request`): tests run several apps in one process.
+    id: u64,
     registry: Registry,
     pub decisions: Family<DecisionLabels, Counter>,
     pub redis_call_duration: Histogram,
@@ -96,6 +110,21 @@ pub struct Metrics {
     pub deny_cache_evictions: Counter,
     pub local_store_refusals: Counter,
     pub open_connections: Family<ListenerLabels, Gauge>,
+}
+
+/// Handles cached per thread by `Metrics::http_request`.
+const HTTP_CACHE_SLOTS: usize = 64;
+
+/// A rule's `tollgate_decisions_total` series, one per outcome, resolved on
+/// its first decision (`Metrics::rule_decision`). A copy of a rule starts
+/// unresolved, so a rule cloned into another app counts in that app's metrics.
+#[derive(Debug, Default)]
+pub struct RuleCounters(OnceLock<(u64, [Counter; Outcome::ALL.len()])>);
+
+impl Clone for RuleCounters {
+    fn clone(&self) -> Self {
+        RuleCounters::default()
+    }
 }
 
 impl Default for Metrics {
@@ -188,7 +217,9 @@ impl Metrics {
             "Open HTTP connections per listener (at most server.max_connections each)",
             open_connections.clone(),
         );
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Metrics {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             grpc_requests,
             registry,
             refused_requests,
@@ -211,6 +242,8 @@ impl Metrics {
         &mut self.registry
     }
 
+    /// Count one decision of a rule that has no `RuleCounters` at hand (the
+    /// ad-hoc `POST /v1/check` rule names).
     pub fn decision(&self, rule: &str, outcome: Outcome) {
         self.decisions
             .get_or_create(&DecisionLabels {
@@ -218,6 +251,60 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+
+    /// Count one decision of a configured rule through its own handles: the
+    /// series are looked up on the rule's first decision, not on every one
+    /// (a lookup takes the family's lock and hashes a `String` label).
+    pub fn rule_decision(&self, counters: &RuleCounters, rule: &str, outcome: Outcome) {
+        let owner = self.id;
+        let resolved = counters.0.get_or_init(|| {
+            let series = Outcome::ALL.map(|o| {
+                self.decisions
+                    .get_or_create(&DecisionLabels {
+                        rule: rule.to_string(),
+                        outcome: o,
+                    })
+                    .clone()
+            });
+            (owner, series)
+        });
+        if resolved.0 == owner {
+            resolved.1[outcome.index()].inc();
+        } else {
+            // A rule resolved against another `Metrics` (a test's second app on
+            // one parsed config): count it here, the slow way.
+            self.decision(rule, outcome);
+        }
+    }
+
+    /// `tollgate_http_requests_total{endpoint, status}` + 1, through a
+    /// per-thread cache of the handles: a hot route answers a handful of
+    /// statuses, and the family lookup would take its lock on every request.
+    pub fn http_request(&self, endpoint: &'static str, status: u16) {
+        thread_local! {
+            static SEEN: RefCell<Vec<(u64, &'static str, u16, Counter)>> = const { RefCell::new(Vec::new()) };
+        }
+        SEEN.with(|seen| {
+            let mut seen = seen.borrow_mut();
+            let hit = seen.iter().find(|(id, e, s, _)| {
+                *id == self.id && std::ptr::eq(*e, endpoint) && *s == status
+            });
+            if let Some((.., counter)) = hit {
+                counter.inc();
+                return;
+            }
+            let counter = self
+                .http_requests
+                .get_or_create(&HttpLabels { endpoint, status })
+                .clone();
+            counter.inc();
+            // Bounded: routes × statuses seen by this thread; a stale entry of
+            // a dropped `Metrics` (tests) only costs a slot.
+            if seen.len() < HTTP_CACHE_SLOTS {
+                seen.push((self.id, endpoint, status, counter));
+            }
+        });
     }
 
     /// Create every `rule × outcome` series of `tollgate_decisions_total` at 0

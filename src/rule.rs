@@ -13,6 +13,7 @@ pub use matcher::Matcher;
 use std::sync::Arc;
 
 use crate::limiter::Algorithm;
+use crate::metrics::RuleCounters;
 use crate::named::named_enum;
 use crate::rate::Rate;
 
@@ -41,6 +42,8 @@ pub struct Rule {
     /// `Some(track_paths)`: a tracked rule (`track = true`): its requests,
     /// clients and at most this many paths per hour are counted (`activity`).
     pub track: Option<u32>,
+    /// This rule's `tollgate_decisions_total` handles, resolved on first use.
+    pub counters: RuleCounters,
 }
 
 /// How a rule treats allowlisted clients.

@@ -96,14 +96,14 @@ pub async fn run(
     };
     let decision = accept::serve(
         listeners.decision,
-        http::decision_router(app.clone()),
+        http::decision_handler(app.clone()),
         limits,
         open("decision"),
         stop.clone(),
     );
     let admin = accept::serve(
         listeners.admin,
-        http::admin_router(app.clone()),
+        http::admin_handler(app.clone()),
         limits,
         open("admin"),
         stop.clone(),

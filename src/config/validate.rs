@@ -541,6 +541,7 @@ fn validate_rule(
         key: key?,
         limit_specs,
         item_names,
+        counters: Default::default(),
         limits,
         algorithm: algorithm?,
         burst,

@@ -77,8 +77,8 @@ pub async fn should_rate_limit(
             continue;
         };
         let rule = charge.rule;
-        app.metrics
-            .decision(&rule.name, counted(&outcome, source, rule.shadow));
+        let label = counted(&outcome, source, rule.shadow);
+        app.metrics.rule_decision(&rule.counters, &rule.name, label);
         let over = !outcome.allowed && !rule.shadow;
         if over {
             let retry = match decision.verdict {

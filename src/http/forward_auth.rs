@@ -25,59 +25,107 @@ use crate::request::RequestView;
 // extractors would each clone their part of it.
 
 pub async fn standard(State(app): State<Arc<App>>, req: Request) -> Response {
-    handle(&app, req, "/check", Flavor::Standard, |parts| {
-        parts.uri.path()
-    })
-    .await
+    routed(&app, req, Route::Standard).await
 }
 
 pub async fn nginx(State(app): State<Arc<App>>, req: Request) -> Response {
-    handle(&app, req, "/check/nginx", Flavor::Nginx, |_| "/").await
+    routed(&app, req, Route::Nginx).await
 }
 
 pub async fn standard_with_path(State(app): State<Arc<App>>, req: Request) -> Response {
-    // `/check/login?x=1` asks about `/login?x=1` unless a header names the URI.
-    // The raw target, not axum's decoded `Path`: normalising is `path`'s job,
-    // and decoding `%2F` first would hide an ambiguity from it.
-    handle(&app, req, "/check/{*path}", Flavor::Standard, |parts| {
-        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        target.strip_prefix("/check").unwrap_or(target)
-    })
-    .await
+    routed(&app, req, Route::WithPath).await
 }
 
-/// One forward-auth route: its peer, its fallback URI (when the proxy names
-/// none), the decision, and its own metrics under `endpoint`.
-async fn handle(
-    app: &App,
-    req: Request,
-    endpoint: &'static str,
-    flavor: Flavor,
-    fallback_uri: impl FnOnce(&Parts) -> &str,
-) -> Response {
-    let (parts, peer) = match split(req).await {
-        Ok(p) => p,
-        Err(resp) => return resp,
+/// The three forward-auth routes. `http::decision_handler` sends their
+/// requests here directly, without the router: on the hottest path the
+/// router's boxed service clone, body boxing and extension inserts cost more
+/// than the decision (bench/README). The router keeps the same routes, so
+/// both ways in answer alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `/check`: the proxy names the URI in a header, else the path is `/check`.
+    Standard,
+    /// `/check/nginx`: the same, with nginx's answers.
+    Nginx,
+    /// `/check/{*path}`: Envoy's ext_authz appends the original path.
+    WithPath,
+}
+
+impl Route {
+    /// The route a raw request path takes, as the router would match it
+    /// (`/check/` alone is left to the router).
+    pub fn of(path: &str) -> Option<Route> {
+        match path {
+            "/check" => Some(Route::Standard),
+            "/check/nginx" => Some(Route::Nginx),
+            p if p.len() > "/check/".len() && p.starts_with("/check/") => Some(Route::WithPath),
+            _ => None,
+        }
+    }
+
+    /// The route's template: its `endpoint` label.
+    fn endpoint(self) -> &'static str {
+        match self {
+            Route::Standard => "/check",
+            Route::Nginx => "/check/nginx",
+            Route::WithPath => "/check/{*path}",
+        }
+    }
+
+    fn flavor(self) -> Flavor {
+        match self {
+            Route::Nginx => Flavor::Nginx,
+            _ => Flavor::Standard,
+        }
+    }
+
+    /// The URI asked about when the proxy names none.
+    fn fallback_uri(self, parts: &Parts) -> &str {
+        match self {
+            Route::Standard => parts.uri.path(),
+            Route::Nginx => "/",
+            // `/check/login?x=1` asks about `/login?x=1` unless a header names the URI.
+            // The raw target, not axum's decoded `Path`: normalising is `path`'s job,
+            // and decoding `%2F` first would hide an ambiguity from it.
+            Route::WithPath => {
+                let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+                target.strip_prefix("/check").unwrap_or(target)
+            }
+        }
+    }
+}
+
+/// A forward-auth request straight from the connection (no router): the
+/// body, if any, is not read.
+pub async fn answer<B>(app: Arc<App>, route: Route, req: axum::http::Request<B>, peer: SocketAddr) -> Response {
+    let (parts, _body) = req.into_parts();
+    handle(&app, &parts, peer, route).await
+}
+
+/// A forward-auth request through the router (and its tests).
+async fn routed(app: &App, req: Request, route: Route) -> Response {
+    let (mut parts, _body) = req.into_parts();
+    // The peer as the `ConnectInfo` extractor finds it, a test's
+    // `MockConnectInfo` included; without one, its 500.
+    let peer = match ConnectInfo::<SocketAddr>::from_request_parts(&mut parts, &()).await {
+        Ok(ConnectInfo(peer)) => peer,
+        Err(rejection) => return rejection.into_response(),
     };
+    handle(app, &parts, peer, route).await
+}
+
+/// One forward-auth request: the decision, and its own metrics under the
+/// route's `endpoint`.
+async fn handle(app: &App, parts: &Parts, peer: SocketAddr, route: Route) -> Response {
     let answer = decide(
         app,
         peer,
         &parts.method,
-        fallback_uri(&parts),
+        route.fallback_uri(parts),
         &parts.headers,
-        flavor,
+        route.flavor(),
     );
-    observed(app, endpoint, &parts.headers, answer).await
-}
-
-/// The request's parts and its peer (as the `ConnectInfo` extractor finds
-/// it, a test's `MockConnectInfo` included; without one, its 500).
-async fn split(req: Request) -> Result<(Parts, SocketAddr), Response> {
-    let (mut parts, _body) = req.into_parts();
-    match ConnectInfo::<SocketAddr>::from_request_parts(&mut parts, &()).await {
-        Ok(ConnectInfo(peer)) => Ok((parts, peer)),
-        Err(rejection) => Err(rejection.into_response()),
-    }
+    observed(app, route.endpoint(), &parts.headers, answer).await
 }
 
 /// Read the original request from the proxy's headers and decide it.

@@ -13,7 +13,6 @@ use axum::response::Response;
 use tracing::Instrument;
 
 use crate::app::App;
-use crate::metrics::HttpLabels;
 
 pub async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     // The route template, never the raw path: labels must not carry client data.
@@ -70,13 +69,7 @@ fn span_id(headers: &HeaderMap) -> Option<String> {
 }
 
 fn count(app: &App, endpoint: &'static str, resp: &Response) {
-    app.metrics
-        .http_requests
-        .get_or_create(&HttpLabels {
-            endpoint,
-            status: resp.status().as_u16(),
-        })
-        .inc();
+    app.metrics.http_request(endpoint, resp.status().as_u16());
 }
 
 /// A route template as a `'static` label: each template is interned the

@@ -20,7 +20,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
+use std::convert::Infallible;
+
+use crate::http::Handler;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::gauge::Gauge;
@@ -29,7 +31,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tower_service::Service;
 
 /// Longest request head hyper buffers (its minimum is 8 KiB).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -45,7 +46,7 @@ pub struct Limits {
 /// connection finish its request, and return once all are closed.
 pub async fn serve(
     listener: TcpListener,
-    router: axum::Router,
+    handler: Handler,
     limits: Limits,
     open: Gauge,
     stop: CancellationToken,
@@ -91,10 +92,10 @@ pub async fn serve(
         // Decisions are tiny request/response pairs: never wait for Nagle.
         let _ = tcp.set_nodelay(true);
         open.inc();
-        let (router, builder, open, stop) =
-            (router.clone(), builder.clone(), open.clone(), stop.clone());
+        let (handler, builder, open, stop) =
+            (handler.clone(), builder.clone(), open.clone(), stop.clone());
         tokio::spawn(async move {
-            connection(tcp, peer, router, &builder, limits, stop).await;
+            connection(tcp, peer, handler, &builder, limits, stop).await;
             open.dec();
             drop(permit);
         });
@@ -107,7 +108,7 @@ pub async fn serve(
 async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
-    router: axum::Router,
+    handler: Handler,
     builder: &hyper::server::conn::http1::Builder,
     limits: Limits,
     stop: CancellationToken,
@@ -118,15 +119,14 @@ async fn connection(
         activity: activity.clone(),
     });
     let watch = activity.clone();
-    let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         watch.request_started();
-        req.extensions_mut().insert(ConnectInfo(peer));
-        let answer = router.clone().call(req);
+        let answer = handler(req, peer);
         let watch = watch.clone();
         async move {
             let r = answer.await;
             watch.answered();
-            r
+            Ok::<_, Infallible>(r)
         }
     });
     let conn = builder.serve_connection(io, svc);
