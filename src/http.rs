@@ -23,6 +23,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit};
+use axum::http::Method;
 use axum::response::Response;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{any, get, post};
@@ -44,10 +45,13 @@ pub type Answer = Pin<Box<dyn Future<Output = Response> + Send + 'static>>;
 pub fn decision_handler(app: Arc<App>) -> Handler {
     let router = decision_router(app.clone());
     Arc::new(move |req, peer| {
-        match forward_auth::Route::of(req.uri().path()) {
-            Some(route) => Box::pin(forward_auth::answer(app.clone(), route, req, peer)),
-            None => routed(&router, req, peer),
+        if let Some(route) = forward_auth::Route::of(req.uri().path()) {
+            return Box::pin(forward_auth::answer(app.clone(), route, req, peer));
         }
+        if req.method() == Method::POST && req.uri().path() == "/v1/check" {
+            return Box::pin(api_check::direct(app.clone(), req));
+        }
+        routed(&router, req, peer)
     })
 }
 
@@ -82,8 +86,8 @@ pub fn decision_router(app: Arc<App>) -> Router {
         .route("/check/{*path}", any(forward_auth::standard_with_path))
         .route(
             "/v1/check",
+            // `api_check` reads its body up to its own bound.
             post(api_check::check)
-                .layer(DefaultBodyLimit::max(api_check::MAX_BODY_BYTES))
                 .route_layer(from_fn_with_state(app.clone(), observe::observe)),
         )
         .route(

@@ -13,12 +13,13 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::body::json_body;
+use super::body::{json_body, read_limited};
+use super::observe::observed;
 use super::response::ApiError;
 use crate::app::App;
 use crate::check::LimitSpec;
@@ -62,8 +63,33 @@ struct LimitJson {
     reset_ms: u64,
 }
 
-pub async fn check(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    match answer(&app, &body).await {
+/// Through the router (its tests; the route's layer observes it).
+pub async fn check(State(app): State<Arc<App>>, req: Request) -> Response {
+    respond(&app, req.into_body()).await
+}
+
+/// Straight from the connection (`http::decision_handler`), observed under
+/// its route as the router's layer would: the second hottest path skips the
+/// router's per-request boxing, like the forward-auth routes.
+pub async fn direct<B>(app: Arc<App>, req: axum::http::Request<B>) -> Response
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (parts, body) = req.into_parts();
+    observed(&app, "/v1/check", &parts.headers, respond(&app, body)).await
+}
+
+async fn respond<B>(app: &App, body: B) -> Response
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let body = match read_limited(body, MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    match answer(app, &body).await {
         Ok(a) => Json(a).into_response(),
         Err(e) => e.into_response(),
     }

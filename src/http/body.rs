@@ -2,9 +2,33 @@
 //! the fields a body may carry are listed once, in its struct; a 400 names
 //! the field it is about (`(body)` for the whole).
 
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 
 use super::response::ApiError;
+
+/// Read a request body of at most `max` bytes; a longer one is refused (413)
+/// as soon as it passes `max`, before anything parses it.
+pub async fn read_limited<B>(body: B, max: usize) -> Result<Bytes, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            error: format!("the body is over {max} bytes"),
+            field: Some("(body)".into()),
+        }),
+        Err(e) => Err(ApiError::bad(
+            "(body)",
+            format!("the body could not be read: {e}"),
+        )),
+    }
+}
 
 /// Read a JSON object into `T`.
 pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
