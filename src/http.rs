@@ -24,8 +24,8 @@ use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit};
 use axum::http::Method;
-use axum::response::Response;
 use axum::middleware::from_fn_with_state;
+use axum::response::Response;
 use axum::routing::{any, get, post};
 use axum::Router;
 
@@ -62,7 +62,11 @@ pub fn admin_handler(app: Arc<App>) -> Handler {
 }
 
 /// A request through a router, the peer given as `ConnectInfo`.
-fn routed(router: &Router, mut req: hyper::Request<hyper::body::Incoming>, peer: SocketAddr) -> Answer {
+fn routed(
+    router: &Router,
+    mut req: hyper::Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+) -> Answer {
     use tower_service::Service;
     req.extensions_mut().insert(ConnectInfo(peer));
     // A Router is always ready (axum's `Service::poll_ready` is `Ready(Ok)`).
@@ -87,8 +91,7 @@ pub fn decision_router(app: Arc<App>) -> Router {
         .route(
             "/v1/check",
             // `api_check` reads its body up to its own bound.
-            post(api_check::check)
-                .route_layer(from_fn_with_state(app.clone(), observe::observe)),
+            post(api_check::check).route_layer(from_fn_with_state(app.clone(), observe::observe)),
         )
         .route(
             "/v1/heartbeat",

@@ -287,9 +287,9 @@ impl Metrics {
         }
         SEEN.with(|seen| {
             let mut seen = seen.borrow_mut();
-            let hit = seen.iter().find(|(id, e, s, _)| {
-                *id == self.id && std::ptr::eq(*e, endpoint) && *s == status
-            });
+            let hit = seen
+                .iter()
+                .find(|(id, e, s, _)| *id == self.id && std::ptr::eq(*e, endpoint) && *s == status);
             if let Some((.., counter)) = hit {
                 counter.inc();
                 return;
@@ -326,5 +326,63 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Metrics, Outcome, RuleCounters};
+
+    fn line(m: &Metrics, start: &str) -> String {
+        let text = m.render().unwrap();
+        text.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no {start} in\n{text}"))
+            .to_string()
+    }
+
+    #[test]
+    fn a_rules_handles_count_in_the_metrics_that_resolved_them_and_a_copy_starts_afresh() {
+        let (a, b) = (Metrics::new(), Metrics::new());
+        let counters = RuleCounters::default();
+        a.rule_decision(&counters, "login", Outcome::limited);
+        a.rule_decision(&counters, "login", Outcome::limited);
+        // The same handles used with another registry count there, not in `a`.
+        b.rule_decision(&counters, "login", Outcome::limited);
+        // A copied rule (another app's config) resolves against its own registry.
+        let copy = counters.clone();
+        b.rule_decision(&copy, "login", Outcome::allowed);
+        let limited = r#"tollgate_decisions_total{rule="login",outcome="limited"}"#;
+        let allowed = r#"tollgate_decisions_total{rule="login",outcome="allowed"}"#;
+        assert_eq!(line(&a, limited), format!("{limited} 2"));
+        assert_eq!(line(&b, limited), format!("{limited} 1"));
+        assert_eq!(line(&b, allowed), format!("{allowed} 1"));
+        assert_eq!(
+            line(&a, allowed),
+            format!("{allowed} 0"),
+            "resolving made every outcome's series"
+        );
+    }
+
+    #[test]
+    fn cached_http_counters_keep_registries_and_statuses_apart() {
+        let (a, b) = (Metrics::new(), Metrics::new());
+        for _ in 0..3 {
+            a.http_request("/check", 200);
+        }
+        a.http_request("/check", 429);
+        b.http_request("/check", 200);
+        let ok = r#"tollgate_http_requests_total{endpoint="/check",status="200"}"#;
+        let limited = r#"tollgate_http_requests_total{endpoint="/check",status="429"}"#;
+        assert_eq!(line(&a, ok), format!("{ok} 3"));
+        assert_eq!(line(&a, limited), format!("{limited} 1"));
+        assert_eq!(line(&b, ok), format!("{ok} 1"));
+    }
+
+    #[test]
+    fn every_outcome_has_its_own_index() {
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(o.index(), i);
+        }
     }
 }

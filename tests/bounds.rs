@@ -100,6 +100,37 @@ async fn v1_check_refuses_costs_limits_periods_and_keys_beyond_the_caps() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["field"], "(body)", "{answer}");
+    // A chunked body with no length that never ends is refused once it
+    // passes the bound, without waiting for its end.
+    let status = endless_chunked_post(&s, "/v1/check").await;
+    assert_eq!(status, "HTTP/1.1 413 Payload Too Large");
+}
+
+/// POST `path` with a chunked body that streams past 16 KiB and never sends
+/// its last chunk; the status line of the answer (bounded in time).
+async fn endless_chunked_post(s: &TestServer, path: &str) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let chunk = format!("400\r\n{}\r\n", "x".repeat(0x400));
+    for _ in 0..20 {
+        // The server may answer (and stop reading) before all 20 KiB are sent.
+        if tcp.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let mut status = String::new();
+    let mut reader = BufReader::new(tcp);
+    tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut status))
+        .await
+        .expect("an answer before the body ends")
+        .unwrap();
+    status.trim_end().to_string()
 }
 
 #[tokio::test]

@@ -97,7 +97,12 @@ impl Route {
 
 /// A forward-auth request straight from the connection (no router): the
 /// body, if any, is not read.
-pub async fn answer<B>(app: Arc<App>, route: Route, req: axum::http::Request<B>, peer: SocketAddr) -> Response {
+pub async fn answer<B>(
+    app: Arc<App>,
+    route: Route,
+    req: axum::http::Request<B>,
+    peer: SocketAddr,
+) -> Response {
     let (parts, _body) = req.into_parts();
     handle(&app, &parts, peer, route).await
 }
@@ -205,4 +210,30 @@ fn refuse(app: &App, peer: SocketAddr, refusal: Refusal, flavor: Flavor) -> Resp
         tracing::debug!(peer = %peer.ip(), field = refusal.field, "forward-auth request refused: {}", refusal.message);
     }
     refusal_response(refusal.field, refusal.message, flavor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Route;
+
+    #[test]
+    fn the_direct_routes_match_what_the_router_matches_and_nothing_more() {
+        for (path, route) in [
+            ("/check", Some(Route::Standard)),
+            ("/check/nginx", Some(Route::Nginx)),
+            ("/check/login", Some(Route::WithPath)),
+            ("/check/nginx/", Some(Route::WithPath)),
+            ("/check//x", Some(Route::WithPath)),
+            ("/check/%2e%2e/admin", Some(Route::WithPath)),
+            // Left to the router: `/check/{*path}` needs a segment, and the rest are other paths.
+            ("/check/", None),
+            ("/checkx", None),
+            ("/check%2Fnginx", None),
+            ("/CHECK", None),
+            ("/v1/check", None),
+            ("/", None),
+        ] {
+            assert_eq!(Route::of(path), route, "{path}");
+        }
+    }
 }

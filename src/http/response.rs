@@ -13,7 +13,7 @@
 //! Denials have an empty body: with a body nginx cannot keep its upstream
 //! connection to us alive.
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -63,7 +63,8 @@ pub fn decision_parts(decision: &Decision, flavor: Flavor) -> (StatusCode, Heade
         },
         Verdict::NotAllowlisted => (StatusCode::FORBIDDEN, None, Some("not_allowlisted")),
     };
-    let mut headers = HeaderMap::new();
+    // Room for all six at once: growing the map rehashes it.
+    let mut headers = HeaderMap::with_capacity(8);
     let h = &mut headers;
     // Header names as constants: an `&str` name is parsed on every insert.
     if let Some(ms) = retry_after_ms {
@@ -97,10 +98,11 @@ pub fn decision_parts(decision: &Decision, flavor: Flavor) -> (StatusCode, Heade
                 push_u64(out, y);
             }
         }
-        if let Ok(v) = HeaderValue::from_str(&policy) {
+        // The strings become the values' bytes (checked, not copied).
+        if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(policy)) {
             h.insert(RATELIMIT_POLICY, v);
         }
-        if let Ok(v) = HeaderValue::from_str(&limit) {
+        if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(limit)) {
             h.insert(RATELIMIT, v);
         }
         if let Some(t) = tightest(decision.items.iter().map(|i| &i.state)) {
