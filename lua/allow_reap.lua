@@ -35,17 +35,25 @@ if not epoch then
   redis.call('HSET', KEYS[1], 'epoch', epoch)
 end
 
-local min_id = string.format('%.0f', now - tonumber(ARGV[3]))
+-- Per entry only its event is written; the deletes, `seq` and the trims are
+-- one call each per batch, which keeps a batch's Redis time well under 1 ms
+-- (scripts/allowlist_call_cost.py).
+local cidrs = {}
+for i = 1, #due, 2 do
+  cidrs[#cidrs + 1] = due[i]
+end
+redis.call('HDEL', KEYS[2], unpack(cidrs))
+redis.call('ZREM', KEYS[3], unpack(cidrs))
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 local id
 for i = 1, #due, 2 do
-  local cidr, exp_s = due[i], string.format('%.0f', tonumber(due[i + 1]))
-  redis.call('HDEL', KEYS[2], cidr)
-  redis.call('ZREM', KEYS[3], cidr)
-  local seq = tostring(redis.call('HINCRBY', KEYS[1], 'seq', 1))
-  id = redis.call('XADD', KEYS[4], 'MINID', '~', min_id, '*',
-    'epoch', epoch, 'seq', seq, 'op', 'expire', 'cidr', cidr, 'expires_at', exp_s,
+  seq = seq + 1
+  id = redis.call('XADD', KEYS[4], '*',
+    'epoch', epoch, 'seq', string.format('%.0f', seq), 'op', 'expire', 'cidr', due[i],
+    'expires_at', string.format('%.0f', tonumber(due[i + 1])),
     'note', '', 'actor', 'reaper', 'ver', '1')
 end
+redis.call('XTRIM', KEYS[4], 'MINID', '~', string.format('%.0f', now - tonumber(ARGV[3])))
 redis.call('XTRIM', KEYS[4], 'MAXLEN', '~', ARGV[4])
-redis.call('HSET', KEYS[1], 'last_id', id)
+redis.call('HSET', KEYS[1], 'seq', string.format('%.0f', seq), 'last_id', id)
 return #due / 2
