@@ -9,11 +9,13 @@
 //! - `cidr`: canonical networks and addresses; `input`: validation of a new entry.
 //! - `table`: the longest-prefix table and its Redis-time clock; `family`: its
 //!   per-family maps, sharded copy-on-write so a node holds its entries once.
-//! - `event`: a stream event; `redis_store`: the scripts; `local`: the embedded twin.
+//! - `event`: a stream event; `redis_store`: the scripts; `stored_json`: an
+//!   entry's expiry read fast from its JSON; `local`: the embedded twin.
 //! - `follower`: snapshot, then `XREAD BLOCK`, resyncing on gaps, epochs and
 //!   a Redis that went backwards; `status`: its freshness for `/readyz` and
 //!   `/metrics`; `state_file`: the table kept across a node's restarts.
-//! - `reaper`: expires due entries.
+//! - `reaper`: expires due entries; `snapshot_budget`: the snapshot pages
+//!   all nodes together may ask of Redis.
 //! - `export`: the JSON document of `tollgate allow export` / `restore`;
 //!   `export_file`: the file `tollgate follow` keeps equal to the live list;
 //!   `export_metrics`: its metrics as a node_exporter textfile.
@@ -32,8 +34,10 @@ pub mod input;
 mod local;
 pub mod reaper;
 pub mod redis_store;
+pub mod snapshot_budget;
 pub mod state_file;
 pub mod status;
+mod stored_json;
 pub mod table;
 
 use std::net::IpAddr;
@@ -156,6 +160,7 @@ impl Allowlist {
             state_file,
             pacing: follower::Pacing {
                 pages_per_second: config.allowlist.snapshot_pages_per_second,
+                fleet_pages_per_second: config.allowlist.snapshot_fleet_pages_per_second,
                 jitter_max: config.allowlist.snapshot_jitter_max,
             },
         }

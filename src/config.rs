@@ -110,6 +110,9 @@ pub struct AllowlistConfig {
     /// The follower reads its snapshot in pages of `redis_store::SNAPSHOT_PAGE`
     /// entries, at most this many a second (spreads resyncs: no Redis stall).
     pub snapshot_pages_per_second: u32,
+    /// And all the nodes sharing the Redis together at most this many (a
+    /// budget kept in Redis: `lua/allow_snapshot_take.lua`).
+    pub snapshot_fleet_pages_per_second: u32,
     /// Before a snapshot a node waits a random time up to what the snapshot
     /// will take at that rate, and at most this long.
     pub snapshot_jitter_max: Duration,

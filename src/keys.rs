@@ -11,7 +11,7 @@
 //! 7 KB header never becomes a 7 KB Redis key.
 //!
 //! Allowlist keys: `<prefix>:{<prefix>:allow}:<name>` for `meta`, `entries`,
-//! `exp` and `events`. They share the `{<prefix>:allow}` hash tag (one slot,
+//! `exp`, `events` and `snapshot_budget`. They share the `{<prefix>:allow}` hash tag (one slot,
 //! so each allowlist script is atomic over all four) and still start with the
 //! prefix like every other key.
 
@@ -114,9 +114,13 @@ pub struct AllowKeys {
     pub exp: String,
     /// Stream: one event per change.
     pub events: String,
+    /// String: snapshot pages the fleet took in the current window
+    /// (`lua/allow_snapshot_take.lua`); not part of the dataset.
+    pub snapshot_budget: String,
 }
 
 impl AllowKeys {
+    /// The dataset's four keys (every `allow_*` script but `allow_snapshot_take` takes them).
     pub fn all(&self) -> [&str; 4] {
         [&self.meta, &self.entries, &self.exp, &self.events]
     }
@@ -134,7 +138,8 @@ impl AllowKeys {
 }
 
 impl KeySpace {
-    /// `tg:{tg:allow}:meta`, `tg:{tg:allow}:entries`, `tg:{tg:allow}:exp`, `tg:{tg:allow}:events`.
+    /// `tg:{tg:allow}:meta`, `tg:{tg:allow}:entries`, `tg:{tg:allow}:exp`,
+    /// `tg:{tg:allow}:events` and `tg:{tg:allow}:snapshot_budget`.
     pub fn allowlist(&self) -> AllowKeys {
         let key = |name: &str| format!("{p}:{{{p}:allow}}:{name}", p = self.prefix);
         AllowKeys {
@@ -142,6 +147,7 @@ impl KeySpace {
             entries: key("entries"),
             exp: key("exp"),
             events: key("events"),
+            snapshot_budget: key("snapshot_budget"),
         }
     }
 }
@@ -228,6 +234,7 @@ mod tests {
                 "tg:{tg:allow}:events"
             ]
         );
+        assert_eq!(k.snapshot_budget, "tg:{tg:allow}:snapshot_budget");
         assert_eq!(
             k.staging("ab12"),
             [

@@ -5,8 +5,10 @@
 //!
 //! A snapshot never holds Redis for long, at any list size: record the
 //! position (`epoch`, `seq`, stream id: one O(1) script), read `entries` in
-//! HSCAN pages of `SNAPSHOT_PAGE` (at most `allowlist.snapshot_pages_per_second`),
-//! then apply the stream's events from the recorded position up to the `seq`
+//! HSCAN pages of `SNAPSHOT_PAGE` (at most `allowlist.snapshot_pages_per_second`,
+//! each page taken from the budget all nodes share, at most
+//! `allowlist.snapshot_fleet_pages_per_second`: `snapshot_budget`), then
+//! apply the stream's events from the recorded position up to the `seq`
 //! Redis holds after the last page; only then is the table published. The
 //! table keeps the recorded `seq` while paging, so each of those events is
 //! the next in sequence: an upsert sets the entry, a remove or expire deletes
@@ -46,6 +48,7 @@ use tracing::Instrument;
 
 use super::event::{stream_entries, Event};
 use super::redis_store::{RedisAllowlist, SNAPSHOT_PAGE};
+use super::snapshot_budget::PageBudget;
 use super::status::Reason;
 use super::table::{Applied, Clock, Table};
 use super::{state_file, Allowlist};
@@ -71,14 +74,25 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 #[derive(Clone, Copy, Debug)]
 pub struct Pacing {
     pub pages_per_second: u32,
+    /// Every node's pages together (a budget in Redis).
+    pub fleet_pages_per_second: u32,
     pub jitter_max: Duration,
 }
 
 impl Pacing {
-    /// How long paging `entries` takes at this rate.
+    /// How long paging `entries` takes at this rate (a lone node's: the
+    /// lower of its own rate and the fleet's).
     fn duration(&self, entries: u64) -> Duration {
         let pages = entries.div_ceil(SNAPSHOT_PAGE as u64);
-        Duration::from_secs_f64(pages as f64 / self.pages_per_second.max(1) as f64)
+        let rate = self
+            .pages_per_second
+            .min(self.fleet_pages_per_second)
+            .max(1);
+        Duration::from_secs_f64(pages as f64 / rate as f64)
+    }
+
+    fn budget(&self) -> PageBudget {
+        PageBudget::per_second(self.fleet_pages_per_second)
     }
 
     /// The pause after a page whose call took `took`, beyond the rate's own
@@ -270,8 +284,16 @@ impl Follower<'_> {
         ));
         pages.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut cursor = 0;
+        let mut budget_waits = 0;
+        // A list of one page costs Redis no more than one admin listing call:
+        // it takes no share of the budget (and a node with an empty list
+        // writes no key at its start).
+        let budgeted = pos.entries > SNAPSHOT_PAGE as u64;
         loop {
             pages.tick().await;
+            if budgeted {
+                budget_waits += self.take_budget(conn, budget_waits == 0).await?;
+            }
             let asked = Instant::now();
             let (next, page) = self.redis.page(conn, cursor).await?;
             let pause = Pacing::pause_after(asked.elapsed());
@@ -316,9 +338,33 @@ impl Follower<'_> {
             seq = self.table.seq,
             epoch = %self.table.epoch,
             ms = started.elapsed().as_millis() as u64,
+            budget_waits,
             "allowlist snapshot loaded"
         );
         Ok(Step::Tail { block: true })
+    }
+
+    /// Take the next page from the fleet's budget, waiting while other nodes
+    /// have spent it (each wait at most a window and a quarter; the whole
+    /// step is dropped on shutdown). How many times it waited. The first wait
+    /// of a snapshot is logged (`first`); the load's log line counts them all.
+    async fn take_budget(&self, conn: &mut RedisConn, first: bool) -> Result<u32, StoreError> {
+        let budget = self.list.pacing.budget();
+        let status = self.list.status();
+        let mut waits = 0;
+        while let Some(wait) = self.redis.take_snapshot_page(conn, budget).await? {
+            status.contact();
+            if first && waits == 0 {
+                tracing::info!(
+                    fleet_pages_per_second = self.list.pacing.fleet_pages_per_second,
+                    "allowlist: other nodes are paging snapshots too; waiting for shares of the fleet's budget"
+                );
+            }
+            waits += 1;
+            status.snapshot_budget_waits.inc();
+            tokio::time::sleep(budget.retry_after(wait)).await;
+        }
+        Ok(waits)
     }
 
     /// After paging: apply every event from the recorded position up to the

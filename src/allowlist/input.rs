@@ -149,6 +149,7 @@ mod tests {
             reap_interval: Duration::from_secs(1),
             state_file: None,
             snapshot_pages_per_second: 200,
+            snapshot_fleet_pages_per_second: 400,
             snapshot_jitter_max: Duration::from_secs(10),
         }
     }

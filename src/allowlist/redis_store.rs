@@ -100,12 +100,6 @@ pub struct Restored {
     pub dropped: u64,
 }
 
-/// Just the expiry of an entry's JSON: all a node's table keeps.
-#[derive(Deserialize)]
-struct ExpiryJson {
-    expires_at: u64,
-}
-
 /// An entry's JSON in the `entries` hash. Unknown fields are ignored, so a
 /// later version may add some.
 #[derive(Deserialize)]
@@ -267,15 +261,8 @@ impl RedisAllowlist {
             .key(&staging.keys[1])
             .arg(STAGING_TTL_MS);
         for e in chunk {
-            let json = serde_json::json!({
-                "expires_at": e.expires_at,
-                "note": e.note,
-                "created_at": e.created_at,
-                "actor": e.actor,
-                "ver": 1,
-            });
             inv.arg(e.cidr.to_string())
-                .arg(json.to_string())
+                .arg(super::stored_json::entry_json(e))
                 .arg(e.expires_at);
         }
         let _: u64 = inv
@@ -502,8 +489,7 @@ impl RedisAllowlist {
         for (cidr, json) in pairs {
             let parsed = (|| -> Result<_, StoredEntryError> {
                 let net = super::cidr::parse_net(&cidr)?;
-                let j: ExpiryJson = serde_json::from_str(&json)?;
-                Ok((net, j.expires_at))
+                Ok((net, super::stored_json::expires_at(&json)?))
             })();
             match parsed {
                 Ok(e) => out.push(e),

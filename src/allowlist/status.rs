@@ -84,6 +84,8 @@ pub struct Status {
     pub apply_seconds: Histogram,
     /// Snapshot pages after which the node stepped back because Redis was slow.
     pub snapshot_backoffs: Counter,
+    /// Times this node found the fleet's snapshot budget spent and waited.
+    pub snapshot_budget_waits: Counter,
 }
 
 impl Default for Status {
@@ -100,6 +102,7 @@ impl Default for Status {
                 0.00001, 0.0001, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             ]),
             snapshot_backoffs: Counter::default(),
+            snapshot_budget_waits: Counter::default(),
         }
     }
 }
@@ -219,6 +222,11 @@ pub fn register(list: &Arc<Allowlist>, registry: &mut Registry) {
         "allowlist_snapshot_backoffs",
         "Snapshot pages after which this node paused because the page took over 2 ms (Redis or the node waiting for a CPU)",
         status.snapshot_backoffs.clone(),
+    );
+    registry.register(
+        "allowlist_snapshot_budget_waits",
+        "Times this node asked for a snapshot page while the fleet's budget (allowlist.snapshot_fleet_pages_per_second) was spent, and waited for the next window",
+        status.snapshot_budget_waits.clone(),
     );
     registry.register_collector(Box::new(Gauges(list.clone())));
 }

@@ -139,6 +139,7 @@ pub struct RawAllowlist {
     pub reap_interval: Spanned<String>,
     pub state_file: Option<String>,
     pub snapshot_pages_per_second: Spanned<i64>,
+    pub snapshot_fleet_pages_per_second: Spanned<i64>,
     pub snapshot_jitter_max: Spanned<String>,
 }
 
@@ -153,6 +154,9 @@ impl Default for RawAllowlist {
             reap_interval: unspanned("1s"),
             state_file: None,
             snapshot_pages_per_second: Spanned::new(0..0, 200),
+            // Twice one node's rate: a lone node is never slowed by it, and a
+            // storm of any size costs Redis at most ~11 % of a core (bench/README).
+            snapshot_fleet_pages_per_second: Spanned::new(0..0, 400),
             snapshot_jitter_max: unspanned("10s"),
         }
     }

@@ -363,12 +363,14 @@ fn allowlist(c: &mut Collector, al: &super::raw::RawAllowlist) -> Option<Allowli
     }
 
     let pages = &al.snapshot_pages_per_second;
-    if !(1..=100_000).contains(pages.get_ref()) {
-        c.push(
-            "allowlist.snapshot_pages_per_second",
-            Some(pages),
-            "must be between 1 and 100000",
-        );
+    let fleet_pages = &al.snapshot_fleet_pages_per_second;
+    for (key, value) in [
+        ("allowlist.snapshot_pages_per_second", pages),
+        ("allowlist.snapshot_fleet_pages_per_second", fleet_pages),
+    ] {
+        if !(1..=100_000).contains(value.get_ref()) {
+            c.push(key, Some(value), "must be between 1 and 100000");
+        }
     }
     let jitter_max = c.duration("allowlist.snapshot_jitter_max", &al.snapshot_jitter_max);
     if c.issues.len() != before {
@@ -383,6 +385,7 @@ fn allowlist(c: &mut Collector, al: &super::raw::RawAllowlist) -> Option<Allowli
         reap_interval: reap_interval?,
         state_file: al.state_file.clone().map(std::path::PathBuf::from),
         snapshot_pages_per_second: *pages.get_ref() as u32,
+        snapshot_fleet_pages_per_second: *fleet_pages.get_ref() as u32,
         snapshot_jitter_max: jitter_max?,
     })
 }
@@ -743,6 +746,32 @@ limits = ["1/s"]
         let cfg = parse("t", "", &Overrides::default()).unwrap().allowlist;
         assert_eq!((cfg.min_prefix_v4, cfg.min_prefix_v6), (8, 32));
         assert!(!cfg.allow_permanent);
+    }
+
+    #[test]
+    fn snapshot_page_rates_are_checked_and_the_fleet_budget_defaults_to_400() {
+        let found = issues(
+            "[allowlist]\nsnapshot_fleet_pages_per_second = 0\nsnapshot_pages_per_second = 100001\n",
+        );
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert!(
+            found[0].starts_with(
+                "allowlist.snapshot_fleet_pages_per_second@Some(2): must be between 1"
+            ),
+            "{found:?}"
+        );
+        assert!(
+            found[1].starts_with("allowlist.snapshot_pages_per_second@Some(3)"),
+            "{found:?}"
+        );
+        let cfg = parse("t", "", &Overrides::default()).unwrap().allowlist;
+        assert_eq!(
+            (
+                cfg.snapshot_pages_per_second,
+                cfg.snapshot_fleet_pages_per_second
+            ),
+            (200, 400)
+        );
     }
 
     #[test]

@@ -1,6 +1,15 @@
 //! Many entries at once: three nodes resyncing 200 000 entries while limiter
 //! calls keep succeeding, 20 000 entries expiring in one second; no Redis call
-//! on the allowlist's keys runs long (SLOWLOG).
+//! on the allowlist's keys runs over `SLOW_US` (SLOWLOG).
+//!
+//! Largest allowlist call of the 200 000-entry resync, as the test prints it
+//! (SLOWLOG wall time; the 2-core dev VM, load 3.5–6, one other test
+//! alongside). Redis at nice -15 only: 4.9, 5.0 and 7.0 ms (one of them an
+//! `INCR` script: scheduling). With SCHED_FIFO too: 0.51, 0.65, 2.8, 0.72 ms;
+//! 0.60 and 2.9 ms while a `nice cargo build --release` ran; 2.4, 3.8 and
+//! 2.4 ms while a `wrk` benchmark ran; under 5 ms in one whole-suite run and
+//! 23 ms (an `allow_snapshot_take` call) in another, with that benchmark on
+//! both cores. Hence the real-time priority in `timed_redis`, and `SLOW_US`.
 
 use super::*;
 
@@ -22,12 +31,14 @@ async fn fallbacks(n: &TestServer) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_resyncing_200000_entries_at_once_never_hold_redis_long_and_limiter_calls_keep_succeeding(
 ) {
+    let _heavy = heavy().await;
     let (redis, mut conn) = timed_redis();
     let prefix = unique_prefix("scale_storm");
     populate(&mut conn, &prefix, 200_000, |_| 0);
     let _: () = redis::cmd("SLOWLOG").arg("RESET").query(&mut conn).unwrap();
 
-    // 1 000 pages each at 500 a second, jittered over up to 2 s.
+    // About 1 000 pages each at up to 500 a second, jittered over up to 2 s;
+    // all three together at most 400 a second (the fleet's budget).
     let url = redis.url();
     let mut nodes = Vec::new();
     for _ in 0..3 {
@@ -59,10 +70,13 @@ async fn three_nodes_resyncing_200000_entries_at_once_never_hold_redis_long_and_
     );
     let client = reqwest::Client::new();
     let mut decided = 0u32;
-    let mut rounds = 0u32;
+    // A loose bound: the paging takes about 3 × 1 000 / 400 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
     while !nodes.iter().all(|n| n.app.allowlist.is_synced()) {
-        rounds += 1;
-        assert!(rounds < 20_000, "the nodes never finished their snapshots");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the nodes never finished their snapshots"
+        );
         for n in &nodes {
             let r = api_check(&client, n).await.unwrap();
             assert_eq!(r.status(), 200);
@@ -86,16 +100,14 @@ async fn three_nodes_resyncing_200000_entries_at_once_never_hold_redis_long_and_
         );
     }
     assert!(decided > 0);
-    let slow = slow_allowlist_calls(&mut conn, &prefix);
-    assert!(
-        slow.is_empty(),
-        "allowlist calls over {SLOW_US} µs: {slow:?}"
-    );
+    eprintln!("200 000-entry resync of 3 nodes: {decided} limiter calls meanwhile");
+    assert_no_slow_allowlist_call(&mut conn, &prefix, "200 000-entry resync of 3 nodes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_thousand_entries_expiring_in_one_second_stop_matching_on_time_and_get_one_expire_event_each(
 ) {
+    let _heavy = heavy().await;
     let (redis, mut conn) = timed_redis();
     let prefix = unique_prefix("scale_expiry");
     let due = redis_now_ms(&mut conn) + 5_000;
@@ -154,11 +166,7 @@ async fn twenty_thousand_entries_expiring_in_one_second_stop_matching_on_time_an
         async move { done }
     })
     .await;
-    let slow = slow_allowlist_calls(&mut conn, &prefix);
-    assert!(
-        slow.is_empty(),
-        "reaper or follower calls over {SLOW_US} µs: {slow:?}"
-    );
+    assert_no_slow_allowlist_call(&mut conn, &prefix, "20 000 entries expiring at once");
     let events = stream(&mut conn, &prefix);
     let mut per_cidr: BTreeMap<String, u32> = BTreeMap::new();
     for e in &events {

@@ -1,11 +1,14 @@
 //! The allowlist at scale: paged snapshots that race writes, removes and
 //! expiries and still end equal to Redis entry by entry; a 200 000-entry
-//! resync of several nodes at once that never holds Redis for more than 5 ms
+//! resync of several nodes at once that never holds Redis long (`SLOW_US`)
 //! while limiter calls keep succeeding; 20 000 entries expiring in one second.
 //! Redis is filled with pipelined HSET/ZADD, not through the API (fast).
-//! The harness here (a SLOWLOG-timed Redis, the fill, reading entries back)
-//! serves both files below.
+//! The harness here (a SLOWLOG-timed Redis, the fill, reading entries back,
+//! the lock that runs these heavy tests one at a time) serves the files below.
 
+/// The fleet's snapshot budget: its script's answers, and nodes resyncing at
+/// once that never page faster than it together.
+mod budget;
 /// Many entries at once: a 200 000-entry resync storm, 20 000 expiring together.
 mod load;
 /// Paged snapshots and paged exports racing writes end equal to Redis.
@@ -20,8 +23,31 @@ use crate::support::allowlist::{allow_keys, redis_now_ms};
 use crate::support::wait::eventually_explained;
 use crate::support::{eventually, metric, scrape, unique_prefix, RedisServer, TestServer};
 
-/// Nodes with a gate rule on `/admin` and a limited rule on `/api`.
+/// Held by each test here for its whole run: they fill Redis with tens of
+/// thousands of entries and run several nodes, and on a 2-core machine two of
+/// them at once (with the test binary's other tests alongside) starve Redis
+/// of CPU, which SLOWLOG then counts as call time. A tokio lock: a failed test
+/// does not poison it for the next.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().await
+}
+
+/// Nodes with a gate rule on `/admin` and a limited rule on `/api`, each
+/// paging at most `pages_per_second`, all together at most 400 a second (the
+/// default fleet budget).
 fn config(pages_per_second: u32, jitter_max: &str, reap_interval: &str) -> String {
+    config_with_fleet(pages_per_second, 400, jitter_max, reap_interval)
+}
+
+/// The same with the fleet's budget `fleet_pages_per_second`.
+fn config_with_fleet(
+    pages_per_second: u32,
+    fleet_pages_per_second: u32,
+    jitter_max: &str,
+    reap_interval: &str,
+) -> String {
     format!(
         r#"
 [redis]
@@ -35,6 +61,7 @@ trusted_proxies = ["127.0.0.1/32"]
 [allowlist]
 reap_interval = "{reap_interval}"
 snapshot_pages_per_second = {pages_per_second}
+snapshot_fleet_pages_per_second = {fleet_pages_per_second}
 snapshot_jitter_max = "{jitter_max}"
 
 [[rule]]
@@ -51,14 +78,23 @@ on_redis_error = "allow"
     )
 }
 
-/// Longest allowlist call the tests accept. Each call's work is well under
-/// 1 ms (bench/README: about 0.5 ms for a page of 200); the margin is for a
-/// shared test machine, where a lone HDEL was seen to take 27 ms of wall time.
-/// The one-call snapshot this replaced took 310 ms at 200 000 entries.
-const SLOW_US: u64 = 50_000;
+/// Longest allowlist call the tests accept. Issue 17 asks for 5 ms; each
+/// call's work is well under 1 ms (bench/README: about 0.5 ms for a page of
+/// 200), and these tests run one at a time (`HEAVY`) with Redis at a raised
+/// priority. 5 ms held in 10 of 11 runs of the 200 000-entry resync (see
+/// `load.rs`), but not in one run inside the whole suite while a `wrk`
+/// benchmark loaded both cores (softirq ≈ 18 %, steal ≈ 5 % of CPU): an
+/// `allow_snapshot_take` call, one `INCR`, took 23 ms of wall time there, a
+/// stall of the machine, not work. So the bound is the lowest that held in
+/// every run. The one-call snapshot this replaced took 310 ms at 200 000 entries.
+const SLOW_US: u64 = 25_000;
+/// SLOWLOG logs every call over this, so a test can report its largest
+/// allowlist call even when none comes near `SLOW_US`.
+const LOG_US: u64 = 500;
 
-/// A Redis of its own whose SLOWLOG logs calls over `SLOW_US`. Its main
-/// thread gets a higher CPU priority (when the test may raise it), so SLOWLOG
+/// A Redis of its own whose SLOWLOG logs calls over `LOG_US`. Its main
+/// thread gets a higher CPU priority (when the test may raise it: as root,
+/// or with CAP_SYS_NICE; the test prints whether it could), so SLOWLOG
 /// measures the calls' work more than the scheduler.
 fn timed_redis() -> (RedisServer, redis::Connection) {
     let redis = RedisServer::start();
@@ -69,15 +105,27 @@ fn timed_redis() -> (RedisServer, redis::Connection) {
         .find_map(|l| l.strip_prefix("process_id:"))
         .and_then(|p| p.trim().parse::<u32>().ok())
         .unwrap();
-    // SAFETY: setpriority only reads its arguments; failure leaves the priority as it was.
-    unsafe { libc::setpriority(libc::PRIO_PROCESS, pid, -15) };
+    // SAFETY: both only read their arguments; a refusal leaves the thread as it was.
+    let nice = unsafe { libc::setpriority(libc::PRIO_PROCESS, pid, -15) } == 0;
+    // Real-time, at the lowest real-time priority: Redis's main thread runs as
+    // soon as it is woken and is not preempted mid-call by the test's own
+    // threads or a compiler (the kernel still keeps 5 % of each second for
+    // everything else: sched_rt_runtime_us).
+    let param = libc::sched_param { sched_priority: 1 };
+    let realtime =
+        unsafe { libc::sched_setscheduler(pid as libc::pid_t, libc::SCHED_FIFO, &param) } == 0;
+    eprintln!(
+        "redis pid {pid}: nice -15 {}, SCHED_FIFO {}",
+        if nice { "set" } else { "refused" },
+        if realtime { "set" } else { "refused" },
+    );
     let _: () = redis::cmd("CONFIG")
         .arg(&[
             "SET",
             "slowlog-log-slower-than",
-            &SLOW_US.to_string(),
+            &LOG_US.to_string(),
             "slowlog-max-len",
-            "10000",
+            "100000",
         ])
         .query(&mut conn)
         .unwrap();
@@ -202,6 +250,26 @@ fn stream(conn: &mut redis::Connection, prefix: &str) -> Vec<redis::streams::Str
         .query(conn)
         .unwrap();
     r.ids
+}
+
+/// Assert that no allowlist call of `prefix` took over `SLOW_US`, and say
+/// how long the largest took (`what`: the test's name for them).
+fn assert_no_slow_allowlist_call(conn: &mut redis::Connection, prefix: &str, what: &str) {
+    let mut logged = slow_allowlist_calls(conn, prefix);
+    logged.sort_by_key(|(us, _)| std::cmp::Reverse(*us));
+    match logged.first() {
+        Some((us, cmd)) => eprintln!(
+            "{what}: largest allowlist call {us} µs ({cmd}); {} over {LOG_US} µs, the largest: {:?}",
+            logged.len(),
+            logged.iter().take(5).map(|(us, c)| (us, c.split(' ').next().unwrap_or(""))).collect::<Vec<_>>()
+        ),
+        None => eprintln!("{what}: no allowlist call over {LOG_US} µs"),
+    }
+    let slow: Vec<_> = logged.iter().filter(|(us, _)| *us > SLOW_US).collect();
+    assert!(
+        slow.is_empty(),
+        "{what}: allowlist calls over {SLOW_US} µs: {slow:?}"
+    );
 }
 
 /// SLOWLOG entries (duration µs, command) on the allowlist's keys of `prefix`.

@@ -6,6 +6,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nodes_paging_a_snapshot_while_entries_are_written_removed_and_expired_end_equal_to_redis_entry_by_entry(
 ) {
+    let _heavy = heavy().await;
     // Its own Redis: reading 20 000 entries back would hold a shared one.
     let redis = RedisServer::start();
     let prefix = unique_prefix("scale_paging");
@@ -139,6 +140,7 @@ async fn nodes_paging_a_snapshot_while_entries_are_written_removed_and_expired_e
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_export_read_in_pages_while_entries_change_equals_redis_at_its_seq() {
+    let _heavy = heavy().await;
     // Its own Redis: reading 20 000 entries back would hold a shared one.
     let redis = RedisServer::start();
     let prefix = unique_prefix("scale_export");
