@@ -6,8 +6,8 @@
 //! time, so nothing depends on how fast this machine runs; fixed_window's
 //! window end (its PTTL) is set on that clock too. Pauses include 0 (calls in
 //! one microsecond) and several periods. Answers must be equal (allowed,
-//! retry_after, remaining, reset), except that fixed_window's times may be
-//! 1 ms short (Redis's clock crossing a ms inside the call's MULTI).
+//! retry_after, remaining, reset), except that fixed_window's times may be a
+//! few ms short (Redis's clock running on inside the call's MULTI).
 
 use crate::script_clock::{call_persisted, redis_now_us, Rng};
 use crate::support::{shared_redis, unique_prefix};
@@ -58,8 +58,14 @@ fn pause_us(rng: &mut Rng, limits: &[Rate]) -> u64 {
     }
 }
 
-fn same_within_1ms(lua: &Outcome, local: &Outcome) -> bool {
-    let near = |a: u64, b: u64| a == b || a + 1 == b;
+/// fixed_window's times come from Redis's PTTL, which reads the real clock:
+/// the window set by the PEXPIRE before the script has run on by however long
+/// the transaction took (1 ms on a quiet machine; 2 ms was seen once with a
+/// preempted Redis under the whole suite). Its counts must be equal.
+const FIXED_WINDOW_CLOCK_SLACK_MS: u64 = 5;
+
+fn same_within_a_few_ms(lua: &Outcome, local: &Outcome) -> bool {
+    let near = |a: u64, b: u64| a <= b && b - a <= FIXED_WINDOW_CLOCK_SLACK_MS;
     lua.allowed == local.allowed
         && near(lua.retry_after_ms, local.retry_after_ms)
         && lua
@@ -110,7 +116,7 @@ fn every_script_agrees_with_its_twin_on_random_sequences() {
                     "{alg} {specs:?} burst {burst:?} seed {seed} step {step} cost {cost}: Lua {lua:?}, twin {local:?}"
                 );
                 if alg == Algorithm::FixedWindow {
-                    assert!(same_within_1ms(&lua, &local), "{what}");
+                    assert!(same_within_a_few_ms(&lua, &local), "{what}");
                 } else {
                     assert_eq!(lua, local, "{what}");
                 }
