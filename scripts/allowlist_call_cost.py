@@ -10,7 +10,7 @@ call from SLOWLOG (threshold 0, so every call is logged): a snapshot page
 tail read (XREAD COUNT 200 of 200 events), an add (lua/allow_upsert.lua), a
 reaper call (lua/allow_reap.lua, 50 due entries) and one entry's read (HGET).
 Every call's answer is checked (a page must hold entries, a reap must expire
-its 50), so a wrong key cannot produce a fast figure. SLOWLOG's time is the
+all it was given), so a wrong key cannot produce a fast figure. SLOWLOG's time is the
 command's own execution, not the round trip; on a loaded machine it also
 holds time the Redis process waited for a CPU, so run it on a quiet one.
 
@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from allowlist_fill import allow_key, allow_keys, fill_commands  # noqa: E402
 from bench_procs import kill_all, lua, redis, resp, start_redis  # noqa: E402
 
-PAGE, TAIL, REAP = 200, 200, 50
+PAGE, TAIL, REAP = 200, 200, 25  # as src/allowlist/{follower,redis_store}.rs
 DUE = 10_000  # entries already due, for the reaper
 
 
