@@ -11,8 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// `bind(…:0)` of a test's own server and every outgoing connection's source
 /// port come from. A port taken from that range could be given to another
 /// test's server between our check and the process's bind (a proxy test once
-/// reached another test's tollgate that way and got its 404).
-const HANDED_OUT: std::ops::Range<u16> = 20_000..32_000;
+/// reached another test's tollgate that way and got its 404). A Cluster
+/// node also binds its bus port, its port + 10 000: 20 000–30 000, which is
+/// neither handed out nor ephemeral.
+const HANDED_OUT: std::ops::Range<u16> = 10_000..20_000;
 
 /// A free loopback port for a process to bind: never the same twice in this
 /// run, never one the kernel hands out for `bind(…:0)`, and free right now.
