@@ -126,7 +126,8 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
 
     let rules = app.rules.load();
     let ad_hoc_limits: Vec<Rate>;
-    let (spec, shadow) = match (&body.rule, &body.limits) {
+    // A configured rule counts through its own handles (`RuleCounters`).
+    let (spec, shadow, counters) = match (&body.rule, &body.limits) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad(
                 "limits",
@@ -148,7 +149,7 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
             }
             let rule =
                 find_limited(&rules, name).map_err(|e| ApiError::bad("rule", e.to_string()))?;
-            (LimitSpec::from(rule), rule.shadow)
+            (LimitSpec::from(rule), rule.shadow, Some(&rule.counters))
         }
         (None, Some(list)) => {
             let algorithm = match &body.algorithm {
@@ -187,7 +188,7 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
                 burst,
                 on_redis_error: OnRedisError::Local,
             };
-            (spec, caps.shadow)
+            (spec, caps.shadow, None)
         }
     };
     if spec.algorithm == Algorithm::SlidingLog && cost > caps.max_log_limit {
@@ -209,8 +210,11 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
     }
     let rule = spec.rule;
     let (outcome, source) = app.limiter.check(spec, key, cost).await;
-    app.metrics
-        .decision(rule, crate::decide::counted(&outcome, source, shadow));
+    let label = crate::decide::counted(&outcome, source, shadow);
+    match counters {
+        Some(counters) => app.metrics.rule_decision(counters, rule, label),
+        None => app.metrics.decision(rule, label),
+    }
     let t: &LimitState = outcome.tightest().expect("at least one limit");
     // A shadow rule counts and reports, but never denies.
     let allowed = outcome.allowed || shadow;
