@@ -25,16 +25,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from allowlist_fill import allow_key, allow_keys, fill_commands  # noqa: E402
+from allowlist_fill import allow_keys, entry_cidr, fill_commands  # noqa: E402
 from bench_procs import kill_all, lua, redis, resp, start_redis  # noqa: E402
 
 PAGE, TAIL, REAP = 200, 200, 25  # as src/allowlist/{follower,redis_store}.rs
 DUE = 10_000  # entries already due, for the reaper
-
-
-def cidr(i):
-    a = 0x0A000000 + i
-    return f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}/32"
 
 
 def pipe(port, cmds):
@@ -61,7 +56,7 @@ def measure(n):
     prefix = f"cost{n}"
     meta, entries, exp, events = allow_keys(prefix)
     # DUE entries expired at 1 ms, the rest far in the future.
-    pipe(port, fill_commands(prefix, [cidr(i) for i in range(n)], lambda i: 1 if i < DUE else 4_000_000_000_000))
+    pipe(port, fill_commands(prefix, [entry_cidr(i) for i in range(n)], lambda i: 1 if i < DUE else 4_000_000_000_000))
     if int(redis(port, "HLEN", entries)) != n:
         raise SystemExit("the fill did not store every entry")
     upsert, reap, begin = (redis(port, "SCRIPT", "LOAD", lua(s)) for s in ("allow_upsert", "allow_reap", "allow_snapshot_begin"))
@@ -96,7 +91,7 @@ def measure(n):
     run(f"tail read (XREAD COUNT {TAIL})", "XREAD", 20, lambda r: r.count("upsert") == TAIL or fail("xread", r[:200]))
     call = lambda: redis(port, "EVALSHA", reap, "4", *allow_keys(prefix), str(REAP), "cost", "604800000", "1000000")
     run(f"reaper call (allow_reap.lua, {REAP} due)", "EVALSHA", DUE // REAP // 2, lambda r: r == str(REAP) or fail("reap", r))
-    call = lambda: redis(port, "HGET", entries, cidr(n - 1))
+    call = lambda: redis(port, "HGET", entries, entry_cidr(n - 1))
     run("one entry (HGET)", "HGET", 100, lambda r: r.startswith('{"expires_at"') or fail("hget", r))
     p.kill()
     return results

@@ -12,6 +12,15 @@ tollgate::keys.
 ENTRY = '{"expires_at":%d,"note":"login","created_at":1,"actor":"%s","ver":1}'
 
 
+def entry_cidr(i, v6=False):
+    """The i-th distinct entry the benchmarks store: an IPv4 /32 from
+    11.0.0.0 on, or an IPv6 /128 in 2001:db8::/32."""
+    if v6:
+        return f"2001:db8:{(i >> 16) & 0xffff:x}:{i & 0xffff:x}::1/128"
+    a = 0x0B000000 + i
+    return f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}/32"
+
+
 def hash_tag(prefix):
     """`{<prefix>:allow}`: what every allowlist key (and a SLOWLOG line on one) contains."""
     return f"{{{prefix}:allow}}"

@@ -30,7 +30,7 @@ import threading
 import time
 import urllib.request
 
-from allowlist_fill import allow_key, fill_commands, hash_tag
+from allowlist_fill import allow_key, entry_cidr, fill_commands, hash_tag
 from bench_load import work_dir
 from bench_procs import BIN, PROCS, free_port, spawn, start_redis, wait_for
 
@@ -110,15 +110,8 @@ class Redis:
         return calls
 
 
-def entry_ip(i, v6=False):
-    if v6:
-        return f"2001:db8:{(i >> 16) & 0xffff:x}:{i & 0xffff:x}::1/128"
-    a = 0x0B000000 + i
-    return f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}/32"
-
-
 def populate(r, prefix, n, expires, v6=False):
-    r.pipe(fill_commands(prefix, (entry_ip(i, v6) for i in range(n)), expires))
+    r.pipe(fill_commands(prefix, (entry_cidr(i, v6) for i in range(n)), expires))
 
 
 def start_node(r, prefix):
