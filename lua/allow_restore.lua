@@ -2,9 +2,13 @@
 -- allow_restore_stage.lua, as a new epoch, in one atomic step: the entries,
 -- the expiry index, meta (epoch, seq 1, last_id) and one `restore` event move
 -- together. Every follower sees the new epoch (in the event, or in meta at its
--- next look) and loads a fresh snapshot. Entries already expired by now are
--- dropped. Writes made to the old epoch while the chunks were staged are
--- replaced too: a restore sets the whole list.
+-- next look) and loads a fresh snapshot. O(1) at any size: entries that had
+-- expired were never staged (allow_restore_stage.lua), the old list is freed
+-- in the background (UNLINK), and an entry that expired between its staging
+-- and this call is left to the reaper, which expires it in its bounded
+-- batches with an `expire` event like any other (nodes stop matching it at
+-- its expires_at meanwhile). Writes made to the old epoch while the chunks
+-- were staged are replaced too: a restore sets the whole list.
 --
 -- The old events stay in the stream (trimmed by age as usual): a follower
 -- still on the old epoch reads them, then the restore event, then resyncs.
@@ -21,15 +25,14 @@
 -- ARGV[3]  actor
 -- ARGV[4]  event retention in ms (XADD MINID ~)
 -- ARGV[5]  event cap (XTRIM MAXLEN ~)
--- Returns  {epoch, seq, kept, dropped}, all strings: seq is "1" (the restore
---          event is the new epoch's first); kept entries are live, dropped
---          ones had expired before the switch.
+-- Returns  {epoch, seq, entries}, all strings: seq is "1" (the restore
+--          event is the new epoch's first).
 --
 -- Example: ARGV = {"5b0e2f6a9c1d3e47", "2", "cli", "604800000", "1000000"}
---   with 203.0.113.7/32 (expires 1700086400123) and 198.51.100.0/24 (expired)
---   staged, at TIME 1700000000 -> {"5b0e2f6a9c1d3e47", "1", "1", "1"} and the event
+--   with 203.0.113.7/32 and 198.51.100.0/24 staged
+--   -> {"5b0e2f6a9c1d3e47", "1", "2"} and the event
 --   epoch 5b0e2f6a9c1d3e47 seq 1 op restore cidr "" expires_at 0
---   note "restored 1 entries" actor cli ver 1
+--   note "restored 2 entries" actor cli ver 1
 assert(#KEYS == 6 and #ARGV == 5, 'allow_restore: expected 6 keys and 5 args')
 local expected = tonumber(ARGV[2])
 assert(expected and expected >= 0, 'allow_restore: the staged count must be a number >= 0')
@@ -41,11 +44,6 @@ end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local due = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', string.format('%.0f', now))
-for _, cidr in ipairs(due) do
-  redis.call('HDEL', KEYS[5], cidr)
-  redis.call('ZREM', KEYS[6], cidr)
-end
 
 -- UNLINK: a large old list is freed in the background, not inside this script.
 redis.call('UNLINK', KEYS[2], KEYS[3])
@@ -59,7 +57,7 @@ if redis.call('EXISTS', KEYS[6]) == 1 then
 end
 
 local epoch = ARGV[1]
-local kept = tostring(staged - #due)
+local kept = tostring(staged)
 local min_id = string.format('%.0f', now - tonumber(ARGV[4]))
 local id = redis.call('XADD', KEYS[4], 'MINID', '~', min_id, '*',
   'epoch', epoch, 'seq', '1', 'op', 'restore', 'cidr', '', 'expires_at', '0',
@@ -67,4 +65,4 @@ local id = redis.call('XADD', KEYS[4], 'MINID', '~', min_id, '*',
 redis.call('XTRIM', KEYS[4], 'MAXLEN', '~', ARGV[5])
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', '1', 'last_id', id)
-return {epoch, '1', kept, tostring(#due)}
+return {epoch, '1', kept}

@@ -13,6 +13,7 @@ mod body;
 mod forward_auth;
 mod limits_api;
 mod observe;
+mod params;
 pub mod response;
 mod status_api;
 

@@ -421,6 +421,8 @@ async fn bad_activity_input_is_a_400_naming_the_field_and_writes_nothing() {
         ("/v1/activity/online?within=0s", "within"),
         ("/v1/activity/online?list=maybe", "list"),
         ("/v1/activity/online?whithin=1m", "whithin"),
+        ("/v1/activity/online?within=1m&within=2h", "within"),
+        ("/v1/activity/active?days=1&days=2", "days"),
         ("/v1/activity/active?days=0", "days"),
         ("/v1/activity/active?days=100000", "days"),
         ("/v1/activity/active?days=-1", "days"),

@@ -1,6 +1,7 @@
 //! `tollgate allow export` / `restore` with 10 000 entries: a round trip
 //! between two prefixes, followers taking the new epoch, expired entries
-//! dropped, bad input refused with nothing written.
+//! dropped, bad input refused with nothing written; the restore's scripts
+//! O(1) whatever the input.
 
 use serde_json::{json, Value};
 
@@ -106,4 +107,94 @@ async fn export_and_restore_round_trip_10000_entries_and_followers_take_the_new_
         output_text(&o)
     );
     assert_eq!(sorted(&export(&p2)).len(), 10_000, "nothing written");
+}
+
+/// A restore's scripts hold Redis O(1) whatever the input: entries already
+/// expired are left out as their chunk is staged (so an old export of
+/// expired entries costs the swap nothing), and one that expires between its
+/// staging and the swap is swapped in and then expired by the reaper, with
+/// one `expire` event, like any other.
+#[test]
+fn a_restore_leaves_out_expired_entries_when_staging_and_leaves_later_expiries_to_the_reaper() {
+    let redis = shared_redis();
+    let mut conn = redis.conn();
+    let keys = crate::support::allowlist::allow_keys(&unique_prefix("restore_o1"));
+    let staged = keys.staging("t1");
+    let stage = redis::Script::new(include_str!("../lua/allow_restore_stage.lua"));
+    let swap = redis::Script::new(include_str!("../lua/allow_restore.lua"));
+    let reap = redis::Script::new(include_str!("../lua/allow_reap.lua"));
+    let entry =
+        |e: u64| format!(r#"{{"expires_at":{e},"note":"","created_at":1,"actor":"t","ver":1}}"#);
+    let soon = now_ms() + 400;
+    let (staged_so_far, skipped): (u64, u64) = stage
+        .key(&staged[0])
+        .key(&staged[1])
+        .arg(3_600_000)
+        .arg(&["198.51.100.1/32", entry(1_000).as_str(), "1000"])
+        .arg(&[
+            "198.51.100.2/32",
+            entry(soon).as_str(),
+            soon.to_string().as_str(),
+        ])
+        .arg(&["198.51.100.3/32", entry(0).as_str(), "0"])
+        .invoke(&mut conn)
+        .unwrap();
+    assert_eq!(
+        (staged_so_far, skipped),
+        (2, 1),
+        "the expired entry is not staged"
+    );
+    std::thread::sleep(Duration::from_millis(600)); // .2 is due now, before the swap
+    let reply: Vec<String> = swap
+        .key(&keys.meta)
+        .key(&keys.entries)
+        .key(&keys.exp)
+        .key(&keys.events)
+        .key(&staged[0])
+        .key(&staged[1])
+        .arg(&["e1", "2", "t", "604800000", "1000000"])
+        .invoke(&mut conn)
+        .unwrap();
+    assert_eq!(reply, ["e1", "1", "2"]);
+    let live: Vec<String> = redis::cmd("HKEYS")
+        .arg(&keys.entries)
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(
+        live.len(),
+        2,
+        "the swap deletes nothing one by one: {live:?}"
+    );
+    let reaped: u64 = reap
+        .key(&keys.meta)
+        .key(&keys.entries)
+        .key(&keys.exp)
+        .key(&keys.events)
+        .arg(&["25", "e1", "604800000", "1000000"])
+        .invoke(&mut conn)
+        .unwrap();
+    assert_eq!(reaped, 1);
+    let events: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(&keys.events)
+        .arg("-")
+        .arg("+")
+        .query(&mut conn)
+        .unwrap();
+    let ops: Vec<(String, String)> = events
+        .ids
+        .iter()
+        .map(|e| (e.get("op").unwrap(), e.get("cidr").unwrap()))
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            ("restore".to_string(), String::new()),
+            ("expire".to_string(), "198.51.100.2/32".to_string())
+        ]
+    );
+    let live: Vec<String> = redis::cmd("HKEYS")
+        .arg(&keys.entries)
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(live, ["198.51.100.3/32"]);
 }

@@ -1,4 +1,5 @@
-//! tollgate's integration tests: one binary, every module listed here.
+//! tollgate's integration tests: every module listed here, except the
+//! allowlist at scale, which has a binary of its own (`tests/scale.rs`).
 //! All of them talk to a real `redis-server` that `support` starts on a free
 //! loopback port; each test uses its own key prefix, never FLUSHDB.
 
@@ -31,8 +32,6 @@ mod allowlist_export;
 mod allowlist_outage;
 /// The allowlist's history going wrong (trimmed, rewritten, unknown events, backwards): resync to the listing.
 mod allowlist_resync;
-/// The allowlist at scale: paged snapshots racing writes, a 3-node 200 000-entry resync, mass expiry.
-mod allowlist_scale;
 /// The benchmark harness's probe and run checks against a real tollgate (it once measured 404s).
 mod bench_harness;
 /// No client can hurt Redis or the process: `POST /v1/check` caps (400 naming

@@ -89,6 +89,8 @@ pub struct Staging {
     keys: [String; 2],
     conn: RedisConn,
     staged: usize,
+    /// Entries of the input that had expired when their chunk was staged.
+    dropped: u64,
 }
 
 /// What a restore did.
@@ -96,9 +98,9 @@ pub struct Staging {
 pub struct Restored {
     /// The new dataset's epoch; its `seq` is 1.
     pub epoch: String,
-    /// Entries now live.
+    /// Entries the new list holds.
     pub kept: u64,
-    /// Entries that had expired by the switch and were dropped.
+    /// Entries of the input that had expired when staged, left out.
     pub dropped: u64,
 }
 
@@ -253,6 +255,7 @@ impl RedisAllowlist {
             keys: self.keys.staging(&token),
             conn: self.writer().await?,
             staged: 0,
+            dropped: 0,
         })
     }
 
@@ -267,11 +270,12 @@ impl RedisAllowlist {
                 .arg(super::stored_json::entry_json(e))
                 .arg(e.expires_at);
         }
-        let _: u64 = inv
+        let (_, skipped): (u64, u64) = inv
             .invoke_async(&mut staging.conn)
             .await
             .map_err(|e| self.failed(e))?;
-        staging.staged += chunk.len();
+        staging.staged += chunk.len() - skipped as usize;
+        staging.dropped += skipped;
         Ok(())
     }
 
@@ -302,13 +306,13 @@ impl RedisAllowlist {
             .invoke_async(&mut staging.conn)
             .await
             .map_err(|e| self.failed(e))?;
-        let [epoch, _seq, kept, dropped] = reply.as_slice() else {
+        let [epoch, _seq, kept] = reply.as_slice() else {
             return Err(unexpected("allow_restore", &reply));
         };
         Ok(Restored {
             epoch: epoch.clone(),
             kept: number(kept)?,
-            dropped: number(dropped)?,
+            dropped: staging.dropped,
         })
     }
 }

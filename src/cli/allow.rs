@@ -67,7 +67,7 @@ pub enum AllowCommand {
         common: Common,
     },
     /// Replace the whole allowlist with an export's entries, as a new epoch
-    /// every node resyncs to. Entries expired by now are dropped.
+    /// every node resyncs to. Entries already expired are left out.
     Restore {
         /// An `allow export` file; "-" reads stdin.
         file: PathBuf,

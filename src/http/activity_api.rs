@@ -10,12 +10,11 @@
 //!
 //! Bad input is a 400 naming the field, and writes nothing.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
@@ -24,6 +23,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::auth::require_token;
+use super::params::Params;
 use super::response::ApiError;
 use crate::activity::query::{self, BadInput};
 use crate::activity::{now_ms, MAX_ID_BYTES, NEEDS_REDIS};
@@ -102,19 +102,6 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
         .merge(guarded)
 }
 
-type Params = Query<HashMap<String, String>>;
-
-/// Refuse parameters the endpoint does not know (a typo would be silently ignored).
-fn only(params: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
-    match params.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(k) => Err(ApiError::bad(
-            k.clone(),
-            format!("unknown parameter (expected: {})", known.join(", ")),
-        )),
-        None => Ok(()),
-    }
-}
-
 fn has_token(app: &App, headers: &HeaderMap) -> bool {
     match &app.config.server.admin_token {
         None => true,
@@ -132,14 +119,15 @@ fn failed(app: &App, e: crate::redis_conn::StoreError) -> Response {
     ApiError::from(e).into_response()
 }
 
-async fn online(State(app): State<Arc<App>>, headers: HeaderMap, Query(p): Params) -> Response {
+async fn online(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let run = async {
-        only(&p, &["within", "list"])?;
-        let within = query::parse_within(
-            p.get("within").map_or("10m", String::as_str),
-            &app.activity.config,
-        )?;
-        let list = match p.get("list").map(String::as_str) {
+        let p = Params::parse(raw.as_deref(), &["within", "list"])?;
+        let within = query::parse_within(p.get("within").unwrap_or("10m"), &app.activity.config)?;
+        let list = match p.get("list") {
             None | Some("false") => false,
             Some("true") => true,
             Some(_) => return Err(ApiError::bad("list", "must be true or false")),
@@ -164,10 +152,10 @@ async fn online(State(app): State<Arc<App>>, headers: HeaderMap, Query(p): Param
     }
 }
 
-async fn active(State(app): State<Arc<App>>, Query(p): Params) -> Response {
-    let days = only(&p, &["days"]).and_then(|_| {
+async fn active(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> Response {
+    let days = Params::parse(raw.as_deref(), &["days"]).and_then(|p| {
         Ok(query::parse_days(
-            p.get("days").map_or("7", String::as_str),
+            p.get("days").unwrap_or("7"),
             &app.activity.config,
         )?)
     });
@@ -186,7 +174,7 @@ async fn active(State(app): State<Arc<App>>, Query(p): Params) -> Response {
 }
 
 /// The tracked rule a query names (`rule=`), or the only tracked rule.
-fn tracked_rule(app: &App, p: &HashMap<String, String>) -> Result<String, ApiError> {
+fn tracked_rule(app: &App, p: &Params) -> Result<String, ApiError> {
     let rules = app.rules.load();
     let tracked: Vec<&str> = rules
         .iter()
@@ -194,7 +182,7 @@ fn tracked_rule(app: &App, p: &HashMap<String, String>) -> Result<String, ApiErr
         .map(|r| r.name.as_str())
         .collect();
     match p.get("rule") {
-        Some(name) if tracked.contains(&name.as_str()) => Ok(name.clone()),
+        Some(name) if tracked.contains(&name) => Ok(name.to_string()),
         Some(name) => Err(ApiError::bad(
             "rule",
             format!(
@@ -225,19 +213,16 @@ fn ready(app: &App) -> Result<(), ApiError> {
     }
 }
 
-fn rule_and_hours(app: &App, p: &HashMap<String, String>) -> Result<(String, u64), ApiError> {
-    only(p, &["rule", "hours"])?;
+fn rule_and_hours(app: &App, raw: Option<&str>) -> Result<(String, u64), ApiError> {
+    let p = Params::parse(raw, &["rule", "hours"])?;
     ready(app)?;
-    let rule = tracked_rule(app, p)?;
-    let hours = query::parse_hours(
-        p.get("hours").map_or("24", String::as_str),
-        &app.activity.config,
-    )?;
+    let rule = tracked_rule(app, &p)?;
+    let hours = query::parse_hours(p.get("hours").unwrap_or("24"), &app.activity.config)?;
     Ok((rule, hours))
 }
 
-async fn summary(State(app): State<Arc<App>>, Query(p): Params) -> Response {
-    let (rule, hours) = match rule_and_hours(&app, &p) {
+async fn summary(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> Response {
+    let (rule, hours) = match rule_and_hours(&app, raw.as_deref()) {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
@@ -251,8 +236,12 @@ async fn summary(State(app): State<Arc<App>>, Query(p): Params) -> Response {
     }
 }
 
-async fn path(State(app): State<Arc<App>>, Path(raw): Path<String>, Query(p): Params) -> Response {
-    let parsed = rule_and_hours(&app, &p)
+async fn path(
+    State(app): State<Arc<App>>,
+    Path(raw): Path<String>,
+    RawQuery(params): RawQuery,
+) -> Response {
+    let parsed = rule_and_hours(&app, params.as_deref())
         .and_then(|(rule, hours)| Ok((rule, hours, query::parse_path(&raw)?)));
     let (rule, hours, path) = match parsed {
         Ok(v) => v,

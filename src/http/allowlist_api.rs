@@ -12,6 +12,7 @@
 //! - `GET /v1/allowlist/check?ip=…` → the longest live entry holding it, or
 //!   404: one HMGET of the networks that could hold it, not the list.
 //!
+//! An unknown query parameter, or one given twice, is a 400 naming it (`params`).
 //! Who made a change comes from `X-Tollgate-Actor` (default `admin-api`).
 //! Answers read Redis (or the embedded store), not this node's table.
 
@@ -27,6 +28,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::body::json_body;
+use super::params::Params;
 use super::response::ApiError;
 use crate::allowlist::{cidr, input, Entry};
 use crate::app::App;
@@ -125,32 +127,22 @@ pub const PAGE_DEFAULT: usize = 200;
 const PAGE_MAX: usize = 1000;
 
 async fn list(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Response {
-    let result = async {
-        let (mut cursor, mut count) = (0u64, PAGE_DEFAULT);
-        for (k, v) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
-            match &*k {
-                "cursor" => {
-                    cursor = v.parse().map_err(|_| {
-                        ApiError::bad("cursor", "must be the cursor of a previous page")
-                    })?
-                }
-                "count" => {
-                    count = v
-                        .parse()
-                        .ok()
-                        .filter(|n| (1..=PAGE_MAX).contains(n))
-                        .ok_or_else(|| {
-                            ApiError::bad("count", format!("must be between 1 and {PAGE_MAX}"))
-                        })?
-                }
-                other => {
-                    return Err(ApiError::bad(
-                        other.to_string(),
-                        "unknown parameter (expected cursor, count)",
-                    ))
-                }
-            }
-        }
+    let result: Result<Value, ApiError> = async {
+        let p = Params::parse(query.as_deref(), &["cursor", "count"])?;
+        let cursor: u64 = match p.get("cursor") {
+            None => 0,
+            Some(v) => v
+                .parse()
+                .map_err(|_| ApiError::bad("cursor", "must be the cursor of a previous page"))?,
+        };
+        let count = match p.get("count") {
+            None => PAGE_DEFAULT,
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|n| (1..=PAGE_MAX).contains(n))
+                .ok_or_else(|| ApiError::bad("count", format!("must be between 1 and {PAGE_MAX}")))?,
+        };
         let page = app
             .allowlist
             .list_page(cursor, count)
@@ -173,11 +165,11 @@ async fn list(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Respons
 
 async fn check(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Response {
     let result = async {
-        let ip = form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
-            .find(|(k, _)| k == "ip")
-            .map(|(_, v)| v.into_owned())
+        let p = Params::parse(query.as_deref(), &["ip"])?;
+        let ip = p
+            .get("ip")
             .ok_or_else(|| ApiError::bad("ip", "missing: /v1/allowlist/check?ip=ADDRESS"))?;
-        let ip = cidr::parse_ip(&ip).map_err(|e| ApiError::bad("ip", e.to_string()))?;
+        let ip = cidr::parse_ip(ip).map_err(|e| ApiError::bad("ip", e.to_string()))?;
         let (found, now_ms) = app.allowlist.check(ip).await?;
         match found {
             Some(e) => {

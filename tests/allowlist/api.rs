@@ -86,6 +86,25 @@ async fn every_bad_input_is_a_400_naming_the_field_and_changes_no_key() {
             "ip",
         ),
         (reqwest::Method::GET, "/v1/allowlist/check", "ip"),
+        // Query parameters: unknown ones and repeats are named, not ignored.
+        (
+            reqwest::Method::GET,
+            "/v1/allowlist/check?ip=192.0.2.1&verbose=1",
+            "verbose",
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/allowlist/check?ip=192.0.2.1&ip=198.51.100.1",
+            "ip",
+        ),
+        (reqwest::Method::GET, "/v1/allowlist?cout=5", "cout"),
+        (
+            reqwest::Method::GET,
+            "/v1/allowlist?count=5&count=500",
+            "count",
+        ),
+        (reqwest::Method::GET, "/v1/allowlist?count=1001", "count"),
+        (reqwest::Method::GET, "/v1/allowlist?cursor=-1", "cursor"),
     ] {
         let (status, answer) = admin(s, method, path).await;
         assert_eq!(

@@ -1,6 +1,6 @@
 //! The allowlist at scale: paged snapshots that race writes, removes and
 //! expiries and still end equal to Redis entry by entry; a 200 000-entry
-//! resync of several nodes at once that never holds Redis long (`SLOW_US`)
+//! resync of several nodes at once that never holds Redis over 5 ms (`SLOW_US`)
 //! while limiter calls keep succeeding; 20 000 entries expiring in one second.
 //! Redis is filled with pipelined HSET/ZADD, not through the API (fast).
 //! The harness here (a SLOWLOG-timed Redis, the fill, reading entries back,
@@ -78,16 +78,15 @@ on_redis_error = "allow"
     )
 }
 
-/// Longest allowlist call the tests accept. Issue 17 asks for 5 ms; each
-/// call's work is well under 1 ms (bench/README: about 0.5 ms for a page of
-/// 200), and these tests run one at a time (`HEAVY`) with Redis at a raised
-/// priority. 5 ms held in 10 of 11 runs of the 200 000-entry resync (see
-/// `load.rs`), but not in one run inside the whole suite while a `wrk`
-/// benchmark loaded both cores (softirq ≈ 18 %, steal ≈ 5 % of CPU): an
-/// `allow_snapshot_take` call, one `INCR`, took 23 ms of wall time there, a
-/// stall of the machine, not work. So the bound is the lowest that held in
-/// every run. The one-call snapshot this replaced took 310 ms at 200 000 entries.
-const SLOW_US: u64 = 25_000;
+/// Longest allowlist call the tests accept: issue 17's 5 ms. A call's work
+/// is well under 1 ms (bench/README: about 0.4 ms for a page of 200), so the
+/// margin is for the machine, which these tests keep out of the way: they
+/// run in a test binary of their own (`tests/scale.rs`), one at a time
+/// (`HEAVY`), with Redis at a real-time priority (`timed_redis`). Before
+/// those, a 23 ms wall time was once logged for a call that is one `INCR`
+/// (the whole suite beside a `wrk` benchmark on both cores): a stall of the
+/// machine, not work, and what the three measures are for.
+const SLOW_US: u64 = 5_000;
 /// SLOWLOG logs every call over this, so a test can report its largest
 /// allowlist call even when none comes near `SLOW_US`.
 const LOG_US: u64 = 500;
