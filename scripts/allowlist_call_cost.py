@@ -10,7 +10,7 @@ call from SLOWLOG (threshold 0, so every call is logged): a snapshot page
 tail read (XREAD COUNT 200 of 200 events), an add (lua/allow_upsert.lua), a
 reaper call (lua/allow_reap.lua, 25 due entries), a take from the fleet's page
 budget (lua/allow_snapshot_take.lua), one entry's read (HGET), and a restore:
-a chunk of 1000 staged (lua/allow_restore_stage.lua) and the swap of a staged
+a chunk of 100 staged (lua/allow_restore_stage.lua) and the swap of a staged
 list as large as the live one (lua/allow_restore.lua).
 Every call's answer is checked (a page must hold entries, a reap must expire
 all it was given), so a wrong key cannot produce a fast figure. SLOWLOG's time is the
@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from allowlist_fill import ENTRY, allow_key, allow_keys, entry_cidr, fill_commands  # noqa: E402
 from bench_procs import kill_all, lua, prioritise_redis, redis, resp, start_redis  # noqa: E402
 
-PAGE, TAIL, REAP, RESTORE = 200, 200, 25, 1000  # as src/allowlist/{follower,redis_store}.rs
+PAGE, TAIL, REAP, RESTORE = 200, 200, 25, 100  # as src/allowlist/{follower,redis_store}.rs
 DUE = 10_000  # entries already due, for the reaper
 
 

@@ -37,8 +37,12 @@ const REAP_BATCH: u64 = 25;
 const REAP_CALLS: usize = 4000;
 /// Admin writes are not on the request path: allow them time.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
-/// A restore stages this many entries per script call.
-pub const RESTORE_CHUNK: usize = 1000;
+/// A restore stages this many entries per script call, so that each call
+/// holds Redis about as long as a snapshot page: inserting into a hash and
+/// a sorted set of a million costs Redis about 5 µs an entry (a chunk of 200
+/// measured 1.1 ms median, 1 000 about 4 ms: scripts/allowlist_call_cost.py
+/// and bench/README).
+pub const RESTORE_CHUNK: usize = 100;
 /// A consistent listing re-reads changed entries at most this many times.
 const LISTING_ROUNDS: usize = 100;
 /// Staged entries of a restore that never finished vanish after this.
