@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, DefaultBodyLimit};
+use axum::extract::ConnectInfo;
 use axum::http::Method;
 use axum::middleware::from_fn_with_state;
 use axum::response::Response;
@@ -96,8 +96,8 @@ pub fn decision_router(app: Arc<App>) -> Router {
         )
         .route(
             "/v1/heartbeat",
+            // `heartbeat` reads its body up to its own bound.
             post(activity_api::heartbeat)
-                .layer(DefaultBodyLimit::max(activity_api::MAX_HEARTBEAT_BYTES))
                 .route_layer(from_fn_with_state(app.clone(), observe::observe)),
         )
         .with_state(app)

@@ -415,6 +415,14 @@ async fn bad_activity_input_is_a_400_naming_the_field_and_writes_nothing() {
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["field"], field, "{body}: {v}");
     }
+    // A body over 1 KiB: a JSON 413 like every other refusal.
+    let r = heartbeat(&a, &format!(r#"{{"id":"{}"}}"#, "x".repeat(2000))).await;
+    assert_eq!(r.status(), 413);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["field"].as_str(), v["error"].as_str()),
+        (Some("(body)"), Some("the body is over 1024 bytes"))
+    );
     for (path, field) in [
         ("/v1/activity/online?within=abc", "within"),
         ("/v1/activity/online?within=2h", "within"),

@@ -13,7 +13,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::from_fn_with_state;
@@ -23,6 +23,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::auth::require_token;
+use super::body::read_limited;
 use super::params::Params;
 use super::response::ApiError;
 use crate::activity::query::{self, BadInput};
@@ -49,11 +50,16 @@ pub async fn heartbeat(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     if !app.activity.enabled() {
         return ApiError::unavailable(NEEDS_REDIS).into_response();
     }
+    // Over the bound: a JSON 413 naming the body, as soon as it passes it.
+    let body = match read_limited(body, MAX_HEARTBEAT_BYTES).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
     let member = if body.iter().all(u8::is_ascii_whitespace) {
         let client = app.resolver.resolve(peer.ip(), &headers);
         format!("ip:{}", app.resolver.key_ip(client))

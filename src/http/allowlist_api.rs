@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -27,7 +27,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::body::json_body;
+use super::body::{json_body, read_limited};
 use super::params::Params;
 use super::response::ApiError;
 use crate::allowlist::{cidr, input, Entry};
@@ -67,7 +67,15 @@ fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
     }
 }
 
-async fn add(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+/// A `POST /v1/allowlist` body is a CIDR, a TTL and a note of at most 256
+/// bytes: 4 KiB leaves room for any spelling of them.
+const MAX_ADD_BYTES: usize = 4096;
+
+async fn add(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let body = match read_limited(body, MAX_ADD_BYTES).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
     match try_add(&app, &headers, &body).await {
         Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
         Err(e) => e.into_response(),

@@ -60,6 +60,12 @@ async fn every_bad_input_is_a_400_naming_the_field_and_changes_no_key() {
             "{body}: {error:?} lacks {message:?}"
         );
     }
+    // A body over 4 KiB: a JSON 413 naming the body.
+    let (status, answer) = add(s, json!({"cidr": "192.0.2.2", "note": "n".repeat(5000)})).await;
+    assert_eq!(
+        (status, answer["field"].as_str(), answer["error"].as_str()),
+        (413, Some("(body)"), Some("the body is over 4096 bytes"))
+    );
     let r = s
         .admin_client()
         .post(s.admin_url("/v1/allowlist"))
