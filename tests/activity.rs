@@ -1,6 +1,6 @@
 //! Activity counters against a real Redis with two replicas: presence from
 //! heartbeats, active days, a tracked rule's summary, the path bound, a Redis
-//! outage, and bad input.
+//! outage, bad input; on a Cluster, and through a Sentinel's failover.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -578,5 +578,66 @@ async fn activity_works_on_a_redis_cluster_one_pipeline_per_key_family() {
     assert_eq!(
         metric(&m, "tollgate_activity_flush_failures_total", &[]),
         0.0
+    );
+}
+
+/// Through a Sentinel: counts reach the master it names, and after a
+/// failover (the old master now a read-only replica) later counts reach the
+/// new one, where the reads find them, and flushing is up again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn activity_through_a_sentinel_follows_a_failover() {
+    let set = crate::support::SentinelSet::start();
+    let config = format!("{}{TRACKED}", set.config_section("500ms"));
+    let a = TestServer::start(&config, None, &unique_prefix("act-sentinel")).await;
+    let client = reqwest::Client::new();
+    for i in 0..5u32 {
+        assert_eq!(visit(&client, &a, "/p/before", ip(i)).await, 200);
+    }
+    admin_until(&a, "/v1/activity/summary?hours=1", |v| {
+        v["total"].as_u64() == Some(5)
+    })
+    .await;
+    // Retried: right after start the sentinel may still answer NOGOODSLAVE.
+    eventually(Duration::from_secs(20), || async {
+        set.sentinel.try_conn().is_some_and(|mut c| {
+            redis::cmd("SENTINEL")
+                .arg("FAILOVER")
+                .arg("mymaster")
+                .query::<()>(&mut c)
+                .is_ok()
+        })
+    })
+    .await;
+    eventually(Duration::from_secs(20), || async {
+        let role: Vec<redis::Value> = set
+            .replica
+            .try_conn()
+            .and_then(|mut c| redis::cmd("ROLE").query(&mut c).ok())
+            .unwrap_or_default();
+        matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master")
+    })
+    .await;
+    // Requests keep coming; once a flush reaches the new master the counts
+    // made before the failover (replicated) and after it add up there.
+    let mut sent = 5u64;
+    eventually(Duration::from_secs(30), || {
+        let (client, a) = (&client, &a);
+        sent += 1;
+        let n = sent;
+        async move {
+            assert_eq!(visit(client, a, "/p/after", ip(n as u32)).await, 200);
+            let (status, v) = admin_get(a, "/v1/activity/summary?hours=1").await;
+            status == 200 && v["paths"]["/p/after"]["total"].as_u64().unwrap_or(0) > 0
+        }
+    })
+    .await;
+    let on_new_master: Vec<String> = redis::cmd("KEYS")
+        .arg("*act-sentinel*")
+        .query(&mut set.replica.conn())
+        .unwrap();
+    assert!(!on_new_master.is_empty(), "nothing on the new master");
+    assert_eq!(
+        metric(&scrape(&a).await, "tollgate_activity_flush_up", &[]),
+        1.0
     );
 }
