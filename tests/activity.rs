@@ -597,26 +597,7 @@ async fn activity_through_a_sentinel_follows_a_failover() {
         v["total"].as_u64() == Some(5)
     })
     .await;
-    // Retried: right after start the sentinel may still answer NOGOODSLAVE.
-    eventually(Duration::from_secs(20), || async {
-        set.sentinel.try_conn().is_some_and(|mut c| {
-            redis::cmd("SENTINEL")
-                .arg("FAILOVER")
-                .arg("mymaster")
-                .query::<()>(&mut c)
-                .is_ok()
-        })
-    })
-    .await;
-    eventually(Duration::from_secs(20), || async {
-        let role: Vec<redis::Value> = set
-            .replica
-            .try_conn()
-            .and_then(|mut c| redis::cmd("ROLE").query(&mut c).ok())
-            .unwrap_or_default();
-        matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master")
-    })
-    .await;
+    set.fail_over().await;
     // Requests keep coming; once a flush reaches the new master the counts
     // made before the failover (replicated) and after it add up there.
     let mut sent = 5u64;

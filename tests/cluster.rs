@@ -165,28 +165,9 @@ async fn sentinel_finds_the_master_and_follows_a_failover() {
         "the counter is on the master the sentinel named"
     );
 
-    // Retried: right after start the sentinel may still answer NOGOODSLAVE.
-    eventually(Duration::from_secs(20), || async {
-        set.sentinel.try_conn().is_some_and(|mut c| {
-            redis::cmd("SENTINEL")
-                .arg("FAILOVER")
-                .arg("mymaster")
-                .query::<()>(&mut c)
-                .is_ok()
-        })
-    })
-    .await;
     // The replica becomes master; the old master, a replica: writes there fail
     // (READONLY), the breaker opens, the probe asks the sentinel again.
-    eventually(Duration::from_secs(20), || async {
-        let role: Vec<redis::Value> = set
-            .replica
-            .try_conn()
-            .and_then(|mut c| redis::cmd("ROLE").query(&mut c).ok())
-            .unwrap_or_default();
-        matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master")
-    })
-    .await;
+    set.fail_over().await;
     eventually(Duration::from_secs(20), || async {
         status(&s, "b").await == 200
             && set.replica.try_conn().is_some_and(|mut c| {

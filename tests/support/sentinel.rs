@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::isolation::{free_port, temp_dir};
 use super::process::die_with_parent;
 use super::redis::RedisServer;
-use super::wait::wait_explained;
+use super::wait::{eventually, wait_explained};
 
 /// `redis-server <conf> --sentinel`, listening on `port`, owning `dir` (a
 /// sentinel rewrites its config file, so it lives in the test's dir).
@@ -70,6 +70,31 @@ impl SentinelSet {
             replica,
             sentinel,
         }
+    }
+
+    /// Have the sentinel fail over, and wait until the replica is the
+    /// master (the old master becomes its replica: writes there fail).
+    pub async fn fail_over(&self) {
+        // Retried: right after start the sentinel may still answer NOGOODSLAVE.
+        eventually(Duration::from_secs(20), || async {
+            self.sentinel.try_conn().is_some_and(|mut c| {
+                redis::cmd("SENTINEL")
+                    .arg("FAILOVER")
+                    .arg("mymaster")
+                    .query::<()>(&mut c)
+                    .is_ok()
+            })
+        })
+        .await;
+        eventually(Duration::from_secs(20), || async {
+            let role: Vec<redis::Value> = self
+                .replica
+                .try_conn()
+                .and_then(|mut c| redis::cmd("ROLE").query(&mut c).ok())
+                .unwrap_or_default();
+            matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master")
+        })
+        .await;
     }
 
     /// `[redis] sentinel = {...}` for this set.
