@@ -598,8 +598,9 @@ async fn activity_through_a_sentinel_follows_a_failover() {
     })
     .await;
     set.fail_over().await;
-    // Requests keep coming; once a flush reaches the new master the counts
-    // made before the failover (replicated) and after it add up there.
+    // Requests keep coming; a count made after the failover shows in the
+    // reads only once a flush has reached the new master (the old one now
+    // refuses writes).
     let mut sent = 5u64;
     eventually(Duration::from_secs(30), || {
         let (client, a) = (&client, &a);
