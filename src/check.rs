@@ -1,24 +1,38 @@
 //! One limiter call as the hot path makes it:
 //!
+//! 0. the caps (`check/caps.rs`): a charge past one is refused, whatever
+//!    surface asked, before anything is written;
 //! 1. the deny cache (a key denied until T is answered from memory until T);
 //! 2. the circuit breaker (while Redis is away, no call waits on it);
 //! 3. the store, bounded by `redis.timeout`, never retried blindly;
 //! 4. on failure, the rule's `on_redis_error`: allow, deny, or the in-process
 //!    limiter with `limit / fallback_replicas`.
+//!
+//! A request's several rules go through `check_all`: all or nothing. Either
+//! every deciding rule admits and all are charged, or none is. On one Redis
+//! (or Sentinel) that is one `lua/all_rules.lua` call; in-process, one lock;
+//! on a Cluster, where the rules' keys lie in different slots, a peek of
+//! every rule and then the charges (see `cluster_together`).
 
+pub mod caps;
+
+use std::sync::Arc;
 use std::time::Instant;
+
+use arc_swap::{ArcSwap, Guard};
+use futures::future::join_all;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 
-use crate::config::Config;
+use crate::config::{ApiConfig, Config};
 use crate::keys::{KeySpace, AD_HOC_RULE};
 use crate::limiter::{
     slot_breaker, Algorithm, Breaker, Call, DenyCache, LimitState, LocalStore, Outcome, RedisStore,
     SlotBreaker, Store,
 };
-use crate::metrics::{KindLabels, Metrics};
+use crate::metrics::{KindLabels, Metrics, ReasonLabels};
 use crate::rate::Rate;
 use crate::redis_conn::StoreError;
 use crate::rule::{OnRedisError, Rule};
@@ -39,12 +53,16 @@ pub struct Limiter {
     keys: KeySpace,
     /// `redis.fallback_replicas`: the fallback's share of each limit.
     fallback_replicas: u64,
+    /// `[api]`: the caps every charge meets (swapped by a reload).
+    caps: ArcSwap<ApiConfig>,
+    refused: Family<ReasonLabels, Counter>,
     deny_cache_hits: Counter,
     redis_call_duration: Histogram,
     redis_errors: Family<KindLabels, Counter>,
 }
 
 /// What one limiter call needs beyond its key.
+#[derive(Clone, Copy)]
 pub struct LimitSpec<'a> {
     pub rule: &'a str,
     pub algorithm: Algorithm,
@@ -64,6 +82,16 @@ impl<'a> From<&'a Rule> for LimitSpec<'a> {
             on_redis_error: rule.on_redis_error,
         }
     }
+}
+
+/// One rule of a request, as `check_all` takes it.
+#[derive(Clone, Copy)]
+pub struct Ask<'a> {
+    pub spec: LimitSpec<'a>,
+    pub key: &'a str,
+    pub cost: u64,
+    /// A shadow rule is charged like the others but refuses nothing.
+    pub shadow: bool,
 }
 
 /// Where an outcome came from.
@@ -100,18 +128,169 @@ impl Limiter {
             deny_cache: DenyCache::new(deny_cache_bytes, metrics.deny_cache_evictions.clone()),
             keys: KeySpace::new(&config.prefix),
             fallback_replicas: config.redis.as_ref().map_or(1, |r| r.fallback_replicas) as u64,
+            caps: ArcSwap::from_pointee(config.api.clone()),
+            refused: metrics.refused_requests.clone(),
             deny_cache_hits: metrics.deny_cache_hits.clone(),
             redis_call_duration: metrics.redis_call_duration.clone(),
             redis_errors: metrics.redis_errors.clone(),
         }
     }
 
-    /// One limiter call for one (rule, key).
-    pub async fn check(&self, spec: LimitSpec<'_>, key: &str, cost: u64) -> (Outcome, Source) {
+    /// The caps every charge meets (`[api]`).
+    pub fn caps(&self) -> Guard<Arc<ApiConfig>> {
+        self.caps.load()
+    }
+
+    /// New caps (a reload): they apply to the next charge.
+    pub fn set_caps(&self, caps: ApiConfig) {
+        self.caps.store(Arc::new(caps));
+    }
+
+    /// The caps for one charge; a refusal is counted by its reason. `check`
+    /// and `check_all` call it; a surface that charges several independent
+    /// calls (RLS) calls it for each first, so a refusal writes nothing.
+    pub fn admit(&self, spec: &LimitSpec<'_>, cost: u64) -> Result<(), caps::Refused> {
+        caps::admit(&self.caps.load(), spec, cost).inspect_err(|r| {
+            self.refused
+                .get_or_create(&ReasonLabels { reason: r.reason })
+                .inc();
+        })
+    }
+
+    /// One limiter call for one (rule, key), within the caps.
+    pub async fn check(
+        &self,
+        spec: LimitSpec<'_>,
+        key: &str,
+        cost: u64,
+    ) -> Result<(Outcome, Source), caps::Refused> {
+        self.admit(&spec, cost)?;
+        Ok(self.check_admitted(spec, key, cost).await)
+    }
+
+    /// A request's rules, all or nothing (see the module comment): unless
+    /// every deciding (non-shadow) rule admits, none is charged. `None` for a
+    /// rule that was not asked: a deciding rule denied from the deny cache
+    /// answers the request without a store call.
+    pub async fn check_all(
+        &self,
+        asks: &[Ask<'_>],
+    ) -> Result<Vec<Option<(Outcome, Source)>>, caps::Refused> {
+        for ask in asks {
+            self.admit(&ask.spec, ask.cost)?;
+        }
+        if let [ask] = asks {
+            return Ok(vec![Some(
+                self.check_admitted(ask.spec, ask.key, ask.cost).await,
+            )]);
+        }
+        let bases: Vec<String> = asks
+            .iter()
+            .map(|a| self.keys.limit_base(a.spec.algorithm, a.spec.rule, a.key))
+            .collect();
+        let generation = self.deny_cache.generation();
+        let mut answers: Vec<Option<(Outcome, Source)>> = vec![None; asks.len()];
+        for (i, ask) in asks.iter().enumerate() {
+            if !cacheable(&ask.spec, ask.cost) {
+                continue;
+            }
+            if let Some(outcome) = self.deny_cache.get(&bases[i], ask.spec.limits) {
+                self.deny_cache_hits.inc();
+                answers[i] = Some((outcome, Source::DenyCache));
+                if !ask.shadow {
+                    // Denied: the other rules are neither asked nor charged.
+                    return Ok(answers);
+                }
+            }
+        }
+        let pending: Vec<usize> = (0..asks.len()).filter(|&i| answers[i].is_none()).collect();
+        let calls: Vec<(Call<'_>, bool)> = pending
+            .iter()
+            .map(|&i| {
+                let a = &asks[i];
+                let call = Call {
+                    algorithm: a.spec.algorithm,
+                    base: &bases[i],
+                    limits: a.spec.limits,
+                    cost: a.cost,
+                    burst: a.spec.burst,
+                };
+                (call, !a.shadow)
+            })
+            .collect();
+        let slots: Vec<u16> = match &self.slots {
+            Some(_) => calls
+                .iter()
+                .map(|(c, _)| slot_breaker::slot(c.base))
+                .collect(),
+            None => Vec::new(),
+        };
+        let skip = self.breaker.is_open()
+            || match &self.slots {
+                Some(breakers) => slots.iter().any(|&s| breakers.should_skip(s)),
+                None => false,
+            };
+        let result = match &self.store {
+            Store::Local(local) => Ok(local.check_all(&calls)),
+            Store::Redis(_) if skip => Err(None),
+            Store::Redis(redis) => {
+                let started = Instant::now();
+                let one_slot = slots.windows(2).all(|w| w[0] == w[1]);
+                let r = if one_slot {
+                    redis
+                        .check_all(&calls)
+                        .await
+                        .map_err(|e| (e, slots.first().copied()))
+                } else {
+                    cluster_together(redis, &calls, &slots).await
+                };
+                self.redis_call_duration
+                    .observe(started.elapsed().as_secs_f64());
+                r.map_err(Some)
+            }
+        };
+        let outcomes = match result {
+            Ok(outcomes) => {
+                if let Some(breakers) = &self.slots {
+                    slots.iter().for_each(|&s| breakers.succeeded(s));
+                }
+                if !self.store.is_local() {
+                    for ((call, _), outcome) in calls.iter().zip(&outcomes) {
+                        if call.cost == 1 {
+                            self.deny_cache.insert_unless_reset(
+                                call.base,
+                                call.limits,
+                                outcome,
+                                generation,
+                            );
+                        }
+                    }
+                }
+                outcomes.into_iter().map(|o| (o, Source::Store)).collect()
+            }
+            Err(err) => {
+                if let Some((err, slot)) = err {
+                    let rule = asks[pending[0]].spec.rule;
+                    self.redis_failed(rule, slot, &err);
+                }
+                let specs: Vec<&LimitSpec<'_>> = pending.iter().map(|&i| &asks[i].spec).collect();
+                self.fallback_all(&specs, &calls)
+                    .into_iter()
+                    .map(|o| (o, Source::Fallback))
+                    .collect::<Vec<_>>()
+            }
+        };
+        for (i, answer) in pending.into_iter().zip(outcomes) {
+            answers[i] = Some(answer);
+        }
+        Ok(answers)
+    }
+
+    /// One (rule, key) whose charge the caps admitted.
+    async fn check_admitted(&self, spec: LimitSpec<'_>, key: &str, cost: u64) -> (Outcome, Source) {
         let base = self.keys.limit_base(spec.algorithm, spec.rule, key);
-        // The deny cache tells limits apart, not bursts: an ad-hoc call naming
-        // its own burst is always asked of the store.
-        let cacheable = cost == 1 && (spec.burst.is_none() || spec.rule != AD_HOC_RULE);
+        let cacheable = cacheable(&spec, cost);
+        let generation = self.deny_cache.generation();
         if cacheable {
             if let Some(outcome) = self.deny_cache.get(&base, spec.limits) {
                 self.deny_cache_hits.inc();
@@ -151,7 +330,8 @@ impl Limiter {
                     slots.succeeded(slot);
                 }
                 if cacheable && remote {
-                    self.deny_cache.insert(&base, spec.limits, &outcome);
+                    self.deny_cache
+                        .insert_unless_reset(&base, spec.limits, &outcome, generation);
                 }
                 (outcome, Source::Store)
             }
@@ -183,27 +363,111 @@ impl Limiter {
     }
 
     fn fallback(&self, spec: &LimitSpec<'_>, call: Call<'_>) -> Outcome {
-        match spec.on_redis_error {
-            OnRedisError::Allow => unknown_state(spec.limits, true),
-            OnRedisError::Deny => unknown_state(spec.limits, false),
-            OnRedisError::Local => {
-                let replicas = self.fallback_replicas;
-                let shares: Vec<Rate> = spec
+        self.fallback_all(&[spec], &[(call, true)]).remove(0)
+    }
+
+    /// `on_redis_error` for each call of a request, all or nothing as the
+    /// store would have been: a deciding rule set to `deny` refuses the
+    /// request, and then the `local` ones are only peeked.
+    fn fallback_all(&self, specs: &[&LimitSpec<'_>], calls: &[(Call<'_>, bool)]) -> Vec<Outcome> {
+        let denied = specs
+            .iter()
+            .zip(calls)
+            .any(|(s, (_, decides))| *decides && s.on_redis_error == OnRedisError::Deny);
+        let replicas = self.fallback_replicas;
+        // This replica's share of each `local` rule's limits.
+        let shares: Vec<Vec<Rate>> = specs
+            .iter()
+            .map(|s| match s.on_redis_error {
+                OnRedisError::Local => s
                     .limits
                     .iter()
                     .map(|r| Rate {
                         limit: (r.limit / replicas).max(1),
                         period_ms: r.period_ms,
                     })
-                    .collect();
-                self.fallback.check(Call {
-                    limits: &shares,
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        let local: Vec<(Call<'_>, bool)> = calls
+            .iter()
+            .zip(&shares)
+            .zip(specs)
+            .filter(|(_, s)| s.on_redis_error == OnRedisError::Local)
+            .map(|(((call, decides), share), _)| {
+                let call = Call {
+                    limits: share,
                     burst: call.burst.map(|b| (b / replicas).max(1)),
-                    ..call
-                })
-            }
-        }
+                    cost: if denied { 0 } else { call.cost },
+                    ..*call
+                };
+                (call, *decides)
+            })
+            .collect();
+        let mut local = self.fallback.check_all(&local).into_iter();
+        specs
+            .iter()
+            .map(|s| match s.on_redis_error {
+                OnRedisError::Allow => unknown_state(s.limits, true),
+                OnRedisError::Deny => unknown_state(s.limits, false),
+                OnRedisError::Local => local.next().expect("one outcome per local call"),
+            })
+            .collect()
     }
+}
+
+/// The deny cache tells limits apart, not bursts: an ad-hoc call naming its
+/// own burst is always asked of the store. Only single units are cached.
+fn cacheable(spec: &LimitSpec<'_>, cost: u64) -> bool {
+    cost == 1 && (spec.burst.is_none() || spec.rule != AD_HOC_RULE)
+}
+
+/// A request's rules on a Redis Cluster, whose keys lie in different slots
+/// (no one script can reach them all): every rule is peeked (cost 0, in
+/// parallel); unless every deciding rule has room for its cost, nothing is
+/// charged, and only the rules without room are asked with their cost (a
+/// denial writes nothing, and tells when it would pass). The guarantee is
+/// weaker than one script's: between the peek and the charge (one round
+/// trip) another request can take the last unit of one rule; that rule then
+/// denies while the others were charged. The README says so.
+async fn cluster_together(
+    redis: &RedisStore,
+    calls: &[(Call<'_>, bool)],
+    slots: &[u16],
+) -> Result<Vec<Outcome>, (StoreError, Option<u16>)> {
+    let at = |i: usize| slots.get(i).copied();
+    let peeks = join_all(
+        calls
+            .iter()
+            .map(|(c, _)| redis.check(Call { cost: 0, ..*c })),
+    )
+    .await;
+    let mut peeked = Vec::with_capacity(calls.len());
+    for (i, p) in peeks.into_iter().enumerate() {
+        peeked.push(p.map_err(|e| (e, at(i)))?);
+    }
+    let fits =
+        |c: &Call<'_>, p: &Outcome| p.allowed && p.limits.iter().all(|l| l.remaining >= c.cost);
+    let pass = calls
+        .iter()
+        .zip(&peeked)
+        .all(|((c, decides), p)| !decides || fits(c, p));
+    let asked = join_all(calls.iter().zip(&peeked).map(|((c, _), p)| async move {
+        match pass || !fits(c, p) {
+            true => Some(redis.check(*c).await),
+            false => None,
+        }
+    }))
+    .await;
+    let mut out = Vec::with_capacity(calls.len());
+    for (i, (answer, peek)) in asked.into_iter().zip(peeked).enumerate() {
+        out.push(match answer {
+            Some(r) => r.map_err(|e| (e, at(i)))?,
+            None => peek,
+        });
+    }
+    Ok(out)
 }
 
 /// The answer when no store could be asked: full quota shown, or a 1 s denial.

@@ -1,13 +1,13 @@
 //! From a request to a decision: every matching rule applies, and the request
-//! passes only if all pass.
+//! passes only if all pass. Its rules are charged all or nothing
+//! (`Limiter::check_all`): a request one rule refuses spends no other rule's quota.
 
 use std::sync::Arc;
 
-use futures::future::join_all;
-
 use crate::allowlist::gate::Membership;
 use crate::app::App;
-use crate::check::{LimitSpec, Source};
+use crate::check::caps::Refused;
+use crate::check::{Ask, LimitSpec, Source};
 use crate::limiter::{LimitState, Outcome};
 use crate::metrics::Outcome as Counted;
 use crate::request::RequestView;
@@ -37,8 +37,10 @@ pub struct Decision {
 }
 
 impl App {
-    /// Decide a forward-auth request.
-    pub async fn decide(&self, req: &RequestView<'_>) -> Decision {
+    /// Decide a forward-auth request. A charge past the caps is refused
+    /// (configured rules cost 1 each, which every cap admits; the core
+    /// checks anyway, so no surface depends on that).
+    pub async fn decide(&self, req: &RequestView<'_>) -> Result<Decision, Refused> {
         let rules = self.rules.load();
         let applicable: Vec<(&Rule, String)> = {
             // Allowlist gates first: a refused request is charged nothing.
@@ -53,10 +55,10 @@ impl App {
                 use crate::metrics::Outcome::not_allowlisted;
                 self.metrics
                     .rule_decision(&gate.counters, &gate.name, not_allowlisted);
-                return Decision {
+                return Ok(Decision {
                     verdict: Verdict::NotAllowlisted,
                     items: Vec::new(),
-                };
+                });
             }
             let mut applicable = Vec::new();
             for rule in matching() {
@@ -82,17 +84,25 @@ impl App {
             }
             applicable
         };
-        // Rules are independent calls (different keys, maybe different slots): run them together.
-        let outcomes = join_all(
-            applicable
-                .iter()
-                .map(|(rule, key)| self.limiter.check(LimitSpec::from(*rule), key, 1)),
-        )
-        .await;
+        let asks: Vec<Ask<'_>> = applicable
+            .iter()
+            .map(|(rule, key)| Ask {
+                spec: LimitSpec::from(*rule),
+                key,
+                cost: 1,
+                shadow: rule.shadow,
+            })
+            .collect();
+        let outcomes = self.limiter.check_all(&asks).await?;
 
         let mut verdict = Verdict::Allowed;
         let mut items = Vec::new();
-        for ((rule, _), (outcome, source)) in applicable.iter().zip(outcomes) {
+        // A rule left unasked (another was denied from the deny cache) is
+        // neither counted nor reported.
+        for ((rule, _), answer) in applicable.iter().zip(outcomes) {
+            let Some((outcome, source)) = answer else {
+                continue;
+            };
             let outcome_label = counted(&outcome, source, rule.shadow);
             self.metrics
                 .rule_decision(&rule.counters, &rule.name, outcome_label);
@@ -121,7 +131,7 @@ impl App {
                 });
             }
         }
-        Decision { verdict, items }
+        Ok(Decision { verdict, items })
     }
 }
 

@@ -17,7 +17,7 @@ pub mod slot_breaker;
 pub use breaker::Breaker;
 pub use deny_cache::DenyCache;
 pub use local_store::LocalStore;
-pub use redis_store::RedisStore;
+pub use redis_store::{all_rules_source, script_source, RedisStore};
 pub use slot_breaker::SlotBreaker;
 
 use crate::named::named_enum;

@@ -44,9 +44,14 @@ async fn v1_check_refuses_costs_limits_periods_and_keys_beyond_the_caps() {
     let s = TestServer::start(CONFIG, Some(&shared_redis().url()), &unique_prefix("caps")).await;
     let long_key = "k".repeat(513);
     let cases = [
-        // The reported attack: a 10^8-step Lua loop and an 800 MB allocation.
+        // The reported attack: a 10^8-step Lua loop and an 800 MB allocation
+        // (the ad-hoc limits are read first, then the core caps the cost).
         (
             json!({"key": "k", "limits": ["100000000/d"], "algorithm": "sliding_log", "cost": 100000000}),
+            "limits[0]",
+        ),
+        (
+            json!({"key": "k", "limits": ["25/d"], "algorithm": "sliding_log", "cost": 100000000}),
             "cost",
         ),
         (
@@ -59,6 +64,15 @@ async fn v1_check_refuses_costs_limits_periods_and_keys_beyond_the_caps() {
         ),
         (json!({"key": "k", "limits": ["1000000001/s"]}), "limits[0]"),
         (json!({"key": "k", "limits": ["5/8d"]}), "limits[0]"),
+        // Past 2^53 µs of bucket, gcra's exact arithmetic would round.
+        (
+            json!({"key": "k", "limits": ["1000000000/7d"], "algorithm": "gcra"}),
+            "limits[0]",
+        ),
+        (
+            json!({"key": "k", "limits": ["10/7d"], "algorithm": "gcra", "burst": 14893}),
+            "burst",
+        ),
         (
             json!({"key": "k", "limits": ["1/s", "2/m", "3/h", "4/d", "5/2d"]}),
             "limits",
@@ -80,7 +94,8 @@ async fn v1_check_refuses_costs_limits_periods_and_keys_beyond_the_caps() {
     // At the caps, calls are answered.
     for body in [
         json!({"key": "k", "limits": ["25/s", "25/m", "25/h", "25/d"], "algorithm": "sliding_log", "cost": 25}),
-        json!({"key": "k", "limits": ["1000000000/7d"], "algorithm": "gcra", "cost": 1000}),
+        // gcra's arithmetic is exact up to burst × period_µs < 2^53: 14 892 a week.
+        json!({"key": "k", "limits": ["14892/7d"], "algorithm": "gcra", "cost": 1000}),
         json!({"key": "k".repeat(512), "limits": ["5/m"]}),
     ] {
         let (status, answer) = post(&s, &body).await;

@@ -158,7 +158,13 @@ async fn a_half_open_reset_channel_stops_the_deny_cache_until_it_is_subscribed_a
 
     proxy.freeze(false);
     eventually(Duration::from_secs(6), || channel_up(&b)).await;
-    // Back on Redis: the reset key has its full quota again, and denials are cached again.
+    // Back on Redis (the breaker's probe has closed it: until then decisions
+    // are on_redis_error's, which says nothing about the quota): the reset
+    // key has its full quota again, and denials are cached again.
+    eventually(Duration::from_secs(10), || async {
+        metric(&scrape(&b).await, "tollgate_redis_up", &[]) == 1.0
+    })
+    .await;
     eventually(Duration::from_secs(3), || async {
         status(&b, "198.51.100.11").await == 200
     })

@@ -3,7 +3,7 @@
 //! Each script reads the time once, `local t = redis.call('TIME')`. The copy
 //! run here reads it from a hash beside its first key instead (set in the same
 //! pipeline): every other line is the script tollgate runs. Fixed windows
-//! read no time (only PTTL), so `fixed_window` is run as it is.
+//! ignore the time they are given (they read PTTL).
 
 #![allow(dead_code)]
 
@@ -13,12 +13,7 @@ use tollgate::rate::Rate;
 const TIME_CALL: &str = "redis.call('TIME')";
 
 pub fn script_text(alg: Algorithm) -> &'static str {
-    match alg {
-        Algorithm::FixedWindow => include_str!("../lua/fixed_window.lua"),
-        Algorithm::SlidingWindow => include_str!("../lua/sliding_window.lua"),
-        Algorithm::SlidingLog => include_str!("../lua/sliding_log.lua"),
-        Algorithm::Gcra => include_str!("../lua/gcra.lua"),
-    }
+    tollgate::limiter::script_source(alg)
 }
 
 /// The script with its one `TIME` call reading `KEYS[1]:clock` instead.

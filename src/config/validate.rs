@@ -460,6 +460,19 @@ fn validate_rule(
         }
     }
     let burst = validate_burst(c, i, r, algorithm, limits.len());
+    if algorithm == Some(Algorithm::Gcra) {
+        // The script's arithmetic is exact only below 2^53 (`check/caps.rs`).
+        for (j, rate) in limits.iter().enumerate() {
+            let bucket = burst.unwrap_or(rate.limit);
+            if !crate::check::caps::gcra_exact(bucket, rate.period_ms) {
+                let message = crate::check::caps::gcra_range_message(bucket, rate.period_ms);
+                match burst {
+                    Some(_) => c.push(format!("rule[{i}].burst"), r.burst.as_ref(), message),
+                    None => c.push(format!("rule[{i}].limits[{j}]"), r.limits.get(j), message),
+                }
+            }
+        }
+    }
     let track = activity::track(c, i, r);
     let m = &r.matcher;
     for (field, value) in [
@@ -948,6 +961,24 @@ override_max = "100/s"
         )
         .unwrap();
         assert_eq!(cfg.rules[0].burst, None, "default: the limit");
+    }
+
+    #[test]
+    fn a_gcra_bucket_past_2_pow_53_microseconds_is_a_config_error_naming_its_key() {
+        let rule = |limits: &str, burst: &str| {
+            format!("[[rule]]\nname = \"r\"\nlimits = [{limits}]\nalgorithm = \"gcra\"\n{burst}")
+        };
+        let found = issues(&rule("\"1000/365d\"", ""));
+        assert!(
+            found[0].starts_with("rule[0].limits[0]") && found[0].contains("2^53"),
+            "{found:?}"
+        );
+        let found = issues(&rule("\"10/d\"", "burst = 200000\n"));
+        assert!(
+            found[0].starts_with("rule[0].burst") && found[0].contains("2^53"),
+            "{found:?}"
+        );
+        assert!(parse("t", &rule("\"100000/d\"", ""), &Overrides::default()).is_ok());
     }
 
     #[test]

@@ -25,9 +25,25 @@ pub struct Charge<'r> {
     /// Names of `limits` in the RateLimit headers.
     pub item_names: Cow<'r, [Arc<str>]>,
     pub cost: u64,
+    /// The descriptor's place in the request, and whether its cost is its
+    /// own `hits_addend` (else the request's): how a refusal names the field.
+    pub index: usize,
+    pub own_cost: bool,
 }
 
 impl<'r> Charge<'r> {
+    /// The field a refused charge is about, as the request spells it.
+    pub fn field(&self, what: crate::check::caps::CapField) -> String {
+        use crate::check::caps::CapField;
+        let i = self.index;
+        match what {
+            CapField::Cost if self.own_cost => format!("descriptors[{i}].hits_addend"),
+            CapField::Cost => "hits_addend".to_string(),
+            CapField::Limit(_) => format!("descriptors[{i}].limit"),
+            CapField::Burst => format!("descriptors[{i}]"),
+        }
+    }
+
     pub fn spec(&self) -> LimitSpec<'_> {
         let rule = LimitSpec::from(self.rule);
         LimitSpec {
@@ -115,6 +131,8 @@ fn resolve_one<'r>(
         limits,
         item_names,
         cost,
+        index: i,
+        own_cost: d.hits_addend.is_some(),
     }))
 }
 

@@ -130,7 +130,10 @@ pub async fn check(
         client_ip: Some(client),
         client_key_ip: Some(app.resolver.key_ip(client)),
     };
-    let decision = app.decide(&view).await;
+    let decision = app
+        .decide(&view)
+        .await
+        .map_err(|r| Status::invalid_argument(format!("cost: {r}")))?;
     let (status, mut out) = decision_parts(&decision, Flavor::Standard);
     if !app.config.server.grpc_ratelimit_headers {
         for name in [

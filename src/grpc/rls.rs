@@ -55,6 +55,13 @@ pub async fn should_rate_limit(
 ) -> Result<RateLimitResponse, Status> {
     let rules = app.rules.load();
     let charges = descriptors::resolve(&rules, &req.domain, &req.descriptors, req.hits_addend)?;
+    // Every descriptor within the caps before any is charged: a refusal
+    // (`INVALID_ARGUMENT` naming the field) writes nothing.
+    for c in charges.iter().flatten() {
+        app.limiter
+            .admit(&c.spec(), c.cost)
+            .map_err(|r| Status::invalid_argument(format!("{}: {r}", c.field(r.field))))?;
+    }
     let outcomes = join_all(charges.iter().map(|c| {
         OptionFuture::from(
             c.as_ref()
@@ -69,13 +76,15 @@ pub async fn should_rate_limit(
     };
     let mut statuses = Vec::with_capacity(charges.len());
     for (charge, outcome) in charges.iter().zip(outcomes) {
-        let (Some(charge), Some((outcome, source))) = (charge, outcome) else {
+        let (Some(charge), Some(answer)) = (charge, outcome) else {
             statuses.push(DescriptorStatus {
                 code: Code::Ok as i32,
                 ..Default::default()
             });
             continue;
         };
+        let (outcome, source) = answer
+            .map_err(|r| Status::invalid_argument(format!("{}: {r}", charge.field(r.field))))?;
         let rule = charge.rule;
         let label = counted(&outcome, source, rule.shadow);
         app.metrics.rule_decision(&rule.counters, &rule.name, label);

@@ -7,8 +7,10 @@
 //! answer, not an error: the status is 200 either way. A shadow rule (or
 //! `--shadow`) answers `"allowed": true` with the true `remaining`.
 //!
-//! Every number a client sends is capped by `[api]` (see `config/validate/caps.rs`):
-//! one call can never make Redis or this process do unbounded work.
+//! Every number a client sends is capped by `[api]`: the cost by the core
+//! (`check/caps.rs`, as on every surface), the ad-hoc limits here (only this
+//! surface takes them). One call can never make Redis or this process do
+//! unbounded work.
 
 use std::sync::Arc;
 
@@ -22,6 +24,7 @@ use super::body::{json_body, read_limited};
 use super::observe::observed;
 use super::response::ApiError;
 use crate::app::App;
+use crate::check::caps::CapField;
 use crate::check::LimitSpec;
 use crate::config::ApiConfig;
 use crate::keys::AD_HOC_RULE;
@@ -101,7 +104,8 @@ fn parse(body: &[u8]) -> Result<Body, ApiError> {
 }
 
 async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
-    let caps = &app.config.api;
+    let caps = app.limiter.caps();
+    let caps: &ApiConfig = &caps;
     let body = parse(body)?;
     let key = body.key.as_str();
     if key.is_empty() || key.len() > caps.max_key_bytes {
@@ -114,15 +118,6 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
         ));
     }
     let cost = body.cost.unwrap_or(1);
-    if cost < 1 || cost > caps.max_cost {
-        return Err(ApiError::bad(
-            "cost",
-            format!(
-                "must be a whole number from 1 to {} (api.max_cost)",
-                caps.max_cost
-            ),
-        ));
-    }
 
     let rules = app.rules.load();
     let ad_hoc_limits: Vec<Rate>;
@@ -191,25 +186,15 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
             (spec, caps.shadow, None)
         }
     };
-    if spec.algorithm == Algorithm::SlidingLog && cost > caps.max_log_limit {
-        return Err(ApiError::bad(
-            "cost",
-            format!(
-                "a sliding_log cost may not exceed {} (api.max_log_limit)",
-                caps.max_log_limit
-            ),
-        ));
-    }
-    if let Some(min) = spec.burst.or(spec.limits.iter().map(|r| r.limit).min()) {
-        if cost > min {
-            return Err(ApiError::bad(
-                "cost",
-                format!("{cost} is more than the limit {min}: it could never pass"),
-            ));
-        }
-    }
     let rule = spec.rule;
-    let (outcome, source) = app.limiter.check(spec, key, cost).await;
+    let (outcome, source) = app.limiter.check(spec, key, cost).await.map_err(|r| {
+        let field = match r.field {
+            CapField::Cost => "cost".to_string(),
+            CapField::Burst => "burst".to_string(),
+            CapField::Limit(i) => format!("limits[{i}]"),
+        };
+        ApiError::bad(&field, r.message)
+    })?;
     let label = crate::decide::counted(&outcome, source, shadow);
     match counters {
         Some(counters) => app.metrics.rule_decision(counters, rule, label),

@@ -185,8 +185,11 @@ async fn decide(
         client_ip: Some(client),
         client_key_ip: Some(app.resolver.key_ip(client)),
     };
-    let decision = app.decide(&view).await;
-    decision_response(&decision, flavor)
+    match app.decide(&view).await {
+        Ok(decision) => decision_response(&decision, flavor),
+        // A charge past the caps (not reachable with validated rules of cost 1).
+        Err(refused) => refusal_response("cost", refused.message, flavor),
+    }
 }
 
 /// Set once the first misconfiguration-shaped refusal has been logged: one

@@ -7,7 +7,7 @@
 //! used entries are evicted, which is always safe (an evicted denial is asked
 //! of Redis again); each eviction counts in `tollgate_deny_cache_evictions_total`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,8 @@ pub struct DenyCache {
     /// `server/resets.rs`); while not, nothing is cached or answered, since a
     /// reset made elsewhere could be missed.
     live: AtomicBool,
+    /// Resets seen so far (any key): a store call notes it before asking.
+    generation: AtomicU64,
 }
 
 /// An entry's weight is its estimated size in bytes.
@@ -84,6 +86,7 @@ impl DenyCache {
                 )
             }),
             live: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -101,6 +104,36 @@ impl DenyCache {
             l.reset_ms = l.reset_ms.saturating_sub(elapsed);
         }
         Some(outcome)
+    }
+
+    /// Bumped by every `remove` and `clear` (a reset): see `insert_unless_reset`.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Remember a denial computed by a store call that started at
+    /// `generation`, unless a reset came in since: a denial read before a
+    /// `limits reset` whose message cleared the cache first must not be
+    /// stored after it (the client would stay denied from memory until the
+    /// old `retry_after`). The generation is read again after the insert: a
+    /// reset either bumped it by then (and this insert is undone here) or
+    /// removes the entry itself afterwards.
+    pub fn insert_unless_reset(
+        &self,
+        base: &str,
+        limits: &[Rate],
+        outcome: &Outcome,
+        generation: u64,
+    ) {
+        if self.generation() != generation {
+            return;
+        }
+        self.insert(base, limits, outcome);
+        if self.generation() != generation {
+            if let Some(cache) = &self.cache {
+                cache.remove(base);
+            }
+        }
     }
 
     pub fn insert(&self, base: &str, limits: &[Rate], outcome: &Outcome) {
@@ -131,6 +164,9 @@ impl DenyCache {
     }
 
     pub fn remove(&self, base: &str) {
+        // Before the removal: a store call in flight then cannot store its
+        // (pre-reset) denial after it (`insert_unless_reset`).
+        self.generation.fetch_add(1, Ordering::SeqCst);
         if let Some(cache) = &self.cache {
             cache.remove(base);
         }
@@ -138,6 +174,7 @@ impl DenyCache {
 
     /// Forget everything (after a reload, or when resets may have been missed).
     pub fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         if let Some(cache) = &self.cache {
             cache.clear();
         }

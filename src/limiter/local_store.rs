@@ -4,6 +4,7 @@
 //! Bounded in bytes (`local_store.max_bytes`, see `memory_bound.rs`).
 
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::RwLock;
 use std::time::Instant;
 
 use dashmap::DashMap;
@@ -27,6 +28,10 @@ pub struct LocalStore {
     hashers: (RandomState, RandomState),
     origin: Instant,
     budget: Budget,
+    /// A request's rules decided together (`check_all`) hold this for
+    /// writing, so that no single call charges between their check and their
+    /// charge; a single call (the usual case) holds it for reading.
+    together: RwLock<()>,
 }
 
 /// A key base's 128-bit keyed hash. The map holds this instead of the string:
@@ -249,6 +254,7 @@ impl LocalStore {
             hashers: (RandomState::new(), RandomState::new()),
             origin: Instant::now(),
             budget: Budget::new(max_bytes, refusals),
+            together: RwLock::new(()),
         }
     }
 
@@ -284,7 +290,42 @@ impl LocalStore {
     }
 
     pub fn check(&self, call: Call<'_>) -> Outcome {
+        let _single = self.together.read().unwrap_or_else(|e| e.into_inner());
         self.check_at(call, self.now_us())
+    }
+
+    /// A request's rules decided together, as `lua/all_rules.lua` does: each
+    /// call with whether it decides (a shadow rule does not). Unless every
+    /// deciding call passes, none is charged.
+    pub fn check_all(&self, calls: &[(Call<'_>, bool)]) -> Vec<Outcome> {
+        let _all = self.together.write().unwrap_or_else(|e| e.into_inner());
+        let now = self.now_us();
+        // A peek (cost 0) writes nothing; a call passes when every limit has
+        // room for its cost (each algorithm's `remaining` is exactly that room).
+        let peeks: Vec<Outcome> = calls
+            .iter()
+            .map(|(call, _)| self.check_at(Call { cost: 0, ..*call }, now))
+            .collect();
+        let fits = |call: &Call<'_>, peek: &Outcome| {
+            peek.allowed && peek.limits.iter().all(|l| l.remaining >= call.cost)
+        };
+        let pass = calls
+            .iter()
+            .zip(&peeks)
+            .all(|((call, decides), peek)| !decides || fits(call, peek));
+        calls
+            .iter()
+            .zip(peeks)
+            .map(|((call, _), peek)| {
+                // A call that does not fit is denied by its own check, which
+                // charges nothing and tells when it would pass.
+                if pass || !fits(call, &peek) {
+                    self.check_at(*call, now)
+                } else {
+                    peek
+                }
+            })
+            .collect()
     }
 
     /// `check` at a given time (µs; must not go backwards for one key), so

@@ -11,26 +11,85 @@ use redis::{Cmd, ErrorKind, Script, ScriptInvocation, ServerErrorKind};
 
 use super::{Algorithm, Call, Outcome};
 use crate::keys::KeySpace;
+use crate::rate::Rate;
 use crate::redis_conn::{Endpoint, RedisConn, StoreError};
 
+/// The algorithm modules, each defining one Lua table of functions
+/// (`check`, `charge`, `reply`); the drivers below run them.
+macro_rules! module {
+    (fixed_window) => {
+        include_str!("../../lua/fixed_window.lua")
+    };
+    (sliding_window) => {
+        include_str!("../../lua/sliding_window.lua")
+    };
+    (sliding_log) => {
+        include_str!("../../lua/sliding_log.lua")
+    };
+    (gcra) => {
+        include_str!("../../lua/gcra.lua")
+    };
+}
+
+/// One rule's call: its algorithm's module, then `lua/one_rule.lua` driving it.
+macro_rules! one_rule {
+    ($alg:ident) => {
+        concat!(
+            module!($alg),
+            "\nlocal M = ",
+            stringify!($alg),
+            "\n",
+            include_str!("../../lua/one_rule.lua")
+        )
+    };
+}
+
+/// The Lua source of one rule's call with `algorithm` (tests run it with
+/// their own clock; see tests/script_clock.rs).
+pub fn script_source(algorithm: Algorithm) -> &'static str {
+    match algorithm {
+        Algorithm::FixedWindow => one_rule!(fixed_window),
+        Algorithm::SlidingWindow => one_rule!(sliding_window),
+        Algorithm::SlidingLog => one_rule!(sliding_log),
+        Algorithm::Gcra => one_rule!(gcra),
+    }
+}
+
+/// The Lua source of a request's rules decided together (`lua/all_rules.lua`).
+pub fn all_rules_source() -> &'static str {
+    concat!(
+        module!(fixed_window),
+        "\n",
+        module!(sliding_window),
+        "\n",
+        module!(sliding_log),
+        "\n",
+        module!(gcra),
+        "\n",
+        include_str!("../../lua/all_rules.lua")
+    )
+}
+
 /// Scripts are built once; `Script` computes the SHA1 that EVALSHA uses.
-/// Each algorithm names its own file: no table index that a reordered enum
+/// Each algorithm names its own module: no table index that a reordered enum
 /// could point at the wrong Lua.
 fn script(algorithm: Algorithm) -> &'static Script {
     static FIXED_WINDOW: OnceLock<Script> = OnceLock::new();
     static SLIDING_WINDOW: OnceLock<Script> = OnceLock::new();
     static SLIDING_LOG: OnceLock<Script> = OnceLock::new();
     static GCRA: OnceLock<Script> = OnceLock::new();
-    let (cell, source) = match algorithm {
-        Algorithm::FixedWindow => (&FIXED_WINDOW, include_str!("../../lua/fixed_window.lua")),
-        Algorithm::SlidingWindow => (
-            &SLIDING_WINDOW,
-            include_str!("../../lua/sliding_window.lua"),
-        ),
-        Algorithm::SlidingLog => (&SLIDING_LOG, include_str!("../../lua/sliding_log.lua")),
-        Algorithm::Gcra => (&GCRA, include_str!("../../lua/gcra.lua")),
+    let cell = match algorithm {
+        Algorithm::FixedWindow => &FIXED_WINDOW,
+        Algorithm::SlidingWindow => &SLIDING_WINDOW,
+        Algorithm::SlidingLog => &SLIDING_LOG,
+        Algorithm::Gcra => &GCRA,
     };
-    cell.get_or_init(|| Script::new(source))
+    cell.get_or_init(|| Script::new(script_source(algorithm)))
+}
+
+fn all_rules_script() -> &'static Script {
+    static ALL: OnceLock<Script> = OnceLock::new();
+    ALL.get_or_init(|| Script::new(all_rules_source()))
 }
 
 pub const ALGORITHMS: [Algorithm; 4] = [
@@ -115,8 +174,9 @@ impl RedisStore {
     pub async fn load_scripts(&self) -> Result<(), StoreError> {
         self.connect().await?;
         let mut conn = self.connection()?;
-        for alg in ALGORITHMS {
-            let load = script(alg).load_async(&mut conn);
+        let scripts = ALGORITHMS.map(script);
+        for s in scripts.iter().copied().chain([all_rules_script()]) {
+            let load = s.load_async(&mut conn);
             tokio::time::timeout(Duration::from_secs(2), load)
                 .await
                 .map_err(|_| StoreError::Timeout(Duration::from_secs(2)))?
@@ -144,6 +204,30 @@ impl RedisStore {
             .map_err(StoreError::from)?;
         Outcome::from_reply(&reply, call.limits)
             .ok_or_else(|| StoreError::Reply(format!("script reply {reply:?}")))
+    }
+
+    /// A request's rules decided together (`lua/all_rules.lua`): each call
+    /// with whether it decides (a shadow rule does not). Nothing is charged
+    /// unless every deciding call passes. One Redis only: the calls' keys may
+    /// lie in different cluster slots.
+    pub async fn check_all(&self, calls: &[(Call<'_>, bool)]) -> Result<Vec<Outcome>, StoreError> {
+        let mut conn = self.connection()?;
+        let ask = async {
+            match evalsha_all(calls).query_async::<Vec<i64>>(&mut conn).await {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    // Redis lost its scripts: load this one, then ask once more.
+                    all_rules_script().load_async(&mut conn).await?;
+                    evalsha_all(calls).query_async(&mut conn).await
+                }
+                r => r,
+            }
+        };
+        let reply: Vec<i64> = tokio::time::timeout(self.timeout, ask)
+            .await
+            .map_err(|_| StoreError::Timeout(self.timeout))?
+            .map_err(StoreError::from)?;
+        split_reply(&reply, calls.iter().map(|(c, _)| c.limits))
+            .ok_or_else(|| StoreError::Reply(format!("all_rules reply {reply:?}")))
     }
 
     pub async fn reset(
@@ -226,6 +310,57 @@ fn invocation(call: Call<'_>) -> ScriptInvocation<'static> {
     inv
 }
 
+/// A request's rules as one EVALSHA of `lua/all_rules.lua`: every key, then
+/// the rule count and, per rule, its tag, limit count, cost, whether it
+/// decides, and its numbers.
+fn evalsha_all(calls: &[(Call<'_>, bool)]) -> Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    let keys: usize = calls.iter().map(|(c, _)| c.limits.len()).sum();
+    cmd.arg(all_rules_script().get_hash()).arg(keys);
+    let mut args: Vec<(Option<&'static str>, u64)> = vec![(None, calls.len() as u64)];
+    for (call, decides) in calls {
+        args.push((Some(call.algorithm.tag()), 0));
+        args.push((None, call.limits.len() as u64));
+        let mut first = true;
+        arguments(
+            *call,
+            |k| {
+                cmd.arg(k);
+            },
+            |a| {
+                args.push((None, a));
+                if first {
+                    // After the cost: whether this rule decides.
+                    args.push((None, u64::from(*decides)));
+                    first = false;
+                }
+            },
+        );
+    }
+    for a in args {
+        match a {
+            (Some(tag), _) => cmd.arg(tag),
+            (None, n) => cmd.arg(n),
+        };
+    }
+    cmd
+}
+
+/// `all_rules`' flat reply cut into one outcome per rule.
+fn split_reply<'a>(reply: &[i64], rules: impl Iterator<Item = &'a [Rate]>) -> Option<Vec<Outcome>> {
+    let mut rest = reply;
+    let mut out = Vec::new();
+    for limits in rules {
+        let len = 2 + 2 * limits.len();
+        if rest.len() < len {
+            return None;
+        }
+        out.push(Outcome::from_reply(&rest[..len], limits)?);
+        rest = &rest[len..];
+    }
+    rest.is_empty().then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,12 +369,55 @@ mod tests {
     fn each_algorithm_runs_the_lua_file_named_after_it() {
         for alg in ALGORITHMS {
             let path = format!("{}/lua/{alg}.lua", env!("CARGO_MANIFEST_DIR"));
-            let source = std::fs::read_to_string(&path).unwrap();
-            assert_eq!(
-                script(alg).get_hash(),
-                Script::new(&source).get_hash(),
-                "{alg}"
-            );
+            let module = std::fs::read_to_string(&path).unwrap();
+            let source = script_source(alg);
+            assert!(source.starts_with(&module), "{alg}");
+            assert!(source.contains(&format!("\nlocal M = {alg}\n")), "{alg}");
+            assert!(all_rules_source().contains(&module), "{alg}");
         }
+    }
+
+    #[test]
+    fn all_rules_arguments_describe_each_rule_then_its_numbers() {
+        let login = [Rate {
+            limit: 2,
+            period_ms: 60_000,
+        }];
+        let api = [Rate {
+            limit: 100,
+            period_ms: 60_000,
+        }];
+        let calls = [
+            Call {
+                algorithm: Algorithm::FixedWindow,
+                base: "b1",
+                limits: &login,
+                cost: 1,
+                burst: None,
+            },
+            Call {
+                algorithm: Algorithm::Gcra,
+                base: "b2",
+                limits: &api,
+                cost: 1,
+                burst: None,
+            },
+        ];
+        let cmd = evalsha_all(&[(calls[0], true), (calls[1], false)]);
+        let args: Vec<String> = cmd
+            .args_iter()
+            .skip(2)
+            .map(|a| match a {
+                redis::Arg::Simple(b) => String::from_utf8(b.to_vec()).unwrap(),
+                _ => unreachable!("no cursor in EVALSHA"),
+            })
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "2", "b1:60000", "b2:60000", "2", "fw", "1", "1", "1", "2", "60000", "gc", "1",
+                "1", "0", "100", "60000", "100"
+            ]
+        );
     }
 }
