@@ -186,7 +186,7 @@ mod tests {
         assert_eq!(ip, "10.0.0.5".parse::<IpAddr>().unwrap());
     }
 
-    /// Header lines given as bytes (a client may send any byte but CR, LF, NUL).
+    /// Header lines given as bytes (any a header value may hold: tab, visible ASCII, 0x80..=0xff).
     fn raw(pairs: &[(&str, &[u8])]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
