@@ -1,14 +1,33 @@
 //! Who the client is. The peer address, unless the peer is a configured
 //! trusted proxy: only then are `X-Forwarded-For` / `X-Real-IP` believed.
+//!
+//! The walk, from a trusted peer. Every `X-Forwarded-For` line, in order, is
+//! one list; each line is read as bytes and split at `,`, each element
+//! trimmed of spaces and tabs, empty elements skipped. From the right (the
+//! hop nearest to us):
+//! - a trusted proxy's address: remembered as the last verified address, and
+//!   the walk goes on;
+//! - any other address: the client;
+//! - anything else (a byte that is not ASCII, `unknown`, a bad port, ...):
+//!   the walk stops, and the client is the last verified address, i.e. the
+//!   one a trusted proxy appended to its right, or the peer itself.
+//!
+//! Ending on a trusted proxy, the leftmost one is the client. `X-Real-IP` is
+//! read only when no `X-Forwarded-For` line is present at all: a proxy that
+//! appends to the client's own line must not let what the client wrote
+//! there choose between two headers. `Forwarded` (RFC 7239) is not read.
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use axum::http::{HeaderMap, HeaderName};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 // Parsed once: a name given as `&str` is validated on every lookup.
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 use ipnet::{IpNet, Ipv6Net};
+
+#[cfg(test)]
+mod properties;
 
 #[derive(Clone, Debug)]
 pub struct ClientIpResolver {
@@ -32,38 +51,46 @@ impl ClientIpResolver {
         self.trusted.iter().any(|net| net.contains(&ip))
     }
 
-    /// The client address for a request that arrived from `peer`.
-    ///
-    /// `X-Forwarded-For` is walked from the right (the hop nearest to us):
-    /// trusted proxies are skipped and the first other address is the client.
-    /// A malformed entry stops the walk at the last address we could verify,
-    /// because anything left of it was written by someone we do not trust.
+    /// The client address for a request that arrived from `peer` (the
+    /// walk in the module comment). Every surface calls this one function:
+    /// `/check`, `/check/nginx`, `/check/<path>` and ext_authz (whose peer is
+    /// `source.address`).
     pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = canonical(peer);
         if !self.is_trusted(peer) {
             return peer;
         }
-        let mut hops = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>();
-        if hops.is_empty() {
-            if let Some(real) = headers.get(&X_REAL_IP).and_then(|v| v.to_str().ok()) {
-                if let Some(ip) = parse_hop(real.trim()) {
-                    return ip;
-                }
-            }
-            return peer;
+        if headers.contains_key(&X_FORWARDED_FOR) {
+            return self.walk(peer, headers.get_all(&X_FORWARDED_FOR).iter());
         }
+        // Not a list: one address, or the peer. Of several lines the last,
+        // as a proxy that adds rather than replaces puts its own last.
+        headers
+            .get_all(&X_REAL_IP)
+            .iter()
+            .next_back()
+            .and_then(|v| parse_hop(v.as_bytes().trim_ascii()))
+            .unwrap_or(peer)
+    }
+
+    /// `X-Forwarded-For` from the right, without allocating: the lines
+    /// last to first, each line's elements last to first.
+    fn walk<'a>(
+        &self,
+        peer: IpAddr,
+        lines: impl DoubleEndedIterator<Item = &'a HeaderValue>,
+    ) -> IpAddr {
+        let elements = lines
+            .rev()
+            .flat_map(|line| line.as_bytes().rsplit(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|e| !e.is_empty());
         let mut last_verified = peer;
-        while let Some(hop) = hops.pop() {
-            match parse_hop(hop) {
+        for element in elements {
+            match parse_hop(element) {
                 Some(ip) if self.is_trusted(ip) => last_verified = ip,
                 Some(ip) => return ip,
+                // Left of here is whatever the client wrote.
                 None => return last_verified,
             }
         }
@@ -87,15 +114,18 @@ fn mask_v6(ip: Ipv6Addr, prefix: u8) -> Ipv6Addr {
         .unwrap_or(ip)
 }
 
-/// An XFF entry: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1` or `[2001:db8::1]:443`.
-fn parse_hop(text: &str) -> Option<IpAddr> {
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Some(canonical(ip));
-    }
-    if let Ok(sock) = text.parse::<std::net::SocketAddr>() {
-        return Some(canonical(sock.ip()));
-    }
-    None
+/// An XFF element: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`, `[2001:db8::1]`
+/// or `[2001:db8::1]:443`. Not ASCII is not an address.
+fn parse_hop(element: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(element).ok()?;
+    let ip = match text.parse::<IpAddr>() {
+        Ok(ip) => ip,
+        Err(_) => match text.parse::<std::net::SocketAddr>() {
+            Ok(sock) => sock.ip(),
+            Err(_) => IpAddr::V6(text.strip_prefix('[')?.strip_suffix(']')?.parse().ok()?),
+        },
+    };
+    Some(canonical(ip))
 }
 
 #[cfg(test)]
@@ -156,11 +186,118 @@ mod tests {
         assert_eq!(ip, "10.0.0.5".parse::<IpAddr>().unwrap());
     }
 
+    /// Header lines given as bytes (any a header value may hold: tab, visible ASCII, 0x80..=0xff).
+    fn raw(pairs: &[(&str, &[u8])]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    const PROXY: &str = "127.0.0.1";
+
     #[test]
-    fn x_real_ip_when_no_xff() {
+    fn a_byte_the_client_wrote_left_of_the_appended_address_moves_nothing() {
+        // The case: nginx's `$proxy_add_x_forwarded_for` appended the
+        // real 203.0.113.9 to the client's own line, which held a 0xff.
+        for line in [
+            &b"\xff, 203.0.113.9"[..],
+            b"\xc3\xa9, 203.0.113.9",
+            b"\xff\xfe,203.0.113.9 ,",
+        ] {
+            let h = raw(&[("x-forwarded-for", line), ("x-real-ip", b"198.51.100.7")]);
+            assert_eq!(
+                resolver().resolve(ip(PROXY), &h),
+                ip("203.0.113.9"),
+                "{line:?}"
+            );
+            let h = raw(&[("x-forwarded-for", line)]);
+            assert_eq!(
+                resolver().resolve(ip(PROXY), &h),
+                ip("203.0.113.9"),
+                "{line:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unparseable_element_stops_at_the_address_a_trusted_proxy_appended() {
+        let walk = |line: &[u8]| resolver().resolve(ip(PROXY), &raw(&[("x-forwarded-for", line)]));
+        assert_eq!(walk(b"203.0.113.7, 6.6.\xff6.6, 10.0.0.5"), ip("10.0.0.5"));
+        assert_eq!(
+            walk(b"203.0.113.7, unknown"),
+            ip(PROXY),
+            "nothing verified: the peer"
+        );
+        assert_eq!(walk(b"203.0.113.7, 1.2.3.4:99999"), ip(PROXY), "a bad port");
+        assert_eq!(walk(b"203.0.113.7, \xff"), ip(PROXY));
+    }
+
+    #[test]
+    fn x_real_ip_is_read_only_when_no_x_forwarded_for_line_is_present() {
+        let r = resolver();
         let h = headers(&[("x-real-ip", "::ffff:198.51.100.4")]);
-        let ip = resolver().resolve("127.0.0.1".parse().unwrap(), &h);
-        assert_eq!(ip, "198.51.100.4".parse::<IpAddr>().unwrap());
+        assert_eq!(r.resolve(ip(PROXY), &h), ip("198.51.100.4"));
+        for xff in [&b""[..], b" , ", b"garbage", b"\xff", b"10.0.0.5"] {
+            let h = raw(&[("x-forwarded-for", xff), ("x-real-ip", b"198.51.100.4")]);
+            let want = if xff == b"10.0.0.5" {
+                "10.0.0.5"
+            } else {
+                PROXY
+            };
+            assert_eq!(r.resolve(ip(PROXY), &h), ip(want), "{xff:?}");
+        }
+        // Not a list: of several lines the last (a proxy that adds puts its
+        // own last), and one that does not parse is the peer.
+        let h = headers(&[("x-real-ip", "6.6.6.6"), ("x-real-ip", "198.51.100.5")]);
+        assert_eq!(r.resolve(ip(PROXY), &h), ip("198.51.100.5"));
+        let h = headers(&[("x-real-ip", "6.6.6.6, 198.51.100.5")]);
+        assert_eq!(r.resolve(ip(PROXY), &h), ip(PROXY));
+    }
+
+    #[test]
+    fn several_lines_are_one_list_walked_across_lines() {
+        let r = resolver();
+        let h = raw(&[
+            ("x-forwarded-for", b"6.6.6.6, \xff"),
+            ("x-forwarded-for", b"203.0.113.7"),
+            ("x-forwarded-for", b"10.0.0.3"),
+        ]);
+        assert_eq!(r.resolve(ip(PROXY), &h), ip("203.0.113.7"));
+        let h = raw(&[
+            ("x-forwarded-for", b"203.0.113.7"),
+            ("x-forwarded-for", b"10.0.0.3, \xff"),
+        ]);
+        assert_eq!(
+            r.resolve(ip(PROXY), &h),
+            ip(PROXY),
+            "the rightmost is garbage"
+        );
+        let h = raw(&[
+            ("x-forwarded-for", b"203.0.113.7,"),
+            ("x-forwarded-for", b"\t10.0.0.3\t"),
+        ]);
+        assert_eq!(r.resolve(ip(PROXY), &h), ip("203.0.113.7"));
+    }
+
+    #[test]
+    fn forwarded_is_not_read_and_a_bracketed_ipv6_is_an_address() {
+        let r = resolver();
+        let h = headers(&[("forwarded", "for=203.0.113.7")]);
+        assert_eq!(r.resolve(ip(PROXY), &h), ip(PROXY));
+        let h = headers(&[("x-forwarded-for", "[2001:db8::7]")]);
+        assert_eq!(r.resolve(ip(PROXY), &h), ip("2001:db8::7"));
+        // RFC 7239's quoted form is not an X-Forwarded-For element.
+        let h = headers(&[("x-forwarded-for", "\"[2001:db8::7]:443\"")]);
+        assert_eq!(r.resolve(ip(PROXY), &h), ip(PROXY));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Who the client is, seen through HTTP: each test uses a 1/m rule keyed by IP,
-//! so "same counter" shows as a 429 on the second request.
+//! Who the client is, seen through HTTP (and ext_authz over gRPC): each test
+//! uses a rule keyed by IP, so "same counter" shows as a 429.
 
 use crate::support::{shared_redis, unique_prefix, TestServer};
 
@@ -215,4 +215,186 @@ async fn appended_copies_and_malformed_paths_are_refused() {
     assert_eq!(r.status(), 400);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["field"], "x-forwarded-uri");
+}
+
+/// The issue's setup: `login` at 2/m, keyed by the client address, from
+/// a trusted proxy (the test's own 127.0.0.1); gRPC for ext_authz.
+const LOGIN_2_PER_MINUTE: &str = r#"
+[server]
+grpc_listen = "127.0.0.1:0"
+
+[redis]
+timeout = "2s"
+
+[client_ip]
+trusted_proxies = ["127.0.0.1/32"]
+
+[[rule]]
+name = "login"
+key = "ip"
+limits = ["2/m"]
+"#;
+
+/// `GET <path>` from 127.0.0.1 with header lines given as bytes, in order.
+async fn raw_check(s: &TestServer, path: &str, lines: &[(&str, &[u8])]) -> reqwest::Response {
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (name, value) in lines {
+        headers.append(
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            reqwest::header::HeaderValue::from_bytes(value).unwrap(),
+        );
+    }
+    reqwest::Client::new()
+        .get(s.url(path))
+        .headers(headers)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_byte_the_client_wrote_in_x_forwarded_for_does_not_move_it_to_another_bucket() {
+    let s = TestServer::start(
+        LOGIN_2_PER_MINUTE,
+        Some(&shared_redis().url()),
+        &unique_prefix("xff"),
+    )
+    .await;
+    let xff: &[u8] = b"203.0.113.9";
+    for n in 0..2 {
+        let r = raw_check(&s, "/check", &[("x-forwarded-for", xff)]).await;
+        assert_eq!(r.status(), 200, "login {n}");
+    }
+    // nginx appended the real address to the client's own line, whose bytes
+    // are not UTF-8; X-Real-IP is the client's too (auth_request copies it).
+    for n in 1..=5 {
+        let real_ip = format!("198.51.100.{n}");
+        let line: &[u8] = b"\xff, 203.0.113.9";
+        let r = raw_check(
+            &s,
+            "/check",
+            &[("x-forwarded-for", line), ("x-real-ip", real_ip.as_bytes())],
+        )
+        .await;
+        assert_eq!(r.status(), 429, "X-Real-IP {real_ip} chose the bucket");
+    }
+    // The same without X-Real-IP, as two lines (HAProxy adds its own), and
+    // on /check/nginx: still 203.0.113.9's bucket.
+    let lines: [&[(&str, &[u8])]; 3] = [
+        &[("x-forwarded-for", b"\xc3(, 203.0.113.9")],
+        &[
+            ("x-forwarded-for", b"\xff"),
+            ("x-forwarded-for", b"203.0.113.9"),
+        ],
+        &[("x-forwarded-for", b"6.6.6.6, \xfe\xff, 203.0.113.9")],
+    ];
+    for l in lines {
+        let r = raw_check(&s, "/check", l).await;
+        assert_eq!(r.status(), 429, "{l:?}");
+        let r = raw_check(&s, "/check/nginx", l).await;
+        assert_eq!(r.status(), 403, "{l:?}");
+        assert_eq!(r.headers()["x-tollgate-reason"], "rate_limited");
+    }
+    // None of it was charged to the proxy's own address: its bucket is full.
+    for n in 0..2 {
+        let r = raw_check(&s, "/check", &[]).await;
+        assert_eq!(r.status(), 200, "the proxy's own request {n}");
+    }
+}
+
+#[tokio::test]
+async fn ext_authz_walks_raw_forwarded_for_bytes_as_check_does() {
+    use envoy_types::pb::envoy::config::core::v3::{
+        address::Address, socket_address::PortSpecifier, HeaderMap as PbHeaders,
+        HeaderValue as PbHeader, SocketAddress,
+    };
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+        HttpRequest, Peer, Request,
+    };
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+
+    let s = TestServer::start(
+        LOGIN_2_PER_MINUTE,
+        Some(&shared_redis().url()),
+        &unique_prefix("xff"),
+    )
+    .await;
+    let channel = tonic::transport::Channel::from_shared(format!(
+        "http://{}",
+        s.grpc_addr.expect("grpc_listen set")
+    ))
+    .unwrap()
+    .connect()
+    .await
+    .unwrap();
+    let mut c = AuthorizationClient::new(channel);
+    // Envoy with `encode_raw_headers`: values as bytes in `header_map`.
+    let request = |lines: &[(&str, &[u8])]| CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(Peer {
+                address: Some(envoy_types::pb::envoy::config::core::v3::Address {
+                    address: Some(Address::SocketAddress(SocketAddress {
+                        address: "127.0.0.1".into(),
+                        port_specifier: Some(PortSpecifier::PortValue(40000)),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            }),
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: "POST".into(),
+                    path: "/login".into(),
+                    header_map: Some(PbHeaders {
+                        headers: lines
+                            .iter()
+                            .map(|(k, v)| PbHeader {
+                                key: k.to_string(),
+                                raw_value: v.to_vec(),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    let mut status = async |lines: &[(&str, &[u8])]| {
+        let r = c.check(request(lines)).await.unwrap().into_inner();
+        match r.http_response.unwrap() {
+            HttpResponse::OkResponse(_) => 200,
+            HttpResponse::DeniedResponse(d) => d.status.unwrap().code,
+            HttpResponse::ErrorResponse(e) => panic!("error response {e:?}"),
+        }
+    };
+    for n in 0..2 {
+        assert_eq!(
+            status(&[("x-forwarded-for", b"203.0.113.9")]).await,
+            200,
+            "{n}"
+        );
+    }
+    for n in 1..=3 {
+        let real_ip = format!("198.51.100.{n}");
+        let lines: &[(&str, &[u8])] = &[
+            ("x-forwarded-for", b"\xff, 203.0.113.9"),
+            ("x-real-ip", real_ip.as_bytes()),
+        ];
+        assert_eq!(
+            status(lines).await,
+            429,
+            "X-Real-IP {real_ip} chose the bucket"
+        );
+    }
+    assert_eq!(
+        status(&[("x-forwarded-for", b"\xff, 203.0.113.9")]).await,
+        429
+    );
+    // The source's own bucket was not charged.
+    assert_eq!(status(&[]).await, 200);
 }

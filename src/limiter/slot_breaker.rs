@@ -103,11 +103,15 @@ mod tests {
             slot("tg:rl:{login|1.2.3.4}:fw:60000"),
             slot("login|1.2.3.4")
         );
+        // An empty tag hashes the whole key (not the empty tag, whose slot is 0),
+        // and only the first `{` counts: `a{}b{c}` is not tagged `c`.
+        assert_eq!(slot("a{}b"), 13694, "an empty tag hashes the whole key");
         assert_eq!(
             slot("a{}b"),
-            slot("a{}b"),
-            "an empty tag hashes the whole key"
+            crc16::State::<crc16::XMODEM>::calculate(b"a{}b") % 16384
         );
+        assert_ne!(slot("a{}b"), slot(""), "not the empty tag's slot");
+        assert_eq!(slot("a{}b{c}"), 7353, "only the first tag counts");
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! tollgate replicas sharing one Redis and a small upstream app. Every
 //! scenario runs against each proxy: `proxies::<proxy>::<scenario>`.
 
+/// nginx appending to the client's own X-Forwarded-For (issue #25): a byte
+/// >= 0x80 there, or any X-Real-IP, does not move the client to another bucket.
+mod appended_xff;
 /// What a client sees through a proxy: one function per scenario, for any proxy.
 mod scenarios;
 /// The proxies, the replicas and the upstream: starting the stack.
