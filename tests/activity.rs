@@ -311,6 +311,81 @@ async fn path_cardinality_stays_bounded_under_100000_distinct_paths() {
     assert!(metric(&m, "tollgate_activity_folded_paths_total", &[]) > 0.0);
 }
 
+/// A second merged from several recorder shards holds more paths than one
+/// shard keeps; it reaches Redis in track script calls of at most a shard's
+/// paths each (the flush splits it), and no request is lost on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flush_of_more_paths_than_a_shard_keeps_goes_in_bounded_script_calls_and_loses_nothing() {
+    // A Redis of its own whose SLOWLOG logs every call: the flush's calls
+    // are read back from it (their arguments, not their durations).
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let _: () = redis::cmd("CONFIG")
+        .arg(&[
+            "SET",
+            "slowlog-log-slower-than",
+            "0",
+            "slowlog-max-len",
+            "100000",
+        ])
+        .query(&mut conn)
+        .unwrap();
+    let prefix = unique_prefix("act_split");
+    let s = TestServer::start(TRACKED, Some(&redis.url()), &prefix).await;
+    // Five threads, five shards (each thread keeps its own), 4 000 distinct
+    // paths each: 20 000 in all, so any flush that takes half of them holds
+    // more than a shard's bound.
+    let per_thread = 4_000u32;
+    let bound = tollgate::activity::flush::PATHS_PER_CALL;
+    assert!(per_thread as usize <= bound && 2 * per_thread as usize > bound);
+    std::thread::scope(|scope| {
+        for t in 0..5u32 {
+            let activity = &s.app.activity;
+            scope.spawn(move || {
+                for i in 0..per_thread {
+                    activity.request("pages", &format!("/p/{t}/{i}"), ip(i));
+                }
+            });
+        }
+    });
+    let sent = 5 * u64::from(per_thread);
+    admin_until(&s, "/v1/activity/summary?rule=pages&hours=1", |v| {
+        v["total"].as_u64() == Some(sent)
+    })
+    .await;
+    // Every track script call, by its path count (numkeys is 4 + paths; it
+    // is within the 32 arguments SLOWLOG keeps).
+    let log: Vec<redis::Value> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(-1)
+        .query(&mut conn)
+        .unwrap();
+    let calls: Vec<usize> = log
+        .iter()
+        .filter_map(|entry| {
+            let redis::Value::Array(fields) = entry else {
+                return None;
+            };
+            let args: Vec<String> = redis::from_redis_value_ref(&fields[3]).ok()?;
+            (args[0].eq_ignore_ascii_case("EVAL") && args[1].starts_with("-- activity_track:"))
+                .then(|| args[2].parse::<usize>().unwrap() - 4)
+        })
+        .collect();
+    assert!(
+        calls.iter().all(|&n| n <= bound),
+        "paths per track call {calls:?}, bound {bound}"
+    );
+    assert!(
+        calls.len() >= (sent as usize).div_ceil(bound),
+        "paths per track call {calls:?}"
+    );
+    assert_eq!(
+        calls.iter().sum::<usize>() as u64,
+        sent,
+        "every path sent once"
+    );
+}
+
 /// A tracked rule's total this hour, as `serve`'s admin API answers it.
 async fn total(serve: &Serve) -> Option<u64> {
     let v: Value = reqwest::Client::new()

@@ -82,31 +82,26 @@ async fn with_redis_killed_each_on_redis_error_mode_answers_and_requests_stop_wa
     );
 
     // The breaker is open: 1 000 decisions make no Redis call at all (the error
-    // count does not move), so none waits for the 200 ms timeout.
+    // count does not move: a call that waited for the 200 ms timeout would
+    // count one), so none waits for the timeout.
     let errors_before = redis_errors(&scrape(&s).await);
-    let started = Instant::now();
     for _ in 0..1000 {
         assert_eq!(status(&s, "/open").await, 200);
     }
-    let elapsed = started.elapsed();
     assert_eq!(
         redis_errors(&scrape(&s).await),
         errors_before,
         "decisions still called Redis"
     );
-    assert!(
-        elapsed < Duration::from_secs(20),
-        "1000 decisions took {elapsed:?} (1000 x timeout = 200 s)"
-    );
 
-    // Redis returns (empty: no scripts loaded): decisions are back on Redis within 2 s.
+    // Redis returns (empty: no scripts loaded): decisions are back on Redis
+    // after the probe's next try (at most 1 s apart). The deadline is 10 s,
+    // over 10x that, so a busy machine does not fail it (issue #25).
     redis.restart();
-    let back = Instant::now();
-    eventually(Duration::from_secs(2), || async {
+    eventually(Duration::from_secs(10), || async {
         status(&s, "/closed").await == 200
     })
     .await;
-    assert!(back.elapsed() <= Duration::from_secs(2));
     assert_eq!(
         status(&s, "/closed").await,
         429,
@@ -137,6 +132,8 @@ async fn a_stalled_redis_takes_the_timeout_path_then_recovers() {
         .unwrap();
     let started = Instant::now();
     assert_eq!(status(&s, "/open").await, 200, "on_redis_error = allow");
+    // Timed out after 25 ms, not answered after the 1.5 s stall: 1 s is over
+    // 10x a 25 ms timeout plus the longest call seen on a busy machine (64 ms).
     assert!(
         started.elapsed() < Duration::from_millis(1000),
         "the call waited for the stall"

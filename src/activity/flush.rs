@@ -1,6 +1,7 @@
 //! Once a second, what the recorder gathered goes to Redis in one pipelined
 //! call (one per key family on a Redis Cluster, where a pipeline must stay in
-//! one slot). A failed flush loses that second's counts: they are counted in
+//! one slot), each tracked rule-hour in track script calls of at most
+//! `PATHS_PER_CALL` paths. A failed flush loses that second's counts: they are counted in
 //! `tollgate_activity_lost_total{kind}`, the failure in
 //! `tollgate_activity_flush_failures_total`, and the state is logged once on
 //! entering it and once on leaving it (`tollgate_activity_flush_up`).
@@ -24,6 +25,13 @@ use crate::redis_conn::StoreError;
 const TRACK_SCRIPT: &str = include_str!("../../lua/activity_track.lua");
 /// Members per ZADD / PFADD command.
 const CHUNK: usize = 1000;
+/// Paths per track script call: the bound each recorder shard keeps
+/// (`LOCAL_PATHS_PER_FLUSH`). A second merges up to 16 shards, up to
+/// 16 × 4 096 paths of one rule-hour: one call would hold Redis for all of
+/// them, so the merged second goes in several calls of at most this many,
+/// one after another in the same pipeline (each path is decided on its own,
+/// so the split changes no count).
+pub const PATHS_PER_CALL: usize = super::recorder::LOCAL_PATHS_PER_FLUSH;
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// The flush task; `track_paths` names each tracked rule's path bound (the
@@ -209,31 +217,102 @@ where
         let mut cmds = Vec::new();
         for (hour, paths) in hours {
             let k = keys.rule_hour(&rule, hour);
-            let mut eval = redis::cmd("EVAL");
-            eval.arg(TRACK_SCRIPT)
-                .arg(4 + paths.len())
-                .arg(&k.paths)
-                .arg(&k.requests)
-                .arg(&k.clients)
-                .arg(k.path_clients(super::OTHER));
-            for path in paths.keys() {
-                eval.arg(k.path_clients(path));
-            }
-            eval.arg(limit).arg(hour_ttl).arg(paths.len());
-            for (path, count) in &paths {
-                eval.arg(path.as_str())
-                    .arg(count.requests)
-                    .arg(count.clients.len());
-                for ip in &count.clients {
-                    eval.arg(ip.to_string());
+            let paths: Vec<(String, super::recorder::PathCount)> = paths.into_iter().collect();
+            for part in paths.chunks(PATHS_PER_CALL) {
+                let mut eval = redis::cmd("EVAL");
+                eval.arg(TRACK_SCRIPT)
+                    .arg(4 + part.len())
+                    .arg(&k.paths)
+                    .arg(&k.requests)
+                    .arg(&k.clients)
+                    .arg(k.path_clients(super::OTHER));
+                for (path, _) in part {
+                    eval.arg(k.path_clients(path));
                 }
+                eval.arg(limit).arg(hour_ttl).arg(part.len());
+                for (path, count) in part {
+                    eval.arg(path.as_str())
+                        .arg(count.requests)
+                        .arg(count.clients.len());
+                    for ip in &count.clients {
+                        eval.arg(ip.to_string());
+                    }
+                }
+                cmds.push(Step {
+                    cmd: eval,
+                    track: true,
+                });
             }
-            cmds.push(Step {
-                cmd: eval,
-                track: true,
-            });
         }
         families.push(cmds);
     }
     families
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::config::ActivityConfig;
+    use crate::keys::KeySpace;
+
+    /// A track script call's paths (its ARGV after track_paths, ttl, n).
+    fn paths_of(cmd: &Cmd) -> Vec<String> {
+        let args: Vec<String> = cmd
+            .args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => String::new(),
+            })
+            .collect();
+        let keys: usize = args[2].parse().unwrap();
+        let argv = &args[3 + keys..];
+        let n: usize = argv[2].parse().unwrap();
+        assert_eq!(keys, 4 + n, "one key per path");
+        let (mut at, mut paths) = (3, Vec::new());
+        for _ in 0..n {
+            paths.push(argv[at].clone());
+            let clients: usize = argv[at + 2].parse().unwrap();
+            at += 3 + clients;
+        }
+        assert_eq!(at, argv.len());
+        paths
+    }
+
+    #[test]
+    fn a_second_merged_from_many_shards_goes_in_track_calls_of_at_most_a_shards_paths() {
+        let activity = Activity::new(
+            ActivityConfig {
+                retention_days: 30,
+                online_window: Duration::from_secs(3600),
+                max_online: 10,
+            },
+            KeySpace::new("t").activity(),
+            None,
+            &mut Default::default(),
+        );
+        // Four shards' worth of distinct paths of one rule-hour, as `take` merges them.
+        let sent = 4 * PATHS_PER_CALL + 5;
+        let mut pending = Pending::default();
+        let hour = pending.tracked.entry("pages".into()).or_default();
+        let paths = hour.entry(7).or_default();
+        for i in 0..sent {
+            let c = paths.entry(format!("/p/{i}")).or_default();
+            c.requests = 2;
+            c.clients.insert("10.0.0.1".parse().unwrap());
+        }
+        let families = commands(&activity, pending, 0, &|_: &str| Some(50));
+        let calls: Vec<Vec<String>> = families
+            .iter()
+            .flatten()
+            .filter(|s| s.track)
+            .map(|s| paths_of(&s.cmd))
+            .collect();
+        assert_eq!(calls.len(), 5, "{sent} paths in calls of {PATHS_PER_CALL}");
+        assert!(calls.iter().all(|c| c.len() <= PATHS_PER_CALL));
+        let all: BTreeSet<&String> = calls.iter().flatten().collect();
+        assert_eq!(all.len(), sent, "every path in exactly one call");
+        assert_eq!(calls.iter().map(Vec::len).sum::<usize>(), sent);
+    }
 }

@@ -32,7 +32,7 @@ pub const EVENT_CAP: u64 = 1_000_000;
 /// each costs an XADD, and a call must stay well under 1 ms (bench/README).
 /// 25: a call of 50 measured 0.6–1.1 ms of Redis time (one XADD per entry
 /// dominates; scripts/allowlist_call_cost.py), over the 1 ms a call may take.
-const REAP_BATCH: u64 = 25;
+pub const REAP_BATCH: u64 = 25;
 /// Calls per reaper tick: a backlog beyond REAP_BATCH × this (100 000) waits a tick.
 const REAP_CALLS: usize = 4000;
 /// Admin writes are not on the request path: allow them time.

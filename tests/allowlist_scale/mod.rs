@@ -1,9 +1,10 @@
 //! The allowlist at scale: paged snapshots that race writes, removes and
 //! expiries and still end equal to Redis entry by entry; a 200 000-entry
-//! resync of several nodes at once that never holds Redis over 5 ms (`SLOW_US`)
-//! while limiter calls keep succeeding; 20 000 entries expiring in one second.
+//! resync of several nodes at once whose every Redis call is one bounded page
+//! while limiter calls keep succeeding; 20 000 entries expiring in one second,
+//! reaped in bounded script calls.
 //! Redis is filled with pipelined HSET/ZADD, not through the API (fast).
-//! The harness here (a SLOWLOG-timed Redis, the fill, reading entries back,
+//! The harness here (a Redis that logs every call's arguments, the fill, reading entries back,
 //! the lock that runs these heavy tests one at a time) serves the files below.
 
 /// The fleet's snapshot budget: its script's answers, and nodes resyncing at
@@ -26,7 +27,7 @@ use crate::support::{eventually, metric, scrape, unique_prefix, RedisServer, Tes
 /// Held by each test here for its whole run: they fill Redis with tens of
 /// thousands of entries and run several nodes, and on a 2-core machine two of
 /// them at once (with the test binary's other tests alongside) starve Redis
-/// of CPU, which SLOWLOG then counts as call time. A tokio lock: a failed test
+/// of CPU and the 200 000-entry resync crawls. A tokio lock: a failed test
 /// does not poison it for the next.
 static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -51,8 +52,9 @@ fn config_with_fleet(
     format!(
         r#"
 [redis]
-# Loose for a loaded test machine: what counts is that Redis never holds a
-# call long (SLOWLOG), not the scheduling of this process.
+# Loose for a loaded test machine: at least 10x the longest call seen on a
+# busy one (64 ms, issue #25), so a limiter fallback means a call was stuck
+# behind work, not behind the scheduler.
 timeout = "1s"
 
 [client_ip]
@@ -78,53 +80,26 @@ on_redis_error = "allow"
     )
 }
 
-/// Longest allowlist call the tests accept: issue 17's 5 ms. A call's work
-/// is well under 1 ms (bench/README: about 0.4 ms for a page of 200), so the
-/// margin is for the machine, which these tests keep out of the way: they
-/// run in a test binary of their own (`tests/scale.rs`), one at a time
-/// (`HEAVY`), with Redis at a real-time priority (`timed_redis`). Before
-/// those, a 23 ms wall time was once logged for a call that is one `INCR`
-/// (the whole suite beside a `wrk` benchmark on both cores): a stall of the
-/// machine, not work, and what the three measures are for.
-const SLOW_US: u64 = 5_000;
-/// SLOWLOG logs every call over this, so a test can report its largest
-/// allowlist call even when none comes near `SLOW_US`.
-const LOG_US: u64 = 500;
+/// Most calls one Redis logs here: far more than any test makes (tens of
+/// thousands), so `allowlist_calls` reads every one (it checks).
+const LOG_MAX: u64 = 1_000_000;
 
-/// A Redis of its own whose SLOWLOG logs calls over `LOG_US`. Its main
-/// thread gets a higher CPU priority (when the test may raise it: as root,
-/// or with CAP_SYS_NICE; the test prints whether it could), so SLOWLOG
-/// measures the calls' work more than the scheduler.
-fn timed_redis() -> (RedisServer, redis::Connection) {
+/// A Redis of its own whose SLOWLOG logs every call (threshold 0), so a test
+/// can read the *arguments* of every allowlist call: the work each was asked
+/// to do. Its durations are not read: they measure the machine as much as
+/// the call (on a busy machine a page of 200 was seen at 9–64 ms, issue #25),
+/// and wall time belongs to the benchmark (`scripts/bench_allowlist.py`).
+/// Redis keeps the normal CPU priority here.
+fn logged_redis() -> (RedisServer, redis::Connection) {
     let redis = RedisServer::start();
     let mut conn = redis.conn();
-    let info: String = redis::cmd("INFO").arg("server").query(&mut conn).unwrap();
-    let pid = info
-        .lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .and_then(|p| p.trim().parse::<u32>().ok())
-        .unwrap();
-    // SAFETY: both only read their arguments; a refusal leaves the thread as it was.
-    let nice = unsafe { libc::setpriority(libc::PRIO_PROCESS, pid, -15) } == 0;
-    // Real-time, at the lowest real-time priority: Redis's main thread runs as
-    // soon as it is woken and is not preempted mid-call by the test's own
-    // threads or a compiler (the kernel still keeps 5 % of each second for
-    // everything else: sched_rt_runtime_us).
-    let param = libc::sched_param { sched_priority: 1 };
-    let realtime =
-        unsafe { libc::sched_setscheduler(pid as libc::pid_t, libc::SCHED_FIFO, &param) } == 0;
-    eprintln!(
-        "redis pid {pid}: nice -15 {}, SCHED_FIFO {}",
-        if nice { "set" } else { "refused" },
-        if realtime { "set" } else { "refused" },
-    );
     let _: () = redis::cmd("CONFIG")
         .arg(&[
             "SET",
             "slowlog-log-slower-than",
-            &LOG_US.to_string(),
+            "0",
             "slowlog-max-len",
-            "100000",
+            &LOG_MAX.to_string(),
         ])
         .query(&mut conn)
         .unwrap();
@@ -251,28 +226,85 @@ fn stream(conn: &mut redis::Connection, prefix: &str) -> Vec<redis::streams::Str
     r.ids
 }
 
-/// Assert that no allowlist call of `prefix` took over `SLOW_US`, and say
-/// how long the largest took (`what`: the test's name for them).
-fn assert_no_slow_allowlist_call(conn: &mut redis::Connection, prefix: &str, what: &str) {
-    let mut logged = slow_allowlist_calls(conn, prefix);
-    logged.sort_by_key(|(us, _)| std::cmp::Reverse(*us));
-    match logged.first() {
-        Some((us, cmd)) => eprintln!(
-            "{what}: largest allowlist call {us} µs ({cmd}); {} over {LOG_US} µs, the largest: {:?}",
-            logged.len(),
-            logged.iter().take(5).map(|(us, c)| (us, c.split(' ').next().unwrap_or(""))).collect::<Vec<_>>()
-        ),
-        None => eprintln!("{what}: no allowlist call over {LOG_US} µs"),
-    }
-    let slow: Vec<_> = logged.iter().filter(|(us, _)| *us > SLOW_US).collect();
-    assert!(
-        slow.is_empty(),
-        "{what}: allowlist calls over {SLOW_US} µs: {slow:?}"
-    );
+/// What the allowlist's calls under `prefix` did, as counted by
+/// `assert_bounded_allowlist_calls`.
+#[derive(Debug, Default)]
+struct Calls {
+    /// Snapshot pages (`HSCAN`).
+    pages: u64,
+    /// Reaper script calls (`lua/allow_reap.lua`).
+    reaps: u64,
+    /// Every call on the allowlist's keys.
+    all: u64,
 }
 
-/// SLOWLOG entries (duration µs, command) on the allowlist's keys of `prefix`.
-fn slow_allowlist_calls(conn: &mut redis::Connection, prefix: &str) -> Vec<(u64, String)> {
+/// Assert that every call on the allowlist's keys of `prefix` since the last
+/// `SLOWLOG RESET` was asked for bounded work: an `HSCAN` page of at most
+/// `SNAPSHOT_PAGE`, an `XREAD` of at most as many events, a reap of at most
+/// `REAP_BATCH` entries, and no whole-key read (`HGETALL`, `HKEYS`, `HVALS`).
+/// `what`: the test's name for them.
+fn assert_bounded_allowlist_calls(conn: &mut redis::Connection, prefix: &str, what: &str) -> Calls {
+    let page = tollgate::allowlist::redis_store::SNAPSHOT_PAGE as u64;
+    let batch = tollgate::allowlist::redis_store::REAP_BATCH;
+    let reap_sha = redis::Script::new(include_str!("../../lua/allow_reap.lua"))
+        .get_hash()
+        .to_string();
+    let mut calls = Calls::default();
+    for args in allowlist_calls(conn, prefix) {
+        calls.all += 1;
+        let name = args[0].to_ascii_uppercase();
+        // The number after `word` (COUNT), if the call has one.
+        let after = |word: &str| {
+            args.iter()
+                .position(|a| a.eq_ignore_ascii_case(word))
+                .and_then(|i| args.get(i + 1))
+                .and_then(|n| n.parse::<u64>().ok())
+        };
+        match name.as_str() {
+            "HSCAN" => {
+                calls.pages += 1;
+                let count = after("COUNT");
+                assert!(
+                    count.is_some_and(|c| c <= page),
+                    "{what}: {args:?}: a page of at most {page}"
+                );
+            }
+            "XREAD" => {
+                let count = after("COUNT");
+                assert!(
+                    count.is_some_and(|c| c <= page),
+                    "{what}: {args:?}: at most {page} events"
+                );
+            }
+            "EVALSHA" | "EVAL" => {
+                // EVAL carries the script's text (SLOWLOG keeps its first 128 bytes).
+                let reap = args[1] == reap_sha || args[1].starts_with("-- allow_reap:");
+                if reap {
+                    calls.reaps += 1;
+                    let keys: usize = args[2].parse().unwrap();
+                    let limit: u64 = args[3 + keys].parse().unwrap();
+                    assert!(
+                        limit <= batch,
+                        "{what}: {args:?}: a reap of at most {batch}"
+                    );
+                }
+            }
+            "HGETALL" | "HKEYS" | "HVALS" => panic!("{what}: a whole-key read: {args:?}"),
+            _ => {}
+        }
+    }
+    eprintln!("{what}: {calls:?} on the allowlist's keys, each bounded");
+    calls
+}
+
+/// The arguments of every logged call on the allowlist's keys of `prefix`,
+/// oldest first; fails if SLOWLOG dropped any (it keeps the newest `LOG_MAX`).
+fn allowlist_calls(conn: &mut redis::Connection, prefix: &str) -> Vec<Vec<String>> {
+    let len: u64 = redis::cmd("SLOWLOG").arg("LEN").query(conn).unwrap();
+    assert!(
+        len < LOG_MAX,
+        "SLOWLOG filled up ({len} calls): raise LOG_MAX"
+    );
     let log: Vec<redis::Value> = redis::cmd("SLOWLOG")
         .arg("GET")
         .arg(-1)
@@ -281,16 +313,16 @@ fn slow_allowlist_calls(conn: &mut redis::Connection, prefix: &str) -> Vec<(u64,
     // The allowlist's hash tag, `{...}`, as tollgate's keys carry it.
     let meta = allow_keys(prefix).meta;
     let tag = &meta[meta.find('{').unwrap()..=meta.find('}').unwrap()];
-    log.iter()
+    let mut calls: Vec<Vec<String>> = log
+        .iter()
         .filter_map(|entry| {
             let redis::Value::Array(fields) = entry else {
                 return None;
             };
-            let us: u64 = redis::from_redis_value_ref(&fields[2]).ok()?;
             let args: Vec<String> = redis::from_redis_value_ref(&fields[3]).ok()?;
-            let text = args.join(" ");
-            text.contains(tag)
-                .then(|| (us, text.chars().take(120).collect()))
+            args.iter().any(|a| a.contains(tag)).then_some(args)
         })
-        .collect()
+        .collect();
+    calls.reverse();
+    calls
 }
