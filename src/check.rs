@@ -119,7 +119,7 @@ impl Limiter {
                 config.local_store.max_bytes,
                 metrics.local_store_refusals.clone(),
             ),
-            breaker: Breaker::new(metrics.redis_up.clone()),
+            breaker: Breaker::new(metrics.redis_up.clone(), metrics.redis_refusing.clone()),
             slots: config
                 .redis
                 .as_ref()
@@ -350,15 +350,27 @@ impl Limiter {
                 kind: err.kind().label(),
             })
             .inc();
-        if err.is_transient() {
+        if err.is_transient() || err.refusal().is_some() {
+            // The probe proves a limiter call passes again with a write of its own.
+            self.breaker.probe_writes_to(|| {
+                self.keys
+                    .limit_base(Algorithm::FixedWindow, PROBE_RULE, "probe")
+            });
+        }
+        if err.refusal().is_some() {
+            // Redis refuses every call until an operator acts (OOM, ACL): asking
+            // it per request would only add a round trip and a log line each.
+            self.breaker.trip(err);
+        } else if err.is_transient() {
             // Redis is slow or away: stop sending it requests until the probe says so.
             match (&self.slots, slot) {
                 (Some(slots), Some(slot)) => slots.trip(slot, err),
                 _ => self.breaker.trip(err),
             }
         } else {
-            // Redis answered with an error (a script bug, OOM): this call only.
-            tracing::error!(rule, error = %err, "Redis refused a limiter call")
+            // Redis answered with an error about this call (a script bug):
+            // this call only, logged at most every few seconds with a count.
+            self.breaker.call_failed(rule, err)
         }
     }
 
@@ -469,6 +481,10 @@ async fn cluster_together(
     }
     Ok(out)
 }
+
+/// The breaker's probe writes under this rule name: no configured rule can
+/// have it (rule names start with a letter), nor a caller's ad-hoc call (`~`).
+const PROBE_RULE: &str = "!breaker";
 
 /// The answer when no store could be asked: full quota shown, or a 1 s denial.
 fn unknown_state(limits: &[Rate], allowed: bool) -> Outcome {

@@ -64,6 +64,12 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+/// The class of a Redis refusal (`oom`, `auth`, `noperm`, `misconf`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    pub class: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: &'static str,
@@ -99,6 +105,8 @@ pub struct Metrics {
     pub redis_call_duration: Histogram,
     pub redis_errors: Family<KindLabels, Counter>,
     pub redis_up: Gauge,
+    /// 1 for the class Redis refuses limiter calls with (OOM, ACL...), else 0.
+    pub redis_refusing: Family<ClassLabels, Gauge>,
     pub deny_cache_hits: Counter,
     pub redis_open_slots: Gauge,
     pub reset_channel_up: Gauge,
@@ -154,7 +162,7 @@ impl Metrics {
         let redis_errors = Family::<KindLabels, Counter>::default();
         registry.register(
             "redis_errors",
-            "Failed Redis calls by kind (timeout, unreachable, server)",
+            "Failed Redis calls by kind (timeout, unreachable, refused, server)",
             redis_errors.clone(),
         );
         let redis_up = Gauge::default();
@@ -162,6 +170,18 @@ impl Metrics {
             "redis_up",
             "1 while Redis answers, 0 while decisions use on_redis_error",
             redis_up.clone(),
+        );
+        let redis_refusing = Family::<ClassLabels, Gauge>::default();
+        for refusal in crate::redis_conn::Refusal::ALL {
+            // Every class present from the start: 0 is a value an alert can read.
+            let _ = redis_refusing.get_or_create(&ClassLabels {
+                class: refusal.label(),
+            });
+        }
+        registry.register(
+            "redis_refusing",
+            "1 while Redis refuses limiter calls with this class of error until an operator acts (oom, auth, noperm, misconf)",
+            redis_refusing.clone(),
         );
         let deny_cache_hits = Counter::default();
         registry.register(
@@ -230,6 +250,7 @@ impl Metrics {
             redis_call_duration,
             redis_errors,
             redis_up,
+            redis_refusing,
             deny_cache_hits,
             redis_open_slots,
             reset_channel_up,

@@ -24,7 +24,7 @@ use redis::{
 };
 
 pub use access::{read_password_file, Access, KeyError, PasswordFileError, Tls};
-pub use error::{Kind as ErrorKind, StoreError};
+pub use error::{Kind as ErrorKind, Refusal, StoreError};
 pub use shared::SharedConn;
 
 /// Where Redis is.

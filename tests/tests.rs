@@ -67,6 +67,9 @@ mod http_api;
 mod properties;
 /// nginx, Caddy and HAProxy from deploy/ in front of two replicas: the client's view.
 mod proxies;
+/// Redis answering with an error (OOM, ACL, a replica, BUSY, a script error):
+/// the breaker or its refusing state, one log line each way, on_redis_error.
+mod redis_errors;
 /// Managed Redis: TLS (private CA, mutual, wrong CA), unix socket, ACL password file and its rotation, TLS Cluster.
 mod redis_tls;
 /// Redis killed, stalled, restarted, scripts flushed: on_redis_error and the breaker.

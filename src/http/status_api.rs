@@ -53,6 +53,8 @@ fn status_json(app: &App) -> Value {
         json!({
             "store": "redis",
             "up": app.metrics.redis_up.get() == 1,
+            // Redis answers but refuses calls until an operator acts (oom, auth, noperm, misconf).
+            "refusing": app.limiter.breaker.refusing().map(|r| r.label()),
             "open_slots": app.metrics.redis_open_slots.get(),
             "reset_channel_up": app.metrics.reset_channel_up.get() == 1,
         })
