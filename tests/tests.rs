@@ -44,6 +44,11 @@ mod cli;
 mod client_ip;
 /// A real Redis Cluster (3 masters) and a Sentinel: exact per key, a dead master, a failover.
 mod cluster;
+/// The decision core's guarantees on every surface: a cost past the caps is
+/// refused (JSON, RLS, both stores) and writes nothing, random triples stay
+/// within them; a request's rules are charged all or nothing (one Redis, the
+/// embedded store, a Cluster).
+mod core_guarantees;
 /// The deny cache: no Redis calls for a denied key; resets reach every replica.
 mod deny_cache;
 /// deploy/ files no engine here runs (compose, Envoy, Traefik, k8s, systemd) parse and hold their promises.
