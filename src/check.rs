@@ -6,13 +6,17 @@
 //! 4. on failure, the rule's `on_redis_error`: allow, deny, or the in-process
 //!    limiter with `limit / fallback_replicas`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
+
+use arc_swap::ArcSwap;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 
-use crate::config::Config;
+use crate::config::{ApiConfig, Config};
 use crate::keys::{KeySpace, AD_HOC_RULE};
 use crate::limiter::{
     slot_breaker, Algorithm, Breaker, Call, DenyCache, LimitState, LocalStore, Outcome, RedisStore,
@@ -37,8 +41,11 @@ pub struct Limiter {
     pub slots: Option<SlotBreaker>,
     pub deny_cache: DenyCache,
     keys: KeySpace,
-    /// `redis.fallback_replicas`: the fallback's share of each limit.
-    fallback_replicas: u64,
+    /// `redis.fallback_replicas`: the fallback's share of each limit (a
+    /// reload may change it: `set_fallback_replicas`).
+    fallback_replicas: AtomicU64,
+    /// `[api]`: what one call may ask; a reload swaps them (`set_caps`).
+    caps: ArcSwap<ApiConfig>,
     deny_cache_hits: Counter,
     redis_call_duration: Histogram,
     redis_errors: Family<KindLabels, Counter>,
@@ -99,7 +106,10 @@ impl Limiter {
                 .map(|_| SlotBreaker::new(metrics.redis_open_slots.clone())),
             deny_cache: DenyCache::new(deny_cache_bytes, metrics.deny_cache_evictions.clone()),
             keys: KeySpace::new(&config.prefix),
-            fallback_replicas: config.redis.as_ref().map_or(1, |r| r.fallback_replicas) as u64,
+            fallback_replicas: AtomicU64::new(
+                config.redis.as_ref().map_or(1, |r| r.fallback_replicas) as u64,
+            ),
+            caps: ArcSwap::from_pointee(config.api.clone()),
             deny_cache_hits: metrics.deny_cache_hits.clone(),
             redis_call_duration: metrics.redis_call_duration.clone(),
             redis_errors: metrics.redis_errors.clone(),
@@ -187,7 +197,7 @@ impl Limiter {
             OnRedisError::Allow => unknown_state(spec.limits, true),
             OnRedisError::Deny => unknown_state(spec.limits, false),
             OnRedisError::Local => {
-                let replicas = self.fallback_replicas;
+                let replicas = self.fallback_replicas.load(Ordering::Relaxed).max(1);
                 let shares: Vec<Rate> = spec
                     .limits
                     .iter()
@@ -203,6 +213,24 @@ impl Limiter {
                 })
             }
         }
+    }
+}
+
+// === impl Limiter: settings a reload applies ===
+
+impl Limiter {
+    /// The `[api]` caps in force now.
+    pub fn caps(&self) -> arc_swap::Guard<Arc<ApiConfig>> {
+        self.caps.load()
+    }
+
+    pub fn set_caps(&self, caps: ApiConfig) {
+        self.caps.store(Arc::new(caps));
+    }
+
+    pub fn set_fallback_replicas(&self, replicas: u32) {
+        self.fallback_replicas
+            .store(u64::from(replicas.max(1)), Ordering::Relaxed);
     }
 }
 

@@ -205,15 +205,18 @@ fn redis_changes(old: Option<&RedisConfig>, new: Option<&RedisConfig>, diff: &mu
             diff(topology_key(t), true);
         }
     }
+    // Credentials for another Redis come with it, at the restart: the
+    // running connections keep theirs (so they are not compared then).
     let Access {
         username,
         password,
         tls,
     } = &*endpoint.access();
     let access = new.endpoint.access();
-    diff("redis.username", *username != access.username);
-    diff("redis.password", *password != access.password);
-    diff("redis.tls", *tls != access.tls);
+    let same = before == after;
+    diff("redis.username", same && *username != access.username);
+    diff("redis.password", same && *password != access.password);
+    diff("redis.tls", same && *tls != access.tls);
     diff("redis.timeout", *timeout != new.timeout);
     diff(
         "redis.fallback_replicas",

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::{ArcSwapOption, Guard};
 use prometheus_client::metrics::counter::Counter;
 use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
@@ -25,8 +26,10 @@ const ENTRY_OVERHEAD: u64 = 192;
 type Inner = Cache<String, Arc<Entry>, ByBytes, DefaultHashBuilder, CountEvictions>;
 
 pub struct DenyCache {
-    /// Keyed by the call's key base (rule, key, algorithm).
-    cache: Option<Inner>,
+    /// Keyed by the call's key base (rule, key, algorithm). `None`: off
+    /// (0 bytes). Replaced whole when a reload changes the bound (`resize`).
+    cache: ArcSwapOption<Inner>,
+    evictions: Counter,
     /// Whether resets from other replicas are being heard (see
     /// `server/resets.rs`); while not, nothing is cached or answered, since a
     /// reset made elsewhere could be missed.
@@ -71,25 +74,23 @@ impl DenyCache {
     /// says resets are heard.
     /// `evictions` counts entries dropped to stay under the bound.
     pub fn new(max_bytes: usize, evictions: Counter) -> Self {
-        let max = max_bytes as u64;
         DenyCache {
-            cache: (max > 0).then(|| {
-                let estimated_items = (max / (ENTRY_OVERHEAD + 64)).max(1) as usize;
-                Cache::with(
-                    estimated_items,
-                    max,
-                    ByBytes,
-                    DefaultHashBuilder::default(),
-                    CountEvictions(evictions),
-                )
-            }),
+            cache: ArcSwapOption::from(build(max_bytes, &evictions)),
+            evictions,
             live: AtomicBool::new(false),
         }
     }
 
+    /// A reload's new `redis.deny_cache_bytes`: an empty cache of that bound
+    /// (0: off). What was cached is dropped, as a reload drops it anyway.
+    pub fn resize(&self, max_bytes: usize) {
+        self.cache.store(build(max_bytes, &self.evictions));
+    }
+
     /// The remembered denial, with times counted down, if still in force.
     pub fn get(&self, base: &str, limits: &[Rate]) -> Option<Outcome> {
-        let e = self.in_use()?.get(base)?;
+        let cache = self.in_use()?;
+        let e = cache.as_ref()?.get(base)?;
         let now = Instant::now();
         if now >= e.until || e.limits != limits {
             return None;
@@ -105,6 +106,7 @@ impl DenyCache {
 
     pub fn insert(&self, base: &str, limits: &[Rate], outcome: &Outcome) {
         let Some(cache) = self.in_use() else { return };
+        let Some(cache) = cache.as_ref() else { return };
         if outcome.allowed || outcome.retry_after_ms == 0 {
             return;
         }
@@ -124,27 +126,30 @@ impl DenyCache {
         self.live.store(live, Ordering::Relaxed);
     }
 
-    fn in_use(&self) -> Option<&Inner> {
-        self.cache
-            .as_ref()
-            .filter(|_| self.live.load(Ordering::Relaxed))
+    fn in_use(&self) -> Option<Guard<Option<Arc<Inner>>>> {
+        self.live.load(Ordering::Relaxed).then(|| self.cache.load())
     }
 
     pub fn remove(&self, base: &str) {
-        if let Some(cache) = &self.cache {
+        if let Some(cache) = &*self.cache.load() {
             cache.remove(base);
         }
     }
 
     /// Forget everything (after a reload, or when resets may have been missed).
     pub fn clear(&self) {
-        if let Some(cache) = &self.cache {
+        if let Some(cache) = &*self.cache.load() {
             cache.clear();
         }
     }
 
+    /// The bound in bytes (0: off).
+    pub fn capacity(&self) -> u64 {
+        self.cache.load().as_ref().map_or(0, |c| c.capacity())
+    }
+
     pub fn len(&self) -> usize {
-        self.cache.as_ref().map_or(0, |c| c.len())
+        self.cache.load().as_ref().map_or(0, |c| c.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -153,8 +158,23 @@ impl DenyCache {
 
     /// Estimated bytes held (never above the bound).
     pub fn bytes(&self) -> u64 {
-        self.cache.as_ref().map_or(0, |c| c.weight())
+        self.cache.load().as_ref().map_or(0, |c| c.weight())
     }
+}
+
+/// A cache of at most `max_bytes` (estimated); `None` for 0.
+fn build(max_bytes: usize, evictions: &Counter) -> Option<Arc<Inner>> {
+    let max = max_bytes as u64;
+    (max > 0).then(|| {
+        let estimated_items = (max / (ENTRY_OVERHEAD + 64)).max(1) as usize;
+        Arc::new(Cache::with(
+            estimated_items,
+            max,
+            ByBytes,
+            DefaultHashBuilder::default(),
+            CountEvictions(evictions.clone()),
+        ))
+    })
 }
 
 #[cfg(test)]

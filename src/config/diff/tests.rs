@@ -220,3 +220,17 @@ fn changes_say_whether_they_apply_now_or_after_a_restart() {
     );
     assert_eq!(apply("no.such.key"), Apply::Restart);
 }
+
+#[test]
+fn credentials_that_come_with_another_redis_wait_for_it() {
+    let mut new = fresh();
+    redis(&mut new).endpoint = Endpoint::new(
+        Topology::Single("redis://127.0.0.1:6380".into()),
+        Access {
+            username: Some("u".into()),
+            ..Access::default()
+        },
+    );
+    let found: Vec<&str> = changes(&base(), &new).iter().map(|c| c.key).collect();
+    assert_eq!(found, ["redis.url"]);
+}
