@@ -218,4 +218,25 @@ mod tests {
             .count();
         assert_eq!(kept, cache.len());
     }
+
+    #[test]
+    fn a_resized_cache_is_empty_and_holds_to_its_new_bound() {
+        let cache = DenyCache::new(0, Counter::default());
+        cache.set_live(true);
+        let limits = [Rate {
+            limit: 1,
+            period_ms: 60_000,
+        }];
+        cache.insert("a", &limits, &denial());
+        assert!(cache.get("a", &limits).is_none(), "0 bytes: off");
+        cache.resize(4096);
+        assert_eq!(cache.capacity(), 4096);
+        cache.insert("a", &limits, &denial());
+        assert!(cache.get("a", &limits).is_some(), "on after a resize");
+        cache.resize(8192);
+        assert!(cache.is_empty(), "what was cached is dropped");
+        cache.resize(0);
+        cache.insert("a", &limits, &denial());
+        assert!(cache.get("a", &limits).is_none(), "off again");
+    }
 }
