@@ -18,8 +18,10 @@ pub mod query;
 pub mod recorder;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -92,7 +94,8 @@ impl ActivityMetrics {
 
 /// The activity counters of one replica.
 pub struct Activity {
-    pub config: ActivityConfig,
+    /// `[activity]`; a reload swaps it (`set_config`).
+    pub config: ArcSwap<ActivityConfig>,
     pub keys: ActivityKeys,
     pub recorder: Recorder,
     pub metrics: ActivityMetrics,
@@ -115,11 +118,17 @@ impl Activity {
         metrics.register(registry);
         Activity {
             recorder: Recorder::new(config.max_online),
-            config,
+            config: ArcSwap::from_pointee(config),
             keys,
             metrics,
             conn: endpoint.map(|e| SharedConn::new(e, CALL_TIMEOUT)),
         }
+    }
+
+    /// A reload's new `[activity]`: the next flush and queries use it.
+    pub fn set_config(&self, config: ActivityConfig) {
+        self.recorder.set_max_online(config.max_online);
+        self.config.store(Arc::new(config));
     }
 
     pub fn enabled(&self) -> bool {

@@ -9,6 +9,7 @@ use crate::activity::Activity;
 use crate::allowlist::Allowlist;
 use crate::check::Limiter;
 use crate::client_ip::ClientIpResolver;
+use crate::config::diff::{self, Apply};
 use crate::config::Config;
 use crate::keys::KeySpace;
 use crate::limiter::Store;
@@ -18,7 +19,12 @@ use crate::rule::Rule;
 pub struct App {
     /// Swapped whole on reload; a request sees one consistent rule set.
     pub rules: ArcSwap<Vec<Rule>>,
+    /// The config this process started with: restart-only settings
+    /// (`config::diff::KEYS`) run as here until a restart. Live ones are read
+    /// where a reload puts them: `rules`, `limiter.caps()`, `latest`, …
     pub config: Config,
+    /// The config as last loaded (at start or by a reload).
+    pub latest: ArcSwap<Config>,
     /// The store with its deny cache, breakers and fallback (`check.rs`);
     /// `decide.rs` applies the rules through it.
     pub limiter: Limiter,
@@ -57,6 +63,7 @@ impl App {
                 config.client_ip.trusted_proxies.clone(),
                 config.client_ip.ipv6_prefix,
             ),
+            latest: ArcSwap::from_pointee(config.clone()),
             config,
             ready: AtomicBool::new(ready),
             metrics,
@@ -66,45 +73,105 @@ impl App {
         })
     }
 
-    /// Apply a reloaded config: the new rules apply to new requests. Settings
-    /// that live in sockets and connections need a restart; say so.
+    /// Apply a reloaded config. Every live setting (`config::diff::KEYS`)
+    /// applies to new requests at once; each restart-only one that changed
+    /// is logged by its key and listed by `restart_pending` until a restart.
     pub fn reload(&self, new: Config) {
-        let old = &self.config;
-        let old_redis = old.redis.as_ref().map(|r| &r.endpoint);
-        let new_redis = new.redis.as_ref().map(|r| &r.endpoint);
-        if new.server.listen != old.server.listen
-            || new.server.admin_listen != old.server.admin_listen
-            || new.server.grpc_listen != old.server.grpc_listen
-            || new_redis.map(|e| e.topology()) != old_redis.map(|e| e.topology())
-            || new.prefix != old.prefix
-            || new.client_ip.trusted_proxies != old.client_ip.trusted_proxies
-            || new.server.forwarded_request != old.server.forwarded_request
-        {
-            tracing::warn!("reload: listen addresses (grpc_listen too), Redis URLs, prefix, trusted proxies and server.forwarded_request take effect only after a restart");
-        }
-        if let (Some(old_e), Some(new_e)) = (old_redis, new_redis) {
-            if old_e.topology() == new_e.topology() && old_e.access() != new_e.access() {
-                self.reconnect_redis(new_e.access().as_ref().clone());
-            }
-        }
-        let n = new.rules.len();
+        let previous = self.latest.load_full();
+        let changes = diff::changes(&previous, &new);
+        let changed = |key: &str| changes.iter().any(|c| c.key == key);
+        self.apply_live(&new, &changed);
+        let rules = crate::rule::Changes::between(&self.rules.load(), &new.rules);
         self.metrics
             .zero_decisions(new.rules.iter().map(|r| r.name.as_str()));
-        let changes = crate::rule::Changes::between(&self.rules.load(), &new.rules);
-        self.rules.store(Arc::new(new.rules));
+        self.rules.store(Arc::new(new.rules.clone()));
         // Cached denials were computed under the old limits.
         self.limiter.deny_cache.clear();
+        let n = new.rules.len();
+        self.latest.store(Arc::new(new));
+
+        let pending = self.restart_pending();
+        for c in changes.iter().filter(|c| c.apply == Apply::Restart) {
+            if pending.contains(&c.key) {
+                tracing::warn!(
+                    key = c.key,
+                    "reload: {} changed; it takes effect after a restart",
+                    c.key
+                );
+            } else {
+                tracing::info!(
+                    key = c.key,
+                    "reload: {} is back to the value this process runs with",
+                    c.key
+                );
+            }
+        }
+        let applied: Vec<&str> = changes
+            .iter()
+            .filter(|c| c.apply == Apply::Live)
+            .map(|c| c.key)
+            .collect();
+        let what = if applied.is_empty() {
+            "nothing to apply".to_string()
+        } else {
+            format!("{} applied", applied.join(", "))
+        };
         tracing::info!(
             rules = n,
-            added = ?changes.added,
-            removed = ?changes.removed,
-            changed = ?changes.changed.iter().map(|c| &c.0).collect::<Vec<_>>(),
-            "config reloaded: new rules apply to new requests"
+            added = ?rules.added,
+            removed = ?rules.removed,
+            changed = ?rules.changed.iter().map(|c| &c.0).collect::<Vec<_>>(),
+            restart_pending = ?pending,
+            "config reloaded: {what}"
         );
-        for (rule, before, after) in &changes.changed {
+        for (rule, before, after) in &rules.changed {
             // Keys hold the algorithm and each limit's period, not its count.
             tracing::info!(rule = %rule, %before, %after, "rule changed: counters of an unchanged algorithm and period carry over");
         }
+    }
+
+    /// Hand each live setting to the part that reads it. `changed` says
+    /// which keys differ from the last load (only those with a cost — a new
+    /// connection, an emptied cache — are applied only when changed).
+    fn apply_live(&self, new: &Config, changed: &dyn Fn(&str) -> bool) {
+        self.limiter.set_caps(new.api.clone());
+        self.resolver.set_ipv6_prefix(new.client_ip.ipv6_prefix);
+        self.activity.set_config(new.activity.clone());
+        self.limiter
+            .fallback
+            .set_max_bytes(new.local_store.max_bytes);
+        if let Store::Local(store) = &self.limiter.store {
+            store.set_max_bytes(new.local_store.max_bytes);
+        }
+        // `[redis]` added or removed waits for a restart: nothing below applies.
+        let (Some(r), Store::Redis(store)) = (&new.redis, &self.limiter.store) else {
+            return;
+        };
+        self.limiter.set_fallback_replicas(r.fallback_replicas);
+        if changed("redis.deny_cache_bytes") {
+            self.limiter.deny_cache.resize(r.deny_cache_bytes);
+        }
+        let access = ["redis.username", "redis.password", "redis.tls"];
+        if access.iter().any(|k| changed(k)) {
+            self.reconnect_redis(r.endpoint.access().as_ref().clone());
+        }
+        if changed("redis.timeout") {
+            store.set_timeout(r.timeout);
+            // A cluster connection carries the timeout as its own.
+            if store.endpoint().is_cluster() && tokio::runtime::Handle::try_current().is_ok() {
+                store.reconnect_in_background();
+            }
+        }
+    }
+
+    /// The restart-only settings the loaded file sets differently from what
+    /// this process runs with (`GET /v1/status`: `restart_pending`).
+    pub fn restart_pending(&self) -> Vec<&'static str> {
+        diff::changes(&self.config, &self.latest.load())
+            .into_iter()
+            .filter(|c| c.apply == Apply::Restart)
+            .map(|c| c.key)
+            .collect()
     }
 
     /// New Redis credentials or TLS files (a reload): every component's

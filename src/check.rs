@@ -16,6 +16,7 @@
 
 pub mod caps;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -51,9 +52,10 @@ pub struct Limiter {
     pub slots: Option<SlotBreaker>,
     pub deny_cache: DenyCache,
     keys: KeySpace,
-    /// `redis.fallback_replicas`: the fallback's share of each limit.
-    fallback_replicas: u64,
-    /// `[api]`: the caps every charge meets (swapped by a reload).
+    /// `redis.fallback_replicas`: the fallback's share of each limit (a
+    /// reload may change it: `set_fallback_replicas`).
+    fallback_replicas: AtomicU64,
+    /// `[api]`: the caps every charge meets (a reload swaps them: `set_caps`).
     caps: ArcSwap<ApiConfig>,
     refused: Family<ReasonLabels, Counter>,
     deny_cache_hits: Counter,
@@ -127,7 +129,9 @@ impl Limiter {
                 .map(|_| SlotBreaker::new(metrics.redis_open_slots.clone())),
             deny_cache: DenyCache::new(deny_cache_bytes, metrics.deny_cache_evictions.clone()),
             keys: KeySpace::new(&config.prefix),
-            fallback_replicas: config.redis.as_ref().map_or(1, |r| r.fallback_replicas) as u64,
+            fallback_replicas: AtomicU64::new(
+                config.redis.as_ref().map_or(1, |r| r.fallback_replicas) as u64,
+            ),
             caps: ArcSwap::from_pointee(config.api.clone()),
             refused: metrics.refused_requests.clone(),
             deny_cache_hits: metrics.deny_cache_hits.clone(),
@@ -386,7 +390,7 @@ impl Limiter {
             .iter()
             .zip(calls)
             .any(|(s, (_, decides))| *decides && s.on_redis_error == OnRedisError::Deny);
-        let replicas = self.fallback_replicas;
+        let replicas = self.fallback_replicas.load(Ordering::Relaxed).max(1);
         // This replica's share of each `local` rule's limits.
         let shares: Vec<Vec<Rate>> = specs
             .iter()
@@ -485,6 +489,15 @@ async fn cluster_together(
 /// The breaker's probe writes under this rule name: no configured rule can
 /// have it (rule names start with a letter), nor a caller's ad-hoc call (`~`).
 const PROBE_RULE: &str = "!breaker";
+
+// === impl Limiter: settings a reload applies (caps: `set_caps` above) ===
+
+impl Limiter {
+    pub fn set_fallback_replicas(&self, replicas: u32) {
+        self.fallback_replicas
+            .store(u64::from(replicas.max(1)), Ordering::Relaxed);
+    }
+}
 
 /// The answer when no store could be asked: full quota shown, or a 1 s denial.
 fn unknown_state(limits: &[Rate], allowed: bool) -> Outcome {

@@ -18,6 +18,7 @@
 //! there choose between two headers. `Forwarded` (RFC 7239) is not read.
 
 use std::net::{IpAddr, Ipv6Addr};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -29,10 +30,11 @@ use ipnet::{IpNet, Ipv6Net};
 #[cfg(test)]
 mod properties;
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ClientIpResolver {
     trusted: Vec<IpNet>,
-    ipv6_prefix: u8,
+    /// `client_ip.ipv6_prefix`; a reload may change it (`set_ipv6_prefix`).
+    ipv6_prefix: AtomicU8,
 }
 
 pub use crate::net::canonical;
@@ -41,8 +43,13 @@ impl ClientIpResolver {
     pub fn new(trusted: Vec<IpNet>, ipv6_prefix: u8) -> Self {
         ClientIpResolver {
             trusted,
-            ipv6_prefix,
+            ipv6_prefix: AtomicU8::new(ipv6_prefix),
         }
+    }
+
+    /// A reload's new `client_ip.ipv6_prefix`: keys of new requests use it.
+    pub fn set_ipv6_prefix(&self, prefix: u8) {
+        self.ipv6_prefix.store(prefix, Ordering::Relaxed);
     }
 
     /// Whether `ip` is in `client_ip.trusted_proxies` (mapped IPv4 is IPv4).
@@ -102,7 +109,7 @@ impl ClientIpResolver {
     /// network (default /64), since one host usually holds a whole /64.
     pub fn key_ip(&self, ip: IpAddr) -> IpAddr {
         match ip {
-            IpAddr::V6(v6) => IpAddr::V6(mask_v6(v6, self.ipv6_prefix)),
+            IpAddr::V6(v6) => IpAddr::V6(mask_v6(v6, self.ipv6_prefix.load(Ordering::Relaxed))),
             v4 => v4,
         }
     }

@@ -2,8 +2,10 @@
 //! CLI/env overrides into a validated [`Config`], or into every problem at once.
 //!
 //! `raw` holds the serde shapes (defaults written once, unknown keys refused);
-//! `validate` turns them into the effective types the rest of the code uses.
+//! `validate` turns them into the effective types the rest of the code uses;
+//! `diff` names the settings two configs differ in, and which a reload applies.
 
+pub mod diff;
 mod raw;
 mod shape;
 mod validate;

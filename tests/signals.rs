@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::support::binary::Serve;
-use crate::support::{eventually, temp_dir};
+use crate::support::{eventually, temp_dir, ADMIN_TOKEN};
 
 /// `tollgate serve` with `config` (no Redis: the embedded store), in its own dir.
 async fn serve(name: &str, config: &str) -> Serve {
@@ -78,4 +78,32 @@ async fn sigterm_stops_the_server_and_exits_0() {
     assert_eq!(b.status("/a").await, 200);
     b.signal(libc::SIGTERM);
     assert_eq!(b.exit_code(Duration::from_secs(10)).await, Some(0));
+}
+
+#[tokio::test]
+async fn a_reload_logs_what_it_applied_and_each_key_that_waits_for_a_restart() {
+    let b = serve("hup-keys", RULE_A).await;
+    let changed = format!("[server]\nmax_connections = 99\n\n[api]\nmax_cost = 5\n\n{RULE_A}");
+    std::fs::write(&b.config, changed).unwrap();
+    b.signal(libc::SIGHUP);
+    b.log_line("reload: server.max_connections changed; it takes effect after a restart")
+        .await;
+    let reloaded = b.log_line("config reloaded").await;
+    assert!(
+        reloaded.contains("config reloaded: api.max_cost applied"),
+        "{reloaded}"
+    );
+    let status: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{}/v1/status", b.admin_addr))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        status["restart_pending"],
+        serde_json::json!(["server.max_connections"])
+    );
 }

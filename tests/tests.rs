@@ -77,6 +77,9 @@ mod proxies;
 mod redis_errors;
 /// Managed Redis: TLS (private CA, mutual, wrong CA), unix socket, ACL password file and its rotation, TLS Cluster.
 mod redis_tls;
+/// A reload that changes every setting: each live one applies, each
+/// restart-only one is listed in `GET /v1/status` under `restart_pending`.
+mod reload;
 /// Redis killed, stalled, restarted, scripts flushed: on_redis_error and the breaker.
 mod resilience;
 /// Running the Lua scripts at a time the test chooses (a test clock).

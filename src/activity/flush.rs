@@ -157,7 +157,7 @@ where
     F: Fn(&str) -> Option<u32>,
 {
     let keys = &activity.keys;
-    let cfg = &activity.config;
+    let cfg = activity.config.load();
     let mut families = Vec::new();
     if !pending.heartbeats.is_empty() {
         let presence = keys.presence();

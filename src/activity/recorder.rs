@@ -74,18 +74,29 @@ impl Pending {
     }
 }
 
+/// One shard's share of `max_online` distinct members a second.
+fn per_shard(max_online: u64) -> usize {
+    (max_online as usize / SHARDS).max(1024)
+}
+
 pub struct Recorder {
     shards: Vec<Mutex<Pending>>,
-    /// Most distinct heartbeat members one shard holds between two flushes.
-    max_heartbeats_per_shard: usize,
+    /// Most distinct heartbeat members one shard holds between two flushes
+    /// (from `activity.max_online`, which a reload may change).
+    max_heartbeats_per_shard: AtomicUsize,
 }
 
 impl Recorder {
     pub fn new(max_online: u64) -> Recorder {
         Recorder {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            max_heartbeats_per_shard: (max_online as usize / SHARDS).max(1024),
+            max_heartbeats_per_shard: AtomicUsize::new(per_shard(max_online)),
         }
+    }
+
+    pub fn set_max_online(&self, max_online: u64) {
+        self.max_heartbeats_per_shard
+            .store(per_shard(max_online), Ordering::Relaxed);
     }
 
     /// This thread's shard.
@@ -137,7 +148,7 @@ impl Recorder {
             *seen = (*seen).max(now_ms);
             return true;
         }
-        if pending.heartbeats.len() >= self.max_heartbeats_per_shard {
+        if pending.heartbeats.len() >= self.max_heartbeats_per_shard.load(Ordering::Relaxed) {
             return false;
         }
         pending.heartbeats.insert(member.to_string(), now_ms);

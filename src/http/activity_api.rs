@@ -132,7 +132,10 @@ async fn online(
 ) -> Response {
     let run = async {
         let p = Params::parse(raw.as_deref(), &["within", "list"])?;
-        let within = query::parse_within(p.get("within").unwrap_or("10m"), &app.activity.config)?;
+        let within = query::parse_within(
+            p.get("within").unwrap_or("10m"),
+            &app.activity.config.load(),
+        )?;
         let list = match p.get("list") {
             None | Some("false") => false,
             Some("true") => true,
@@ -162,7 +165,7 @@ async fn active(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> Respons
     let days = Params::parse(raw.as_deref(), &["days"]).and_then(|p| {
         Ok(query::parse_days(
             p.get("days").unwrap_or("7"),
-            &app.activity.config,
+            &app.activity.config.load(),
         )?)
     });
     let days = match days.and_then(|d| ready(&app).map(|_| d)) {
@@ -223,7 +226,7 @@ fn rule_and_hours(app: &App, raw: Option<&str>) -> Result<(String, u64), ApiErro
     let p = Params::parse(raw, &["rule", "hours"])?;
     ready(app)?;
     let rule = tracked_rule(app, &p)?;
-    let hours = query::parse_hours(p.get("hours").unwrap_or("24"), &app.activity.config)?;
+    let hours = query::parse_hours(p.get("hours").unwrap_or("24"), &app.activity.config.load())?;
     Ok((rule, hours))
 }
 

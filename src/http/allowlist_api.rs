@@ -98,7 +98,7 @@ async fn try_add(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<Value, A
         body.ttl.as_deref(),
         body.note.as_deref(),
         actor(headers)?,
-        &app.config.allowlist,
+        &app.latest.load().allowlist,
     )
     .map_err(|e| ApiError::bad(e.field, e.message))?;
     let stored = app.allowlist.upsert(&new).await?;

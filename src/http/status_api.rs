@@ -8,7 +8,8 @@
 //!   store), the allowlist's freshness (`in_sync`, `stale` with the sync age,
 //!   `source_lost`, `in_process`), entries, epoch, seq, seq lag, resyncs by
 //!   reason, and `tollgate_decisions_total` per rule and outcome (a client
-//!   polls it and differences the counts for rates).
+//!   polls it and differences the counts for rates), and `restart_pending`:
+//!   the settings a reload changed that wait for a restart (`config::diff`).
 //! - `/v1/rules`: every rule as loaded (after a reload, the new ones): match,
 //!   key, limits, algorithm, burst, allowlist mode, on_redis_error, shadow.
 
@@ -76,6 +77,7 @@ fn status_json(app: &App) -> Value {
             "summary": status::describe(list),
         },
         "decisions": decisions(app),
+        "restart_pending": app.restart_pending(),
     })
 }
 

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::{ArcSwapOption, Guard};
 use prometheus_client::metrics::counter::Counter;
 use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
@@ -25,8 +26,10 @@ const ENTRY_OVERHEAD: u64 = 192;
 type Inner = Cache<String, Arc<Entry>, ByBytes, DefaultHashBuilder, CountEvictions>;
 
 pub struct DenyCache {
-    /// Keyed by the call's key base (rule, key, algorithm).
-    cache: Option<Inner>,
+    /// Keyed by the call's key base (rule, key, algorithm). `None`: off
+    /// (0 bytes). Replaced whole when a reload changes the bound (`resize`).
+    cache: ArcSwapOption<Inner>,
+    evictions: Counter,
     /// Whether resets from other replicas are being heard (see
     /// `server/resets.rs`); while not, nothing is cached or answered, since a
     /// reset made elsewhere could be missed.
@@ -73,26 +76,24 @@ impl DenyCache {
     /// says resets are heard.
     /// `evictions` counts entries dropped to stay under the bound.
     pub fn new(max_bytes: usize, evictions: Counter) -> Self {
-        let max = max_bytes as u64;
         DenyCache {
-            cache: (max > 0).then(|| {
-                let estimated_items = (max / (ENTRY_OVERHEAD + 64)).max(1) as usize;
-                Cache::with(
-                    estimated_items,
-                    max,
-                    ByBytes,
-                    DefaultHashBuilder::default(),
-                    CountEvictions(evictions),
-                )
-            }),
+            cache: ArcSwapOption::from(build(max_bytes, &evictions)),
+            evictions,
             live: AtomicBool::new(false),
             generation: AtomicU64::new(0),
         }
     }
 
+    /// A reload's new `redis.deny_cache_bytes`: an empty cache of that bound
+    /// (0: off). What was cached is dropped, as a reload drops it anyway.
+    pub fn resize(&self, max_bytes: usize) {
+        self.cache.store(build(max_bytes, &self.evictions));
+    }
+
     /// The remembered denial, with times counted down, if still in force.
     pub fn get(&self, base: &str, limits: &[Rate]) -> Option<Outcome> {
-        let e = self.in_use()?.get(base)?;
+        let cache = self.in_use()?;
+        let e = cache.as_ref()?.get(base)?;
         let now = Instant::now();
         if now >= e.until || e.limits != limits {
             return None;
@@ -130,7 +131,7 @@ impl DenyCache {
         }
         self.insert(base, limits, outcome);
         if self.generation() != generation {
-            if let Some(cache) = &self.cache {
+            if let Some(cache) = &*self.cache.load() {
                 cache.remove(base);
             }
         }
@@ -138,6 +139,7 @@ impl DenyCache {
 
     pub fn insert(&self, base: &str, limits: &[Rate], outcome: &Outcome) {
         let Some(cache) = self.in_use() else { return };
+        let Some(cache) = cache.as_ref() else { return };
         if outcome.allowed || outcome.retry_after_ms == 0 {
             return;
         }
@@ -157,17 +159,15 @@ impl DenyCache {
         self.live.store(live, Ordering::Relaxed);
     }
 
-    fn in_use(&self) -> Option<&Inner> {
-        self.cache
-            .as_ref()
-            .filter(|_| self.live.load(Ordering::Relaxed))
+    fn in_use(&self) -> Option<Guard<Option<Arc<Inner>>>> {
+        self.live.load(Ordering::Relaxed).then(|| self.cache.load())
     }
 
     pub fn remove(&self, base: &str) {
         // Before the removal: a store call in flight then cannot store its
         // (pre-reset) denial after it (`insert_unless_reset`).
         self.generation.fetch_add(1, Ordering::SeqCst);
-        if let Some(cache) = &self.cache {
+        if let Some(cache) = &*self.cache.load() {
             cache.remove(base);
         }
     }
@@ -175,13 +175,18 @@ impl DenyCache {
     /// Forget everything (after a reload, or when resets may have been missed).
     pub fn clear(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        if let Some(cache) = &self.cache {
+        if let Some(cache) = &*self.cache.load() {
             cache.clear();
         }
     }
 
+    /// The bound in bytes (0: off).
+    pub fn capacity(&self) -> u64 {
+        self.cache.load().as_ref().map_or(0, |c| c.capacity())
+    }
+
     pub fn len(&self) -> usize {
-        self.cache.as_ref().map_or(0, |c| c.len())
+        self.cache.load().as_ref().map_or(0, |c| c.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -190,8 +195,23 @@ impl DenyCache {
 
     /// Estimated bytes held (never above the bound).
     pub fn bytes(&self) -> u64 {
-        self.cache.as_ref().map_or(0, |c| c.weight())
+        self.cache.load().as_ref().map_or(0, |c| c.weight())
     }
+}
+
+/// A cache of at most `max_bytes` (estimated); `None` for 0.
+fn build(max_bytes: usize, evictions: &Counter) -> Option<Arc<Inner>> {
+    let max = max_bytes as u64;
+    (max > 0).then(|| {
+        let estimated_items = (max / (ENTRY_OVERHEAD + 64)).max(1) as usize;
+        Arc::new(Cache::with(
+            estimated_items,
+            max,
+            ByBytes,
+            DefaultHashBuilder::default(),
+            CountEvictions(evictions.clone()),
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -234,5 +254,26 @@ mod tests {
             .filter(|i| cache.get(&format!("{i}:{long}"), &limits).is_some())
             .count();
         assert_eq!(kept, cache.len());
+    }
+
+    #[test]
+    fn a_resized_cache_is_empty_and_holds_to_its_new_bound() {
+        let cache = DenyCache::new(0, Counter::default());
+        cache.set_live(true);
+        let limits = [Rate {
+            limit: 1,
+            period_ms: 60_000,
+        }];
+        cache.insert("a", &limits, &denial());
+        assert!(cache.get("a", &limits).is_none(), "0 bytes: off");
+        cache.resize(4096);
+        assert_eq!(cache.capacity(), 4096);
+        cache.insert("a", &limits, &denial());
+        assert!(cache.get("a", &limits).is_some(), "on after a resize");
+        cache.resize(8192);
+        assert!(cache.is_empty(), "what was cached is dropped");
+        cache.resize(0);
+        cache.insert("a", &limits, &denial());
+        assert!(cache.get("a", &limits).is_none(), "off again");
     }
 }

@@ -258,6 +258,11 @@ impl LocalStore {
         }
     }
 
+    /// A reload's new `local_store.max_bytes`.
+    pub fn set_max_bytes(&self, max_bytes: usize) {
+        self.budget.set_max(max_bytes);
+    }
+
     fn key(&self, base: &str) -> KeyHash {
         KeyHash(self.hashers.0.hash_one(base), self.hashers.1.hash_one(base))
     }

@@ -22,7 +22,8 @@ const REFUSAL_RETRY_MS: u64 = 1000;
 const SWEEP_EVERY_MS: u64 = 100;
 
 pub(crate) struct Budget {
-    max: u64,
+    /// `local_store.max_bytes`; a reload may change it (`set_max`).
+    max: AtomicU64,
     used: AtomicU64,
     refusals: Counter,
     full: AtomicBool,
@@ -33,7 +34,7 @@ pub(crate) struct Budget {
 impl Budget {
     pub fn new(max_bytes: usize, refusals: Counter) -> Budget {
         Budget {
-            max: max_bytes as u64,
+            max: AtomicU64::new(max_bytes as u64),
             used: AtomicU64::new(0),
             refusals,
             full: AtomicBool::new(false),
@@ -42,13 +43,23 @@ impl Budget {
         }
     }
 
+    /// A reload's new bound: calls that would grow the store past it are
+    /// refused from now on (what is held already stays until it expires).
+    pub fn set_max(&self, max_bytes: usize) {
+        self.max.store(max_bytes as u64, Ordering::Relaxed);
+    }
+
+    fn max(&self) -> u64 {
+        self.max.load(Ordering::Relaxed)
+    }
+
     pub fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
     }
 
     /// Whether `extra` more bytes fit.
     pub fn fits(&self, extra: u64) -> bool {
-        self.used().saturating_add(extra) <= self.max
+        self.used().saturating_add(extra) <= self.max()
     }
 
     /// Whether the caller should sweep now (the store is full and no sweep ran lately).
@@ -74,7 +85,7 @@ impl Budget {
                     Some(u.saturating_sub(old - new))
                 });
         }
-        if self.full.load(Ordering::Relaxed) && self.used() < self.max / 10 * 9 {
+        if self.full.load(Ordering::Relaxed) && self.used() < self.max() / 10 * 9 {
             self.full.store(false, Ordering::Relaxed);
             tracing::info!(
                 used_bytes = self.used(),
@@ -88,7 +99,7 @@ impl Budget {
         self.refusals.inc();
         if !self.full.swap(true, Ordering::Relaxed) {
             tracing::warn!(
-                max_bytes = self.max,
+                max_bytes = self.max(),
                 "in-process store full (local_store.max_bytes): calls that need more memory are answered as limited"
             );
         }

@@ -1,6 +1,7 @@
 //! Counters in Redis: one Lua script call per decision, over one multiplexed
 //! connection so concurrent decisions pipeline on the same socket.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -107,7 +108,8 @@ pub struct RedisStore {
     endpoint: Endpoint,
     /// Shared with a reload's background reconnect.
     conn: Arc<ArcSwapOption<RedisConn>>,
-    timeout: Duration,
+    /// `redis.timeout` in nanoseconds; a reload may change it (`set_timeout`).
+    timeout: AtomicU64,
 }
 
 impl RedisStore {
@@ -115,8 +117,21 @@ impl RedisStore {
         RedisStore {
             endpoint,
             conn: Arc::new(ArcSwapOption::empty()),
-            timeout,
+            timeout: AtomicU64::new(timeout.as_nanos() as u64),
         }
+    }
+
+    /// `redis.timeout`: the bound of every limiter call.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_nanos(self.timeout.load(Ordering::Relaxed))
+    }
+
+    /// A reload's new `redis.timeout`: calls made from now on are bounded by
+    /// it. A cluster connection carries it as its response timeout, so the
+    /// caller reconnects (`reconnect_in_background`) to apply it there too.
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.timeout
+            .store(timeout.as_nanos() as u64, Ordering::Relaxed);
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -131,13 +146,13 @@ impl RedisStore {
         if keep {
             return Ok(());
         }
-        let bound = self.timeout.max(Duration::from_secs(1));
+        let timeout = self.timeout();
+        let bound = timeout.max(Duration::from_secs(1));
         // Every call on this connection is wrapped in a timeout of its own.
-        let conn =
-            tokio::time::timeout(bound, self.endpoint.connect_bounded_by_caller(self.timeout))
-                .await
-                .map_err(|_| StoreError::Timeout(bound))?
-                .map_err(StoreError::from)?;
+        let conn = tokio::time::timeout(bound, self.endpoint.connect_bounded_by_caller(timeout))
+            .await
+            .map_err(|_| StoreError::Timeout(bound))?
+            .map_err(StoreError::from)?;
         self.conn.store(Some(Arc::new(conn)));
         Ok(())
     }
@@ -146,7 +161,7 @@ impl RedisStore {
     /// changed credentials or TLS files), made in the background: the old one
     /// serves until the new one is up; on failure the breaker's probe retries.
     pub fn reconnect_in_background(&self) -> tokio::task::JoinHandle<()> {
-        let (endpoint, cell, timeout) = (self.endpoint.clone(), self.conn.clone(), self.timeout);
+        let (endpoint, cell, timeout) = (self.endpoint.clone(), self.conn.clone(), self.timeout());
         tokio::spawn(async move {
             let bound = timeout.max(Duration::from_secs(1));
             match tokio::time::timeout(bound, endpoint.connect_bounded_by_caller(timeout)).await {
@@ -198,9 +213,10 @@ impl RedisStore {
                 r => r,
             }
         };
-        let reply: Vec<i64> = tokio::time::timeout(self.timeout, ask)
+        let timeout = self.timeout();
+        let reply: Vec<i64> = tokio::time::timeout(timeout, ask)
             .await
-            .map_err(|_| StoreError::Timeout(self.timeout))?
+            .map_err(|_| StoreError::Timeout(timeout))?
             .map_err(StoreError::from)?;
         Outcome::from_reply(&reply, call.limits)
             .ok_or_else(|| StoreError::Reply(format!("script reply {reply:?}")))
@@ -222,9 +238,10 @@ impl RedisStore {
                 r => r,
             }
         };
-        let reply: Vec<i64> = tokio::time::timeout(self.timeout, ask)
+        let timeout = self.timeout();
+        let reply: Vec<i64> = tokio::time::timeout(timeout, ask)
             .await
-            .map_err(|_| StoreError::Timeout(self.timeout))?
+            .map_err(|_| StoreError::Timeout(timeout))?
             .map_err(StoreError::from)?;
         split_reply(&reply, calls.iter().map(|(c, _)| c.limits))
             .ok_or_else(|| StoreError::Reply(format!("all_rules reply {reply:?}")))
@@ -242,7 +259,7 @@ impl RedisStore {
             .iter()
             .map(|r| KeySpace::limit_key(base, r.period_ms))
             .collect();
-        let admin_timeout = self.timeout.max(Duration::from_secs(2));
+        let admin_timeout = self.timeout().max(Duration::from_secs(2));
         // DEL stays in the call's slot (one hash tag); PUBLISH reaches every
         // node of a cluster. Two commands: a pipeline must not span slots.
         let del = redis::cmd("DEL").arg(&keys).to_owned();
