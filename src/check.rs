@@ -183,6 +183,10 @@ impl Limiter {
         for ask in asks {
             self.admit(&ask.spec, ask.cost)?;
         }
+        // No rule applies (every one gated, bypassed or unmatched): nothing to ask.
+        if asks.is_empty() {
+            return Ok(Vec::new());
+        }
         if let [ask] = asks {
             return Ok(vec![Some(
                 self.check_admitted(ask.spec, ask.key, ask.cost).await,
@@ -208,6 +212,10 @@ impl Limiter {
             }
         }
         let pending: Vec<usize> = (0..asks.len()).filter(|&i| answers[i].is_none()).collect();
+        if pending.is_empty() {
+            // Every rule answered from the deny cache (shadow rules all).
+            return Ok(answers);
+        }
         let calls: Vec<(Call<'_>, bool)> = pending
             .iter()
             .map(|&i| {

@@ -233,6 +233,31 @@ mod tests {
     }
 
     #[test]
+    fn a_denial_read_before_a_reset_is_not_cached_after_it() {
+        let cache = DenyCache::new(64 * 1024, Counter::default());
+        cache.set_live(true);
+        let limits = [Rate {
+            limit: 1,
+            period_ms: 60_000,
+        }];
+        // A store call starts, the reset's message clears the key, then the
+        // call's (pre-reset) denial comes back.
+        let started = cache.generation();
+        cache.remove("tg:rl:{login|ip}:fw");
+        cache.insert_unless_reset("tg:rl:{login|ip}:fw", &limits, &denial(), started);
+        assert_eq!(cache.get("tg:rl:{login|ip}:fw", &limits), None);
+        // With no reset in between, the denial is cached as before.
+        let started = cache.generation();
+        cache.insert_unless_reset("tg:rl:{login|ip}:fw", &limits, &denial(), started);
+        assert!(cache.get("tg:rl:{login|ip}:fw", &limits).is_some());
+        // A clear (reload, missed resets) counts as a reset too.
+        let started = cache.generation();
+        cache.clear();
+        cache.insert_unless_reset("k", &limits, &denial(), started);
+        assert_eq!(cache.get("k", &limits), None);
+    }
+
+    #[test]
     fn the_cache_stays_under_its_byte_bound_and_counts_evictions() {
         let evictions = Counter::default();
         let cache = DenyCache::new(64 * 1024, evictions.clone());

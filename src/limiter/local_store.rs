@@ -431,6 +431,39 @@ mod tests {
     }
 
     #[test]
+    fn a_requests_rules_are_charged_all_or_nothing_and_a_shadow_rule_refuses_nothing() {
+        let store = LocalStore::new(1 << 20, Counter::default());
+        let one: [Rate; 1] = ["1/h".parse().unwrap()];
+        let many: [Rate; 1] = ["50/h".parse().unwrap()];
+        for alg in [
+            Algorithm::FixedWindow,
+            Algorithm::SlidingWindow,
+            Algorithm::SlidingLog,
+            Algorithm::Gcra,
+        ] {
+            let (tight, loose) = (format!("t:{alg}"), format!("l:{alg}"));
+            let both = |tight_decides| {
+                store.check_all(&[
+                    (call(alg, &tight, &one, 1), tight_decides),
+                    (call(alg, &loose, &many, 1), true),
+                ])
+            };
+            let first = both(true);
+            assert!(first.iter().all(|o| o.allowed), "{alg}");
+            // The tight rule is spent: nothing of the loose one is charged.
+            for _ in 0..3 {
+                let o = both(true);
+                assert!(!o[0].allowed && o[1].allowed, "{alg}");
+                assert_eq!(o[1].limits[0].remaining, 49, "{alg}: charged on a denial");
+            }
+            // As a shadow rule, the tight one refuses nothing.
+            let o = both(false);
+            assert!(!o[0].allowed, "{alg}");
+            assert_eq!(o[1].limits[0].remaining, 48, "{alg}");
+        }
+    }
+
+    #[test]
     fn a_full_store_refuses_new_keys_and_keeps_counting_the_ones_it_holds() {
         let refusals = Counter::default();
         let store = LocalStore::new(16 * 1024, refusals.clone());
