@@ -129,9 +129,19 @@ def resp(*args):
     return "".join(out)
 
 
+ALGORITHMS = ("fixed_window", "sliding_window", "sliding_log", "gcra")
+
+
 def lua(name):
-    with open(os.path.join(ROOT, "lua", f"{name}.lua")) as f:
-        return f.read()
+    """A script as tollgate runs it: an algorithm is its module followed by
+    lua/one_rule.lua (as src/limiter/redis_store.rs builds it); any other
+    name is its file."""
+    def read(n):
+        with open(os.path.join(ROOT, "lua", f"{n}.lua")) as f:
+            return f.read()
+    if name in ALGORITHMS:
+        return f"{read(name)}\nlocal M = {name}\n{read('one_rule')}"
+    return read(name)
 
 
 # === tollgate ===

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # The worst sliding_log call POST /v1/check allows ([api] defaults): N limits of
 # L, each key holding L stale members to prune, then a cost of C added to each.
-# Prints min/median/max of SLOWLOG's duration over REPS calls of lua/sliding_log.lua.
+# Prints min/median/max of SLOWLOG's duration over REPS calls of the sliding_log
+# script as tollgate runs it (lua/sliding_log.lua, then lua/one_rule.lua). The
+# caps are the decision core's (src/check/caps.rs), the same for every surface
+# (POST /v1/check, RLS hits_addend, forward-auth, ext_authz), so this is the
+# worst call any surface can make.
 # usage: scripts/lua_worst_case.sh [L=25] [C=25] [N=4] [REPS=31]
 set -euo pipefail
 L=${1:-25}; C=${2:-25}; N=${3:-4}; REPS=${4:-31}
@@ -14,7 +18,7 @@ PID=$!
 trap 'kill $PID; rm -rf "$DIR"' EXIT
 R="redis-cli -p $PORT"
 until $R PING >/dev/null 2>&1; do sleep 0.05; done
-SHA=$($R SCRIPT LOAD "$(cat lua/sliding_log.lua)")
+SHA=$($R SCRIPT LOAD "$(cat lua/sliding_log.lua; printf '\nlocal M = sliding_log\n'; cat lua/one_rule.lua)")
 $R CONFIG SET slowlog-log-slower-than 0 >/dev/null
 keys=(); argv=("$C")
 for i in $(seq 1 "$N"); do keys+=("m:{k}:$i"); argv+=("$L" "$((1000 * i))"); done
