@@ -30,13 +30,7 @@ limits = ["1/h"]
 "#;
 
 async fn post(s: &TestServer, body: &Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(s.url("/v1/check"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    s.post_check(body).await
 }
 
 #[tokio::test]

@@ -52,13 +52,7 @@ const MAX_COST: u64 = 1000;
 const MAX_LOG: u64 = 25;
 
 async fn post(s: &TestServer, body: &Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(s.url("/v1/check"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    s.post_check(body).await
 }
 
 async fn rls(s: &TestServer) -> RateLimitServiceClient<Channel> {

@@ -89,6 +89,21 @@ impl TestServer {
         format!("http://{}{}", self.admin_addr, path)
     }
 
+    /// `POST /v1/check` with a JSON body; the status and the JSON answer
+    /// (`Null` when the answer is not JSON).
+    pub async fn post_check(&self, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let r = reqwest::Client::new()
+            .post(self.url("/v1/check"))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
     /// `GET /check` with one header set (e.g. `x-forwarded-for`); the status.
     pub async fn check_with(&self, header: &str, value: &str) -> u16 {
         self.check_response(header, value).await.status().as_u16()
