@@ -256,6 +256,52 @@ async fn an_acl_user_without_evalsha_refuses_once_until_it_is_given_back() {
     assert_eq!(lines_with(&s, "Redis refuses (noperm): "), 1, "{}", s.log());
 }
 
+/// A password rotated under tollgate: Redis drops its connections (`CLIENT
+/// KILL`), the reconnect is refused (WRONGPASS), and the breaker says so as a
+/// refusal (not "unreachable"), until the old password works again.
+#[tokio::test]
+async fn a_password_rotated_under_a_reconnect_refuses_once_until_it_is_restored() {
+    let redis = RedisServer::start();
+    let url = acl_user(&redis, "wrongpass-Secret-52");
+    let s = opens_once_and_closes_once(
+        &redis,
+        &url,
+        "wrongpass",
+        refusal("auth"),
+        || {
+            cmd(
+                &redis,
+                &[
+                    "ACL",
+                    "SETUSER",
+                    "tollgate",
+                    "resetpass",
+                    ">rotated-Secret-53",
+                ],
+            );
+            cmd(&redis, &["CLIENT", "KILL", "USER", "tollgate"]);
+        },
+        || {
+            cmd(
+                &redis,
+                &[
+                    "ACL",
+                    "SETUSER",
+                    "tollgate",
+                    "resetpass",
+                    ">wrongpass-Secret-52",
+                ],
+            );
+        },
+    )
+    .await;
+    assert_eq!(lines_with(&s, "Redis refuses (auth): "), 1, "{}", s.log());
+    assert!(
+        !s.log().contains("wrongpass-Secret-52"),
+        "the password reached the log"
+    );
+}
+
 #[tokio::test]
 async fn a_node_demoted_to_replica_opens_the_breaker_until_replicaof_no_one() {
     let redis = RedisServer::start();

@@ -216,7 +216,13 @@ impl Breaker {
                 match self.try_redis(redis).await {
                     Ok(()) => break,
                     // Refused (a password rotated under a reconnect): say so, once.
-                    Err(e) if e.refusal().is_some() => self.trip(&e),
+                    Err(e) if e.refusal().is_some() => {
+                        if e.refusal() == Some(Refusal::Auth) {
+                            // The next try authenticates on a new connection.
+                            redis.forget_connection();
+                        }
+                        self.trip(&e)
+                    }
                     Err(e) if !logged => {
                         // Startup: say once why we are not ready yet.
                         tracing::warn!(error = %e, "Redis unreachable at start: rules apply their on_redis_error until it answers");

@@ -157,6 +157,15 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Forget the connection, so the next `connect` makes a fresh one. For a
+    /// refused AUTH: redis-rs's ConnectionManager reconnects by itself after
+    /// a dropped connection, but once that reconnect's AUTH was refused (a
+    /// password rotated under it) it keeps answering with that failure, even
+    /// after the password works again; only a new connection tries it anew.
+    pub fn forget_connection(&self) {
+        self.conn.store(None);
+    }
+
     /// A fresh connection with the endpoint's current settings (a reload
     /// changed credentials or TLS files), made in the background: the old one
     /// serves until the new one is up; on failure the breaker's probe retries.
