@@ -126,7 +126,12 @@ impl Limiter {
                 .redis
                 .as_ref()
                 .filter(|r| r.endpoint.is_cluster())
-                .map(|_| SlotBreaker::new(metrics.redis_open_slots.clone())),
+                .map(|_| {
+                    SlotBreaker::new(
+                        metrics.redis_open_slots.clone(),
+                        metrics.redis_refusing_slots.clone(),
+                    )
+                }),
             deny_cache: DenyCache::new(deny_cache_bytes, metrics.deny_cache_evictions.clone()),
             keys: KeySpace::new(&config.prefix),
             fallback_replicas: AtomicU64::new(
@@ -369,12 +374,11 @@ impl Limiter {
                     .limit_base(Algorithm::FixedWindow, PROBE_RULE, "probe")
             });
         }
-        if err.refusal().is_some() {
-            // Redis refuses every call until an operator acts (OOM, ACL): asking
-            // it per request would only add a round trip and a log line each.
-            self.breaker.trip(err);
-        } else if err.is_transient() {
-            // Redis is slow or away: stop sending it requests until the probe says so.
+        if err.is_transient() || err.refusal().is_some() {
+            // Redis is slow or away, or refuses every call until an operator
+            // acts (OOM, ACL): asking it per request would only add a round
+            // trip and a log line each. On a Cluster that is one master's
+            // state (OOM on one of them): only its slots open.
             match (&self.slots, slot) {
                 (Some(slots), Some(slot)) => slots.trip(slot, err),
                 _ => self.breaker.trip(err),

@@ -109,6 +109,7 @@ pub struct Metrics {
     pub redis_refusing: Family<ClassLabels, Gauge>,
     pub deny_cache_hits: Counter,
     pub redis_open_slots: Gauge,
+    pub redis_refusing_slots: Family<ClassLabels, Gauge>,
     pub reset_channel_up: Gauge,
     pub http_requests: Family<HttpLabels, Counter>,
     pub grpc_requests: Family<GrpcLabels, Counter>,
@@ -195,6 +196,17 @@ impl Metrics {
             "Redis Cluster slots whose keys use on_redis_error because their master failed",
             redis_open_slots.clone(),
         );
+        let redis_refusing_slots = Family::<ClassLabels, Gauge>::default();
+        for refusal in crate::redis_conn::Refusal::ALL {
+            let _ = redis_refusing_slots.get_or_create(&ClassLabels {
+                class: refusal.label(),
+            });
+        }
+        registry.register(
+            "redis_refusing_slots",
+            "Redis Cluster slots whose master refuses limiter calls with this class of error (oom, auth, noperm, misconf); their keys use on_redis_error",
+            redis_refusing_slots.clone(),
+        );
         let reset_channel_up = Gauge::default();
         registry.register(
             "reset_channel_up",
@@ -253,6 +265,7 @@ impl Metrics {
             redis_refusing,
             deny_cache_hits,
             redis_open_slots,
+            redis_refusing_slots,
             reset_channel_up,
             http_requests,
         }

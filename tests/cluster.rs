@@ -104,16 +104,7 @@ async fn a_stopped_master_sends_only_its_own_keys_to_on_redis_error() {
     let prefix = unique_prefix("cluster-down");
     let s = TestServer::start(&config, None, &prefix).await;
     // One key on each master (the slot comes from the {rule|key} hash tag).
-    let mut on_node: Vec<Option<String>> = vec![None; 3];
-    for i in 0.. {
-        let key = format!("key{i}");
-        let node = cluster.node_of(&format!("cl|{key}"));
-        on_node[node].get_or_insert(key);
-        if on_node.iter().all(Option::is_some) {
-            break;
-        }
-    }
-    let keys: Vec<String> = on_node.into_iter().map(Option::unwrap).collect();
+    let keys = key_per_master(&cluster);
     for k in &keys {
         assert_eq!(status(&s, k).await, 200);
     }
@@ -146,6 +137,92 @@ async fn a_stopped_master_sends_only_its_own_keys_to_on_redis_error() {
         metric(&scrape(&s).await, "tollgate_redis_open_slots", &[]) == 0.0
     })
     .await;
+}
+
+/// One key per master, named so that `cl|KEY` (the hash tag) lands on it.
+fn key_per_master(cluster: &RedisCluster) -> Vec<String> {
+    let mut on_node: Vec<Option<String>> = vec![None; cluster.nodes.len()];
+    for i in 0.. {
+        let key = format!("key{i}");
+        let node = cluster.node_of(&format!("cl|{key}"));
+        on_node[node].get_or_insert(key);
+        if on_node.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    on_node.into_iter().map(Option::unwrap).collect()
+}
+
+/// OOM is one master's state: only its slots open (refusing, by class), the
+/// whole-Redis breaker stays closed and the other masters keep deciding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_master_out_of_memory_sends_only_its_own_keys_to_on_redis_error() {
+    let cluster = RedisCluster::start();
+    let config = format!("{}{}", cluster.config_section("500ms"), rules("1000/h"));
+    let prefix = unique_prefix("cluster-oom");
+    let s = TestServer::start(&config, None, &prefix).await;
+    let keys = key_per_master(&cluster);
+    for k in &keys {
+        assert_eq!(status(&s, k).await, 200);
+    }
+    let config_set = |k: &str, v: &str| {
+        let () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(k)
+            .arg(v)
+            .query(&mut cluster.nodes[2].conn())
+            .unwrap();
+    };
+    config_set("maxmemory-policy", "noeviction");
+    config_set("maxmemory", "1");
+
+    for _ in 0..10 {
+        assert_eq!(status(&s, &keys[0]).await, 200);
+        assert_eq!(status(&s, &keys[1]).await, 200);
+        assert_eq!(status(&s, &keys[2]).await, 429, "on_redis_error = deny");
+    }
+    let text = scrape(&s).await;
+    assert_eq!(
+        metric(&text, "tollgate_redis_up", &[]),
+        1.0,
+        "not all of Redis"
+    );
+    assert_eq!(
+        metric(&text, "tollgate_redis_refusing", &[("class", "oom")]),
+        0.0
+    );
+    assert_eq!(
+        metric(&text, "tollgate_redis_refusing_slots", &[("class", "oom")]),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "tollgate_decisions_total",
+            &[("rule", "cl"), ("outcome", "fallback_limited")]
+        ),
+        10.0
+    );
+    // The refused slot is skipped after a refusal (one call per second tries
+    // it again): fewer refused calls than decisions.
+    let refused = metric(&text, "tollgate_redis_errors_total", &[("kind", "refused")]);
+    assert!((1.0..10.0).contains(&refused), "{refused} refused calls");
+    let (code, st) = s.admin(reqwest::Method::GET, "/v1/status").await;
+    assert_eq!(code, 200);
+    assert_eq!(st["redis"]["refusing_slots"]["oom"], 1, "{st}");
+    assert_eq!(st["redis"]["up"], true, "{st}");
+
+    config_set("maxmemory", "0");
+    eventually(Duration::from_secs(10), || async {
+        status(&s, &keys[2]).await == 200
+    })
+    .await;
+    let text = scrape(&s).await;
+    assert_eq!(
+        metric(&text, "tollgate_redis_refusing_slots", &[("class", "oom")]),
+        0.0
+    );
+    assert_eq!(metric(&text, "tollgate_redis_open_slots", &[]), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

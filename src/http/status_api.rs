@@ -57,6 +57,10 @@ fn status_json(app: &App) -> Value {
             // Redis answers but refuses calls until an operator acts (oom, auth, noperm, misconf).
             "refusing": app.limiter.breaker.refusing().map(|r| r.label()),
             "open_slots": app.metrics.redis_open_slots.get(),
+            // Cluster: slots whose master refuses calls, per class (one OOM master).
+            "refusing_slots": app.limiter.slots.as_ref().map(|slots| {
+                slots.refusing().into_iter().map(|(r, n)| (r.label().to_string(), json!(n))).collect::<Map<String, Value>>()
+            }),
             "reset_channel_up": app.metrics.reset_channel_up.get() == 1,
         })
     };
