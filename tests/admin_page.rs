@@ -453,3 +453,45 @@ async fn an_entry_added_on_one_replicas_page_appears_on_the_others_counts_down_r
     assert_eq!(b.count(r#"tr[data-cidr="10.0.7.0/24"]"#).await, 0);
     b.close().await;
 }
+
+/// Redis killed under an idle node: the page shows Redis unreachable (the
+/// health PING notices it without traffic), and its banner never blames
+/// tollgate, which still answers; both clear once Redis is back.
+#[tokio::test]
+async fn redis_going_away_shows_as_redis_unreachable_never_as_tollgate_unreachable() {
+    let dir = temp_dir("admin-page-redis-down");
+    let mut redis = crate::support::RedisServer::start();
+    let s = TestServer::start(CONFIG, Some(&redis.url()), &unique_prefix("page3")).await;
+    let b = Browser::start(&dir).await;
+    sign_in(&b, &s).await;
+    b.until("Redis up on the page", || async {
+        (b.text("#h-redis").await.as_deref() == Some("up")).then_some(())
+    })
+    .await;
+
+    redis.kill();
+    b.until("Redis unreachable on the page", || async {
+        let words = b.text("#h-redis").await?;
+        words.starts_with("unreachable").then_some(())
+    })
+    .await;
+    // The list is read from Redis: its poll fails, and the banner says who failed.
+    let banner = b
+        .until("the banner naming tollgate's answer", || async {
+            let text = b.text("#conn-error").await?;
+            (!text.is_empty()).then_some(text)
+        })
+        .await;
+    b.screenshot("redis-down").await;
+    assert!(
+        banner.starts_with("tollgate answered with an error: ") && banner.contains("Redis"),
+        "{banner}"
+    );
+
+    redis.restart();
+    b.until("Redis up again on the page", || async {
+        (b.text("#h-redis").await.as_deref() == Some("up")).then_some(())
+    })
+    .await;
+    b.close().await;
+}

@@ -201,3 +201,39 @@ fn script_loads(conn: &mut redis::Connection) -> u64 {
         .and_then(|rest| rest.split(',').next())
         .map_or(0, |n| n.parse().unwrap())
 }
+
+/// What `/v1/status`, `/metrics` and `/readyz` say about Redis.
+async fn health(s: &TestServer) -> (bool, f64, String) {
+    let (code, st) = s.admin(reqwest::Method::GET, "/v1/status").await;
+    assert_eq!(code, 200);
+    let metric_up = metric(&scrape(s).await, "tollgate_redis_up", &[]);
+    let (_, words) = crate::support::server::readyz(s.admin_addr).await;
+    (st["redis"]["up"].as_bool().unwrap(), metric_up, words)
+}
+
+/// Redis going away with no decision to notice it: the health PING (every
+/// second, README "When things fail") turns `tollgate_redis_up`, `/v1/status`
+/// and `/readyz` to "down" and back. Deadlines are 10 s, 5x the documented
+/// detection time of about 2 s, so a busy machine does not fail them.
+#[tokio::test]
+async fn redis_killed_with_no_traffic_is_reported_down_then_up_again() {
+    let mut redis = RedisServer::start();
+    let s = TestServer::start(&config("200ms"), Some(&redis.url()), &unique_prefix("idle")).await;
+    eventually(Duration::from_secs(10), || async { health(&s).await.0 }).await;
+
+    redis.kill();
+    // No decision is asked from here on: only the health check can tell.
+    eventually(Duration::from_secs(10), || async {
+        let (up, metric_up, words) = health(&s).await;
+        !up && metric_up == 0.0 && words.contains("Redis unreachable: rules apply")
+    })
+    .await;
+
+    redis.restart();
+    // Every surface says "up" again (the allowlist follower's own retry too).
+    eventually(Duration::from_secs(10), || async {
+        let (up, metric_up, words) = health(&s).await;
+        up && metric_up == 1.0 && !words.contains("unreachable")
+    })
+    .await;
+}

@@ -35,7 +35,19 @@ fn readiness(app: &App) -> (StatusCode, String) {
     if app.is_ready() {
         let store = match &app.config.redis {
             Some(r) if !app.limiter.store.is_local() => {
-                format!("redis, {}", r.endpoint.transport())
+                // Still ready while Redis is away: the node decides by each
+                // rule's on_redis_error. The words say which it is now.
+                let now = match app.limiter.breaker.refusing() {
+                    Some(class) => format!(
+                        "; Redis refuses calls ({}): rules apply their on_redis_error",
+                        class.label()
+                    ),
+                    None if app.limiter.breaker.is_open() => {
+                        "; Redis unreachable: rules apply their on_redis_error".into()
+                    }
+                    None => String::new(),
+                };
+                format!("redis, {}{now}", r.endpoint.transport())
             }
             _ => "in-process store".into(),
         };

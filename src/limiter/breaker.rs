@@ -41,6 +41,14 @@ const PROBE_MIN: Duration = Duration::from_millis(50);
 /// Kept under a second (with jitter) so decisions are back on Redis within
 /// about a second of its return.
 const PROBE_MAX: Duration = Duration::from_secs(1);
+/// While closed, a `PING` on the limiter's connection this often, so that
+/// Redis going away is seen (`tollgate_redis_up`, `/v1/status`, `/readyz`, the
+/// page) without traffic to notice it. Not on a Cluster: PING goes to every
+/// master there and one down master is the slots' business, not all of Redis's.
+pub const HEALTH_EVERY: Duration = Duration::from_secs(1);
+/// The health PING's bound: a busy Redis that answers a PING in under a second
+/// is not away (decisions keep their own `redis.timeout`).
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 /// A call-only error (a script bug) is logged at most once per this long,
 /// with the count of the calls it stands for.
 const CALL_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -202,11 +210,18 @@ impl Breaker {
     /// `on_success` runs after each successful probe (the caller marks readiness).
     pub async fn probe(&self, redis: &RedisStore, stop: &CancellationToken, on_success: impl Fn()) {
         let mut first = true;
+        let health = !redis.endpoint().is_cluster();
         loop {
             if !self.is_open() {
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(HEALTH_EVERY), if health => {
+                        if let Err(e) = redis.ping(HEALTH_TIMEOUT).await {
+                            // Redis went away with no decision to notice it.
+                            self.trip(&e);
+                        }
+                    }
                 }
                 continue;
             }

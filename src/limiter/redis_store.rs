@@ -209,6 +209,15 @@ impl RedisStore {
         Ok(())
     }
 
+    /// `PING` on the limiter's own connection, bounded by `bound`.
+    pub async fn ping(&self, bound: Duration) -> Result<(), StoreError> {
+        let mut conn = self.connection()?;
+        tokio::time::timeout(bound, redis::cmd("PING").query_async::<()>(&mut conn))
+            .await
+            .map_err(|_| StoreError::Timeout(bound))?
+            .map_err(StoreError::from)
+    }
+
     pub async fn check(&self, call: Call<'_>) -> Result<Outcome, StoreError> {
         let mut conn = self.connection()?;
         // EVALSHA built in one buffer; on NOSCRIPT (Redis lost its scripts, so

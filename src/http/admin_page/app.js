@@ -25,6 +25,16 @@
   // === Talking to the API ===
 
   class Unauthorized extends Error {}
+  /// tollgate answered, with an error of its own (Redis unreachable, ...):
+  /// the banner must not say tollgate cannot be reached.
+  class Answered extends Error {}
+
+  /// The banner's words for a failed poll or action.
+  function trouble(e) {
+    return e instanceof Answered
+      ? 'tollgate answered with an error: ' + e.message
+      : 'Cannot reach tollgate: ' + e.message;
+  }
 
   function token() { return sessionStorage.getItem(TOKEN_KEY); }
 
@@ -68,7 +78,7 @@
         if (fn === pollStatus) setText('conn-error', '');
       } catch (e) {
         if (!(e instanceof Unauthorized) && gen === generation) {
-          setText('conn-error', 'Cannot reach tollgate: ' + e.message);
+          setText('conn-error', trouble(e));
         }
       }
       if (gen === generation) setTimeout(run, ms);
@@ -128,7 +138,7 @@
 
   async function pollStatus() {
     const r = await api('GET', '/v1/status');
-    if (!r.ok) throw new Error(errorOf(r));
+    if (!r.ok) throw new Answered(errorOf(r));
     const s = r.data;
     renderHealth(s);
     sample(s.decisions);
@@ -143,8 +153,13 @@
       redis.textContent = 'embedded store (no Redis)';
       redis.className = 'state-ok';
     } else {
-      let words = s.redis.up ? 'up' : 'down (decisions use on_redis_error)';
+      let words = s.redis.up ? 'up'
+        : s.redis.refusing ? 'refusing calls (' + s.redis.refusing + '): decisions use on_redis_error'
+        : 'unreachable: decisions use on_redis_error';
       if (s.redis.open_slots > 0) words += ', ' + s.redis.open_slots + ' slots open';
+      for (const [cls, n] of Object.entries(s.redis.refusing_slots || {})) {
+        words += ', ' + n + ' slots refusing (' + cls + ')';
+      }
       if (!s.redis.reset_channel_up) words += ', reset channel down';
       redis.textContent = words;
       redis.className = s.redis.up ? 'state-ok' : 'state-bad';
@@ -282,7 +297,7 @@
 
   async function pollRules() {
     const r = await api('GET', '/v1/rules');
-    if (!r.ok) throw new Error(errorOf(r));
+    if (!r.ok) throw new Answered(errorOf(r));
     const text = JSON.stringify(r.data.rules);
     if (text === rulesJson) return;
     rulesJson = text;
@@ -399,7 +414,7 @@
 
   async function pollList() {
     const first = await api('GET', '/v1/allowlist?count=1000');
-    if (!first.ok) throw new Error(errorOf(first));
+    if (!first.ok) throw new Answered(errorOf(first));
     clockOffset = first.data.now - Date.now();
     // A list of several pages is read again only when seq moved.
     if (first.data.cursor !== null && first.data.seq === completeSeq) return;
@@ -408,7 +423,7 @@
     let pages = 1;
     while (cursor !== null && pages < MAX_PAGES) {
       const r = await api('GET', '/v1/allowlist?count=1000&cursor=' + encodeURIComponent(cursor));
-      if (!r.ok) throw new Error(errorOf(r));
+      if (!r.ok) throw new Answered(errorOf(r));
       all.push(...r.data.entries);
       cursor = r.data.cursor;
       pages++;
@@ -610,7 +625,7 @@
     $(id).addEventListener('submit', (ev) => {
       ev.preventDefault();
       fn().catch((e) => {
-        if (!(e instanceof Unauthorized)) setText('conn-error', 'Cannot reach tollgate: ' + e.message);
+        if (!(e instanceof Unauthorized)) setText('conn-error', trouble(e));
       });
     });
   }
