@@ -3,11 +3,16 @@
 //! alone and uses tollgate.lua as shipped), and a failed call is logged with
 //! the address and what came back, once per outage.
 
+use std::net::SocketAddr;
+use std::process::Stdio;
 use std::time::Duration;
 
 use super::scenarios::{answer, app_answer};
 use super::stack::*;
-use crate::support::eventually;
+use crate::support::binary::tollgate_cmd;
+use crate::support::process::terminate;
+use crate::support::server::ADMIN_TOKEN;
+use crate::support::{die_with_parent, eventually, free_port, temp_dir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lua_calls_the_address_the_cfg_sets() {
@@ -28,33 +33,66 @@ async fn the_lua_calls_the_address_the_cfg_sets() {
     answer(Kind::Haproxy, r, 403, "/admin/").await;
 }
 
+/// HAProxy's log so far, once it has a line containing `text`; that text's count.
+async fn logged(proxy: &Proxy, text: &str) -> usize {
+    eventually(Duration::from_secs(5), || {
+        let found = proxy.log_text().contains(text);
+        async move { found }
+    })
+    .await;
+    proxy.log_text().matches(text).count()
+}
+
+/// Both replicas down from the start: every request is refused with 503
+/// (not the app's answer) and one line names the address and the answer;
+/// once a replica serves at a listed address, requests reach the app and one
+/// line says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_tollgate_down_the_lua_logs_the_address_and_the_error_once() {
-    let s = Stack::start(Kind::Haproxy, CONFIG).await;
+async fn a_failed_call_is_logged_once_with_the_address_and_once_when_calls_work_again() {
+    let replicas = [free_port(), free_port()].map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
+    let proxy = Proxy::start(Kind::Haproxy, replicas, upstream().await).await;
+    let url = format!("http://{}/check", proxy.check.unwrap());
+    let failed = format!("tollgate: call to {url} failed: 503 Service Unavailable");
+    let back = format!("tollgate: calls to {url} answer again");
     let c = client_from("127.0.0.14");
-    let r = c.get(s.proxy.url("/free")).send().await.unwrap();
-    app_answer(Kind::Haproxy, r, "before the stop").await;
-    let Stack { replicas, proxy } = s;
-    for r in replicas {
-        r.stop().await;
-    }
-    let line = format!(
-        "tollgate: call to http://{}/check failed: 503 Service Unavailable",
-        proxy.check.unwrap()
-    );
-    assert!(
-        !proxy.log_text().contains(&line),
-        "logged before any failure"
-    );
     for n in 0..3 {
         let r = c.get(proxy.url("/free")).send().await.unwrap();
         answer(Kind::Haproxy, r, 503, &format!("request {n}: fail-closed")).await;
     }
-    eventually(Duration::from_secs(5), || {
-        let logged = proxy.log_text().contains(&line);
-        async move { logged }
+    assert_eq!(logged(&proxy, &failed).await, 1, "one line per outage");
+    assert!(!proxy.log_text().contains(&back));
+
+    // A real tollgate (no rules: it allows everything) at the first listed address.
+    let config = temp_dir("haproxy-lua").join("tollgate.toml");
+    std::fs::write(
+        &config,
+        "[client_ip]\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
+    )
+    .unwrap();
+    let mut cmd = tollgate_cmd(&["serve", "--listen", &replicas[0].to_string()]);
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
+        .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    die_with_parent(&mut cmd);
+    let mut tollgate = cmd.spawn().unwrap();
+    let page = proxy.url("/free");
+    eventually(Duration::from_secs(10), || {
+        let (c, page) = (c.clone(), page.clone());
+        async move { c.get(&page).send().await.unwrap().status() == 200 }
     })
     .await;
-    let log = proxy.log_text();
-    assert_eq!(log.matches(&line).count(), 1, "one line per outage: {log}");
+    for n in 0..3 {
+        let r = c.get(proxy.url("/free")).send().await.unwrap();
+        app_answer(Kind::Haproxy, r, &format!("request {n} after the start")).await;
+    }
+    assert_eq!(
+        logged(&proxy, &back).await,
+        1,
+        "one line when calls work again"
+    );
+    assert_eq!(proxy.log_text().matches(&failed).count(), 1);
+    terminate(&mut tollgate, Duration::from_secs(2));
 }
