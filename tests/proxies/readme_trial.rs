@@ -79,3 +79,37 @@ async fn the_readme_trial_allows_limits_and_refuses_through_haproxy() {
 async fn try_nginx_sh_still_runs_the_nginx_trial() {
     trial("examples/try-nginx.sh", &[]).await;
 }
+
+/// Every variable `examples/try.sh` reads (`${NAME:-default}`) is in the
+/// README's quick start with its default, not only in the script's header.
+#[test]
+fn the_readme_quick_start_lists_every_variable_of_try_sh() {
+    let script = include_str!("../../examples/try.sh");
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("## Quick start")
+        .expect("a Quick start section");
+    let section = &readme[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |e| e + 3)];
+    let vars: Vec<(&str, &str)> = script
+        .split("${")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}')?.0.split_once(":-"))
+        // `${1:-}` is the proxy argument, not a variable.
+        .filter(|(name, _)| name.chars().all(|c| c.is_ascii_uppercase()))
+        .collect();
+    assert!(vars.len() >= 5, "try.sh's variables: {vars:?}");
+    for (name, default) in vars {
+        let default = default.split('$').next().unwrap();
+        assert!(
+            section.contains(&format!("| `{name}` |")),
+            "the README's quick start does not list {name}"
+        );
+        if !default.is_empty() {
+            assert!(
+                section.contains(&format!("`{default}`")),
+                "the README's quick start does not give {name}'s default {default}"
+            );
+        }
+    }
+}
