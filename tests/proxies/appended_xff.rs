@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::stack::{upstream, Proxy, APP_BODY, CONFIG};
 use crate::support::nginx as nginx_conf;
-use crate::support::{eventually, free_port, shared_redis, temp_dir, unique_prefix, TestServer};
+use crate::support::{free_port, shared_redis, temp_dir, unique_prefix, TestServer};
 
 /// The shipped nginx.conf, with the one line the issue is about: the
 /// client's `X-Forwarded-For` is kept and the connection's address appended.
@@ -32,13 +32,7 @@ async fn appending_nginx(tollgate: [SocketAddr; 2], app: SocketAddr) -> Proxy {
     let child = nginx_conf::command(&temp_dir("nginx-appending"), &conf)
         .spawn()
         .expect("nginx must be installed (scripts/test.sh installs it)");
-    let proxy = Proxy::adopt(child, port);
-    eventually(Duration::from_secs(10), || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-    })
-    .await;
+    let proxy = Proxy::adopt(child, port).await;
     proxy
 }
 

@@ -4,10 +4,9 @@
 //! requests the README shows. The script's variables move every port.
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use super::stack::{assert_answer, Proxy};
-use crate::support::{eventually, free_port, temp_dir, unique_prefix, TestServer};
+use crate::support::{free_port, temp_dir, unique_prefix, TestServer};
 
 /// What the README's stand-in app answers.
 const STAND_IN_BODY: &str = "app ok\n";
@@ -31,13 +30,7 @@ async fn trial(script: &str, args: &[&str]) {
         .spawn()
         .unwrap();
     // The script execs the proxy: the child is the proxy, stopped on drop.
-    let _proxy = Proxy::adopt(child, listen);
-    eventually(Duration::from_secs(10), || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", listen))
-            .await
-            .is_ok()
-    })
-    .await;
+    let _proxy = Proxy::adopt(child, listen).await;
     let url = |path: &str| format!("http://127.0.0.1:{listen}{path}");
     let c = reqwest::Client::new();
     let what = |req: &str| format!("{script} {args:?}: {req}");

@@ -112,19 +112,26 @@ impl Proxy {
         let child = cmd.spawn().unwrap_or_else(|e| {
             panic!("{kind:?} must be installed (scripts/test.sh installs it): {e}")
         });
-        let proxy = Proxy {
+        Proxy {
             child,
             port,
             log: Some(log),
             check,
-        };
+        }
+        .listening()
+        .await
+    }
+
+    /// Once its port accepts connections (the child is stopped on drop if not).
+    async fn listening(self) -> Proxy {
+        let port = self.port;
         eventually(Duration::from_secs(10), || async move {
             tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .is_ok()
         })
         .await;
-        proxy
+        self
     }
 
     /// Its log so far (empty if it has none).
@@ -135,14 +142,17 @@ impl Proxy {
             .unwrap_or_default()
     }
 
-    /// A proxy started elsewhere (a script that execs nginx), listening on `port`.
-    pub fn adopt(child: Child, port: u16) -> Proxy {
+    /// A proxy started elsewhere (a script that execs nginx), once it
+    /// listens on `port`.
+    pub async fn adopt(child: Child, port: u16) -> Proxy {
         Proxy {
             child,
             port,
             log: None,
             check: None,
         }
+        .listening()
+        .await
     }
 
     pub fn url(&self, path: &str) -> String {
