@@ -1,7 +1,8 @@
 //! HAProxy's Lua action: the address it calls is set once, in haproxy.cfg
 //! (`setenv TOLLGATE_CHECK`; the stack moves it to a free port by that line
-//! alone and uses tollgate.lua as shipped), and a failed call is logged with
-//! the address and what came back, once per outage.
+//! alone and uses tollgate.lua as shipped; without it HAProxy refuses the
+//! cfg), and a failed call is logged with the address and what came back,
+//! once per outage, and once when calls work again.
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -95,4 +96,29 @@ async fn a_failed_call_is_logged_once_with_the_address_and_once_when_calls_work_
     );
     assert_eq!(proxy.log_text().matches(&failed).count(), 1);
     terminate(&mut tollgate, Duration::from_secs(2));
+}
+
+/// A cfg that loads tollgate.lua without setting TOLLGATE_CHECK is refused
+/// by `haproxy -c`, with a message naming the variable and where to set it.
+#[test]
+fn without_tollgate_check_haproxy_refuses_the_cfg_naming_the_variable() {
+    let dir = temp_dir("haproxy-no-check");
+    let lua = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/haproxy/tollgate.lua");
+    let shipped = include_str!("../../deploy/haproxy/haproxy.cfg");
+    let cfg = edit(shipped, "    setenv TOLLGATE_CHECK 127.0.0.1:8079\n", "");
+    let cfg = edit(&cfg, "/etc/haproxy/tollgate.lua", lua);
+    std::fs::write(dir.join("haproxy.cfg"), cfg).unwrap();
+    let out = std::process::Command::new("haproxy")
+        .arg("-c")
+        .arg("-f")
+        .arg(dir.join("haproxy.cfg"))
+        .env_remove("TOLLGATE_CHECK")
+        .output()
+        .expect("haproxy must be installed (scripts/test.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted: {text}");
+    assert!(
+        text.contains("TOLLGATE_CHECK is not set; haproxy.cfg's global section must set it"),
+        "{text}"
+    );
 }

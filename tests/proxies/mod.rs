@@ -8,8 +8,8 @@
 mod appended_xff;
 /// Caddy with one replica dead: marked down by its first failed call, never tried again.
 mod caddy_replica_down;
-/// HAProxy's Lua action: its address set in the cfg alone; failing calls
-/// logged once with the address and the answer, and once when they work again.
+/// HAProxy's Lua action: its address set in the cfg alone (refused if unset);
+/// failing calls logged once with the address and the answer, once when they work again.
 mod haproxy_lua;
 /// The README's quick start, `examples/try.sh nginx|caddy|haproxy`, as a newcomer runs it.
 mod readme_trial;
