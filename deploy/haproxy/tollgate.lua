@@ -3,6 +3,23 @@
 --   txn.tg_status       tollgate's status (200, 429, 403) or 503 when unreachable
 --   txn.tg_retry_after  Retry-After of a denial
 --   txn.tg_ratelimit    the RateLimit header
+-- The address it calls is haproxy.cfg's, never written here: the cfg's global
+-- section sets TOLLGATE_CHECK (and its "listen tollgate" section binds it).
+-- A call that gets no decision (no answer, or a status tollgate never decides
+-- with) is logged once when calls start failing, naming the address and what
+-- came back, and once when they work again: a state change, not a flood.
+
+local CHECK = os.getenv("TOLLGATE_CHECK")
+if CHECK == nil or CHECK == "" then
+    error("tollgate.lua: TOLLGATE_CHECK is not set; haproxy.cfg's global section must set it (setenv TOLLGATE_CHECK host:port) before lua-load")
+end
+local CHECK_URL = "http://" .. CHECK .. "/check"
+
+-- The statuses tollgate decides with; anything else is a failed call.
+local DECISIONS = { [200] = true, [403] = true, [429] = true }
+
+-- Whether the last call failed (one Lua state for all threads with lua-load).
+local failing = false
 -- tollgate's answer header -> the transaction variable that carries it.
 RATELIMIT_HEADERS = {
     ["ratelimit"] = "txn.tg_ratelimit",
@@ -15,7 +32,7 @@ RATELIMIT_HEADERS = {
 core.register_action("tollgate", { "http-req" }, function(txn)
     local client = core.httpclient()
     local res = client:get{
-        url = "http://127.0.0.1:8079/check",
+        url = CHECK_URL,
         headers = {
             -- Only these headers are sent (nothing of the client's is copied):
             -- the family tollgate reads, server.forwarded_request = "x-forwarded".
@@ -28,9 +45,20 @@ core.register_action("tollgate", { "http-req" }, function(txn)
         },
         timeout = 2000,
     }
-    if res == nil or res.status == nil or res.status == 0 then
+    local status = res and res.status
+    if not DECISIONS[status] then
+        if not failing then
+            failing = true
+            core.Alert(string.format(
+                "tollgate: call to %s failed: %s %s; answering 503 until it answers",
+                CHECK_URL, tostring(status), tostring(res and res.reason)))
+        end
         txn:set_var("txn.tg_status", 503)
         return
+    end
+    if failing then
+        failing = false
+        core.Warning("tollgate: calls to " .. CHECK_URL .. " answer again")
     end
     txn:set_var("txn.tg_status", res.status)
     local h = res.headers or {}

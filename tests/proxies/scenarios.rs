@@ -9,24 +9,38 @@ use std::time::Duration;
 use super::stack::*;
 use crate::support::eventually;
 
+/// An answer through the proxy with `status`: the app's body when 200, not
+/// the app's body otherwise. Its headers.
+pub async fn answer(
+    kind: Kind,
+    r: reqwest::Response,
+    status: u16,
+    what: &str,
+) -> reqwest::header::HeaderMap {
+    assert_answer(r, status, APP_BODY, &format!("{kind:?} {what}")).await
+}
+
+/// A 200 through the proxy that must be the app's answer.
+pub async fn app_answer(
+    kind: Kind,
+    r: reqwest::Response,
+    what: &str,
+) -> reqwest::header::HeaderMap {
+    answer(kind, r, 200, what).await
+}
+
 pub async fn allowed_requests_reach_the_upstream(kind: Kind) {
     let s = Stack::start(kind, CONFIG).await;
-    let r = client_from("127.0.0.2")
-        .get(s.proxy.url("/limited"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{kind:?}");
+    let c = client_from("127.0.0.2");
+    let r = c.get(s.proxy.url("/limited")).send().await.unwrap();
     // Every shipped config copies tollgate's RateLimit header onto the app's response.
-    assert_eq!(r.headers()["ratelimit"], r#""page";r=2;t=3600"#, "{kind:?}");
-    assert_eq!(r.text().await.unwrap(), "upstream ok");
-    // No rule applies: straight through.
-    let r = client_from("127.0.0.2")
-        .get(s.proxy.url("/free"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let h = app_answer(kind, r, "/limited").await;
+    assert_eq!(h["ratelimit"], r#""page";r=2;t=3600"#, "{kind:?}");
+    // No rule applies (tollgate answers an empty 200): on to the app all the same.
+    for path in ["/", "/free"] {
+        let r = c.get(s.proxy.url(path)).send().await.unwrap();
+        app_answer(kind, r, path).await;
+    }
 }
 
 /// The RateLimit headers tollgate computes, as the client must see them.
@@ -44,8 +58,7 @@ pub async fn ratelimit_headers_reach_the_client_on_allowed_and_limited_answers(k
     for n in 0..4 {
         let r = c.get(s.proxy.url("/limited")).send().await.unwrap();
         let (status, remaining) = if n < 3 { (200, 2 - n) } else { (429, 0) };
-        assert_eq!(r.status(), status, "{kind:?} request {n}");
-        let h = r.headers();
+        let h = &answer(kind, r, status, &format!("request {n}")).await;
         for name in RATELIMIT_HEADERS {
             assert!(
                 h.contains_key(name),
@@ -72,59 +85,35 @@ pub async fn ratelimit_headers_reach_the_client_on_allowed_and_limited_answers(k
     }
     // No rule applies: no RateLimit headers at all (not even empty ones).
     let r = c.get(s.proxy.url("/free")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    let h = app_answer(kind, r, "/free").await;
     for name in RATELIMIT_HEADERS {
-        assert!(
-            !r.headers().contains_key(name),
-            "{kind:?}: {name} on /free: {:?}",
-            r.headers()
-        );
+        assert!(!h.contains_key(name), "{kind:?}: {name} on /free: {h:?}");
     }
 }
 
 pub async fn over_the_limit_the_client_gets_429_with_retry_after(kind: Kind) {
     let s = Stack::start(kind, CONFIG).await;
     let c = client_from("127.0.0.3");
-    for _ in 0..3 {
-        assert_eq!(
-            c.get(s.proxy.url("/limited"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200,
-            "{kind:?}"
-        );
+    for n in 0..3 {
+        let r = c.get(s.proxy.url("/limited")).send().await.unwrap();
+        app_answer(kind, r, &format!("request {n}")).await;
     }
     let r = c.get(s.proxy.url("/limited")).send().await.unwrap();
-    assert_eq!(r.status(), 429, "{kind:?}");
-    let retry: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let h = answer(kind, r, 429, "request 3").await;
+    let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
     assert!(retry >= 1, "{kind:?}: Retry-After {retry}");
-    assert!(
-        r.headers()["ratelimit"].to_str().unwrap().contains("r=0"),
-        "{kind:?}"
-    );
+    assert!(h["ratelimit"].to_str().unwrap().contains("r=0"), "{kind:?}");
 }
 
 pub async fn the_client_ip_is_the_connection_not_a_spoofed_header(kind: Kind) {
     let s = Stack::start(kind, CONFIG).await;
     let victim = client_from("127.0.0.4");
-    for _ in 0..3 {
-        victim.get(s.proxy.url("/limited")).send().await.unwrap();
+    for n in 0..3 {
+        let r = victim.get(s.proxy.url("/limited")).send().await.unwrap();
+        app_answer(kind, r, &format!("victim {n}")).await;
     }
-    assert_eq!(
-        victim
-            .get(s.proxy.url("/limited"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        429
-    );
+    let r = victim.get(s.proxy.url("/limited")).send().await.unwrap();
+    answer(kind, r, 429, "victim 3").await;
     // Another client claiming to be 127.0.0.4 (or anyone) keeps its own counter...
     let other = client_from("127.0.0.5");
     for spoof in ["127.0.0.4", "203.0.113.1", "127.0.0.4, 127.0.0.1"] {
@@ -134,11 +123,12 @@ pub async fn the_client_ip_is_the_connection_not_a_spoofed_header(kind: Kind) {
             .send()
             .await
             .unwrap();
-        assert_eq!(
-            r.status(),
-            200,
-            "{kind:?}: spoofed {spoof:?} changed who the client is"
-        );
+        app_answer(
+            kind,
+            r,
+            &format!("spoofed {spoof:?} changed who the client is"),
+        )
+        .await;
     }
     // ...and it is counted as itself: its 4th request is denied whatever it claims.
     let r = other
@@ -147,7 +137,7 @@ pub async fn the_client_ip_is_the_connection_not_a_spoofed_header(kind: Kind) {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 429, "{kind:?}");
+    answer(kind, r, 429, "the other client's 4th").await;
 }
 
 pub async fn the_limit_holds_through_the_proxy_with_32_concurrent_clients(kind: Kind) {
@@ -160,11 +150,15 @@ pub async fn the_limit_holds_through_the_proxy_with_32_concurrent_clients(kind: 
             tokio::spawn(async move {
                 let c = client_from("127.0.0.6");
                 for _ in 0..3 {
-                    match c.get(&url).send().await.unwrap().status().as_u16() {
+                    let r = c.get(&url).send().await.unwrap();
+                    match r.status().as_u16() {
                         200 => {
+                            app_answer(kind, r, "an admitted burst request").await;
                             admitted.fetch_add(1, Ordering::Relaxed);
                         }
-                        429 => {}
+                        429 => {
+                            answer(kind, r, 429, "a limited burst request").await;
+                        }
                         other => panic!("unexpected status {other}"),
                     }
                 }
@@ -185,11 +179,7 @@ pub async fn an_allowlist_add_on_one_replica_lets_the_client_through_within_a_se
     let s = Stack::start(kind, CONFIG).await;
     let c = client_from("127.0.0.8");
     let r = c.get(s.proxy.url("/admin/panel")).send().await.unwrap();
-    assert_eq!(
-        r.status(),
-        403,
-        "{kind:?}: not on the allowlist of a require rule"
-    );
+    answer(kind, r, 403, "not on the allowlist of a require rule").await;
     let admin = &s.replicas[0];
     let r = admin
         .admin_client()
@@ -205,49 +195,48 @@ pub async fn an_allowlist_add_on_one_replica_lets_the_client_through_within_a_se
         async move { c.get(&url).send().await.unwrap().status() == 200 }
     })
     .await;
+    let r = c.get(&url).send().await.unwrap();
+    app_answer(kind, r, "allowlisted").await;
     // Another client is still refused.
     let r = client_from("127.0.0.9")
         .get(s.proxy.url("/admin/panel"))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 403, "{kind:?}");
+    answer(kind, r, 403, "another client").await;
 }
 
 pub async fn with_tollgate_stopped_the_client_gets_the_documented_status(kind: Kind) {
     let s = Stack::start(kind, CONFIG).await;
     let c = client_from("127.0.0.7");
-    assert_eq!(
-        c.get(s.proxy.url("/limited"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    let r = c.get(s.proxy.url("/limited")).send().await.unwrap();
+    app_answer(kind, r, "before the stop").await;
     let Stack { replicas, proxy } = s;
     for r in replicas {
         r.stop().await;
     }
-    for path in ["/limited", "/free"] {
+    for (n, path) in ["/limited", "/free", "/limited"].into_iter().enumerate() {
         let r = c.get(proxy.url(path)).send().await.unwrap();
-        assert_eq!(
-            r.status(),
-            down_status(kind),
-            "{kind:?} {path}: fail-closed"
-        );
+        let status = down_status(kind, n);
+        answer(
+            kind,
+            r,
+            status,
+            &format!("{path} (request {n}): fail-closed"),
+        )
+        .await;
     }
 }
 
 /// One request sent byte for byte (no client-side URL cleaning, which would
-/// remove the very dot segments under test) from `source`; the status.
-pub async fn raw_status(
+/// remove the very dot segments under test) from `source`; the status and body.
+pub async fn raw_request(
     source: &str,
     port: u16,
     method: &str,
     target: &str,
     headers: &[(&str, &str)],
-) -> u16 {
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket
@@ -270,10 +259,56 @@ pub async fn raw_status(
         .expect("the proxy answers within 10 s")
         .unwrap();
     let text = String::from_utf8_lossy(&answer);
-    text.split_whitespace()
+    let status = text
+        .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"))
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+/// A chunked body's data (`size\r\ndata\r\n`... up to the `0` chunk).
+fn dechunk(mut rest: &str) -> String {
+    let mut data = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || after.len() < size {
+            break;
+        }
+        data.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    data
+}
+
+/// One raw request's answer: `status`, with the app's body exactly when 200.
+async fn raw_answer(
+    kind: Kind,
+    port: u16,
+    source: &str,
+    req: (&str, &str),
+    headers: &[(&str, &str)],
+    status: u16,
+    what: &str,
+) {
+    let (method, target) = req;
+    let (got, body) = raw_request(source, port, method, target, headers).await;
+    assert_body(
+        got,
+        &body,
+        status,
+        APP_BODY,
+        &format!("{kind:?} {method} {target}: {what}"),
+    );
 }
 
 /// Every original-request header a client might forge, with a value that
@@ -291,14 +326,24 @@ pub async fn a_spoofed_original_request_header_changes_nothing(kind: Kind) {
     for (i, (name, value)) in SPOOFS.into_iter().enumerate() {
         let source = format!("127.0.1.{}", 10 + i);
         let spoof = [(name, value)];
+        let port = s.proxy.port;
         for n in 0..2 {
-            let st = raw_status(&source, s.proxy.port, "POST", "/login", &spoof).await;
-            assert_eq!(st, 200, "{kind:?} {name}: login {n} is within the limit");
+            let what = format!("{name}: login {n} is within the limit");
+            raw_answer(kind, port, &source, ("POST", "/login"), &spoof, 200, &what).await;
         }
-        let st = raw_status(&source, s.proxy.port, "POST", "/login", &spoof).await;
-        assert_eq!(st, 429, "{kind:?}: {name}: {value} escaped the login limit");
-        let st = raw_status(&source, s.proxy.port, "GET", "/admin/panel", &spoof).await;
-        assert_eq!(st, 403, "{kind:?}: {name}: {value} passed the require gate");
+        let what = format!("{name}: {value} escaped the login limit");
+        raw_answer(kind, port, &source, ("POST", "/login"), &spoof, 429, &what).await;
+        let what = format!("{name}: {value} passed the require gate");
+        raw_answer(
+            kind,
+            port,
+            &source,
+            ("GET", "/admin/panel"),
+            &spoof,
+            403,
+            &what,
+        )
+        .await;
     }
 }
 
@@ -316,11 +361,8 @@ pub async fn every_spelling_of_a_path_is_limited_and_refused_like_the_path(kind:
         "/x%2F..%2Fadmin/",
         "/x/..;/admin/",
     ] {
-        let st = raw_status("127.0.1.30", port, "GET", target, &[]).await;
-        assert_eq!(
-            st, 403,
-            "{kind:?}: GET {target} reached the allowlisted admin area"
-        );
+        let what = "reached the allowlisted admin area";
+        raw_answer(kind, port, "127.0.1.30", ("GET", target), &[], 403, what).await;
     }
     // One login counter for every spelling of /login: 2 pass, then all are limited.
     let logins = [
@@ -333,17 +375,17 @@ pub async fn every_spelling_of_a_path_is_limited_and_refused_like_the_path(kind:
         "/login",
     ];
     for (n, target) in logins.iter().enumerate() {
-        let st = raw_status("127.0.1.31", port, "POST", target, &[]).await;
         let want = if n < 2 { 200 } else { 429 };
-        assert_eq!(st, want, "{kind:?}: POST {target} (request {n})");
+        let what = format!("request {n}");
+        raw_answer(kind, port, "127.0.1.31", ("POST", target), &[], want, &what).await;
     }
     // An exact `path` rule keyed by path: the spellings share one key.
     for (n, target) in ["/exact/./", "/exact;x", "/%65xact", "//exact"]
         .iter()
         .enumerate()
     {
-        let st = raw_status("127.0.1.32", port, "GET", target, &[]).await;
         let want = if n < 2 { 200 } else { 429 };
-        assert_eq!(st, want, "{kind:?}: GET {target} (request {n})");
+        let what = format!("request {n}");
+        raw_answer(kind, port, "127.0.1.32", ("GET", target), &[], want, &what).await;
     }
 }

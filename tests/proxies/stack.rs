@@ -2,6 +2,7 @@
 //! upstream app, and nginx, Caddy or HAProxy from its shipped config.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -21,6 +22,10 @@ pub enum Kind {
 pub struct Proxy {
     child: Child,
     pub port: u16,
+    /// Where its stderr goes (its own log: HAProxy's Lua alerts, Caddy's errors).
+    pub log: Option<PathBuf>,
+    /// HAProxy: the address its Lua action calls (the cfg's TOLLGATE_CHECK).
+    pub check: Option<SocketAddr>,
 }
 
 impl Drop for Proxy {
@@ -31,29 +36,49 @@ impl Drop for Proxy {
     }
 }
 
+/// `text` with `from` replaced by `to`, which must occur: a shipped file that
+/// changed shape fails here, not as a proxy pointed at the wrong place.
+pub fn edit(text: &str, from: &str, to: &str) -> String {
+    assert!(
+        text.contains(from),
+        "the shipped config no longer has {from:?}"
+    );
+    text.replace(from, to)
+}
+
+/// HAProxy's cfg with the Lua action's address moved to `check`, by the one
+/// line that sets it (tollgate.lua is used as shipped).
+pub fn haproxy_cfg(check: SocketAddr) -> String {
+    edit(
+        include_str!("../../deploy/haproxy/haproxy.cfg"),
+        "setenv TOLLGATE_CHECK 127.0.0.1:8079",
+        &format!("setenv TOLLGATE_CHECK {check}"),
+    )
+}
+
 impl Proxy {
     /// Start `kind` from its shipped config, pointed at two tollgate replicas and the upstream.
     pub async fn start(kind: Kind, tollgate: [SocketAddr; 2], upstream: SocketAddr) -> Proxy {
         let port = free_port();
         let dir = temp_dir(&format!("{kind:?}"));
         let common = |text: &str| {
-            text.replace("127.0.0.1:8080", &tollgate[0].to_string())
-                .replace("127.0.0.1:9080", &tollgate[1].to_string())
-                .replace("127.0.0.1:3000", &upstream.to_string())
+            let text = edit(text, "127.0.0.1:8080", &tollgate[0].to_string());
+            let text = edit(&text, "127.0.0.1:9080", &tollgate[1].to_string());
+            edit(&text, "127.0.0.1:3000", &upstream.to_string())
         };
-        let quiet = |cmd: &mut Command| {
-            cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        };
+        let log = dir.join("proxy.log");
+        let mut check = None;
         let mut cmd;
         match kind {
             Kind::Nginx => {
-                let conf = common(include_str!("../../deploy/nginx/nginx.conf"))
-                    .replace("listen 8000;", &format!("listen 127.0.0.1:{port};"))
-                    .replace("worker_processes auto;", "worker_processes 1;");
+                let conf = common(include_str!("../../deploy/nginx/nginx.conf"));
+                let conf = edit(&conf, "listen 8000;", &format!("listen 127.0.0.1:{port};"));
+                let conf = edit(&conf, "worker_processes auto;", "worker_processes 1;");
                 cmd = nginx_conf::command(&dir, &conf);
             }
             Kind::Caddy => {
-                let conf = common(include_str!("../../deploy/caddy/Caddyfile")).replace(
+                let conf = edit(
+                    &common(include_str!("../../deploy/caddy/Caddyfile")),
                     "http://:8000 {",
                     &format!("http://127.0.0.1:{port} {{\n\tbind 127.0.0.1"),
                 );
@@ -66,39 +91,68 @@ impl Proxy {
                     .env("XDG_CONFIG_HOME", &dir);
             }
             Kind::Haproxy => {
-                let internal = free_port();
-                let conf = common(include_str!("../../deploy/haproxy/haproxy.cfg"))
-                    .replace("bind :8000", &format!("bind 127.0.0.1:{port}"))
-                    .replace("127.0.0.1:8079", &format!("127.0.0.1:{internal}"))
-                    .replace(
-                        "/etc/haproxy/tollgate.lua",
-                        &dir.join("tollgate.lua").display().to_string(),
-                    );
-                let lua = include_str!("../../deploy/haproxy/tollgate.lua")
-                    .replace("127.0.0.1:8079", &format!("127.0.0.1:{internal}"));
+                // A non-default address for the Lua action's calls, set in
+                // the cfg alone: every HAProxy scenario runs through it.
+                let lua_check = SocketAddr::from(([127, 0, 0, 1], free_port()));
+                check = Some(lua_check);
+                let conf = edit(
+                    &common(&haproxy_cfg(lua_check)),
+                    "bind :8000",
+                    &format!("bind 127.0.0.1:{port}"),
+                );
+                let lua = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/haproxy/tollgate.lua");
+                let conf = edit(&conf, "/etc/haproxy/tollgate.lua", lua);
                 std::fs::write(dir.join("haproxy.cfg"), conf).unwrap();
-                std::fs::write(dir.join("tollgate.lua"), lua).unwrap();
                 cmd = Command::new("haproxy");
                 cmd.arg("-db").arg("-f").arg(dir.join("haproxy.cfg"));
             }
         }
-        quiet(&mut cmd);
+        cmd.stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
         let child = cmd.spawn().unwrap_or_else(|e| {
             panic!("{kind:?} must be installed (scripts/test.sh installs it): {e}")
         });
-        let proxy = Proxy { child, port };
+        Proxy {
+            child,
+            port,
+            log: Some(log),
+            check,
+        }
+        .listening()
+        .await
+    }
+
+    /// Once its port accepts connections (the child is stopped on drop if not).
+    async fn listening(self) -> Proxy {
+        let port = self.port;
         eventually(Duration::from_secs(10), || async move {
             tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .is_ok()
         })
         .await;
-        proxy
+        self
     }
 
-    /// A proxy started elsewhere (a script that execs nginx), listening on `port`.
-    pub fn adopt(child: Child, port: u16) -> Proxy {
-        Proxy { child, port }
+    /// Its log so far (empty if it has none).
+    pub fn log_text(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    }
+
+    /// A proxy started elsewhere (a script that execs nginx), once it
+    /// listens on `port`.
+    pub async fn adopt(child: Child, port: u16) -> Proxy {
+        Proxy {
+            child,
+            port,
+            log: None,
+            check: None,
+        }
+        .listening()
+        .await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -114,11 +168,16 @@ pub fn client_from(source: &str) -> reqwest::Client {
         .unwrap()
 }
 
-/// The app behind the proxy: answers "upstream ok" to everything.
+/// What the app behind the proxy answers to everything: a body neither
+/// tollgate (empty or a short refusal) nor any proxy ever writes, so a test
+/// can tell that the app's answer arrived.
+pub const APP_BODY: &str = "the upstream app answered";
+
+/// The app behind the proxy: answers `APP_BODY` to everything.
 pub async fn upstream() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().fallback(|| async { "upstream ok" });
+    let app = axum::Router::new().fallback(|| async { APP_BODY });
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
 }
@@ -183,10 +242,43 @@ impl Stack {
     }
 }
 
-/// What a client gets when tollgate is down, as each shipped config documents.
-pub fn down_status(kind: Kind) -> u16 {
+/// What a client gets when tollgate is down, as each shipped config
+/// documents, for the `n`th request since: Caddy answers 502 while it finds
+/// the replicas dead, then 503 ("no upstreams available") while its passive
+/// health check keeps them marked down.
+pub fn down_status(kind: Kind, n: usize) -> u16 {
     match kind {
         Kind::Nginx | Kind::Haproxy => 503,
-        Kind::Caddy => 502,
+        Kind::Caddy if n == 0 => 502,
+        Kind::Caddy => 503,
+    }
+}
+
+/// `r` has `status`; allowed (200) it carries the app's body `app_body`,
+/// anything else does not (a proxy writing tollgate's own answer in place of
+/// the app's is a 200 without it). Its headers, for further checks.
+pub async fn assert_answer(
+    r: reqwest::Response,
+    status: u16,
+    app_body: &str,
+    what: &str,
+) -> reqwest::header::HeaderMap {
+    let headers = r.headers().clone();
+    let got = r.status().as_u16();
+    let body = r.text().await.unwrap_or_default();
+    assert_body(got, &body, status, app_body, what);
+    headers
+}
+
+/// The status and body check of `assert_answer`, for an answer read any way.
+pub fn assert_body(got: u16, body: &str, status: u16, app_body: &str, what: &str) {
+    assert_eq!(got, status, "{what}: status (body {body:?})");
+    if status == 200 {
+        assert_eq!(body, app_body, "{what}: the app's answer did not arrive");
+    } else {
+        assert!(
+            !body.contains(app_body),
+            "{what}: a {status} carries the app's body {body:?}"
+        );
     }
 }
