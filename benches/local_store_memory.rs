@@ -43,6 +43,7 @@ fn measure(algorithm: Algorithm, tag: &str) {
             limits: &limits,
             cost: 1,
             burst: None,
+            charge: true,
         };
         assert!(
             store.check(call).allowed,

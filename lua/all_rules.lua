@@ -5,7 +5,8 @@
 -- KEYS     the keys of rule 1's limits, then rule 2's, ... (a rule's keys share
 --          one {hash tag}; rules' may not, so this runs on one Redis, not a Cluster)
 -- ARGV[1]  R, the number of rules; then per rule:
---            algorithm tag (fw, sw, sl, gc), limit count n, cost, decides (1|0),
+--            algorithm tag (fw, sw, sl, gc), limit count n, cost (negative:
+--            checked, never charged, as in one_rule.lua), decides (1|0),
 --            then its module's numbers per limit (limit, period_ms[, burst])
 --          A rule that does not decide (shadow) is charged when the request
 --          passes and it passes itself, but its denial refuses nothing.
@@ -27,7 +28,7 @@ for r = 1, R do
   local M = ALG[ARGV[pos]]
   assert(M, 'all_rules: unknown algorithm tag ' .. tostring(ARGV[pos]))
   local n, cost = tonumber(ARGV[pos + 1]), tonumber(ARGV[pos + 2])
-  local x = {M = M, cost = cost, decides = ARGV[pos + 3] == '1', keys = {}, a = {}}
+  local x = {M = M, cost = math.abs(cost), charges = cost >= 0, decides = ARGV[pos + 3] == '1', keys = {}, a = {}}
   pos = pos + 4
   for i = 1, n do x.keys[i] = KEYS[kpos]; kpos = kpos + 1 end
   for i = 1, M.per_limit * n do x.a[i] = tonumber(ARGV[pos]); pos = pos + 1 end
@@ -45,7 +46,7 @@ end
 local out = {}
 for r = 1, R do
   local x = rules[r]
-  local charged = pass and x.st.allowed and x.cost > 0
+  local charged = pass and x.charges and x.st.allowed and x.cost > 0
   if charged then x.M.charge(x.keys, x.a, x.cost, x.st) end
   out[#out + 1] = x.st.allowed and 1 or 0
   out[#out + 1] = x.st.retry

@@ -36,7 +36,7 @@ use crate::limiter::{
 use crate::metrics::{KindLabels, Metrics, ReasonLabels};
 use crate::rate::Rate;
 use crate::redis_conn::StoreError;
-use crate::rule::{OnRedisError, Rule};
+use crate::rule::{Count, OnRedisError, Rule};
 
 /// The limiter as the hot path calls it: the store and everything in front
 /// of it (deny cache, breakers) and behind it (the fallback). The App holds
@@ -72,6 +72,9 @@ pub struct LimitSpec<'a> {
     /// gcra only (see `Rule::burst`).
     pub burst: Option<u64>,
     pub on_redis_error: OnRedisError,
+    /// false: the call only checks whether its cost would pass (a rule with
+    /// `count = "reported"`); `Limiter::report` charges it.
+    pub charge: bool,
 }
 
 impl<'a> From<&'a Rule> for LimitSpec<'a> {
@@ -82,6 +85,7 @@ impl<'a> From<&'a Rule> for LimitSpec<'a> {
             limits: &rule.limits,
             burst: rule.burst,
             on_redis_error: rule.on_redis_error,
+            charge: rule.count == Count::Requests,
         }
     }
 }
@@ -231,6 +235,7 @@ impl Limiter {
                     limits: a.spec.limits,
                     cost: a.cost,
                     burst: a.spec.burst,
+                    charge: a.spec.charge,
                 };
                 (call, !a.shadow)
             })
@@ -320,6 +325,7 @@ impl Limiter {
             limits: spec.limits,
             cost,
             burst: spec.burst,
+            charge: spec.charge,
         };
         // With a cluster, the breaker that matters is the one of this key's slot
         // (the global one only covers start-up, until the scripts are loaded).
@@ -427,6 +433,7 @@ impl Limiter {
                 let call = Call {
                     limits: share,
                     burst: call.burst.map(|b| (b / replicas).max(1)),
+                    charge: call.charge,
                     cost: if denied { 0 } else { call.cost },
                     ..*call
                 };

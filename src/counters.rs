@@ -42,6 +42,7 @@ pub async fn show(
             limits: &rule.limits,
             cost: 0,
             burst: rule.burst,
+            charge: true,
         })
         .await?;
     Ok(CounterView {

@@ -14,6 +14,7 @@ mod forward_auth;
 mod limits_api;
 mod observe;
 mod params;
+mod report_api;
 pub mod response;
 mod status_api;
 
@@ -93,6 +94,10 @@ pub fn decision_router(app: Arc<App>) -> Router {
             "/v1/check",
             // `api_check` reads its body up to its own bound.
             post(api_check::check).route_layer(from_fn_with_state(app.clone(), observe::observe)),
+        )
+        .route(
+            "/v1/report",
+            post(report_api::report).route_layer(from_fn_with_state(app.clone(), observe::observe)),
         )
         .route(
             "/v1/heartbeat",

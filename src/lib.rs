@@ -80,6 +80,7 @@ pub(crate) mod net;
 pub(crate) mod path;
 pub mod rate;
 pub mod redis_conn;
+pub(crate) mod report;
 pub mod request;
 pub mod rule;
 pub mod secret;

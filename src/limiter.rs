@@ -119,6 +119,9 @@ pub struct Call<'a> {
     pub cost: u64,
     /// gcra only: the bucket size of every limit (None: the limit itself).
     pub burst: Option<u64>,
+    /// false: check whether `cost` would pass and charge nothing (a rule with
+    /// `count = "reported"`, which the application charges with a report).
+    pub charge: bool,
 }
 
 /// Where counters live.

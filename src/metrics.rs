@@ -70,6 +70,14 @@ pub struct ClassLabels {
     pub class: &'static str,
 }
 
+/// A report (`POST /v1/report`): its rule, and whether it was counted
+/// (false: the rule's counter was full already).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReportLabels {
+    pub rule: String,
+    pub counted: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: &'static str,
@@ -116,6 +124,7 @@ pub struct Metrics {
     /// Forward-auth requests refused before any rule: original-request
     /// headers not believable, or a path that cannot be normalised.
     pub refused_requests: Family<ReasonLabels, Counter>,
+    pub reports: Family<ReportLabels, Counter>,
     pub deny_cache_evictions: Counter,
     pub local_store_refusals: Counter,
     pub open_connections: Family<ListenerLabels, Gauge>,
@@ -231,6 +240,12 @@ impl Metrics {
             "Forward-auth requests refused before any rule (untrusted_peer, wrong_header_family, duplicate_header, bad_host, bad_path)",
             refused_requests.clone(),
         );
+        let reports = Family::<ReportLabels, Counter>::default();
+        registry.register(
+            "reports",
+            "Reports charged to rules with count = \"reported\" (POST /v1/report), by rule and whether they were counted (false: the counter was full)",
+            reports.clone(),
+        );
         let deny_cache_evictions = Counter::default();
         registry.register(
             "deny_cache_evictions",
@@ -255,6 +270,7 @@ impl Metrics {
             grpc_requests,
             registry,
             refused_requests,
+            reports,
             deny_cache_evictions,
             local_store_refusals,
             open_connections,

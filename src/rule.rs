@@ -35,6 +35,9 @@ pub struct Rule {
     pub burst: Option<u64>,
     pub allowlist: AllowlistMode,
     pub on_redis_error: OnRedisError,
+    /// What charges the rule: every request it matches, or the application's
+    /// reports (`POST /v1/report`) while requests only check it.
+    pub count: Count,
     pub shadow: bool,
     /// `Some`: a rule for Envoy's rate limit service (gRPC), keyed by a
     /// descriptor; `/check` and ext_authz never apply it.
@@ -65,6 +68,20 @@ pub enum OnRedisError {
     Local,
 }
 
+/// What a rule counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Count {
+    /// Every request the rule matches is charged (when it passes).
+    Requests,
+    /// Requests are only checked (allowed while the counter has room, charged
+    /// nothing); the application charges outcomes with `POST /v1/report`,
+    /// e.g. failed logins.
+    Reported,
+}
+
+named_enum!(Count, "count", {
+    "requests" => Requests, "reported" => Reported,
+});
 named_enum!(AllowlistMode, "allowlist mode", {
     "bypass" => Bypass, "require" => Require, "ignore" => Ignore,
 });
@@ -108,7 +125,7 @@ impl std::fmt::Display for Rule {
         let limits: Vec<String> = self.limits.iter().map(|l| l.to_string()).collect();
         write!(
             f,
-            "match {}; key {}; limits [{}]; algorithm {}{}; allowlist {}; on_redis_error {}{}{}",
+            "match {}; key {}; limits [{}]; algorithm {}{}; allowlist {}; on_redis_error {}{}{}{}",
             cond,
             key,
             limits.join(", "),
@@ -118,6 +135,11 @@ impl std::fmt::Display for Rule {
                 .unwrap_or_default(),
             self.allowlist,
             self.on_redis_error,
+            if self.count == Count::Reported {
+                "; counts reports"
+            } else {
+                ""
+            },
             if self.shadow { "; shadow" } else { "" },
             self.track
                 .map(|n| format!("; tracked (up to {n} paths an hour)"))

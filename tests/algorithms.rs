@@ -29,6 +29,7 @@ async fn check(app: &App, alg: Algorithm, key: &str, limits: &[Rate], cost: u64)
             limits,
             cost,
             burst: None,
+            charge: true,
         })
         .await
         .unwrap_or_else(|e| panic!("{alg}: store error {e}"))

@@ -34,6 +34,7 @@ fn twin(
         limits,
         cost,
         burst,
+        charge: true,
     };
     store.check_at(call, now)
 }

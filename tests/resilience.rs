@@ -95,8 +95,8 @@ async fn with_redis_killed_each_on_redis_error_mode_answers_and_requests_stop_wa
     );
 
     // Redis returns (empty: no scripts loaded): decisions are back on Redis
-    // after the probe's next try (at most 1 s apart). The deadline is 10 s,
-    // over 10x that, so a busy machine does not fail it (issue #25).
+    // after the probe's next try (at most 1 s apart). The wait's deadline (at
+    // least support::wait::PATIENCE) is far above that (issue #25).
     redis.restart();
     eventually(Duration::from_secs(10), || async {
         status(&s, "/closed").await == 200
@@ -213,8 +213,9 @@ async fn health(s: &TestServer) -> (bool, f64, String) {
 
 /// Redis going away with no decision to notice it: the health PING (every
 /// second, README "When things fail") turns `tollgate_redis_up`, `/v1/status`
-/// and `/readyz` to "down" and back. Deadlines are 10 s, 5x the documented
-/// detection time of about 2 s, so a busy machine does not fail them.
+/// and `/readyz` to "down" and back. The waits' deadlines (at least
+/// `support::wait::PATIENCE`) are far above the documented detection time of
+/// about 2 s, so a busy machine does not fail them.
 #[tokio::test]
 async fn redis_killed_with_no_traffic_is_reported_down_then_up_again() {
     let mut redis = RedisServer::start();

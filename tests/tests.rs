@@ -80,6 +80,9 @@ mod redis_tls;
 /// A reload that changes every setting: each live one applies, each
 /// restart-only one is listed in `GET /v1/status` under `restart_pending`.
 mod reload;
+/// Rules that count reported outcomes: requests only check them, `POST
+/// /v1/report` charges them; trusted peers only; bad reports charge nothing.
+mod reported;
 /// Redis killed, stalled, restarted, scripts flushed: on_redis_error and the breaker.
 mod resilience;
 /// Running the Lua scripts at a time the test chooses (a test clock).

@@ -129,6 +129,7 @@ mod tests {
             limits,
             burst,
             on_redis_error: OnRedisError::Allow,
+            charge: true,
         }
     }
 

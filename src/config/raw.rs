@@ -241,6 +241,9 @@ pub struct RawRule {
     pub allowlist: Spanned<String>,
     #[serde(default = "default_on_redis_error")]
     pub on_redis_error: Spanned<String>,
+    /// `requests` (default) or `reported` (see `Rule::count`).
+    #[serde(default = "default_count")]
+    pub count: Spanned<String>,
     #[serde(default)]
     pub shadow: bool,
     /// RLS rules: `domain = "edge"` and `descriptor = [{ key = "remote_address" }]`.
@@ -291,6 +294,10 @@ fn default_algorithm() -> Spanned<String> {
 fn default_allowlist() -> Spanned<String> {
     unspanned("ignore")
 }
+fn default_count() -> Spanned<String> {
+    unspanned("requests")
+}
+
 fn default_on_redis_error() -> Spanned<String> {
     unspanned("local")
 }

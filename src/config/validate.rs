@@ -19,7 +19,7 @@ use crate::limiter::Algorithm;
 use crate::rate::Rate;
 use crate::redis_conn::{Access, Endpoint, Tls, Topology};
 use crate::request::forwarded::ForwardedRequest;
-use crate::rule::{AllowlistMode, KeyTemplate, Matcher, OnRedisError, Rule};
+use crate::rule::{AllowlistMode, Count, KeyTemplate, Matcher, OnRedisError, Rule};
 
 struct Collector<'t> {
     text: &'t str,
@@ -443,6 +443,14 @@ fn validate_rule(
     let algorithm = c.parse::<Algorithm>(&at("algorithm"), &r.algorithm);
     let allowlist = c.parse::<AllowlistMode>(&at("allowlist"), &r.allowlist);
     let on_redis_error = c.parse::<OnRedisError>(&at("on_redis_error"), &r.on_redis_error);
+    let count = c.parse::<Count>(&at("count"), &r.count);
+    if count == Some(Count::Reported) && r.limits.is_empty() {
+        c.push(
+            at("count"),
+            Some(&r.count),
+            "count = \"reported\" needs limits: reports charge a rule's limits".to_string(),
+        );
+    }
     let descriptor = descriptor::validate(c, i, r);
     // With an unreadable `allowlist`, whether limits are needed is unknown:
     // report the root cause only.
@@ -560,6 +568,7 @@ fn validate_rule(
         burst,
         allowlist: allowlist?,
         on_redis_error: on_redis_error?,
+        count: count?,
         shadow: r.shadow || shadow_all,
         descriptor,
         track,

@@ -182,6 +182,7 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
                 limits: &ad_hoc_limits,
                 burst,
                 on_redis_error: OnRedisError::Local,
+                charge: true,
             };
             (spec, caps.shadow, None)
         }

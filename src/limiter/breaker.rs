@@ -198,6 +198,7 @@ impl Breaker {
             limits: &limits,
             cost: 1,
             burst: None,
+            charge: true,
         };
         match redis.check(call).await {
             // A script error is the call's, not Redis's state: calls log it.

@@ -336,6 +336,21 @@ impl LocalStore {
     /// `check` at a given time (µs; must not go backwards for one key), so
     /// a test can feed this store and a Redis script the same clock.
     pub fn check_at(&self, call: Call<'_>, now: u64) -> Outcome {
+        if !call.charge && call.cost > 0 {
+            // Only checks (a reported rule): a peek says whether the cost
+            // fits; a cost that does not is denied by its own check, which
+            // writes nothing and tells when it would pass (as in `check_all`).
+            let peek = self.charge_at(Call { cost: 0, ..call }, now);
+            if peek.allowed && peek.limits.iter().all(|l| l.remaining >= call.cost) {
+                return peek;
+            }
+            return self.charge_at(call, now);
+        }
+        self.charge_at(call, now)
+    }
+
+    /// One call as it comes: charged when it passes (cost 0: a peek).
+    fn charge_at(&self, call: Call<'_>, now: u64) -> Outcome {
         let key = self.key(call.base);
         // Far from the bound (the usual case) no lookup is needed to know a call fits.
         let growth = match self.budget.fits(Self::growth(&call, true)) {
@@ -427,6 +442,7 @@ mod tests {
             limits,
             cost,
             burst: None,
+            charge: true,
         }
     }
 

@@ -42,6 +42,7 @@ fn run(
             limits: &limits,
             cost,
             burst,
+            charge: true,
         };
         let o = store.check_at(call, now);
         out.push((now, cost, o));
@@ -131,13 +132,56 @@ proptest! {
         let mut now = 1_000_000_000_000u64;
         for (cost, pause) in s {
             now += pause;
-            let call = |cost| Call { algorithm: alg, base: "k", limits: &limits, cost, burst: None };
+            let call = |cost| Call { algorithm: alg, base: "k", limits: &limits, cost, burst: None, charge: true };
             let before = store.check_at(call(0), now);
             let o = store.check_at(call(cost), now);
             if !o.allowed {
                 prop_assert!(o.retry_after_ms >= 1);
                 prop_assert_eq!(store.check_at(call(0), now), before);
             }
+        }
+    }
+
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100))]
+
+    /// A call that only checks (`count = "reported"`) answers what the same
+    /// charging call would, and writes nothing either way. The charging call
+    /// runs on a twin store rebuilt from the same history, so the two never
+    /// part.
+    #[test]
+    fn a_check_only_call_answers_as_a_charge_would_and_writes_nothing(
+        r in rate(), s in steps(), alg in prop_oneof![
+            Just(Algorithm::FixedWindow), Just(Algorithm::SlidingWindow),
+            Just(Algorithm::SlidingLog), Just(Algorithm::Gcra)]
+    ) {
+        let store = LocalStore::new(usize::MAX, Default::default());
+        let limits = [r.clone()];
+        let call = |cost, charge| Call { algorithm: alg, base: "k", limits: &limits, cost, burst: None, charge };
+        let mut history: Vec<(u64, u64)> = Vec::new();
+        let mut now = 1_000_000_000_000u64;
+        for (i, (cost, pause)) in s.into_iter().enumerate() {
+            now += pause;
+            if i % 2 == 0 {
+                store.check_at(call(cost, true), now);
+                history.push((cost, now));
+                continue;
+            }
+            let cost = cost.max(1);
+            let before = store.check_at(call(0, true), now);
+            let only = store.check_at(call(cost, false), now);
+            let twin = LocalStore::new(usize::MAX, Default::default());
+            for &(c, t) in &history {
+                twin.check_at(call(c, true), t);
+            }
+            let charged = twin.check_at(call(cost, true), now);
+            prop_assert_eq!(only.allowed, charged.allowed);
+            if !only.allowed {
+                prop_assert_eq!(only.retry_after_ms, charged.retry_after_ms);
+            }
+            prop_assert_eq!(store.check_at(call(0, true), now), before);
         }
     }
 }
@@ -158,6 +202,7 @@ fn a_cost_above_the_limit_is_denied_by_every_algorithm_without_panicking() {
                 limits: &limits,
                 cost,
                 burst: None,
+                charge: true,
             };
             let o = store.check_at(call, 1_000_000_000 + now);
             assert_eq!(o.allowed, cost == 1, "{alg} cost {cost}");
@@ -183,6 +228,7 @@ fn a_backlogged_gcra_key_admits_exactly_the_rate() {
             limits: &limits,
             cost: 1,
             burst: None,
+            charge: true,
         };
         if store.check_at(call, start + us).allowed {
             admitted += 1;

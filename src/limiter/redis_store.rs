@@ -293,17 +293,20 @@ impl RedisStore {
 }
 
 /// A call's script arguments, in the order of `lua/*.lua`: a key per limit;
-/// then the cost and, per limit, its units and period (and burst, for gcra).
-fn arguments(call: Call<'_>, mut key: impl FnMut(String), mut arg: impl FnMut(u64)) {
+/// then the cost (negated for a call that only checks: `Call::charge`) and,
+/// per limit, its units and period (and burst, for gcra).
+fn arguments(call: Call<'_>, mut key: impl FnMut(String), mut arg: impl FnMut(i64)) {
     for rate in call.limits {
         key(KeySpace::limit_key(call.base, rate.period_ms));
     }
-    arg(call.cost);
+    // Every number is far below 2^63: the caps bound costs and limits.
+    let cost = call.cost as i64;
+    arg(if call.charge { cost } else { -cost });
     for rate in call.limits {
-        arg(rate.limit);
-        arg(rate.period_ms);
+        arg(rate.limit as i64);
+        arg(rate.period_ms as i64);
         if call.algorithm == Algorithm::Gcra {
-            arg(call.burst.unwrap_or(rate.limit));
+            arg(call.burst.unwrap_or(rate.limit) as i64);
         }
     }
 }
@@ -352,10 +355,10 @@ fn evalsha_all(calls: &[(Call<'_>, bool)]) -> Cmd {
     let mut cmd = redis::cmd("EVALSHA");
     let keys: usize = calls.iter().map(|(c, _)| c.limits.len()).sum();
     cmd.arg(all_rules_script().get_hash()).arg(keys);
-    let mut args: Vec<(Option<&'static str>, u64)> = vec![(None, calls.len() as u64)];
+    let mut args: Vec<(Option<&'static str>, i64)> = vec![(None, calls.len() as i64)];
     for (call, decides) in calls {
         args.push((Some(call.algorithm.tag()), 0));
-        args.push((None, call.limits.len() as u64));
+        args.push((None, call.limits.len() as i64));
         let mut first = true;
         arguments(
             *call,
@@ -366,7 +369,7 @@ fn evalsha_all(calls: &[(Call<'_>, bool)]) -> Cmd {
                 args.push((None, a));
                 if first {
                     // After the cost: whether this rule decides.
-                    args.push((None, u64::from(*decides)));
+                    args.push((None, i64::from(*decides)));
                     first = false;
                 }
             },
@@ -429,6 +432,7 @@ mod tests {
                 limits: &login,
                 cost: 1,
                 burst: None,
+                charge: true,
             },
             Call {
                 algorithm: Algorithm::Gcra,
@@ -436,6 +440,7 @@ mod tests {
                 limits: &api,
                 cost: 1,
                 burst: None,
+                charge: true,
             },
         ];
         let cmd = evalsha_all(&[(calls[0], true), (calls[1], false)]);

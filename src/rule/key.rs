@@ -69,6 +69,19 @@ impl KeyTemplate {
         Ok(KeyTemplate(parts))
     }
 
+    /// The key value for a client address alone: `Some` when the template is
+    /// just `ip` (a report names a client, not a request).
+    pub fn for_client(&self, ip: std::net::IpAddr) -> Option<String> {
+        match self.0.as_slice() {
+            [KeyPart::Ip] => {
+                let mut out = String::with_capacity(40);
+                push_ip(&mut out, ip);
+                Some(out)
+            }
+            _ => None,
+        }
+    }
+
     /// The key value for a request, or `None` when a part is missing
     /// (no such header): the rule then does not apply to this request.
     /// Each part is bounded (`keys::bounded_part`): at most 128 bytes verbatim.

@@ -19,7 +19,7 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// How long a page may take to show what a test waits for.
-pub const PAGE_DEADLINE: Duration = Duration::from_secs(15);
+pub const PAGE_DEADLINE: Duration = super::wait::PATIENCE;
 
 pub struct Browser {
     pub client: Client,

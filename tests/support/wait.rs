@@ -8,12 +8,25 @@ use std::time::{Duration, Instant};
 /// How often a condition is polled.
 const POLL: Duration = Duration::from_millis(10);
 
+/// Every deadline is at least this long. A deadline here is how long a
+/// failure takes to be reported, never a measurement: a condition that holds
+/// returns at once. Fresh, cold runs of the suite on a busy 2-core machine
+/// (issue 25's five `.ci/run`s, beside other builds) needed more than 5 s for
+/// a TLS Sentinel to be ready and for 10 000 entries to reach a follower, so
+/// the deadlines tests write (5 s, 10 s) are raised to this floor.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+fn patient(deadline: Duration) -> Duration {
+    deadline.max(PATIENCE)
+}
+
 /// Wait until `check` holds, polling; fail the test at the deadline.
 pub async fn eventually<F, Fut>(deadline: Duration, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
+    let deadline = patient(deadline);
     let end = Instant::now() + deadline;
     loop {
         if check().await {
@@ -34,6 +47,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
+    let deadline = patient(deadline);
     let end = Instant::now() + deadline;
     loop {
         match check().await {
@@ -59,6 +73,7 @@ pub fn wait_explained(
     deadline: Duration,
     mut check: impl FnMut() -> Result<(), String>,
 ) {
+    let deadline = patient(deadline);
     let end = Instant::now() + deadline;
     loop {
         match check() {
