@@ -30,6 +30,14 @@ fn check(text: &str) -> (i32, String, String) {
     )
 }
 
+/// Run `tollgate args...`, expecting exit 2 (bad usage or config); its stderr.
+fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = tollgate(args, env);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    err
+}
+
 #[test]
 fn config_check_prints_the_effective_rules() {
     let (code, out, _) = check(include_str!("../examples/tollgate.toml"));
@@ -216,19 +224,16 @@ fn a_bad_rate_is_reported_once_and_a_shared_period_names_both_limits() {
 fn a_bad_flag_or_variable_is_blamed_on_it_not_on_the_file() {
     let path = write_config("flags.toml", "[[rule]]\nname = \"r\"\nlimits = [\"1/m\"]\n");
     let p = path.to_str().unwrap();
-    let out = tollgate(&["config", "check", p, "--redis", "nope://x"], &[]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = refused(&["config", "check", p, "--redis", "nope://x"], &[]);
     assert!(
         err.contains("\n  --redis: nope://x is not a Redis URL"),
         "{err}"
     );
     assert!(!err.contains("redis.url"), "{err}");
-    let out = tollgate(
+    let err = refused(
         &["config", "check", p],
         &[("TOLLGATE_REDIS_URL", "nope://x")],
     );
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("\n  TOLLGATE_REDIS_URL: nope://x is not a Redis URL"),
         "{err}"
@@ -240,9 +245,7 @@ fn a_bad_flag_or_variable_is_blamed_on_it_not_on_the_file() {
     ] {
         let mut all = vec!["config", "check", p];
         all.extend(args);
-        let out = tollgate(&all, &[]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{err}");
+        let err = refused(&all, &[]);
         assert!(err.contains(named), "expected {named:?} in:\n{err}");
         assert!(
             !err.contains("flags.toml"),
@@ -253,7 +256,7 @@ fn a_bad_flag_or_variable_is_blamed_on_it_not_on_the_file() {
 
 #[test]
 fn a_wide_network_with_host_bits_is_not_offered_a_network_that_is_refused_next() {
-    let out = tollgate(
+    let err = refused(
         &[
             "allow",
             "add",
@@ -263,8 +266,6 @@ fn a_wide_network_with_host_bits_is_not_offered_a_network_that_is_refused_next()
         ],
         &[],
     );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
         err.contains("host bits") && err.contains("allowlist.min_prefix_v4"),
         "both problems at once: {err}"
@@ -278,7 +279,7 @@ fn a_wide_network_with_host_bits_is_not_offered_a_network_that_is_refused_next()
 
 #[test]
 fn limits_show_without_a_config_says_rules_come_from_it_and_reads_tollgate_config() {
-    let out = tollgate(
+    let err = refused(
         &[
             "limits",
             "show",
@@ -289,8 +290,6 @@ fn limits_show_without_a_config_says_rules_come_from_it_and_reads_tollgate_confi
         ],
         &[],
     );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
         err.contains("unknown rule \"login\"")
             && err.contains("--config")
@@ -320,7 +319,7 @@ fn limits_show_without_a_config_says_rules_come_from_it_and_reads_tollgate_confi
     let text = crate::support::binary::output_text(&out);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("rule login key 127.0.0.1"), "{text}");
-    let out = tollgate(
+    let err = refused(
         &[
             "limits",
             "show",
@@ -331,6 +330,5 @@ fn limits_show_without_a_config_says_rules_come_from_it_and_reads_tollgate_confi
         ],
         &[("TOLLGATE_CONFIG", path.to_str().unwrap())],
     );
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("limits.toml has login"), "{err}");
 }
