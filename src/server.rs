@@ -176,7 +176,8 @@ pub async fn run(
     };
     let servers = tokio::spawn(async move { tokio::try_join!(decision, admin, grpc) });
     // Only now: bound, checked, and the accept loops running.
-    tracing::info!(listen = %decision_addr, admin_listen = %admin_addr, grpc_listen = ?grpc_addr, rules = app.rules.load().len(), "listening");
+    let grpc_listen = grpc_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
+    tracing::info!(listen = %decision_addr, admin_listen = %admin_addr, grpc_listen = %grpc_listen, rules = app.rules.load().len(), "listening");
 
     shutdown.await;
     tracing::info!(grace = ?app.config.server.shutdown_grace, "shutting down: no new connections, draining in-flight requests");
@@ -236,7 +237,7 @@ pub fn check_admin_exposure(
 ) -> std::io::Result<()> {
     if server.admin_token.is_none() && !addr.ip().is_loopback() {
         return Err(std::io::Error::other(format!(
-            "refusing to serve the admin API on {addr} without a token: set {} (or listen on a loopback address)",
+            "refusing to serve the admin API on {addr} (server.admin_listen) without a token: set {} (or listen on a loopback address)",
             server.admin_token_env
         )));
     }
