@@ -732,6 +732,21 @@ limits = ["1/s"]
     }
 
     #[test]
+    fn each_limit_sharing_a_period_names_the_first_with_it_and_bad_rates_are_not_compared() {
+        let found =
+            issues("[[rule]]\nname = \"r\"\nlimits = [\"5/m\", \"x\", \"10/60s\", \"20/1m\"]\n");
+        assert_eq!(
+            found,
+            [
+                "rule[0].limits[1]@Some(3): bad rate \"x\": expected COUNT/PERIOD, e.g. \"5/m\" or \"100/30s\"",
+                "rule[0].limits[2]@Some(3): limits[0] and limits[2] have the same period (1m); keep the tighter one",
+                "rule[0].limits[3]@Some(3): limits[0] and limits[3] have the same period (1m); keep the tighter one",
+            ],
+            "{found:#?}"
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_errors_with_a_line() {
         let found = issues("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n");
         assert_eq!(found.len(), 1);
