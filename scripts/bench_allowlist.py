@@ -40,7 +40,7 @@ from allowlist_fill import allow_key, entry_cidr, fill_commands, hash_tag
 from bench_load import work_dir
 from bench_procs import BIN, PROCS, free_port, prioritise_redis, spawn, start_redis, wait_for
 
-TOKEN = "bench-token"
+TOKEN = "bench-admin-token"  # at least 16 bytes, as tollgate requires
 NODES = int(os.environ.get("NODES", "8"))
 # Long waits: a fleet resyncing a million entries on a shared machine.
 WAIT_S = 300

@@ -17,7 +17,7 @@ TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 # TOLLGATE_BIN measures another build (an A/B, or the binary of an earlier commit).
 BIN = os.environ.get("TOLLGATE_BIN", os.path.join(TARGET, "release", "tollgate"))
 ANCHOR_BIN = os.path.join(TARGET, "anchors", "release", "anchor")
-ADMIN_TOKEN = "bench-token"
+ADMIN_TOKEN = "bench-admin-token"  # at least 16 bytes, as tollgate requires
 PROCS = []
 
 

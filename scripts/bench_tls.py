@@ -76,7 +76,7 @@ def start_tollgate(url, tls):
     path = os.path.join(work_dir(), f"tollgate-{port}.toml")
     with open(path, "w") as f:
         f.write(CONFIG.format(port=port, admin=admin, url=url, prefix=f"b{port}", tls=tls))
-    spawn([BIN, "serve", "--config", path], env={**os.environ, "RUST_LOG": "warn", "TOLLGATE_ADMIN_TOKEN": "t"})
+    spawn([BIN, "serve", "--config", path], env={**os.environ, "RUST_LOG": "warn", "TOLLGATE_ADMIN_TOKEN": "bench-admin-token"})
     wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz").status == 200, "tollgate")
     ready = urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz").read().decode().strip()
     # One request by hand first: the answer the load will repeat.

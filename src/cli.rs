@@ -12,8 +12,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub mod limits;
 
-use crate::config::{self, Config, ConfigError, Overrides};
-use crate::secret::Secret;
+use crate::config::{self, Config, ConfigError, Issue, Overrides};
+use crate::secret;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -106,13 +106,13 @@ pub enum LogFormat {
 }
 
 /// Exit 2: bad usage or config.
-pub(crate) fn usage(message: impl std::fmt::Display) -> ExitCode {
+pub fn usage(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::from(2)
 }
 
 /// Exit 1: any other failure.
-pub(crate) fn failure(message: impl std::fmt::Display) -> ExitCode {
+pub fn failure(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::from(1)
 }
@@ -136,22 +136,61 @@ pub fn runtime(work: Work) -> std::io::Result<tokio::runtime::Runtime> {
     }
 }
 
-/// Load the config a command names (or the defaults).
+/// Load the config a command names (or the defaults), then the admin token
+/// from the variable the config names. A problem with a value a flag or a
+/// variable gave is blamed on that flag or variable, not on the file.
 pub fn load_config(
     file: Option<&PathBuf>,
     overrides: &OverrideArgs,
 ) -> Result<Config, ConfigError> {
     let ov = Overrides::from(overrides);
-    let mut cfg = match file {
-        Some(path) => config::load_file(path, &ov)?,
-        None => config::defaults(&ov)?,
+    let loaded = match file {
+        Some(path) => config::load_file(path, &ov),
+        None => config::defaults(&ov),
     };
+    let mut cfg = loaded.map_err(|mut e| {
+        for issue in &mut e.issues {
+            issue.given_by = overrides.given_by(&issue.key);
+        }
+        e
+    })?;
     // The variable's name comes from the file, so the token is read after it.
-    cfg.server.admin_token = std::env::var(&cfg.server.admin_token_env)
-        .ok()
-        .filter(|t| !t.is_empty())
-        .map(Secret::new);
+    let var = &cfg.server.admin_token_env;
+    cfg.server.admin_token =
+        secret::admin_token(var, std::env::var_os(var)).map_err(|e| ConfigError {
+            file: file.map_or("(defaults)".into(), |f| f.display().to_string()),
+            issues: vec![Issue {
+                key: "server.admin_token_env".into(),
+                line: None,
+                message: e.problem.to_string(),
+                given_by: Some(e.var),
+            }],
+        })?;
     Ok(cfg)
+}
+
+impl OverrideArgs {
+    /// The flag or variable that gave config key `key`, when one did.
+    fn given_by(&self, key: &str) -> Option<String> {
+        let (value, flag, var) = match key {
+            "server.listen" => (&self.listen, "--listen", "TOLLGATE_LISTEN"),
+            "server.admin_listen" => (
+                &self.admin_listen,
+                "--admin-listen",
+                "TOLLGATE_ADMIN_LISTEN",
+            ),
+            "redis.url" => (&self.redis_url, "--redis", "TOLLGATE_REDIS_URL"),
+            "redis.prefix" => (&self.redis_prefix, "--prefix", "TOLLGATE_PREFIX"),
+            _ => return None,
+        };
+        value.as_ref()?;
+        // clap reads the variable only when the flag is not on the command line.
+        let on_command_line = std::env::args_os().any(|a| {
+            let a = a.to_string_lossy();
+            a == flag || a.starts_with(&format!("{flag}="))
+        });
+        Some(if on_command_line { flag } else { var }.to_string())
+    }
 }
 
 /// `tollgate config check`: the effective config, or every problem.

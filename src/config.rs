@@ -161,6 +161,9 @@ pub struct Issue {
     /// 1-based line in the file, when the problem sits at a known place.
     pub line: Option<usize>,
     pub message: String,
+    /// The flag or variable that gave the value (`--redis`,
+    /// `TOLLGATE_REDIS_URL`), named instead of the file, which does not hold it.
+    pub given_by: Option<String>,
 }
 
 /// Every problem found in a config file; nothing is applied while there is one.
@@ -174,15 +177,18 @@ impl std::error::Error for ConfigError {}
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.issues.len();
-        write!(
-            f,
-            "{}: {} problem{}",
-            self.file,
-            n,
-            if n == 1 { "" } else { "s" }
-        )?;
+        let problems = crate::plural::count(self.issues.len() as u64, "problem", "problems");
+        // Problems with flags and variables only: the file is not to blame.
+        if self.issues.iter().all(|i| i.given_by.is_some()) {
+            write!(f, "{problems}")?;
+        } else {
+            write!(f, "{}: {problems}", self.file)?;
+        }
         for issue in &self.issues {
+            if let Some(given_by) = &issue.given_by {
+                write!(f, "\n  {given_by}: {}", issue.message)?;
+                continue;
+            }
             write!(f, "\n  {}", self.file)?;
             if let Some(line) = issue.line {
                 write!(f, ":{line}")?;
@@ -202,6 +208,7 @@ pub fn load_file(path: &Path, overrides: &Overrides) -> Result<Config, ConfigErr
             key: "(file)".into(),
             line: None,
             message: format!("cannot read: {e}"),
+            given_by: None,
         }],
     })?;
     parse(&file, &text, overrides)

@@ -7,7 +7,8 @@
 //! `main.rs` → `server` → `grpc` → `http` → `decide` → `app` → `check`,
 //! `cli` → `allowlist` → `config`, `counters` → `rule` → `keys` → `limiter`
 //! → `redis_conn` (connections, URL redaction, `StoreError`), `request`,
-//! `client_ip` → `secret`, `path`, `rate`, `named`, `net`, `metrics`.
+//! `client_ip` → `secret`, `path`, `rate`, `named`, `net`, `metrics`,
+//! `plural`.
 //!
 //! ## A request
 //!
@@ -78,6 +79,7 @@ pub(crate) mod metrics;
 pub(crate) mod named;
 pub(crate) mod net;
 pub(crate) mod path;
+pub(crate) mod plural;
 pub mod rate;
 pub mod redis_conn;
 pub(crate) mod report;

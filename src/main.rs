@@ -9,6 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
 use tollgate::cli::{self, Cli, Command, ConfigCommand, LogFormat, ServeArgs};
+use tollgate::server::ServeError;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -31,10 +32,7 @@ fn main() -> ExitCode {
 fn serve(args: ServeArgs) -> ExitCode {
     let config = match cli::load_config(args.config.as_ref(), &args.overrides) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return cli::usage(e),
     };
     init_tracing(args.log_format);
     let runtime = match cli::runtime(cli::Work::Service) {
@@ -54,7 +52,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     });
     match served {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&*e),
+        // Config-shaped: exit 2, like a bad config file.
+        Err(e @ ServeError::Refused(_)) => cli::usage(e),
+        Err(e) => fail(&e),
     }
 }
 

@@ -29,21 +29,63 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    pub async fn bind(decision: SocketAddr, admin: SocketAddr) -> std::io::Result<Listeners> {
+    pub async fn bind(decision: SocketAddr, admin: SocketAddr) -> Result<Listeners, BindError> {
         Ok(Listeners {
-            decision: TcpListener::bind(decision).await?,
-            admin: TcpListener::bind(admin).await?,
+            decision: bind("server.listen", decision).await?,
+            admin: bind("server.admin_listen", admin).await?,
             grpc: None,
         })
     }
 
     /// Also bind the gRPC listener, when an address is given.
-    pub async fn with_grpc(mut self, grpc: Option<SocketAddr>) -> std::io::Result<Listeners> {
+    pub async fn with_grpc(mut self, grpc: Option<SocketAddr>) -> Result<Listeners, BindError> {
         if let Some(addr) = grpc {
-            self.grpc = Some(TcpListener::bind(addr).await?);
+            self.grpc = Some(bind("server.grpc_listen", addr).await?);
         }
         Ok(self)
     }
+}
+
+/// A listener that could not be bound, named by its config key:
+/// `server.listen 127.0.0.1:8080: address already in use`.
+#[derive(Debug, thiserror::Error)]
+#[error("{key} {addr}: {reason}")]
+pub struct BindError {
+    pub key: &'static str,
+    pub addr: SocketAddr,
+    pub reason: String,
+}
+
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, BindError> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        use std::io::ErrorKind;
+        let reason = match e.kind() {
+            ErrorKind::AddrInUse => "address already in use (another process listens there)".into(),
+            ErrorKind::AddrNotAvailable => {
+                "address not available (no interface has this IP)".into()
+            }
+            ErrorKind::PermissionDenied => {
+                "permission denied (ports below 1024 need privileges)".into()
+            }
+            _ => e.to_string(),
+        };
+        BindError { key, addr, reason }
+    })
+}
+
+/// Why `tollgate serve` stopped or never served.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Refused before binding anything, like a bad config (the binary exits 2).
+    #[error("{0}")]
+    Refused(String),
+    /// A listener could not be bound: the config is fine, the machine is
+    /// not (the binary exits 1).
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// Serving failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
 /// Serve until `shutdown` resolves; then stop accepting and give in-flight
@@ -53,7 +95,17 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    check_admin_exposure(listeners.admin.local_addr()?, &app.config.server)?;
+    let admin_addr = listeners.admin.local_addr()?;
+    check_admin_exposure(admin_addr, &app.config.server)?;
+    if app.config.server.admin_token.is_none() {
+        tracing::warn!(admin_addr = %admin_addr, "no admin token set ({}): the admin API is open to local users", app.config.server.admin_token_env);
+    }
+    let decision_addr = listeners.decision.local_addr()?;
+    let grpc_addr = listeners
+        .grpc
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(probe_redis(app.clone(), stop.clone()));
@@ -123,6 +175,9 @@ pub async fn run(
         }
     };
     let servers = tokio::spawn(async move { tokio::try_join!(decision, admin, grpc) });
+    // Only now: bound, checked, and the accept loops running.
+    let grpc_listen = grpc_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
+    tracing::info!(listen = %decision_addr, admin_listen = %admin_addr, grpc_listen = %grpc_listen, rules = app.rules.load().len(), "listening");
 
     shutdown.await;
     tracing::info!(grace = ?app.config.server.shutdown_grace, "shutting down: no new connections, draining in-flight requests");
@@ -174,38 +229,39 @@ async fn sweep_local(app: Arc<App>, stop: CancellationToken) {
     }
 }
 
-/// An admin API without a token is allowed on loopback only.
+/// An admin API without a token is allowed on loopback only. Checked on the
+/// configured address before anything is bound, and again on the bound one.
 pub fn check_admin_exposure(
     addr: SocketAddr,
     server: &crate::config::ServerConfig,
 ) -> std::io::Result<()> {
-    if server.admin_token.is_some() {
-        return Ok(());
-    }
-    if !addr.ip().is_loopback() {
+    if server.admin_token.is_none() && !addr.ip().is_loopback() {
         return Err(std::io::Error::other(format!(
-            "refusing to serve the admin API on {addr} without a token: set {} (or listen on a loopback address)",
+            "refusing to serve the admin API on {addr} (server.admin_listen) without a token: set {} (or listen on a loopback address)",
             server.admin_token_env
         )));
     }
-    tracing::warn!(admin_addr = %addr, "no admin token set ({}): the admin API is open to local users", server.admin_token_env);
     Ok(())
 }
 
 /// A Redis URL with its credentials replaced, fit for a log line.
 pub use crate::redis_conn::redact_url;
 
-/// What `tollgate serve` does once the config is valid: say which store is in
-/// use (first log line), bind, and run until `shutdown`.
+/// What `tollgate serve` does once the config is valid: refuse what the
+/// config must not do, say which store is in use (first log line), bind,
+/// and run until `shutdown`.
 pub async fn serve_config(
     config: crate::config::Config,
     reload: Option<Reloader>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<(), ServeError> {
+    check_admin_exposure(config.server.admin_listen, &config.server)
+        .map_err(|e| ServeError::Refused(e.to_string()))?;
     match &config.redis {
         None => tracing::info!("in-process store: one replica only (set redis.url or --redis for a distributed limiter)"),
         Some(r) => {
-            tracing::info!(redis = %r.endpoint, prefix = %config.prefix, "Redis store, {}", r.endpoint.transport());
+            // The endpoint's text names its transport ("Redis over plain TCP").
+            tracing::info!(redis = %r.endpoint, prefix = %config.prefix, "Redis store");
             if r.endpoint.transport().contains("NOT VERIFIED") {
                 tracing::warn!("INSECURE: redis.tls.insecure_skip_verify is on: the Redis server's certificate is not checked, so anyone on the network path can read and change counters and the allowlist");
             }
@@ -215,15 +271,13 @@ pub async fn serve_config(
         .await?
         .with_grpc(config.server.grpc_listen)
         .await?;
-    tracing::info!(listen = %config.server.listen, admin_listen = %config.server.admin_listen, rules = config.rules.len(), "listening");
     let app = App::new(config);
     let reloader = reload.map(|r| tokio::spawn(reload_on_sighup(app.clone(), r)));
     let result = run(app, listeners, shutdown).await;
     if let Some(task) = reloader {
         task.abort();
     }
-    result?;
-    Ok(())
+    Ok(result?)
 }
 
 /// Re-reads the config file (with the same CLI/env overrides).

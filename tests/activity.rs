@@ -698,3 +698,30 @@ async fn activity_through_a_sentinel_follows_a_failover() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn the_cli_counts_one_request_one_client_one_hour_and_one_day_in_the_singular() {
+    let prefix = unique_prefix("activity-one");
+    let a = TestServer::start(TRACKED, Some(&shared_redis().url()), &prefix).await;
+    let file = temp_dir("activity-one").join("t.toml");
+    std::fs::write(&file, TRACKED).unwrap();
+    let client = reqwest::Client::new();
+    assert_eq!(visit(&client, &a, "/p/home", ip(1)).await, 200);
+    admin_until(&a, "/v1/activity/summary?hours=1", |v| {
+        v["total"].as_u64() == Some(1)
+    })
+    .await;
+    let (code, out, err) = cli(&["path", "/p/home", "--hours", "1"], &file, &prefix);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("over 1 hour: 1 request, ~1 client\n"), "{out}");
+    let (code, out, err) = cli(&["summary", "--hours", "1"], &file, &prefix);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(": 1 request, ~1 client\n"), "{out}");
+    assert!(
+        !out.contains("1 requests") && !out.contains("1 clients"),
+        "{out}"
+    );
+    let (code, out, err) = cli(&["active", "--days", "1"], &file, &prefix);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("(1 day)"), "{out}");
+}

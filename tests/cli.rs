@@ -30,6 +30,14 @@ fn check(text: &str) -> (i32, String, String) {
     )
 }
 
+/// Run `tollgate args...`, expecting exit 2 (bad usage or config); its stderr.
+fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = tollgate(args, env);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    err
+}
+
 #[test]
 fn config_check_prints_the_effective_rules() {
     let (code, out, _) = check(include_str!("../examples/tollgate.toml"));
@@ -191,4 +199,136 @@ allowlist = "required"
     // rule[0]; the typo'd allowlist mode is the root cause for rule[1].
     assert!(!err.contains("at least one rate"), "{err}");
     assert!(err.contains("5 problems"), "{err}");
+}
+
+#[test]
+fn a_bad_rate_is_reported_once_and_a_shared_period_names_both_limits() {
+    let (code, _, err) =
+        check("[[rule]]\nname = \"r\"\nlimits = [\"10/minute\", \"5/M\", \"7/ 1m\"]\n");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("2 problems"), "{err}");
+    assert_eq!(err.matches("rule[0].limits[1]").count(), 1, "{err}");
+    assert!(
+        err.contains("c.toml:3: rule[0].limits[1]: bad rate \"5/M\""),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "c.toml:3: rule[0].limits[2]: limits[0] and limits[2] have the same period (1m)"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_flag_or_variable_is_blamed_on_it_not_on_the_file() {
+    let path = write_config("flags.toml", "[[rule]]\nname = \"r\"\nlimits = [\"1/m\"]\n");
+    let p = path.to_str().unwrap();
+    let err = refused(&["config", "check", p, "--redis", "nope://x"], &[]);
+    assert!(
+        err.contains("\n  --redis: nope://x is not a Redis URL"),
+        "{err}"
+    );
+    assert!(!err.contains("redis.url"), "{err}");
+    let err = refused(
+        &["config", "check", p],
+        &[("TOLLGATE_REDIS_URL", "nope://x")],
+    );
+    assert!(
+        err.contains("\n  TOLLGATE_REDIS_URL: nope://x is not a Redis URL"),
+        "{err}"
+    );
+    for (args, named) in [
+        (["--listen", "nowhere"], "--listen: bad address \"nowhere\""),
+        (["--admin-listen", "nowhere"], "--admin-listen: bad address"),
+        (["--prefix", "{x}"], "--prefix: must be non-empty"),
+    ] {
+        let mut all = vec!["config", "check", p];
+        all.extend(args);
+        let err = refused(&all, &[]);
+        assert!(err.contains(named), "expected {named:?} in:\n{err}");
+        assert!(
+            !err.contains("flags.toml"),
+            "the file is not to blame:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn a_wide_network_with_host_bits_is_not_offered_a_network_that_is_refused_next() {
+    let err = refused(
+        &[
+            "allow",
+            "add",
+            "10.0.0.0/4",
+            "--redis",
+            "redis://127.0.0.1:1",
+        ],
+        &[],
+    );
+    assert!(
+        err.contains("host bits") && err.contains("allowlist.min_prefix_v4"),
+        "both problems at once: {err}"
+    );
+    assert!(err.contains("10.0.0.0/8 would be accepted"), "{err}");
+    assert!(
+        !err.contains(" 0.0.0.0/4") && !err.contains("canonical form"),
+        "a refused suggestion: {err}"
+    );
+}
+
+#[test]
+fn limits_show_without_a_config_says_rules_come_from_it_and_reads_tollgate_config() {
+    let err = refused(
+        &[
+            "limits",
+            "show",
+            "login",
+            "127.0.0.1",
+            "--redis",
+            "redis://127.0.0.1:1",
+        ],
+        &[],
+    );
+    assert!(
+        err.contains("unknown rule \"login\"")
+            && err.contains("--config")
+            && err.contains("TOLLGATE_CONFIG"),
+        "{err}"
+    );
+    // TOLLGATE_CONFIG names the file: the rule is found and Redis is asked.
+    let redis = crate::support::shared_redis();
+    let path = write_config(
+        "limits.toml",
+        "[[rule]]\nname = \"login\"\nlimits = [\"5/m\"]\n",
+    );
+    let prefix = crate::support::unique_prefix("cli-limits");
+    let out = tollgate(
+        &[
+            "limits",
+            "show",
+            "login",
+            "127.0.0.1",
+            "--redis",
+            &redis.url(),
+            "--prefix",
+            &prefix,
+        ],
+        &[("TOLLGATE_CONFIG", path.to_str().unwrap())],
+    );
+    let text = crate::support::binary::output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("rule login key 127.0.0.1"), "{text}");
+    let err = refused(
+        &[
+            "limits",
+            "show",
+            "signup",
+            "127.0.0.1",
+            "--redis",
+            &redis.url(),
+        ],
+        &[("TOLLGATE_CONFIG", path.to_str().unwrap())],
+    );
+    assert!(err.contains("limits.toml has login"), "{err}");
 }

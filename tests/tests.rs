@@ -93,5 +93,8 @@ mod script_edges;
 mod shadow_and_metrics;
 /// The binary under signals: SIGHUP reload, SIGTERM shutdown.
 mod signals;
+/// `tollgate serve` starting or refusing to: the admin token as the
+/// environment holds it, an open admin API, a port taken, the first log lines.
+mod startup;
 /// Sustained load on short limits (100/s, 7/200ms): every algorithm, three replicas, 60 connections.
 mod sustained;

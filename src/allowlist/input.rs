@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::cidr::{self, PrefixFloor};
+use super::cidr::{self, EntryError, NetError, PrefixFloor};
 use crate::config::AllowlistConfig;
 
 /// Longest note, in bytes.
@@ -50,7 +50,7 @@ pub fn new_entry(
         v4: cfg.min_prefix_v4,
         v6: cfg.min_prefix_v6,
     };
-    let cidr = cidr::parse_entry(cidr, floor).map_err(|e| bad("cidr", e.to_string()))?;
+    let cidr = cidr::parse_entry(cidr, floor).map_err(|e| bad("cidr", entry_message(e, floor)))?;
     let ttl_ms = match ttl {
         None => millis(cfg.default_ttl),
         Some(t) => parse_ttl(t, cfg).map_err(|e| bad("ttl", e.to_string()))?,
@@ -68,6 +68,39 @@ pub fn new_entry(
         note: note.to_string(),
         actor,
     })
+}
+
+/// What to tell whoever typed a refused network. Host bits set and a
+/// prefix wider than the floor are said together, with a network that would
+/// be accepted: naming only the canonical form (`0.0.0.0/4` for
+/// `10.0.0.0/4`) would suggest something refused next.
+fn entry_message(e: EntryError, floor: PrefixFloor) -> String {
+    let EntryError::Net(NetError::HostBits { given, canonical }) = &e else {
+        return e.to_string();
+    };
+    let (min, setting) = match canonical {
+        IpNet::V4(_) => (floor.v4, "allowlist.min_prefix_v4"),
+        IpNet::V6(_) => (floor.v6, "allowlist.min_prefix_v6"),
+    };
+    if canonical.prefix_len() >= min {
+        return e.to_string();
+    }
+    let wide = format!(
+        "{given:?} has host bits set, and /{} is wider than /{min} ({setting})",
+        canonical.prefix_len()
+    );
+    // The typed address at the floor's prefix: host bits clear, not too wide.
+    let accepted = given
+        .split('/')
+        .next()
+        .and_then(|addr| cidr::parse_ip(addr).ok())
+        .and_then(|ip| IpNet::new(ip, min).ok())
+        .filter(|net| net.addr().is_ipv4() == canonical.addr().is_ipv4())
+        .map(|net| net.trunc());
+    match accepted {
+        Some(net) => format!("{wide}: {net} would be accepted"),
+        None => format!("{wide}: use a prefix of /{min} or longer"),
+    }
 }
 
 /// `"24h"`, `"90m"`, ... up to `allowlist.max_ttl`; `"never"` only with
@@ -187,6 +220,33 @@ mod tests {
             &cfg(false)
         )
         .is_ok());
+    }
+
+    #[test]
+    fn a_wide_network_with_host_bits_is_told_both_and_offered_an_accepted_one() {
+        let message = |text: &str| {
+            new_entry(text, None, None, "t".into(), &cfg(false))
+                .unwrap_err()
+                .message
+        };
+        let m = message("10.0.0.0/4");
+        assert!(
+            m.contains("host bits")
+                && m.contains("min_prefix_v4")
+                && m.contains("10.0.0.0/8 would be accepted"),
+            "{m}"
+        );
+        assert!(
+            !m.contains(" 0.0.0.0/4") && !m.contains("canonical form"),
+            "suggests a refused network: {m}"
+        );
+        let m = message("2001:db8::1/16");
+        assert!(m.contains("2001:db8::/32 would be accepted"), "{m}");
+        // Within the floor the canonical form is the suggestion, as before.
+        assert!(message("10.1.2.3/16").contains("the canonical form is 10.1.0.0/16"));
+        for accepted in ["10.0.0.0/8", "2001:db8::/32"] {
+            assert!(new_entry(accepted, None, None, "t".into(), &cfg(false)).is_ok());
+        }
     }
 
     #[test]

@@ -189,8 +189,12 @@ pub fn describe(list: &Allowlist) -> String {
         None => "never synced with Redis".into(),
     };
     let what = format!(
-        "{} entries, epoch {:?}, seq {}",
-        table.live_count(table.clock.now_ms()),
+        "{}, epoch {:?}, seq {}",
+        crate::plural::count(
+            table.live_count(table.clock.now_ms()) as u64,
+            "entry",
+            "entries"
+        ),
         table.epoch,
         table.seq
     );

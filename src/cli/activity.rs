@@ -12,6 +12,7 @@ use crate::activity::query::{self, BadInput};
 use crate::activity::{now_ms, NEEDS_REDIS};
 use crate::config::Config;
 use crate::keys::KeySpace;
+use crate::plural::{count, noun};
 use crate::redis_conn::StoreError;
 
 #[derive(Subcommand, Debug)]
@@ -183,8 +184,11 @@ async fn answer(cmd: &ActivityCommand, cfg: &Config) -> Result<String, Failure> 
                 to_json(&r)
             } else {
                 format!(
-                    "active clients {} .. {} ({} days): {} (HyperLogLog, ~0.81 % standard error)\n",
-                    r.from_day, r.to_day, r.days, r.active
+                    "active clients {} .. {} ({}): {} (HyperLogLog, ~0.81 % standard error)\n",
+                    r.from_day,
+                    r.to_day,
+                    count(r.days, "day", "days"),
+                    r.active
                 )
             }
         }
@@ -195,13 +199,21 @@ async fn answer(cmd: &ActivityCommand, cfg: &Config) -> Result<String, Failure> 
                 to_json(&s)
             } else {
                 let mut out = format!(
-                    "rule {} from {} to {}: {} requests, ~{} clients\n",
-                    s.rule, s.from, s.to, s.total, s.unique
+                    "rule {} from {} to {}: {}, ~{}\n",
+                    s.rule,
+                    s.from,
+                    s.to,
+                    count(s.total, "request", "requests"),
+                    count(s.unique, "client", "clients")
                 );
                 for (path, p) in &s.paths {
                     out.push_str(&format!(
-                        "  {:<40} {:>10} requests  ~{:>8} clients\n",
-                        path, p.total, p.unique
+                        "  {:<40} {:>10} {:<8} ~{:>8} {}\n",
+                        path,
+                        p.total,
+                        noun(p.total, "request", "requests"),
+                        p.unique,
+                        noun(p.unique, "client", "clients")
                     ));
                 }
                 out
@@ -215,8 +227,12 @@ async fn answer(cmd: &ActivityCommand, cfg: &Config) -> Result<String, Failure> 
                 to_json(&r)
             } else {
                 let mut out = format!(
-                    "rule {} path {} over {} hours: {} requests, ~{} clients\n",
-                    r.rule, r.path, r.hours, r.counts.total, r.counts.unique
+                    "rule {} path {} over {}: {}, ~{}\n",
+                    r.rule,
+                    r.path,
+                    count(r.hours, "hour", "hours"),
+                    count(r.counts.total, "request", "requests"),
+                    count(r.counts.unique, "client", "clients")
                 );
                 for (hour, n) in &r.counts.by_hour {
                     out.push_str(&format!("  {hour}  {n}\n"));

@@ -44,8 +44,7 @@ pub fn run(cmd: LimitsCommand) -> ExitCode {
     let rule = match find_limited(&cfg.rules, &target.rule) {
         Ok(r) => r,
         Err(e @ RuleLookupError::Unknown(_)) => {
-            let known: Vec<&str> = cfg.rules.iter().map(|r| r.name.as_str()).collect();
-            return usage(format!("{e} (rules: {})", known.join(", ")));
+            return usage(unknown_rule(&e, target.config.as_deref(), &cfg.rules))
         }
         Err(e) => return usage(e),
     };
@@ -89,5 +88,23 @@ pub fn run(cmd: LimitsCommand) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => failure(e),
+    }
+}
+
+/// An unknown rule: the rules there are, and where they come from. Without
+/// a config there are none, which is the thing to say.
+fn unknown_rule(
+    e: &RuleLookupError,
+    config: Option<&std::path::Path>,
+    rules: &[crate::rule::Rule],
+) -> String {
+    let Some(file) = config else {
+        return format!("{e}: rules come from the config file, and none was given (pass --config FILE or set TOLLGATE_CONFIG)");
+    };
+    let known: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+    if known.is_empty() {
+        format!("{e}: {} has no rules", file.display())
+    } else {
+        format!("{e}: {} has {}", file.display(), known.join(", "))
     }
 }

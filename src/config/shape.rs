@@ -55,6 +55,7 @@ pub(super) fn read(text: &str) -> Shapes {
                 key: "(syntax)".into(),
                 line,
                 message: first_line(err.message()),
+                given_by: None,
             });
             break;
         };
@@ -73,6 +74,7 @@ pub(super) fn read(text: &str) -> Shapes {
             key: found.path.clone(),
             line,
             message,
+            given_by: None,
         });
         let Some(lines) = found.blank else {
             break;

@@ -38,6 +38,7 @@ impl Collector<'_> {
             key: key.into(),
             line,
             message: message.into(),
+            given_by: None,
         });
     }
 
@@ -271,6 +272,7 @@ fn redis(c: &mut Collector, r: &super::raw::RawRedis) -> Option<RedisConfig> {
                 key: key.into(),
                 line,
                 message: e.to_string(),
+                given_by: None,
             });
         } else if let (Some(timeout), Some(_)) = (timeout, access) {
             return Some(RedisConfig {
@@ -434,10 +436,12 @@ fn validate_rule(
             None
         }
     };
-    let mut limits = Vec::new();
+    // Each parsed rate with its index in `limits`: an element that did not
+    // parse is reported once, as a bad rate, and is in no later check.
+    let mut parsed: Vec<(usize, Rate)> = Vec::new();
     for (j, spec) in r.limits.iter().enumerate() {
         if let Some(rate) = c.parse::<Rate>(&format!("rule[{i}].limits[{j}]"), spec) {
-            limits.push(rate);
+            parsed.push((j, rate));
         }
     }
     let algorithm = c.parse::<Algorithm>(&at("algorithm"), &r.algorithm);
@@ -457,16 +461,21 @@ fn validate_rule(
     if r.limits.is_empty() && allowlist.is_some_and(|a| a != AllowlistMode::Require) {
         c.push(at("limits"), Some(&r.name), "at least one rate is required, e.g. [\"5/m\"] (a rule without limits must be a pure gate: allowlist = \"require\")");
     }
-    let mut periods = HashSet::new();
-    for (j, rate) in limits.iter().enumerate() {
-        if !periods.insert(rate.period_ms) {
+    let mut first_with_period = std::collections::HashMap::new();
+    for (j, rate) in &parsed {
+        let first = *first_with_period.entry(rate.period_ms).or_insert(*j);
+        if first != *j {
             c.push(
                 format!("rule[{i}].limits[{j}]"),
-                r.limits.get(j),
-                "two limits of one rule have the same period; keep the tighter one",
+                r.limits.get(*j),
+                format!(
+                    "limits[{first}] and limits[{j}] have the same period ({}); keep the tighter one",
+                    humantime::format_duration(rate.period())
+                ),
             );
         }
     }
+    let limits: Vec<Rate> = parsed.into_iter().map(|(_, rate)| rate).collect();
     let burst = validate_burst(c, i, r, algorithm, limits.len());
     if algorithm == Some(Algorithm::Gcra) {
         // The script's arithmetic is exact only below 2^53 (`check/caps.rs`).
@@ -729,6 +738,21 @@ limits = ["1/s"]
         assert!(found[2].starts_with("rule[0].algorithm@Some(5)"));
         assert!(found[3].starts_with("rule[1].name@Some(8): duplicate"));
         assert!(found[4].starts_with("rule[1].key@Some(9)"));
+    }
+
+    #[test]
+    fn each_limit_sharing_a_period_names_the_first_with_it_and_bad_rates_are_not_compared() {
+        let found =
+            issues("[[rule]]\nname = \"r\"\nlimits = [\"5/m\", \"x\", \"10/60s\", \"20/1m\"]\n");
+        assert_eq!(
+            found,
+            [
+                "rule[0].limits[1]@Some(3): bad rate \"x\": expected COUNT/PERIOD, e.g. \"5/m\" or \"100/30s\"",
+                "rule[0].limits[2]@Some(3): limits[0] and limits[2] have the same period (1m); keep the tighter one",
+                "rule[0].limits[3]@Some(3): limits[0] and limits[3] have the same period (1m); keep the tighter one",
+            ],
+            "{found:#?}"
+        );
     }
 
     #[test]

@@ -150,10 +150,7 @@ pub fn read_password_file(path: &Path) -> Result<Secret, PasswordFileError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let password = text
-        .strip_suffix('\n')
-        .map(|t| t.strip_suffix('\r').unwrap_or(t))
-        .unwrap_or(&text);
+    let password = crate::secret::strip_one_newline(&text);
     if password.is_empty() {
         return Err(PasswordFileError::Empty(path.to_path_buf()));
     }

@@ -51,6 +51,16 @@ impl Serve {
     /// Start `tollgate serve` with `config_text` and `extra` arguments (e.g.
     /// `--redis`, `--prefix`) and wait until `/readyz` says ready.
     pub async fn start(dir: &Path, config_text: &str, extra: &[&str]) -> Serve {
+        Serve::start_env(dir, config_text, extra, &[]).await
+    }
+
+    /// `start`, with `env` set after the default admin token (so it may replace it).
+    pub async fn start_env(
+        dir: &Path,
+        config_text: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Serve {
         let config = dir.join("tollgate.toml");
         std::fs::write(&config, config_text).unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -61,6 +71,7 @@ impl Serve {
             .args(["--admin-listen", &admin_addr.to_string()])
             .args(extra)
             .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
