@@ -29,8 +29,8 @@ if ! "$venv/bin/python" -c 'import grpc, envoy.service.ratelimit.v3.rls_pb2' 2>/
   "${pip[@]}" 'grpcio>=1.60' 'xds-protos>=1.60'
 fi
 if ! "$venv/bin/python" -c 'import django, rest_framework, fastapi, uvicorn, pytest, httpx' 2>/dev/null; then
-  echo "installing: django djangorestframework fastapi uvicorn pytest httpx (into $venv)"
-  "${pip[@]}" 'django>=4.2' 'djangorestframework>=3.14' 'fastapi>=0.100' 'uvicorn>=0.23' 'pytest>=7' 'httpx>=0.24'
+  echo "installing: clients/python[django,fastapi] uvicorn pytest (into $venv)"
+  "${pip[@]}" './clients/python[django,fastapi]' 'uvicorn>=0.23' 'pytest>=7'
 fi
 # The client package itself, reinstalled only when its files changed (the
 # stamp is their hash), so the tests always run what clients/python holds.

@@ -49,10 +49,11 @@ async fn pytest(file: &'static str, expect: usize) {
 
 /// Two `runserver` processes: a burst of 64 admits exactly the limit (DRF's
 /// own LocMemCache throttle admits more); wait()/Retry-After are tollgate's
-/// retry_after_ms; NUM_PROXIES picks the key; heartbeats from both count once.
+/// retry_after_ms; keys by NUM_PROXIES, user id and scope as DRF builds them;
+/// heartbeats from both count each client once.
 #[tokio::test]
 async fn django_workers_share_one_limit_where_drf_cache_over_admits() {
-    pytest("test_django.py", 5).await;
+    pytest("test_django.py", 6).await;
 }
 
 /// Two uvicorn processes: the dependency and the middleware admit exactly the

@@ -106,6 +106,34 @@ def test_num_proxies_picks_the_address_drf_would(tollgate_url, monkeypatch):
     assert outcomes == [True, False, True]
 
 
+def test_user_and_anon_keys_are_drfs(tollgate_url, monkeypatch):
+    monkeypatch.setenv("TOLLGATE_URL", tollgate_url)
+    _in_process()
+    from django.contrib.auth.models import User
+    from rest_framework.request import Request
+    from rest_framework.test import APIRequestFactory
+
+    from tollgate_client.django.throttling import AnonRateThrottle, UserRateThrottle
+
+    rf = APIRequestFactory()
+
+    def as_user(pk):
+        r = Request(rf.get("/x"))
+        r.user = User(pk=pk)
+        return r
+
+    users = [as_user(42), as_user(42), as_user(43)]
+    throttles = [UserRateThrottle() for _ in users]
+    assert [t.allow_request(r, None) for t, r in zip(throttles, users)] == [True, False, True]
+    assert throttles[0].get_cache_key(users[0], None) == "throttle_user_42"
+    assert throttles[1].wait() is not None and throttles[1].decision.source == "tollgate"
+    # Anonymous: by address, the "anon" scope's "1000/day" asked as "1000/d".
+    anon = AnonRateThrottle()
+    assert anon.allow_request(Request(rf.get("/x")), None)
+    assert anon.tollgate_rate == "1000/d" and anon.decision.limit == 1000
+    assert anon.decision.limits[0].window_ms == 86_400_000
+
+
 def _rf_settings():
     from django.conf import settings
 

@@ -11,18 +11,28 @@ from conftest import HERE, app_env
 from tollgate_client import ConfigError, parse_rate
 
 
-@pytest.mark.parametrize("bad, named", [
-    ("rate", "REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']['burst']: bad rate '3/fortnight': unknown unit 'fortnight'"),
-    ("url", "TOLLGATE['URL']: url is missing"),
-])
-def test_bad_django_settings_stop_runserver_at_startup(tollgate_url, admin_url, bad, named):
-    env = app_env(tollgate_url, admin_url, TG_TEST_BAD=bad)
-    # Port 1: never bound, since the process must stop before serving.
-    p = subprocess.run([sys.executable, "-m", "django", "runserver", "--noreload", "127.0.0.1:1"],
-                       env=env, cwd=HERE, capture_output=True, timeout=60)
-    err = p.stderr.decode()
-    assert p.returncode != 0
-    assert "ImproperlyConfigured" in err and named in err, err[-3000:]
+BAD = {
+    "rate": "REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']['burst']: bad rate '3/fortnight': unknown unit 'fortnight'",
+    "url": "TOLLGATE['URL']: url is missing",
+}
+
+
+@pytest.fixture(scope="module")
+def bad_runs(tollgate_url, admin_url):
+    """`runserver` with each bad setting, the processes run side by side."""
+    # Port 1: never bound, since each process must stop before serving.
+    procs = {bad: subprocess.Popen([sys.executable, "-m", "django", "runserver", "--noreload", "127.0.0.1:1"],
+                                   env=app_env(tollgate_url, admin_url, TG_TEST_BAD=bad), cwd=HERE,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for bad in BAD}
+    return {bad: (p.wait(timeout=60), p.stderr.read().decode()) for bad, p in procs.items()}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD))
+def test_bad_django_settings_stop_runserver_at_startup(bad_runs, bad):
+    code, err = bad_runs[bad]
+    assert code != 0
+    assert "ImproperlyConfigured" in err and BAD[bad] in err, err[-3000:]
 
 
 def test_bad_fastapi_settings_raise_when_the_app_is_built(monkeypatch):
@@ -53,10 +63,11 @@ SPELLINGS = {"3/m": "3/m", "3/min": "3/m", "3/minute": "3/m", "3/minutes": "3/m"
 
 
 def test_drf_rate_spellings_map_to_rates_tollgate_accepts(tollgate_url):
-    for drf, expected in SPELLINGS.items():
-        assert parse_rate(drf).text == expected, drf
-        r = httpx.post(tollgate_url + "/v1/check", json={"key": "spelling", "limits": [expected]})
-        assert r.status_code == 200, (expected, r.text)
+    with httpx.Client() as http:
+        for drf, expected in SPELLINGS.items():
+            assert parse_rate(drf).text == expected, drf
+            r = http.post(tollgate_url + "/v1/check", json={"key": "spelling", "limits": [expected]})
+            assert r.status_code == 200, (expected, r.text)
     for bad in ["5/mango", "5/", "0/m", "x/m", "5m", "5/0s"]:
         with pytest.raises(ConfigError, match="bad rate"):
             parse_rate(bad)

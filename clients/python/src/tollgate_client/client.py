@@ -157,10 +157,8 @@ class Client:
         try:
             r = self._http.post(self._c.url + "/v1/heartbeat", json={"id": id} if id else None)
         except httpx.HTTPError as e:
-            r, err = None, e
-        else:
-            err = None
-        return self._c.heartbeat_answer(r, err)
+            return self._c.heartbeat_answer(None, e)
+        return self._c.heartbeat_answer(r, None)
 
     def online(self, within: str = "10m") -> int:
         """Clients whose last heartbeat is within `within`, across replicas."""
@@ -215,10 +213,8 @@ class AsyncClient:
         try:
             r = await self._http.post(self._c.url + "/v1/heartbeat", json={"id": id} if id else None)
         except httpx.HTTPError as e:
-            r, err = None, e
-        else:
-            err = None
-        return self._c.heartbeat_answer(r, err)
+            return self._c.heartbeat_answer(None, e)
+        return self._c.heartbeat_answer(r, None)
 
     async def online(self, within: str = "10m") -> int:
         r = await self._http.get(self._c.admin("/v1/activity/online"), params={"within": within},

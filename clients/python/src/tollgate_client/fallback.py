@@ -94,7 +94,7 @@ class LocalLimiter:
                 start, used = self._windows.get((key, r.text), (now, 0))
                 if now - start >= r.seconds:
                     start, used = now, 0
-                share = max(1, r.count // self.workers)
+                share = max(1, r.limit // self.workers)
                 reset_ms = int((start + r.seconds - now) * 1000)
                 if used + cost > share:
                     denied_ms = max(denied_ms, reset_ms)

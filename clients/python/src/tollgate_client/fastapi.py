@@ -18,6 +18,7 @@ The default key is the client's address as Starlette sees it
 `--proxy-headers --forwarded-allow-ips=<the proxy>` so that it is the client's.
 """
 
+import inspect
 import os
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Union
 
@@ -40,9 +41,9 @@ def client_address(request: HTTPConnection) -> Optional[str]:
 
 async def _key_of(key: KeyFunc, request: Request) -> Optional[str]:
     k = key(request)
-    if hasattr(k, "__await__"):
-        k = await k  # type: ignore[misc]
-    return k  # type: ignore[return-value]
+    if inspect.isawaitable(k):
+        return await k
+    return k
 
 
 def _rates(limits: Union[str, Sequence[str]]) -> List[str]:

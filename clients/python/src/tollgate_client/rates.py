@@ -24,9 +24,9 @@ _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
 
 
 class Rate(NamedTuple):
-    """One limit: `count` per `seconds`, written `text` for tollgate."""
+    """One limit: `limit` per `seconds`, written `text` for tollgate."""
 
-    count: int
+    limit: int
     seconds: float
     text: str
 

@@ -21,7 +21,7 @@ TOLLGATE = {
 }
 REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["tollgate_client.django.throttling.AnonRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"anon": "1000/day", "burst": "10/m", "burst_drf": "10/m",
+    "DEFAULT_THROTTLE_RATES": {"anon": "1000/day", "user": "1/m", "burst": "10/m", "burst_drf": "10/m",
                                "wait": "2/m", "inproc": "2/minute", "proxied": "1/m"},
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],

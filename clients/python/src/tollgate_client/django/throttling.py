@@ -44,7 +44,7 @@ class SimpleRateThrottle(drf.SimpleRateThrottle):
         except ConfigError as e:
             raise ImproperlyConfigured(str(e)) from None
         self.tollgate_rate = r.text
-        return r.count, r.seconds
+        return r.limit, r.seconds
 
     def allow_request(self, request: Any, view: Any) -> bool:
         if self.rate is None or self.tollgate_rate is None:
