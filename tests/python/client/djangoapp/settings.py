@@ -19,9 +19,11 @@ TOLLGATE = {
     # Generous: 64 concurrent requests on a busy 2-core machine must not time out.
     "TIMEOUT": 5,
 }
+# "burst" is per day: sliding_window windows are aligned (floor(now/period)),
+# and a burst must not straddle a boundary, where a weighted count may differ.
 REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["tollgate_client.django.throttling.AnonRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"anon": "1000/day", "user": "1/m", "burst": "10/m", "burst_drf": "10/m",
+    "DEFAULT_THROTTLE_RATES": {"anon": "1000/day", "user": "1/m", "burst": "10/day", "burst_drf": "10/day",
                                "wait": "2/m", "inproc": "2/minute", "proxied": "1/m"},
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
