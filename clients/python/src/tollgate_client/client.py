@@ -123,9 +123,10 @@ def _pool() -> httpx.Limits:
     return httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30)
 
 
-class Client:
-    """Sync client. `url` is tollgate's decision listener (`server.listen`);
-    `admin_url` its admin listener, for the activity reads."""
+class _Settings:
+    """What both clients take. `url` is tollgate's decision listener
+    (`server.listen`); `admin_url` its admin listener, for the activity reads;
+    `on_unreachable`, `fallback_workers`, `retry_interval`: `fallback.py`."""
 
     def __init__(self, url: Optional[str], *, admin_url: Optional[str] = None,
                  admin_token: Optional[str] = None, timeout: float = DEFAULT_TIMEOUT,
@@ -133,11 +134,22 @@ class Client:
                  retry_interval: float = 1.0) -> None:
         self._c = _Calls(url, admin_url, admin_token, timeout, on_unreachable,
                          fallback_workers, retry_interval)
-        self._http = httpx.Client(timeout=self._c.timeout, limits=_pool())
+        self._open(self._c.timeout)
+
+    def _open(self, timeout: float) -> None:
+        raise NotImplementedError
 
     @property
     def health(self) -> Health:
+        """Whether tollgate answers, and the outage counters."""
         return self._c.health
+
+
+class Client(_Settings):
+    """Sync client, for Django and other threaded apps (thread-safe)."""
+
+    def _open(self, timeout: float) -> None:
+        self._http = httpx.Client(timeout=timeout, limits=_pool())
 
     def check(self, key: str, limits: Limits = None, *, rule: Optional[str] = None, cost: int = 1,
               algorithm: Optional[str] = None, burst: Optional[int] = None) -> Decision:
@@ -182,20 +194,11 @@ class Client:
         self._http.close()
 
 
-class AsyncClient:
+class AsyncClient(_Settings):
     """`Client`'s twin for asyncio apps; the same arguments and methods, awaited."""
 
-    def __init__(self, url: Optional[str], *, admin_url: Optional[str] = None,
-                 admin_token: Optional[str] = None, timeout: float = DEFAULT_TIMEOUT,
-                 on_unreachable: str = "local", fallback_workers: int = 1,
-                 retry_interval: float = 1.0) -> None:
-        self._c = _Calls(url, admin_url, admin_token, timeout, on_unreachable,
-                         fallback_workers, retry_interval)
-        self._http = httpx.AsyncClient(timeout=self._c.timeout, limits=_pool())
-
-    @property
-    def health(self) -> Health:
-        return self._c.health
+    def _open(self, timeout: float) -> None:
+        self._http = httpx.AsyncClient(timeout=timeout, limits=_pool())
 
     async def check(self, key: str, limits: Limits = None, *, rule: Optional[str] = None,
                     cost: int = 1, algorithm: Optional[str] = None,
