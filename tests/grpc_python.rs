@@ -25,9 +25,10 @@ match = { path = "/login", methods = ["POST"] }
 limits = ["1/m"]
 "#;
 
-/// The interpreter with grpcio and xds-protos: TOLLGATE_TEST_PYTHON, else the
+/// The test virtualenv's interpreter (grpcio, xds-protos, the Python client
+/// package and its frameworks; `python_client` runs it too): TOLLGATE_TEST_PYTHON, else the
 /// virtualenv scripts/test.sh makes under the target directory.
-fn python() -> String {
+pub(crate) fn python() -> String {
     if let Ok(p) = std::env::var("TOLLGATE_TEST_PYTHON") {
         return p;
     }

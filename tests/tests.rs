@@ -72,6 +72,10 @@ mod http_api;
 mod properties;
 /// nginx, Caddy and HAProxy from deploy/ in front of two replicas: the client's view.
 mod proxies;
+/// The Python client package (clients/python): DRF throttles and FastAPI
+/// dependency/middleware in two real worker processes each share one limit;
+/// Retry-After, fallback with tollgate down, heartbeats, bad settings.
+mod python_client;
 /// Redis answering with an error (OOM, ACL, a replica, BUSY, a script error):
 /// the breaker or its refusing state, one log line each way, on_redis_error.
 mod redis_errors;
