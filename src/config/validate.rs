@@ -203,9 +203,7 @@ fn redis(c: &mut Collector, r: &super::raw::RawRedis) -> Option<RedisConfig> {
     if timeout == Some(Duration::ZERO) {
         c.push("redis.timeout", Some(&r.timeout), "must be more than 0");
     }
-    if r.fallback_replicas == 0 {
-        c.push::<()>("redis.fallback_replicas", None, "must be at least 1");
-    }
+    let fallback_replicas = fallback_replicas(c, &r.fallback_replicas);
     let endpoint = match (&r.url, &r.cluster, &r.sentinel) {
         (Some(url), None, None) => Some((
             "redis.url",
@@ -276,12 +274,47 @@ fn redis(c: &mut Collector, r: &super::raw::RawRedis) -> Option<RedisConfig> {
             return Some(RedisConfig {
                 endpoint,
                 timeout,
-                fallback_replicas: r.fallback_replicas.max(1),
+                fallback_replicas: fallback_replicas?,
                 deny_cache_bytes: r.deny_cache_bytes,
             });
         }
     }
     None
+}
+
+/// `redis.fallback_replicas`: `"auto"` or a fixed count of at least 1.
+fn fallback_replicas(
+    c: &mut Collector,
+    v: &Spanned<super::raw::RawFallbackReplicas>,
+) -> Option<super::FallbackReplicas> {
+    use super::raw::RawFallbackReplicas::{Count, Other, Word};
+    use super::FallbackReplicas;
+    match v.get_ref() {
+        Word(w) if w == "auto" => Some(FallbackReplicas::Auto),
+        Count(n) if (1..=i64::from(u32::MAX)).contains(n) => {
+            Some(FallbackReplicas::Fixed(*n as u32))
+        }
+        Count(n) => {
+            c.push(
+                "redis.fallback_replicas",
+                Some(v),
+                format!("{n} replicas: must be \"auto\" or at least 1"),
+            );
+            None
+        }
+        Word(w) => {
+            c.push("redis.fallback_replicas", Some(v), format!("{w:?}: must be \"auto\" (the live replicas the fleet registry last saw) or a number of at least 1"));
+            None
+        }
+        Other(x) => {
+            c.push(
+                "redis.fallback_replicas",
+                Some(v),
+                format!("{x}: must be \"auto\" or a whole number of at least 1"),
+            );
+            None
+        }
+    }
 }
 
 /// `[client_ip]`: who may tell us the client's address.

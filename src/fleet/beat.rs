@@ -1,0 +1,187 @@
+//! The beat task: every `BEAT_EVERY`, one `lua/fleet_beat.lua` call writes
+//! this replica's last beat and description, drops replicas silent for
+//! `TTL`, and answers the live fleet; the count goes to `LiveCount` (what
+//! the `local` fallback divides by). On shutdown the replica leaves the
+//! registry, so the others stop counting it at their next beat.
+//!
+//! A failed beat changes nothing the fallback uses (the count stays as last
+//! seen, which is the point): it is logged once on entering the state and
+//! once on leaving it, with `tollgate_fleet_registry_up` 0 meanwhile.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use redis::Script;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{Description, Fleet, Member, Seen, BEAT_EVERY, CALL_TIMEOUT, TTL};
+use crate::redis_conn::StoreError;
+
+fn script() -> &'static Script {
+    static SCRIPT: OnceLock<Script> = OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(include_str!("../../lua/fleet_beat.lua")))
+}
+
+/// The beat task, until `stop`. `listen` is this replica's decision
+/// listener; `config_hash` the hash of the config it runs now (a reload
+/// changes it).
+pub async fn run<F>(fleet: Arc<Fleet>, listen: String, config_hash: F, stop: CancellationToken)
+where
+    F: Fn() -> String + Send + Sync + 'static,
+{
+    if !fleet.enabled() {
+        return;
+    }
+    beat_loop(&fleet, &listen, &config_hash, &stop)
+        .instrument(tracing::info_span!("fleet_beat", replica = %fleet.id))
+        .await
+}
+
+async fn beat_loop(
+    fleet: &Fleet,
+    listen: &str,
+    config_hash: &(dyn Fn() -> String + Sync),
+    stop: &CancellationToken,
+) {
+    let mut tick = tokio::time::interval(BEAT_EVERY);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let me = Description {
+            version: env!("CARGO_PKG_VERSION").into(),
+            config_hash: config_hash(),
+            uptime_ms: fleet.started.elapsed().as_millis() as u64,
+            listen: listen.to_string(),
+        };
+        match call(fleet, &me, "beat").await {
+            Ok(seen) => {
+                if failing {
+                    failing = false;
+                    tracing::info!(
+                        replicas = seen.members.len(),
+                        "fleet registry back: beats reach Redis again"
+                    );
+                }
+                fleet.saw(seen);
+            }
+            Err(e) => {
+                if let Some(conn) = &fleet.conn {
+                    conn.forget();
+                }
+                fleet.up.set(0);
+                if !failing {
+                    failing = true;
+                    tracing::warn!(error = %e, live = fleet.live.get(), "fleet registry unreachable: on_redis_error = \"local\" keeps dividing by the replicas last seen");
+                }
+            }
+        }
+    }
+    // Leave, so the others count one fewer at their next beat (not after the
+    // TTL). Best effort: a replica that cannot leave expires.
+    let me = Description::default();
+    if let Err(e) = call(fleet, &me, "leave").await {
+        tracing::info!(error = %e, "could not leave the fleet registry: the others drop this replica after {TTL:?}");
+    }
+}
+
+/// One script call: `beat` or `leave`; the fleet as it stands after it.
+async fn call(fleet: &Fleet, me: &Description, action: &str) -> Result<Seen, StoreError> {
+    let Some(shared) = &fleet.conn else {
+        return Err(StoreError::Unsupported("the embedded store has no fleet"));
+    };
+    let mut conn = shared.get().await?;
+    let json = serde_json::to_string(me).map_err(|e| StoreError::Reply(e.to_string()))?;
+    let mut inv = script().prepare_invoke();
+    inv.key(&fleet.keys.seen)
+        .key(&fleet.keys.info)
+        .arg(&fleet.id)
+        .arg(json)
+        .arg(TTL.as_millis() as u64)
+        .arg(action);
+    let reply: Vec<String> = tokio::time::timeout(CALL_TIMEOUT, inv.invoke_async(&mut conn))
+        .await
+        .map_err(|_| StoreError::Timeout(CALL_TIMEOUT))?
+        .map_err(StoreError::from)?;
+    parse(&reply)
+}
+
+/// `{now, id, last_seen, json, …}` (the script's reply).
+fn parse(reply: &[String]) -> Result<Seen, StoreError> {
+    let bad = || StoreError::Reply(format!("fleet_beat: {reply:?}"));
+    let (now, rest) = reply.split_first().ok_or_else(bad)?;
+    if rest.len() % 3 != 0 {
+        return Err(bad());
+    }
+    let members = rest
+        .chunks(3)
+        .map(|m| {
+            Ok(Member {
+                id: m[0].clone(),
+                last_seen_ms: m[1].parse().map_err(|_| bad())?,
+                // A description this version cannot read still counts as a replica.
+                description: serde_json::from_str(&m[2]).unwrap_or_default(),
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(Seen {
+        at: Instant::now(),
+        redis_now_ms: now.parse().map_err(|_| bad())?,
+        members,
+    })
+}
+
+impl Fleet {
+    /// A successful beat: the count the fallback divides by, the gauges, and
+    /// one log line when the count changes.
+    fn saw(&self, seen: Seen) {
+        let n = seen.members.len() as u64;
+        let before = self.live.get();
+        self.live.set(n);
+        self.replicas.set(n as i64);
+        self.up.set(1);
+        if n != before {
+            tracing::info!(
+                replicas = n,
+                was = before,
+                "fleet: {n} live replica(s) share this Redis; with fallback_replicas = \"auto\", on_redis_error = \"local\" gives each replica 1/{n} of a limit"
+            );
+        }
+        self.seen.store(Some(Arc::new(seen)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_beat_reply_reads_as_the_live_members() {
+        let reply: Vec<String> = [
+            "1000",
+            "a-1",
+            "990",
+            r#"{"version":"0.1.0","config_hash":"abc","uptime_ms":5,"listen":"127.0.0.1:8080"}"#,
+            "b-2",
+            "1000",
+            "not json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let seen = parse(&reply).unwrap();
+        assert_eq!(seen.redis_now_ms, 1000);
+        assert_eq!(seen.members.len(), 2);
+        assert_eq!(seen.members[0].id, "a-1");
+        assert_eq!(seen.members[0].last_seen_ms, 990);
+        assert_eq!(seen.members[0].description.config_hash, "abc");
+        assert_eq!(seen.members[1].description, Description::default());
+        assert!(parse(&reply[..3]).is_err());
+        assert!(parse(&[]).is_err());
+    }
+}
