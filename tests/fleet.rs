@@ -11,7 +11,8 @@ use serde_json::Value;
 
 use crate::support::binary::Serve;
 use crate::support::{
-    eventually, shared_redis, temp_dir, unique_prefix, RedisServer, TestServer, ADMIN_TOKEN,
+    eventually, shared_cluster, shared_redis, temp_dir, unique_prefix, RedisServer, TestServer,
+    ADMIN_TOKEN,
 };
 
 /// One rule, `5/m`, decided in process while Redis is away.
@@ -194,5 +195,20 @@ async fn a_replica_that_dies_is_dropped_after_the_ttl_and_one_that_stops_leaves_
     assert_eq!(
         status_at(a.admin_addr).await["fleet"]["fallback_divisor"],
         1
+    );
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_the_registry_is_one_slot_and_two_replicas_see_each_other() {
+    let cluster = shared_cluster();
+    let rule = CONFIG.split_once("[[rule]]").unwrap().1;
+    let config = format!("{}[[rule]]{rule}", cluster.config_section("2s"));
+    let prefix = unique_prefix("fleetcl");
+    let a = TestServer::start(&config, None, &prefix).await;
+    let b = TestServer::start(&config, None, &prefix).await;
+    until_all_see(&[a.admin_addr, b.admin_addr], 2, SEE_EACH_OTHER).await;
+    assert_eq!(
+        status_at(a.admin_addr).await["fleet"]["fallback_divisor"],
+        2
     );
 }
