@@ -289,32 +289,21 @@ fn fallback_replicas(
 ) -> Option<super::FallbackReplicas> {
     use super::raw::RawFallbackReplicas::{Count, Other, Word};
     use super::FallbackReplicas;
-    match v.get_ref() {
-        Word(w) if w == "auto" => Some(FallbackReplicas::Auto),
+    let given = match v.get_ref() {
+        Word(w) if w == "auto" => return Some(FallbackReplicas::Auto),
         Count(n) if (1..=i64::from(u32::MAX)).contains(n) => {
-            Some(FallbackReplicas::Fixed(*n as u32))
+            return Some(FallbackReplicas::Fixed(*n as u32))
         }
-        Count(n) => {
-            c.push(
-                "redis.fallback_replicas",
-                Some(v),
-                format!("{n} replicas: must be \"auto\" or at least 1"),
-            );
-            None
-        }
-        Word(w) => {
-            c.push("redis.fallback_replicas", Some(v), format!("{w:?}: must be \"auto\" (the live replicas the fleet registry last saw) or a number of at least 1"));
-            None
-        }
-        Other(x) => {
-            c.push(
-                "redis.fallback_replicas",
-                Some(v),
-                format!("{x}: must be \"auto\" or a whole number of at least 1"),
-            );
-            None
-        }
-    }
+        Count(n) => n.to_string(),
+        Word(w) => format!("{w:?}"),
+        Other(x) => x.to_string(),
+    };
+    c.push(
+        "redis.fallback_replicas",
+        Some(v),
+        format!("{given}: must be \"auto\" (the live replicas the fleet registry last saw) or a whole number of at least 1"),
+    );
+    None
 }
 
 /// `[client_ip]`: who may tell us the client's address.

@@ -83,7 +83,11 @@ async fn beat_loop(
         }
     }
     // Leave, so the others count one fewer at their next beat (not after the
-    // TTL). Best effort: a replica that cannot leave expires.
+    // TTL). Best effort, and not tried while beats fail (shutdown would wait
+    // on a Redis that is away): a replica that cannot leave expires.
+    if failing {
+        return;
+    }
     let me = Description::default();
     if let Err(e) = call(fleet, &me, "leave").await {
         tracing::info!(error = %e, "could not leave the fleet registry: the others drop this replica after {TTL:?}");
