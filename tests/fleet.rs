@@ -10,9 +10,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::binary::Serve;
+use crate::support::server::admin_status;
 use crate::support::{
     eventually, shared_cluster, shared_redis, temp_dir, unique_prefix, RedisServer, TestServer,
-    ADMIN_TOKEN,
 };
 
 /// One rule, `5/m`, decided in process while Redis is away.
@@ -31,21 +31,9 @@ on_redis_error = "local"
 const SEE_EACH_OTHER: Duration = Duration::from_secs(20);
 const DROPPED: Duration = Duration::from_secs(45);
 
-async fn status_at(admin: std::net::SocketAddr) -> Value {
-    reqwest::Client::new()
-        .get(format!("http://{admin}/v1/status"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 /// The replica ids this server's last beat saw, sorted.
 async fn fleet_ids(admin: std::net::SocketAddr) -> Vec<String> {
-    let s = status_at(admin).await;
+    let s = admin_status(admin).await;
     let mut ids: Vec<String> = s["fleet"]["replicas"]
         .as_array()
         .map(|a| {
@@ -92,7 +80,7 @@ async fn three_replicas_see_each_other_and_with_redis_killed_one_client_gets_at_
 
     // Each replica's status: the fleet with versions, one config hash, uptimes.
     for s in &servers {
-        let st = status_at(s.admin_addr).await;
+        let st = admin_status(s.admin_addr).await;
         let fleet = &st["fleet"];
         assert_eq!(fleet["fallback_replicas"], "auto", "{fleet}");
         assert_eq!(fleet["fallback_divisor"], 3, "{fleet}");
@@ -133,13 +121,13 @@ async fn three_replicas_see_each_other_and_with_redis_killed_one_client_gets_at_
 
     // The status still shows the fleet as last seen, and says the registry is away.
     eventually(SEE_EACH_OTHER, || async {
-        let st = status_at(servers[0].admin_addr).await;
+        let st = admin_status(servers[0].admin_addr).await;
         st["fleet"]["registry_up"] == false
             && st["fleet"]["replicas"].as_array().unwrap().len() == 3
     })
     .await;
     assert_eq!(
-        status_at(servers[0].admin_addr).await["fleet"]["fallback_divisor"],
+        admin_status(servers[0].admin_addr).await["fleet"]["fallback_divisor"],
         3
     );
 }
@@ -163,7 +151,7 @@ async fn a_replica_that_dies_is_dropped_after_the_ttl_and_one_that_stops_leaves_
         SEE_EACH_OTHER,
     )
     .await;
-    let dead = status_at(c.admin_addr).await["fleet"]["id"]
+    let dead = admin_status(c.admin_addr).await["fleet"]["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -173,12 +161,12 @@ async fn a_replica_that_dies_is_dropped_after_the_ttl_and_one_that_stops_leaves_
     until_all_see(&[a.admin_addr, b.admin_addr], 2, DROPPED).await;
     assert!(!fleet_ids(a.admin_addr).await.contains(&dead));
     assert_eq!(
-        status_at(a.admin_addr).await["fleet"]["fallback_divisor"],
+        admin_status(a.admin_addr).await["fleet"]["fallback_divisor"],
         2
     );
 
     // A clean stop leaves the registry before the process is done.
-    let gone = status_at(b.admin_addr).await["fleet"]["id"]
+    let gone = admin_status(b.admin_addr).await["fleet"]["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -193,7 +181,7 @@ async fn a_replica_that_dies_is_dropped_after_the_ttl_and_one_that_stops_leaves_
     assert_eq!(score, None, "{gone} still in {seen_key}");
     until_all_see(&[a.admin_addr], 1, SEE_EACH_OTHER).await;
     assert_eq!(
-        status_at(a.admin_addr).await["fleet"]["fallback_divisor"],
+        admin_status(a.admin_addr).await["fleet"]["fallback_divisor"],
         1
     );
 }
@@ -208,7 +196,7 @@ async fn on_a_redis_cluster_the_registry_is_one_slot_and_two_replicas_see_each_o
     let b = TestServer::start(&config, None, &prefix).await;
     until_all_see(&[a.admin_addr, b.admin_addr], 2, SEE_EACH_OTHER).await;
     assert_eq!(
-        status_at(a.admin_addr).await["fleet"]["fallback_divisor"],
+        admin_status(a.admin_addr).await["fleet"]["fallback_divisor"],
         2
     );
 }
