@@ -183,8 +183,9 @@
     }
     const hashes = new Set(f.replicas.map((r) => r.config_hash));
     let words = f.replicas.length + ' live replica' + (f.replicas.length === 1 ? '' : 's') +
-      '; on_redis_error = "local" gives each 1/' + f.fallback_divisor + ' of a limit (fallback_replicas = ' +
-      f.fallback_replicas + ')';
+      '; while Redis is away, on_redis_error = "local" gives each replica ' +
+      (f.fallback_divisor === 1 ? 'the whole limit' : '1/' + f.fallback_divisor + ' of a limit') +
+      ' (fallback_replicas = ' + f.fallback_replicas + ')';
     if (hashes.size > 1) words += '; ' + hashes.size + ' different configs';
     if (!f.registry_up) words += '; registry unreachable, as last seen' +
       (f.seen_ms_ago === null ? ' (never)' : ' ' + seconds(f.seen_ms_ago) + ' ago');
