@@ -12,7 +12,8 @@ use serde_json::Value;
 use crate::support::binary::Serve;
 use crate::support::server::admin_status;
 use crate::support::{
-    eventually, shared_cluster, shared_redis, temp_dir, unique_prefix, RedisServer, TestServer,
+    eventually, metric, scrape, shared_cluster, shared_redis, temp_dir, unique_prefix, RedisServer,
+    TestServer,
 };
 
 /// One rule, `5/m`, decided in process while Redis is away.
@@ -102,6 +103,10 @@ async fn three_replicas_see_each_other_and_with_redis_killed_one_client_gets_at_
         }
     }
 
+    let text = scrape(&servers[0]).await;
+    assert_eq!(metric(&text, "tollgate_fleet_replicas", &[]), 3.0);
+    assert_eq!(metric(&text, "tollgate_fleet_registry_up", &[]), 1.0);
+
     redis.kill();
     // One client (127.0.0.1) spreads 30 logins over the three replicas.
     let mut admitted = 0;
@@ -130,6 +135,9 @@ async fn three_replicas_see_each_other_and_with_redis_killed_one_client_gets_at_
         admin_status(servers[0].admin_addr).await["fleet"]["fallback_divisor"],
         3
     );
+    let text = scrape(&servers[0]).await;
+    assert_eq!(metric(&text, "tollgate_fleet_replicas", &[]), 3.0);
+    assert_eq!(metric(&text, "tollgate_fleet_registry_up", &[]), 0.0);
 }
 
 #[tokio::test]
