@@ -77,7 +77,7 @@ async fn beat_loop(
                 fleet.up.set(0);
                 if !failing {
                     failing = true;
-                    tracing::warn!(error = %e, live = fleet.live.get(), "fleet registry unreachable: on_redis_error = \"local\" keeps dividing by the replicas last seen");
+                    tracing::warn!(cause = %redis_words(&e), live = fleet.live.get(), "fleet registry unreachable: on_redis_error = \"local\" keeps dividing by the replicas last seen");
                 }
             }
         }
@@ -90,7 +90,17 @@ async fn beat_loop(
     }
     let me = Description::default();
     if let Err(e) = call(fleet, &me, "leave").await {
-        tracing::info!(error = %e, "could not leave the fleet registry: the others drop this replica after {TTL:?}");
+        tracing::info!(cause = %redis_words(&e), "could not leave the fleet registry: the others drop this replica after {TTL:?}");
+    }
+}
+
+/// Redis's own words for a failed beat. Not the error's whole text: the
+/// limiter logs the state ("Redis unreachable", "Redis refuses (oom)") in a
+/// line of its own, once, and this line must not read as a second one.
+fn redis_words(e: &StoreError) -> String {
+    match std::error::Error::source(e) {
+        Some(redis) => redis.to_string(),
+        None => e.to_string(),
     }
 }
 
@@ -153,7 +163,7 @@ impl Fleet {
             tracing::info!(
                 replicas = n,
                 was = before,
-                "fleet: {n} live replica(s) share this Redis; with fallback_replicas = \"auto\", on_redis_error = \"local\" gives each replica 1/{n} of a limit"
+                "fleet: {n} live replica(s) share this Redis; with fallback_replicas = \"auto\", on_redis_error = \"local\" divides each limit by {n}"
             );
         }
         self.seen.store(Some(Arc::new(seen)));
