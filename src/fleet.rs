@@ -10,9 +10,10 @@
 //! descriptions, so the beat is one script call on a Cluster too.
 //!
 //! The count the fallback divides by is the live replicas the last
-//! successful beat saw ([`LiveCount`]): while Redis is down no beat
-//! succeeds, so the count stays what it was when Redis was last up. A
-//! replica that has never reached Redis divides by 1.
+//! successful beat saw ([`LiveCount`]), with those this replica saw within
+//! the TTL ([`merge`]): while Redis is down no beat succeeds, so the count
+//! stays what it was when Redis was last up, and a Redis back empty does not
+//! lower it. A replica that has never reached Redis divides by 1.
 //!
 //! The rounding ([`share`]): each replica admits `max(1, floor(limit / n))`,
 //! so the fleet admits at most `n × max(1, floor(limit / n)) ≤ max(limit, n)`
@@ -82,23 +83,42 @@ pub struct Description {
     pub listen: String,
 }
 
-/// One replica as the last beat saw it.
+/// One replica as this one knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
     pub id: String,
-    /// Its last beat, ms of Redis time.
-    pub last_seen_ms: u64,
+    /// Its last beat, on this replica's clock (the beat's age on Redis's
+    /// clock, taken from when the answer arrived: no two clocks compared).
+    pub last_seen: Instant,
     pub description: Description,
 }
 
-/// The last successful beat's answer.
+/// The fleet as this replica counts it.
 #[derive(Clone, Debug)]
 pub struct Seen {
-    /// When it arrived here.
+    /// When the last beat that reached Redis answered.
     pub at: Instant,
-    /// Redis's clock then, ms.
-    pub redis_now_ms: u64,
+    /// Sorted by id.
     pub members: Vec<Member>,
+}
+
+/// The live replicas after a beat: those the registry answered, and those
+/// this replica saw less than [`TTL`] ago that the registry no longer
+/// holds. The second kind is why: a Redis that comes back empty answers
+/// the first beats with only the replicas that have beaten since, and a
+/// second outage then must not find the count low. The price: a replica
+/// that stopped cleanly still counts here until its TTL (a larger divisor,
+/// the safe side).
+pub fn merge(previous: &[Member], answered: Vec<Member>, now: Instant) -> Vec<Member> {
+    let mut members = answered;
+    for old in previous {
+        let fresh = now.saturating_duration_since(old.last_seen) <= TTL;
+        if fresh && !members.iter().any(|m| m.id == old.id) {
+            members.push(old.clone());
+        }
+    }
+    members.sort_by(|a, b| a.id.cmp(&b.id));
+    members
 }
 
 /// The registry as this replica takes part in it.
@@ -232,6 +252,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn member(id: &str, last_seen: Instant) -> Member {
+        Member {
+            id: id.into(),
+            last_seen,
+            description: Description::default(),
+        }
+    }
+
+    #[test]
+    fn replicas_the_registry_lost_still_count_until_their_ttl() {
+        let t0 = Instant::now();
+        let before = vec![member("a", t0), member("b", t0), member("c", t0)];
+        // Redis came back empty: the first beat answers only this replica.
+        let now = t0 + BEAT_EVERY;
+        let after = merge(&before, vec![member("a", now)], now);
+        let ids: Vec<&str> = after.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        assert_eq!(after[0].last_seen, now);
+        // Past the TTL, only what the registry answers.
+        let later = t0 + TTL + Duration::from_millis(1);
+        let after = merge(&after, vec![member("a", later), member("c", later)], later);
+        let ids: Vec<&str> = after.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["a", "c"]);
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! see each other in `GET /v1/status`; with Redis killed, the `local`
 //! fallback divides each limit by the replicas last seen (`fallback_replicas
 //! = "auto"`, the default), so one client gets at most the limit across the
-//! fleet; a replica that stops leaves at once, one that dies is dropped
-//! after the TTL (`fleet::TTL`, 10 s).
+//! fleet; a replica that dies is dropped after the TTL (`fleet::TTL`, 10 s),
+//! one that stops leaves the registry at once; a registry lost and back
+//! empty is logged once each way and never lowers the count.
 
 use std::time::Duration;
 
@@ -187,7 +188,8 @@ async fn a_replica_that_dies_is_dropped_after_the_ttl_and_one_that_stops_leaves_
         .query(&mut conn)
         .unwrap();
     assert_eq!(score, None, "{gone} still in {seen_key}");
-    until_all_see(&[a.admin_addr], 1, SEE_EACH_OTHER).await;
+    // The others count it until its TTL (the safe side), then no more.
+    until_all_see(&[a.admin_addr], 1, DROPPED).await;
     assert_eq!(
         admin_status(a.admin_addr).await["fleet"]["fallback_divisor"],
         1
@@ -207,4 +209,70 @@ async fn on_a_redis_cluster_the_registry_is_one_slot_and_two_replicas_see_each_o
         admin_status(a.admin_addr).await["fleet"]["fallback_divisor"],
         2
     );
+}
+
+#[tokio::test]
+async fn a_lost_registry_is_logged_once_each_way_and_back_empty_never_lowers_the_count() {
+    let mut redis = RedisServer::start();
+    let prefix = unique_prefix("fleetlog");
+    let args = ["--redis", &redis.url(), "--prefix", &prefix];
+    let replicas = [
+        Serve::start(&temp_dir("fleet-log-a"), CONFIG, &args).await,
+        Serve::start(&temp_dir("fleet-log-b"), CONFIG, &args).await,
+    ];
+    let admins: Vec<_> = replicas.iter().map(|r| r.admin_addr).collect();
+    until_all_see(&admins, 2, SEE_EACH_OTHER).await;
+
+    redis.kill();
+    // Several failed beats (one every 2 s), one line each.
+    eventually(SEE_EACH_OTHER, || async {
+        let mut gone = true;
+        for r in &replicas {
+            gone &= admin_status(r.admin_addr).await["fleet"]["seen_ms_ago"]
+                .as_u64()
+                .is_some_and(|ms| ms > 5000);
+        }
+        gone
+    })
+    .await;
+    for r in &replicas {
+        let entering = r.log_line("fleet registry unreachable").await;
+        assert!(entering.contains("live=2"), "{entering}");
+        assert_eq!(
+            metric(&r.metrics().await, "tollgate_fleet_registry_up", &[]),
+            0.0
+        );
+    }
+
+    // Back, empty: whichever beats first finds itself alone in Redis, but
+    // the other was seen within the TTL: the count never drops.
+    redis.restart();
+    let seen_key = format!("{prefix}:{{{prefix}:fleet}}:seen");
+    eventually(SEE_EACH_OTHER, || async {
+        let Some(mut conn) = redis.try_conn() else {
+            return false;
+        };
+        redis::cmd("ZCARD")
+            .arg(&seen_key)
+            .query::<u64>(&mut conn)
+            .is_ok_and(|n| n == 2)
+    })
+    .await;
+    until_all_see(&admins, 2, SEE_EACH_OTHER).await;
+    for r in &replicas {
+        r.log_line("fleet registry back").await;
+        let log = r.log();
+        assert_eq!(
+            log.matches("fleet registry unreachable").count(),
+            1,
+            "{log}"
+        );
+        assert_eq!(log.matches("fleet registry back").count(), 1, "{log}");
+        // 0 -> 1 or 0 -> 2 at start; never 2 -> 1 on the way back.
+        assert!(!log.contains("was=2"), "{log}");
+        assert_eq!(
+            metric(&r.metrics().await, "tollgate_fleet_replicas", &[]),
+            2.0
+        );
+    }
 }

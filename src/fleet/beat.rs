@@ -9,7 +9,7 @@
 //! once on leaving it, with `tollgate_fleet_registry_up` 0 meanwhile.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use redis::Script;
 use tokio::time::MissedTickBehavior;
@@ -60,15 +60,15 @@ async fn beat_loop(
             listen: listen.to_string(),
         };
         match call(fleet, &me, "beat").await {
-            Ok(seen) => {
+            Ok(answered) => {
+                fleet.saw(answered, Instant::now());
                 if failing {
                     failing = false;
                     tracing::info!(
-                        replicas = seen.members.len(),
+                        replicas = fleet.live.get(),
                         "fleet registry back: beats reach Redis again"
                     );
                 }
-                fleet.saw(seen);
             }
             Err(e) => {
                 if let Some(conn) = &fleet.conn {
@@ -105,7 +105,7 @@ fn redis_words(e: &StoreError) -> String {
 }
 
 /// One script call: `beat` or `leave`; the fleet as it stands after it.
-async fn call(fleet: &Fleet, me: &Description, action: &str) -> Result<Seen, StoreError> {
+async fn call(fleet: &Fleet, me: &Description, action: &str) -> Result<Vec<Member>, StoreError> {
     let Some(shared) = &fleet.conn else {
         return Err(StoreError::Unsupported("the embedded store has no fleet"));
     };
@@ -122,39 +122,47 @@ async fn call(fleet: &Fleet, me: &Description, action: &str) -> Result<Seen, Sto
         .await
         .map_err(|_| StoreError::Timeout(CALL_TIMEOUT))?
         .map_err(StoreError::from)?;
-    parse(&reply)
+    parse(&reply, Instant::now())
 }
 
-/// `{now, id, last_seen, json, …}` (the script's reply).
-fn parse(reply: &[String]) -> Result<Seen, StoreError> {
+/// `{now, id, last_seen, json, …}` (the script's reply), arrived at `at`:
+/// the members the registry holds, sorted by id.
+fn parse(reply: &[String], at: Instant) -> Result<Vec<Member>, StoreError> {
     let bad = || StoreError::Reply(format!("fleet_beat: {reply:?}"));
     let (now, rest) = reply.split_first().ok_or_else(bad)?;
+    let now: u64 = now.parse().map_err(|_| bad())?;
     if rest.len() % 3 != 0 {
         return Err(bad());
     }
-    let members = rest
+    let mut members = rest
         .chunks(3)
         .map(|m| {
+            let last: u64 = m[1].parse().map_err(|_| bad())?;
+            let age = Duration::from_millis(now.saturating_sub(last));
             Ok(Member {
                 id: m[0].clone(),
-                last_seen_ms: m[1].parse().map_err(|_| bad())?,
+                last_seen: at.checked_sub(age).unwrap_or(at),
                 // A description this version cannot read still counts as a replica.
                 description: serde_json::from_str(&m[2]).unwrap_or_default(),
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    Ok(Seen {
-        at: Instant::now(),
-        redis_now_ms: now.parse().map_err(|_| bad())?,
-        members,
-    })
+    members.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(members)
 }
 
 impl Fleet {
-    /// A successful beat: the count the fallback divides by, the gauges, and
-    /// one log line when the count changes.
-    fn saw(&self, seen: Seen) {
-        let n = seen.members.len() as u64;
+    /// A successful beat: merged with what this replica saw before (see
+    /// `merge`), the count the fallback divides by, the gauges, and one log
+    /// line when the count changes.
+    fn saw(&self, answered: Vec<Member>, at: Instant) {
+        let previous = self.seen();
+        let members = super::merge(
+            previous.as_ref().map_or(&[][..], |p| &p.members[..]),
+            answered,
+            at,
+        );
+        let n = members.len() as u64;
         let before = self.live.get();
         self.live.set(n);
         self.replicas.set(n as i64);
@@ -166,7 +174,7 @@ impl Fleet {
                 "fleet: {n} live replica(s) share this Redis; with fallback_replicas = \"auto\", on_redis_error = \"local\" divides each limit by {n}"
             );
         }
-        self.seen.store(Some(Arc::new(seen)));
+        self.seen.store(Some(Arc::new(Seen { at, members })));
     }
 }
 
@@ -188,14 +196,15 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let seen = parse(&reply).unwrap();
-        assert_eq!(seen.redis_now_ms, 1000);
-        assert_eq!(seen.members.len(), 2);
-        assert_eq!(seen.members[0].id, "a-1");
-        assert_eq!(seen.members[0].last_seen_ms, 990);
-        assert_eq!(seen.members[0].description.config_hash, "abc");
-        assert_eq!(seen.members[1].description, Description::default());
-        assert!(parse(&reply[..3]).is_err());
-        assert!(parse(&[]).is_err());
+        let at = Instant::now();
+        let members = parse(&reply, at).unwrap();
+        assert_eq!(members.len(), 2);
+        assert_eq!(members[0].id, "a-1");
+        assert_eq!(members[0].last_seen, at - Duration::from_millis(10));
+        assert_eq!(members[0].description.config_hash, "abc");
+        assert_eq!(members[1].last_seen, at);
+        assert_eq!(members[1].description, Description::default());
+        assert!(parse(&reply[..3], at).is_err());
+        assert!(parse(&[], at).is_err());
     }
 }

@@ -94,18 +94,17 @@ fn fleet(app: &App) -> Value {
     }
     let seen = fleet.seen();
     let replicas: Vec<Value> = seen.as_ref().map_or_else(Vec::new, |seen| {
-        // Ages as of now: Redis's clock at the beat, plus the time since.
-        let since = seen.at.elapsed().as_millis() as u64;
         seen.members
             .iter()
             .map(|m| {
-                let age = seen.redis_now_ms.saturating_sub(m.last_seen_ms) + since;
+                let age = m.last_seen.elapsed().as_millis() as u64;
                 let d = &m.description;
                 json!({
                     "id": m.id,
                     "this": m.id == fleet.id,
                     "version": d.version,
                     "config_hash": d.config_hash,
+                    // Its uptime at that beat, and the time since.
                     "uptime_ms": d.uptime_ms + age,
                     "listen": d.listen,
                     "last_seen_ms_ago": age,
