@@ -58,7 +58,8 @@ mod differential;
 /// Several replicas and many concurrent clients on one key: exactly the limit.
 mod exactness;
 /// The fleet registry: three replicas see each other in `/v1/status`; Redis killed, one
-/// client's `local` fallback total across them stays within the limit; dead replicas drop out.
+/// client's `local` fallback total across them stays within the limit; dead replicas drop
+/// out after the TTL; a Redis back empty never lowers the count; a Cluster.
 mod fleet;
 /// `tollgate follow --export`: the file follows adds, removes and expiry; reload commands; signals.
 mod follow;
