@@ -3,7 +3,7 @@
 -- whose last beat is older than the TTL (10 s) is removed by whichever beat
 -- comes next, so the registry holds the live replicas only, on Redis time
 -- (replica clocks never compared). A replica that stops cleanly leaves at once
--- (ARGV[4] = "leave").
+-- (ARGV[4] = "leave"). Sent with EVAL (fleet/beat.rs says why).
 --
 -- KEYS[1]  seen  sorted set: replica id -> last beat (ms, Redis time)
 -- KEYS[2]  info  hash: replica id -> its JSON description

@@ -1,8 +1,9 @@
 //! The beat task: every `BEAT_EVERY`, one `lua/fleet_beat.lua` call writes
 //! this replica's last beat and description, drops replicas silent for
 //! `TTL`, and answers the live fleet; the count goes to `LiveCount` (what
-//! the `local` fallback divides by). On shutdown the replica leaves the
-//! registry, so the others stop counting it at their next beat.
+//! the `local` fallback divides by, merged with the replicas seen within the
+//! TTL: `fleet::merge`). On shutdown the replica leaves the registry, so a
+//! replica that starts later does not count it.
 //!
 //! A failed beat changes nothing the fallback uses (the count stays as last
 //! seen, which is the point): it is logged once on entering the state and
