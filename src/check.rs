@@ -427,7 +427,7 @@ impl Limiter {
             .map(|(((call, decides), share), _)| {
                 let call = Call {
                     limits: share,
-                    burst: call.burst.map(|b| fleet::share(b, replicas)),
+                    burst: call.burst.map(|b| (b / replicas).max(1)),
                     cost: if denied { 0 } else { call.cost },
                     ..*call
                 };
