@@ -39,6 +39,9 @@ pub struct App {
     pub activity: Arc<Activity>,
     /// When this node was built: its uptime in `GET /v1/status`.
     pub started: std::time::Instant,
+    /// This replica in the fleet registry (`fleet.rs`): who else shares the
+    /// Redis, and how many the `local` fallback divides by.
+    pub fleet: Arc<crate::fleet::Fleet>,
 }
 
 impl App {
@@ -55,7 +58,14 @@ impl App {
             config.redis.as_ref().map(|r| r.endpoint.clone()),
             metrics.registry_mut(),
         ));
+        let fleet = Arc::new(crate::fleet::Fleet::new(
+            config.redis.as_ref().map(|r| r.endpoint.clone()),
+            KeySpace::new(&config.prefix).fleet(),
+            limiter.live_replicas.clone(),
+            metrics.registry_mut(),
+        ));
         Arc::new(App {
+            fleet,
             limiter,
             rules: ArcSwap::from_pointee(config.rules.clone()),
             keys: KeySpace::new(&config.prefix),

@@ -6,7 +6,8 @@
 //! 2. the circuit breaker (while Redis is away, no call waits on it);
 //! 3. the store, bounded by `redis.timeout`, never retried blindly;
 //! 4. on failure, the rule's `on_redis_error`: allow, deny, or the in-process
-//!    limiter with `limit / fallback_replicas`.
+//!    limiter with `fleet::share(limit, replicas)`: replicas as last seen in
+//!    the fleet registry (`fallback_replicas = "auto"`) or a fixed number.
 //!
 //! A request's several rules go through `check_all`: all or nothing. Either
 //! every deciding rule admits and all are charged, or none is. On one Redis
@@ -27,7 +28,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 
-use crate::config::{ApiConfig, Config};
+use crate::config::{ApiConfig, Config, FallbackReplicas};
+use crate::fleet::{self, LiveCount};
 use crate::keys::{KeySpace, AD_HOC_RULE};
 use crate::limiter::{
     slot_breaker, Algorithm, Breaker, Call, DenyCache, LimitState, LocalStore, Outcome, RedisStore,
@@ -52,9 +54,11 @@ pub struct Limiter {
     pub slots: Option<SlotBreaker>,
     pub deny_cache: DenyCache,
     keys: KeySpace,
-    /// `redis.fallback_replicas`: the fallback's share of each limit (a
-    /// reload may change it: `set_fallback_replicas`).
+    /// `redis.fallback_replicas`: a fixed divisor for the fallback, or 0 for
+    /// "auto" (a reload may change it: `set_fallback_replicas`).
     fallback_replicas: AtomicU64,
+    /// The live replicas the fleet registry last saw (`fleet.rs` writes it).
+    pub live_replicas: LiveCount,
     /// `[api]`: the caps every charge meets (a reload swaps them: `set_caps`).
     caps: ArcSwap<ApiConfig>,
     refused: Family<ReasonLabels, Counter>,
@@ -138,9 +142,10 @@ impl Limiter {
                 }),
             deny_cache: DenyCache::new(deny_cache_bytes, metrics.deny_cache_evictions.clone()),
             keys: KeySpace::new(&config.prefix),
-            fallback_replicas: AtomicU64::new(
-                config.redis.as_ref().map_or(1, |r| r.fallback_replicas) as u64,
-            ),
+            fallback_replicas: AtomicU64::new(fixed_divisor(
+                config.redis.as_ref().map(|r| r.fallback_replicas),
+            )),
+            live_replicas: LiveCount::default(),
             caps: ArcSwap::from_pointee(config.api.clone()),
             refused: metrics.refused_requests.clone(),
             deny_cache_hits: metrics.deny_cache_hits.clone(),
@@ -408,7 +413,7 @@ impl Limiter {
             .iter()
             .zip(calls)
             .any(|(s, (_, decides))| *decides && s.on_redis_error == OnRedisError::Deny);
-        let replicas = self.fallback_replicas.load(Ordering::Relaxed).max(1);
+        let replicas = self.fallback_divisor();
         // This replica's share of each `local` rule's limits.
         let shares: Vec<Vec<Rate>> = specs
             .iter()
@@ -417,7 +422,7 @@ impl Limiter {
                     .limits
                     .iter()
                     .map(|r| Rate {
-                        limit: (r.limit / replicas).max(1),
+                        limit: fleet::share(r.limit, replicas),
                         period_ms: r.period_ms,
                     })
                     .collect(),
@@ -512,9 +517,27 @@ const PROBE_RULE: &str = "!breaker";
 // === impl Limiter: settings a reload applies (caps: `set_caps` above) ===
 
 impl Limiter {
-    pub fn set_fallback_replicas(&self, replicas: u32) {
+    pub fn set_fallback_replicas(&self, replicas: FallbackReplicas) {
         self.fallback_replicas
-            .store(u64::from(replicas.max(1)), Ordering::Relaxed);
+            .store(fixed_divisor(Some(replicas)), Ordering::Relaxed);
+    }
+
+    /// What each `local` fallback divides a limit by now.
+    pub fn fallback_divisor(&self) -> u64 {
+        let setting = match self.fallback_replicas.load(Ordering::Relaxed) {
+            0 => FallbackReplicas::Auto,
+            n => FallbackReplicas::Fixed(n as u32),
+        };
+        fleet::divisor(setting, self.live_replicas.get())
+    }
+}
+
+/// `fallback_replicas` as the atomic holds it: 0 for "auto" (and for no
+/// Redis, where the fleet is this replica), else the number.
+fn fixed_divisor(setting: Option<FallbackReplicas>) -> u64 {
+    match setting {
+        Some(FallbackReplicas::Fixed(n)) => u64::from(n.max(1)),
+        Some(FallbackReplicas::Auto) | None => 0,
     }
 }
 

@@ -84,10 +84,31 @@ pub struct RedisConfig {
     pub endpoint: Endpoint,
     /// Bounds every limiter call; past it the rule's `on_redis_error` applies.
     pub timeout: Duration,
-    /// With `on_redis_error = "local"`, each replica enforces `limit / fallback_replicas`.
-    pub fallback_replicas: u32,
+    /// With `on_redis_error = "local"`, what each replica divides a limit by.
+    pub fallback_replicas: FallbackReplicas,
     /// Bytes of denials remembered per replica until their retry_after (0: off).
     pub deny_cache_bytes: usize,
+}
+
+/// `redis.fallback_replicas`: how many replicas share a limit while Redis is
+/// away (`on_redis_error = "local"` enforces `max(1, floor(limit / n))` each).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FallbackReplicas {
+    /// `"auto"` (the default): the live replicas last seen in the fleet
+    /// registry (`fleet.rs`), 1 until this replica has seen it once.
+    #[default]
+    Auto,
+    /// A number (at least 1): a fixed count, whatever the registry says.
+    Fixed(u32),
+}
+
+impl std::fmt::Display for FallbackReplicas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FallbackReplicas::Auto => f.write_str("auto"),
+            FallbackReplicas::Fixed(n) => write!(f, "{n}"),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

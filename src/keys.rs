@@ -218,9 +218,41 @@ impl KeySpace {
     }
 }
 
+/// The fleet registry (`fleet.rs`, `lua/fleet_beat.lua`): two keys under
+/// one hash tag, so the beat script is one call on a Redis Cluster too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetKeys {
+    /// Sorted set: replica id -> last beat (ms, Redis time).
+    pub seen: String,
+    /// Hash: replica id -> its JSON description (version, config hash, …).
+    pub info: String,
+}
+
+impl KeySpace {
+    /// `tg:{tg:fleet}:seen` and `tg:{tg:fleet}:info`.
+    pub fn fleet(&self) -> FleetKeys {
+        let key = |name: &str| format!("{p}:{{{p}:fleet}}:{name}", p = self.prefix);
+        FleetKeys {
+            seen: key("seen"),
+            info: key("info"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fleet_keys_share_one_hash_tag_and_start_with_the_prefix() {
+        let k = KeySpace::new("tg").fleet();
+        assert_eq!(k.seen, "tg:{tg:fleet}:seen");
+        assert_eq!(k.info, "tg:{tg:fleet}:info");
+        assert_eq!(
+            crate::limiter::slot_breaker::slot(&k.seen),
+            crate::limiter::slot_breaker::slot(&k.info)
+        );
+    }
 
     #[test]
     fn allowlist_keys_share_one_hash_tag_and_start_with_the_prefix() {

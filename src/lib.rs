@@ -52,6 +52,8 @@
 //! ## Everything else
 //!
 //! - `keys` builds every Redis key name; `rate` parses `"5/m"`.
+//! - `fleet` registers this replica in Redis (a beat every 2 s) and counts
+//!   the live ones: what `on_redis_error = "local"` divides a limit by.
 //! - `activity` counts heartbeats, active days and tracked rules in memory
 //!   and flushes them to Redis once a second (`http/activity_api.rs` reads them).
 //! - `config` reads and validates the TOML file (`config/raw.rs` shapes,
@@ -71,6 +73,7 @@ pub mod client_ip;
 pub mod config;
 pub(crate) mod counters;
 pub(crate) mod decide;
+pub(crate) mod fleet;
 pub(crate) mod grpc;
 pub mod http;
 pub mod keys;

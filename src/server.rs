@@ -128,6 +128,13 @@ pub async fn run(
         app.allowlist.clone(),
         stop.clone(),
     ));
+    let latest = app.clone();
+    tasks.spawn(crate::fleet::beat::run(
+        app.fleet.clone(),
+        listeners.decision.local_addr()?.to_string(),
+        move || crate::fleet::config_hash(&latest.latest.load()),
+        stop.clone(),
+    ));
     let reap_every = app.config.allowlist.reap_interval;
     tasks.spawn(allowlist::reaper::run(
         app.allowlist.clone(),

@@ -287,6 +287,13 @@ async fn an_entry_added_on_one_replicas_page_appears_on_the_others_counts_down_r
     let win_b = b.client.new_window(false).await.unwrap().handle;
     b.client.switch_to_window(win_b.clone()).await.unwrap();
     sign_in(&b, &bsrv).await;
+    // The fleet table: both replicas, as the registry sees them.
+    b.until("both replicas in the fleet table", || async {
+        (b.count("#fleet-body tr").await == 2).then_some(())
+    })
+    .await;
+    let summary = b.text("#fleet-summary").await.unwrap_or_default();
+    assert!(summary.starts_with("2 live replicas"), "{summary}");
 
     // Added on A's page with a note that is markup.
     let xss = "<img src=x onerror=alert(1)>";

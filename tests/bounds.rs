@@ -223,8 +223,9 @@ async fn a_huge_header_makes_a_bounded_redis_key_and_keeps_its_own_counter() {
     // Same first 7 KB, another last byte: another client, another counter.
     assert_eq!(ask(format!("{seven_kb}b")).await.unwrap().status(), 200);
     let mut redis = shared_redis().conn();
+    // The limiter's keys (the prefix also holds the fleet registry's).
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
+        .arg(format!("{prefix}:rl:*"))
         .query(&mut redis)
         .unwrap();
     assert_eq!(keys.len(), 2, "{keys:?}");

@@ -57,6 +57,10 @@ mod deploy_files;
 mod differential;
 /// Several replicas and many concurrent clients on one key: exactly the limit.
 mod exactness;
+/// The fleet registry: three replicas see each other in `/v1/status`; Redis killed, one
+/// client's `local` fallback total across them stays within the limit; dead replicas drop
+/// out after the TTL; a Redis back empty never lowers the count; a Cluster.
+mod fleet;
 /// `tollgate follow --export`: the file follows adds, removes and expiry; reload commands; signals.
 mod follow;
 /// gcra's burst: from a rule and from POST /v1/check, on both stores; refused where it means nothing.

@@ -52,6 +52,7 @@ pub const KEYS: &[(&str, Apply)] = &[
     ("redis.password", Live),
     ("redis.tls", Live),
     ("redis.timeout", Live),
+    // "auto" or a number, either way at once: the fallback reads it per call.
     ("redis.fallback_replicas", Live),
     ("redis.deny_cache_bytes", Live),
     ("client_ip.trusted_proxies", Restart),

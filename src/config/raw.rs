@@ -62,7 +62,7 @@ pub struct RawRedis {
     pub sentinel: Option<Spanned<RawSentinel>>,
     pub prefix: Spanned<String>,
     pub timeout: Spanned<String>,
-    pub fallback_replicas: u32,
+    pub fallback_replicas: Spanned<RawFallbackReplicas>,
     pub deny_cache_bytes: usize,
     /// Replaced by `deny_cache_bytes`; kept only to say so.
     pub deny_cache_size: Option<Spanned<i64>>,
@@ -93,7 +93,7 @@ impl Default for RawRedis {
             sentinel: None,
             prefix: unspanned("tg"),
             timeout: unspanned("25ms"),
-            fallback_replicas: 1,
+            fallback_replicas: Spanned::new(0..0, RawFallbackReplicas::Word("auto".into())),
             deny_cache_bytes: 16 << 20,
             deny_cache_size: None,
             username: None,
@@ -102,6 +102,17 @@ impl Default for RawRedis {
             tls: None,
         }
     }
+}
+
+/// `fallback_replicas = "auto"` or a number; `validate` says which words
+/// and numbers are accepted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawFallbackReplicas {
+    Count(i64),
+    Word(String),
+    /// Anything else (a float, a list): refused by `validate` with the key named.
+    Other(toml::Value),
 }
 
 /// `sentinel = { master = "mymaster", nodes = ["redis://h:26379"] }`

@@ -204,9 +204,7 @@ fn redis(c: &mut Collector, r: &super::raw::RawRedis) -> Option<RedisConfig> {
     if timeout == Some(Duration::ZERO) {
         c.push("redis.timeout", Some(&r.timeout), "must be more than 0");
     }
-    if r.fallback_replicas == 0 {
-        c.push::<()>("redis.fallback_replicas", None, "must be at least 1");
-    }
+    let fallback_replicas = fallback_replicas(c, &r.fallback_replicas);
     let endpoint = match (&r.url, &r.cluster, &r.sentinel) {
         (Some(url), None, None) => Some((
             "redis.url",
@@ -278,11 +276,35 @@ fn redis(c: &mut Collector, r: &super::raw::RawRedis) -> Option<RedisConfig> {
             return Some(RedisConfig {
                 endpoint,
                 timeout,
-                fallback_replicas: r.fallback_replicas.max(1),
+                fallback_replicas: fallback_replicas?,
                 deny_cache_bytes: r.deny_cache_bytes,
             });
         }
     }
+    None
+}
+
+/// `redis.fallback_replicas`: `"auto"` or a fixed count of at least 1.
+fn fallback_replicas(
+    c: &mut Collector,
+    v: &Spanned<super::raw::RawFallbackReplicas>,
+) -> Option<super::FallbackReplicas> {
+    use super::raw::RawFallbackReplicas::{Count, Other, Word};
+    use super::FallbackReplicas;
+    let given = match v.get_ref() {
+        Word(w) if w == "auto" => return Some(FallbackReplicas::Auto),
+        Count(n) if (1..=i64::from(u32::MAX)).contains(n) => {
+            return Some(FallbackReplicas::Fixed(*n as u32))
+        }
+        Count(n) => n.to_string(),
+        Word(w) => format!("{w:?}"),
+        Other(x) => x.to_string(),
+    };
+    c.push(
+        "redis.fallback_replicas",
+        Some(v),
+        format!("{given}: must be \"auto\" (the live replicas the fleet registry last saw) or a whole number of at least 1"),
+    );
     None
 }
 

@@ -9,7 +9,9 @@
 //!   `source_lost`, `in_process`), entries, epoch, seq, seq lag, resyncs by
 //!   reason, and `tollgate_decisions_total` per rule and outcome (a client
 //!   polls it and differences the counts for rates), and `restart_pending`:
-//!   the settings a reload changed that wait for a restart (`config::diff`).
+//!   the settings a reload changed that wait for a restart (`config::diff`),
+//!   and `fleet`: the replicas sharing this Redis as the last beat saw them
+//!   (`fleet.rs`) and what the `local` fallback divides by.
 //! - `/v1/rules`: every rule as loaded (after a reload, the new ones): match,
 //!   key, limits, algorithm, burst, allowlist mode, on_redis_error, shadow.
 
@@ -22,6 +24,7 @@ use serde_json::{json, Map, Value};
 
 use crate::allowlist::status::{self, Reason};
 use crate::app::App;
+use crate::config::FallbackReplicas;
 use crate::metrics::{DecisionLabels, Outcome};
 use crate::rule::Rule;
 
@@ -82,6 +85,54 @@ fn status_json(app: &App) -> Value {
         },
         "decisions": decisions(app),
         "restart_pending": app.restart_pending(),
+        "fleet": fleet(app),
+    })
+}
+
+/// The fleet registry as this replica last saw it; `null` with the
+/// embedded store (one replica, no registry).
+fn fleet(app: &App) -> Value {
+    let fleet = &app.fleet;
+    if !fleet.enabled() {
+        return Value::Null;
+    }
+    let seen = fleet.seen();
+    let replicas: Vec<Value> = seen.as_ref().map_or_else(Vec::new, |seen| {
+        seen.members
+            .iter()
+            .map(|m| {
+                let age = m.last_seen.elapsed().as_millis() as u64;
+                let d = &m.description;
+                json!({
+                    "id": m.id,
+                    "this": m.id == fleet.id,
+                    "version": d.version,
+                    "config_hash": d.config_hash,
+                    // Its uptime at that beat, and the time since.
+                    "uptime_ms": d.uptime_ms + age,
+                    "listen": d.listen,
+                    "last_seen_ms_ago": age,
+                })
+            })
+            .collect()
+    });
+    let setting = app
+        .latest
+        .load()
+        .redis
+        .as_ref()
+        .map(|r| match r.fallback_replicas {
+            FallbackReplicas::Auto => json!("auto"),
+            FallbackReplicas::Fixed(n) => json!(n),
+        });
+    json!({
+        "id": fleet.id,
+        "registry_up": fleet.registry_up(),
+        "seen_ms_ago": seen.as_ref().map(|s| s.at.elapsed().as_millis() as u64),
+        "live": fleet.live.get(),
+        "fallback_replicas": setting,
+        "fallback_divisor": app.limiter.fallback_divisor(),
+        "replicas": replicas,
     })
 }
 

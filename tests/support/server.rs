@@ -170,6 +170,20 @@ pub async fn readyz(addr: SocketAddr) -> (u16, String) {
     }
 }
 
+/// `GET /v1/status` with the admin token at an admin address (a
+/// `TestServer`'s or a `Serve` process's): the JSON.
+pub async fn admin_status(admin: SocketAddr) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("http://{admin}/v1/status"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Most tests are about answers, not about on_redis_error: on a busy 2-core
 /// machine the 25 ms default `redis.timeout` turns some Redis calls into
 /// fallbacks (or errors, for a store called directly). With Redis and no

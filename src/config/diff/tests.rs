@@ -107,7 +107,7 @@ fn edits() -> Vec<(&'static str, Edit)> {
             redis(c).timeout += Duration::from_millis(1)
         }),
         ("redis.fallback_replicas", |c| {
-            redis(c).fallback_replicas += 1
+            redis(c).fallback_replicas = crate::config::FallbackReplicas::Fixed(2)
         }),
         ("redis.deny_cache_bytes", |c| redis(c).deny_cache_bytes += 1),
         ("client_ip.trusted_proxies", |c| {
@@ -200,7 +200,7 @@ fn changes_say_whether_they_apply_now_or_after_a_restart() {
     let mut new = fresh();
     new.server.listen = "127.0.0.1:1".parse().unwrap();
     new.api.max_cost = 5;
-    redis(&mut new).fallback_replicas = 3;
+    redis(&mut new).fallback_replicas = crate::config::FallbackReplicas::Fixed(3);
     assert_eq!(
         changes(&base(), &new),
         [

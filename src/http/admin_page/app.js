@@ -183,6 +183,40 @@
     setText('h-ready', s.ready ? 'ready' : 'not ready');
     setText('h-version', s.version);
     setText('h-uptime', duration(s.uptime_ms));
+    renderFleet(s.fleet);
+  }
+
+  /// The replicas this node's last registry beat saw (null: the embedded store).
+  function renderFleet(f) {
+    const table = $('fleet');
+    const body = $('fleet-body');
+    while (body.firstChild) body.firstChild.remove();
+    if (!f) {
+      setText('fleet-summary', 'embedded store: this replica only');
+      table.hidden = true;
+      return;
+    }
+    const hashes = new Set(f.replicas.map((r) => r.config_hash));
+    let words = f.replicas.length + ' live replica' + (f.replicas.length === 1 ? '' : 's') +
+      '; while Redis is away, on_redis_error = "local" gives each replica ' +
+      (f.fallback_divisor === 1 ? 'the whole limit' : '1/' + f.fallback_divisor + ' of a limit') +
+      ' (fallback_replicas = ' + f.fallback_replicas + ')';
+    if (hashes.size > 1) words += '; ' + hashes.size + ' different configs';
+    if (!f.registry_up) words += '; registry unreachable, as last seen' +
+      (f.seen_ms_ago === null ? ' (never)' : ' ' + seconds(f.seen_ms_ago) + ' ago');
+    setText('fleet-summary', words);
+    f.replicas.forEach((r) => {
+      const tr = document.createElement('tr');
+      tr.dataset.replica = r.id;
+      [r.id + (r.this ? ' (this one)' : ''), r.version, r.config_hash, duration(r.uptime_ms),
+        seconds(r.last_seen_ms_ago) + ' ago', r.listen].forEach((v) => {
+        const td = document.createElement('td');
+        td.textContent = v;
+        tr.appendChild(td);
+      });
+      body.appendChild(tr);
+    });
+    table.hidden = f.replicas.length === 0;
   }
 
   // === Decisions chart ===
