@@ -65,6 +65,9 @@ pub struct ServeArgs {
     pub overrides: OverrideArgs,
     #[arg(long, env = "TOLLGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Do not poll the config file for changes (reload with SIGHUP only).
+    #[arg(long, env = "TOLLGATE_NO_WATCH")]
+    pub no_watch: bool,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -141,17 +144,25 @@ pub fn load_config(
     file: Option<&PathBuf>,
     overrides: &OverrideArgs,
 ) -> Result<Config, ConfigError> {
+    load_config_hashed(file, overrides).map(|(cfg, _)| cfg)
+}
+
+/// [`load_config`], with the hash of the file's bytes (`None`: the defaults).
+pub fn load_config_hashed(
+    file: Option<&PathBuf>,
+    overrides: &OverrideArgs,
+) -> Result<(Config, Option<String>), ConfigError> {
     let ov = Overrides::from(overrides);
-    let mut cfg = match file {
-        Some(path) => config::load_file(path, &ov)?,
-        None => config::defaults(&ov)?,
+    let (mut cfg, hash) = match file {
+        Some(path) => config::load_file_hashed(path, &ov).map(|(c, h)| (c, Some(h)))?,
+        None => (config::defaults(&ov)?, None),
     };
     // The variable's name comes from the file, so the token is read after it.
     cfg.server.admin_token = std::env::var(&cfg.server.admin_token_env)
         .ok()
         .filter(|t| !t.is_empty())
         .map(Secret::new);
-    Ok(cfg)
+    Ok((cfg, hash))
 }
 
 /// `tollgate config check`: the effective config, or every problem.

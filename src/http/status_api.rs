@@ -9,7 +9,9 @@
 //!   `source_lost`, `in_process`), entries, epoch, seq, seq lag, resyncs by
 //!   reason, and `tollgate_decisions_total` per rule and outcome (a client
 //!   polls it and differences the counts for rates), and `restart_pending`:
-//!   the settings a reload changed that wait for a restart (`config::diff`).
+//!   the settings a reload changed that wait for a restart (`config::diff`),
+//!   and `config`: the running config's file, hash, load time and source
+//!   (`config::watch::Loaded`), equal on replicas that run the same file.
 //! - `/v1/rules`: every rule as loaded (after a reload, the new ones): match,
 //!   key, limits, algorithm, burst, allowlist mode, on_redis_error, shadow.
 
@@ -82,6 +84,7 @@ fn status_json(app: &App) -> Value {
         },
         "decisions": decisions(app),
         "restart_pending": app.restart_pending(),
+        "config": &**app.loaded.load(),
     })
 }
 
