@@ -41,11 +41,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
-    let (file, overrides) = (args.config.clone(), args.overrides.clone());
+    let (path, overrides) = (args.config.clone(), args.overrides.clone());
     let file = tollgate::server::ConfigFile {
         path: args.config,
         hash,
-        read: Box::new(move || cli::load_config_hashed(file.as_ref(), &overrides)),
+        read: Box::new(move || cli::load_config_hashed(path.as_ref(), &overrides)),
         watch: !args.no_watch,
     };
     // The handlers are installed before anything is bound: a SIGTERM that
