@@ -370,3 +370,15 @@ async fn the_same_bytes_swapped_in_again_reload_nothing() {
 fn path_target(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap()
 }
+
+#[tokio::test]
+async fn an_edit_in_place_of_the_same_size_applies() {
+    let dir = temp_dir("watch-in-place");
+    let s = Serve::start(&dir, &rule("1/h"), &[]).await;
+    s.log_line("watching the config file").await;
+    assert_eq!(admitted(&s).await, 1);
+    // The same inode and size: only the file's times tell the change.
+    std::fs::write(&s.config, rule("3/h")).unwrap();
+    eventually(DEADLINE, || async { s.status("/r").await == 200 }).await;
+    assert_eq!(config_of(&s).await["hash"], sha1(&rule("3/h")));
+}

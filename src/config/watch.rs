@@ -15,7 +15,8 @@
 //! Debounce: a change is acted on once two polls in a row see the same new
 //! stamp, i.e. the file stayed the same for one whole poll (a writer still
 //! writing changes the size or mtime again). A change is therefore acted on
-//! between 250 and 500 ms after the last write.
+//! between 250 and 500 ms after the last write. A version read within a
+//! timestamp tick of its write is read once more later ([`Look::Recheck`]).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -118,6 +119,25 @@ pub fn stamp(path: &Path) -> Result<Stamp, String> {
     })
 }
 
+/// File systems keep times in ticks (a few ms on Linux, up to 2 s on
+/// others): a version read less than this after it was written could be
+/// rewritten, at the same size, within the same tick, leaving its stamp as it
+/// was. Such a version is read once more when this has passed (git's "racily
+/// clean" index entries, the same problem).
+const RACY: Duration = Duration::from_secs(2);
+
+/// What one poll found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Look {
+    /// Nothing to do.
+    Same,
+    /// The file changed and has stayed the same for one poll: read it.
+    Changed,
+    /// The version last read was written within [`RACY`] of being read:
+    /// read it once more and apply it only if its bytes differ.
+    Recheck,
+}
+
 /// The debounced poll of one file: [`Watch::poll`] says when to re-read it.
 #[derive(Debug)]
 pub struct Watch {
@@ -126,6 +146,8 @@ pub struct Watch {
     seen: Result<Stamp, String>,
     /// What was last acted on (read at start, or reported by `poll`).
     settled: Result<Stamp, String>,
+    /// When the settled version may be read once more (see [`RACY`]).
+    recheck_at: Option<SystemTime>,
 }
 
 impl Watch {
@@ -136,6 +158,7 @@ impl Watch {
         Watch {
             seen: stamp(&path),
             settled: Err("not read by the watch yet".into()),
+            recheck_at: None,
             path,
         }
     }
@@ -144,18 +167,29 @@ impl Watch {
         &self.path
     }
 
-    /// Look at the file once. `true`: it changed and has stayed the same
-    /// since the previous poll: re-read it now (once per change; a file that
-    /// cannot be read is a change too, reported by the read).
-    pub fn poll(&mut self) -> bool {
+    /// Look at the file once: `Changed` once per change (a file that cannot
+    /// be read is a change too, reported by the read), after it held for one
+    /// poll; `Recheck` once after a version read too soon after its write.
+    pub fn poll(&mut self) -> Look {
         let now = stamp(&self.path);
         let stable = now == self.seen;
         self.seen = now.clone();
+        let clock = SystemTime::now();
         if stable && now != self.settled {
+            self.recheck_at = now
+                .as_ref()
+                .ok()
+                .and_then(|s| s.modified)
+                .map(|written| written + RACY)
+                .filter(|at| *at > clock);
             self.settled = now;
-            return true;
+            return Look::Changed;
         }
-        false
+        if self.recheck_at.is_some_and(|at| clock >= at) {
+            self.recheck_at = None;
+            return Look::Recheck;
+        }
+        Look::Same
     }
 }
 
@@ -216,15 +250,17 @@ mod tests {
         let file = d.join("t.toml");
         std::fs::write(&file, "a").unwrap();
         let mut w = Watch::new(file.clone());
-        assert!(
-            w.poll(),
+        let first = w.poll();
+        assert_eq!(
+            first,
+            Look::Changed,
             "the first poll reads what may have changed since the load"
         );
-        assert!(!w.poll(), "nothing changed");
+        assert_eq!(w.poll(), Look::Same, "nothing changed");
         std::fs::write(&file, "bb").unwrap();
-        assert!(!w.poll(), "first sight: may still be written");
-        assert!(w.poll(), "the same for one poll");
-        assert!(!w.poll(), "reported once");
+        assert_eq!(w.poll(), Look::Same, "first sight: may still be written");
+        assert_eq!(w.poll(), Look::Changed, "the same for one poll");
+        assert_eq!(w.poll(), Look::Same, "reported once");
     }
 
     #[cfg(unix)]
@@ -240,14 +276,58 @@ mod tests {
         symlink("v1", d.join("..data")).unwrap();
         symlink("..data/t.toml", d.join("t.toml")).unwrap();
         let mut w = Watch::new(d.join("t.toml"));
-        assert!(w.poll());
+        assert_eq!(w.poll(), Look::Changed);
         symlink("v2", d.join("..data_tmp")).unwrap();
         std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
-        assert!(!w.poll());
-        assert!(w.poll(), "the swap");
+        assert_eq!(w.poll(), Look::Same);
+        assert_eq!(w.poll(), Look::Changed, "the swap");
         std::fs::remove_file(d.join("..data")).unwrap();
-        assert!(!w.poll());
-        assert!(w.poll(), "gone is a change: the read reports it");
+        assert_eq!(w.poll(), Look::Same);
+        assert_eq!(
+            w.poll(),
+            Look::Changed,
+            "gone is a change: the read reports it"
+        );
+    }
+
+    #[test]
+    fn a_version_read_within_a_timestamp_tick_of_its_write_is_read_once_more() {
+        let d = dir("racy");
+        let file = d.join("t.toml");
+        std::fs::write(&file, "a").unwrap();
+        let old = SystemTime::now() - Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let mut w = Watch::new(file.clone());
+        assert_eq!(w.poll(), Look::Changed);
+        assert_eq!(w.poll(), Look::Same, "written long before: no recheck");
+
+        // Written "just now" (RACY less 100 ms ago): one recheck once RACY has passed.
+        let recent = SystemTime::now() - RACY + Duration::from_millis(100);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(recent)
+            .unwrap();
+        assert_eq!(w.poll(), Look::Same);
+        assert_eq!(w.poll(), Look::Changed);
+        let mut looks = Vec::new();
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while !looks.contains(&Look::Recheck) && std::time::Instant::now() < end {
+            looks.push(w.poll());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(looks.last(), Some(&Look::Recheck), "{looks:?}");
+        assert!(
+            looks[..looks.len() - 1].iter().all(|l| *l == Look::Same),
+            "{looks:?}"
+        );
+        assert_eq!(w.poll(), Look::Same, "once");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::config::watch::{Loaded, Source, Watch, POLL};
+use crate::config::watch::{Loaded, Look, Source, Watch, POLL};
 use crate::config::{Config, ConfigError};
 
 /// Re-reads the config file (with the same CLI/env overrides): the config
@@ -55,10 +55,10 @@ pub(super) async fn run(app: Arc<App>, file: ConfigFile, stop: CancellationToken
         tokio::select! {
             _ = stop.cancelled() => return,
             Some(()) = next_hangup(&mut hup) => reload(&app, &file, Source::Sighup),
-            _ = tick.tick(), if watch.is_some() => {
-                if watch.as_mut().is_some_and(Watch::poll) {
-                    reload(&app, &file, Source::Watch);
-                }
+            _ = tick.tick(), if watch.is_some() => match watch.as_mut().map(Watch::poll) {
+                Some(Look::Changed) => reload(&app, &file, Source::Watch),
+                Some(Look::Recheck) => recheck(&app, &file),
+                Some(Look::Same) | None => {}
             }
         }
     }
@@ -101,6 +101,17 @@ fn reload(app: &App, file: &ConfigFile, source: Source) {
     metrics.count(source, "applied");
     metrics.rejected.set(0);
     app.reload_from(config, Loaded::now(file.path.clone(), hash, source));
+}
+
+/// A version read too soon after its write, read once more: applied if its
+/// bytes differ, silently left alone if not (see `config::watch::RACY`).
+fn recheck(app: &App, file: &ConfigFile) {
+    if let Ok((_, hash)) = (file.read)() {
+        if hash.is_some() && hash == app.loaded.load().hash {
+            return;
+        }
+    }
+    reload(app, file, Source::Watch);
 }
 
 #[cfg(unix)]
