@@ -1,7 +1,8 @@
 //! Running tollgate: both listeners, the background tasks, and shutdown.
 //! `run` takes the shutdown future as a parameter, so tests and the binary
 //! drive it the same way. Connections are accepted (with their limits and
-//! timeouts) in `server/accept.rs`.
+//! timeouts) in `server/accept.rs`; the config is reloaded (SIGHUP, or a new
+//! version of the file) in `server/reload.rs`.
 
 mod accept;
 
