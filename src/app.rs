@@ -10,6 +10,7 @@ use crate::allowlist::Allowlist;
 use crate::check::Limiter;
 use crate::client_ip::ClientIpResolver;
 use crate::config::diff::{self, Apply};
+use crate::config::watch::{Loaded, ReloadMetrics, Source};
 use crate::config::Config;
 use crate::keys::KeySpace;
 use crate::limiter::Store;
@@ -25,6 +26,11 @@ pub struct App {
     pub config: Config,
     /// The config as last loaded (at start or by a reload).
     pub latest: ArcSwap<Config>,
+    /// Where `latest` came from: the file's hash, when and how it was
+    /// loaded (`GET /v1/status`: `config`). Swapped with it by a reload.
+    pub loaded: ArcSwap<Loaded>,
+    /// Reloads by source and result, and whether the last one was rejected.
+    pub reloads: ReloadMetrics,
     /// The store with its deny cache, breakers and fallback (`check.rs`);
     /// `decide.rs` applies the rules through it.
     pub limiter: Limiter,
@@ -52,6 +58,8 @@ impl App {
         let allowlist = Arc::new(Allowlist::new(&config));
         crate::allowlist::status::register(&allowlist, metrics.registry_mut());
         metrics.zero_decisions(config.rules.iter().map(|r| r.name.as_str()));
+        let reloads = ReloadMetrics::default();
+        reloads.register(metrics.registry_mut());
         let activity = Arc::new(Activity::new(
             config.activity.clone(),
             KeySpace::new(&config.prefix).activity(),
@@ -74,6 +82,9 @@ impl App {
                 config.client_ip.ipv6_prefix,
             ),
             latest: ArcSwap::from_pointee(config.clone()),
+            // `serve` names the file and its hash (`server::reload`).
+            loaded: ArcSwap::from_pointee(Loaded::now(None, None, Source::Start)),
+            reloads,
             config,
             ready: AtomicBool::new(ready),
             metrics,
@@ -83,10 +94,19 @@ impl App {
         })
     }
 
+    /// Apply a config that came from no file (an embedder's, a test's): as
+    /// [`App::reload_from`] a `SIGHUP`, with no hash in the status.
+    pub fn reload(&self, new: Config) {
+        let path = self.loaded.load().path.clone();
+        self.reload_from(new, Loaded::now(path, None, Source::Sighup));
+    }
+
     /// Apply a reloaded config. Every live setting (`config::diff::KEYS`)
     /// applies to new requests at once; each restart-only one that changed
     /// is logged by its key and listed by `restart_pending` until a restart.
-    pub fn reload(&self, new: Config) {
+    /// What changed is logged in one line (`config reloaded: …`, see
+    /// `diff::summary`), with where the config came from (`loaded`).
+    pub fn reload_from(&self, new: Config, loaded: Loaded) {
         let previous = self.latest.load_full();
         let changes = diff::changes(&previous, &new);
         let changed = |key: &str| changes.iter().any(|c| c.key == key);
@@ -99,6 +119,8 @@ impl App {
         self.limiter.deny_cache.clear();
         let n = new.rules.len();
         self.latest.store(Arc::new(new));
+        let (source, hash) = (loaded.source, loaded.hash.clone());
+        self.loaded.store(Arc::new(loaded));
 
         let pending = self.restart_pending();
         for c in changes.iter().filter(|c| c.apply == Apply::Restart) {
@@ -116,17 +138,10 @@ impl App {
                 );
             }
         }
-        let applied: Vec<&str> = changes
-            .iter()
-            .filter(|c| c.apply == Apply::Live)
-            .map(|c| c.key)
-            .collect();
-        let what = if applied.is_empty() {
-            "nothing to apply".to_string()
-        } else {
-            format!("{} applied", applied.join(", "))
-        };
+        let what = diff::summary(&changes, &rules, &pending);
         tracing::info!(
+            source = source.as_str(),
+            hash = hash.as_deref().unwrap_or("none"),
             rules = n,
             added = ?rules.added,
             removed = ?rules.removed,

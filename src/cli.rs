@@ -65,6 +65,9 @@ pub struct ServeArgs {
     pub overrides: OverrideArgs,
     #[arg(long, env = "TOLLGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Do not poll the config file for changes (reload with SIGHUP only).
+    #[arg(long, env = "TOLLGATE_NO_WATCH")]
+    pub no_watch: bool,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -143,10 +146,21 @@ pub fn load_config(
     file: Option<&PathBuf>,
     overrides: &OverrideArgs,
 ) -> Result<Config, ConfigError> {
+    load_config_hashed(file, overrides).map(|(cfg, _)| cfg)
+}
+
+/// [`load_config`], with the hash of the file's bytes (`None`: the defaults).
+pub fn load_config_hashed(
+    file: Option<&PathBuf>,
+    overrides: &OverrideArgs,
+) -> Result<(Config, Option<String>), ConfigError> {
     let ov = Overrides::from(overrides);
-    let loaded = match file {
-        Some(path) => config::load_file(path, &ov),
-        None => config::defaults(&ov),
+    let (loaded, hash) = match file {
+        Some(path) => match config::load_file_hashed(path, &ov) {
+            Ok((c, h)) => (Ok(c), Some(h)),
+            Err(e) => (Err(e), None),
+        },
+        None => (config::defaults(&ov), None),
     };
     let mut cfg = loaded.map_err(|mut e| {
         for issue in &mut e.issues {
@@ -166,7 +180,7 @@ pub fn load_config(
                 given_by: Some(e.var),
             }],
         })?;
-    Ok(cfg)
+    Ok((cfg, hash))
 }
 
 impl OverrideArgs {

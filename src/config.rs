@@ -3,12 +3,14 @@
 //!
 //! `raw` holds the serde shapes (defaults written once, unknown keys refused);
 //! `validate` turns them into the effective types the rest of the code uses;
-//! `diff` names the settings two configs differ in, and which a reload applies.
+//! `diff` names the settings two configs differ in, and which a reload applies;
+//! `watch` names the file version that runs and notices a new one.
 
 pub mod diff;
 mod raw;
 mod shape;
 mod validate;
+pub mod watch;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -222,6 +224,15 @@ impl fmt::Display for ConfigError {
 
 /// Read and validate a config file.
 pub fn load_file(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+    load_file_hashed(path, overrides).map(|(config, _)| config)
+}
+
+/// [`load_file`], with the [`watch::hash`] of the bytes it parsed: read once,
+/// so the hash names exactly the text the config came from.
+pub fn load_file_hashed(
+    path: &Path,
+    overrides: &Overrides,
+) -> Result<(Config, String), ConfigError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: file.clone(),
@@ -232,7 +243,8 @@ pub fn load_file(path: &Path, overrides: &Overrides) -> Result<Config, ConfigErr
             given_by: None,
         }],
     })?;
-    parse(&file, &text, overrides)
+    let hash = watch::hash(text.as_bytes());
+    parse(&file, &text, overrides).map(|config| (config, hash))
 }
 
 /// Parse and validate config text; `file` only names it in messages.

@@ -30,7 +30,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let config = match cli::load_config(args.config.as_ref(), &args.overrides) {
+    let (config, hash) = match cli::load_config_hashed(args.config.as_ref(), &args.overrides) {
         Ok(c) => c,
         Err(e) => return cli::usage(e),
     };
@@ -39,16 +39,20 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
-    let (file, overrides) = (args.config.clone(), args.overrides.clone());
-    let reload: tollgate::server::Reloader =
-        Box::new(move || cli::load_config(file.as_ref(), &overrides));
+    let (path, overrides) = (args.config.clone(), args.overrides.clone());
+    let file = tollgate::server::ConfigFile {
+        path: args.config,
+        hash,
+        read: Box::new(move || cli::load_config_hashed(path.as_ref(), &overrides)),
+        watch: !args.no_watch,
+    };
     // The handlers are installed before anything is bound: a SIGTERM that
     // arrives as the first request is answered still shuts down gracefully
     // (a handler installed on the future's first poll left a window in which
     // the default action killed the process).
     let served = runtime.block_on(async {
         let shutdown = shutdown_signal();
-        tollgate::server::serve_config(config, Some(reload), shutdown).await
+        tollgate::server::serve_config(config, Some(file), shutdown).await
     });
     match served {
         Ok(()) => ExitCode::SUCCESS,

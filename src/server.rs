@@ -1,7 +1,8 @@
 //! Running tollgate: both listeners, the background tasks, and shutdown.
 //! `run` takes the shutdown future as a parameter, so tests and the binary
 //! drive it the same way. Connections are accepted (with their limits and
-//! timeouts) in `server/accept.rs`.
+//! timeouts) in `server/accept.rs`; the config is reloaded (SIGHUP, or a new
+//! version of the file) in `server/reload.rs`.
 
 mod accept;
 
@@ -14,10 +15,14 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+mod reload;
 mod resets;
+
+pub use reload::{ConfigFile, Reloader};
 
 use crate::allowlist;
 use crate::app::App;
+use crate::config::watch::{Loaded, Source};
 use crate::http;
 use crate::limiter::Store;
 
@@ -256,10 +261,11 @@ pub use crate::redis_conn::redact_url;
 
 /// What `tollgate serve` does once the config is valid: refuse what the
 /// config must not do, say which store is in use (first log line), bind,
-/// and run until `shutdown`.
+/// and run until `shutdown`, reloading the config on SIGHUP and when `file`
+/// changes (`server/reload.rs`).
 pub async fn serve_config(
     config: crate::config::Config,
-    reload: Option<Reloader>,
+    file: Option<ConfigFile>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     check_admin_exposure(config.server.admin_listen, &config.server)
@@ -279,40 +285,18 @@ pub async fn serve_config(
         .with_grpc(config.server.grpc_listen)
         .await?;
     let app = App::new(config);
-    let reloader = reload.map(|r| tokio::spawn(reload_on_sighup(app.clone(), r)));
+    let stop = CancellationToken::new();
+    let reloader = file.map(|f| {
+        let start = Loaded::now(f.path.clone(), f.hash.clone(), Source::Start);
+        app.loaded.store(Arc::new(start));
+        tokio::spawn(reload::run(app.clone(), f, stop.clone()))
+    });
     let result = run(app, listeners, shutdown).await;
+    stop.cancel();
     if let Some(task) = reloader {
-        task.abort();
+        let _ = task.await;
     }
     Ok(result?)
-}
-
-/// Re-reads the config file (with the same CLI/env overrides).
-pub type Reloader =
-    Box<dyn Fn() -> Result<crate::config::Config, crate::config::ConfigError> + Send + Sync>;
-
-/// SIGHUP: reload the config; an invalid file is rejected, its problems
-/// logged, and the running rules kept.
-async fn reload_on_sighup(app: Arc<App>, reload: Reloader) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hup = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGHUP: reload needs a restart");
-                return;
-            }
-        };
-        while hup.recv().await.is_some() {
-            match reload() {
-                Ok(cfg) => app.reload(cfg),
-                Err(e) => tracing::error!("reload rejected, running rules kept: {e}"),
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = (app, reload);
 }
 
 #[cfg(test)]

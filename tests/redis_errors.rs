@@ -164,7 +164,10 @@ async fn opens_once_and_closes_once(
         "decisions asked Redis"
     );
     let calls = |text: &str| metric(text, "tollgate_redis_call_duration_seconds_count", &[]);
-    assert!(calls(&before) >= 1.0, "the healthy decision's call is timed");
+    assert!(
+        calls(&before) >= 1.0,
+        "the healthy decision's call is timed"
+    );
     assert_eq!(calls(&after), calls(&before), "decisions asked Redis");
     let during = redis_calls(redis);
     // The probe tries again and again, and fails: still one line, not closed.

@@ -44,6 +44,10 @@ mod cli;
 mod client_ip;
 /// A real Redis Cluster (3 masters) and a Sentinel: exact per key, a dead master, a failover.
 mod cluster;
+/// `tollgate serve` following its config file: a ConfigMap's `..data` swap
+/// applies, a broken file changes nothing and is reported, no answer from a
+/// half-loaded config, `--no-watch` and SIGHUP, the status's config hash.
+mod config_watch;
 /// The decision core's guarantees on every surface: a cost past the caps is
 /// refused (JSON, RLS, both stores) and writes nothing, random triples stay
 /// within them; a request's rules are charged all or nothing (one Redis, the

@@ -142,6 +142,42 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         .collect()
 }
 
+/// What a reload did, in the one line every replica logs (`config
+/// reloaded: …`): the live settings applied, the rules added, removed and
+/// changed, and every setting waiting for a restart (`pending`, all of them:
+/// not only this reload's). E.g. `rules, api.max_cost applied; rules added
+/// [b], removed [a], changed [c]; waiting for a restart: server.listen`.
+pub fn summary(changes: &[Change], rules: &crate::rule::Changes, pending: &[&str]) -> String {
+    let applied: Vec<&str> = changes
+        .iter()
+        .filter(|c| c.apply == Live)
+        .map(|c| c.key)
+        .collect();
+    let mut parts = vec![if applied.is_empty() {
+        "nothing to apply".to_string()
+    } else {
+        format!("{} applied", applied.join(", "))
+    }];
+    let changed: Vec<String> = rules.changed.iter().map(|c| c.0.clone()).collect();
+    let lists = [
+        ("added", &rules.added),
+        ("removed", &rules.removed),
+        ("changed", &changed),
+    ];
+    let named: Vec<String> = lists
+        .iter()
+        .filter(|(_, names)| !names.is_empty())
+        .map(|(what, names)| format!("{what} [{}]", names.join(", ")))
+        .collect();
+    if !named.is_empty() {
+        parts.push(format!("rules {}", named.join(", ")));
+    }
+    if !pending.is_empty() {
+        parts.push(format!("waiting for a restart: {}", pending.join(", ")));
+    }
+    parts.join("; ")
+}
+
 type Diff<'a> = dyn FnMut(&'static str, bool) + 'a;
 
 fn server_changes(old: &ServerConfig, new: &ServerConfig, diff: &mut Diff<'_>) {

@@ -12,6 +12,8 @@
 //!   the settings a reload changed that wait for a restart (`config::diff`),
 //!   and `fleet`: the replicas sharing this Redis as the last beat saw them
 //!   (`fleet.rs`) and what the `local` fallback divides by.
+//!   and `config`: the running config's file, hash, load time and source
+//!   (`config::watch::Loaded`), equal on replicas that run the same file.
 //! - `/v1/rules`: every rule as loaded (after a reload, the new ones): match,
 //!   key, limits, algorithm, burst, allowlist mode, on_redis_error, shadow.
 
@@ -86,6 +88,7 @@ fn status_json(app: &App) -> Value {
         "decisions": decisions(app),
         "restart_pending": app.restart_pending(),
         "fleet": fleet(app),
+        "config": &**app.loaded.load(),
     })
 }
 

@@ -63,9 +63,25 @@ impl Serve {
     ) -> Serve {
         let config = dir.join("tollgate.toml");
         std::fs::write(&config, config_text).unwrap();
+        Serve::start_at_env(&config, &dir.join("serve.log"), extra, env).await
+    }
+
+    /// Start `tollgate serve --config CONFIG` on a file that already exists
+    /// (a ConfigMap's symlink, a file two replicas share), logging to `log`.
+    pub async fn start_at(config: &Path, log: &Path, extra: &[&str]) -> Serve {
+        Serve::start_at_env(config, log, extra, &[]).await
+    }
+
+    /// `start_at`, with `env` set after the default admin token.
+    pub async fn start_at_env(
+        config: &Path,
+        log: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Serve {
+        let (config, log) = (config.to_path_buf(), log.to_path_buf());
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let log = dir.join("serve.log");
         let child = tollgate_cmd(&["serve", "--config", config.to_str().unwrap()])
             .args(["--listen", &addr.to_string()])
             .args(["--admin-listen", &admin_addr.to_string()])
@@ -110,6 +126,19 @@ impl Serve {
             .await
             .unwrap()
             .text()
+            .await
+            .unwrap()
+    }
+
+    /// `GET /v1/status` with the admin token.
+    pub async fn node_status(&self) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(format!("http://{}/v1/status", self.admin_addr))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
             .await
             .unwrap()
     }

@@ -234,3 +234,22 @@ fn credentials_that_come_with_another_redis_wait_for_it() {
     let found: Vec<&str> = changes(&base(), &new).iter().map(|c| c.key).collect();
     assert_eq!(found, ["redis.url"]);
 }
+
+#[test]
+fn the_summary_names_what_applied_each_rule_change_and_what_waits() {
+    let mut new = base();
+    new.api.max_cost = 5;
+    new.server.max_connections = 1;
+    let rules = crate::rule::Changes {
+        added: vec!["b".into()],
+        removed: vec!["a".into()],
+        changed: vec![("c".into(), "1/h".into(), "2/h".into())],
+    };
+    let line = summary(&changes(&base(), &new), &rules, &["server.max_connections"]);
+    assert_eq!(
+        line,
+        "api.max_cost applied; rules added [b], removed [a], changed [c]; waiting for a restart: server.max_connections"
+    );
+    let none = summary(&[], &crate::rule::Changes::default(), &[]);
+    assert_eq!(none, "nothing to apply");
+}
