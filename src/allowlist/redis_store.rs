@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use redis::streams::StreamReadReply;
 
 use super::event::{stream_entries, Event, Op};
+use super::recovery::{self, Born, Claim, LostList, Origin, RecoveryKeys, WriteError};
 use super::{new_epoch, Entry, Listing, NewEntry, Stored};
 use crate::keys::AllowKeys;
 use crate::redis_conn::StoreError;
@@ -100,6 +101,9 @@ pub struct Staging {
 /// What a restore did.
 #[derive(Clone, Debug)]
 pub struct Restored {
+    /// False only for a fleet restore that found an allowlist already there
+    /// (another node, or an operator, was first): nothing changed.
+    pub done: bool,
     /// The new dataset's epoch; its `seq` is 1.
     pub epoch: String,
     /// Entries the new list holds.
@@ -152,7 +156,11 @@ impl RedisAllowlist {
     /// Classify a failed call; when Redis went away behind a Sentinel, forget
     /// the connection so the next call finds the current master.
     fn failed(&self, e: redis::RedisError) -> StoreError {
-        let e = StoreError::from(e);
+        self.classify(StoreError::from(e))
+    }
+
+    /// The same for an error already classified.
+    fn classify(&self, e: StoreError) -> StoreError {
         if self.endpoint().is_sentinel()
             && matches!(e, StoreError::Unreachable(_) | StoreError::Timeout(_))
         {
@@ -173,21 +181,26 @@ impl RedisAllowlist {
         inv
     }
 
-    pub async fn upsert(&self, new: &NewEntry) -> Result<Stored, StoreError> {
+    pub async fn upsert(&self, new: &NewEntry) -> Result<Stored, WriteError> {
         let mut inv = self.invocation(&scripts().upsert);
-        inv.arg(new.cidr.to_string())
+        inv.key(&self.keys.lost)
+            .arg(new.cidr.to_string())
             .arg(new.ttl_ms)
             .arg(&new.note)
             .arg(&new.actor)
             .arg(new_epoch())
             .arg(EVENT_RETENTION_MS)
-            .arg(EVENT_CAP);
+            .arg(EVENT_CAP)
+            .arg(if new.new_epoch { "1" } else { "0" });
         let reply: Vec<String> = inv
             .invoke_async(&mut self.writer().await?)
             .await
             .map_err(|e| self.failed(e))?;
+        if let Some(lost) = LostList::from_reply(&reply) {
+            return Err(WriteError::Lost(lost));
+        }
         let [seq, expires_at, created_at, _epoch] = reply.as_slice() else {
-            return Err(unexpected("allow_upsert", &reply));
+            return Err(unexpected("allow_upsert", &reply).into());
         };
         Ok(Stored {
             entry: Entry {
@@ -201,9 +214,10 @@ impl RedisAllowlist {
         })
     }
 
-    pub async fn remove(&self, cidr: &IpNet, actor: &str) -> Result<Option<u64>, StoreError> {
+    pub async fn remove(&self, cidr: &IpNet, actor: &str) -> Result<Option<u64>, WriteError> {
         let mut inv = self.invocation(&scripts().remove);
-        inv.arg(cidr.to_string())
+        inv.key(&self.keys.lost)
+            .arg(cidr.to_string())
             .arg(actor)
             .arg(new_epoch())
             .arg(EVENT_RETENTION_MS)
@@ -212,10 +226,13 @@ impl RedisAllowlist {
             .invoke_async(&mut self.writer().await?)
             .await
             .map_err(|e| self.failed(e))?;
+        if let Some(lost) = LostList::from_reply(&reply) {
+            return Err(WriteError::Lost(lost));
+        }
         match reply.as_slice() {
             [] => Ok(None),
             [seq, _epoch] => Ok(Some(number(seq)?)),
-            _ => Err(unexpected("allow_remove", &reply)),
+            _ => Err(unexpected("allow_remove", &reply).into()),
         }
     }
 
@@ -244,12 +261,20 @@ impl RedisAllowlist {
     /// Replace the allowlist with `entries` as a new epoch: stage them in
     /// chunks under a fresh token, then swap them in with one script (see
     /// `lua/allow_restore.lua`). Entries must be canonical and distinct.
-    pub async fn restore(&self, entries: &[Entry], actor: &str) -> Result<Restored, StoreError> {
+    pub async fn restore(
+        &self,
+        entries: &[Entry],
+        actor: &str,
+        born: &Born,
+    ) -> Result<Restored, StoreError> {
         let mut staging = self.stage_begin().await?;
         for chunk in entries.chunks(RESTORE_CHUNK) {
-            self.stage(&mut staging, chunk).await?;
+            if let Err(e) = self.stage(&mut staging, chunk).await {
+                self.stage_abort(staging).await;
+                return Err(e);
+            }
         }
-        self.stage_finish(staging, actor).await
+        self.stage_finish(staging, actor, born).await
     }
 
     /// A restore's staging keys, under a fresh token (invisible to nodes).
@@ -297,15 +322,30 @@ impl RedisAllowlist {
         &self,
         mut staging: Staging,
         actor: &str,
+        born: &Born,
     ) -> Result<Restored, StoreError> {
         let mut inv = self.invocation(&scripts().restore);
+        let (origin_node, origin_epoch, origin_seq) = match born {
+            Born::Fleet(o) => (o.node.as_str(), o.epoch.as_str(), o.seq.to_string()),
+            _ => ("", "", String::new()),
+        };
         inv.key(&staging.keys[0])
             .key(&staging.keys[1])
+            .key(&self.keys.lost)
             .arg(new_epoch())
             .arg(staging.staged)
             .arg(actor)
             .arg(EVENT_RETENTION_MS)
-            .arg(EVENT_CAP);
+            .arg(EVENT_CAP)
+            .arg(born.as_str())
+            .arg(origin_node)
+            .arg(origin_epoch)
+            .arg(origin_seq)
+            .arg(if matches!(born, Born::Fleet(_)) {
+                "1"
+            } else {
+                "0"
+            });
         let reply: Vec<String> = inv
             .invoke_async(&mut staging.conn)
             .await
@@ -314,6 +354,7 @@ impl RedisAllowlist {
             return Err(unexpected("allow_restore", &reply));
         };
         Ok(Restored {
+            done: !epoch.is_empty(),
             epoch: epoch.clone(),
             kept: number(kept)?,
             dropped: staging.dropped,
@@ -488,20 +529,17 @@ impl RedisAllowlist {
         )))
     }
 
-    /// One snapshot page as a node's table needs it: network and expiry.
+    /// One snapshot page: every entry whole (a node keeps note, actor and
+    /// created_at beside its table, to put the list back if Redis loses it).
     pub async fn page<C: ConnectionLike>(
         &self,
         conn: &mut C,
         cursor: u64,
-    ) -> Result<(u64, Vec<(IpNet, u64)>), StoreError> {
+    ) -> Result<(u64, Vec<Entry>), StoreError> {
         let (next, pairs) = self.scan(conn, cursor, SNAPSHOT_PAGE).await?;
         let mut out = Vec::with_capacity(pairs.len());
         for (cidr, json) in pairs {
-            let parsed = (|| -> Result<_, StoredEntryError> {
-                let net = super::cidr::parse_net(&cidr)?;
-                Ok((net, super::stored_json::expires_at(&json)?))
-            })();
-            match parsed {
+            match parse_entry(&cidr, &json) {
                 Ok(e) => out.push(e),
                 // Only a hand-edited hash gets here; the rest of the table still holds.
                 Err(e) => {
@@ -568,6 +606,145 @@ impl RedisAllowlist {
             super::expiry::live(e.expires_at, now_ms).then_some(e)
         });
         Ok((found, now_ms))
+    }
+}
+
+// === recovery: the fleet puts back a list Redis lost (see `recovery`) ===
+
+/// What a node's attempt to put back a lost list did.
+#[derive(Clone, Debug)]
+pub enum FleetRestore {
+    /// Redis holds an allowlist: nothing to do.
+    NotLost,
+    /// Another node holds the election's lock for this much longer.
+    Waiting(Duration),
+    /// This node restored it.
+    Restored(Restored),
+    /// This node staged it, but an allowlist appeared first (an operator's
+    /// restore or `--new-epoch`): nothing changed.
+    Overtaken,
+}
+
+/// How the epoch Redis holds began (`meta.born`), and where a fleet
+/// restore took it from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Birth {
+    /// `write`, `new_epoch`, `restore`, `clear` or `fleet`; empty: no epoch,
+    /// or one written before this field.
+    pub born: String,
+    pub origin: Option<Origin>,
+}
+
+impl RedisAllowlist {
+    fn recovery_keys(&self) -> RecoveryKeys<'_> {
+        RecoveryKeys {
+            meta: &self.keys.meta,
+            lost: &self.keys.lost,
+            lock: &self.keys.restore_lock,
+        }
+    }
+
+    /// Entries stored (expired ones the reaper has not reached included).
+    pub async fn stored_count(&self) -> Result<u64, StoreError> {
+        redis::cmd("HLEN")
+            .arg(&self.keys.entries)
+            .query_async(&mut self.writer().await?)
+            .await
+            .map_err(|e| self.failed(e))
+    }
+
+    /// How the current epoch began, on the writers' connection.
+    pub async fn birth_now(&self) -> Result<Birth, StoreError> {
+        self.birth(&mut self.writer().await?).await
+    }
+
+    /// How the current epoch began.
+    pub async fn birth<C: ConnectionLike>(&self, conn: &mut C) -> Result<Birth, StoreError> {
+        let (born, node, epoch, seq): (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<u64>,
+        ) = redis::cmd("HMGET")
+            .arg(&self.keys.meta)
+            .arg(&["born", "origin_node", "origin_epoch", "origin_seq"])
+            .query_async(conn)
+            .await
+            .map_err(StoreError::from)?;
+        Ok(Birth {
+            born: born.unwrap_or_default(),
+            origin: node.map(|node| Origin {
+                node,
+                epoch: epoch.unwrap_or_default(),
+                seq: seq.unwrap_or(0),
+            }),
+        })
+    }
+
+    /// Put back `entries` (a node's last known table, whose epoch and seq
+    /// `witness` names) if Redis holds no allowlist and this node wins the
+    /// election: staged in bounded chunks like any restore, the lock
+    /// extended as it goes, swapped in only while Redis still holds none.
+    pub async fn restore_lost(
+        &self,
+        entries: &[Entry],
+        witness: &Origin,
+    ) -> Result<FleetRestore, StoreError> {
+        let keys = self.recovery_keys();
+        let token = new_epoch();
+        let mut conn = self.writer().await?;
+        let claimed = recovery::claim(&mut conn, keys, &token, witness, entries.len() as u64)
+            .await
+            .map_err(|e| self.classify(e))?;
+        match claimed {
+            Claim::Present => return Ok(FleetRestore::NotLost),
+            Claim::Held(left) => return Ok(FleetRestore::Waiting(left)),
+            Claim::Won => {}
+        }
+        let outcome = self
+            .restore_holding(&mut conn, keys, &token, entries, witness)
+            .await;
+        recovery::release(&mut conn, keys, &token).await;
+        outcome
+    }
+
+    async fn restore_holding(
+        &self,
+        conn: &mut RedisConn,
+        keys: RecoveryKeys<'_>,
+        token: &str,
+        entries: &[Entry],
+        witness: &Origin,
+    ) -> Result<FleetRestore, StoreError> {
+        let mut staging = self.stage_begin().await?;
+        for (i, chunk) in entries.chunks(RESTORE_CHUNK).enumerate() {
+            let mut kept = Ok(true);
+            if i > 0 && i % recovery::EXTEND_EVERY_CHUNKS == 0 {
+                kept = recovery::extend(conn, keys, token).await;
+            }
+            let staged = match kept {
+                Ok(true) => self.stage(&mut staging, chunk).await,
+                Ok(false) => {
+                    // Our lock expired (Redis stalled us): another node may
+                    // restore now; drop ours.
+                    self.stage_abort(staging).await;
+                    return Ok(FleetRestore::Waiting(recovery::LOCK_TTL));
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = staged {
+                self.stage_abort(staging).await;
+                return Err(e);
+            }
+        }
+        let restored = self
+            .stage_finish(staging, "fleet", &Born::Fleet(witness.clone()))
+            .await?;
+        Ok(if restored.done {
+            FleetRestore::Restored(restored)
+        } else {
+            FleetRestore::Overtaken
+        })
     }
 }
 

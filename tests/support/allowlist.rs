@@ -210,3 +210,65 @@ pub async fn unplanned_resyncs(s: &TestServer) -> f64 {
         .map(|r| metric(&text, "tollgate_allowlist_resyncs_total", &[("reason", r)]))
         .sum()
 }
+
+/// `GET /v1/allowlist`, every page, each entry whole (cidr, expires_at,
+/// note, actor, created_at) and sorted; with the epoch. `None` while the
+/// admin API cannot answer.
+pub async fn whole_listing(s: &TestServer) -> Option<(String, Vec<Value>)> {
+    let mut entries = Vec::new();
+    let mut cursor = "0".to_string();
+    loop {
+        let r = s
+            .admin_client()
+            .get(s.admin_url(&format!("/v1/allowlist?cursor={cursor}&count=1000")))
+            .send()
+            .await
+            .ok()?;
+        if r.status() != 200 {
+            return None;
+        }
+        let v: Value = r.json().await.ok()?;
+        entries.extend(v["entries"].as_array()?.iter().map(|e| {
+            json!({"cidr": e["cidr"], "expires_at": e["expires_at"], "note": e["note"],
+                   "actor": e["actor"], "created_at": e["created_at"]})
+        }));
+        match v["cursor"].as_str() {
+            Some(next) => cursor = next.to_string(),
+            None => {
+                entries.sort_by_key(|e| e["cidr"].as_str().unwrap_or_default().to_string());
+                return Some((v["epoch"].as_str()?.to_string(), entries));
+            }
+        }
+    }
+}
+
+/// Empty Redis and take the fleet restore's election lock in one step
+/// (`MULTI`), as if a node were restoring: the fleet waits (serving its
+/// tables) until `release_restore_lock`.
+pub fn flush_holding_the_restore_lock(conn: &mut redis::Connection, prefix: &str) {
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("FLUSHALL")
+        .ignore()
+        .cmd("SET")
+        .arg(allow_keys(prefix).restore_lock)
+        .arg("held-by-the-test")
+        .ignore()
+        .query(conn)
+        .unwrap();
+}
+
+pub fn release_restore_lock(conn: &mut redis::Connection, prefix: &str) {
+    let _: () = redis::cmd("DEL")
+        .arg(allow_keys(prefix).restore_lock)
+        .query(conn)
+        .unwrap();
+}
+
+/// The `restore` events in the stream, as field maps.
+pub fn restore_events(conn: &mut redis::Connection, prefix: &str) -> Vec<HashMap<String, String>> {
+    stream_events(conn, prefix)
+        .into_iter()
+        .filter(|e| e.get("op").map(String::as_str) == Some("restore"))
+        .collect()
+}
