@@ -22,23 +22,31 @@
 -- ARGV[3]  lock ttl, ms (claim and extend)
 -- ARGV[4], ARGV[5], ARGV[6], ARGV[7]  claim only: node id, its epoch, its seq,
 --          its live entries (the witness, written if none is there yet)
+-- ARGV[8]  claim only: "" when meta must be absent (the list was lost); else
+--          the epoch meta must hold, born of a plain write (`born = write`):
+--          a write created it in a Redis that had lost the list before any
+--          node noticed, so it is merged with the fleet's table (no witness)
 -- Returns  claim: {"present"} (meta exists: nothing lost, nothing written),
 --          {"won"} (the caller holds the lock), or {"held", pttl} (another
 --          node restores; ask again later);
 --          extend: {"ok"} or {"lost"} (the lock expired or is another's);
 --          release: {"ok"}.
 --
--- Example: ARGV = {"claim", "a1b2", "10000", "web-3", "9f2c4e1a07b3d5c6", "42", "1200"}
+-- Example: ARGV = {"claim", "a1b2", "10000", "web-3", "9f2c4e1a07b3d5c6", "42", "1200", ""}
 --   on an empty Redis -> {"won"}, and lost = {node web-3, epoch 9f2c..., seq 42,
 --   entries 1200, at <ms>}; a second node's claim then -> {"held", "9987"}.
 assert(#KEYS == 3, 'allow_recover: expected 3 keys')
 local op, token = ARGV[1], ARGV[2]
 if op == 'claim' then
-  assert(#ARGV == 7, 'allow_recover: claim takes 7 args')
-  if redis.call('EXISTS', KEYS[1]) == 1 then
+  assert(#ARGV == 8, 'allow_recover: claim takes 8 args')
+  if ARGV[8] ~= '' then
+    local m = redis.call('HMGET', KEYS[1], 'epoch', 'born')
+    if m[1] ~= ARGV[8] or m[2] ~= 'write' then
+      return {'present'}
+    end
+  elseif redis.call('EXISTS', KEYS[1]) == 1 then
     return {'present'}
-  end
-  if redis.call('EXISTS', KEYS[2]) == 0 then
+  elseif redis.call('EXISTS', KEYS[2]) == 0 then
     local t = redis.call('TIME')
     local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
     redis.call('HSET', KEYS[2], 'node', ARGV[4], 'epoch', ARGV[5], 'seq', ARGV[6],

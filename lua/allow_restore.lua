@@ -32,24 +32,38 @@
 -- ARGV[7], ARGV[8], ARGV[9]  where it came from: node id, old epoch, old seq
 --          ("" "" "" for an operator's restore or clear); kept in meta as
 --          origin_node, origin_epoch, origin_seq and in the event
--- ARGV[10] "1": only if Redis holds no allowlist (meta absent) — the fleet's
---          restore, so that it never replaces an epoch an operator made
---          meanwhile; "0": always
+-- ARGV[10] what Redis must still hold (a fleet restore never replaces an
+--          epoch an operator made meanwhile): "any" (an operator's restore or
+--          clear), "absent" (no meta: the list was lost), or "write" (meta
+--          holds epoch ARGV[11] at seq ARGV[12], born of a plain write into a
+--          Redis that had lost the list: the fleet merges it with its table)
+-- ARGV[11], ARGV[12]  with "write": that epoch and seq ("" "" otherwise)
 -- Returns  {epoch, seq, entries}, all strings: seq is "1" (the restore
---          event is the new epoch's first). {"", "0", "0"} when ARGV[10] is
---          "1" and meta exists: the staged keys are dropped, nothing changed.
+--          event is the new epoch's first). {"", "0", "0"} when Redis no
+--          longer holds what ARGV[10] expects: the staged keys are dropped,
+--          nothing changed.
 --
 -- Example: ARGV = {"5b0e2f6a9c1d3e47", "2", "cli", "604800000", "1000000"}
 --   with 203.0.113.7/32 and 198.51.100.0/24 staged
 --   -> {"5b0e2f6a9c1d3e47", "1", "2"} and the event
 --   epoch 5b0e2f6a9c1d3e47 seq 1 op restore cidr "" expires_at 0
 --   note "restored 2 entries" actor cli ver 1 born restore
+--   (ARGV continuing {"restore", "", "", "", "any", "", ""})
 --   (a fleet restore adds origin_node, origin_epoch, origin_seq)
-assert(#KEYS == 7 and #ARGV == 10, 'allow_restore: expected 7 keys and 10 args')
-local born = ARGV[6]
+assert(#KEYS == 7 and #ARGV == 12, 'allow_restore: expected 7 keys and 12 args')
+local born, over = ARGV[6], ARGV[10]
 assert(born == 'restore' or born == 'clear' or born == 'fleet',
   'allow_restore: born must be restore, clear or fleet')
-if ARGV[10] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then
+assert(over == 'any' or over == 'absent' or over == 'write',
+  'allow_restore: ARGV[10] must be any, absent or write')
+local still = true
+if over == 'absent' then
+  still = redis.call('EXISTS', KEYS[1]) == 0
+elseif over == 'write' then
+  local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'born')
+  still = m[1] == ARGV[11] and m[2] == ARGV[12] and m[3] == 'write'
+end
+if not still then
   redis.call('DEL', KEYS[5], KEYS[6])
   return {'', '0', '0'}
 end

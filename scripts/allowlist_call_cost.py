@@ -126,7 +126,8 @@ def measure(n):
         for live, tmp in zip((entries, exp), staged):
             redis(port, "COPY", live, tmp, "REPLACE")
         return redis(port, "EVALSHA", restore, "7", *allow_keys(prefix), *staged, allow_key(prefix, "lost"), "f" * 16,
-                     str(int(redis(port, "HLEN", staged[0]))), "cost", "604800000", "1000000", "restore", "", "", "", "0")
+                     str(int(redis(port, "HLEN", staged[0]))), "cost", "604800000", "1000000", "restore", "", "", "",
+                     "any", "", "")
     call = swap
     run(f"restore swap (allow_restore.lua, {n} entries)", "EVALSHA", 3, lambda r: r.splitlines()[1] == "1" or fail("restore", r))
     p.kill()

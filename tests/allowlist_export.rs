@@ -160,7 +160,7 @@ fn a_restore_leaves_out_expired_entries_when_staging_and_leaves_later_expiries_t
         .key(&staged[1])
         .key(&keys.lost)
         .arg(&["e1", "2", "t", "604800000", "1000000"])
-        .arg(&["restore", "", "", "", "0"])
+        .arg(&["restore", "", "", "", "any", "", ""])
         .invoke(&mut conn)
         .unwrap();
     assert_eq!(reply, ["e1", "1", "2"]);

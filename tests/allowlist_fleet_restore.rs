@@ -285,6 +285,71 @@ async fn nodes_restarted_while_redis_is_empty_put_it_back_from_their_state_files
 }
 
 #[tokio::test]
+async fn a_plain_write_made_while_no_node_ran_is_merged_with_the_tables_of_the_fleet() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let prefix = unique_prefix("fleet-merge");
+    let dir = temp_dir("fleet-merge");
+    let files: Vec<_> = (0..2).map(|i| dir.join(format!("node{i}.state"))).collect();
+    let mut all = Vec::new();
+    for f in &files {
+        all.push(TestServer::start(&gate_config("1h", Some(f)), Some(&url), &prefix).await);
+    }
+    add_all(&all[0], &all).await;
+    let old = table_of(&all[0].app);
+    for f in &files {
+        eventually(Duration::from_secs(3), || async {
+            state_file(f).is_some_and(|s| s.1 == old.1)
+        })
+        .await;
+    }
+    for n in all.drain(..) {
+        n.stop().await;
+    }
+
+    // Redis lost the list while no node ran: nothing witnessed it, so a
+    // plain add starts an epoch (born of a write) that knows only itself.
+    let _: () = redis::cmd("FLUSHALL").query(&mut redis.conn()).unwrap();
+    let o = tollgate(&[
+        "allow",
+        "add",
+        "192.0.2.77",
+        "--note",
+        "later",
+        "--redis",
+        &url,
+        "--prefix",
+        &prefix,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
+    for f in &files {
+        all.push(TestServer::launch(&gate_config("1h", Some(f)), Some(&url), &prefix).await);
+    }
+    eventually(Duration::from_secs(30), || async {
+        for n in &all {
+            for (_, ip, _, _) in ENTRIES {
+                assert_eq!(crate::support::allowlist::gate_at(n.addr, ip).await, 200);
+            }
+        }
+        whole_listing(&all[0])
+            .await
+            .is_some_and(|(_, e)| e.len() == 4)
+    })
+    .await;
+    eventually(Duration::from_secs(5), || {
+        all_answer(&all, "192.0.2.77", 200)
+    })
+    .await;
+    let restores = restore_events(&mut redis.conn(), &prefix);
+    assert_eq!(restores.len(), 1, "{restores:?}");
+    assert_eq!(restores[0]["born"], "fleet");
+    assert_eq!(restores[0]["origin_epoch"], old.0);
+    let (_, entries) = whole_listing(&all[0]).await.unwrap();
+    let later: Vec<&Value> = entries.iter().filter(|e| e["note"] == "later").collect();
+    assert_eq!(later.len(), 1, "the write is kept: {entries:?}");
+}
+
+#[tokio::test]
 async fn a_write_before_the_list_is_back_is_refused_and_new_epoch_starts_empty_everywhere() {
     let redis = RedisServer::start();
     let url = redis.url();

@@ -51,12 +51,12 @@ use tracing::Instrument;
 
 use super::details::{note_event, About, AboutMap};
 use super::event::{stream_entries, Event};
-use super::recovery::Origin;
+use super::recovery::{self, Origin, Over};
 use super::redis_store::{FleetRestore, RedisAllowlist, SNAPSHOT_PAGE};
 use super::snapshot_budget::PageBudget;
 use super::status::Reason;
 use super::table::{Applied, Clock, Table};
-use super::{state_file, Allowlist};
+use super::{state_file, Allowlist, Entry};
 use crate::redis_conn::RedisConn;
 use crate::redis_conn::StoreError;
 
@@ -279,7 +279,13 @@ impl Follower<'_> {
         if pos.epoch.is_empty() && self.known && !self.table.epoch.is_empty() {
             return self.lost().await;
         }
-        status.set_birth(self.redis.birth(conn).await?);
+        let birth = self.redis.birth(conn).await?;
+        let live = self.table.live_count(self.table.clock.now_ms());
+        if self.known && recovery::is_overwritten(&pos.epoch, &birth.born, &self.table.epoch, live)
+        {
+            return self.merge_overwritten(&pos.epoch).await;
+        }
+        status.set_birth(birth);
         // Redis read its clock somewhere in between; the midpoint errs by at most half the round trip.
         let clock = Clock::synced(pos.now_ms, before + (after - before) / 2);
         let mut table = Table::new(pos.epoch, pos.seq, clock);
@@ -586,12 +592,53 @@ impl Follower<'_> {
         }
         let now = self.table.clock.now_ms();
         let entries = self.list.details().entries_of(&self.table, now);
+        self.offer(&entries, Over::Nothing).await
+    }
+
+    /// Redis holds an epoch begun by a plain write while this node holds
+    /// live entries of another (`recovery::is_overwritten`): Redis lost the
+    /// list and someone wrote before the fleet put it back. Offer this node's
+    /// table merged with that epoch's entries (theirs win).
+    async fn merge_overwritten(&mut self, epoch: &str) -> Result<Step, StoreError> {
+        let status = self.list.status();
+        if status.set_source_lost(true) {
+            tracing::warn!(
+                ours = %self.table.epoch,
+                redis = %epoch,
+                "allowlist: Redis holds an epoch begun by a plain write, without this node's entries (Redis lost them first); serving the last known table, and the fleet puts it back merged with that epoch"
+            );
+        }
+        let theirs = self.redis.listing().await?;
+        if theirs.epoch != epoch {
+            return Ok(Step::Check);
+        }
+        let now = self.table.clock.now_ms();
+        let mut merged: std::collections::BTreeMap<_, _> = self
+            .list
+            .details()
+            .entries_of(&self.table, now)
+            .into_iter()
+            .map(|e| (e.cidr, e))
+            .collect();
+        merged.extend(theirs.entries.into_iter().map(|e| (e.cidr, e)));
+        let entries: Vec<_> = merged.into_values().collect();
+        let over = Over::Write {
+            epoch: theirs.epoch,
+            seq: theirs.seq,
+        };
+        self.offer(&entries, over).await
+    }
+
+    /// Take part in the fleet's election with `entries`; the elected node
+    /// puts them back (`recovery`).
+    async fn offer(&mut self, entries: &[Entry], over: Over) -> Result<Step, StoreError> {
+        let status = self.list.status();
         let witness = Origin {
             node: self.list.node_id().to_string(),
             epoch: self.table.epoch.clone(),
             seq: self.table.seq,
         };
-        match self.redis.restore_lost(&entries, &witness).await? {
+        match self.redis.restore_lost(entries, &witness, &over).await? {
             FleetRestore::Restored(r) => {
                 status.fleet_restores.inc();
                 tracing::info!(

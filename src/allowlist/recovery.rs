@@ -10,11 +10,18 @@
 //! state file) → Redis lost it. An empty Redis seen by a node that never
 //! knew an epoch (a fresh install) is just empty.
 //!
-//! **Another epoch** in Redis is always followed: only a restore, a clear, a
-//! `--new-epoch` write, a fleet restore, or a first write into a Redis that
-//! holds no allowlist and no witness makes one (`meta.born` says which).
-//! This code does not tell "an older epoch" (a failover to a replica that
-//! missed a restore) from a newer one: epochs are not ordered.
+//! **Another epoch with a shorter history.** Every epoch records how it
+//! began (`meta.born`): `restore`, `clear`, `new_epoch` and `fleet` are
+//! decisions to replace the list, and every node follows them. `write` is
+//! not: a plain write into a Redis holding no allowlist and no witness (a
+//! write faster than the fleet noticed the loss, or one made while no node
+//! ran) starts an epoch whose history begins at that write. A node holding
+//! a non-empty table of another epoch knows a longer history, so Redis lost
+//! it: the fleet puts it back merged with what that epoch holds (its entries
+//! win), as a `fleet` restore that goes ahead only while Redis still holds
+//! that epoch at the `seq` read ([`Over::Write`]). Epochs are not otherwise
+//! ordered: a failover to a replica that missed a restore (an older epoch
+//! born of a restore) is followed like any other.
 //!
 //! **The election** (`lua/allow_recover.lua`): the node that finds the loss
 //! writes a witness (`lost`: node, epoch, seq, entries) and takes a lock
@@ -59,6 +66,13 @@ pub fn is_lost(redis_epoch: Option<&str>, our_epoch: &str) -> bool {
     redis_epoch.is_none_or(str::is_empty) && !our_epoch.is_empty()
 }
 
+/// Whether Redis holds another epoch with a shorter history than the node's
+/// (see the module doc): begun by a plain write, while the node holds live
+/// entries of another epoch.
+pub fn is_overwritten(redis_epoch: &str, born: &str, our_epoch: &str, our_live: usize) -> bool {
+    born == "write" && !our_epoch.is_empty() && redis_epoch != our_epoch && our_live > 0
+}
+
 /// The keys the election uses: a list's `meta`, its `lost` witness and its
 /// `restore_lock` (one hash tag).
 #[derive(Clone, Copy, Debug)]
@@ -94,8 +108,17 @@ pub enum Born {
     Restore,
     /// An intended wipe (`allow clear`): a new, empty epoch.
     Clear,
-    /// A node put back the table Redis lost.
-    Fleet(Origin),
+    /// A node put back the table Redis lost, over what Redis holds then.
+    Fleet { origin: Origin, over: Over },
+}
+
+/// What Redis must still hold for a fleet restore to go ahead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Over {
+    /// No `meta`: the list was lost.
+    Nothing,
+    /// An epoch born of a plain write after the loss, at this `seq`.
+    Write { epoch: String, seq: u64 },
 }
 
 impl Born {
@@ -103,7 +126,7 @@ impl Born {
         match self {
             Born::Restore => "restore",
             Born::Clear => "clear",
-            Born::Fleet(_) => "fleet",
+            Born::Fleet { .. } => "fleet",
         }
     }
 }
@@ -167,20 +190,27 @@ pub enum Claim {
     Held(Duration),
 }
 
-/// Leave the witness and try to take the lock (`lua/allow_recover.lua`).
+/// Leave the witness (for `Over::Nothing`) and try to take the lock
+/// (`lua/allow_recover.lua`).
 pub async fn claim<C: ConnectionLike>(
     conn: &mut C,
     keys: RecoveryKeys<'_>,
     token: &str,
     witness: &Origin,
     entries: u64,
+    over: &Over,
 ) -> Result<Claim, StoreError> {
+    let expect = match over {
+        Over::Nothing => "",
+        Over::Write { epoch, .. } => epoch.as_str(),
+    };
     let reply: Vec<String> = invocation(keys, "claim", token)
         .arg(LOCK_TTL.as_millis() as u64)
         .arg(&witness.node)
         .arg(&witness.epoch)
         .arg(witness.seq)
         .arg(entries)
+        .arg(expect)
         .invoke_async(conn)
         .await
         .map_err(StoreError::from)?;
@@ -237,6 +267,20 @@ mod tests {
             "a clear leaves an epoch: followed"
         );
         assert!(!is_lost(Some("9f2c"), "9f2c"));
+    }
+
+    #[test]
+    fn only_an_epoch_begun_by_a_plain_write_under_a_known_table_is_overwritten() {
+        assert!(is_overwritten("new", "write", "old", 3));
+        assert!(
+            !is_overwritten("new", "write", "old", 0),
+            "nothing to put back"
+        );
+        assert!(!is_overwritten("new", "write", "", 3), "never knew one");
+        assert!(!is_overwritten("old", "write", "old", 3), "our own");
+        for decided in ["restore", "clear", "new_epoch", "fleet", ""] {
+            assert!(!is_overwritten("new", decided, "old", 3), "{decided}");
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use redis::streams::StreamReadReply;
 
 use super::event::{stream_entries, Event, Op};
-use super::recovery::{self, Born, Claim, LostList, Origin, RecoveryKeys, WriteError};
+use super::recovery::{self, Born, Claim, LostList, Origin, Over, RecoveryKeys, WriteError};
 use super::{new_epoch, Entry, Listing, NewEntry, Stored};
 use crate::keys::AllowKeys;
 use crate::redis_conn::StoreError;
@@ -326,8 +326,19 @@ impl RedisAllowlist {
     ) -> Result<Restored, StoreError> {
         let mut inv = self.invocation(&scripts().restore);
         let (origin_node, origin_epoch, origin_seq) = match born {
-            Born::Fleet(o) => (o.node.as_str(), o.epoch.as_str(), o.seq.to_string()),
+            Born::Fleet { origin: o, .. } => (o.node.as_str(), o.epoch.as_str(), o.seq.to_string()),
             _ => ("", "", String::new()),
+        };
+        let (over, over_epoch, over_seq) = match born {
+            Born::Fleet {
+                over: Over::Nothing,
+                ..
+            } => ("absent", "", String::new()),
+            Born::Fleet {
+                over: Over::Write { epoch, seq },
+                ..
+            } => ("write", epoch.as_str(), seq.to_string()),
+            _ => ("any", "", String::new()),
         };
         inv.key(&staging.keys[0])
             .key(&staging.keys[1])
@@ -341,11 +352,9 @@ impl RedisAllowlist {
             .arg(origin_node)
             .arg(origin_epoch)
             .arg(origin_seq)
-            .arg(if matches!(born, Born::Fleet(_)) {
-                "1"
-            } else {
-                "0"
-            });
+            .arg(over)
+            .arg(over_epoch)
+            .arg(over_seq);
         let reply: Vec<String> = inv
             .invoke_async(&mut staging.conn)
             .await
@@ -689,11 +698,12 @@ impl RedisAllowlist {
         &self,
         entries: &[Entry],
         witness: &Origin,
+        over: &Over,
     ) -> Result<FleetRestore, StoreError> {
         let keys = self.recovery_keys();
         let token = new_epoch();
         let mut conn = self.writer().await?;
-        let claimed = recovery::claim(&mut conn, keys, &token, witness, entries.len() as u64)
+        let claimed = recovery::claim(&mut conn, keys, &token, witness, entries.len() as u64, over)
             .await
             .map_err(|e| self.classify(e))?;
         match claimed {
@@ -701,8 +711,12 @@ impl RedisAllowlist {
             Claim::Held(left) => return Ok(FleetRestore::Waiting(left)),
             Claim::Won => {}
         }
+        let born = Born::Fleet {
+            origin: witness.clone(),
+            over: over.clone(),
+        };
         let outcome = self
-            .restore_holding(&mut conn, keys, &token, entries, witness)
+            .restore_holding(&mut conn, keys, &token, entries, &born)
             .await;
         recovery::release(&mut conn, keys, &token).await;
         outcome
@@ -714,7 +728,7 @@ impl RedisAllowlist {
         keys: RecoveryKeys<'_>,
         token: &str,
         entries: &[Entry],
-        witness: &Origin,
+        born: &Born,
     ) -> Result<FleetRestore, StoreError> {
         let mut staging = self.stage_begin().await?;
         for (i, chunk) in entries.chunks(RESTORE_CHUNK).enumerate() {
@@ -737,9 +751,7 @@ impl RedisAllowlist {
                 return Err(e);
             }
         }
-        let restored = self
-            .stage_finish(staging, "fleet", &Born::Fleet(witness.clone()))
-            .await?;
+        let restored = self.stage_finish(staging, "fleet", born).await?;
         Ok(if restored.done {
             FleetRestore::Restored(restored)
         } else {
