@@ -59,6 +59,36 @@ async fn add_all(node: &TestServer, all: &[TestServer]) -> (String, Vec<Value>) 
     whole_listing(node).await.unwrap()
 }
 
+/// Two nodes with state files take `ENTRIES`, write them to their files and
+/// stop: the files, the entries as listed, and the table they saved.
+async fn nodes_that_saved_and_stopped(
+    url: &str,
+    prefix: &str,
+) -> (
+    Vec<std::path::PathBuf>,
+    Vec<Value>,
+    crate::support::allowlist::View,
+) {
+    let dir = temp_dir(prefix);
+    let files: Vec<_> = (0..2).map(|i| dir.join(format!("node{i}.state"))).collect();
+    let mut all = Vec::new();
+    for f in &files {
+        all.push(TestServer::start(&gate_config("1h", Some(f)), Some(url), prefix).await);
+    }
+    let (_, before) = add_all(&all[0], &all).await;
+    let old = table_of(&all[0].app);
+    for f in &files {
+        eventually(Duration::from_secs(3), || async {
+            state_file(f).is_some_and(|s| s.1 == old.1)
+        })
+        .await;
+    }
+    for n in all {
+        n.stop().await;
+    }
+    (files, before, old)
+}
+
 /// Wait (up to 30 s) until Redis holds `want` again, asserting at every
 /// look that every node still lets every entry in: no 403 meanwhile.
 async fn put_back_with_no_403(all: &[TestServer], want: &[Value]) -> String {
@@ -258,23 +288,8 @@ async fn nodes_restarted_while_redis_is_empty_put_it_back_from_their_state_files
     let redis = RedisServer::start();
     let url = redis.url();
     let prefix = unique_prefix("fleet-state");
-    let dir = temp_dir("fleet-state");
-    let files: Vec<_> = (0..2).map(|i| dir.join(format!("node{i}.state"))).collect();
+    let (files, before, old) = nodes_that_saved_and_stopped(&url, &prefix).await;
     let mut all = Vec::new();
-    for f in &files {
-        all.push(TestServer::start(&gate_config("1h", Some(f)), Some(&url), &prefix).await);
-    }
-    let (_, before) = add_all(&all[0], &all).await;
-    let old = table_of(&all[0].app);
-    for f in &files {
-        eventually(Duration::from_secs(3), || async {
-            state_file(f).is_some_and(|s| s.1 == old.1)
-        })
-        .await;
-    }
-    for n in all.drain(..) {
-        n.stop().await;
-    }
 
     let _: () = redis::cmd("FLUSHALL").query(&mut redis.conn()).unwrap();
     for f in &files {
@@ -289,23 +304,8 @@ async fn a_plain_write_made_while_no_node_ran_is_merged_with_the_tables_of_the_f
     let redis = RedisServer::start();
     let url = redis.url();
     let prefix = unique_prefix("fleet-merge");
-    let dir = temp_dir("fleet-merge");
-    let files: Vec<_> = (0..2).map(|i| dir.join(format!("node{i}.state"))).collect();
+    let (files, _, old) = nodes_that_saved_and_stopped(&url, &prefix).await;
     let mut all = Vec::new();
-    for f in &files {
-        all.push(TestServer::start(&gate_config("1h", Some(f)), Some(&url), &prefix).await);
-    }
-    add_all(&all[0], &all).await;
-    let old = table_of(&all[0].app);
-    for f in &files {
-        eventually(Duration::from_secs(3), || async {
-            state_file(f).is_some_and(|s| s.1 == old.1)
-        })
-        .await;
-    }
-    for n in all.drain(..) {
-        n.stop().await;
-    }
 
     // Redis lost the list while no node ran: nothing witnessed it, so a
     // plain add starts an epoch (born of a write) that knows only itself.

@@ -114,7 +114,23 @@ pub async fn listing(s: &TestServer) -> View {
 /// The same, or `None` while the admin API cannot reach Redis. Follows the
 /// pages; epoch and seq are those of the last page.
 pub async fn try_listing(s: &TestServer) -> Option<View> {
-    let mut entries = BTreeSet::new();
+    let (epoch, seq, raw) = all_pages(s).await?;
+    let entries = raw
+        .iter()
+        .map(|e| {
+            (
+                e["cidr"].as_str().unwrap().to_string(),
+                e["expires_at"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    Some((epoch, seq, entries))
+}
+
+/// Every page of `GET /v1/allowlist`: the last page's epoch and seq, and
+/// every entry as the API shows it; `None` while the API cannot answer.
+async fn all_pages(s: &TestServer) -> Option<(String, u64, Vec<Value>)> {
+    let mut entries = Vec::new();
     let mut cursor = "0".to_string();
     loop {
         let r = s
@@ -127,12 +143,7 @@ pub async fn try_listing(s: &TestServer) -> Option<View> {
             return None;
         }
         let v: Value = r.json().await.ok()?;
-        entries.extend(v["entries"].as_array()?.iter().map(|e| {
-            (
-                e["cidr"].as_str().unwrap().to_string(),
-                e["expires_at"].as_u64().unwrap_or(0),
-            )
-        }));
+        entries.extend(v["entries"].as_array()?.iter().cloned());
         match v["cursor"].as_str() {
             Some(next) => cursor = next.to_string(),
             None => {
@@ -215,31 +226,16 @@ pub async fn unplanned_resyncs(s: &TestServer) -> f64 {
 /// note, actor, created_at) and sorted; with the epoch. `None` while the
 /// admin API cannot answer.
 pub async fn whole_listing(s: &TestServer) -> Option<(String, Vec<Value>)> {
-    let mut entries = Vec::new();
-    let mut cursor = "0".to_string();
-    loop {
-        let r = s
-            .admin_client()
-            .get(s.admin_url(&format!("/v1/allowlist?cursor={cursor}&count=1000")))
-            .send()
-            .await
-            .ok()?;
-        if r.status() != 200 {
-            return None;
-        }
-        let v: Value = r.json().await.ok()?;
-        entries.extend(v["entries"].as_array()?.iter().map(|e| {
+    let (epoch, _, raw) = all_pages(s).await?;
+    let mut entries: Vec<Value> = raw
+        .iter()
+        .map(|e| {
             json!({"cidr": e["cidr"], "expires_at": e["expires_at"], "note": e["note"],
                    "actor": e["actor"], "created_at": e["created_at"]})
-        }));
-        match v["cursor"].as_str() {
-            Some(next) => cursor = next.to_string(),
-            None => {
-                entries.sort_by_key(|e| e["cidr"].as_str().unwrap_or_default().to_string());
-                return Some((v["epoch"].as_str()?.to_string(), entries));
-            }
-        }
-    }
+        })
+        .collect();
+    entries.sort_by_key(|e| e["cidr"].as_str().unwrap_or_default().to_string());
+    Some((epoch, entries))
 }
 
 /// Empty Redis and take the fleet restore's election lock in one step
