@@ -190,27 +190,24 @@ pub enum Claim {
     Held(Duration),
 }
 
-/// Leave the witness (for `Over::Nothing`) and try to take the lock
-/// (`lua/allow_recover.lua`).
+/// Leave the witness (when the list is lost: no `over_epoch`) and try to
+/// take the lock (`lua/allow_recover.lua`); `over_epoch`: the epoch born of
+/// a plain write that `meta` must hold instead.
 pub async fn claim<C: ConnectionLike>(
     conn: &mut C,
     keys: RecoveryKeys<'_>,
     token: &str,
     witness: &Origin,
     entries: u64,
-    over: &Over,
+    over_epoch: Option<&str>,
 ) -> Result<Claim, StoreError> {
-    let expect = match over {
-        Over::Nothing => "",
-        Over::Write { epoch, .. } => epoch.as_str(),
-    };
     let reply: Vec<String> = invocation(keys, "claim", token)
         .arg(LOCK_TTL.as_millis() as u64)
         .arg(&witness.node)
         .arg(&witness.epoch)
         .arg(witness.seq)
         .arg(entries)
-        .arg(expect)
+        .arg(over_epoch.unwrap_or(""))
         .invoke_async(conn)
         .await
         .map_err(StoreError::from)?;

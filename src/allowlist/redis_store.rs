@@ -620,6 +620,13 @@ impl RedisAllowlist {
 
 // === recovery: the fleet puts back a list Redis lost (see `recovery`) ===
 
+/// The election won: this node holds the restore lock until it restores or
+/// releases.
+pub struct Lease {
+    token: String,
+    conn: RedisConn,
+}
+
 /// What a node's attempt to put back a lost list did.
 #[derive(Clone, Debug)]
 pub enum FleetRestore {
@@ -690,36 +697,49 @@ impl RedisAllowlist {
         })
     }
 
-    /// Put back `entries` (a node's last known table, whose epoch and seq
-    /// `witness` names) if Redis holds no allowlist and this node wins the
-    /// election: staged in bounded chunks like any restore, the lock
-    /// extended as it goes, swapped in only while Redis still holds none.
-    pub async fn restore_lost(
+    /// Leave the witness (if the list is lost) and try to win the election
+    /// for putting it back; `over_epoch`: the epoch born of a plain write
+    /// that Redis must still hold (else: no `meta` at all). The lease, or
+    /// why not (`NotLost`, `Waiting`). Only the winner builds its entries.
+    pub async fn claim_restore(
         &self,
-        entries: &[Entry],
         witness: &Origin,
-        over: &Over,
-    ) -> Result<FleetRestore, StoreError> {
-        let keys = self.recovery_keys();
+        entries: u64,
+        over_epoch: Option<&str>,
+    ) -> Result<Result<Lease, FleetRestore>, StoreError> {
         let token = new_epoch();
         let mut conn = self.writer().await?;
-        let claimed = recovery::claim(&mut conn, keys, &token, witness, entries.len() as u64, over)
+        let keys = self.recovery_keys();
+        let claimed = recovery::claim(&mut conn, keys, &token, witness, entries, over_epoch)
             .await
             .map_err(|e| self.classify(e))?;
-        match claimed {
-            Claim::Present => return Ok(FleetRestore::NotLost),
-            Claim::Held(left) => return Ok(FleetRestore::Waiting(left)),
-            Claim::Won => {}
-        }
-        let born = Born::Fleet {
-            origin: witness.clone(),
-            over: over.clone(),
-        };
+        Ok(match claimed {
+            Claim::Present => Err(FleetRestore::NotLost),
+            Claim::Held(left) => Err(FleetRestore::Waiting(left)),
+            Claim::Won => Ok(Lease { token, conn }),
+        })
+    }
+
+    /// Put back `entries` under a won `lease` (then given back): staged in
+    /// bounded chunks like any restore, the lock extended as it goes,
+    /// swapped in only while Redis still holds what `born` expects.
+    pub async fn restore_claimed(
+        &self,
+        mut lease: Lease,
+        entries: &[Entry],
+        born: &Born,
+    ) -> Result<FleetRestore, StoreError> {
+        let keys = self.recovery_keys();
         let outcome = self
-            .restore_holding(&mut conn, keys, &token, entries, &born)
+            .restore_holding(&mut lease.conn, keys, &lease.token, entries, born)
             .await;
-        recovery::release(&mut conn, keys, &token).await;
+        self.release(lease).await;
         outcome
+    }
+
+    /// Give the election's lock back without restoring.
+    pub async fn release(&self, mut lease: Lease) {
+        recovery::release(&mut lease.conn, self.recovery_keys(), &lease.token).await;
     }
 
     async fn restore_holding(
