@@ -21,7 +21,8 @@
 //!   `export_metrics`: its metrics as a node_exporter textfile.
 //! - `gate`: what a rule's `allowlist` mode makes of a request.
 //! - `recovery`: when Redis lost the list, the one node elected in Redis puts
-//!   its table back, and writes refuse to start from nothing meanwhile;
+//!   its table back, and writes refuse to start from nothing meanwhile (its
+//!   Redis side: `redis_store/fleet.rs`; the follower's: `follower/lost.rs`);
 //!   `details`: the note, actor and created_at a node keeps for that.
 
 pub mod cidr;
