@@ -201,7 +201,7 @@ async fn a_flushed_redis_is_put_back_whole_and_allow_list_names_the_origin() {
     assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
     let text = output_text(&o);
     assert!(
-        text.contains(&format!("restored by node")) && text.contains(&old.0),
+        text.contains("restored by node") && text.contains(&old.0),
         "{text}"
     );
     assert!(text.contains("login alice"), "notes come back: {text}");
@@ -542,4 +542,33 @@ async fn off_thread(mut cmd: std::process::Command) -> std::process::Output {
     tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap()
+}
+
+#[tokio::test]
+async fn the_embedded_store_exports_its_table_and_clears() {
+    let node = TestServer::start(&gate_config("1h", None), None, &unique_prefix("embedded")).await;
+    let all = [node];
+    let (_, entries) = add_all(&all[0], &all).await;
+    let (status, doc) = all[0]
+        .admin(reqwest::Method::GET, "/v1/allowlist/export")
+        .await;
+    assert_eq!(status, 200);
+    let mut cidrs: Vec<&str> = doc["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["cidr"].as_str().unwrap())
+        .collect();
+    cidrs.sort();
+    let want: Vec<&str> = entries
+        .iter()
+        .map(|e| e["cidr"].as_str().unwrap())
+        .collect();
+    assert_eq!(cidrs, want);
+    let (status, body) = all[0]
+        .admin(reqwest::Method::POST, "/v1/allowlist/clear")
+        .await;
+    assert_eq!((status, &body["cleared"]), (200, &json!(3)), "{body}");
+    assert!(all_answer(&all, "203.0.113.9", 403).await);
+    assert!(whole_listing(&all[0]).await.unwrap().1.is_empty());
 }
