@@ -89,20 +89,27 @@ async fn nodes_that_saved_and_stopped(
     (files, before, old)
 }
 
-/// Wait (up to 30 s) until Redis holds `want` again, asserting at every
-/// look that every node still lets every entry in: no 403 meanwhile.
+/// Wait (up to 30 s) until Redis holds `want` again and every node has
+/// loaded it, asserting at every look that every node still lets every
+/// entry in: no 403 meanwhile. The restored epoch.
 async fn put_back_with_no_403(all: &[TestServer], want: &[Value]) -> String {
     let reader = &all[0];
     eventually(Duration::from_secs(30), || async {
         for n in all {
             for (_, ip, _, _) in ENTRIES {
                 let status = crate::support::allowlist::gate_at(n.addr, ip).await;
-                assert_eq!(status, 200, "{ip} refused while Redis was empty");
+                assert_eq!(
+                    status, 200,
+                    "{ip} refused before the list was back everywhere"
+                );
             }
         }
-        whole_listing(reader)
-            .await
-            .is_some_and(|(_, entries)| entries == want)
+        match whole_listing(reader).await {
+            Some((epoch, entries)) if entries == want => {
+                all.iter().all(|n| table_of(&n.app).0 == epoch)
+            }
+            _ => false,
+        }
     })
     .await;
     whole_listing(reader).await.unwrap().0
