@@ -6,12 +6,16 @@
 -- KEYS[2]  entries  hash: canonical CIDR -> JSON entry
 -- KEYS[3]  exp      sorted set: CIDR scored by expires_at
 -- KEYS[4]  events   stream
+-- KEYS[5]  lost     hash: the witness of a lost dataset (see allow_recover.lua)
 -- ARGV[1]  cidr, canonical
 -- ARGV[2]  actor
 -- ARGV[3]  epoch to create if the dataset has none (only if meta was lost)
 -- ARGV[4]  event retention in ms (XADD MINID ~)
 -- ARGV[5]  event cap (XTRIM MAXLEN ~)
 -- Returns  {} when there was no such entry; else {seq, epoch} (strings).
+--          {"lost", node, epoch, seq, entries} when Redis holds no allowlist
+--          and a node witnessed one: the entry may well be in that list,
+--          "not on the allowlist" would be wrong.
 --          The event carries the entry's last expires_at ("0" = never) and an
 --          empty note.
 --
@@ -19,8 +23,12 @@
 --   with the entry present and seq 4 -> {"5", "9f2c4e1a07b3d5c6"} and the event
 --   epoch 9f2c4e1a07b3d5c6 seq 5 op remove cidr 203.0.113.7/32
 --   expires_at 1700086400123 note "" actor cli ver 1
-assert(#KEYS == 4 and #ARGV == 5, 'allow_remove: expected 4 keys and 5 args')
+assert(#KEYS == 5 and #ARGV == 5, 'allow_remove: expected 5 keys and 5 args')
 local cidr, actor = ARGV[1], ARGV[2]
+if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('EXISTS', KEYS[5]) == 1 then
+  local w = redis.call('HMGET', KEYS[5], 'node', 'epoch', 'seq', 'entries')
+  return {'lost', w[1] or '', w[2] or '', w[3] or '0', w[4] or '0'}
+end
 if redis.call('HEXISTS', KEYS[2], cidr) == 0 then
   return {}
 end
@@ -34,7 +42,7 @@ if score then exp_s = string.format('%.0f', tonumber(score)) end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[3]
-  redis.call('HSET', KEYS[1], 'epoch', epoch)
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'born', 'write')
 end
 
 redis.call('HDEL', KEYS[2], cidr)

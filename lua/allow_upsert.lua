@@ -6,7 +6,8 @@
 -- KEYS[2]  entries  hash: canonical CIDR -> JSON {expires_at, note, created_at, actor, ver}
 -- KEYS[3]  exp      sorted set: CIDR scored by expires_at (permanent entries are not in it)
 -- KEYS[4]  events   stream
---          All four share the {<prefix>:allow} hash tag.
+-- KEYS[5]  lost     hash: the witness of a lost dataset (see allow_recover.lua)
+--          All five share the {<prefix>:allow} hash tag.
 -- ARGV[1]  cidr, canonical (the caller validated it: nothing here rejects input)
 -- ARGV[2]  ttl in ms, > 0; or 0 for a permanent entry
 -- ARGV[3]  note (at most 256 bytes)
@@ -15,7 +16,13 @@
 -- ARGV[6]  event retention in ms: events older than this are trimmed (XADD MINID ~)
 -- ARGV[7]  event cap: the stream is then trimmed to about this many (XTRIM MAXLEN ~)
 --          (one XADD cannot take both MINID and MAXLEN, hence the XTRIM)
+-- ARGV[8]  "1": the operator means to start a new, empty allowlist if Redis
+--          holds none (`--new-epoch`); "0": refuse that while `lost` exists
 -- Returns  {seq, expires_at, created_at, epoch}, all strings; expires_at "0" = never.
+--          Or, when Redis holds no allowlist, a node witnessed one (`lost`)
+--          and ARGV[8] is "0": {"lost", node, epoch, seq, entries} of that
+--          witness, and nothing is written. A write never silently starts
+--          a fleet's allowlist from nothing.
 --          Times are ms since the Unix epoch from Redis TIME; created_at is the
 --          time of this write.
 --
@@ -25,7 +32,9 @@
 --   -> {"1", "1700086400123", "1700000000123", "9f2c4e1a07b3d5c6"}, and the event
 --   epoch 9f2c4e1a07b3d5c6 seq 1 op upsert cidr 203.0.113.7/32
 --   expires_at 1700086400123 note "login alice" actor admin-api ver 1
-assert(#KEYS == 4 and #ARGV == 7, 'allow_upsert: expected 4 keys and 7 args')
+--   created_at 1700000000123 (a field later readers may use: a node keeps
+--   note, actor and created_at to restore the list if Redis loses it)
+assert(#KEYS == 5 and #ARGV == 8, 'allow_upsert: expected 5 keys and 8 args')
 local cidr, note, actor = ARGV[1], ARGV[3], ARGV[4]
 local ttl = tonumber(ARGV[2])
 assert(ttl and ttl >= 0, 'allow_upsert: ttl_ms must be a number >= 0')
@@ -39,8 +48,17 @@ local now_s, exp_s = string.format('%.0f', now), string.format('%.0f', expires)
 
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
+  local deliberate = ARGV[8] == '1'
+  if not deliberate and redis.call('EXISTS', KEYS[5]) == 1 then
+    local w = redis.call('HMGET', KEYS[5], 'node', 'epoch', 'seq', 'entries')
+    return {'lost', w[1] or '', w[2] or '', w[3] or '0', w[4] or '0'}
+  end
   epoch = ARGV[5]
-  redis.call('HSET', KEYS[1], 'epoch', epoch)
+  -- `born`: how this epoch began (README, "When Redis loses its data").
+  local born = 'write'
+  if deliberate then born = 'new_epoch' end
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'born', born)
+  redis.call('DEL', KEYS[5])
 end
 
 local entry = '{"expires_at":' .. exp_s .. ',"note":' .. cjson.encode(note) ..
@@ -56,7 +74,7 @@ local seq = tostring(redis.call('HINCRBY', KEYS[1], 'seq', 1))
 local min_id = string.format('%.0f', now - tonumber(ARGV[6]))
 local id = redis.call('XADD', KEYS[4], 'MINID', '~', min_id, '*',
   'epoch', epoch, 'seq', seq, 'op', 'upsert', 'cidr', cidr, 'expires_at', exp_s,
-  'note', note, 'actor', actor, 'ver', '1')
+  'note', note, 'actor', actor, 'ver', '1', 'created_at', now_s)
 redis.call('XTRIM', KEYS[4], 'MAXLEN', '~', ARGV[7])
 redis.call('HSET', KEYS[1], 'last_id', id)
 return {seq, exp_s, now_s, epoch}

@@ -83,8 +83,8 @@ def measure(n):
         results[name] = {"calls": len(t), "median_us": statistics.median(t), "max_us": max(t)}
 
     # Adds first (one new entry, then refreshes): they also write the 200 events the tail read reads.
-    call = lambda: redis(port, "EVALSHA", upsert, "4", *allow_keys(prefix), "203.0.113.7/32", "86400000", "login",
-                         "bench", "cost", "604800000", "1000000")
+    call = lambda: redis(port, "EVALSHA", upsert, "5", *allow_keys(prefix), allow_key(prefix, "lost"), "203.0.113.7/32",
+                         "86400000", "login", "bench", "cost", "604800000", "1000000", "0")
     run("add (allow_upsert.lua)", "EVALSHA", TAIL, lambda r: r.splitlines()[0].isdigit() or fail("upsert", r))
     call = lambda: redis(port, "EVALSHA", begin, "2", meta, entries)
     run("snapshot start (allow_snapshot_begin.lua)", "EVALSHA", 20, lambda r: r.splitlines()[4] == str(n + 1) or fail("begin", r))
@@ -125,8 +125,9 @@ def measure(n):
     def swap():
         for live, tmp in zip((entries, exp), staged):
             redis(port, "COPY", live, tmp, "REPLACE")
-        return redis(port, "EVALSHA", restore, "6", *allow_keys(prefix), *staged, "f" * 16, str(int(redis(port, "HLEN", staged[0]))),
-                     "cost", "604800000", "1000000")
+        return redis(port, "EVALSHA", restore, "7", *allow_keys(prefix), *staged, allow_key(prefix, "lost"), "f" * 16,
+                     str(int(redis(port, "HLEN", staged[0]))), "cost", "604800000", "1000000", "restore", "", "", "",
+                     "any", "", "")
     call = swap
     run(f"restore swap (allow_restore.lua, {n} entries)", "EVALSHA", 3, lambda r: r.splitlines()[1] == "1" or fail("restore", r))
     p.kill()

@@ -23,7 +23,7 @@ import threading
 import time
 import urllib.request
 
-from allowlist_fill import allow_keys
+from allowlist_fill import allow_key, allow_keys
 from bench_load import CONNECTIONS, KEYS, BenchFailure, Target, finish_wrk, loadavg, start_wrk, wrk
 from bench_procs import (ADMIN_TOKEN, BIN, ROOT, commandstats, free_port, kill_all, limitador_revision,
                          lua, metric_sum, metrics, redis, redis_cpu, redis_info, resp, rss_kb, fallback_decisions, start_anchor,
@@ -338,7 +338,9 @@ def load_allowlist(redis_port, prefix, n):
     """n entries (/32s of 198.18.0.0/15) through the allow_upsert script, pipelined."""
     sha = redis(redis_port, "SCRIPT", "LOAD", lua("allow_upsert"))
     keys = allow_keys(prefix)
-    cmds = "".join(resp("EVALSHA", sha, 4, *keys, f"{bench_ip(i)}/32", 3_600_000, "bench", "bench", "benchepoch", 604_800_000, 1_000_000)
+    lost = allow_key(prefix, "lost")
+    cmds = "".join(resp("EVALSHA", sha, 5, *keys, lost, f"{bench_ip(i)}/32", 3_600_000, "bench", "bench", "benchepoch",
+                        604_800_000, 1_000_000, 0)
                    for i in range(n))
     subprocess.run(["redis-cli", "-p", str(redis_port), "--pipe"], input=cmds, capture_output=True, text=True)
     return int(redis(redis_port, "HLEN", keys[1]) or 0)

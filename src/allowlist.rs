@@ -20,8 +20,13 @@
 //!   `export_file`: the file `tollgate follow` keeps equal to the live list;
 //!   `export_metrics`: its metrics as a node_exporter textfile.
 //! - `gate`: what a rule's `allowlist` mode makes of a request.
+//! - `recovery`: when Redis lost the list, the one node elected in Redis puts
+//!   its table back, and writes refuse to start from nothing meanwhile (its
+//!   Redis side: `redis_store/fleet.rs`; the follower's: `follower/lost.rs`);
+//!   `details`: the note, actor and created_at a node keeps for that.
 
 pub mod cidr;
+pub mod details;
 pub mod event;
 pub mod expiry;
 pub mod export;
@@ -33,6 +38,7 @@ pub mod gate;
 pub mod input;
 mod local;
 pub mod reaper;
+pub mod recovery;
 pub mod redis_store;
 pub mod snapshot_budget;
 pub mod state_file;
@@ -52,7 +58,9 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::keys::KeySpace;
 use crate::redis_conn::StoreError;
+use details::Details;
 use local::LocalAllowlist;
+use recovery::{Born, WriteError};
 use redis_store::{RedisAllowlist, Restored};
 
 use expiry::ExpiresAt;
@@ -125,6 +133,10 @@ pub struct Allowlist {
     state_file: Option<PathBuf>,
     /// How fast the follower pages a snapshot, and its jitter before one.
     pacing: follower::Pacing,
+    /// Note, actor and created_at of the table's entries (to give it back whole).
+    details: Details,
+    /// This node in a restore's origin: host name and a random tag per process.
+    node_id: String,
 }
 
 impl Allowlist {
@@ -133,22 +145,28 @@ impl Allowlist {
     pub fn new(config: &Config) -> Allowlist {
         let keys = KeySpace::new(&config.prefix).allowlist();
         let state_file = config.allowlist.state_file.clone();
-        let (backend, table, synced) = match &config.redis {
+        let (backend, table, details, synced) = match &config.redis {
             Some(r) => {
                 // The last known table, served before Redis answers.
                 let saved = state_file.as_deref().and_then(state_file::load);
                 let synced = saved.is_some();
-                let table = saved.unwrap_or_else(|| Table::new(String::new(), 0, Clock::system()));
+                let (table, details) = saved.unwrap_or_else(|| {
+                    (
+                        Table::new(String::new(), 0, Clock::system()),
+                        Default::default(),
+                    )
+                });
                 (
                     Backend::Redis(RedisAllowlist::new(r.endpoint.clone(), keys)),
                     table,
+                    details,
                     synced,
                 )
             }
             None => {
                 let local = LocalAllowlist::new();
                 let table = local.table();
-                (Backend::Local(local), table, true)
+                (Backend::Local(local), table, Default::default(), true)
             }
         };
         Allowlist {
@@ -163,6 +181,34 @@ impl Allowlist {
                 fleet_pages_per_second: config.allowlist.snapshot_fleet_pages_per_second,
                 jitter_max: config.allowlist.snapshot_jitter_max,
             },
+            details: Details::new(details),
+            node_id: node_id(),
+        }
+    }
+
+    /// This node as a fleet restore records it.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    pub(crate) fn details(&self) -> &Details {
+        &self.details
+    }
+
+    /// This node's own table, with each entry's details, as a listing (the
+    /// document `GET /v1/allowlist/export` serves): what the node serves
+    /// now, from its memory, whatever Redis holds.
+    pub fn node_listing(&self) -> Listing {
+        if let Backend::Local(l) = &self.backend {
+            return l.listing();
+        }
+        let table = self.table();
+        let now_ms = table.clock.now_ms();
+        Listing {
+            epoch: table.epoch.clone(),
+            seq: table.seq,
+            now_ms,
+            entries: self.details.entries_of(&table, now_ms),
         }
     }
 
@@ -215,7 +261,7 @@ impl Allowlist {
     }
 
     /// Add or refresh an entry (validated by `input`).
-    pub async fn upsert(&self, new: &NewEntry) -> Result<Stored, StoreError> {
+    pub async fn upsert(&self, new: &NewEntry) -> Result<Stored, WriteError> {
         match &self.backend {
             Backend::Redis(r) => r.upsert(new).await,
             Backend::Local(l) => Ok(l.upsert(new, &self.table)),
@@ -223,7 +269,7 @@ impl Allowlist {
     }
 
     /// Remove an entry: its event's `seq`, or `None` when there was no such entry.
-    pub async fn remove(&self, cidr: &IpNet, actor: &str) -> Result<Option<u64>, StoreError> {
+    pub async fn remove(&self, cidr: &IpNet, actor: &str) -> Result<Option<u64>, WriteError> {
         match &self.backend {
             Backend::Redis(r) => r.remove(cidr, actor).await,
             Backend::Local(l) => Ok(l.remove(cidr, actor, &self.table)),
@@ -263,7 +309,7 @@ impl Allowlist {
     /// that every follower resyncs to (`tollgate allow restore`).
     pub async fn restore(&self, entries: &[Entry], actor: &str) -> Result<Restored, StoreError> {
         match &self.backend {
-            Backend::Redis(r) => r.restore(entries, actor).await,
+            Backend::Redis(r) => r.restore(entries, actor, &Born::Restore).await,
             Backend::Local(_) => Err(StoreError::Unsupported(
                 "restore works on Redis; the embedded store lives in one process",
             )),
@@ -313,7 +359,40 @@ impl Allowlist {
                 r.stage_abort(staging).await;
                 Ok(Err(problems))
             }
-            Ok(_) => Ok(Ok(r.stage_finish(staging, actor).await?)),
+            Ok(_) => Ok(Ok(r.stage_finish(staging, actor, &Born::Restore).await?)),
+        }
+    }
+
+    /// The intended wipe (`allow clear`): a new, empty epoch with a
+    /// `restore` event (`meta.born = clear`), so every node follows it and
+    /// none takes it for a Redis that lost its data. How many entries the
+    /// cleared list held.
+    pub async fn clear(&self, actor: &str) -> Result<(Restored, u64), StoreError> {
+        match &self.backend {
+            Backend::Redis(r) => {
+                let held = r.stored_count().await?;
+                Ok((r.restore(&[], actor, &Born::Clear).await?, held))
+            }
+            Backend::Local(l) => {
+                let held = l.clear(actor, &self.table);
+                Ok((
+                    Restored {
+                        done: true,
+                        epoch: self.table().epoch.clone(),
+                        kept: 0,
+                        dropped: 0,
+                    },
+                    held,
+                ))
+            }
+        }
+    }
+
+    /// Where the epoch Redis holds came from, if a fleet restore made it.
+    pub async fn restored_from(&self) -> Result<Option<recovery::Origin>, StoreError> {
+        match &self.backend {
+            Backend::Redis(r) => Ok(r.birth_now().await?.origin),
+            Backend::Local(_) => Ok(None),
         }
     }
 
@@ -324,6 +403,18 @@ impl Allowlist {
             Backend::Local(l) => Ok(l.reap(&self.table)),
         }
     }
+}
+
+/// `host-1a2b3c4d`: the host (for an operator reading an event) and a random
+/// tag (two processes on one host, or nodes in one test, differ).
+fn node_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    format!("{host}-{:08x}", rand::random::<u32>())
 }
 
 /// A random id for a new dataset.

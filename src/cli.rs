@@ -4,6 +4,7 @@
 pub mod activity;
 pub mod allow;
 pub mod follow;
+mod from_node;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

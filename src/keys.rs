@@ -11,7 +11,7 @@
 //! 7 KB header never becomes a 7 KB Redis key.
 //!
 //! Allowlist keys: `<prefix>:{<prefix>:allow}:<name>` for `meta`, `entries`,
-//! `exp`, `events` and `snapshot_budget`. They share the `{<prefix>:allow}` hash tag (one slot,
+//! `exp`, `events`, `snapshot_budget`, `lost` and `restore_lock`. They share the `{<prefix>:allow}` hash tag (one slot,
 //! so each allowlist script is atomic over all four) and still start with the
 //! prefix like every other key.
 
@@ -117,6 +117,13 @@ pub struct AllowKeys {
     /// String: snapshot pages the fleet took in the current window
     /// (`lua/allow_snapshot_take.lua`); not part of the dataset.
     pub snapshot_budget: String,
+    /// Hash: the witness of a lost dataset (`node`, `epoch`, `seq`,
+    /// `entries`, `at`), written by the node that found Redis without `meta`
+    /// while holding a table; writes refuse to start an epoch while it exists
+    /// (`lua/allow_recover.lua`, `src/allowlist/recovery.rs`).
+    pub lost: String,
+    /// String: the token of the one node restoring a lost dataset (expires).
+    pub restore_lock: String,
 }
 
 impl AllowKeys {
@@ -148,6 +155,8 @@ impl KeySpace {
             exp: key("exp"),
             events: key("events"),
             snapshot_budget: key("snapshot_budget"),
+            lost: key("lost"),
+            restore_lock: key("restore_lock"),
         }
     }
 }
@@ -267,6 +276,8 @@ mod tests {
             ]
         );
         assert_eq!(k.snapshot_budget, "tg:{tg:allow}:snapshot_budget");
+        assert_eq!(k.lost, "tg:{tg:allow}:lost");
+        assert_eq!(k.restore_lock, "tg:{tg:allow}:restore_lock");
         assert_eq!(
             k.staging("ab12"),
             [

@@ -158,7 +158,9 @@ fn a_restore_leaves_out_expired_entries_when_staging_and_leaves_later_expiries_t
         .key(&keys.events)
         .key(&staged[0])
         .key(&staged[1])
+        .key(&keys.lost)
         .arg(&["e1", "2", "t", "604800000", "1000000"])
+        .arg(&["restore", "", "", "", "any", "", ""])
         .invoke(&mut conn)
         .unwrap();
     assert_eq!(reply, ["e1", "1", "2"]);

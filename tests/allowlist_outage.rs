@@ -1,13 +1,14 @@
 //! The allowlist when Redis is lost: FLUSHALL, a Redis restarted empty
 //! (SHUTDOWN NOSAVE), a Redis killed while an entry expires, a node restarted
 //! from its state file while Redis is down. The old table keeps serving
-//! (fail-static), expiry still happens, and every node converges after.
+//! (fail-static), expiry still happens, and every node converges after (the
+//! fleet putting the list back: `allowlist_fleet_restore`).
 
 use std::time::Duration;
 
 use crate::support::allowlist::{
-    add_entry, all_answer, gate_at, gate_config, listing, now_ms, state_file, table_of,
-    try_listing, unplanned_resyncs,
+    add_entry, all_answer, flush_holding_the_restore_lock, gate_at, gate_config, listing, now_ms,
+    release_restore_lock, state_file, table_of, try_listing, unplanned_resyncs,
 };
 use crate::support::binary::{output_text, tollgate};
 use crate::support::redis::PERSISTENT;
@@ -26,7 +27,7 @@ async fn two_nodes(reap_interval: &str, url: &str, prefix: &str) -> (TestServer,
 }
 
 #[tokio::test]
-async fn flushall_keeps_the_old_table_serving_reports_source_lost_and_an_admin_write_converges_all()
+async fn flushall_keeps_the_old_table_serving_and_reports_source_lost_until_the_fleet_puts_it_back()
 {
     let redis = RedisServer::start();
     let prefix = unique_prefix("flush");
@@ -39,8 +40,10 @@ async fn flushall_keeps_the_old_table_serving_reports_source_lost_and_an_admin_w
     })
     .await;
     let old_epoch = n0.app.allowlist.table().epoch.clone();
+    let before = listing(&n0).await;
 
-    let _: () = redis::cmd("FLUSHALL").query(&mut redis.conn()).unwrap();
+    // A node restoring (the test holds the election's lock): the fleet waits.
+    flush_holding_the_restore_lock(&mut redis.conn(), &prefix);
     for n in nodes {
         eventually(Duration::from_secs(3), || async {
             let (status, body) = readyz(n.admin_addr).await;
@@ -58,15 +61,16 @@ async fn flushall_keeps_the_old_table_serving_reports_source_lost_and_an_admin_w
     );
     assert!(all_answer(&nodes, "192.0.2.2", 200).await);
 
-    add_entry(&n1, "192.0.2.3", "1h").await;
-    eventually(Duration::from_secs(3), || async {
-        all_answer(&nodes, "192.0.2.3", 200).await && all_answer(&nodes, "192.0.2.1", 403).await
+    release_restore_lock(&mut redis.conn(), &prefix);
+    eventually(Duration::from_secs(10), || async {
+        try_listing(&n0).await.is_some_and(|l| l.2 == before.2)
+            && nodes.iter().all(|n| table_of(&n.app).0 != old_epoch)
     })
     .await;
     for n in nodes {
         let (epoch, seq, entries) = table_of(&n.app);
         assert_ne!(epoch, old_epoch);
-        assert_eq!((seq, entries), (listing(&n0).await.1, listing(&n0).await.2));
+        assert_eq!((seq, entries), (listing(&n0).await.1, before.2.clone()));
         let text = scrape(n).await;
         assert_eq!(metric(&text, "tollgate_allowlist_source_lost", &[]), 0.0);
         assert!(
@@ -81,7 +85,8 @@ async fn flushall_keeps_the_old_table_serving_reports_source_lost_and_an_admin_w
 }
 
 #[tokio::test]
-async fn a_redis_restarted_empty_keeps_the_old_table_serving_and_a_restore_converges_every_node() {
+async fn a_redis_restarted_empty_keeps_the_old_table_serving_and_an_operator_restore_converges_every_node(
+) {
     let mut redis = RedisServer::start();
     let url = redis.url();
     let prefix = unique_prefix("nosave");
@@ -112,12 +117,7 @@ async fn a_redis_restarted_empty_keeps_the_old_table_serving_and_a_restore_conve
         .arg("NOSAVE")
         .query::<()>(&mut redis.conn());
     redis.restart();
-    for n in nodes {
-        eventually(Duration::from_secs(5), || async {
-            readyz(n.admin_addr).await.1.contains("source_lost")
-        })
-        .await;
-    }
+    // The fleet may put it back first: either way, no node refuses meanwhile.
     assert!(all_answer(&nodes, "203.0.113.9", 200).await, "fail-static");
 
     let o = tollgate(&[

@@ -28,6 +28,9 @@ mod algorithms;
 mod allowlist;
 /// `tollgate allow export` / `restore`: a 10 000-entry round trip, bad input writes nothing.
 mod allowlist_export;
+/// Redis lost the allowlist (restarted empty, flushed, failed over, nodes from state files): one
+/// node puts it back with no 403 meanwhile; writes refused until then; `clear`; a node's export.
+mod allowlist_fleet_restore;
 /// Redis lost under the allowlist (flushed, restarted empty, killed): fail-static, state files, convergence.
 mod allowlist_outage;
 /// The allowlist's history going wrong (trimmed, rewritten, unknown events, backwards): resync to the listing.

@@ -48,6 +48,13 @@ pub struct Event {
     pub cidr: Option<IpNet>,
     /// For `upsert`, the new expiry (0: never); informational otherwise.
     pub expires_at: ExpiresAt,
+    /// For `upsert`, the entry's note and actor (a node keeps them to give
+    /// its table back whole: `details`).
+    pub note: String,
+    pub actor: String,
+    /// For `upsert`, when it was written (ms, Redis time); 0 when the event
+    /// predates the field (then its stream id tells).
+    pub created_at: u64,
 }
 
 /// Why a stream entry is not an event this node can apply (then it resyncs).
@@ -107,12 +114,27 @@ impl Event {
                 Some(cidr)
             }
         };
+        let optional = |name: &'static str| -> Result<String, EventError> {
+            match get(name) {
+                Err(EventError::Missing(_)) => Ok(String::new()),
+                other => other,
+            }
+        };
+        let created_at = match optional("created_at")?.as_str() {
+            "" => 0,
+            text => text
+                .parse()
+                .map_err(|_| EventError::NotANumber("created_at"))?,
+        };
         Ok(Event {
             epoch: get("epoch")?,
             seq: number("seq")?,
             op,
             cidr,
             expires_at: number("expires_at")?,
+            note: optional("note")?,
+            actor: optional("actor")?,
+            created_at,
         })
     }
 }
@@ -146,6 +168,11 @@ mod tests {
         assert_eq!(e.op, Op::Upsert);
         assert_eq!(e.cidr.unwrap().to_string(), "203.0.113.0/24");
         assert_eq!(e.expires_at, 1_700_000_000_000);
+        assert_eq!((e.note.as_str(), e.actor.as_str()), ("login alice", "cli"));
+        assert_eq!(e.created_at, 0, "not in this event");
+        let mut f = fields(&GOOD);
+        f.insert("created_at".into(), Value::BulkString(b"1699".to_vec()));
+        assert_eq!(Event::from_fields(&f).unwrap().created_at, 1699);
     }
 
     #[test]

@@ -33,8 +33,11 @@
 //! - Redis unreachable → the last table keeps serving (entries still expire
 //!   on time); reconnect with backoff and jitter, then continue the tail when
 //!   `meta` allows, else resync;
-//! - Redis without `meta` (restarted empty, flushed) → `source_lost`: the last
-//!   table keeps serving until an epoch appears again, then resync to it.
+//! - Redis without `meta` (restarted empty, flushed) while this node holds a
+//!   table of an epoch → `source_lost`: the last table keeps serving, and the
+//!   node offers it to the fleet's election (`recovery`): the one elected
+//!   puts it back as a new epoch, every node then resyncs to that (its old
+//!   table serving until the new one is loaded: no gap).
 //!
 //! Each state change is logged once, and counted (see `status`).
 
@@ -46,7 +49,9 @@ use redis::streams::StreamReadReply;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::details::{note_event, About, AboutMap};
 use super::event::{stream_entries, Event};
+use super::recovery;
 use super::redis_store::{RedisAllowlist, SNAPSHOT_PAGE};
 use super::snapshot_budget::PageBudget;
 use super::status::Reason;
@@ -54,6 +59,8 @@ use super::table::{Applied, Clock, Table};
 use super::{state_file, Allowlist};
 use crate::redis_conn::RedisConn;
 use crate::redis_conn::StoreError;
+
+mod lost;
 
 /// How long one XREAD waits for events before `meta` is checked.
 pub const BLOCK: Duration = Duration::from_secs(1);
@@ -272,13 +279,20 @@ impl Follower<'_> {
         let status = self.list.status();
         status.contact();
         if pos.epoch.is_empty() && self.known && !self.table.epoch.is_empty() {
-            self.lost();
-            return Ok(Step::Tail { block: true });
+            return self.lost().await;
         }
+        let birth = self.redis.birth(conn).await?;
+        let live = self.table.live_count(self.table.clock.now_ms());
+        if self.known && recovery::is_overwritten(&pos.epoch, &birth.born, &self.table.epoch, live)
+        {
+            return self.merge_overwritten(&pos.epoch).await;
+        }
+        status.set_birth(birth);
         // Redis read its clock somewhere in between; the midpoint errs by at most half the round trip.
         let clock = Clock::synced(pos.now_ms, before + (after - before) / 2);
         let mut table = Table::new(pos.epoch, pos.seq, clock);
         table.last_id = pos.last_id;
+        let mut about = AboutMap::new();
         let mut pages = tokio::time::interval(Duration::from_secs_f64(
             1.0 / pacing.pages_per_second.max(1) as f64,
         ));
@@ -304,23 +318,26 @@ impl Follower<'_> {
             status.contact();
             if cursor == 0 && next != 0 {
                 // HSCAN's order is random: the first page's mix of families stands for the list.
-                let v4 = page.iter().filter(|(n, _)| n.addr().is_ipv4()).count();
+                let v4 = page.iter().filter(|e| e.cidr.addr().is_ipv4()).count();
                 let share = |k: usize| (pos.entries as usize).saturating_mul(k) / page.len().max(1);
                 table.reserve(share(v4), share(page.len() - v4));
+                about.reserve(pos.entries as usize);
             }
-            for (net, expires_at) in page {
-                table.insert(net, expires_at);
+            for e in page {
+                table.insert(e.cidr, e.expires_at);
+                about.insert(e.cidr, About::of(&e));
             }
             if next == 0 {
                 break;
             }
             cursor = next;
         }
-        if let Some(next) = self.catch_up(conn, &mut table).await? {
+        if let Some(next) = self.catch_up(conn, &mut table, &mut about).await? {
             return Ok(next);
         }
         self.table = table;
         self.clock_from_file = false;
+        self.list.details().replace(about);
         self.list.publish(&self.table);
         status
             .apply_seconds
@@ -374,6 +391,7 @@ impl Follower<'_> {
         &mut self,
         conn: &mut RedisConn,
         table: &mut Table,
+        about: &mut AboutMap,
     ) -> Result<Option<Step>, StoreError> {
         let (epoch, target): (Option<String>, Option<u64>) = redis::cmd("HMGET")
             .arg(&self.redis.keys().meta)
@@ -410,7 +428,13 @@ impl Follower<'_> {
             }
             for entry in events {
                 let applied = match Event::from_fields(&entry.map) {
-                    Ok(ev) => table.apply(&ev),
+                    Ok(ev) => {
+                        let applied = table.apply(&ev);
+                        if applied == Applied::Applied {
+                            note_event(about, &ev, id_ms(&entry.id));
+                        }
+                        applied
+                    }
                     Err(_) => Applied::Resync(Reason::UnknownEvent),
                 };
                 if let Applied::Resync(reason) = applied {
@@ -439,7 +463,7 @@ impl Follower<'_> {
         status.contact();
         let Some(epoch) = epoch else {
             if !self.table.epoch.is_empty() {
-                self.lost();
+                return self.lost().await;
             }
             return Ok(Step::Tail { block: true });
         };
@@ -521,7 +545,14 @@ impl Follower<'_> {
         let mut next = Step::Tail { block: true };
         for entry in entries {
             let outcome = match Event::from_fields(&entry.map) {
-                Ok(ev) => self.table.apply(&ev),
+                Ok(ev) => {
+                    let applied = self.table.apply(&ev);
+                    if applied == Applied::Applied {
+                        let ms = id_ms(&entry.id);
+                        self.list.details().update(|m| note_event(m, &ev, ms));
+                    }
+                    applied
+                }
                 Err(e) => {
                     tracing::warn!(id = %entry.id, error = %e, "allowlist: an event this node cannot read; not applying it, resyncing");
                     next = Step::Snapshot(Reason::UnknownEvent);
@@ -547,18 +578,6 @@ impl Follower<'_> {
         Ok(next)
     }
 
-    /// Redis answers but holds no allowlist: keep serving, say so once.
-    fn lost(&self) {
-        if self.list.status().set_source_lost(true) {
-            tracing::warn!(
-                entries = self.table.len(),
-                epoch = %self.table.epoch,
-                seq = self.table.seq,
-                "allowlist: Redis holds no allowlist (restarted empty or flushed); serving the last known table until an admin writes or restores"
-            );
-        }
-    }
-
     fn unreachable(&self, e: &StoreError) {
         if self.list.status().set_unreachable(true) {
             tracing::warn!(error = %e, "allowlist: Redis unreachable; serving the last known table (entries still expire on time)");
@@ -570,6 +589,11 @@ impl Follower<'_> {
             tracing::info!("allowlist: Redis back");
         }
     }
+}
+
+/// The time part of a stream id (ms, Redis time); 0 when unreadable.
+fn id_ms(id: &str) -> u64 {
+    stream_id(id).map_or(0, |(ms, _)| ms)
 }
 
 /// A stream id `ms-n` as a comparable pair.

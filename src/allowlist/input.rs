@@ -21,6 +21,10 @@ pub struct NewEntry {
     pub ttl_ms: u64,
     pub note: String,
     pub actor: String,
+    /// Start a new, empty allowlist if Redis holds none, even though a node
+    /// witnessed one that Redis lost (`--new-epoch`, `"new_epoch": true`).
+    /// Without it such a write is refused (`recovery`).
+    pub new_epoch: bool,
 }
 
 /// A problem with one input field; nothing was written.
@@ -67,6 +71,7 @@ pub fn new_entry(
         ttl_ms,
         note: note.to_string(),
         actor,
+        new_epoch: false,
     })
 }
 

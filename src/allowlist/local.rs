@@ -66,6 +66,17 @@ impl LocalAllowlist {
         Some(s.commit(publish))
     }
 
+    /// Drop every entry as a new epoch (`allow clear`); how many there were.
+    pub fn clear(&self, _actor: &str, publish: &ArcSwap<Table>) -> u64 {
+        let mut s = self.lock();
+        let held = s.entries.len() as u64;
+        s.entries.clear();
+        let clock = s.table.clock;
+        s.table = Table::new(new_epoch(), 0, clock);
+        s.commit(publish);
+        held
+    }
+
     /// Expire every due entry (one `seq` each, like the reap script).
     pub fn reap(&self, publish: &ArcSwap<Table>) -> usize {
         let mut s = self.lock();

@@ -18,10 +18,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use redis::streams::StreamReadReply;
 
 use super::event::{stream_entries, Event, Op};
+use super::recovery::{Born, LostList, Over, WriteError};
+
+mod fleet;
 use super::{new_epoch, Entry, Listing, NewEntry, Stored};
 use crate::keys::AllowKeys;
 use crate::redis_conn::StoreError;
 use crate::redis_conn::{Endpoint, RedisConn, SharedConn};
+pub use fleet::{Birth, FleetRestore, Lease};
 
 /// Events older than this are trimmed from the stream (7 days): far longer than
 /// any restart, so a node that knows its position can always catch up.
@@ -100,6 +104,9 @@ pub struct Staging {
 /// What a restore did.
 #[derive(Clone, Debug)]
 pub struct Restored {
+    /// False only for a fleet restore that found an allowlist already there
+    /// (another node, or an operator, was first): nothing changed.
+    pub done: bool,
     /// The new dataset's epoch; its `seq` is 1.
     pub epoch: String,
     /// Entries the new list holds.
@@ -152,7 +159,11 @@ impl RedisAllowlist {
     /// Classify a failed call; when Redis went away behind a Sentinel, forget
     /// the connection so the next call finds the current master.
     fn failed(&self, e: redis::RedisError) -> StoreError {
-        let e = StoreError::from(e);
+        self.classify(StoreError::from(e))
+    }
+
+    /// The same for an error already classified.
+    fn classify(&self, e: StoreError) -> StoreError {
         if self.endpoint().is_sentinel()
             && matches!(e, StoreError::Unreachable(_) | StoreError::Timeout(_))
         {
@@ -173,21 +184,26 @@ impl RedisAllowlist {
         inv
     }
 
-    pub async fn upsert(&self, new: &NewEntry) -> Result<Stored, StoreError> {
+    pub async fn upsert(&self, new: &NewEntry) -> Result<Stored, WriteError> {
         let mut inv = self.invocation(&scripts().upsert);
-        inv.arg(new.cidr.to_string())
+        inv.key(&self.keys.lost)
+            .arg(new.cidr.to_string())
             .arg(new.ttl_ms)
             .arg(&new.note)
             .arg(&new.actor)
             .arg(new_epoch())
             .arg(EVENT_RETENTION_MS)
-            .arg(EVENT_CAP);
+            .arg(EVENT_CAP)
+            .arg(if new.new_epoch { "1" } else { "0" });
         let reply: Vec<String> = inv
             .invoke_async(&mut self.writer().await?)
             .await
             .map_err(|e| self.failed(e))?;
+        if let Some(lost) = LostList::from_reply(&reply) {
+            return Err(WriteError::Lost(lost));
+        }
         let [seq, expires_at, created_at, _epoch] = reply.as_slice() else {
-            return Err(unexpected("allow_upsert", &reply));
+            return Err(unexpected("allow_upsert", &reply).into());
         };
         Ok(Stored {
             entry: Entry {
@@ -201,9 +217,10 @@ impl RedisAllowlist {
         })
     }
 
-    pub async fn remove(&self, cidr: &IpNet, actor: &str) -> Result<Option<u64>, StoreError> {
+    pub async fn remove(&self, cidr: &IpNet, actor: &str) -> Result<Option<u64>, WriteError> {
         let mut inv = self.invocation(&scripts().remove);
-        inv.arg(cidr.to_string())
+        inv.key(&self.keys.lost)
+            .arg(cidr.to_string())
             .arg(actor)
             .arg(new_epoch())
             .arg(EVENT_RETENTION_MS)
@@ -212,10 +229,13 @@ impl RedisAllowlist {
             .invoke_async(&mut self.writer().await?)
             .await
             .map_err(|e| self.failed(e))?;
+        if let Some(lost) = LostList::from_reply(&reply) {
+            return Err(WriteError::Lost(lost));
+        }
         match reply.as_slice() {
             [] => Ok(None),
             [seq, _epoch] => Ok(Some(number(seq)?)),
-            _ => Err(unexpected("allow_remove", &reply)),
+            _ => Err(unexpected("allow_remove", &reply).into()),
         }
     }
 
@@ -244,12 +264,20 @@ impl RedisAllowlist {
     /// Replace the allowlist with `entries` as a new epoch: stage them in
     /// chunks under a fresh token, then swap them in with one script (see
     /// `lua/allow_restore.lua`). Entries must be canonical and distinct.
-    pub async fn restore(&self, entries: &[Entry], actor: &str) -> Result<Restored, StoreError> {
+    pub async fn restore(
+        &self,
+        entries: &[Entry],
+        actor: &str,
+        born: &Born,
+    ) -> Result<Restored, StoreError> {
         let mut staging = self.stage_begin().await?;
         for chunk in entries.chunks(RESTORE_CHUNK) {
-            self.stage(&mut staging, chunk).await?;
+            if let Err(e) = self.stage(&mut staging, chunk).await {
+                self.stage_abort(staging).await;
+                return Err(e);
+            }
         }
-        self.stage_finish(staging, actor).await
+        self.stage_finish(staging, actor, born).await
     }
 
     /// A restore's staging keys, under a fresh token (invisible to nodes).
@@ -297,15 +325,39 @@ impl RedisAllowlist {
         &self,
         mut staging: Staging,
         actor: &str,
+        born: &Born,
     ) -> Result<Restored, StoreError> {
         let mut inv = self.invocation(&scripts().restore);
+        let (origin_node, origin_epoch, origin_seq) = match born {
+            Born::Fleet { origin: o, .. } => (o.node.as_str(), o.epoch.as_str(), o.seq.to_string()),
+            _ => ("", "", String::new()),
+        };
+        let (over, over_epoch, over_seq) = match born {
+            Born::Fleet {
+                over: Over::Nothing,
+                ..
+            } => ("absent", "", String::new()),
+            Born::Fleet {
+                over: Over::Write { epoch, seq },
+                ..
+            } => ("write", epoch.as_str(), seq.to_string()),
+            _ => ("any", "", String::new()),
+        };
         inv.key(&staging.keys[0])
             .key(&staging.keys[1])
+            .key(&self.keys.lost)
             .arg(new_epoch())
             .arg(staging.staged)
             .arg(actor)
             .arg(EVENT_RETENTION_MS)
-            .arg(EVENT_CAP);
+            .arg(EVENT_CAP)
+            .arg(born.as_str())
+            .arg(origin_node)
+            .arg(origin_epoch)
+            .arg(origin_seq)
+            .arg(over)
+            .arg(over_epoch)
+            .arg(over_seq);
         let reply: Vec<String> = inv
             .invoke_async(&mut staging.conn)
             .await
@@ -314,6 +366,7 @@ impl RedisAllowlist {
             return Err(unexpected("allow_restore", &reply));
         };
         Ok(Restored {
+            done: !epoch.is_empty(),
             epoch: epoch.clone(),
             kept: number(kept)?,
             dropped: staging.dropped,
@@ -488,20 +541,17 @@ impl RedisAllowlist {
         )))
     }
 
-    /// One snapshot page as a node's table needs it: network and expiry.
+    /// One snapshot page: every entry whole (a node keeps note, actor and
+    /// created_at beside its table, to put the list back if Redis loses it).
     pub async fn page<C: ConnectionLike>(
         &self,
         conn: &mut C,
         cursor: u64,
-    ) -> Result<(u64, Vec<(IpNet, u64)>), StoreError> {
+    ) -> Result<(u64, Vec<Entry>), StoreError> {
         let (next, pairs) = self.scan(conn, cursor, SNAPSHOT_PAGE).await?;
         let mut out = Vec::with_capacity(pairs.len());
         for (cidr, json) in pairs {
-            let parsed = (|| -> Result<_, StoredEntryError> {
-                let net = super::cidr::parse_net(&cidr)?;
-                Ok((net, super::stored_json::expires_at(&json)?))
-            })();
-            match parsed {
+            match parse_entry(&cidr, &json) {
                 Ok(e) => out.push(e),
                 // Only a hand-edited hash gets here; the rest of the table still holds.
                 Err(e) => {

@@ -10,6 +10,11 @@
 //! reads Redis `TIME` again at its first contact).
 //! A missing, unreadable or foreign file is ignored (logged): the node then
 //! loads a snapshot as if it had none.
+//!
+//! Each entry is `[cidr, expires_at, note, actor, created_at]` (a file of an
+//! earlier version has `[cidr, expires_at]`; its details load empty): a node
+//! restarted while Redis is empty restores the fleet's list from it whole
+//! (`recovery`).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -21,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::cidr;
+use super::details::{About, AboutMap, Details};
 use super::expiry::live;
 use super::table::{Clock, Table};
 use super::Allowlist;
@@ -41,8 +47,17 @@ struct Saved {
     /// Redis time when written, and the node's wall clock at that moment.
     redis_ms: u64,
     system_ms: u64,
-    /// `[cidr, expires_at]`, expires_at 0 = never; live entries only.
-    entries: Vec<(String, u64)>,
+    /// Live entries only; expires_at 0 = never.
+    entries: Vec<SavedEntry>,
+}
+
+/// `[cidr, expires_at, note, actor, created_at]`, or an earlier version's
+/// `[cidr, expires_at]`.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum SavedEntry {
+    Full(String, u64, String, String, u64),
+    Short(String, u64),
 }
 
 fn system_ms() -> u64 {
@@ -53,7 +68,7 @@ fn system_ms() -> u64 {
 
 /// The table kept in `path`, with expired entries dropped; `None` (logged)
 /// when there is none or it cannot be used.
-pub fn load(path: &Path) -> Option<Table> {
+pub fn load(path: &Path) -> Option<(Table, AboutMap)> {
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -66,7 +81,7 @@ pub fn load(path: &Path) -> Option<Table> {
         }
     };
     match parse(&text) {
-        Ok(table) => {
+        Ok((table, details)) => {
             tracing::info!(
                 path = %path.display(),
                 entries = table.len(),
@@ -74,7 +89,7 @@ pub fn load(path: &Path) -> Option<Table> {
                 seq = table.seq,
                 "allowlist: serving the state file's table until Redis answers"
             );
-            Some(table)
+            Some((table, details))
         }
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "allowlist: ignoring an unusable state file; loading from Redis");
@@ -94,7 +109,7 @@ enum StateFileError {
     Cidr(#[from] cidr::NetError),
 }
 
-fn parse(text: &str) -> Result<Table, StateFileError> {
+fn parse(text: &str) -> Result<(Table, AboutMap), StateFileError> {
     let saved: Saved = serde_json::from_str(text)?;
     if saved.format != FORMAT || saved.version != VERSION {
         return Err(StateFileError::Format {
@@ -108,16 +123,30 @@ fn parse(text: &str) -> Result<Table, StateFileError> {
     let clock = Clock::synced(now, Instant::now());
     let mut table = Table::new(saved.epoch, saved.seq, clock);
     table.last_id = saved.last_id;
-    for (text, expires_at) in saved.entries {
+    let mut details = AboutMap::new();
+    for entry in saved.entries {
+        let (text, expires_at, about) = match entry {
+            SavedEntry::Full(text, exp, note, actor, created_at) => (
+                text,
+                exp,
+                About {
+                    note,
+                    actor,
+                    created_at,
+                },
+            ),
+            SavedEntry::Short(text, exp) => (text, exp, About::default()),
+        };
         let net = cidr::parse_net(&text)?;
         if live(expires_at, now) {
             table.insert(net, expires_at);
+            details.insert(net, about);
         }
     }
-    Ok(table)
+    Ok((table, details))
 }
 
-fn render(table: &Table) -> String {
+fn render(table: &Table, details: &Details) -> String {
     let redis_ms = table.clock.now_ms();
     let saved = Saved {
         format: FORMAT.into(),
@@ -127,10 +156,18 @@ fn render(table: &Table) -> String {
         last_id: table.last_id.clone(),
         redis_ms,
         system_ms: system_ms(),
-        entries: table
-            .live_entries(redis_ms)
+        entries: details
+            .entries_of(table, redis_ms)
             .into_iter()
-            .map(|(net, exp)| (net.to_string(), exp))
+            .map(|e| {
+                SavedEntry::Full(
+                    e.cidr.to_string(),
+                    e.expires_at,
+                    e.note,
+                    e.actor,
+                    e.created_at,
+                )
+            })
             .collect(),
     };
     serde_json::to_string(&saved).unwrap_or_default()
@@ -204,7 +241,7 @@ async fn save(list: &Allowlist, path: &Path, failing: &mut bool) {
     if !list.is_synced() {
         return;
     }
-    let text = render(&list.table());
+    let text = render(&list.table(), list.details());
     let target = path.to_path_buf();
     let written = tokio::task::spawn_blocking(move || write_atomic(&target, text.as_bytes()))
         .await
@@ -235,8 +272,16 @@ mod tests {
         t.insert("203.0.113.0/24".parse().unwrap(), 0);
         t.insert("2001:db8::/48".parse().unwrap(), now + 60_000);
         t.insert("198.51.100.7/32".parse().unwrap(), now + 300);
-        let text = render(&t);
-        let back = parse(&text).unwrap();
+        let mut about = AboutMap::new();
+        let office = About {
+            note: "office".into(),
+            actor: "cli".into(),
+            created_at: 5,
+        };
+        about.insert("203.0.113.0/24".parse().unwrap(), office.clone());
+        let text = render(&t, &Details::new(about));
+        let (back, details) = parse(&text).unwrap();
+        assert_eq!(details[&"203.0.113.0/24".parse().unwrap()], office);
         assert_eq!((back.epoch.as_str(), back.seq), ("e1", 7));
         assert_eq!(back.last_id, "1700000000000-3");
         assert_eq!(back.len(), 3);
@@ -244,10 +289,14 @@ mod tests {
         let mut saved: Saved = serde_json::from_str(&text).unwrap();
         saved.system_ms -= 10_000;
         saved.redis_ms -= 10_000;
-        for (_, exp) in saved.entries.iter_mut().filter(|(_, e)| *e != 0) {
-            *exp -= 10_000;
+        for e in saved.entries.iter_mut() {
+            if let SavedEntry::Full(_, exp, ..) = e {
+                if *exp != 0 {
+                    *exp -= 10_000;
+                }
+            }
         }
-        let back = parse(&serde_json::to_string(&saved).unwrap()).unwrap();
+        let (back, _) = parse(&serde_json::to_string(&saved).unwrap()).unwrap();
         let kept: Vec<String> = back.entries().map(|(n, _)| n.to_string()).collect();
         assert_eq!(kept, ["203.0.113.0/24", "2001:db8::/48"]);
     }
@@ -257,8 +306,22 @@ mod tests {
         assert!(parse("{}").is_err());
         assert!(parse("not json").is_err());
         let t = Table::new("e".into(), 1, Clock::system());
-        let other = render(&t).replace(FORMAT, "something-else");
+        let other = render(&t, &Details::default()).replace(FORMAT, "something-else");
         assert!(parse(&other).err().unwrap().to_string().contains("format"));
+    }
+
+    #[test]
+    fn an_earlier_versions_entries_load_without_details() {
+        let text = format!(
+            r#"{{"format":"{FORMAT}","version":1,"epoch":"e","seq":1,"last_id":"0-0",
+               "redis_ms":1,"system_ms":1,"entries":[["203.0.113.0/24",0]]}}"#
+        );
+        let (t, details) = parse(&text).unwrap();
+        assert_eq!(t.len(), 1);
+        assert_eq!(
+            details[&"203.0.113.0/24".parse().unwrap()],
+            About::default()
+        );
     }
 
     #[test]

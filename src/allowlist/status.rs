@@ -20,6 +20,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::TypedMetric;
 use prometheus_client::registry::Registry;
 
+use super::redis_store::Birth;
 use super::Allowlist;
 
 /// Why a node loaded a fresh snapshot instead of applying the next event.
@@ -86,6 +87,10 @@ pub struct Status {
     pub snapshot_backoffs: Counter,
     /// Times this node found the fleet's snapshot budget spent and waited.
     pub snapshot_budget_waits: Counter,
+    /// Times this node put back an allowlist Redis had lost (`recovery`).
+    pub fleet_restores: Counter,
+    /// How the epoch of the last snapshot began (`meta.born`, origin).
+    birth: Mutex<Birth>,
 }
 
 impl Default for Status {
@@ -103,6 +108,8 @@ impl Default for Status {
             ]),
             snapshot_backoffs: Counter::default(),
             snapshot_budget_waits: Counter::default(),
+            fleet_restores: Counter::default(),
+            birth: Mutex::default(),
         }
     }
 }
@@ -150,6 +157,16 @@ impl Status {
                 reason: reason.as_str(),
             })
             .get()
+    }
+
+    pub(crate) fn set_birth(&self, birth: Birth) {
+        *self.birth.lock().unwrap_or_else(|p| p.into_inner()) = birth;
+    }
+
+    /// How the epoch this node loaded began: `restore`, `clear`, `fleet`
+    /// (with its origin), `write`, `new_epoch`; empty before any snapshot.
+    pub fn birth(&self) -> Birth {
+        self.birth.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub(crate) fn set_seq_lag(&self, lag: u64) {
@@ -203,10 +220,27 @@ pub fn describe(list: &Allowlist) -> String {
     } else if status.is_stale() {
         format!("allowlist stale: Redis unreachable, {age}; serving the last known table ({what})")
     } else if status.is_source_lost() {
-        format!("allowlist source_lost: Redis holds no allowlist; serving the last known table ({what}); `tollgate allow restore` recovers it")
+        format!("allowlist source_lost: Redis holds no allowlist; serving the last known table ({what}); the fleet puts it back (one node, elected in Redis), or `tollgate allow restore FILE` (`tollgate allow export --from-node ADMIN_URL` exports a node's table)")
     } else {
-        format!("allowlist in sync ({what})")
+        match status.birth().origin {
+            Some(o) => format!("allowlist in sync ({what}; restored by {o} after Redis lost it)"),
+            None => format!("allowlist in sync ({what})"),
+        }
     }
+}
+
+/// How the loaded epoch began, for `/v1/status`: `{"how": "fleet",
+/// "restored_from": {"node", "epoch", "seq"}}` (`how`: `write`, `new_epoch`,
+/// `restore`, `clear`, `fleet`; empty before a snapshot or for an epoch
+/// written before this was recorded; `restored_from` only for `fleet`).
+pub fn birth_json(list: &Allowlist) -> serde_json::Value {
+    let birth = list.status().birth();
+    serde_json::json!({
+        "how": birth.born,
+        "restored_from": birth.origin.map(|o| serde_json::json!({
+            "node": o.node, "epoch": o.epoch, "seq": o.seq,
+        })),
+    })
 }
 
 /// Registers the allowlist's metrics; gauges are read at each scrape.
@@ -231,6 +265,11 @@ pub fn register(list: &Arc<Allowlist>, registry: &mut Registry) {
         "allowlist_snapshot_budget_waits",
         "Times this node asked for a snapshot page while the fleet's budget (allowlist.snapshot_fleet_pages_per_second) was spent, and waited for the next window",
         status.snapshot_budget_waits.clone(),
+    );
+    registry.register(
+        "allowlist_fleet_restores",
+        "Times this node put back an allowlist that Redis had lost (restarted empty, flushed, failed over), as the one node elected in Redis",
+        status.fleet_restores.clone(),
     );
     registry.register_collector(Box::new(Gauges(list.clone())));
 }

@@ -283,6 +283,9 @@ mod tests {
             op,
             cidr: Some(cidr.parse().unwrap()),
             expires_at: 0,
+            note: String::new(),
+            actor: String::new(),
+            created_at: 0,
         }
     }
 
@@ -316,6 +319,9 @@ mod tests {
             op: Op::Restore,
             cidr: None,
             expires_at: 0,
+            note: String::new(),
+            actor: String::new(),
+            created_at: 0,
         };
         assert_eq!(t.apply(&restore("new", 1)), Applied::Resync(Reason::Epoch));
         t.epoch = "new".into();

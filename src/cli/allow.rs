@@ -1,10 +1,14 @@
-//! `tollgate allow add|remove|list|check|export|restore`: the allowlist
+//! `tollgate allow add|remove|list|check|export|restore|clear`: the allowlist
 //! straight in Redis, through the same scripts as the admin API (no server
 //! needed).
 //!
-//! `export` writes every live entry as JSON (`allowlist/export.rs`);
+//! `export` writes every live entry as JSON (`allowlist/export.rs`), from
+//! Redis or, with `--from-node ADMIN_URL`, from a node's own table;
 //! `restore FILE` makes that the whole allowlist again, as a new epoch that
-//! every node resyncs to: how an admin recovers after Redis lost its data.
+//! every node resyncs to: how an admin recovers after Redis lost its data
+//! (the fleet does it by itself, `allowlist/recovery.rs`). `clear` is the
+//! intended wipe. While Redis lost the list and it is not back, `add` and
+//! `remove` are refused (exit 1, with what to do) unless `add --new-epoch`.
 //!
 //! Exit codes: 0 ok; 2 bad usage or input (nothing written), or no Redis
 //! configured; 1 anything else: Redis unreachable, `remove` of an entry that
@@ -38,6 +42,10 @@ pub enum AllowCommand {
         /// Free text, at most 256 bytes.
         #[arg(long)]
         note: Option<String>,
+        /// If Redis lost the allowlist and nothing restored it yet, start a
+        /// new, empty one with this entry (else that is refused).
+        #[arg(long)]
+        new_epoch: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -63,6 +71,20 @@ pub enum AllowCommand {
         /// Write here (atomically) instead of stdout.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Export this node's own table (its admin listener, e.g.
+        /// http://10.0.0.5:9000; token from the admin token variable)
+        /// instead of Redis's list.
+        #[arg(long, value_name = "ADMIN_URL")]
+        from_node: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Remove every entry, deliberately: a new, empty epoch every node
+    /// follows (never mistaken for a Redis that lost its data).
+    Clear {
+        /// Required: clearing is not undone.
+        #[arg(long)]
+        yes: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -95,6 +117,8 @@ enum Action {
     List,
     Check(IpAddr),
     Export(Option<PathBuf>),
+    ExportFromNode(String, Option<PathBuf>),
+    Clear,
     /// An opened export file, or stdin.
     Restore(Box<dyn std::io::Read + Send>, PathBuf),
 }
@@ -109,13 +133,21 @@ pub fn run(cmd: AllowCommand) -> ExitCode {
         | AllowCommand::List { common }
         | AllowCommand::Check { common, .. }
         | AllowCommand::Export { common, .. }
-        | AllowCommand::Restore { common, .. } => common,
+        | AllowCommand::Restore { common, .. }
+        | AllowCommand::Clear { common, .. } => common,
     };
     let cfg = match load_config(common.config.as_ref(), &common.overrides) {
         Ok(c) => c,
         Err(e) => return usage(e),
     };
-    if cfg.redis.is_none() {
+    let from_node = matches!(
+        &cmd,
+        AllowCommand::Export {
+            from_node: Some(_),
+            ..
+        }
+    );
+    if cfg.redis.is_none() && !from_node {
         return usage("`tollgate allow` works on Redis: set --redis or TOLLGATE_REDIS_URL (or [redis] url in --config); the embedded store lives inside one `tollgate serve`, use its admin API");
     }
     let actor = match input::actor(&common.actor) {
@@ -124,7 +156,11 @@ pub fn run(cmd: AllowCommand) -> ExitCode {
     };
     let action = match &cmd {
         AllowCommand::Add {
-            cidr, ttl, note, ..
+            cidr,
+            ttl,
+            note,
+            new_epoch,
+            ..
         } => input::new_entry(
             cidr,
             ttl.as_deref(),
@@ -132,7 +168,12 @@ pub fn run(cmd: AllowCommand) -> ExitCode {
             actor.clone(),
             &cfg.allowlist,
         )
-        .map(Action::Add)
+        .map(|new| {
+            Action::Add(NewEntry {
+                new_epoch: *new_epoch,
+                ..new
+            })
+        })
         .map_err(|e| format!("{}: {}", e.field, e.message)),
         AllowCommand::Remove { cidr, .. } => cidr::parse_net(cidr)
             .map(Action::Remove)
@@ -141,7 +182,16 @@ pub fn run(cmd: AllowCommand) -> ExitCode {
         AllowCommand::Check { ip, .. } => cidr::parse_ip(ip)
             .map(Action::Check)
             .map_err(|e| e.to_string()),
+        AllowCommand::Export {
+            output,
+            from_node: Some(url),
+            ..
+        } => Ok(Action::ExportFromNode(url.clone(), output.clone())),
         AllowCommand::Export { output, .. } => Ok(Action::Export(output.clone())),
+        AllowCommand::Clear { yes: false, .. } => {
+            Err("clear removes every entry for every node: add --yes to mean it".to_string())
+        }
+        AllowCommand::Clear { yes: true, .. } => Ok(Action::Clear),
         AllowCommand::Restore { file, .. } => open_export(file)
             .map(|r| Action::Restore(r, file.clone()))
             .map_err(|e| format!("{}: {e}", file.display())),
@@ -158,8 +208,27 @@ pub fn run(cmd: AllowCommand) -> ExitCode {
 }
 
 async fn execute(cfg: &Config, action: Action, actor: &str) -> ExitCode {
+    if let Action::ExportFromNode(url, output) = &action {
+        let token = cfg.server.admin_token.as_ref().map(|t| t.expose());
+        return match super::from_node::fetch(url, token).await {
+            Ok(text) => write_export(&text, output.as_deref(), &format!("from {url}")),
+            Err(e) => failure(e),
+        };
+    }
     let list = Allowlist::new(cfg);
     match action {
+        Action::ExportFromNode(..) => unreachable!("answered above"),
+        Action::Clear => match list.clear(actor).await {
+            Ok((r, held)) => {
+                println!(
+                    "cleared the allowlist ({} held before); new empty epoch {}, every node follows it",
+                    count(held as usize, "entry", "entries"),
+                    r.epoch
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => failure(e),
+        },
         Action::Add(new) => match list.upsert(&new).await {
             Ok(stored) => {
                 println!(
@@ -208,6 +277,9 @@ async fn execute(cfg: &Config, action: Action, actor: &str) -> ExitCode {
                         page.epoch,
                         page.seq
                     );
+                    if let Ok(Some(origin)) = list.restored_from().await {
+                        println!("# epoch restored by {origin} after Redis lost the allowlist");
+                    }
                     return ExitCode::SUCCESS;
                 }
                 cursor = page.cursor;
@@ -229,27 +301,16 @@ async fn execute(cfg: &Config, action: Action, actor: &str) -> ExitCode {
             Err(e) => failure(e),
         },
         Action::Export(output) => match list.list().await {
-            Ok(l) => {
-                let text = Document::from_listing(&l).to_json();
-                let written = match &output {
-                    Some(path) => write_atomic(path, text.as_bytes())
-                        .map_err(|e| format!("{}: {e}", path.display())),
-                    None => std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())
-                        .map_err(|e| e.to_string()),
-                };
-                match written {
-                    Ok(()) => {
-                        eprintln!(
-                            "exported {} (epoch {:?}, seq {})",
-                            count(l.entries.len(), "entry", "entries"),
-                            l.epoch,
-                            l.seq
-                        );
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => failure(e),
-                }
-            }
+            Ok(l) => write_export(
+                &Document::from_listing(&l).to_json(),
+                output.as_deref(),
+                &format!(
+                    "{} (epoch {:?}, seq {})",
+                    count(l.entries.len(), "entry", "entries"),
+                    l.epoch,
+                    l.seq
+                ),
+            ),
             Err(e) => failure(e),
         },
         Action::Restore(reader, file) => match list.restore_from(reader, actor).await {
@@ -265,6 +326,25 @@ async fn execute(cfg: &Config, action: Action, actor: &str) -> ExitCode {
             }
             Err(e) => failure(e),
         },
+    }
+}
+
+/// Write an export document to `output` (atomically) or stdout; `what`
+/// goes to stderr.
+fn write_export(text: &str, output: Option<&Path>, what: &str) -> ExitCode {
+    let written = match output {
+        Some(path) => {
+            write_atomic(path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+        }
+        None => std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())
+            .map_err(|e| e.to_string()),
+    };
+    match written {
+        Ok(()) => {
+            eprintln!("exported {what}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => failure(e),
     }
 }
 

@@ -11,6 +11,14 @@
 //!   one bounded HSCAN, so listing a million entries never stalls Redis.
 //! - `GET /v1/allowlist/check?ip=…` → the longest live entry holding it, or
 //!   404: one HMGET of the networks that could hold it, not the list.
+//! - `POST /v1/allowlist/clear` → the intended wipe: a new, empty epoch with
+//!   a `restore` event every node follows (never taken for a lost list).
+//! - `GET /v1/allowlist/export` → this node's own table, from its memory,
+//!   as an `allow export` document (what `allow restore` reads).
+//!
+//! While Redis lost the list and the fleet has not put it back, a write that
+//! would start a new epoch is a 409 saying so and what to do (`recovery`),
+//! unless `POST` says `"new_epoch": true`.
 //!
 //! An unknown query parameter, or one given twice, is a 400 naming it (`params`).
 //! Who made a change comes from `X-Tollgate-Actor` (default `admin-api`).
@@ -30,6 +38,8 @@ use serde_json::{json, Value};
 use super::body::{json_body, read_limited};
 use super::params::Params;
 use super::response::ApiError;
+use crate::allowlist::export::Document;
+use crate::allowlist::recovery::WriteError;
 use crate::allowlist::{cidr, input, Entry};
 use crate::app::App;
 
@@ -37,6 +47,8 @@ pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/v1/allowlist", post(add).get(list))
         .route("/v1/allowlist/check", get(check))
+        .route("/v1/allowlist/clear", post(clear))
+        .route("/v1/allowlist/export", get(export))
         .route("/v1/allowlist/{*cidr}", delete(remove))
 }
 
@@ -89,6 +101,21 @@ struct AddBody {
     cidr: String,
     ttl: Option<String>,
     note: Option<String>,
+    /// Start an empty allowlist if Redis lost the fleet's (see the module doc).
+    #[serde(default)]
+    new_epoch: bool,
+}
+
+/// A refused write: Redis lost the list (409, what to do), or the store failed.
+fn write_error(e: WriteError) -> ApiError {
+    match e {
+        WriteError::Lost(lost) => ApiError {
+            status: StatusCode::CONFLICT,
+            error: lost.to_string(),
+            field: None,
+        },
+        WriteError::Store(e) => e.into(),
+    }
 }
 
 async fn try_add(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
@@ -101,7 +128,11 @@ async fn try_add(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<Value, A
         &app.latest.load().allowlist,
     )
     .map_err(|e| ApiError::bad(e.field, e.message))?;
-    let stored = app.allowlist.upsert(&new).await?;
+    let new = input::NewEntry {
+        new_epoch: body.new_epoch,
+        ..new
+    };
+    let stored = app.allowlist.upsert(&new).await.map_err(write_error)?;
     let mut v = entry_json(&stored.entry, None);
     v["seq"] = json!(stored.seq);
     Ok(v)
@@ -115,7 +146,12 @@ async fn remove(
     let result = async {
         let net = cidr::parse_net(&text).map_err(|e| ApiError::bad("cidr", e.to_string()))?;
         let actor = actor(&headers)?;
-        match app.allowlist.remove(&net, &actor).await? {
+        match app
+            .allowlist
+            .remove(&net, &actor)
+            .await
+            .map_err(write_error)?
+        {
             Some(seq) => Ok(json!({"cidr": net.to_string(), "removed": true, "seq": seq})),
             None => Err(ApiError::not_found(
                 "cidr",
@@ -128,6 +164,29 @@ async fn remove(
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+async fn clear(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let result: Result<Value, ApiError> = async {
+        let actor = actor(&headers)?;
+        let (restored, held) = app.allowlist.clear(&actor).await?;
+        Ok(json!({"cleared": held, "epoch": restored.epoch, "seq": 1}))
+    }
+    .await;
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// This node's table, not Redis's: what the node serves now.
+async fn export(State(app): State<Arc<App>>) -> Response {
+    let doc = Document::from_listing(&app.allowlist.node_listing());
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        doc.to_json(),
+    )
+        .into_response()
 }
 
 /// Entries per `GET /v1/allowlist` page unless `count` says otherwise.

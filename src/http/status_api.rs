@@ -84,6 +84,7 @@ fn status_json(app: &App) -> Value {
             "seq_lag": st.seq_lag(),
             "resyncs": resyncs,
             "summary": status::describe(list),
+            "born": status::birth_json(list),
         },
         "decisions": decisions(app),
         "restart_pending": app.restart_pending(),

@@ -153,16 +153,16 @@ async fn a_new_epoch_or_a_gap_in_seq_makes_every_node_load_a_fresh_snapshot() {
     eventually(Duration::from_secs(1), synced(1)).await;
     let first_epoch = s[0].app.allowlist.table().epoch.clone();
 
-    // The dataset is lost (as when Redis restarts empty): the next write starts a new epoch.
+    // A new dataset (an intended wipe: a new, empty epoch; a Redis that lost
+    // its data is put back by the fleet instead, `allowlist_fleet_restore`).
     let mut conn = shared_redis().conn();
-    for key in allow_keys(&prefix).all() {
-        let _: i64 = redis::cmd("DEL").arg(key).query(&mut conn).unwrap();
-    }
+    let (status, body) = admin(&s[1], reqwest::Method::POST, "/v1/allowlist/clear").await;
+    assert_eq!(status, 200, "{body}");
     add(&s[1], json!({"cidr": "192.0.2.2"})).await;
     eventually(Duration::from_secs(2), || async {
         s.iter().all(|n| {
             let t = n.app.allowlist.table();
-            t.epoch != first_epoch && t.seq == 1
+            t.epoch != first_epoch && t.seq == 2
         })
     })
     .await;
@@ -180,6 +180,6 @@ async fn a_new_epoch_or_a_gap_in_seq_makes_every_node_load_a_fresh_snapshot() {
         .query(&mut conn)
         .unwrap();
     add(&s[0], json!({"cidr": "192.0.2.3"})).await;
-    eventually(Duration::from_secs(3), synced(3)).await;
+    eventually(Duration::from_secs(3), synced(4)).await;
     assert!(all_answer(&s, "192.0.2.3", 200).await);
 }

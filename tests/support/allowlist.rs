@@ -114,7 +114,23 @@ pub async fn listing(s: &TestServer) -> View {
 /// The same, or `None` while the admin API cannot reach Redis. Follows the
 /// pages; epoch and seq are those of the last page.
 pub async fn try_listing(s: &TestServer) -> Option<View> {
-    let mut entries = BTreeSet::new();
+    let (epoch, seq, raw) = all_pages(s).await?;
+    let entries = raw
+        .iter()
+        .map(|e| {
+            (
+                e["cidr"].as_str().unwrap().to_string(),
+                e["expires_at"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    Some((epoch, seq, entries))
+}
+
+/// Every page of `GET /v1/allowlist`: the last page's epoch and seq, and
+/// every entry as the API shows it; `None` while the API cannot answer.
+async fn all_pages(s: &TestServer) -> Option<(String, u64, Vec<Value>)> {
+    let mut entries = Vec::new();
     let mut cursor = "0".to_string();
     loop {
         let r = s
@@ -127,12 +143,7 @@ pub async fn try_listing(s: &TestServer) -> Option<View> {
             return None;
         }
         let v: Value = r.json().await.ok()?;
-        entries.extend(v["entries"].as_array()?.iter().map(|e| {
-            (
-                e["cidr"].as_str().unwrap().to_string(),
-                e["expires_at"].as_u64().unwrap_or(0),
-            )
-        }));
+        entries.extend(v["entries"].as_array()?.iter().cloned());
         match v["cursor"].as_str() {
             Some(next) => cursor = next.to_string(),
             None => {
@@ -209,4 +220,51 @@ pub async fn unplanned_resyncs(s: &TestServer) -> f64 {
         .iter()
         .map(|r| metric(&text, "tollgate_allowlist_resyncs_total", &[("reason", r)]))
         .sum()
+}
+
+/// `GET /v1/allowlist`, every page, each entry whole (cidr, expires_at,
+/// note, actor, created_at) and sorted; with the epoch. `None` while the
+/// admin API cannot answer.
+pub async fn whole_listing(s: &TestServer) -> Option<(String, Vec<Value>)> {
+    let (epoch, _, raw) = all_pages(s).await?;
+    let mut entries: Vec<Value> = raw
+        .iter()
+        .map(|e| {
+            json!({"cidr": e["cidr"], "expires_at": e["expires_at"], "note": e["note"],
+                   "actor": e["actor"], "created_at": e["created_at"]})
+        })
+        .collect();
+    entries.sort_by_key(|e| e["cidr"].as_str().unwrap_or_default().to_string());
+    Some((epoch, entries))
+}
+
+/// Empty Redis and take the fleet restore's election lock in one step
+/// (`MULTI`), as if a node were restoring: the fleet waits (serving its
+/// tables) until `release_restore_lock`.
+pub fn flush_holding_the_restore_lock(conn: &mut redis::Connection, prefix: &str) {
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("FLUSHALL")
+        .ignore()
+        .cmd("SET")
+        .arg(allow_keys(prefix).restore_lock)
+        .arg("held-by-the-test")
+        .ignore()
+        .query(conn)
+        .unwrap();
+}
+
+pub fn release_restore_lock(conn: &mut redis::Connection, prefix: &str) {
+    let _: () = redis::cmd("DEL")
+        .arg(allow_keys(prefix).restore_lock)
+        .query(conn)
+        .unwrap();
+}
+
+/// The `restore` events in the stream, as field maps.
+pub fn restore_events(conn: &mut redis::Connection, prefix: &str) -> Vec<HashMap<String, String>> {
+    stream_events(conn, prefix)
+        .into_iter()
+        .filter(|e| e.get("op").map(String::as_str) == Some("restore"))
+        .collect()
 }
