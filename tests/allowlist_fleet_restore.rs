@@ -523,7 +523,7 @@ async fn a_nodes_export_restores_into_an_empty_redis_and_equals_its_table() {
     let o = off_thread(without).await;
     assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
     let mut wrong = tollgate_cmd(&["allow", "export", "--from-node", &admin]);
-    wrong.env("TOLLGATE_ADMIN_TOKEN", "not-the-token");
+    wrong.env("TOLLGATE_ADMIN_TOKEN", "not-the-right-admin-token");
     let o = off_thread(wrong).await;
     assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
     assert!(output_text(&o).contains("401"), "{}", output_text(&o));
