@@ -135,6 +135,15 @@ impl Activity {
         self.conn.is_some()
     }
 
+    /// A decision `rule` limited for `key` (who is hurting): counted in
+    /// memory, flushed within a second. Nothing without Redis.
+    #[inline]
+    pub fn limited(&self, rule: &str, key: &str) {
+        if self.enabled() && !self.recorder.limited(rule, key) {
+            self.metrics.lose("limited", 1);
+        }
+    }
+
     /// A request a tracked rule matched: counted in memory, flushed within a second.
     #[inline]
     pub fn request(&self, rule: &str, path: &str, client: IpAddr) {

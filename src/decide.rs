@@ -99,13 +99,11 @@ impl App {
         let mut items = Vec::new();
         // A rule left unasked (another was denied from the deny cache) is
         // neither counted nor reported.
-        for ((rule, _), answer) in applicable.iter().zip(outcomes) {
+        for ((rule, key), answer) in applicable.iter().zip(outcomes) {
             let Some((outcome, source)) = answer else {
                 continue;
             };
-            let outcome_label = counted(&outcome, source, rule.shadow);
-            self.metrics
-                .rule_decision(&rule.counters, &rule.name, outcome_label);
+            self.decided(rule, key, &outcome, source);
             if !outcome.allowed && !rule.shadow {
                 let retry = match verdict {
                     Verdict::Limited { retry_after_ms } => {
@@ -132,6 +130,20 @@ impl App {
             }
         }
         Ok(Decision { verdict, items })
+    }
+}
+
+impl App {
+    /// One rule's answer for one key, on any surface: counted in
+    /// `tollgate_decisions_total`, and a limited key remembered for "who is
+    /// hurting" (`GET /v1/rules/{rule}/top`; in memory, flushed each second).
+    pub(crate) fn decided(&self, rule: &Rule, key: &str, outcome: &Outcome, source: Source) {
+        let label = counted(outcome, source, rule.shadow);
+        self.metrics
+            .rule_decision(&rule.counters, &rule.name, label);
+        if label == Counted::limited {
+            self.activity.limited(&rule.name, key);
+        }
     }
 }
 

@@ -207,6 +207,13 @@ impl ActivityKeys {
         format!("{p}:act:{{{p}:act:days}}:{day}", p = self.prefix)
     }
 
+    /// Sorted set: the keys `rule` limited in one minute (minutes since the
+    /// Unix epoch) -> how often, across every replica ("who is hurting").
+    /// Every rule's minutes share one hash tag: one flush pipeline on a Cluster.
+    pub fn limited_minute(&self, rule: &str, minute: u64) -> String {
+        format!("{p}:act:{{{p}:act:top}}:{rule}:{minute}", p = self.prefix)
+    }
+
     /// `hour`: hours since the Unix epoch.
     pub fn rule_hour(&self, rule: &str, hour: u64) -> RuleHourKeys {
         let base = format!("{p}:act:{{{p}:act:r:{rule}}}:{hour}", p = self.prefix);

@@ -113,3 +113,6 @@ mod signals;
 mod startup;
 /// Sustained load on short limits (100/s, 7/200ms): every algorithm, three replicas, 60 connections.
 mod sustained;
+/// Who is hurting: the keys a rule limited most often, merged across replicas
+/// through Redis (API, CLI), bad queries named.
+mod top_limited;

@@ -33,6 +33,11 @@ const CHUNK: usize = 1000;
 /// so the split changes no count).
 pub const PATHS_PER_CALL: usize = super::recorder::LOCAL_PATHS_PER_FLUSH;
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+const MS_PER_MINUTE: u64 = 60_000;
+/// Limited keys kept per rule and minute in Redis (the most limited).
+pub const TOP_KEPT: usize = 1000;
+/// Minutes of limited keys kept in Redis: the longest `top` query.
+pub const TOP_MINUTES_KEPT: u64 = 60;
 
 /// The flush task; `track_paths` names each tracked rule's path bound (the
 /// rules live above this module and change on reload).
@@ -208,6 +213,35 @@ where
                 cmds.push(plain(redis::cmd("PFADD").arg(&key).arg(chunk).clone()));
             }
             cmds.push(plain(redis::cmd("EXPIRE").arg(&key).arg(day_ttl).clone()));
+        }
+        families.push(cmds);
+    }
+    if !pending.limited.is_empty() {
+        // Who is hurting: per rule and minute, ZINCRBY each limited key, then
+        // keep the TOP_KEPT most limited (a key limited less often in a
+        // minute than the thousandth is not worth naming).
+        let minute = now / MS_PER_MINUTE;
+        let mut cmds = Vec::new();
+        for (rule, counted) in &pending.limited {
+            let key = keys.limited_minute(rule, minute);
+            for (member, n) in counted {
+                cmds.push(plain(
+                    redis::cmd("ZINCRBY").arg(&key).arg(*n).arg(member).clone(),
+                ));
+            }
+            cmds.push(plain(
+                redis::cmd("ZREMRANGEBYRANK")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(-(TOP_KEPT as i64) - 1)
+                    .clone(),
+            ));
+            cmds.push(plain(
+                redis::cmd("EXPIRE")
+                    .arg(&key)
+                    .arg(TOP_MINUTES_KEPT * 60 + 60)
+                    .clone(),
+            ));
         }
         families.push(cmds);
     }

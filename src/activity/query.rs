@@ -346,3 +346,85 @@ mod tests {
         assert_eq!(parse_path("/%zz").unwrap_err().field, "path");
     }
 }
+
+/// One key `top` names: how often its rule limited it in the minutes asked.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Hurting {
+    pub key: String,
+    pub limited: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Top {
+    pub rule: String,
+    pub minutes: u64,
+    pub as_of_ms: u64,
+    pub keys: Vec<Hurting>,
+}
+
+/// Most keys one `top` answer names.
+pub const MAX_TOP: usize = 100;
+
+/// `minutes` for `top`: 1 to the minutes kept in Redis.
+pub fn parse_minutes(text: &str) -> Result<u64, BadInput> {
+    let max = super::flush::TOP_MINUTES_KEPT;
+    text.parse::<u64>()
+        .ok()
+        .filter(|m| (1..=max).contains(m))
+        .ok_or(BadInput {
+            field: "minutes",
+            message: format!("must be a whole number of minutes from 1 to {max}"),
+        })
+}
+
+/// `count` for `top`: 1 to `MAX_TOP`.
+pub fn parse_count(text: &str) -> Result<usize, BadInput> {
+    text.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_TOP).contains(n))
+        .ok_or(BadInput {
+            field: "count",
+            message: format!("must be a whole number from 1 to {MAX_TOP}"),
+        })
+}
+
+/// The keys `rule` limited most often over the last `minutes` (this minute
+/// included), across every replica: each minute's sorted set (its
+/// `TOP_KEPT` most limited keys) read and summed. A key below a minute's
+/// thousandth is not counted for that minute, so counts are lower bounds.
+pub async fn top<C: ConnectionLike>(
+    conn: &mut C,
+    keys: &ActivityKeys,
+    rule: &str,
+    minutes: u64,
+    count: usize,
+    now: u64,
+) -> Result<Top, StoreError> {
+    let this = now / 60_000;
+    let mut pipe = redis::pipe();
+    for m in (this + 1).saturating_sub(minutes)..=this {
+        pipe.cmd("ZRANGE")
+            .arg(keys.limited_minute(rule, m))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES");
+    }
+    let minutes_read: Vec<Vec<(String, f64)>> =
+        pipe.query_async(conn).await.map_err(StoreError::from)?;
+    let mut sum: std::collections::HashMap<String, u64> = Default::default();
+    for (key, n) in minutes_read.into_iter().flatten() {
+        *sum.entry(key).or_default() += n as u64;
+    }
+    let mut keys: Vec<Hurting> = sum
+        .into_iter()
+        .map(|(key, limited)| Hurting { key, limited })
+        .collect();
+    keys.sort_by(|a, b| b.limited.cmp(&a.limited).then_with(|| a.key.cmp(&b.key)));
+    keys.truncate(count);
+    Ok(Top {
+        rule: rule.to_string(),
+        minutes,
+        as_of_ms: now,
+        keys,
+    })
+}

@@ -20,6 +20,12 @@ const SHARDS: usize = 16;
 /// otherwise become 100 000 map entries).
 pub const LOCAL_PATHS_PER_FLUSH: usize = 4096;
 
+/// Distinct limited keys one shard keeps for one rule between two flushes;
+/// more in that second are not counted (`tollgate_activity_lost_total{kind="limited"}`):
+/// the keys that matter are the ones limited again and again, which are in
+/// the map already. Bounds memory at 16 shards x 1 024 keys a rule.
+pub const LOCAL_LIMITED_PER_FLUSH: usize = 1024;
+
 /// The path name of everything beyond the bound. Real paths start with '/'.
 pub const OTHER: &str = "other";
 
@@ -37,11 +43,13 @@ pub struct Pending {
     pub heartbeats: FxHashMap<String, u64>,
     /// rule -> hour -> path -> counts.
     pub tracked: FxHashMap<String, FxHashMap<u64, FxHashMap<String, PathCount>>>,
+    /// rule -> key -> times limited this second ("who is hurting").
+    pub limited: FxHashMap<String, FxHashMap<String, u64>>,
 }
 
 impl Pending {
     pub fn is_empty(&self) -> bool {
-        self.heartbeats.is_empty() && self.tracked.is_empty()
+        self.heartbeats.is_empty() && self.tracked.is_empty() && self.limited.is_empty()
     }
 
     /// Requests held (what a failed flush loses).
@@ -59,6 +67,12 @@ impl Pending {
         for (member, seen) in other.heartbeats {
             let e = self.heartbeats.entry(member).or_default();
             *e = (*e).max(seen);
+        }
+        for (rule, keys) in other.limited {
+            let mine = self.limited.entry(rule).or_default();
+            for (key, n) in keys {
+                *mine.entry(key).or_default() += n;
+            }
         }
         for (rule, hours) in other.tracked {
             let mine = self.tracked.entry(rule).or_default();
@@ -138,6 +152,29 @@ impl Recorder {
         true
     }
 
+    /// A decision `rule` limited for `key`. `false`: not recorded (this
+    /// second already holds the shard's bound of distinct keys for the rule).
+    pub fn limited(&self, rule: &str, key: &str) -> bool {
+        let Ok(mut pending) = self.shard().lock() else {
+            return false;
+        };
+        if !pending.limited.contains_key(rule) {
+            pending
+                .limited
+                .insert(rule.to_string(), FxHashMap::default());
+        }
+        let keys = pending.limited.get_mut(rule).expect("inserted above");
+        if let Some(n) = keys.get_mut(key) {
+            *n += 1;
+            return true;
+        }
+        if keys.len() >= LOCAL_LIMITED_PER_FLUSH {
+            return false;
+        }
+        keys.insert(key.to_string(), 1);
+        true
+    }
+
     /// A heartbeat. `false`: not recorded (this second already holds the
     /// shard's share of `max_online` distinct members).
     pub fn heartbeat(&self, member: &str, now_ms: u64) -> bool {
@@ -189,6 +226,22 @@ mod tests {
         assert_eq!(paths["/p0"].clients.len(), 2);
         assert_eq!(p.requests(), LOCAL_PATHS_PER_FLUSH as u64 + 11);
         assert!(r.take().is_empty(), "take empties the shards");
+    }
+
+    #[test]
+    fn limited_keys_count_per_rule_within_a_bound() {
+        let r = Recorder::new(1000);
+        assert!(r.limited("login", "203.0.113.9"));
+        assert!(r.limited("login", "203.0.113.9"));
+        for i in 0..LOCAL_LIMITED_PER_FLUSH + 10 {
+            r.limited("api", &format!("k{i}"));
+        }
+        assert!(r.limited("api", "k0"), "a key held already still counts");
+        assert!(!r.limited("api", "new"), "past the bound");
+        let p = r.take();
+        assert_eq!(p.limited["login"]["203.0.113.9"], 2);
+        assert_eq!(p.limited["api"].len(), LOCAL_LIMITED_PER_FLUSH);
+        assert_eq!(p.limited["api"]["k0"], 2);
     }
 
     #[test]

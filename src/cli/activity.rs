@@ -1,4 +1,4 @@
-//! `tollgate activity online|active|summary|path`: the activity counters,
+//! `tollgate activity online|active|summary|path|top`: the activity counters,
 //! read straight from Redis (no server needed), the same reads as
 //! `GET /v1/activity/*`. `--json` prints the API's JSON instead of text.
 
@@ -49,6 +49,17 @@ pub enum ActivityCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// Who is hurting: the keys a rule limited most often over the last minutes, across replicas.
+    Top {
+        /// Any rule with limits.
+        rule: String,
+        #[arg(long, default_value = "5")]
+        minutes: String,
+        #[arg(long, default_value = "10")]
+        count: String,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -77,7 +88,8 @@ impl ActivityCommand {
             ActivityCommand::Online { common, .. }
             | ActivityCommand::Active { common, .. }
             | ActivityCommand::Summary { common, .. }
-            | ActivityCommand::Path { common, .. } => common,
+            | ActivityCommand::Path { common, .. }
+            | ActivityCommand::Top { common, .. } => common,
         }
     }
 }
@@ -214,6 +226,43 @@ async fn answer(cmd: &ActivityCommand, cfg: &Config) -> Result<String, Failure> 
                         noun(p.total, "request", "requests"),
                         p.unique,
                         noun(p.unique, "client", "clients")
+                    ));
+                }
+                out
+            }
+        }
+        ActivityCommand::Top {
+            rule,
+            minutes,
+            count: n,
+            ..
+        } => {
+            if !cfg
+                .rules
+                .iter()
+                .any(|r| &r.name == rule && !r.limits.is_empty())
+            {
+                return Err(Failure::Usage(format!(
+                    "no rule with limits is named {rule:?} in this config"
+                )));
+            }
+            let minutes = query::parse_minutes(minutes)?;
+            let n = query::parse_count(n)?;
+            let t = query::top(&mut connect().await?, &keys, rule, minutes, n, now).await?;
+            if json {
+                to_json(&t)
+            } else {
+                let mut out = format!(
+                    "rule {} limited these keys most over the last {}:\n",
+                    t.rule,
+                    count(t.minutes, "minute", "minutes")
+                );
+                for h in &t.keys {
+                    out.push_str(&format!(
+                        "  {:<40} {:>8} {}\n",
+                        h.key,
+                        h.limited,
+                        noun(h.limited, "time", "times")
                     ));
                 }
                 out

@@ -23,7 +23,7 @@ use tonic::{Request, Response, Status};
 
 use super::descriptors::{self, Charge, DAY_MS};
 use crate::app::App;
-use crate::decide::{counted, Decision, Item, Verdict};
+use crate::decide::{Decision, Item, Verdict};
 use crate::http::response::{decision_parts, Flavor};
 use crate::limiter::{LimitState, Outcome};
 
@@ -86,8 +86,7 @@ pub async fn should_rate_limit(
         let (outcome, source) = answer
             .map_err(|r| Status::invalid_argument(format!("{}: {r}", charge.field(r.field))))?;
         let rule = charge.rule;
-        let label = counted(&outcome, source, rule.shadow);
-        app.metrics.rule_decision(&rule.counters, &rule.name, label);
+        app.decided(rule, &charge.key, &outcome, source);
         let over = !outcome.allowed && !rule.shadow;
         if over {
             let retry = match decision.verdict {

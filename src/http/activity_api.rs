@@ -101,6 +101,7 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
     let guarded = Router::new()
         .route("/v1/activity/summary", get(summary))
         .route("/v1/activity/paths/{*path}", get(path))
+        .route("/v1/rules/{rule}/top", get(top))
         .route_layer(from_fn_with_state(app, require_token));
     Router::new()
         .route("/v1/activity/online", get(online))
@@ -262,6 +263,54 @@ async fn path(
     };
     match answer.await {
         Ok(r) => Json(r).into_response(),
+        Err(e) => failed(&app, e),
+    }
+}
+
+/// `GET /v1/rules/{rule}/top?minutes=5&count=10` (token): who is hurting,
+/// the keys `rule` limited most often over the last minutes, across every
+/// replica (see `query::top`).
+async fn top(
+    State(app): State<Arc<App>>,
+    Path(rule): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let parsed = (|| {
+        let p = Params::parse(raw.as_deref(), &["minutes", "count"])?;
+        let minutes = query::parse_minutes(p.get("minutes").unwrap_or("5"))?;
+        let count = query::parse_count(p.get("count").unwrap_or("10"))?;
+        if !app
+            .rules
+            .load()
+            .iter()
+            .any(|r| r.name == rule && !r.limits.is_empty())
+        {
+            return Err(ApiError::not_found(
+                "rule",
+                format!("no rule with limits is named {rule:?}"),
+            ));
+        }
+        ready(&app)?;
+        Ok((minutes, count))
+    })();
+    let (minutes, count) = match parsed {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let answer = async {
+        let mut conn = app.activity.conn().await?;
+        query::top(
+            &mut conn,
+            &app.activity.keys,
+            &rule,
+            minutes,
+            count,
+            now_ms(),
+        )
+        .await
+    };
+    match answer.await {
+        Ok(t) => Json(t).into_response(),
         Err(e) => failed(&app, e),
     }
 }

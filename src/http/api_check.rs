@@ -122,7 +122,7 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
     let rules = app.rules.load();
     let ad_hoc_limits: Vec<Rate>;
     // A configured rule counts through its own handles (`RuleCounters`).
-    let (spec, shadow, counters) = match (&body.rule, &body.limits) {
+    let (spec, shadow, configured) = match (&body.rule, &body.limits) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad(
                 "limits",
@@ -144,7 +144,7 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
             }
             let rule =
                 find_limited(&rules, name).map_err(|e| ApiError::bad("rule", e.to_string()))?;
-            (LimitSpec::from(rule), rule.shadow, Some(&rule.counters))
+            (LimitSpec::from(rule), rule.shadow, Some(rule))
         }
         (None, Some(list)) => {
             let algorithm = match &body.algorithm {
@@ -196,10 +196,11 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
         };
         ApiError::bad(&field, r.message)
     })?;
-    let label = crate::decide::counted(&outcome, source, shadow);
-    match counters {
-        Some(counters) => app.metrics.rule_decision(counters, rule, label),
-        None => app.metrics.decision(rule, label),
+    match configured {
+        Some(configured) => app.decided(configured, key, &outcome, source),
+        None => app
+            .metrics
+            .decision(rule, crate::decide::counted(&outcome, source, shadow)),
     }
     let t: &LimitState = outcome.tightest().expect("at least one limit");
     // A shadow rule counts and reports, but never denies.
