@@ -228,6 +228,9 @@ fn envoy_ext_authz_grpc_config_asks_tollgate_over_grpc_fail_closed() {
     let authz = &hcm["http_filters"][0]["typed_config"];
     assert_eq!(authz["transport_api_version"].as_str(), Some("V3"));
     assert_eq!(authz["failure_mode_allow"].as_bool(), Some(false));
+    // Raw header bytes: a byte >= 0x80 in X-Forwarded-For reaches the walk
+    // (README "Who the client is") instead of Envoy dropping the value.
+    assert_eq!(authz["encode_raw_headers"].as_bool(), Some(true));
     let grpc = &authz["grpc_service"];
     assert_eq!(
         grpc["envoy_grpc"]["cluster_name"].as_str(),
