@@ -419,3 +419,36 @@ async fn a_script_error_stays_per_call_and_is_logged_once_with_a_count() {
         s.log()
     );
 }
+
+/// An admin write while Redis refuses writes (OOM under `noeviction`) is a
+/// 503 naming the refusal, not a 500: the server is fine, Redis needs an
+/// operator, and the same call will pass once it has one.
+#[tokio::test]
+async fn an_admin_write_while_redis_refuses_is_a_503_naming_the_refusal() {
+    let redis = RedisServer::start();
+    let s = serve(&redis, "admin-oom").await;
+    cmd(&redis, &["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    cmd(&redis, &["CONFIG", "SET", "maxmemory", "1"]);
+    let add = || async {
+        let r = reqwest::Client::new()
+            .post(format!("http://{}/v1/allowlist", s.admin_addr))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&serde_json::json!({"cidr": "203.0.113.5", "ttl": "1h"}))
+            .send()
+            .await
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<Value>().await.unwrap_or(Value::Null),
+        )
+    };
+    let (code, v) = add().await;
+    assert_eq!(code, 503, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("Redis refuses (oom)"),
+        "{v}"
+    );
+    cmd(&redis, &["CONFIG", "SET", "maxmemory", "0"]);
+    let (code, v) = add().await;
+    assert_eq!(code, 201, "{v}");
+}

@@ -212,12 +212,14 @@ impl ApiError {
 }
 
 /// A store call of the admin API that failed: Redis slow or away (or the
-/// data moving under a read) is 503, try again; Redis answering with an
-/// error or a reply we cannot read (a script bug) is 500. After a timeout a
-/// write may still have happened; its event tells every node either way.
+/// data moving under a read), or refusing every call until an operator acts
+/// (OOM, NOPERM: the message says which), is 503, try again later; Redis
+/// answering with an error about this call or a reply we cannot read (a
+/// script bug) is 500. After a timeout a write may still have happened; its
+/// event tells every node either way.
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        let status = if e.is_transient() {
+        let status = if e.is_transient() || e.refusal().is_some() {
             StatusCode::SERVICE_UNAVAILABLE
         } else {
             StatusCode::INTERNAL_SERVER_ERROR
