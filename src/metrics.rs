@@ -237,7 +237,7 @@ impl Metrics {
         let refused_requests = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "refused_requests",
-            "Forward-auth requests refused before any rule (untrusted_peer, wrong_header_family, duplicate_header, bad_host, bad_path)",
+            "Forward-auth requests refused before any rule (untrusted_peer, wrong_header_family, duplicate_header, not_ascii, bad_host, bad_path)",
             refused_requests.clone(),
         );
         let reports = Family::<ReportLabels, Counter>::default();

@@ -87,6 +87,8 @@ pub enum RefusalReason {
     UntrustedPeer,
     WrongFamily,
     Duplicate,
+    /// A byte outside visible ASCII (>= 0x80, or a control byte).
+    NotAscii,
     BadHost,
     BadPath,
 }
@@ -97,6 +99,7 @@ impl RefusalReason {
             RefusalReason::UntrustedPeer => "untrusted_peer",
             RefusalReason::WrongFamily => "wrong_header_family",
             RefusalReason::Duplicate => "duplicate_header",
+            RefusalReason::NotAscii => "not_ascii",
             RefusalReason::BadHost => "bad_host",
             RefusalReason::BadPath => "bad_path",
         }
@@ -188,20 +191,23 @@ fn one<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<Option<&'a str>
     let Some(first) = values.next() else {
         return Ok(None);
     };
-    let refuse = |what: &str| Refusal {
+    let refuse = |reason, what: &str| Refusal {
         field: name,
-        reason: RefusalReason::Duplicate,
+        reason,
         message: format!("{name} {what}"),
     };
     if values.next().is_some() {
         return Err(refuse(
+            RefusalReason::Duplicate,
             "was sent more than once: the proxy must replace the client's copy, not add to it",
         ));
     }
-    first
-        .to_str()
-        .map(Some)
-        .map_err(|_| refuse("is not visible ASCII"))
+    first.to_str().map(Some).map_err(|_| {
+        refuse(
+            RefusalReason::NotAscii,
+            "is not visible ASCII (a proxy must percent-encode the URI)",
+        )
+    })
 }
 
 /// `Example.com.:8080` is `Example.com` (case is ignored by matching).
@@ -290,6 +296,19 @@ mod tests {
         assert_eq!(e.field, "x-original-method");
         // Neither family: the request itself is the original (Envoy's /check/<path>).
         assert_eq!(read(&headers(&[]), XF, true).unwrap(), Original::default());
+    }
+
+    #[test]
+    fn a_byte_beyond_ascii_is_refused_as_not_ascii_not_as_a_duplicate() {
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-forwarded-uri",
+            axum::http::HeaderValue::from_bytes(b"/caf\xc3\xa9").unwrap(),
+        );
+        let e = read(&h, XF, true).unwrap_err();
+        assert_eq!(e.reason, RefusalReason::NotAscii);
+        assert_eq!(e.reason.label(), "not_ascii");
+        assert_eq!(e.field, "x-forwarded-uri");
     }
 
     #[test]
