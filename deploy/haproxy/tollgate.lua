@@ -3,6 +3,11 @@
 --   txn.tg_status       tollgate's status (200, 429, 403) or 503 when unreachable
 --   txn.tg_retry_after  Retry-After of a denial
 --   txn.tg_ratelimit    the RateLimit header
+-- and report the upstream's answer to an allowed request (action
+-- tollgate_report, http-response): POST /report with the request described
+-- as to /check plus X-Upstream-Status, which charges the rules with
+-- count = "reported" whose report_statuses hold it (failed logins). The
+-- request's description is kept in txn.tg_uri/_method/_host/_src for it.
 -- The address it calls is haproxy.cfg's, never written here: the cfg's global
 -- section sets TOLLGATE_CHECK (and its "listen tollgate" section binds it).
 -- A call that gets no decision (no answer, or a status tollgate never decides
@@ -14,12 +19,15 @@ if CHECK == nil or CHECK == "" then
     error("tollgate.lua: TOLLGATE_CHECK is not set; haproxy.cfg's global section must set it (setenv TOLLGATE_CHECK host:port) before lua-load")
 end
 local CHECK_URL = "http://" .. CHECK .. "/check"
+local REPORT_URL = "http://" .. CHECK .. "/report"
 
 -- The statuses tollgate decides with; anything else is a failed call.
 local DECISIONS = { [200] = true, [403] = true, [429] = true }
 
 -- Whether the last call failed (one Lua state for all threads with lua-load).
 local failing = false
+-- Whether the last report failed (logged apart: reports fail open).
+local report_failing = false
 -- tollgate's answer header -> the transaction variable that carries it.
 RATELIMIT_HEADERS = {
     ["ratelimit"] = "txn.tg_ratelimit",
@@ -29,20 +37,30 @@ RATELIMIT_HEADERS = {
     ["x-ratelimit-reset"] = "txn.tg_xrl_reset",
 }
 
+-- The original request as /check and /report read it, from the txn variables.
+local function described(txn)
+    return {
+        ["x-forwarded-uri"] = { txn:get_var("txn.tg_uri") },
+        ["x-forwarded-method"] = { txn:get_var("txn.tg_method") },
+        ["x-forwarded-host"] = { txn:get_var("txn.tg_host") },
+        ["x-forwarded-for"] = { txn:get_var("txn.tg_src") },
+    }
+end
+
 core.register_action("tollgate", { "http-req" }, function(txn)
+    -- Only these headers are sent (nothing of the client's is copied): the
+    -- family tollgate reads, server.forwarded_request = "x-forwarded". pathq
+    -- is the raw path and query: tollgate normalises the path. The address
+    -- is the connection's; the client's own X-Forwarded-For is ignored.
+    -- Kept for the report: the request is gone when the answer comes.
+    txn:set_var("txn.tg_uri", txn.sf:pathq())
+    txn:set_var("txn.tg_method", txn.sf:method())
+    txn:set_var("txn.tg_host", txn.sf:req_hdr("host") or "")
+    txn:set_var("txn.tg_src", txn.sf:src())
     local client = core.httpclient()
     local res = client:get{
         url = CHECK_URL,
-        headers = {
-            -- Only these headers are sent (nothing of the client's is copied):
-            -- the family tollgate reads, server.forwarded_request = "x-forwarded".
-            -- pathq is the raw path and query: tollgate normalises the path.
-            ["x-forwarded-uri"] = { txn.sf:pathq() },
-            ["x-forwarded-method"] = { txn.sf:method() },
-            ["x-forwarded-host"] = { txn.sf:req_hdr("host") or "" },
-            -- The connection's address; the client's own X-Forwarded-For is ignored.
-            ["x-forwarded-for"] = { txn.sf:src() },
-        },
+        headers = described(txn),
         timeout = 2000,
     }
     local status = res and res.status
@@ -66,5 +84,36 @@ core.register_action("tollgate", { "http-req" }, function(txn)
     -- The RateLimit headers, for the client's answer (haproxy.cfg adds them).
     for name, var in pairs(RATELIMIT_HEADERS) do
         if h[name] then txn:set_var(var, h[name][0]) end
+    end
+end, 0)
+
+-- The upstream answered an allowed request: tell tollgate its status, before
+-- the answer goes on (the client's next request already sees the charge).
+-- haproxy.cfg runs it only for the statuses worth a call. A failed report is
+-- logged once when reports start failing and once when they work again; the
+-- answer passes on unchanged either way (the request has happened: fail open).
+core.register_action("tollgate_report", { "http-res" }, function(txn)
+    local headers = described(txn)
+    headers["x-upstream-status"] = { tostring(txn.sf:status()) }
+    local client = core.httpclient()
+    local res = client:post{
+        url = REPORT_URL,
+        headers = headers,
+        body = "",
+        timeout = 2000,
+    }
+    local status = res and res.status
+    if status ~= 200 then
+        if not report_failing then
+            report_failing = true
+            core.Alert(string.format(
+                "tollgate: report to %s failed: %s %s; upstream answers pass on uncounted until it answers",
+                REPORT_URL, tostring(status), tostring(res and res.body or res and res.reason)))
+        end
+        return
+    end
+    if report_failing then
+        report_failing = false
+        core.Warning("tollgate: reports to " .. REPORT_URL .. " answer again")
     end
 end, 0)

@@ -59,10 +59,21 @@ pub fn haproxy_cfg(check: SocketAddr) -> String {
 impl Proxy {
     /// Start `kind` from its shipped config, pointed at two tollgate replicas and the upstream.
     pub async fn start(kind: Kind, tollgate: [SocketAddr; 2], upstream: SocketAddr) -> Proxy {
+        Proxy::start_edited(kind, tollgate, upstream, |text| text.to_string()).await
+    }
+
+    /// `start`, with the shipped config passed through `more` too (a line an
+    /// operator adds for one use, e.g. a header to the app).
+    pub async fn start_edited(
+        kind: Kind,
+        tollgate: [SocketAddr; 2],
+        upstream: SocketAddr,
+        more: impl Fn(&str) -> String,
+    ) -> Proxy {
         let port = free_port();
         let dir = temp_dir(&format!("{kind:?}"));
         let common = |text: &str| {
-            let text = edit(text, "127.0.0.1:8080", &tollgate[0].to_string());
+            let text = edit(&more(text), "127.0.0.1:8080", &tollgate[0].to_string());
             let text = edit(&text, "127.0.0.1:9080", &tollgate[1].to_string());
             edit(&text, "127.0.0.1:3000", &upstream.to_string())
         };
