@@ -108,7 +108,7 @@ core.register_action("tollgate_report", { "http-res" }, function(txn)
             report_failing = true
             core.Alert(string.format(
                 "tollgate: report to %s failed: %s %s; upstream answers pass on uncounted until it answers",
-                REPORT_URL, tostring(status), tostring(res and res.body or res and res.reason)))
+                REPORT_URL, tostring(status), tostring(res and res.reason)))
         end
         return
     end
