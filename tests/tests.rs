@@ -96,11 +96,9 @@ mod redis_tls;
 /// restart-only one is listed in `GET /v1/status` under `restart_pending`.
 mod reload;
 /// Rules that count reported outcomes: requests only check them, `POST
-/// /v1/report` charges them; trusted peers only; bad reports charge nothing.
+/// /v1/report` (and a proxy's `POST /report`, by upstream status) charges
+/// them; trusted peers only; bad reports charge nothing.
 mod reported;
-/// `POST /report`: a proxy reports the upstream's status; the reported rules
-/// that list it are charged, keyed as `/check` keys the request.
-mod reported_answers;
 /// Redis killed, stalled, restarted, scripts flushed: on_redis_error and the breaker.
 mod resilience;
 /// Running the Lua scripts at a time the test chooses (a test clock).

@@ -24,10 +24,28 @@ local REPORT_URL = "http://" .. CHECK .. "/report"
 -- The statuses tollgate decides with; anything else is a failed call.
 local DECISIONS = { [200] = true, [403] = true, [429] = true }
 
--- Whether the last call failed (one Lua state for all threads with lua-load).
-local failing = false
--- Whether the last report failed (logged apart: reports fail open).
-local report_failing = false
+-- Whether the last call of each kind ("call": /check, "report": /report)
+-- failed (one Lua state for all threads with lua-load).
+local failing = {}
+
+-- Log a call of `kind` to `url` that got `res` (nil: no answer): one alert
+-- when calls of that kind start failing, saying what happens meanwhile, one
+-- warning when they work again. True when it worked.
+local function logged(kind, url, res, worked, meanwhile)
+    if not worked then
+        if not failing[kind] then
+            failing[kind] = true
+            core.Alert(string.format("tollgate: %s to %s failed: %s %s; %s",
+                kind, url, tostring(res and res.status), tostring(res and res.reason), meanwhile))
+        end
+        return false
+    end
+    if failing[kind] then
+        failing[kind] = false
+        core.Warning("tollgate: " .. kind .. "s to " .. url .. " answer again")
+    end
+    return true
+end
 -- tollgate's answer header -> the transaction variable that carries it.
 RATELIMIT_HEADERS = {
     ["ratelimit"] = "txn.tg_ratelimit",
@@ -63,20 +81,10 @@ core.register_action("tollgate", { "http-req" }, function(txn)
         headers = described(txn),
         timeout = 2000,
     }
-    local status = res and res.status
-    if not DECISIONS[status] then
-        if not failing then
-            failing = true
-            core.Alert(string.format(
-                "tollgate: call to %s failed: %s %s; answering 503 until it answers",
-                CHECK_URL, tostring(status), tostring(res and res.reason)))
-        end
+    local decided = res ~= nil and DECISIONS[res.status] ~= nil
+    if not logged("call", CHECK_URL, res, decided, "answering 503 until it answers") then
         txn:set_var("txn.tg_status", 503)
         return
-    end
-    if failing then
-        failing = false
-        core.Warning("tollgate: calls to " .. CHECK_URL .. " answer again")
     end
     txn:set_var("txn.tg_status", res.status)
     local h = res.headers or {}
@@ -102,18 +110,6 @@ core.register_action("tollgate_report", { "http-res" }, function(txn)
         body = "",
         timeout = 2000,
     }
-    local status = res and res.status
-    if status ~= 200 then
-        if not report_failing then
-            report_failing = true
-            core.Alert(string.format(
-                "tollgate: report to %s failed: %s %s; upstream answers pass on uncounted until it answers",
-                REPORT_URL, tostring(status), tostring(res and res.reason)))
-        end
-        return
-    end
-    if report_failing then
-        report_failing = false
-        core.Warning("tollgate: reports to " .. REPORT_URL .. " answer again")
-    end
+    logged("report", REPORT_URL, res, res ~= nil and res.status == 200,
+        "upstream answers pass on uncounted until it answers")
 end, 0)

@@ -10,7 +10,6 @@
 //!   the shipped haproxy.cfg): the app knows nothing of tollgate.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,12 +19,8 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use super::stack::*;
-use crate::support::binary::tollgate_cmd;
 use crate::support::process::terminate;
-use crate::support::server::ADMIN_TOKEN;
-use crate::support::{
-    die_with_parent, eventually, free_port, shared_redis, temp_dir, unique_prefix, TestServer,
-};
+use crate::support::{eventually, shared_redis, unique_prefix, TestServer};
 
 /// What the login app answers to the right password: tollgate never writes it.
 const WELCOME: &str = "welcome, the login app answered";
@@ -271,18 +266,8 @@ async fn haproxy_a_failed_report_passes_the_answer_on_and_is_logged_once_each_wa
     assert!(!proxy.log_text().contains(&back));
 
     // A replica back at the first address (the embedded store: a fresh count).
-    let dir = temp_dir("failed-logins");
     let embedded = edit(&config, "[redis]\ntimeout = \"2s\"\n", "");
-    std::fs::write(dir.join("tollgate.toml"), embedded).unwrap();
-    let mut cmd = tollgate_cmd(&["serve", "--listen", &first.to_string()]);
-    cmd.arg("--config")
-        .arg(dir.join("tollgate.toml"))
-        .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
-        .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    die_with_parent(&mut cmd);
-    let mut tollgate = cmd.spawn().unwrap();
+    let mut tollgate = tollgate_at(first, &embedded);
     eventually(Duration::from_secs(10), || {
         let (c, proxy) = (c.clone(), &proxy);
         async move { attempt(&c, proxy, "right").await.0 == 200 }

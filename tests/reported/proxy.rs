@@ -6,6 +6,7 @@
 
 use serde_json::{json, Value};
 
+use super::{attempt, remaining};
 use crate::support::{unique_prefix, TestServer, BOTH_STORES};
 
 const CONFIG: &str = r#"
@@ -75,27 +76,6 @@ fn charged(v: &Value) -> Vec<&str> {
         .collect()
 }
 
-async fn attempt(s: &TestServer, client: &str) -> u16 {
-    reqwest::Client::new()
-        .get(s.url("/check"))
-        .header("x-forwarded-for", client)
-        .header("x-forwarded-uri", "/login?next=/")
-        .header("x-forwarded-method", "POST")
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
-async fn remaining(s: &TestServer, rule: &str, key: &str) -> u64 {
-    let (code, v) = s
-        .admin(reqwest::Method::GET, &format!("/v1/limits/{rule}/{key}"))
-        .await;
-    assert_eq!(code, 200, "{v}");
-    v["limits"][0]["remaining"].as_u64().unwrap()
-}
-
 #[tokio::test]
 async fn an_answer_charges_the_reported_rules_that_list_its_status_and_nothing_else() {
     for kind in BOTH_STORES {
@@ -128,7 +108,7 @@ async fn an_answer_charges_the_reported_rules_that_list_its_status_and_nothing_e
         // Reports never charge a rule that counts requests.
         assert_eq!(remaining(&s, "api", client).await, 100, "{kind:?}");
         // Full: the client's next attempt is limited; a report adds nothing.
-        assert_eq!(attempt(&s, client).await, 429, "{kind:?}");
+        assert_eq!(attempt(&s, client).await.0, 429, "{kind:?}");
         let v = answered(&s, client, "POST", "/login", "403").await;
         assert_eq!(v["charged"][0]["counted"], false, "{kind:?} {v}");
         assert!(
@@ -136,7 +116,7 @@ async fn an_answer_charges_the_reported_rules_that_list_its_status_and_nothing_e
             "{kind:?} {v}"
         );
         assert_eq!(
-            attempt(&s, "203.0.113.91").await,
+            attempt(&s, "203.0.113.91").await.0,
             200,
             "{kind:?}: another client"
         );
@@ -167,8 +147,8 @@ async fn an_answer_is_keyed_as_check_keys_the_request() {
     for host in ["2001:db8:5:6::1", "2001:db8:5:6::2", "2001:db8:5:6:ffff::3"] {
         answered(&s, host, "POST", "/login", "401").await;
     }
-    assert_eq!(attempt(&s, "2001:db8:5:6::99").await, 429, "the same /64");
-    assert_eq!(attempt(&s, "2001:db8:5:7::1").await, 200, "another /64");
+    assert_eq!(attempt(&s, "2001:db8:5:6::99").await.0, 429, "the same /64");
+    assert_eq!(attempt(&s, "2001:db8:5:7::1").await.0, 200, "another /64");
 }
 
 /// Bad input is a 400 naming the header (the status, the described request),
