@@ -7,6 +7,7 @@
 use serde_json::{json, Value};
 
 use super::{attempt, remaining};
+use crate::support::server::ADMIN_TOKEN;
 use crate::support::{unique_prefix, TestServer, BOTH_STORES};
 
 const CONFIG: &str = r#"
@@ -32,6 +33,13 @@ match = { path_prefix = "/user" }
 key = "header:x-user"
 limits = ["2/m"]
 count = "reported"
+
+[[rule]]
+name = "office"
+match = { path_prefix = "/office" }
+limits = ["2/m"]
+count = "reported"
+allowlist = "bypass"
 
 [[rule]]
 name = "api"
@@ -149,6 +157,25 @@ async fn an_answer_is_keyed_as_check_keys_the_request() {
     }
     assert_eq!(attempt(&s, "2001:db8:5:6::99").await.0, 429, "the same /64");
     assert_eq!(attempt(&s, "2001:db8:5:7::1").await.0, 200, "another /64");
+}
+
+/// A client the allowlist lets bypass a rule is not charged for it, as
+/// `/check` never asks that rule for it; another client is.
+#[tokio::test]
+async fn an_allowlisted_client_is_not_charged_for_a_rule_it_bypasses() {
+    let s = TestServer::start(CONFIG, None, &unique_prefix("rpa-allow")).await;
+    let r = reqwest::Client::new()
+        .post(s.admin_url("/v1/allowlist"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"cidr": "203.0.113.95", "ttl": "1h", "note": "office"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v = answered(&s, "203.0.113.95", "POST", "/office", "401").await;
+    assert_eq!(charged(&v), Vec::<&str>::new(), "allowlisted: {v}");
+    let v = answered(&s, "203.0.113.96", "POST", "/office", "401").await;
+    assert_eq!(charged(&v), ["office"], "{v}");
 }
 
 /// Bad input is a 400 naming the header (the status, the described request),
