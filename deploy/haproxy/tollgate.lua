@@ -13,6 +13,7 @@
 -- A call that gets no decision (no answer, or a status tollgate never decides
 -- with) is logged once when calls start failing, naming the address and what
 -- came back, and once when they work again: a state change, not a flood.
+-- A report that fails likewise (the upstream's answer passes on uncounted).
 
 local CHECK = os.getenv("TOLLGATE_CHECK")
 if CHECK == nil or CHECK == "" then
@@ -46,6 +47,7 @@ local function logged(kind, url, res, worked, meanwhile)
     end
     return true
 end
+
 -- tollgate's answer header -> the transaction variable that carries it.
 RATELIMIT_HEADERS = {
     ["ratelimit"] = "txn.tg_ratelimit",
