@@ -13,7 +13,9 @@ mod body;
 mod forward_auth;
 mod limits_api;
 mod observe;
+mod original;
 mod params;
+mod proxy_report;
 mod report_api;
 pub mod response;
 mod status_api;
@@ -94,6 +96,12 @@ pub fn decision_router(app: Arc<App>) -> Router {
             "/v1/check",
             // `api_check` reads its body up to its own bound.
             post(api_check::check).route_layer(from_fn_with_state(app.clone(), observe::observe)),
+        )
+        // A proxy's report of the upstream's answer (HAProxy's response hook).
+        .route(
+            "/report",
+            post(proxy_report::report)
+                .route_layer(from_fn_with_state(app.clone(), observe::observe)),
         )
         .route(
             "/v1/report",

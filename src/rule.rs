@@ -38,6 +38,10 @@ pub struct Rule {
     /// What charges the rule: every request it matches, or the application's
     /// reports (`POST /v1/report`) while requests only check it.
     pub count: Count,
+    /// `count = "reported"` only: the upstream statuses that charge the rule
+    /// when a proxy reports an answer (`POST /report`); empty for a rule
+    /// counting requests, and for one only the application charges.
+    pub report_statuses: Vec<u16>,
     pub shadow: bool,
     /// `Some`: a rule for Envoy's rate limit service (gRPC), keyed by a
     /// descriptor; `/check` and ext_authz never apply it.
@@ -67,6 +71,13 @@ pub enum OnRedisError {
     /// An in-process limiter with the same algorithm, per replica.
     Local,
 }
+
+/// `report_statuses` when a rule with `count = "reported"` names none: the
+/// answers that mean "these credentials failed" (401: not authenticated,
+/// 403: not allowed). Not 429, an upstream's own limit (counting it would
+/// charge a client again for being limited), nor 400/404 (a client's bug
+/// more often than an attack); a rule that wants them lists them.
+pub const DEFAULT_REPORT_STATUSES: [u16; 2] = [401, 403];
 
 /// What a rule counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,9 +147,12 @@ impl std::fmt::Display for Rule {
             self.allowlist,
             self.on_redis_error,
             if self.count == Count::Reported {
-                "; counts reports"
+                format!(
+                    "; counts reports (upstream statuses {:?})",
+                    self.report_statuses
+                )
             } else {
-                ""
+                String::new()
             },
             if self.shadow { "; shadow" } else { "" },
             self.track

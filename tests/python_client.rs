@@ -13,7 +13,12 @@ use crate::support::{shared_redis, unique_prefix, TestServer};
 /// Run `file` under pytest against a fresh tollgate; `expect` tests must pass,
 /// none fail or be skipped.
 async fn pytest(file: &'static str, expect: usize) {
-    let s = TestServer::start("", Some(&shared_redis().url()), &unique_prefix("pyc")).await;
+    pytest_with(file, expect, "").await
+}
+
+/// `pytest`, against a tollgate with `config`.
+async fn pytest_with(file: &'static str, expect: usize, config: &str) {
+    let s = TestServer::start(config, Some(&shared_redis().url()), &unique_prefix("pyc")).await;
     let (url, admin) = (s.url(""), s.admin_url(""));
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/client");
     let python = python();
@@ -76,4 +81,29 @@ async fn unreachable_tollgate_falls_back_with_one_log_line_each_way() {
 #[tokio::test]
 async fn bad_settings_raise_at_startup_naming_the_setting() {
     pytest("test_settings.py", 4).await;
+}
+
+/// `report()` on both clients: reports fill a `count = "reported"` rule (by
+/// client address, by key with a cost), its check then denies; bad reports
+/// raise naming the field; unreachable: None, one log line each way.
+#[tokio::test]
+async fn reports_charge_a_reported_rule_from_both_clients() {
+    const CONFIG: &str = r#"
+[client_ip]
+trusted_proxies = ["127.0.0.1/32"]
+
+[[rule]]
+name = "login-failures"
+match = { path = "/login", methods = ["POST"] }
+limits = ["3/15m"]
+count = "reported"
+
+[[rule]]
+name = "by-user"
+match = { path = "/account" }
+key = "header:x-user"
+limits = ["2/15m"]
+count = "reported"
+"#;
+    pytest_with("test_report.py", 4, CONFIG).await;
 }

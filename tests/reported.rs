@@ -4,6 +4,9 @@
 //! request; only trusted peers report; bad input is a 400 naming the field
 //! and charges nothing.
 
+/// `POST /report`: a proxy reports the upstream's status.
+mod proxy;
+
 use serde_json::{json, Value};
 
 use crate::support::{unique_prefix, TestServer, BOTH_STORES};

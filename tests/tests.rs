@@ -96,7 +96,8 @@ mod redis_tls;
 /// restart-only one is listed in `GET /v1/status` under `restart_pending`.
 mod reload;
 /// Rules that count reported outcomes: requests only check them, `POST
-/// /v1/report` charges them; trusted peers only; bad reports charge nothing.
+/// /v1/report` (and a proxy's `POST /report`, by upstream status) charges
+/// them; trusted peers only; bad reports charge nothing.
 mod reported;
 /// Redis killed, stalled, restarted, scripts flushed: on_redis_error and the breaker.
 mod resilience;

@@ -255,6 +255,10 @@ pub struct RawRule {
     /// `requests` (default) or `reported` (see `Rule::count`).
     #[serde(default = "default_count")]
     pub count: Spanned<String>,
+    /// `count = "reported"` only: the upstream statuses a proxy's report
+    /// charges the rule for (default `rule::DEFAULT_REPORT_STATUSES`).
+    #[serde(default)]
+    pub report_statuses: Option<Spanned<Vec<Spanned<i64>>>>,
     #[serde(default)]
     pub shadow: bool,
     /// RLS rules: `domain = "edge"` and `descriptor = [{ key = "remote_address" }]`.

@@ -3,6 +3,7 @@
 mod activity;
 mod caps;
 mod descriptor;
+mod report;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -477,6 +478,7 @@ fn validate_rule(
             "count = \"reported\" needs limits: reports charge a rule's limits".to_string(),
         );
     }
+    let report_statuses = report::statuses(c, i, r, count);
     let descriptor = descriptor::validate(c, i, r);
     // With an unreadable `allowlist`, whether limits are needed is unknown:
     // report the root cause only.
@@ -600,6 +602,7 @@ fn validate_rule(
         allowlist: allowlist?,
         on_redis_error: on_redis_error?,
         count: count?,
+        report_statuses,
         shadow: r.shadow || shadow_all,
         descriptor,
         track,

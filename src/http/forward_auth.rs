@@ -15,11 +15,11 @@ use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 
 use super::observe::observed;
+use super::original::Original;
 use super::response::{decision_response, refusal_response, Flavor};
 use crate::app::App;
 use crate::metrics::ReasonLabels;
-use crate::request::forwarded::{self, Refusal, RefusalReason};
-use crate::request::RequestView;
+use crate::request::forwarded::{Refusal, RefusalReason};
 
 // The handlers take the request whole: the `HeaderMap`, `Uri` and `Method`
 // extractors would each clone their part of it.
@@ -143,48 +143,11 @@ async fn decide(
     headers: &HeaderMap,
     flavor: Flavor,
 ) -> Response {
-    let trusted = app.resolver.is_trusted(peer.ip());
-    let family = app.config.server.forwarded_request;
-    let original = match forwarded::read(headers, family, trusted) {
+    let original = match Original::read(app, peer, method, fallback_uri, headers) {
         Ok(o) => o,
         Err(refusal) => return refuse(app, peer, refusal, flavor),
     };
-    let (raw_path, query) = RequestView::split_uri(original.uri.unwrap_or(fallback_uri));
-    let path = match crate::path::normalize(raw_path) {
-        Ok(p) => p,
-        Err(e) => {
-            let field = if original.uri.is_some() {
-                family.uri_header()
-            } else {
-                "path"
-            };
-            let refusal = Refusal {
-                field,
-                reason: RefusalReason::BadPath,
-                message: e.to_string(),
-            };
-            return refuse(app, peer, refusal, flavor);
-        }
-    };
-    let method = original.method.unwrap_or(method.as_str());
-    let upper;
-    let method = if method.bytes().any(|b| b.is_ascii_lowercase()) {
-        upper = method.to_ascii_uppercase();
-        upper.as_str()
-    } else {
-        method
-    };
-    let client = app.resolver.resolve(peer.ip(), headers);
-    let view = RequestView {
-        method,
-        path: &path.canonical,
-        path_others: &path.others,
-        query,
-        host: original.host,
-        headers,
-        client_ip: Some(client),
-        client_key_ip: Some(app.resolver.key_ip(client)),
-    };
+    let view = original.view(app);
     match app.decide(&view).await {
         Ok(decision) => decision_response(&decision, flavor),
         // A charge past the caps (not reachable with validated rules of cost 1).
@@ -196,7 +159,7 @@ async fn decide(
 /// warning says what to fix; the metric counts every one after it.
 static WARNED: AtomicBool = AtomicBool::new(false);
 
-fn refuse(app: &App, peer: SocketAddr, refusal: Refusal, flavor: Flavor) -> Response {
+pub(super) fn refuse(app: &App, peer: SocketAddr, refusal: Refusal, flavor: Flavor) -> Response {
     app.metrics
         .refused_requests
         .get_or_create(&ReasonLabels {

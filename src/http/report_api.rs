@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::body::{json_body, read_limited};
 use super::response::ApiError;
 use crate::app::App;
-use crate::report::{ReportError, Who};
+use crate::report::{ReportError, Reported, Who};
 
 /// A report is a rule name, a client or key, and a cost.
 pub const MAX_REPORT_BYTES: usize = 4 * 1024;
@@ -34,11 +34,22 @@ struct Body_ {
     cost: Option<u64>,
 }
 
+/// What a report did to one rule (`POST /report` lists one per rule).
 #[derive(Serialize)]
-struct Answer {
+pub(super) struct Answer {
     counted: bool,
     remaining: u64,
     retry_after_ms: u64,
+}
+
+impl From<&Reported> for Answer {
+    fn from(reported: &Reported) -> Self {
+        Answer {
+            counted: reported.counted,
+            remaining: reported.outcome.tightest().map_or(0, |t| t.remaining),
+            retry_after_ms: reported.outcome.retry_after_ms,
+        }
+    }
 }
 
 impl From<ReportError> for ApiError {
@@ -84,10 +95,5 @@ async fn answer(app: &App, peer: SocketAddr, body: Body) -> Result<Answer, ApiEr
     let reported = app
         .report(peer.ip(), &body.rule, who, body.cost.unwrap_or(1))
         .await?;
-    let tightest = reported.outcome.tightest().map_or(0, |t| t.remaining);
-    Ok(Answer {
-        counted: reported.counted,
-        remaining: tightest,
-        retry_after_ms: reported.outcome.retry_after_ms,
-    })
+    Ok(Answer::from(&reported))
 }

@@ -5,15 +5,12 @@
 //! once per outage, and once when calls work again.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use super::scenarios::{answer, app_answer};
 use super::stack::*;
-use crate::support::binary::tollgate_cmd;
 use crate::support::process::terminate;
-use crate::support::server::ADMIN_TOKEN;
-use crate::support::{die_with_parent, eventually, free_port, temp_dir};
+use crate::support::{eventually, free_port, temp_dir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lua_calls_the_address_the_cfg_sets() {
@@ -64,21 +61,10 @@ async fn a_failed_call_is_logged_once_with_the_address_and_once_when_calls_work_
     assert!(!proxy.log_text().contains(&back));
 
     // A real tollgate (no rules: it allows everything) at the first listed address.
-    let config = temp_dir("haproxy-lua").join("tollgate.toml");
-    std::fs::write(
-        &config,
+    let mut tollgate = tollgate_at(
+        replicas[0],
         "[client_ip]\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
-    )
-    .unwrap();
-    let mut cmd = tollgate_cmd(&["serve", "--listen", &replicas[0].to_string()]);
-    cmd.arg("--config")
-        .arg(&config)
-        .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
-        .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    die_with_parent(&mut cmd);
-    let mut tollgate = cmd.spawn().unwrap();
+    );
     let page = proxy.url("/free");
     eventually(Duration::from_secs(10), || {
         let (c, page) = (c.clone(), page.clone());

@@ -8,6 +8,9 @@
 mod appended_xff;
 /// Caddy with one replica dead: marked down by its first failed call, never tried again.
 mod caddy_replica_down;
+/// Only failed logins counted (`count = "reported"`): nginx with the app
+/// reporting, HAProxy reporting the upstream's 401s itself (`POST /report`).
+mod failed_logins;
 /// HAProxy's Lua action: its address set in the cfg alone (refused if unset);
 /// failing calls logged once with the address and the answer, once when they work again.
 mod haproxy_lua;

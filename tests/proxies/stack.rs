@@ -6,10 +6,14 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::support::binary::tollgate_cmd;
 use crate::support::nginx as nginx_conf;
 use crate::support::process::terminate;
+use crate::support::server::ADMIN_TOKEN;
 
-use crate::support::{eventually, free_port, shared_redis, temp_dir, unique_prefix, TestServer};
+use crate::support::{
+    die_with_parent, eventually, free_port, shared_redis, temp_dir, unique_prefix, TestServer,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -59,10 +63,21 @@ pub fn haproxy_cfg(check: SocketAddr) -> String {
 impl Proxy {
     /// Start `kind` from its shipped config, pointed at two tollgate replicas and the upstream.
     pub async fn start(kind: Kind, tollgate: [SocketAddr; 2], upstream: SocketAddr) -> Proxy {
+        Proxy::start_edited(kind, tollgate, upstream, |text| text.to_string()).await
+    }
+
+    /// `start`, with the shipped config passed through `more` too (a line an
+    /// operator adds for one use, e.g. a header to the app).
+    pub async fn start_edited(
+        kind: Kind,
+        tollgate: [SocketAddr; 2],
+        upstream: SocketAddr,
+        more: impl Fn(&str) -> String,
+    ) -> Proxy {
         let port = free_port();
         let dir = temp_dir(&format!("{kind:?}"));
         let common = |text: &str| {
-            let text = edit(text, "127.0.0.1:8080", &tollgate[0].to_string());
+            let text = edit(&more(text), "127.0.0.1:8080", &tollgate[0].to_string());
             let text = edit(&text, "127.0.0.1:9080", &tollgate[1].to_string());
             edit(&text, "127.0.0.1:3000", &upstream.to_string())
         };
@@ -158,6 +173,23 @@ impl Proxy {
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path)
     }
+}
+
+/// A tollgate binary serving `config` (embedded store) at `listen`: a
+/// replica that comes back at an address a proxy lists. Stop it with
+/// `terminate`.
+pub fn tollgate_at(listen: SocketAddr, config: &str) -> Child {
+    let path = temp_dir("tollgate-at").join("tollgate.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = tollgate_cmd(&["serve", "--listen", &listen.to_string()]);
+    cmd.arg("--config")
+        .arg(&path)
+        .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
+        .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    die_with_parent(&mut cmd);
+    cmd.spawn().unwrap()
 }
 
 /// A client whose connections come from `source` (any 127.x.y.z works on Linux).

@@ -1,7 +1,7 @@
 """tollgate from inside a Python app.
 
-- `Client` / `AsyncClient` (`client.py`): `POST /v1/check`, heartbeats, the
-  online/active reads; what happens while tollgate is unreachable is
+- `Client` / `AsyncClient` (`client.py`): `POST /v1/check`, reports
+  (`POST /v1/report`), heartbeats, the online/active reads; what happens while tollgate is unreachable is
   `fallback.py`'s (default `"local"`, like tollgate's `on_redis_error`).
 - `tollgate_client.django.throttling`: DRF throttles (`pip install tollgate-client[django]`).
 - `tollgate_client.fastapi`: `limit()` dependency, `RateLimitMiddleware` (`[fastapi]`).
@@ -9,9 +9,9 @@
 """
 
 from .client import AsyncClient, Client
-from .decision import Decision, LimitState
+from .decision import Decision, LimitState, Reported
 from .errors import ConfigError, TollgateError
 from .rates import Rate, parse_rate
 
 __all__ = ["AsyncClient", "Client", "ConfigError", "Decision", "LimitState", "Rate",
-           "TollgateError", "parse_rate"]
+           "Reported", "TollgateError", "parse_rate"]

@@ -4,7 +4,9 @@ FastAPI/Starlette), over one kept-alive `httpx` connection pool each.
 Both build their calls and read the answers in `_Calls`; they differ only in
 whether they await. A 4xx from tollgate (a bad key, a cost above a limit) is
 raised as `TollgateError`; a connection error, a timeout or a 5xx means
-tollgate is unreachable, and `on_unreachable` decides (`fallback.py`).
+tollgate is unreachable, and `on_unreachable` decides (`fallback.py`). A
+report (`report()`) made while tollgate is unreachable is lost: it returns
+None, and the outage is logged as for checks.
 """
 
 from typing import Any, Dict, Optional, Sequence, Union
@@ -12,7 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .decision import Decision
+from .decision import Decision, Reported
 from .errors import ConfigError, TollgateError
 from .fallback import Health, LocalLimiter, check_policy, fallback_decision
 from .rates import parse_rate
@@ -90,6 +92,26 @@ class _Calls:
         self.health.fallback_total += 1
         return fallback_decision(self.health.policy, self.local, body["key"],
                                  body.get("limits"), body["cost"])
+
+    @staticmethod
+    def report_body(rule: str, client: Optional[str], key: Optional[str], cost: int) -> Dict[str, Any]:
+        """tollgate checks the rest (one of client or key, the rule, the cost)
+        and names the field of anything wrong: `TollgateError`."""
+        body: Dict[str, Any] = {"rule": rule, "cost": cost}
+        if client is not None:
+            body["client"] = client
+        if key is not None:
+            body["key"] = key
+        return body
+
+    def reported(self, r: "Optional[httpx.Response]", err: Optional[Exception]) -> Optional[Reported]:
+        """The report's answer; None while tollgate cannot take it (the
+        failure is not counted: a login view must not fail for it)."""
+        if r is None or r.status_code >= 500:
+            self.health.failed(f"HTTP {r.status_code}" if r is not None else _reason(err))
+            return None
+        self.health.answered()
+        return Reported.from_json(self.ok(r))
 
     def heartbeat_answer(self, r: "Optional[httpx.Response]", err: Optional[Exception]) -> bool:
         """True once recorded; False while tollgate (or its Redis: 503) cannot
@@ -172,6 +194,19 @@ class Client(_Settings):
             return self._c.heartbeat_answer(None, e)
         return self._c.heartbeat_answer(r, None)
 
+    def report(self, rule: str, *, client: Optional[str] = None, key: Optional[str] = None,
+               cost: int = 1) -> Optional[Reported]:
+        """`POST /v1/report`: charge `cost` units of `rule` (a rule with
+        `count = "reported"`) for `client` (an address; the rule keyed by ip)
+        or `key` (as the rule builds it), e.g. after a wrong password. None
+        when tollgate is unreachable; a 4xx raises `TollgateError`."""
+        body = self._c.report_body(rule, client, key, cost)
+        try:
+            r = self._http.post(self._c.url + "/v1/report", json=body)
+        except httpx.HTTPError as e:
+            return self._c.reported(None, e)
+        return self._c.reported(r, None)
+
     def online(self, within: str = "10m") -> int:
         """Clients whose last heartbeat is within `within`, across replicas."""
         r = self._http.get(self._c.admin("/v1/activity/online"), params={"within": within},
@@ -218,6 +253,15 @@ class AsyncClient(_Settings):
         except httpx.HTTPError as e:
             return self._c.heartbeat_answer(None, e)
         return self._c.heartbeat_answer(r, None)
+
+    async def report(self, rule: str, *, client: Optional[str] = None,
+                     key: Optional[str] = None, cost: int = 1) -> Optional[Reported]:
+        body = self._c.report_body(rule, client, key, cost)
+        try:
+            r = await self._http.post(self._c.url + "/v1/report", json=body)
+        except httpx.HTTPError as e:
+            return self._c.reported(None, e)
+        return self._c.reported(r, None)
 
     async def online(self, within: str = "10m") -> int:
         r = await self._http.get(self._c.admin("/v1/activity/online"), params={"within": within},

@@ -1,4 +1,4 @@
-"""What `POST /v1/check` answers, and the HTTP headers an app sends from it.
+"""What `POST /v1/check` and `POST /v1/report` answer, and the HTTP headers an app sends from it.
 
 The headers are spelled as tollgate's own `/check` spells them
 (`src/http/response.rs`): `Retry-After` in whole seconds rounded up (at least
@@ -74,3 +74,19 @@ class Decision:
         if not self.allowed:
             h["Retry-After"] = str(max(1, _secs(self.retry_after_ms)))
         return h
+
+
+@dataclass(frozen=True)
+class Reported:
+    """What `POST /v1/report` did: `counted` False when the rule's counter
+    was full already (the client is limited anyway; nothing was added);
+    `remaining` of its tightest limit; `retry_after_ms` until it has room."""
+
+    counted: bool
+    remaining: int
+    retry_after_ms: int
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> "Reported":
+        return cls(counted=bool(body["counted"]), remaining=int(body["remaining"]),
+                   retry_after_ms=int(body["retry_after_ms"]))
