@@ -361,9 +361,10 @@ impl Allowlist {
         };
         let mut staging = r.stage_begin().await?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Entry>>(4);
+        let kind = self.kind;
         let parser = tokio::task::spawn_blocking(move || {
             let mut chunk = Vec::with_capacity(redis_store::RESTORE_CHUNK);
-            let read = export::stream(reader, |e| {
+            let read = export::stream(reader, kind, |e| {
                 chunk.push(e);
                 if chunk.len() == redis_store::RESTORE_CHUNK {
                     let _ = tx.blocking_send(std::mem::take(&mut chunk));

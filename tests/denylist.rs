@@ -505,6 +505,23 @@ async fn tollgate_deny_adds_checks_lists_and_removes_through_the_same_scripts() 
     let o = cli(&["add", "203.0.113.0/24", "--ttl", "never"]);
     assert_eq!(o.status.code(), Some(2), "{}", output_text(&o));
     assert!(output_text(&o).contains("denylist.allow_permanent"));
+    // Its export is the denylist's: the allowlist refuses to restore it.
+    let file = temp_dir("deny-cli").join("deny.json");
+    let o = cli(&["export", "--output", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
+    let o = tollgate(&[
+        "allow",
+        "restore",
+        file.to_str().unwrap(),
+        "--redis",
+        &url,
+        "--prefix",
+        &prefix,
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", output_text(&o));
+    assert!(output_text(&o).contains("tollgate-denylist"));
+    let o = cli(&["restore", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
     let o = cli(&["remove", "203.0.113.0/24"]);
     assert_eq!(o.status.code(), Some(0), "{}", output_text(&o));
     eventually(Duration::from_secs(5), || async {

@@ -308,7 +308,7 @@ async fn execute(kind: ListKind, cfg: &Config, action: Action, actor: &str) -> E
         },
         Action::Export(output) => match list.list().await {
             Ok(l) => write_export(
-                &Document::from_listing(&l).to_json(),
+                &Document::from_listing(&l, kind).to_json(),
                 output.as_deref(),
                 &format!(
                     "{} (epoch {:?}, seq {})",

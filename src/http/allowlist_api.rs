@@ -217,7 +217,7 @@ async fn clear(kind: ListKind, State(app): State<Arc<App>>, headers: HeaderMap) 
 
 /// This node's table, not Redis's: what the node serves now.
 async fn export(kind: ListKind, State(app): State<Arc<App>>) -> Response {
-    let doc = Document::from_listing(&app.list(kind).node_listing());
+    let doc = Document::from_listing(&app.list(kind).node_listing(), kind);
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         doc.to_json(),
