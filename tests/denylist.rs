@@ -272,7 +272,7 @@ async fn expiry_and_removal_reach_every_node() {
     .await;
     // The reaper wrote the expiry to the stream: every node's table is empty.
     eventually(Duration::from_secs(5), || async {
-        all.iter().all(|n| n.app.denylist.table().len() == 0)
+        all.iter().all(|n| n.app.denylist.table().is_empty())
     })
     .await;
     let (code, body) = all[0]

@@ -369,18 +369,18 @@ fn list_section(
     // allow_permanent = false. Permanent entries are asked for with "never".
     if default_ttl.is_some_and(|d| d < Duration::from_millis(1)) {
         c.push(
-            &key("default_ttl"),
+            key("default_ttl"),
             Some(&al.default_ttl),
             format!("must be at least 1ms (a permanent entry is added with ttl = \"never\", which needs {section}.allow_permanent = true)"),
         );
     }
     if max_ttl.is_some_and(|m| m < Duration::from_millis(1)) {
-        c.push(&key("max_ttl"), Some(&al.max_ttl), "must be at least 1ms");
+        c.push(key("max_ttl"), Some(&al.max_ttl), "must be at least 1ms");
     }
     if let (Some(d), Some(m)) = (default_ttl, max_ttl) {
         if d > m {
             c.push(
-                &key("default_ttl"),
+                key("default_ttl"),
                 Some(&al.default_ttl),
                 format!("is longer than {section}.max_ttl"),
             );
@@ -398,7 +398,7 @@ fn list_section(
     let reap_interval = c.duration(&key("reap_interval"), &al.reap_interval);
     if reap_interval == Some(Duration::ZERO) {
         c.push(
-            &key("reap_interval"),
+            key("reap_interval"),
             Some(&al.reap_interval),
             "must be more than 0",
         );
@@ -820,6 +820,31 @@ limits = ["1/s"]
         assert_eq!(cfg.server.listen.port(), 9);
         let cfg = parse("t", "", &Overrides::default()).unwrap();
         assert!(cfg.redis.is_none(), "no [redis] means the embedded store");
+    }
+
+    #[test]
+    fn the_denylist_section_is_checked_like_the_allowlist_and_keeps_its_own_state_file() {
+        let found = issues("[denylist]\nmin_prefix_v4 = 0\nmax_ttl = \"0s\"\n");
+        assert!(
+            found[1].starts_with("denylist.max_ttl@Some(3)"),
+            "{found:?}"
+        );
+        assert!(
+            found[0].starts_with("denylist.min_prefix_v4@Some(2)"),
+            "{found:?}"
+        );
+        let found =
+            issues("[allowlist]\nstate_file = \"/s.json\"\n[denylist]\nstate_file = \"/s.json\"\n");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("denylist.state_file"), "{found:?}");
+        let cfg = parse(
+            "t",
+            "[denylist]\nallow_permanent = true\n",
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(cfg.denylist.allow_permanent && !cfg.allowlist.allow_permanent);
+        assert_eq!(cfg.denylist.section, "denylist");
     }
 
     #[test]
