@@ -171,7 +171,7 @@ impl Allowlist {
                     )
                 });
                 (
-                    Backend::Redis(RedisAllowlist::new(r.endpoint.clone(), keys)),
+                    Backend::Redis(RedisAllowlist::of(r.endpoint.clone(), keys, kind)),
                     table,
                     details,
                     synced,
