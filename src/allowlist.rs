@@ -1,4 +1,6 @@
-//! The distributed IP allowlist.
+//! The distributed IP allowlist, and the machinery every replicated list
+//! shares: the denylist is the same types and scripts with another
+//! `kind::ListKind` (its own keys and stream, `[denylist]`, `/v1/denylist`).
 //!
 //! The admin side (admin API, `tollgate allow`) writes through one Lua script
 //! per change (`lua/allow_*.lua`): the entry, `seq` and a stream event move
@@ -36,6 +38,7 @@ mod family;
 pub mod follower;
 pub mod gate;
 pub mod input;
+pub mod kind;
 mod local;
 pub mod reaper;
 pub mod recovery;
@@ -64,6 +67,7 @@ use recovery::{Born, WriteError};
 use redis_store::{RedisAllowlist, Restored};
 
 use expiry::ExpiresAt;
+use kind::ListKind;
 pub use redis_store::Page;
 use status::Status;
 use table::{Clock, Table};
@@ -118,6 +122,8 @@ enum Backend {
 }
 
 pub struct Allowlist {
+    /// Which list this is (allowlist, denylist): its keys, settings and words.
+    kind: ListKind,
     /// What request handlers read; replaced whole by the follower or the embedded store.
     table: ArcSwap<Table>,
     /// The table reflects a known dataset: the first snapshot is loaded, or
@@ -143,12 +149,20 @@ impl Allowlist {
     /// The allowlist of a config: in Redis when `[redis]` is set, else in process.
     /// Nothing is dialled here.
     pub fn new(config: &Config) -> Allowlist {
-        let keys = KeySpace::new(&config.prefix).allowlist();
-        let state_file = config.allowlist.state_file.clone();
+        Allowlist::of(config, ListKind::Allow)
+    }
+
+    /// The list of `kind` (its `[allowlist]` or `[denylist]` settings, its keys).
+    pub fn of(config: &Config, kind: ListKind) -> Allowlist {
+        let settings = config.list(kind);
+        let keys = KeySpace::new(&config.prefix).list(kind.tag());
+        let state_file = settings.state_file.clone();
         let (backend, table, details, synced) = match &config.redis {
             Some(r) => {
                 // The last known table, served before Redis answers.
-                let saved = state_file.as_deref().and_then(state_file::load);
+                let saved = state_file
+                    .as_deref()
+                    .and_then(|p| state_file::load(p, kind));
                 let synced = saved.is_some();
                 let (table, details) = saved.unwrap_or_else(|| {
                     (
@@ -157,7 +171,7 @@ impl Allowlist {
                     )
                 });
                 (
-                    Backend::Redis(RedisAllowlist::new(r.endpoint.clone(), keys)),
+                    Backend::Redis(RedisAllowlist::of(r.endpoint.clone(), keys, kind)),
                     table,
                     details,
                     synced,
@@ -170,6 +184,7 @@ impl Allowlist {
             }
         };
         Allowlist {
+            kind,
             table: ArcSwap::from_pointee(table),
             synced: AtomicBool::new(synced),
             backend,
@@ -177,13 +192,28 @@ impl Allowlist {
             changes: watch::Sender::new(0),
             state_file,
             pacing: follower::Pacing {
-                pages_per_second: config.allowlist.snapshot_pages_per_second,
-                fleet_pages_per_second: config.allowlist.snapshot_fleet_pages_per_second,
-                jitter_max: config.allowlist.snapshot_jitter_max,
+                pages_per_second: settings.snapshot_pages_per_second,
+                fleet_pages_per_second: settings.snapshot_fleet_pages_per_second,
+                jitter_max: settings.snapshot_jitter_max,
             },
             details: Details::new(details),
             node_id: node_id(),
         }
+    }
+
+    /// Which list this is.
+    pub fn kind(&self) -> ListKind {
+        self.kind
+    }
+
+    /// Whether a live entry of this node's table holds `ip`, and for how
+    /// long: `Some(None)` for a permanent entry, `Some(Some(ms))` until the
+    /// longest timed one ends (Redis time). Lock-free, never touches Redis.
+    pub fn holds(&self, ip: IpAddr) -> Option<Option<u64>> {
+        let table = self.table.load();
+        let now_ms = table.clock.now_ms();
+        let (_, expires_at) = table.lookup_at(ip, now_ms)?;
+        Some((expires_at != 0).then(|| expires_at.saturating_sub(now_ms)))
     }
 
     /// This node as a fleet restore records it.
@@ -331,9 +361,10 @@ impl Allowlist {
         };
         let mut staging = r.stage_begin().await?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Entry>>(4);
+        let kind = self.kind;
         let parser = tokio::task::spawn_blocking(move || {
             let mut chunk = Vec::with_capacity(redis_store::RESTORE_CHUNK);
-            let read = export::stream(reader, |e| {
+            let read = export::stream(reader, kind, |e| {
                 chunk.push(e);
                 if chunk.len() == redis_store::RESTORE_CHUNK {
                     let _ = tx.blocking_send(std::mem::take(&mut chunk));

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::activity::Activity;
+use crate::allowlist::kind::ListKind;
 use crate::allowlist::Allowlist;
 use crate::check::Limiter;
 use crate::client_ip::ClientIpResolver;
@@ -41,6 +42,12 @@ pub struct App {
     pub metrics: Metrics,
     /// The IP allowlist: a lock-free table for lookups, and its store.
     pub allowlist: Arc<Allowlist>,
+    /// The IP denylist: the same machinery (`allowlist::kind`), its own keys
+    /// and stream; `decide.rs` refuses its members before any rule.
+    pub denylist: Arc<Allowlist>,
+    /// `tollgate_denied_requests_total`: requests refused because the
+    /// client is on the denylist (no rule is charged or counted for them).
+    pub denied_requests: prometheus_client::metrics::counter::Counter,
     /// Heartbeats, active days, tracked rules: counted here, flushed to Redis each second.
     pub activity: Arc<Activity>,
     /// When this node was built: its uptime in `GET /v1/status`.
@@ -57,6 +64,14 @@ impl App {
         let ready = limiter.store.is_local();
         let allowlist = Arc::new(Allowlist::new(&config));
         crate::allowlist::status::register(&allowlist, metrics.registry_mut());
+        let denylist = Arc::new(Allowlist::of(&config, ListKind::Deny));
+        crate::allowlist::status::register(&denylist, metrics.registry_mut());
+        let denied_requests = prometheus_client::metrics::counter::Counter::default();
+        metrics.registry_mut().register(
+            "denied_requests",
+            "Requests refused because the client address is on the denylist (before any rule)",
+            denied_requests.clone(),
+        );
         metrics.zero_decisions(config.rules.iter().map(|r| r.name.as_str()));
         let reloads = ReloadMetrics::default();
         reloads.register(metrics.registry_mut());
@@ -89,6 +104,8 @@ impl App {
             ready: AtomicBool::new(ready),
             metrics,
             allowlist,
+            denylist,
+            denied_requests,
             activity,
             started: std::time::Instant::now(),
         })
@@ -209,12 +226,22 @@ impl App {
             return;
         };
         store.endpoint().set_access(access);
-        if let Some(writer) = self.allowlist.redis() {
-            writer.forget_connection();
+        for list in [&self.allowlist, &self.denylist] {
+            if let Some(writer) = list.redis() {
+                writer.forget_connection();
+            }
         }
         tracing::info!(redis = %store.endpoint(), "reload: Redis credentials or TLS files changed, reconnecting");
         if tokio::runtime::Handle::try_current().is_ok() {
             store.reconnect_in_background();
+        }
+    }
+
+    /// The list of `kind`.
+    pub fn list(&self, kind: ListKind) -> &Arc<Allowlist> {
+        match kind {
+            ListKind::Allow => &self.allowlist,
+            ListKind::Deny => &self.denylist,
         }
     }
 

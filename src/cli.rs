@@ -42,6 +42,9 @@ pub enum Command {
     /// Change or read the IP allowlist in Redis directly (no server needed).
     #[command(subcommand)]
     Allow(allow::AllowCommand),
+    /// Change or read the IP denylist in Redis directly (the same commands as `allow`).
+    #[command(subcommand)]
+    Deny(allow::AllowCommand),
     /// Read the activity counters in Redis: online, active days, tracked rules.
     #[command(subcommand)]
     Activity(activity::ActivityCommand),

@@ -26,6 +26,16 @@ use crate::secret::Secret;
 
 pub use raw::RawConfig;
 
+impl Config {
+    /// The settings of one list (`[allowlist]`, `[denylist]`).
+    pub fn list(&self, kind: crate::allowlist::kind::ListKind) -> &AllowlistConfig {
+        match kind {
+            crate::allowlist::kind::ListKind::Allow => &self.allowlist,
+            crate::allowlist::kind::ListKind::Deny => &self.denylist,
+        }
+    }
+}
+
 /// The effective, validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -36,6 +46,8 @@ pub struct Config {
     pub prefix: String,
     pub client_ip: ClientIpConfig,
     pub allowlist: AllowlistConfig,
+    /// `[denylist]`: the same settings, for the denylist.
+    pub denylist: AllowlistConfig,
     pub api: ApiConfig,
     pub local_store: LocalStoreConfig,
     pub activity: ActivityConfig,
@@ -121,6 +133,9 @@ pub struct ClientIpConfig {
 
 #[derive(Clone, Debug)]
 pub struct AllowlistConfig {
+    /// `allowlist` or `denylist`: the section these came from, to name a
+    /// setting in a message (`denylist.max_ttl`).
+    pub section: &'static str,
     pub default_ttl: Duration,
     pub max_ttl: Duration,
     /// Shortest prefix an entry may have (`/0` is never accepted).

@@ -1,4 +1,5 @@
-//! From a request to a decision: every matching rule applies, and the request
+//! From a request to a decision: a client on the denylist is refused first;
+//! then every matching rule applies, and the request
 //! passes only if all pass. Its rules are charged all or nothing
 //! (`Limiter::check_all`): a request one rule refuses spends no other rule's quota.
 
@@ -21,6 +22,11 @@ pub enum Verdict {
     },
     /// A matching `allowlist = "require"` rule and a client not on the allowlist.
     NotAllowlisted,
+    /// The client is on the denylist: refused before any rule is charged.
+    /// `retry_after_ms`: until a timed entry ends (`None`: permanent).
+    Denied {
+        retry_after_ms: Option<u64>,
+    },
 }
 
 /// One limit that applied, as the RateLimit headers report it.
@@ -41,6 +47,15 @@ impl App {
     /// (configured rules cost 1 each, which every cap admits; the core
     /// checks anyway, so no surface depends on that).
     pub async fn decide(&self, req: &RequestView<'_>) -> Result<Decision, Refused> {
+        // The denylist first: a denied client is charged nothing, and a
+        // manual deny beats the allowlist (README, "IP denylist").
+        if let Some(retry_after_ms) = crate::allowlist::gate::denied(&self.denylist, req) {
+            self.denied_requests.inc();
+            return Ok(Decision {
+                verdict: Verdict::Denied { retry_after_ms },
+                items: Vec::new(),
+            });
+        }
         let rules = self.rules.load();
         let applicable: Vec<(&Rule, String)> = {
             // Allowlist gates first: a refused request is charged nothing.

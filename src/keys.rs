@@ -13,7 +13,8 @@
 //! Allowlist keys: `<prefix>:{<prefix>:allow}:<name>` for `meta`, `entries`,
 //! `exp`, `events`, `snapshot_budget`, `lost` and `restore_lock`. They share the `{<prefix>:allow}` hash tag (one slot,
 //! so each allowlist script is atomic over all four) and still start with the
-//! prefix like every other key.
+//! prefix like every other key. The denylist has the same keys under
+//! `{<prefix>:deny}` (`KeySpace::list`): same scripts, its own stream.
 
 use std::borrow::Cow;
 use std::fmt::Write;
@@ -148,7 +149,13 @@ impl KeySpace {
     /// `tg:{tg:allow}:meta`, `tg:{tg:allow}:entries`, `tg:{tg:allow}:exp`,
     /// `tg:{tg:allow}:events` and `tg:{tg:allow}:snapshot_budget`.
     pub fn allowlist(&self) -> AllowKeys {
-        let key = |name: &str| format!("{p}:{{{p}:allow}}:{name}", p = self.prefix);
+        self.list("allow")
+    }
+
+    /// A list's keys by its tag (`allow`, `deny`: `ListKind::tag`):
+    /// `tg:{tg:<tag>}:meta`, …
+    pub fn list(&self, tag: &str) -> AllowKeys {
+        let key = |name: &str| format!("{p}:{{{p}:{tag}}}:{name}", p = self.prefix);
         AllowKeys {
             meta: key("meta"),
             entries: key("entries"),
@@ -291,6 +298,26 @@ mod tests {
                 "tg:{tg:allow}:restore:ab12:entries",
                 "tg:{tg:allow}:restore:ab12:exp"
             ]
+        );
+    }
+
+    #[test]
+    fn denylist_keys_have_their_own_hash_tag_and_stream() {
+        let k = KeySpace::new("tg").list("deny");
+        assert_eq!(
+            k.all(),
+            [
+                "tg:{tg:deny}:meta",
+                "tg:{tg:deny}:entries",
+                "tg:{tg:deny}:exp",
+                "tg:{tg:deny}:events"
+            ]
+        );
+        assert_eq!(k.lost, "tg:{tg:deny}:lost");
+        assert_eq!(k.staging("ab")[0], "tg:{tg:deny}:restore:ab:entries");
+        assert_ne!(
+            crate::limiter::slot_breaker::slot(&k.meta),
+            crate::limiter::slot_breaker::slot(&KeySpace::new("tg").allowlist().meta)
         );
     }
 

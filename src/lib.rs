@@ -20,8 +20,8 @@
 //!    path, `client_ip` finds the client behind trusted proxies);
 //!    `http/api_check.rs` (`POST /v1/check`) reads a typed body
 //!    (`http/body.rs`). `grpc` does the same for Envoy (RLS v3, ext_authz v3).
-//! 3. `decide.rs` (`App::decide`): allowlist gates first
-//!    (`allowlist/gate.rs` asks the node's lock-free table), then every
+//! 3. `decide.rs` (`App::decide`): the denylist first, then allowlist gates
+//!    (`allowlist/gate.rs` asks the nodes' lock-free tables), then every
 //!    matching `rule` (matcher, key template) with its limits, together.
 //! 4. `check.rs` (`Limiter::check`, the App's `limiter`): one limiter call: the deny cache, the
 //!    breaker (`limiter/breaker.rs`, per slot on a cluster), the store
@@ -48,6 +48,9 @@
 //!    expires due entries (an `expire` event each); `tollgate follow`
 //!    (`cli/follow.rs`) runs the follower alone and keeps a file equal to the
 //!    list (`allowlist/export_file.rs`).
+//!
+//! The denylist is the same machinery with another `allowlist/kind.rs`
+//! `ListKind` (its own keys and stream, `/v1/denylist`, `tollgate deny`).
 //!
 //! ## Everything else
 //!

@@ -24,7 +24,8 @@ fn main() -> ExitCode {
             cli::follow::run(args, async { shutdown_signal().await })
         }
         Command::Limits(cmd) => cli::limits::run(cmd),
-        Command::Allow(cmd) => cli::allow::run(cmd),
+        Command::Allow(cmd) => cli::allow::run(tollgate::allowlist::kind::ListKind::Allow, cmd),
+        Command::Deny(cmd) => cli::allow::run(tollgate::allowlist::kind::ListKind::Deny, cmd),
         Command::Activity(cmd) => cli::activity::run(cmd),
     }
 }

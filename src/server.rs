@@ -129,10 +129,9 @@ pub async fn run(
         },
         stop.clone(),
     ));
-    tasks.spawn(allowlist::follower::run(
-        app.allowlist.clone(),
-        stop.clone(),
-    ));
+    for list in [&app.allowlist, &app.denylist] {
+        tasks.spawn(allowlist::follower::run(list.clone(), stop.clone()));
+    }
     let latest = app.clone();
     tasks.spawn(crate::fleet::beat::run(
         app.fleet.clone(),
@@ -140,12 +139,14 @@ pub async fn run(
         move || crate::fleet::config_hash(&latest.latest.load()),
         stop.clone(),
     ));
-    let reap_every = app.config.allowlist.reap_interval;
-    tasks.spawn(allowlist::reaper::run(
-        app.allowlist.clone(),
-        reap_every,
-        stop.clone(),
-    ));
+    for list in [&app.allowlist, &app.denylist] {
+        let reap_every = app.config.list(list.kind()).reap_interval;
+        tasks.spawn(allowlist::reaper::run(
+            list.clone(),
+            reap_every,
+            stop.clone(),
+        ));
+    }
 
     let limits = accept::Limits {
         max_connections: app.config.server.max_connections,

@@ -502,3 +502,68 @@ async fn redis_going_away_shows_as_redis_unreachable_never_as_tollgate_unreachab
     .await;
     b.close().await;
 }
+
+#[tokio::test]
+async fn the_denylist_panel_denies_an_address_names_a_bad_ttl_and_removes_with_a_confirmation() {
+    let dir = temp_dir("admin-page-deny");
+    let prefix = unique_prefix("page-deny");
+    let s = TestServer::start(CONFIG, Some(&shared_redis().url()), &prefix).await;
+    let b = Browser::start(&dir).await;
+    sign_in(&b, &s).await;
+    let ask = |ip: &'static str| {
+        let url = s.url("/check");
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("x-forwarded-uri", "/anything")
+                .header("x-forwarded-for", ip)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+
+    // A TTL the denylist refuses ("never" needs denylist.allow_permanent):
+    // named next to its field, nothing written.
+    b.type_into("#deny-add-cidr", "198.51.100.0/24").await;
+    b.type_into("#deny-add-ttl", "never").await;
+    b.click("#deny-add-button").await;
+    let error = b
+        .until("the ttl's error", || async {
+            b.text("#deny-add-ttl-error")
+                .await
+                .filter(|t| !t.is_empty())
+        })
+        .await;
+    assert!(error.contains("denylist.allow_permanent"), "{error}");
+    let (_, listed) = api_get(&s, "/v1/denylist").await;
+    assert_eq!(listed["entries"], json!([]));
+
+    b.type_into("#deny-add-ttl", "1h").await;
+    b.click("#deny-add-button").await;
+    let row = r#"#deny-entries-body tr[data-cidr="198.51.100.0/24"]"#;
+    b.until("the entry in the denylist panel", || async {
+        (b.count(row).await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(b.count("#entries-body tr").await, 0, "not on the allowlist");
+    assert_eq!(ask("198.51.100.9").await, 403);
+    b.screenshot("01-denied").await;
+
+    b.click(&format!("{row} button.remove")).await;
+    b.until("the confirmation", || async {
+        (b.count(&format!("{row} button.confirm-remove")).await == 1).then_some(())
+    })
+    .await;
+    b.click(&format!("{row} button.confirm-remove")).await;
+    b.until("the entry gone", || async {
+        (b.count(row).await == 0).then_some(())
+    })
+    .await;
+    let (status, _) = api_get(&s, "/v1/denylist/check?ip=198.51.100.9").await;
+    assert_eq!(status, 404);
+    b.screenshot("02-removed").await;
+    b.close().await;
+}

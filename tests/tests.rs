@@ -58,6 +58,10 @@ mod config_watch;
 mod core_guarantees;
 /// The deny cache: no Redis calls for a denied key; resets reach every replica.
 mod deny_cache;
+/// The IP denylist on the allowlist's machinery: every node refuses a denied client (403
+/// `denied`, Retry-After) before any rule, deny beats allow, expiry, bad input, Redis
+/// killed, a trimmed stream, FLUSHALL, the state file, `tollgate deny`, `follow --list deny`.
+mod denylist;
 /// deploy/ files no engine here runs (compose, Envoy, Traefik, k8s, systemd) parse and hold their promises.
 mod deploy_files;
 /// Each Lua script against its in-process twin on random (cost, pause) sequences.

@@ -22,9 +22,21 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::input::MAX_NOTE_BYTES;
+use super::kind::ListKind;
 use super::{cidr, Entry, Listing};
 
 pub const FORMAT: &str = "tollgate-allowlist";
+/// The denylist's documents: the same shape, another name, so a denylist
+/// export is never restored into the allowlist (or the reverse).
+pub const DENY_FORMAT: &str = "tollgate-denylist";
+
+/// The `format` of `kind`'s documents.
+pub fn format_of(kind: ListKind) -> &'static str {
+    match kind {
+        ListKind::Allow => FORMAT,
+        ListKind::Deny => DENY_FORMAT,
+    }
+}
 pub const VERSION: u32 = 1;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -58,9 +70,9 @@ pub struct Exported {
 }
 
 impl Document {
-    pub fn from_listing(listing: &Listing) -> Document {
+    pub fn from_listing(listing: &Listing, kind: ListKind) -> Document {
         Document {
-            format: FORMAT.into(),
+            format: format_of(kind).into(),
             version: VERSION,
             epoch: listing.epoch.clone(),
             seq: listing.seq,
@@ -102,7 +114,7 @@ impl Document {
     /// Read and check a document; the entries to restore, or every reason not to.
     pub fn parse(text: &str) -> Result<Vec<Entry>, ExportError> {
         let mut entries = Vec::new();
-        stream(text.as_bytes(), |e| entries.push(e))?;
+        stream(text.as_bytes(), ListKind::Allow, |e| entries.push(e))?;
         Ok(entries)
     }
 }
@@ -113,21 +125,27 @@ impl Document {
 /// Why a document must not be restored.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("not an allowlist export: {0}")]
+    #[error("not an export: {0}")]
     NotAnExport(#[from] serde_json::Error),
-    #[error("not an allowlist export: missing field `entries`")]
+    #[error("not an export: missing field `entries`")]
     NoEntries,
-    #[error("format {format:?} version {version:?}: expected {FORMAT:?} version {VERSION}")]
+    #[error("format {format:?} version {version:?}: expected {expected:?} version {VERSION}")]
     Format {
         format: String,
         version: Option<u32>,
+        expected: &'static str,
     },
     /// Every problem of the entries, one a line (`entries[3].cidr: ...`).
     #[error("{}", .0.join("\n"))]
     Entries(Vec<String>),
 }
 
-pub fn stream<R: std::io::Read, F: FnMut(Entry)>(reader: R, each: F) -> Result<usize, ExportError> {
+/// `kind`: the list restored (its documents' `format`).
+pub fn stream<R: std::io::Read, F: FnMut(Entry)>(
+    reader: R,
+    kind: ListKind,
+    each: F,
+) -> Result<usize, ExportError> {
     let mut doc = Reading {
         each,
         seen: HashSet::new(),
@@ -142,10 +160,12 @@ pub fn stream<R: std::io::Read, F: FnMut(Entry)>(reader: R, each: F) -> Result<u
     if !doc.has_entries {
         return Err(ExportError::NoEntries);
     }
-    if doc.format.as_deref() != Some(FORMAT) || doc.version != Some(VERSION) {
+    let expected = format_of(kind);
+    if doc.format.as_deref() != Some(expected) || doc.version != Some(VERSION) {
         return Err(ExportError::Format {
             format: doc.format.unwrap_or_default(),
             version: doc.version,
+            expected,
         });
     }
     if doc.problems.is_empty() {
@@ -295,7 +315,7 @@ mod tests {
     #[test]
     fn an_export_parses_back_to_the_same_entries() {
         let l = listing();
-        let text = Document::from_listing(&l).to_json();
+        let text = Document::from_listing(&l, ListKind::Allow).to_json();
         assert_eq!(text.lines().count(), 4, "one entry per line:\n{text}");
         assert_eq!(Document::parse(&text).unwrap(), l.entries);
     }
@@ -319,5 +339,15 @@ mod tests {
         assert!(err.contains("entries[3].cidr"), "{err}");
         assert!(Document::parse(r#"{"format":"x","version":1,"entries":[]}"#).is_err());
         assert!(Document::parse("[]").is_err());
+    }
+
+    #[test]
+    fn a_denylist_export_is_not_an_allowlist_export() {
+        let text = Document::from_listing(&listing(), ListKind::Deny).to_json();
+        assert!(text.contains(r#""format":"tollgate-denylist""#), "{text}");
+        let err = Document::parse(&text).unwrap_err().to_string();
+        assert!(err.contains(r#"expected "tollgate-allowlist""#), "{err}");
+        let n = stream(text.as_bytes(), ListKind::Deny, |_| {}).unwrap();
+        assert_eq!(n, 2);
     }
 }

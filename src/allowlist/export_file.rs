@@ -1,6 +1,7 @@
-//! The file `tollgate follow --export` keeps equal to the live allowlist, for
-//! proxies that read a file instead of asking per request (nginx `geo`,
-//! squid ACL files, an nftables set loader).
+//! The file `tollgate follow --export` keeps equal to a live list (the
+//! allowlist, or the denylist with `--list deny`), for proxies and firewalls
+//! that read a file instead of asking per request (nginx `geo`, squid ACL
+//! files, nftables sets).
 //!
 //! - Written atomically (see `state_file::write_atomic`), only when its text
 //!   changed, after changes settle (debounced), then `--reload-cmd` runs once.
@@ -21,6 +22,7 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use super::export_metrics::{self, ExportCounts};
+use super::kind::ListKind;
 use super::state_file::write_atomic;
 use super::table::Table;
 use super::Allowlist;
@@ -40,6 +42,10 @@ pub enum Format {
     NginxGeo,
     /// `{"entries": [{"cidr", "expires_at"}]}` (expires_at null: never).
     Json,
+    /// An `nft -f` script: table `inet tollgate` with the sets `<list>_v4`
+    /// and `<list>_v6` (`denylist_v4`, …), flushed and refilled in one
+    /// transaction; a rule of yours matches them (README, "IP denylist").
+    Nft,
 }
 
 #[derive(Clone, Debug)]
@@ -54,8 +60,8 @@ pub struct ExportOptions {
     pub metrics_file: Option<PathBuf>,
 }
 
-/// The file's text for the entries live at `now_ms`.
-pub fn render(table: &Table, now_ms: u64, format: Format) -> String {
+/// The file's text for the entries of `kind`'s list live at `now_ms`.
+pub fn render(table: &Table, now_ms: u64, format: Format, kind: ListKind) -> String {
     let live = table.live_entries(now_ms);
     let mut out = String::new();
     match format {
@@ -65,8 +71,15 @@ pub fn render(table: &Table, now_ms: u64, format: Format) -> String {
             }
         }
         Format::NginxGeo => {
-            out.push_str("# tollgate follow: the live allowlist. Use it as\n");
-            out.push_str("#   geo $tollgate_allowed { default 0; include THIS_FILE; }\n");
+            let var = match kind {
+                ListKind::Allow => "allowed",
+                ListKind::Deny => "denied",
+            };
+            let _ = writeln!(out, "# tollgate follow: the live {kind}. Use it as");
+            let _ = writeln!(
+                out,
+                "#   geo $tollgate_{var} {{ default 0; include THIS_FILE; }}"
+            );
             for (net, _) in &live {
                 let _ = writeln!(out, "{net} 1;");
             }
@@ -84,8 +97,46 @@ pub fn render(table: &Table, now_ms: u64, format: Format) -> String {
             }
             out.push_str("\n]}\n");
         }
+        Format::Nft => nft(&mut out, &live, kind),
     }
     out
+}
+
+/// An `nft -f` script that makes the sets hold exactly `live`: declaring
+/// the table and sets is idempotent, the flushes and adds apply as one
+/// transaction (a packet never sees a half-loaded set). `interval` holds
+/// networks; `auto-merge` accepts a network inside another.
+fn nft(out: &mut String, live: &[(ipnet::IpNet, u64)], kind: ListKind) {
+    let noun = kind.noun();
+    let _ = writeln!(
+        out,
+        "# tollgate follow: the live {kind}; load with nft -f THIS_FILE"
+    );
+    out.push_str("table inet tollgate {\n");
+    for family in ["v4", "v6"] {
+        let _ = writeln!(
+            out,
+            "\tset {noun}_{family} {{ type ip{}_addr; flags interval; auto-merge; }}",
+            if family == "v4" { "v4" } else { "v6" }
+        );
+    }
+    out.push_str("}\n");
+    for (family, v4) in [("v4", true), ("v6", false)] {
+        let _ = writeln!(out, "flush set inet tollgate {noun}_{family}");
+        let nets: Vec<String> = live
+            .iter()
+            .filter(|(net, _)| net.addr().is_ipv4() == v4)
+            .map(|(net, _)| net.to_string())
+            .collect();
+        // `{ }` is a syntax error: an empty set gets no add.
+        if !nets.is_empty() {
+            let _ = writeln!(
+                out,
+                "add element inet tollgate {noun}_{family} {{ {} }}",
+                nets.join(", ")
+            );
+        }
+    }
 }
 
 /// Keep the export file equal to the live list until `stop`.
@@ -99,7 +150,7 @@ pub async fn keep(list: Arc<Allowlist>, opts: ExportOptions, stop: CancellationT
         if list.is_synced() {
             let table = list.table();
             let now = table.clock.now_ms();
-            let text = render(&table, now, opts.format);
+            let text = render(&table, now, opts.format, list.kind());
             if written.as_deref() != Some(text.as_str()) {
                 let path = opts.path.clone();
                 let bytes = text.clone();
@@ -109,7 +160,7 @@ pub async fn keep(list: Arc<Allowlist>, opts: ExportOptions, stop: CancellationT
                         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
                 match result {
                     Ok(()) => {
-                        tracing::info!(path = %opts.path.display(), entries = text.lines().filter(|l| !l.starts_with('#')).count(), "allowlist export written");
+                        tracing::info!(path = %opts.path.display(), entries = text.lines().filter(|l| !l.starts_with('#')).count(), "{} export written", list.kind());
                         written = Some(text);
                         counts.writes += 1;
                         if let Some(cmd) = &opts.reload_cmd {
@@ -121,7 +172,7 @@ pub async fn keep(list: Arc<Allowlist>, opts: ExportOptions, stop: CancellationT
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(path = %opts.path.display(), error = %e, "cannot write the allowlist export; the old file stays, retrying");
+                        tracing::warn!(path = %opts.path.display(), error = %e, "cannot write the {} export; the old file stays, retrying", list.kind());
                         wake = Some(WRITE_RETRY);
                     }
                 }
@@ -215,16 +266,16 @@ mod tests {
         t.insert("203.0.113.0/24".parse().unwrap(), 5_000);
         t.insert("198.51.100.7/32".parse().unwrap(), 1_000);
         assert_eq!(
-            render(&t, 2_000, Format::Plain),
+            render(&t, 2_000, Format::Plain, ListKind::Allow),
             "203.0.113.0/24\n2001:db8::/48\n"
         );
-        let geo = render(&t, 500, Format::NginxGeo);
+        let geo = render(&t, 500, Format::NginxGeo, ListKind::Allow);
         assert!(
             geo.ends_with("198.51.100.7/32 1;\n203.0.113.0/24 1;\n2001:db8::/48 1;\n"),
             "{geo}"
         );
         let json: serde_json::Value =
-            serde_json::from_str(&render(&t, 2_000, Format::Json)).unwrap();
+            serde_json::from_str(&render(&t, 2_000, Format::Json, ListKind::Allow)).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"entries": [
@@ -232,6 +283,32 @@ mod tests {
                 {"cidr": "2001:db8::/48", "expires_at": null}
             ]})
         );
-        assert_eq!(render(&t, 9_000, Format::Plain), "2001:db8::/48\n");
+        assert_eq!(
+            render(&t, 9_000, Format::Plain, ListKind::Allow),
+            "2001:db8::/48\n"
+        );
+    }
+
+    #[test]
+    fn the_nft_format_refills_one_set_per_family_and_skips_an_empty_add() {
+        let mut t = Table::new("e".into(), 1, Clock::system());
+        t.insert("203.0.113.0/24".parse().unwrap(), 0);
+        t.insert("198.51.100.7/32".parse().unwrap(), 0);
+        let text = render(&t, 1, Format::Nft, ListKind::Deny);
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            lines,
+            [
+                "table inet tollgate {",
+                "\tset denylist_v4 { type ipv4_addr; flags interval; auto-merge; }",
+                "\tset denylist_v6 { type ipv6_addr; flags interval; auto-merge; }",
+                "}",
+                "flush set inet tollgate denylist_v4",
+                "add element inet tollgate denylist_v4 { 198.51.100.7/32, 203.0.113.0/24 }",
+                "flush set inet tollgate denylist_v6",
+            ]
+        );
+        let geo = render(&t, 1, Format::NginxGeo, ListKind::Deny);
+        assert!(geo.contains("geo $tollgate_denied"), "{geo}");
     }
 }

@@ -24,6 +24,7 @@ pub fn render(list: &Allowlist, counts: &ExportCounts) -> String {
     let status = list.status();
     let table = list.table();
     let age = status.sync_age().map_or(f64::NAN, |a| a.as_secs_f64());
+    let noun = list.kind().noun();
     let mut out = String::new();
     let mut one = |name: &str, kind: &str, help: &str, value: String| {
         let _ = writeln!(out, "# HELP tollgate_{name} {help}");
@@ -49,28 +50,28 @@ pub fn render(list: &Allowlist, counts: &ExportCounts) -> String {
         counts.reload_failures.to_string(),
     );
     one(
-        "allowlist_entries",
+        &format!("{noun}_entries"),
         "gauge",
         "Live entries in this node's allowlist table",
         table.live_count(table.clock.now_ms()).to_string(),
     );
     one(
-        "allowlist_last_sync_age_seconds",
+        &format!("{noun}_last_sync_age_seconds"),
         "gauge",
         "Seconds since Redis last confirmed this node's allowlist position",
         format!("{age:.3}"),
     );
     one(
-        "allowlist_source_lost",
+        &format!("{noun}_source_lost"),
         "gauge",
         "1 while Redis holds no allowlist and this node serves its last known table",
         u8::from(status.is_source_lost()).to_string(),
     );
     let _ = writeln!(
         out,
-        "# HELP tollgate_allowlist_resyncs_total Fresh snapshots loaded, by reason"
+        "# HELP tollgate_{noun}_resyncs_total Fresh snapshots loaded, by reason"
     );
-    let _ = writeln!(out, "# TYPE tollgate_allowlist_resyncs_total counter");
+    let _ = writeln!(out, "# TYPE tollgate_{noun}_resyncs_total counter");
     for reason in Reason::ALL {
         let n = status
             .resyncs
@@ -80,7 +81,7 @@ pub fn render(list: &Allowlist, counts: &ExportCounts) -> String {
             .get();
         let _ = writeln!(
             out,
-            "tollgate_allowlist_resyncs_total{{reason=\"{reason}\"}} {n}"
+            "tollgate_{noun}_resyncs_total{{reason=\"{reason}\"}} {n}"
         );
     }
     out

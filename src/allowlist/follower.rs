@@ -51,6 +51,7 @@ use tracing::Instrument;
 
 use super::details::{note_event, About, AboutMap};
 use super::event::{stream_entries, Event};
+use super::kind::ListKind;
 use super::recovery;
 use super::redis_store::{RedisAllowlist, SNAPSHOT_PAGE};
 use super::snapshot_budget::PageBudget;
@@ -139,12 +140,20 @@ pub async fn run(list: Arc<Allowlist>, stop: CancellationToken) {
         last_snapshot: None,
         quick_resyncs: 0,
     };
+    // Span names are static: one pair per list.
+    let (follow_span, file_span) = match list.kind() {
+        ListKind::Allow => (
+            tracing::info_span!("allowlist_follower"),
+            tracing::info_span!("allowlist_state_file"),
+        ),
+        ListKind::Deny => (
+            tracing::info_span!("denylist_follower"),
+            tracing::info_span!("denylist_state_file"),
+        ),
+    };
     tokio::join!(
-        follower
-            .run(&stop)
-            .instrument(tracing::info_span!("allowlist_follower")),
-        state_file::keep(list.clone(), stop.clone())
-            .instrument(tracing::info_span!("allowlist_state_file")),
+        follower.run(&stop).instrument(follow_span),
+        state_file::keep(list.clone(), stop.clone()).instrument(file_span),
     );
 }
 
@@ -347,7 +356,7 @@ impl Follower<'_> {
         status.resynced(reason);
         status.set_seq_lag(0);
         if status.set_source_lost(false) {
-            tracing::info!(epoch = %self.table.epoch, "allowlist: Redis holds an allowlist again; following it");
+            tracing::info!(epoch = %self.table.epoch, "{0}: Redis holds the {0} again; following it", self.list.kind());
         }
         tracing::info!(
             %reason,
@@ -356,7 +365,7 @@ impl Follower<'_> {
             epoch = %self.table.epoch,
             ms = started.elapsed().as_millis() as u64,
             budget_waits,
-            "allowlist snapshot loaded"
+            "{0} snapshot loaded", self.list.kind()
         );
         Ok(Step::Tail { block: true })
     }
@@ -374,7 +383,7 @@ impl Follower<'_> {
             if first && waits == 0 {
                 tracing::info!(
                     fleet_pages_per_second = self.list.pacing.fleet_pages_per_second,
-                    "allowlist: other nodes are paging snapshots too; waiting for shares of the fleet's budget"
+                    "{0}: other nodes are paging snapshots too; waiting for shares of the fleet's budget", self.list.kind()
                 );
             }
             waits += 1;
@@ -401,7 +410,7 @@ impl Follower<'_> {
             .map_err(StoreError::from)?;
         let (epoch, target) = (epoch.unwrap_or_default(), target.unwrap_or(0));
         if !table.epoch.is_empty() && epoch != table.epoch {
-            tracing::warn!(ours = %table.epoch, redis = %epoch, "allowlist: a new epoch while paging a snapshot; resyncing");
+            tracing::warn!(ours = %table.epoch, redis = %epoch, "{0}: a new epoch while paging a snapshot; resyncing", self.list.kind());
             return Ok(Some(Step::Snapshot(Reason::Epoch)));
         }
         if target < table.seq {
@@ -422,7 +431,8 @@ impl Follower<'_> {
                 tracing::warn!(
                     seq = table.seq,
                     target,
-                    "allowlist: events written while paging a snapshot were trimmed; resyncing"
+                    "{0}: events written while paging a snapshot were trimmed; resyncing",
+                    self.list.kind()
                 );
                 return Ok(Some(Step::Snapshot(Reason::Gap)));
             }
@@ -438,7 +448,7 @@ impl Follower<'_> {
                     Err(_) => Applied::Resync(Reason::UnknownEvent),
                 };
                 if let Applied::Resync(reason) = applied {
-                    tracing::warn!(id = %entry.id, %reason, "allowlist: cannot apply an event written while paging a snapshot; resyncing");
+                    tracing::warn!(id = %entry.id, %reason, "{0}: cannot apply an event written while paging a snapshot; resyncing", self.list.kind());
                     return Ok(Some(Step::Snapshot(reason)));
                 }
                 table.last_id = entry.id;
@@ -469,11 +479,11 @@ impl Follower<'_> {
         };
         let ours = &self.table;
         if !ours.epoch.is_empty() && epoch != ours.epoch {
-            tracing::warn!(ours = %ours.epoch, redis = %epoch, "allowlist: Redis holds another epoch; resyncing");
+            tracing::warn!(ours = %ours.epoch, redis = %epoch, "{0}: Redis holds another epoch; resyncing", self.list.kind());
             return Ok(Step::Snapshot(Reason::Epoch));
         }
         if status.set_source_lost(false) {
-            tracing::info!(%epoch, "allowlist: Redis holds this node's allowlist again");
+            tracing::info!(%epoch, "{0}: Redis holds this node's {0} again", self.list.kind());
         }
         let seq = seq.unwrap_or(0);
         status.set_seq_lag(seq.saturating_sub(ours.seq));
@@ -481,7 +491,8 @@ impl Follower<'_> {
             tracing::warn!(
                 ours = ours.seq,
                 redis = seq,
-                "allowlist: Redis went backwards (a failover or lost writes); resyncing"
+                "{0}: Redis went backwards (a failover or lost writes); resyncing",
+                self.list.kind()
             );
             return Ok(Step::Snapshot(Reason::Backwards));
         }
@@ -492,7 +503,8 @@ impl Follower<'_> {
         if seq > 0 && later {
             tracing::warn!(
                 seq,
-                "allowlist: Redis rewrote this node's last event (a failover); resyncing"
+                "{0}: Redis rewrote this node's last event (a failover); resyncing",
+                self.list.kind()
             );
             return Ok(Step::Snapshot(Reason::Backwards));
         }
@@ -536,7 +548,7 @@ impl Follower<'_> {
             tracing::warn!(
                 seq = self.table.seq,
                 last_id = %self.table.last_id,
-                "allowlist: events after this node's position were trimmed from the stream; resyncing"
+                "{0}: events after this node's position were trimmed from the stream; resyncing", self.list.kind()
             );
             return Ok(Step::Snapshot(Reason::Gap));
         }
@@ -554,7 +566,7 @@ impl Follower<'_> {
                     applied
                 }
                 Err(e) => {
-                    tracing::warn!(id = %entry.id, error = %e, "allowlist: an event this node cannot read; not applying it, resyncing");
+                    tracing::warn!(id = %entry.id, error = %e, "{0}: an event this node cannot read; not applying it, resyncing", self.list.kind());
                     next = Step::Snapshot(Reason::UnknownEvent);
                     break;
                 }
@@ -562,7 +574,7 @@ impl Follower<'_> {
             match outcome {
                 Applied::Applied => changed = true,
                 Applied::Resync(reason) => {
-                    tracing::warn!(id = %entry.id, %reason, seq = self.table.seq, "allowlist: cannot apply the next event; resyncing");
+                    tracing::warn!(id = %entry.id, %reason, seq = self.table.seq, "{0}: cannot apply the next event; resyncing", self.list.kind());
                     next = Step::Snapshot(reason);
                     break;
                 }
@@ -580,13 +592,13 @@ impl Follower<'_> {
 
     fn unreachable(&self, e: &StoreError) {
         if self.list.status().set_unreachable(true) {
-            tracing::warn!(error = %e, "allowlist: Redis unreachable; serving the last known table (entries still expire on time)");
+            tracing::warn!(error = %e, "{0}: Redis unreachable; serving the last known table (entries still expire on time)", self.list.kind());
         }
     }
 
     fn reachable(&self) {
         if self.list.status().set_unreachable(false) {
-            tracing::info!("allowlist: Redis back");
+            tracing::info!("{0}: Redis back", self.list.kind());
         }
     }
 }

@@ -1,5 +1,7 @@
 //! What a rule's `allowlist` mode makes of one request: `bypass` lets members
 //! skip the rule, `require` refuses non-members (403), `ignore` does nothing.
+//! Before any of that, `denied`: a client on the denylist is refused (403)
+//! whatever the rules and the allowlist say.
 //! The client is `RequestView::client_ip` (the full canonical address, not
 //! the /64 the `ip` key uses), looked up once per request at most.
 
@@ -50,4 +52,12 @@ impl<'a> Membership<'a> {
     pub fn bypasses(&self, rule: &Rule) -> bool {
         rule.allowlist == AllowlistMode::Bypass && self.member()
     }
+}
+
+/// The denylist's answer for one request's client, asked before any rule and
+/// before the allowlist (a manual deny beats an allow): `Some(retry)` when a
+/// live entry holds the client (`retry`: ms until a timed entry ends, `None`
+/// for a permanent one). No client address (`POST /v1/check`): never denied.
+pub fn denied(denylist: &Allowlist, req: &RequestView<'_>) -> Option<Option<u64>> {
+    denylist.holds(req.client_ip?)
 }

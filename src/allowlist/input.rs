@@ -54,7 +54,8 @@ pub fn new_entry(
         v4: cfg.min_prefix_v4,
         v6: cfg.min_prefix_v6,
     };
-    let cidr = cidr::parse_entry(cidr, floor).map_err(|e| bad("cidr", entry_message(e, floor)))?;
+    let cidr = cidr::parse_entry(cidr, floor)
+        .map_err(|e| bad("cidr", entry_message(e, floor, cfg.section)))?;
     let ttl_ms = match ttl {
         None => millis(cfg.default_ttl),
         Some(t) => parse_ttl(t, cfg).map_err(|e| bad("ttl", e.to_string()))?,
@@ -79,13 +80,13 @@ pub fn new_entry(
 /// prefix wider than the floor are said together, with a network that would
 /// be accepted: naming only the canonical form (`0.0.0.0/4` for
 /// `10.0.0.0/4`) would suggest something refused next.
-fn entry_message(e: EntryError, floor: PrefixFloor) -> String {
+fn entry_message(e: EntryError, floor: PrefixFloor, section: &str) -> String {
     let EntryError::Net(NetError::HostBits { given, canonical }) = &e else {
         return e.to_string();
     };
     let (min, setting) = match canonical {
-        IpNet::V4(_) => (floor.v4, "allowlist.min_prefix_v4"),
-        IpNet::V6(_) => (floor.v6, "allowlist.min_prefix_v6"),
+        IpNet::V4(_) => (floor.v4, format!("{section}.min_prefix_v4")),
+        IpNet::V6(_) => (floor.v6, format!("{section}.min_prefix_v6")),
     };
     if canonical.prefix_len() >= min {
         return e.to_string();
@@ -115,7 +116,7 @@ pub fn parse_ttl(text: &str, cfg: &AllowlistConfig) -> Result<u64, TtlError> {
         return if cfg.allow_permanent {
             Ok(0)
         } else {
-            Err(TtlError::Permanent)
+            Err(TtlError::Permanent(cfg.section))
         };
     }
     let d = humantime::parse_duration(text.trim()).map_err(|e| TtlError::Duration {
@@ -126,6 +127,7 @@ pub fn parse_ttl(text: &str, cfg: &AllowlistConfig) -> Result<u64, TtlError> {
         return Err(TtlError::TooLong {
             text: text.to_string(),
             max: cfg.max_ttl,
+            section: cfg.section,
         });
     }
     match millis(d) {
@@ -137,17 +139,19 @@ pub fn parse_ttl(text: &str, cfg: &AllowlistConfig) -> Result<u64, TtlError> {
 /// A `ttl` refused by [`parse_ttl`].
 #[derive(Debug, thiserror::Error)]
 pub enum TtlError {
-    #[error("\"never\" is refused: permanent entries need allowlist.allow_permanent = true")]
-    Permanent,
+    /// The config section (`allowlist`, `denylist`).
+    #[error("\"never\" is refused: permanent entries need {0}.allow_permanent = true")]
+    Permanent(&'static str),
     #[error("bad duration {text:?}: {source} (e.g. \"24h\", \"30m\")")]
     Duration {
         text: String,
         source: humantime::DurationError,
     },
-    #[error("{text:?} is longer than allowlist.max_ttl ({})", humantime::format_duration(*max))]
+    #[error("{text:?} is longer than {section}.max_ttl ({})", humantime::format_duration(*max))]
     TooLong {
         text: String,
         max: std::time::Duration,
+        section: &'static str,
     },
     #[error("{0:?} is too short: at least 1ms")]
     TooShort(String),
@@ -179,6 +183,7 @@ mod tests {
 
     fn cfg(allow_permanent: bool) -> AllowlistConfig {
         AllowlistConfig {
+            section: "allowlist",
             default_ttl: Duration::from_secs(86_400),
             max_ttl: Duration::from_secs(30 * 86_400),
             min_prefix_v4: 8,

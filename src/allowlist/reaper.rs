@@ -11,13 +11,16 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::kind::ListKind;
 use super::Allowlist;
 
 /// Reap every `every` until `stop`.
 pub async fn run(list: Arc<Allowlist>, every: Duration, stop: CancellationToken) {
-    reap_loop(list, every, stop)
-        .instrument(tracing::info_span!("allowlist_reaper"))
-        .await
+    let span = match list.kind() {
+        ListKind::Allow => tracing::info_span!("allowlist_reaper"),
+        ListKind::Deny => tracing::info_span!("denylist_reaper"),
+    };
+    reap_loop(list, every, stop).instrument(span).await
 }
 
 async fn reap_loop(list: Arc<Allowlist>, every: Duration, stop: CancellationToken) {
@@ -36,16 +39,16 @@ async fn reap_loop(list: Arc<Allowlist>, every: Duration, stop: CancellationToke
         match reaped {
             Ok(n) => {
                 if failing {
-                    tracing::info!("allowlist reaper: Redis back");
+                    tracing::info!("{0} reaper: Redis back", list.kind());
                     failing = false;
                 }
                 if n > 0 {
-                    tracing::debug!(expired = n, "allowlist entries expired");
+                    tracing::debug!(expired = n, "{0} entries expired", list.kind());
                 }
             }
             Err(e) => {
                 if !failing {
-                    tracing::warn!(error = %e, "allowlist reaper: Redis unreachable; retrying each interval");
+                    tracing::warn!(error = %e, "{0} reaper: Redis unreachable; retrying each interval", list.kind());
                     failing = true;
                 }
             }

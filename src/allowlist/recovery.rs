@@ -46,6 +46,7 @@ use std::time::Duration;
 use redis::aio::ConnectionLike;
 use redis::Script;
 
+use super::kind::ListKind;
 use crate::redis_conn::StoreError;
 
 /// How long the elected node holds the lock without extending it: a node
@@ -134,6 +135,8 @@ impl Born {
 /// The witness of a list Redis lost, as a refused write reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LostList {
+    /// Which list was lost (the words and commands of the message).
+    pub kind: ListKind,
     pub node: String,
     pub epoch: String,
     pub seq: u64,
@@ -142,9 +145,10 @@ pub struct LostList {
 
 impl LostList {
     /// A script's `{"lost", node, epoch, seq, entries}` reply.
-    pub fn from_reply(reply: &[String]) -> Option<LostList> {
+    pub fn from_reply(reply: &[String], kind: ListKind) -> Option<LostList> {
         match reply {
             [tag, node, epoch, seq, entries] if tag == "lost" => Some(LostList {
+                kind,
                 node: node.clone(),
                 epoch: epoch.clone(),
                 seq: seq.parse().unwrap_or(0),
@@ -159,12 +163,17 @@ impl fmt::Display for LostList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "refused, nothing written: Redis holds no allowlist, but node {} held epoch {:?} \
+            "refused, nothing written: Redis holds no {noun}, but node {} held epoch {:?} \
              (seq {}, {} entries) when Redis lost it; the fleet puts it back within seconds \
-             (retry then), or restore a file with `tollgate allow restore FILE` (a node's \
-             table: `tollgate allow export --from-node ADMIN_URL`); to start an empty \
-             allowlist deliberately, write with `--new-epoch` (API: \"new_epoch\": true)",
-            self.node, self.epoch, self.seq, self.entries
+             (retry then), or restore a file with `tollgate {tag} restore FILE` (a node's \
+             table: `tollgate {tag} export --from-node ADMIN_URL`); to start an empty \
+             {noun} deliberately, write with `--new-epoch` (API: \"new_epoch\": true)",
+            self.node,
+            self.epoch,
+            self.seq,
+            self.entries,
+            noun = self.kind.noun(),
+            tag = self.kind.tag(),
         )
     }
 }
@@ -283,7 +292,7 @@ mod tests {
     #[test]
     fn a_lost_reply_reads_back_and_its_message_says_what_to_do() {
         let reply = ["lost", "web-3", "9f2c", "42", "1200"].map(String::from);
-        let lost = LostList::from_reply(&reply).unwrap();
+        let lost = LostList::from_reply(&reply, ListKind::Allow).unwrap();
         assert_eq!((lost.seq, lost.entries), (42, 1200));
         let text = lost.to_string();
         for needle in [
@@ -294,6 +303,13 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle}: {text}");
         }
-        assert_eq!(LostList::from_reply(&["1".into(), "e".into()]), None);
+        assert_eq!(
+            LostList::from_reply(&["1".into(), "e".into()], ListKind::Allow),
+            None
+        );
+        let deny = LostList::from_reply(&reply, ListKind::Deny)
+            .unwrap()
+            .to_string();
+        assert!(deny.contains("holds no denylist") && deny.contains("tollgate deny restore"));
     }
 }

@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use redis::streams::StreamReadReply;
 
 use super::event::{stream_entries, Event, Op};
+use super::kind::ListKind;
 use super::recovery::{Born, LostList, Over, WriteError};
 
 mod fleet;
@@ -131,14 +132,22 @@ pub struct RedisAllowlist {
     /// the sentinels for the new master.
     conn: SharedConn,
     keys: AllowKeys,
+    /// Which list these keys hold (for the words of a refused write).
+    kind: ListKind,
 }
 
 impl RedisAllowlist {
     /// Nothing is dialled until the first call.
     pub fn new(endpoint: Endpoint, keys: AllowKeys) -> Self {
+        Self::of(endpoint, keys, ListKind::Allow)
+    }
+
+    /// The list of `kind` in `keys` (`KeySpace::list(kind.tag())`).
+    pub fn of(endpoint: Endpoint, keys: AllowKeys, kind: ListKind) -> Self {
         RedisAllowlist {
             conn: SharedConn::new(endpoint, WRITE_TIMEOUT),
             keys,
+            kind,
         }
     }
 
@@ -199,7 +208,7 @@ impl RedisAllowlist {
             .invoke_async(&mut self.writer().await?)
             .await
             .map_err(|e| self.failed(e))?;
-        if let Some(lost) = LostList::from_reply(&reply) {
+        if let Some(lost) = LostList::from_reply(&reply, self.kind) {
             return Err(WriteError::Lost(lost));
         }
         let [seq, expires_at, created_at, _epoch] = reply.as_slice() else {
@@ -229,7 +238,7 @@ impl RedisAllowlist {
             .invoke_async(&mut self.writer().await?)
             .await
             .map_err(|e| self.failed(e))?;
-        if let Some(lost) = LostList::from_reply(&reply) {
+        if let Some(lost) = LostList::from_reply(&reply, self.kind) {
             return Err(WriteError::Lost(lost));
         }
         match reply.as_slice() {

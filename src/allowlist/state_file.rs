@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::cidr;
 use super::details::{About, AboutMap, Details};
 use super::expiry::live;
+use super::kind::ListKind;
 use super::table::{Clock, Table};
 use super::Allowlist;
 
@@ -68,15 +69,15 @@ fn system_ms() -> u64 {
 
 /// The table kept in `path`, with expired entries dropped; `None` (logged)
 /// when there is none or it cannot be used.
-pub fn load(path: &Path) -> Option<(Table, AboutMap)> {
+pub fn load(path: &Path, kind: ListKind) -> Option<(Table, AboutMap)> {
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            tracing::info!(path = %path.display(), "allowlist: no state file yet; loading from Redis");
+            tracing::info!(path = %path.display(), "{0}: no state file yet; loading from Redis", kind);
             return None;
         }
         Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "allowlist: cannot read the state file; loading from Redis");
+            tracing::warn!(path = %path.display(), error = %e, "{0}: cannot read the state file; loading from Redis", kind);
             return None;
         }
     };
@@ -87,12 +88,12 @@ pub fn load(path: &Path) -> Option<(Table, AboutMap)> {
                 entries = table.len(),
                 epoch = %table.epoch,
                 seq = table.seq,
-                "allowlist: serving the state file's table until Redis answers"
+                "{0}: serving the state file's table until Redis answers", kind
             );
             Some((table, details))
         }
         Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "allowlist: ignoring an unusable state file; loading from Redis");
+            tracing::warn!(path = %path.display(), error = %e, "{0}: ignoring an unusable state file; loading from Redis", kind);
             None
         }
     }
@@ -248,12 +249,12 @@ async fn save(list: &Allowlist, path: &Path, failing: &mut bool) {
         .unwrap_or_else(|e| Err(io::Error::other(e)));
     match written {
         Ok(()) if *failing => {
-            tracing::info!(path = %path.display(), "allowlist: the state file is written again");
+            tracing::info!(path = %path.display(), "{0}: the state file is written again", list.kind());
             *failing = false;
         }
         Ok(()) => {}
         Err(e) if !*failing => {
-            tracing::warn!(path = %path.display(), error = %e, "allowlist: cannot write the state file; a restart would load from Redis");
+            tracing::warn!(path = %path.display(), error = %e, "{0}: cannot write the state file; a restart would load from Redis", list.kind());
             *failing = true;
         }
         Err(_) => {}

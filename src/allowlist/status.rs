@@ -215,16 +215,17 @@ pub fn describe(list: &Allowlist) -> String {
         table.epoch,
         table.seq
     );
+    let (noun, tag) = (list.kind().noun(), list.kind().tag());
     if list.is_local() {
-        format!("allowlist in process ({what})")
+        format!("{noun} in process ({what})")
     } else if status.is_stale() {
-        format!("allowlist stale: Redis unreachable, {age}; serving the last known table ({what})")
+        format!("{noun} stale: Redis unreachable, {age}; serving the last known table ({what})")
     } else if status.is_source_lost() {
-        format!("allowlist source_lost: Redis holds no allowlist; serving the last known table ({what}); the fleet puts it back (one node, elected in Redis), or `tollgate allow restore FILE` (`tollgate allow export --from-node ADMIN_URL` exports a node's table)")
+        format!("{noun} source_lost: Redis holds no {noun}; serving the last known table ({what}); the fleet puts it back (one node, elected in Redis), or `tollgate {tag} restore FILE` (`tollgate {tag} export --from-node ADMIN_URL` exports a node's table)")
     } else {
         match status.birth().origin {
-            Some(o) => format!("allowlist in sync ({what}; restored by {o} after Redis lost it)"),
-            None => format!("allowlist in sync ({what})"),
+            Some(o) => format!("{noun} in sync ({what}; restored by {o} after Redis lost it)"),
+            None => format!("{noun} in sync ({what})"),
         }
     }
 }
@@ -243,31 +244,34 @@ pub fn birth_json(list: &Allowlist) -> serde_json::Value {
     })
 }
 
-/// Registers the allowlist's metrics; gauges are read at each scrape.
+/// Registers a list's metrics (`tollgate_allowlist_*`, `tollgate_denylist_*`);
+/// gauges are read at each scrape.
 pub fn register(list: &Arc<Allowlist>, registry: &mut Registry) {
     let status = list.status();
+    let noun = list.kind().noun();
+    let name = |n: &str| format!("{noun}_{n}");
     registry.register(
-        "allowlist_resyncs",
+        name("resyncs"),
         "Fresh snapshots loaded, by reason (start, gap, epoch, backwards, unknown_event)",
         status.resyncs.clone(),
     );
     registry.register(
-        "allowlist_apply_seconds",
+        name("apply_seconds"),
         "Time to apply one batch of allowlist events or one snapshot",
         status.apply_seconds.clone(),
     );
     registry.register(
-        "allowlist_snapshot_backoffs",
+        name("snapshot_backoffs"),
         "Snapshot pages after which this node paused because the page took over 2 ms (Redis or the node waiting for a CPU)",
         status.snapshot_backoffs.clone(),
     );
     registry.register(
-        "allowlist_snapshot_budget_waits",
+        name("snapshot_budget_waits"),
         "Times this node asked for a snapshot page while the fleet's budget (allowlist.snapshot_fleet_pages_per_second) was spent, and waited for the next window",
         status.snapshot_budget_waits.clone(),
     );
     registry.register(
-        "allowlist_fleet_restores",
+        name("fleet_restores"),
         "Times this node put back an allowlist that Redis had lost (restarted empty, flushed, failed over), as the one node elected in Redis",
         status.fleet_restores.clone(),
     );
@@ -298,30 +302,32 @@ impl Collector for Gauges {
                 .unwrap_or_else(|| status.started.elapsed())
                 .as_secs_f64()
         };
-        let gauges: [(&str, &str, ConstGauge<f64>); 4] = [
+        let noun = list.kind().noun();
+        let name = |n: &str| format!("{noun}_{n}");
+        let gauges: [(String, &str, ConstGauge<f64>); 4] = [
             (
-                "allowlist_entries",
-                "Live entries in this node's allowlist table",
+                name("entries"),
+                "Live entries in this node's table of the list",
                 ConstGauge::new(entries as f64),
             ),
             (
-                "allowlist_seq_lag",
+                name("seq_lag"),
                 "Events Redis has that this node had not applied, at its last look",
                 ConstGauge::new(status.seq_lag.load(Ordering::Relaxed) as f64),
             ),
             (
-                "allowlist_last_sync_age_seconds",
-                "Seconds since Redis last confirmed this node's allowlist position",
+                name("last_sync_age_seconds"),
+                "Seconds since Redis last confirmed this node's position in the list",
                 ConstGauge::new(age),
             ),
             (
-                "allowlist_source_lost",
-                "1 while Redis holds no allowlist and this node serves its last known table",
+                name("source_lost"),
+                "1 while Redis holds none of the list and this node serves its last known table",
                 ConstGauge::new(if status.is_source_lost() { 1.0 } else { 0.0 }),
             ),
         ];
         for (name, help, gauge) in gauges {
-            let metric = encoder.encode_descriptor(name, help, None, ConstGauge::<f64>::TYPE)?;
+            let metric = encoder.encode_descriptor(&name, help, None, ConstGauge::<f64>::TYPE)?;
             gauge.encode(metric)?;
         }
         Ok(())

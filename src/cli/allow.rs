@@ -1,6 +1,7 @@
 //! `tollgate allow add|remove|list|check|export|restore|clear`: the allowlist
 //! straight in Redis, through the same scripts as the admin API (no server
-//! needed).
+//! needed). `tollgate deny …` is the same commands on the denylist
+//! (`ListKind::Deny`: its keys, `[denylist]` settings and words).
 //!
 //! `export` writes every live entry as JSON (`allowlist/export.rs`), from
 //! Redis or, with `--from-node ADMIN_URL`, from a node's own table;
@@ -25,6 +26,7 @@ use ipnet::IpNet;
 
 use super::{failure, load_config, runtime, usage, OverrideArgs, Work};
 use crate::allowlist::export::Document;
+use crate::allowlist::kind::ListKind;
 use crate::allowlist::state_file::write_atomic;
 use crate::allowlist::{cidr, input, Allowlist, Entry, NewEntry};
 use crate::config::Config;
@@ -35,14 +37,14 @@ pub enum AllowCommand {
     Add {
         /// An address or a network: 203.0.113.7, 203.0.113.0/24, 2001:db8::/48.
         cidr: String,
-        /// How long it stays: "24h", "30m" (default allowlist.default_ttl);
-        /// "never" only with allowlist.allow_permanent.
+        /// How long it stays: "24h", "30m" (default: the list's default_ttl,
+        /// [allowlist] or [denylist]); "never" only with its allow_permanent.
         #[arg(long)]
         ttl: Option<String>,
         /// Free text, at most 256 bytes.
         #[arg(long)]
         note: Option<String>,
-        /// If Redis lost the allowlist and nothing restored it yet, start a
+        /// If Redis lost the list and nothing restored it yet, start a
         /// new, empty one with this entry (else that is refused).
         #[arg(long)]
         new_epoch: bool,
@@ -60,13 +62,13 @@ pub enum AllowCommand {
         #[command(flatten)]
         common: Common,
     },
-    /// The entry that lets an address in (exit 1 when none does).
+    /// The entry that holds an address (exit 1 when none does).
     Check {
         ip: String,
         #[command(flatten)]
         common: Common,
     },
-    /// Every live entry as JSON, for `allow restore` (stdout, or --output).
+    /// Every live entry as JSON, for `restore` (stdout, or --output).
     Export {
         /// Write here (atomically) instead of stdout.
         #[arg(long, short)]
@@ -88,10 +90,10 @@ pub enum AllowCommand {
         #[command(flatten)]
         common: Common,
     },
-    /// Replace the whole allowlist with an export's entries, as a new epoch
+    /// Replace the whole list with an export's entries, as a new epoch
     /// every node resyncs to. Entries already expired are left out.
     Restore {
-        /// An `allow export` file; "-" reads stdin.
+        /// An `export` file of the same list; "-" reads stdin.
         file: PathBuf,
         #[command(flatten)]
         common: Common,
@@ -100,7 +102,7 @@ pub enum AllowCommand {
 
 #[derive(Args, Debug)]
 pub struct Common {
-    /// Config file (TOML): [redis] and [allowlist] are read from it.
+    /// Config file (TOML): [redis] and [allowlist] / [denylist] are read from it.
     #[arg(long, short, env = "TOLLGATE_CONFIG")]
     pub config: Option<PathBuf>,
     #[command(flatten)]
@@ -126,7 +128,7 @@ enum Action {
 /// Entries per page `tollgate allow list` asks for.
 const LIST_PAGE: usize = 500;
 
-pub fn run(cmd: AllowCommand) -> ExitCode {
+pub fn run(kind: ListKind, cmd: AllowCommand) -> ExitCode {
     let common = match &cmd {
         AllowCommand::Add { common, .. }
         | AllowCommand::Remove { common, .. }
@@ -148,7 +150,7 @@ pub fn run(cmd: AllowCommand) -> ExitCode {
         }
     );
     if cfg.redis.is_none() && !from_node {
-        return usage("`tollgate allow` works on Redis: set --redis or TOLLGATE_REDIS_URL (or [redis] url in --config); the embedded store lives inside one `tollgate serve`, use its admin API");
+        return usage(format!("`tollgate {}` works on Redis: set --redis or TOLLGATE_REDIS_URL (or [redis] url in --config); the embedded store lives inside one `tollgate serve`, use its admin API", kind.tag()));
     }
     let actor = match input::actor(&common.actor) {
         Ok(a) => a,
@@ -166,7 +168,7 @@ pub fn run(cmd: AllowCommand) -> ExitCode {
             ttl.as_deref(),
             note.as_deref(),
             actor.clone(),
-            &cfg.allowlist,
+            cfg.list(kind),
         )
         .map(|new| {
             Action::Add(NewEntry {
@@ -204,24 +206,24 @@ pub fn run(cmd: AllowCommand) -> ExitCode {
         Ok(r) => r,
         Err(e) => return failure(e),
     };
-    runtime.block_on(execute(&cfg, action, &actor))
+    runtime.block_on(execute(kind, &cfg, action, &actor))
 }
 
-async fn execute(cfg: &Config, action: Action, actor: &str) -> ExitCode {
+async fn execute(kind: ListKind, cfg: &Config, action: Action, actor: &str) -> ExitCode {
     if let Action::ExportFromNode(url, output) = &action {
         let token = cfg.server.admin_token.as_ref().map(|t| t.expose());
-        return match super::from_node::fetch(url, token).await {
+        return match super::from_node::fetch(url, token, kind).await {
             Ok(text) => write_export(&text, output.as_deref(), &format!("from {url}")),
             Err(e) => failure(e),
         };
     }
-    let list = Allowlist::new(cfg);
+    let list = Allowlist::of(cfg, kind);
     match action {
         Action::ExportFromNode(..) => unreachable!("answered above"),
         Action::Clear => match list.clear(actor).await {
             Ok((r, held)) => {
                 println!(
-                    "cleared the allowlist ({} held before); new empty epoch {}, every node follows it",
+                    "cleared the {kind} ({} held before); new empty epoch {}, every node follows it",
                     count(held as usize, "entry", "entries"),
                     r.epoch
                 );
@@ -246,7 +248,7 @@ async fn execute(cfg: &Config, action: Action, actor: &str) -> ExitCode {
                 println!("removed {net} (seq {seq})");
                 ExitCode::SUCCESS
             }
-            Ok(None) => failure(format!("{net} is not on the allowlist")),
+            Ok(None) => failure(format!("{net} is not on the {kind}")),
             Err(e) => failure(e),
         },
         Action::List => {
@@ -278,7 +280,7 @@ async fn execute(cfg: &Config, action: Action, actor: &str) -> ExitCode {
                         page.seq
                     );
                     if let Ok(Some(origin)) = list.restored_from().await {
-                        println!("# epoch restored by {origin} after Redis lost the allowlist");
+                        println!("# epoch restored by {origin} after Redis lost the {kind}");
                     }
                     return ExitCode::SUCCESS;
                 }
@@ -288,7 +290,11 @@ async fn execute(cfg: &Config, action: Action, actor: &str) -> ExitCode {
         Action::Check(ip) => match list.check(ip).await {
             Ok((Some(e), now_ms)) => {
                 println!(
-                    "{ip} is allowed by {} {} ({} left), actor {}, note {:?}",
+                    "{ip} is {} by {} {} ({} left), actor {}, note {:?}",
+                    match kind {
+                        ListKind::Allow => "allowed",
+                        ListKind::Deny => "denied",
+                    },
                     e.cidr,
                     until(&e),
                     remaining(&e, now_ms),
@@ -297,12 +303,12 @@ async fn execute(cfg: &Config, action: Action, actor: &str) -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
-            Ok((None, _)) => failure(format!("{ip} is not on the allowlist")),
+            Ok((None, _)) => failure(format!("{ip} is not on the {kind}")),
             Err(e) => failure(e),
         },
         Action::Export(output) => match list.list().await {
             Ok(l) => write_export(
-                &Document::from_listing(&l).to_json(),
+                &Document::from_listing(&l, kind).to_json(),
                 output.as_deref(),
                 &format!(
                     "{} (epoch {:?}, seq {})",

@@ -1,6 +1,7 @@
-//! `tollgate follow --export FILE --format plain|nginx-geo|json [--reload-cmd CMD]`:
-//! only the allowlist follower (the same code `serve` runs, no HTTP server),
-//! keeping FILE equal to the live allowlist for proxies that read a file.
+//! `tollgate follow --export FILE [--list allow|deny] --format plain|nginx-geo|json|nft [--reload-cmd CMD]`:
+//! only one list's follower (the same code `serve` runs, no HTTP server),
+//! keeping FILE equal to the live allowlist (or denylist) for proxies and
+//! firewalls that read a file.
 //!
 //! Needs Redis (exit 2 without). SIGTERM/SIGINT: exit 0, the file untouched.
 
@@ -15,11 +16,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::{failure, load_config, runtime, usage, LogFormat, OverrideArgs, Work};
 use crate::allowlist::export_file::{self, ExportOptions, Format};
+use crate::allowlist::kind::ListKind;
 use crate::allowlist::{follower, Allowlist};
 
 #[derive(Args, Debug)]
 pub struct FollowArgs {
-    /// The file to keep equal to the live allowlist (written atomically).
+    /// Which list: `allow` (the allowlist) or `deny` (the denylist).
+    #[arg(long, env = "TOLLGATE_LIST", default_value = "allow", value_parser = parse_list)]
+    pub list: ListKind,
+    /// The file to keep equal to the live list (written atomically).
     #[arg(long, env = "TOLLGATE_EXPORT")]
     pub export: PathBuf,
     #[arg(long, env = "TOLLGATE_EXPORT_FORMAT", value_enum, default_value_t = Format::Plain)]
@@ -33,10 +38,10 @@ pub struct FollowArgs {
     /// Write metrics here (node_exporter textfile format), refreshed every few seconds.
     #[arg(long, env = "TOLLGATE_METRICS_FILE")]
     pub metrics_file: Option<PathBuf>,
-    /// Keep the follower's table here across restarts (allowlist.state_file).
+    /// Keep the follower's table here across restarts (the list's state_file).
     #[arg(long, env = "TOLLGATE_STATE_FILE")]
     pub state_file: Option<PathBuf>,
-    /// Config file (TOML): [redis] and [allowlist] are read from it.
+    /// Config file (TOML): [redis] and [allowlist] / [denylist] are read from it.
     #[arg(long, short, env = "TOLLGATE_CONFIG")]
     pub config: Option<PathBuf>,
     /// Redis URL (redis.url).
@@ -61,7 +66,7 @@ pub fn run(args: FollowArgs, shutdown: impl Future<Output = ()>) -> ExitCode {
         Err(e) => return usage(e),
     };
     let Some(redis) = &cfg.redis else {
-        return usage("`tollgate follow` follows the allowlist in Redis: set --redis or TOLLGATE_REDIS_URL (or [redis] url in --config)");
+        return usage(format!("`tollgate follow` follows the {} in Redis: set --redis or TOLLGATE_REDIS_URL (or [redis] url in --config)", args.list));
     };
     let dir = match args.export.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -74,15 +79,19 @@ pub fn run(args: FollowArgs, shutdown: impl Future<Output = ()>) -> ExitCode {
             dir.display()
         ));
     }
+    let kind = args.list;
     if args.state_file.is_some() {
-        cfg.allowlist.state_file = args.state_file.clone();
+        match kind {
+            ListKind::Allow => cfg.allowlist.state_file = args.state_file.clone(),
+            ListKind::Deny => cfg.denylist.state_file = args.state_file.clone(),
+        }
     }
     tracing::info!(
         redis = %redis.endpoint,
         prefix = %cfg.prefix,
         export = %args.export.display(),
         format = ?args.format,
-        "following the allowlist (no HTTP server)"
+        "following the {kind} (no HTTP server)"
     );
     let opts = ExportOptions {
         path: args.export,
@@ -97,7 +106,7 @@ pub fn run(args: FollowArgs, shutdown: impl Future<Output = ()>) -> ExitCode {
     };
     runtime.block_on(async move {
         // The Redis client needs the runtime, even before it dials.
-        let list = Arc::new(Allowlist::new(&cfg));
+        let list = Arc::new(Allowlist::of(&cfg, kind));
         let stop = CancellationToken::new();
         let follower = tokio::spawn(follower::run(list.clone(), stop.clone()));
         let exporter = tokio::spawn(export_file::keep(list, opts, stop.clone()));
@@ -107,4 +116,8 @@ pub fn run(args: FollowArgs, shutdown: impl Future<Output = ()>) -> ExitCode {
         let _ = tokio::join!(follower, exporter);
         ExitCode::SUCCESS
     })
+}
+
+fn parse_list(text: &str) -> Result<ListKind, String> {
+    ListKind::parse(text).ok_or_else(|| format!("{text:?}: expected allow or deny"))
 }

@@ -16,11 +16,14 @@ use hyper_util::rt::TokioIo;
 /// Connecting, asking and reading the whole document: a million entries
 /// are about 100 MB, read in seconds.
 const TIMEOUT: Duration = Duration::from_secs(120);
-const PATH: &str = "/v1/allowlist/export";
 
-/// The export document `url`'s node serves, or why not (every reason names
-/// the URL or the status).
-pub async fn fetch(url: &str, token: Option<&str>) -> Result<String, String> {
+/// The export document of `kind`'s list `url`'s node serves
+/// (`/v1/<noun>/export`), or why not (every reason names the URL or the status).
+pub async fn fetch(
+    url: &str,
+    token: Option<&str>,
+    kind: crate::allowlist::kind::ListKind,
+) -> Result<String, String> {
     let uri: Uri = url
         .parse()
         .map_err(|e| format!("--from-node {url:?}: not a URL ({e})"))?;
@@ -34,7 +37,8 @@ pub async fn fetch(url: &str, token: Option<&str>) -> Result<String, String> {
     };
     let token = token.ok_or("the node's admin API needs its bearer token: set the variable `server.admin_token_env` names (TOLLGATE_ADMIN_TOKEN by default)")?;
     let base = uri.path().trim_end_matches('/');
-    let path = format!("{base}{PATH}");
+    let tail = format!("/v1/{}/export", kind.noun());
+    let path = format!("{base}{tail}");
     let asked = async {
         let host = authority
             .host()
@@ -66,7 +70,7 @@ pub async fn fetch(url: &str, token: Option<&str>) -> Result<String, String> {
             .to_bytes();
         let text = String::from_utf8_lossy(&body).into_owned();
         if !status.is_success() {
-            return Err(format!("{url}{PATH}: {status}: {}", text.trim()));
+            return Err(format!("{url}{tail}: {status}: {}", text.trim()));
         }
         Ok(text)
     };

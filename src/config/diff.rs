@@ -67,6 +67,16 @@ pub const KEYS: &[(&str, Apply)] = &[
     ("allowlist.snapshot_pages_per_second", Restart),
     ("allowlist.snapshot_fleet_pages_per_second", Restart),
     ("allowlist.snapshot_jitter_max", Restart),
+    ("denylist.default_ttl", Live),
+    ("denylist.max_ttl", Live),
+    ("denylist.min_prefix_v4", Live),
+    ("denylist.min_prefix_v6", Live),
+    ("denylist.allow_permanent", Live),
+    ("denylist.reap_interval", Restart),
+    ("denylist.state_file", Restart),
+    ("denylist.snapshot_pages_per_second", Restart),
+    ("denylist.snapshot_fleet_pages_per_second", Restart),
+    ("denylist.snapshot_jitter_max", Restart),
     ("api.max_key_bytes", Live),
     ("api.max_limits", Live),
     ("api.max_limit", Live),
@@ -110,6 +120,7 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         prefix,
         client_ip,
         allowlist,
+        denylist,
         api,
         local_store,
         activity,
@@ -119,7 +130,8 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
     redis_changes(redis.as_ref(), new.redis.as_ref(), &mut diff);
     diff("redis.prefix", *prefix != new.prefix);
     client_ip_changes(client_ip, &new.client_ip, &mut diff);
-    allowlist_changes(allowlist, &new.allowlist, &mut diff);
+    list_changes(&ALLOWLIST_KEYS, allowlist, &new.allowlist, &mut diff);
+    list_changes(&DENYLIST_KEYS, denylist, &new.denylist, &mut diff);
     api_changes(api, &new.api, &mut diff);
     let LocalStoreConfig { max_bytes } = local_store;
     diff(
@@ -285,8 +297,41 @@ fn client_ip_changes(old: &ClientIpConfig, new: &ClientIpConfig, diff: &mut Diff
     diff("client_ip.ipv6_prefix", *ipv6_prefix != new.ipv6_prefix);
 }
 
-fn allowlist_changes(old: &AllowlistConfig, new: &AllowlistConfig, diff: &mut Diff<'_>) {
+/// The settings of a list section, in `list_changes`' order.
+const ALLOWLIST_KEYS: [&str; 10] = [
+    "allowlist.default_ttl",
+    "allowlist.max_ttl",
+    "allowlist.min_prefix_v4",
+    "allowlist.min_prefix_v6",
+    "allowlist.allow_permanent",
+    "allowlist.reap_interval",
+    "allowlist.state_file",
+    "allowlist.snapshot_pages_per_second",
+    "allowlist.snapshot_fleet_pages_per_second",
+    "allowlist.snapshot_jitter_max",
+];
+const DENYLIST_KEYS: [&str; 10] = [
+    "denylist.default_ttl",
+    "denylist.max_ttl",
+    "denylist.min_prefix_v4",
+    "denylist.min_prefix_v6",
+    "denylist.allow_permanent",
+    "denylist.reap_interval",
+    "denylist.state_file",
+    "denylist.snapshot_pages_per_second",
+    "denylist.snapshot_fleet_pages_per_second",
+    "denylist.snapshot_jitter_max",
+];
+
+/// `[allowlist]` or `[denylist]`: `keys` names its settings.
+fn list_changes(
+    keys: &[&'static str; 10],
+    old: &AllowlistConfig,
+    new: &AllowlistConfig,
+    diff: &mut Diff<'_>,
+) {
     let AllowlistConfig {
+        section: _,
         default_ttl,
         max_ttl,
         min_prefix_v4,
@@ -298,37 +343,21 @@ fn allowlist_changes(old: &AllowlistConfig, new: &AllowlistConfig, diff: &mut Di
         snapshot_fleet_pages_per_second,
         snapshot_jitter_max,
     } = old;
-    diff("allowlist.default_ttl", *default_ttl != new.default_ttl);
-    diff("allowlist.max_ttl", *max_ttl != new.max_ttl);
-    diff(
-        "allowlist.min_prefix_v4",
+    let differs = [
+        *default_ttl != new.default_ttl,
+        *max_ttl != new.max_ttl,
         *min_prefix_v4 != new.min_prefix_v4,
-    );
-    diff(
-        "allowlist.min_prefix_v6",
         *min_prefix_v6 != new.min_prefix_v6,
-    );
-    diff(
-        "allowlist.allow_permanent",
         *allow_permanent != new.allow_permanent,
-    );
-    diff(
-        "allowlist.reap_interval",
         *reap_interval != new.reap_interval,
-    );
-    diff("allowlist.state_file", *state_file != new.state_file);
-    diff(
-        "allowlist.snapshot_pages_per_second",
+        *state_file != new.state_file,
         *snapshot_pages_per_second != new.snapshot_pages_per_second,
-    );
-    diff(
-        "allowlist.snapshot_fleet_pages_per_second",
         *snapshot_fleet_pages_per_second != new.snapshot_fleet_pages_per_second,
-    );
-    diff(
-        "allowlist.snapshot_jitter_max",
         *snapshot_jitter_max != new.snapshot_jitter_max,
-    );
+    ];
+    for (key, differs) in keys.iter().zip(differs) {
+        diff(key, differs);
+    }
 }
 
 fn api_changes(old: &ApiConfig, new: &ApiConfig, diff: &mut Diff<'_>) {

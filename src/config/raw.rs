@@ -11,6 +11,8 @@ pub struct RawConfig {
     pub redis: Option<RawRedis>,
     pub client_ip: RawClientIp,
     pub allowlist: RawAllowlist,
+    /// `[denylist]`: the same settings as `[allowlist]`, the same defaults.
+    pub denylist: RawAllowlist,
     pub api: RawApi,
     pub local_store: RawLocalStore,
     pub activity: RawActivity,

@@ -111,13 +111,28 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
     let prefix = prefix(&mut c, &raw, ov);
     let redis = raw.redis.as_ref().and_then(|r| redis(&mut c, r));
     let client_ip = client_ip(&mut c, &raw.client_ip);
-    let allowlist = allowlist(&mut c, &raw.allowlist);
+    let allowlist = list_section(&mut c, "allowlist", &raw.allowlist);
+    let denylist = list_section(&mut c, "denylist", &raw.denylist);
+    // One state file per list: each file holds one list's table.
+    if raw.denylist.state_file.is_some() && raw.denylist.state_file == raw.allowlist.state_file {
+        c.push::<String>(
+            "denylist.state_file",
+            None,
+            "is allowlist.state_file too; each list keeps its own file",
+        );
+    }
     let (server_limits, api, local_store) = caps::validate(&mut c, &raw, ov);
     let rules = rules(&mut c, &raw, ov);
     let activity = activity::validate(&mut c, &raw);
 
-    let (Some(listeners), Some(prefix), Some(client_ip), Some(allowlist), Some(activity)) =
-        (listeners, prefix, client_ip, allowlist, activity)
+    let (
+        Some(listeners),
+        Some(prefix),
+        Some(client_ip),
+        Some(allowlist),
+        Some(denylist),
+        Some(activity),
+    ) = (listeners, prefix, client_ip, allowlist, denylist, activity)
     else {
         return Err(c.issues);
     };
@@ -142,6 +157,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
         prefix,
         client_ip,
         allowlist,
+        denylist,
         api,
         local_store,
         activity,
@@ -338,50 +354,52 @@ fn client_ip(c: &mut Collector, ci: &super::raw::RawClientIp) -> Option<ClientIp
     })
 }
 
-/// `[allowlist]`: entry lifetimes, prefix floors, the reaper and snapshots.
-fn allowlist(c: &mut Collector, al: &super::raw::RawAllowlist) -> Option<AllowlistConfig> {
+/// `[allowlist]` or `[denylist]` (`section`): entry lifetimes, prefix
+/// floors, the reaper and snapshots.
+fn list_section(
+    c: &mut Collector,
+    section: &'static str,
+    al: &super::raw::RawAllowlist,
+) -> Option<AllowlistConfig> {
     let before = c.issues.len();
-    let default_ttl = c.duration("allowlist.default_ttl", &al.default_ttl);
-    let max_ttl = c.duration("allowlist.max_ttl", &al.max_ttl);
+    let key = |name: &str| format!("{section}.{name}");
+    let default_ttl = c.duration(&key("default_ttl"), &al.default_ttl);
+    let max_ttl = c.duration(&key("max_ttl"), &al.max_ttl);
     // A TTL of 0 means "never expires" in the store: a default that rounds to
     // 0 ms would make every entry added without a ttl permanent, even with
     // allow_permanent = false. Permanent entries are asked for with "never".
     if default_ttl.is_some_and(|d| d < Duration::from_millis(1)) {
         c.push(
-            "allowlist.default_ttl",
+            key("default_ttl"),
             Some(&al.default_ttl),
-            "must be at least 1ms (a permanent entry is added with ttl = \"never\", which needs allowlist.allow_permanent = true)",
+            format!("must be at least 1ms (a permanent entry is added with ttl = \"never\", which needs {section}.allow_permanent = true)"),
         );
     }
     if max_ttl.is_some_and(|m| m < Duration::from_millis(1)) {
-        c.push(
-            "allowlist.max_ttl",
-            Some(&al.max_ttl),
-            "must be at least 1ms",
-        );
+        c.push(key("max_ttl"), Some(&al.max_ttl), "must be at least 1ms");
     }
     if let (Some(d), Some(m)) = (default_ttl, max_ttl) {
         if d > m {
             c.push(
-                "allowlist.default_ttl",
+                key("default_ttl"),
                 Some(&al.default_ttl),
-                "is longer than allowlist.max_ttl",
+                format!("is longer than {section}.max_ttl"),
             );
         }
     }
 
     for (key, value, max) in [
-        ("allowlist.min_prefix_v4", &al.min_prefix_v4, 32),
-        ("allowlist.min_prefix_v6", &al.min_prefix_v6, 128),
+        (&key("min_prefix_v4"), &al.min_prefix_v4, 32),
+        (&key("min_prefix_v6"), &al.min_prefix_v6, 128),
     ] {
         if !(1..=max).contains(value.get_ref()) {
             c.push(key, Some(value), format!("must be between 1 and {max}"));
         }
     }
-    let reap_interval = c.duration("allowlist.reap_interval", &al.reap_interval);
+    let reap_interval = c.duration(&key("reap_interval"), &al.reap_interval);
     if reap_interval == Some(Duration::ZERO) {
         c.push(
-            "allowlist.reap_interval",
+            key("reap_interval"),
             Some(&al.reap_interval),
             "must be more than 0",
         );
@@ -390,18 +408,19 @@ fn allowlist(c: &mut Collector, al: &super::raw::RawAllowlist) -> Option<Allowli
     let pages = &al.snapshot_pages_per_second;
     let fleet_pages = &al.snapshot_fleet_pages_per_second;
     for (key, value) in [
-        ("allowlist.snapshot_pages_per_second", pages),
-        ("allowlist.snapshot_fleet_pages_per_second", fleet_pages),
+        (&key("snapshot_pages_per_second"), pages),
+        (&key("snapshot_fleet_pages_per_second"), fleet_pages),
     ] {
         if !(1..=100_000).contains(value.get_ref()) {
             c.push(key, Some(value), "must be between 1 and 100000");
         }
     }
-    let jitter_max = c.duration("allowlist.snapshot_jitter_max", &al.snapshot_jitter_max);
+    let jitter_max = c.duration(&key("snapshot_jitter_max"), &al.snapshot_jitter_max);
     if c.issues.len() != before {
         return None;
     }
     Some(AllowlistConfig {
+        section,
         default_ttl: default_ttl?,
         max_ttl: max_ttl?,
         min_prefix_v4: *al.min_prefix_v4.get_ref() as u8,
@@ -804,6 +823,31 @@ limits = ["1/s"]
         assert_eq!(cfg.server.listen.port(), 9);
         let cfg = parse("t", "", &Overrides::default()).unwrap();
         assert!(cfg.redis.is_none(), "no [redis] means the embedded store");
+    }
+
+    #[test]
+    fn the_denylist_section_is_checked_like_the_allowlist_and_keeps_its_own_state_file() {
+        let found = issues("[denylist]\nmin_prefix_v4 = 0\nmax_ttl = \"0s\"\n");
+        assert!(
+            found[1].starts_with("denylist.max_ttl@Some(3)"),
+            "{found:?}"
+        );
+        assert!(
+            found[0].starts_with("denylist.min_prefix_v4@Some(2)"),
+            "{found:?}"
+        );
+        let found =
+            issues("[allowlist]\nstate_file = \"/s.json\"\n[denylist]\nstate_file = \"/s.json\"\n");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("denylist.state_file"), "{found:?}");
+        let cfg = parse(
+            "t",
+            "[denylist]\nallow_permanent = true\n",
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(cfg.denylist.allow_permanent && !cfg.allowlist.allow_permanent);
+        assert_eq!(cfg.denylist.section, "denylist");
     }
 
     #[test]

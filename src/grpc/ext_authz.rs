@@ -5,6 +5,7 @@
 //! | allowed         | `OkResponse`, RateLimit headers in `response_headers_to_add` |
 //! | limited         | `DeniedResponse` 429 + `Retry-After` (+ RateLimit headers) |
 //! | not allowlisted | `DeniedResponse` 403 + `x-tollgate-reason: not_allowlisted` |
+//! | denylisted      | `PERMISSION_DENIED`, 403 + `x-tollgate-reason: denied` (+ `Retry-After` for a timed entry) |
 //! | malformed path  | `DeniedResponse` 400 + JSON naming the field (as `/check`) |
 //!
 //! The client is `source.address` (the downstream peer as Envoy saw it), put
@@ -161,7 +162,7 @@ pub async fn check(
                 ..Default::default()
             }),
         ),
-        Verdict::Limited { .. } | Verdict::NotAllowlisted => (
+        Verdict::Limited { .. } | Verdict::NotAllowlisted | Verdict::Denied { .. } => (
             if status == StatusCode::TOO_MANY_REQUESTS {
                 RESOURCE_EXHAUSTED
             } else {

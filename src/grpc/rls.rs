@@ -8,6 +8,12 @@
 //! its period is one of Envoy's units (a month is 30 days, a year 365);
 //! otherwise `unit = UNKNOWN`, `requests_per_unit` the limit, and the window
 //! in the name as RateLimit-Policy writes it (`"login;w=30"`).
+//!
+//! The denylist first: a request with a descriptor entry `remote_address`
+//! (Envoy's `remote_address` action: the client address) whose value is on
+//! the denylist is `OVER_LIMIT` for every descriptor, with
+//! `x-tollgate-reason: denied` (and `retry-after` for a timed entry), and
+//! nothing is charged. Without such an entry RLS knows no client: not denied.
 
 use std::sync::Arc;
 
@@ -53,6 +59,9 @@ pub async fn should_rate_limit(
     app: &App,
     req: &RateLimitRequest,
 ) -> Result<RateLimitResponse, Status> {
+    if let Some(denied) = denied(app, req) {
+        return Ok(denied);
+    }
     let rules = app.rules.load();
     let charges = descriptors::resolve(&rules, &req.domain, &req.descriptors, req.hits_addend)?;
     // Every descriptor within the caps before any is charged: a refusal
@@ -119,6 +128,36 @@ pub async fn should_rate_limit(
         overall_code: overall as i32,
         statuses,
         response_headers_to_add,
+        ..Default::default()
+    })
+}
+
+/// The answer for a request whose `remote_address` is on the denylist.
+fn denied(app: &App, req: &RateLimitRequest) -> Option<RateLimitResponse> {
+    let retry_after_ms = req
+        .descriptors
+        .iter()
+        .flat_map(|d| &d.entries)
+        .filter(|e| e.key == "remote_address")
+        .filter_map(|e| crate::allowlist::cidr::parse_ip(&e.value).ok())
+        .find_map(|ip| app.denylist.holds(ip))?;
+    app.denied_requests.inc();
+    let decision = Decision {
+        verdict: Verdict::Denied { retry_after_ms },
+        items: Vec::new(),
+    };
+    Some(RateLimitResponse {
+        overall_code: Code::OverLimit as i32,
+        statuses: req
+            .descriptors
+            .iter()
+            .map(|_| DescriptorStatus {
+                code: Code::OverLimit as i32,
+                ..Default::default()
+            })
+            .collect(),
+        response_headers_to_add: super::pb_headers(&decision_parts(&decision, Flavor::Standard).1)
+            .collect(),
         ..Default::default()
     })
 }

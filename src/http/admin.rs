@@ -18,19 +18,29 @@ pub async fn livez() -> &'static str {
 /// Ready to decide with its real store: Redis answered, the scripts are
 /// loaded and the allowlist's first snapshot is in (or its state file). The
 /// body's last words say how fresh the allowlist is: `in sync`, `stale` (Redis
-/// unreachable, with the age) or `source_lost` (Redis holds no allowlist).
+/// unreachable, with the age) or `source_lost` (Redis holds no allowlist),
+/// then the same for the denylist.
 pub async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, String) {
     let (status, body) = readiness(&app);
     let allowlist = crate::allowlist::status::describe(&app.allowlist);
-    (status, format!("{}; {allowlist}\n", body.trim_end()))
+    let denylist = crate::allowlist::status::describe(&app.denylist);
+    (
+        status,
+        format!("{}; {allowlist}; {denylist}\n", body.trim_end()),
+    )
 }
 
 fn readiness(app: &App) -> (StatusCode, String) {
-    if !app.allowlist.is_synced() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: the allowlist snapshot is not loaded yet\n".into(),
-        );
+    for list in [&app.allowlist, &app.denylist] {
+        if !list.is_synced() {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "not ready: the {} snapshot is not loaded yet\n",
+                    list.kind()
+                ),
+            );
+        }
     }
     if app.is_ready() {
         let store = match &app.config.redis {

@@ -1,5 +1,7 @@
-//! The allowlist's admin API (behind the bearer token). Every input is
-//! checked before any script runs: a 400 names the field and writes nothing.
+//! The allowlist's and the denylist's admin API (behind the bearer token):
+//! the same routes and shapes under `/v1/allowlist` and `/v1/denylist`, one
+//! set of handlers taking the list's `ListKind`. Every input is checked
+//! before any script runs: a 400 names the field and writes nothing.
 //!
 //! - `POST /v1/allowlist` `{"cidr", "ttl"?, "note"?}` → 201 with the stored
 //!   entry and its `seq`; re-adding refreshes expiry and note.
@@ -39,17 +41,40 @@ use super::body::{json_body, read_limited};
 use super::params::Params;
 use super::response::ApiError;
 use crate::allowlist::export::Document;
+use crate::allowlist::kind::ListKind;
 use crate::allowlist::recovery::WriteError;
 use crate::allowlist::{cidr, input, Entry};
 use crate::app::App;
 
+/// Both lists' routes.
 pub fn routes() -> Router<Arc<App>> {
+    ListKind::ALL
+        .into_iter()
+        .fold(Router::new(), |r, kind| r.merge(list_routes(kind)))
+}
+
+/// `/v1/<noun>…` for one list.
+fn list_routes(kind: ListKind) -> Router<Arc<App>> {
+    let base = format!("/v1/{}", kind.noun());
     Router::new()
-        .route("/v1/allowlist", post(add).get(list))
-        .route("/v1/allowlist/check", get(check))
-        .route("/v1/allowlist/clear", post(clear))
-        .route("/v1/allowlist/export", get(export))
-        .route("/v1/allowlist/{*cidr}", delete(remove))
+        .route(
+            &base,
+            post(move |app, headers, body| add(kind, app, headers, body))
+                .get(move |app, query| list(kind, app, query)),
+        )
+        .route(
+            &format!("{base}/check"),
+            get(move |app, query| check(kind, app, query)),
+        )
+        .route(
+            &format!("{base}/clear"),
+            post(move |app, headers| clear(kind, app, headers)),
+        )
+        .route(&format!("{base}/export"), get(move |app| export(kind, app)))
+        .route(
+            &format!("{base}/{{*cidr}}"),
+            delete(move |app, path, headers| remove(kind, app, path, headers)),
+        )
 }
 
 /// An entry as the API shows it; `expires_at` is null for a permanent entry.
@@ -83,12 +108,17 @@ fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
 /// bytes: 4 KiB leaves room for any spelling of them.
 const MAX_ADD_BYTES: usize = 4096;
 
-async fn add(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+async fn add(
+    kind: ListKind,
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let body = match read_limited(body, MAX_ADD_BYTES).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    match try_add(&app, &headers, &body).await {
+    match try_add(kind, &app, &headers, &body).await {
         Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
         Err(e) => e.into_response(),
     }
@@ -118,27 +148,33 @@ fn write_error(e: WriteError) -> ApiError {
     }
 }
 
-async fn try_add(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+async fn try_add(
+    kind: ListKind,
+    app: &App,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, ApiError> {
     let body: AddBody = json_body(body)?;
     let new = input::new_entry(
         &body.cidr,
         body.ttl.as_deref(),
         body.note.as_deref(),
         actor(headers)?,
-        &app.latest.load().allowlist,
+        app.latest.load().list(kind),
     )
     .map_err(|e| ApiError::bad(e.field, e.message))?;
     let new = input::NewEntry {
         new_epoch: body.new_epoch,
         ..new
     };
-    let stored = app.allowlist.upsert(&new).await.map_err(write_error)?;
+    let stored = app.list(kind).upsert(&new).await.map_err(write_error)?;
     let mut v = entry_json(&stored.entry, None);
     v["seq"] = json!(stored.seq);
     Ok(v)
 }
 
 async fn remove(
+    kind: ListKind,
     State(app): State<Arc<App>>,
     Path(text): Path<String>,
     headers: HeaderMap,
@@ -147,7 +183,7 @@ async fn remove(
         let net = cidr::parse_net(&text).map_err(|e| ApiError::bad("cidr", e.to_string()))?;
         let actor = actor(&headers)?;
         match app
-            .allowlist
+            .list(kind)
             .remove(&net, &actor)
             .await
             .map_err(write_error)?
@@ -155,7 +191,7 @@ async fn remove(
             Some(seq) => Ok(json!({"cidr": net.to_string(), "removed": true, "seq": seq})),
             None => Err(ApiError::not_found(
                 "cidr",
-                format!("{net} is not on the allowlist"),
+                format!("{net} is not on the {kind}"),
             )),
         }
     }
@@ -166,10 +202,10 @@ async fn remove(
     }
 }
 
-async fn clear(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+async fn clear(kind: ListKind, State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let result: Result<Value, ApiError> = async {
         let actor = actor(&headers)?;
-        let (restored, held) = app.allowlist.clear(&actor).await?;
+        let (restored, held) = app.list(kind).clear(&actor).await?;
         Ok(json!({"cleared": held, "epoch": restored.epoch, "seq": 1}))
     }
     .await;
@@ -180,8 +216,8 @@ async fn clear(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
 }
 
 /// This node's table, not Redis's: what the node serves now.
-async fn export(State(app): State<Arc<App>>) -> Response {
-    let doc = Document::from_listing(&app.allowlist.node_listing());
+async fn export(kind: ListKind, State(app): State<Arc<App>>) -> Response {
+    let doc = Document::from_listing(&app.list(kind).node_listing(), kind);
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         doc.to_json(),
@@ -193,7 +229,7 @@ async fn export(State(app): State<Arc<App>>) -> Response {
 pub const PAGE_DEFAULT: usize = 200;
 const PAGE_MAX: usize = 1000;
 
-async fn list(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Response {
+async fn list(kind: ListKind, State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Response {
     let result: Result<Value, ApiError> = async {
         let p = Params::parse(query.as_deref(), &["cursor", "count"])?;
         let cursor: u64 = match p.get("cursor") {
@@ -211,7 +247,7 @@ async fn list(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Respons
                 .ok_or_else(|| ApiError::bad("count", format!("must be between 1 and {PAGE_MAX}")))?,
         };
         let page = app
-            .allowlist
+            .list(kind)
             .list_page(cursor, count)
             .await
             ?;
@@ -230,14 +266,14 @@ async fn list(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Respons
     }
 }
 
-async fn check(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Response {
+async fn check(kind: ListKind, State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Response {
     let result = async {
         let p = Params::parse(query.as_deref(), &["ip"])?;
         let ip = p
             .get("ip")
-            .ok_or_else(|| ApiError::bad("ip", "missing: /v1/allowlist/check?ip=ADDRESS"))?;
+            .ok_or_else(|| ApiError::bad("ip", format!("missing: /v1/{kind}/check?ip=ADDRESS")))?;
         let ip = cidr::parse_ip(ip).map_err(|e| ApiError::bad("ip", e.to_string()))?;
-        let (found, now_ms) = app.allowlist.check(ip).await?;
+        let (found, now_ms) = app.list(kind).check(ip).await?;
         match found {
             Some(e) => {
                 let mut v = entry_json(&e, Some(now_ms));
@@ -246,7 +282,7 @@ async fn check(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Respon
             }
             None => Err(ApiError::not_found(
                 "ip",
-                format!("{ip} is not on the allowlist"),
+                format!("{ip} is not on the {kind}"),
             )),
         }
     }

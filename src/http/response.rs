@@ -5,6 +5,7 @@
 //! | allowed             | 200                     | 200                                           |
 //! | limited             | 429 + Retry-After       | 403 + Retry-After + X-Tollgate-Reason: rate_limited |
 //! | not allowlisted     | 403 + X-Tollgate-Reason: not_allowlisted | the same                     |
+//! | denied (denylist)   | 403 + X-Tollgate-Reason: denied (+ Retry-After for a timed entry) | the same |
 //! | bad input (JSON API)| 400 {"error", "field"}  |                                               |
 //! | unbelievable headers, bad path | 400 {"error", "field"} | 403 + X-Tollgate-Reason: bad_request (nginx would turn a 400 into a 500) |
 //! | Redis away (admin)  | 503 {"error"}           |                                               |
@@ -62,6 +63,9 @@ pub fn decision_parts(decision: &Decision, flavor: Flavor) -> (StatusCode, Heade
             ),
         },
         Verdict::NotAllowlisted => (StatusCode::FORBIDDEN, None, Some("not_allowlisted")),
+        Verdict::Denied { retry_after_ms } => {
+            (StatusCode::FORBIDDEN, retry_after_ms, Some("denied"))
+        }
     };
     // Room for all six at once: growing the map rehashes it.
     let mut headers = HeaderMap::with_capacity(8);

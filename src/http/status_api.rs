@@ -45,14 +45,29 @@ async fn rules(State(app): State<Arc<App>>) -> Json<Value> {
     Json(json!({ "rules": rules.iter().map(rule_json).collect::<Vec<_>>() }))
 }
 
-fn status_json(app: &App) -> Value {
-    let list = &app.allowlist;
+/// One list's freshness (`allowlist`, `denylist`: the same shape).
+fn list_json(list: &crate::allowlist::Allowlist) -> Value {
     let st = list.status();
     let table = list.table();
     let resyncs: Map<String, Value> = Reason::ALL
         .iter()
         .map(|r| (r.as_str().to_string(), json!(st.resync_count(*r))))
         .collect();
+    json!({
+        "freshness": status::freshness(list),
+        "synced": list.is_synced(),
+        "sync_age_ms": st.sync_age().map(|a| a.as_millis() as u64),
+        "entries": table.live_count(table.clock.now_ms()),
+        "epoch": table.epoch,
+        "seq": table.seq,
+        "seq_lag": st.seq_lag(),
+        "resyncs": resyncs,
+        "summary": status::describe(list),
+        "born": status::birth_json(list),
+    })
+}
+
+fn status_json(app: &App) -> Value {
     let redis = if app.limiter.store.is_local() {
         json!({"store": "embedded", "up": null})
     } else {
@@ -72,20 +87,10 @@ fn status_json(app: &App) -> Value {
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_ms": app.started.elapsed().as_millis() as u64,
-        "ready": app.is_ready() && list.is_synced(),
+        "ready": app.is_ready() && app.allowlist.is_synced() && app.denylist.is_synced(),
         "redis": redis,
-        "allowlist": {
-            "freshness": status::freshness(list),
-            "synced": list.is_synced(),
-            "sync_age_ms": st.sync_age().map(|a| a.as_millis() as u64),
-            "entries": table.live_count(table.clock.now_ms()),
-            "epoch": table.epoch,
-            "seq": table.seq,
-            "seq_lag": st.seq_lag(),
-            "resyncs": resyncs,
-            "summary": status::describe(list),
-            "born": status::birth_json(list),
-        },
+        "allowlist": list_json(&app.allowlist),
+        "denylist": list_json(&app.denylist),
         "decisions": decisions(app),
         "restart_pending": app.restart_pending(),
         "fleet": fleet(app),

@@ -202,3 +202,60 @@ async fn ext_authz_normalises_the_path_as_check_does_and_refuses_a_malformed_one
         1.0
     );
 }
+
+#[tokio::test]
+async fn ext_authz_refuses_a_denylisted_peer_with_permission_denied_403_and_retry_after_before_any_rule(
+) {
+    let s = server(AUTHZ).await;
+    let mut c = AuthorizationClient::new(channel(&s).await);
+    let r = s
+        .admin_client()
+        .post(s.admin_url("/v1/denylist"))
+        .json(&serde_json::json!({"cidr": "203.0.113.0/24", "ttl": "1h"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // The embedded-table follower applies it; then every path is refused.
+    eventually(Duration::from_secs(5), || {
+        let mut c = c.clone();
+        async move {
+            let req = check_request("203.0.113.9", "GET", "/anything", &[]);
+            parts(&authz(&mut c, req).await).1 == 403
+        }
+    })
+    .await;
+    for _ in 0..3 {
+        let req = check_request("203.0.113.9", "POST", "/login", &[]);
+        let (code, status, h) = parts(&authz(&mut c, req).await);
+        assert_eq!((code, status), (7, 403), "PERMISSION_DENIED");
+        assert_eq!(get(&h, "x-tollgate-reason"), Some("denied"));
+        let retry: u64 = get(&h, "retry-after").unwrap().parse().unwrap();
+        // Rounded up, on the node's estimate of Redis time (off by
+        // up to half a round trip): 3601 is possible.
+        assert!((3500..=3601).contains(&retry), "{retry}");
+    }
+    // No rule was charged: the login limit (2/m) still admits twice
+    // from the same network once the entry is gone.
+    let r = s
+        .admin_client()
+        .delete(s.admin_url("/v1/denylist/203.0.113.0%2F24"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    eventually(Duration::from_secs(5), || {
+        let mut c = c.clone();
+        async move {
+            let req = check_request("203.0.113.9", "GET", "/anything", &[]);
+            parts(&authz(&mut c, req).await).1 == 200
+        }
+    })
+    .await;
+    for left in ["1", "0"] {
+        let req = check_request("203.0.113.9", "POST", "/login", &[]);
+        let (code, _, h) = parts(&authz(&mut c, req).await);
+        assert_eq!(code, 0);
+        assert_eq!(get(&h, "x-ratelimit-remaining"), Some(left));
+    }
+}

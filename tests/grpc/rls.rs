@@ -498,3 +498,55 @@ async fn descriptor_rules_never_apply_to_check() {
         assert!(r.headers().get("ratelimit-policy").is_none());
     }
 }
+
+#[tokio::test]
+async fn rls_answers_over_limit_with_reason_denied_for_a_denylisted_remote_address_and_charges_nothing(
+) {
+    let s = server(EDGE).await;
+    let mut c = RateLimitServiceClient::new(channel(&s).await);
+    let r = s
+        .admin_client()
+        .post(s.admin_url("/v1/denylist"))
+        .json(&serde_json::json!({"cidr": "10.9.0.0/16", "ttl": "1h"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let asked = || vec![desc(&[("remote_address", "10.9.1.1")])];
+    eventually(Duration::from_secs(5), || {
+        let mut c = c.clone();
+        async move { ask(&mut c, "edge", asked(), 0).await.overall_code == Code::OverLimit as i32 }
+    })
+    .await;
+    for _ in 0..4 {
+        let r = ask(&mut c, "edge", asked(), 0).await;
+        assert_eq!(r.overall_code, Code::OverLimit as i32);
+        assert_eq!(r.statuses[0].code, Code::OverLimit as i32);
+        assert_eq!(header(&r, "x-tollgate-reason"), Some("denied"));
+        assert!(header(&r, "retry-after").is_some());
+    }
+    // Nothing was charged: removed, the address has its whole limit (3/m).
+    let (code, _) = s
+        .admin(reqwest::Method::DELETE, "/v1/denylist/10.9.0.0/16")
+        .await;
+    assert_eq!(code, 200);
+    eventually(Duration::from_secs(5), || {
+        let mut c = c.clone();
+        async move { ask(&mut c, "edge", asked(), 0).await.overall_code == Code::Ok as i32 }
+    })
+    .await;
+    let r = ask(&mut c, "edge", asked(), 0).await;
+    assert_eq!(
+        r.statuses[0].limit_remaining, 1,
+        "the probe above and this one"
+    );
+    // Another address on the same rule was never denied.
+    let r = ask(
+        &mut c,
+        "edge",
+        vec![desc(&[("remote_address", "10.8.0.1")])],
+        0,
+    )
+    .await;
+    assert_eq!(r.overall_code, Code::Ok as i32);
+}

@@ -18,7 +18,7 @@ impl Follower<'_> {
                 entries = self.table.len(),
                 epoch = %self.table.epoch,
                 seq = self.table.seq,
-                "allowlist: Redis holds no allowlist (restarted empty, flushed or failed over); serving the last known table, and the fleet puts it back"
+                "{0}: Redis holds no {0} (restarted empty, flushed or failed over); serving the last known table, and the fleet puts it back", self.list.kind()
             );
         }
         self.offer(None).await
@@ -33,7 +33,7 @@ impl Follower<'_> {
             tracing::warn!(
                 ours = %self.table.epoch,
                 redis = %epoch,
-                "allowlist: Redis holds an epoch begun by a plain write, without this node's entries (Redis lost them first); serving the last known table, and the fleet puts it back merged with that epoch"
+                "{0}: Redis holds an epoch begun by a plain write, without this node's entries (Redis lost them first); serving the last known table, and the fleet puts it back merged with that epoch", self.list.kind()
             );
         }
         self.offer(Some(epoch)).await
@@ -99,19 +99,23 @@ impl Follower<'_> {
                     from_epoch = %witness.epoch,
                     from_seq = witness.seq,
                     node = %witness.node,
-                    "allowlist: this node put back the allowlist Redis lost, as a new epoch; every node follows it"
+                    "{0}: this node put back the {0} Redis lost, as a new epoch; every node follows it", self.list.kind()
                 );
                 Step::Check
             }
             FleetRestore::Overtaken => {
-                tracing::info!("allowlist: an allowlist appeared while this node staged its table; following it instead");
+                tracing::info!(
+                    "{0}: the {0} appeared while this node staged its table; following it instead",
+                    self.list.kind()
+                );
                 Step::Check
             }
             FleetRestore::NotLost => Step::Check,
             FleetRestore::Waiting(left) => {
                 tracing::debug!(
                     lock_ms = left.as_millis() as u64,
-                    "allowlist: another node is putting back the allowlist"
+                    "{0}: another node is putting back the {0}",
+                    self.list.kind()
                 );
                 Step::Tail { block: true }
             }

@@ -144,6 +144,32 @@ fn edits() -> Vec<(&'static str, Edit)> {
         ("allowlist.snapshot_jitter_max", |c| {
             c.allowlist.snapshot_jitter_max += Duration::from_secs(1)
         }),
+        ("denylist.default_ttl", |c| {
+            c.denylist.default_ttl += Duration::from_secs(1)
+        }),
+        ("denylist.max_ttl", |c| {
+            c.denylist.max_ttl += Duration::from_secs(1)
+        }),
+        ("denylist.min_prefix_v4", |c| c.denylist.min_prefix_v4 += 1),
+        ("denylist.min_prefix_v6", |c| c.denylist.min_prefix_v6 += 1),
+        ("denylist.allow_permanent", |c| {
+            c.denylist.allow_permanent ^= true
+        }),
+        ("denylist.reap_interval", |c| {
+            c.denylist.reap_interval += Duration::from_secs(1)
+        }),
+        ("denylist.state_file", |c| {
+            c.denylist.state_file = Some("state".into())
+        }),
+        ("denylist.snapshot_pages_per_second", |c| {
+            c.denylist.snapshot_pages_per_second += 1
+        }),
+        ("denylist.snapshot_fleet_pages_per_second", |c| {
+            c.denylist.snapshot_fleet_pages_per_second += 1
+        }),
+        ("denylist.snapshot_jitter_max", |c| {
+            c.denylist.snapshot_jitter_max += Duration::from_secs(1)
+        }),
         ("api.max_key_bytes", |c| c.api.max_key_bytes += 1),
         ("api.max_limits", |c| c.api.max_limits += 1),
         ("api.max_limit", |c| c.api.max_limit += 1),

@@ -122,16 +122,16 @@
   function start() {
     generation++;
     history.length = 0;
-    entries.forEach((item) => item.row.remove());
-    entries.clear();
-    completeSeq = null;
+    panels.forEach((panel) => panel.reset());
     $('signin').hidden = true;
     $('app').hidden = false;
     $('signout').hidden = false;
     every(RULES_EVERY_MS, pollRules);
     every(STATUS_EVERY_MS, pollStatus);
-    every(LIST_EVERY_MS, pollList);
-    every(1000, tick);
+    panels.forEach((panel) => {
+      every(LIST_EVERY_MS, panel.pollList);
+      every(1000, panel.tick);
+    });
   }
 
   // === Health ===
@@ -438,196 +438,227 @@
       : errorOf(r));
   }
 
-  // === Allowlist ===
+  // === Allowlist and denylist: one panel each, the same code ===
 
-  const entries = new Map();   // cidr -> {entry, row}
-  let clockOffset = 0;         // Redis time minus this browser's clock, ms
-  let completeSeq = null;      // the seq of the last complete listing
-  let pendingRemove = null;    // the CIDR whose removal awaits confirmation
-  let matched = null;          // the CIDR the last address check found
+  /// A list's panel: its element ids start with `p` ('' for the allowlist,
+  /// 'deny-' for the denylist), its API is `/v1/<noun>`.
+  function listPanel(p, noun) {
+    const id = (name) => p + name;
+    const base = '/v1/' + noun;
 
-  async function pollList() {
-    const first = await api('GET', '/v1/allowlist?count=1000');
-    if (!first.ok) throw new Answered(errorOf(first));
-    clockOffset = first.data.now - Date.now();
-    // A list of several pages is read again only when seq moved.
-    if (first.data.cursor !== null && first.data.seq === completeSeq) return;
-    const all = first.data.entries.slice();
-    let cursor = first.data.cursor;
-    let pages = 1;
-    while (cursor !== null && pages < MAX_PAGES) {
-      const r = await api('GET', '/v1/allowlist?count=1000&cursor=' + encodeURIComponent(cursor));
-      if (!r.ok) throw new Answered(errorOf(r));
-      all.push(...r.data.entries);
-      cursor = r.data.cursor;
-      pages++;
-    }
-    completeSeq = first.data.seq;
-    reconcile(all);
-    const count = cursor !== null
-      ? 'the first ' + all.length + ' live entries (more exist; "Does an address match?" searches them all)'
-      : all.length + (all.length === 1 ? ' live entry' : ' live entries');
-    setText('entries-summary', count + ' · epoch ' + (first.data.epoch || '(none yet)') + ' · seq ' + first.data.seq);
-  }
+    const entries = new Map();   // cidr -> {entry, row}
+    let clockOffset = 0;         // Redis time minus this browser's clock, ms
+    let completeSeq = null;      // the seq of the last complete listing
+    let pendingRemove = null;    // the CIDR whose removal awaits confirmation
+    let matched = null;          // the CIDR the last address check found
 
-  /// Update the table in place: rows are kept per CIDR, so a pending
-  /// confirmation or a focused button survives each poll.
-  function reconcile(list) {
-    const seen = new Set();
-    let added = false;
-    list.forEach((e) => {
-      seen.add(e.cidr);
-      let item = entries.get(e.cidr);
-      if (!item) {
-        item = { row: makeRow(e.cidr) };
-        entries.set(e.cidr, item);
-        added = true;
+    async function pollList() {
+      const first = await api('GET', base + '?count=1000');
+      if (!first.ok) throw new Answered(errorOf(first));
+      clockOffset = first.data.now - Date.now();
+      // A list of several pages is read again only when seq moved.
+      if (first.data.cursor !== null && first.data.seq === completeSeq) return;
+      const all = first.data.entries.slice();
+      let cursor = first.data.cursor;
+      let pages = 1;
+      while (cursor !== null && pages < MAX_PAGES) {
+        const r = await api('GET', base + '?count=1000&cursor=' + encodeURIComponent(cursor));
+        if (!r.ok) throw new Answered(errorOf(r));
+        all.push(...r.data.entries);
+        cursor = r.data.cursor;
+        pages++;
       }
-      item.entry = e;
-      fillRow(item);
-    });
-    entries.forEach((item, cidr) => {
-      if (!seen.has(cidr)) {
-        item.row.remove();
-        entries.delete(cidr);
-        if (pendingRemove === cidr) pendingRemove = null;
+      completeSeq = first.data.seq;
+      reconcile(all);
+      const count = cursor !== null
+        ? 'the first ' + all.length + ' live entries (more exist; "Does an address match?" searches them all)'
+        : all.length + (all.length === 1 ? ' live entry' : ' live entries');
+      setText(id('entries-summary'), count + ' · epoch ' + (first.data.epoch || '(none yet)') + ' · seq ' + first.data.seq);
+    }
+
+    /// Update the table in place: rows are kept per CIDR, so a pending
+    /// confirmation or a focused button survives each poll.
+    function reconcile(list) {
+      const seen = new Set();
+      let added = false;
+      list.forEach((e) => {
+        seen.add(e.cidr);
+        let item = entries.get(e.cidr);
+        if (!item) {
+          item = { row: makeRow(e.cidr) };
+          entries.set(e.cidr, item);
+          added = true;
+        }
+        item.entry = e;
+        fillRow(item);
+      });
+      entries.forEach((item, cidr) => {
+        if (!seen.has(cidr)) {
+          item.row.remove();
+          entries.delete(cidr);
+          if (pendingRemove === cidr) pendingRemove = null;
+        }
+      });
+      if (added) {
+        const body = $(id('entries-body'));
+        [...entries.values()]
+          .sort((a, b) => b.entry.created_at - a.entry.created_at || (a.entry.cidr < b.entry.cidr ? -1 : 1))
+          .forEach((item) => body.appendChild(item.row));
       }
-    });
-    if (added) {
-      const body = $('entries-body');
-      [...entries.values()]
-        .sort((a, b) => b.entry.created_at - a.entry.created_at || (a.entry.cidr < b.entry.cidr ? -1 : 1))
-        .forEach((item) => body.appendChild(item.row));
     }
-  }
 
-  function makeRow(cidr) {
-    const tr = document.createElement('tr');
-    tr.dataset.cidr = cidr;
-    ['cidr', 'note', 'actor', 'created', 'remaining', 'actions'].forEach((c) => {
-      const td = document.createElement('td');
-      td.className = c;
-      tr.appendChild(td);
-    });
-    return tr;
-  }
-
-  function fillRow(item) {
-    const e = item.entry, tr = item.row;
-    tr.querySelector('.cidr').textContent = e.cidr;
-    tr.querySelector('.note').textContent = e.note;
-    tr.querySelector('.actor').textContent = e.actor;
-    tr.querySelector('.created').textContent = when(e.created_at);
-    tr.classList.toggle('match', matched === e.cidr);
-    renderRemaining(item);
-    renderActions(item);
-  }
-
-  function renderRemaining(item) {
-    const td = item.row.querySelector('.remaining');
-    if (item.entry.expires_at === null) {
-      td.textContent = 'never expires';
-      td.dataset.remainingMs = '';
-      return;
+    function makeRow(cidr) {
+      const tr = document.createElement('tr');
+      tr.dataset.cidr = cidr;
+      ['cidr', 'note', 'actor', 'created', 'remaining', 'actions'].forEach((c) => {
+        const td = document.createElement('td');
+        td.className = c;
+        tr.appendChild(td);
+      });
+      return tr;
     }
-    const left = Math.max(0, item.entry.expires_at - (Date.now() + clockOffset));
-    td.dataset.remainingMs = String(left);
-    td.textContent = left > 0 ? duration(left) : 'expired';
-  }
 
-  function renderActions(item) {
-    const td = item.row.querySelector('.actions');
-    const cidr = item.entry.cidr;
-    const want = pendingRemove === cidr ? 'confirm' : 'idle';
-    if (td.dataset.state === want) return;
-    td.dataset.state = want;
-    while (td.firstChild) td.firstChild.remove();
-    if (want === 'idle') {
-      td.appendChild(button('Remove', 'remove', () => { pendingRemove = cidr; refreshActions(); }));
-    } else {
-      const q = document.createElement('span');
-      q.className = 'confirm-question';
-      q.textContent = 'Remove ' + cidr + '? ';
-      td.appendChild(q);
-      td.appendChild(button('Yes, remove', 'confirm-remove danger', () => removeEntry(cidr)));
-      td.appendChild(button('Cancel', 'cancel-remove', () => { pendingRemove = null; refreshActions(); }));
+    function fillRow(item) {
+      const e = item.entry, tr = item.row;
+      tr.querySelector('.cidr').textContent = e.cidr;
+      tr.querySelector('.note').textContent = e.note;
+      tr.querySelector('.actor').textContent = e.actor;
+      tr.querySelector('.created').textContent = when(e.created_at);
+      tr.classList.toggle('match', matched === e.cidr);
+      renderRemaining(item);
+      renderActions(item);
     }
-  }
 
-  function refreshActions() {
-    entries.forEach((item) => renderActions(item));
-  }
-
-  function button(text, cls, onClick) {
-    const b = document.createElement('button');
-    b.type = 'button';
-    b.className = cls;
-    b.textContent = text;
-    b.addEventListener('click', onClick);
-    return b;
-  }
-
-  async function removeEntry(cidr) {
-    const r = await api('DELETE', '/v1/allowlist/' + encodeURIComponent(cidr));
-    pendingRemove = null;
-    if (r.ok || r.status === 404) {
-      const item = entries.get(cidr);
-      if (item) { item.row.remove(); entries.delete(cidr); }
-      setText('add-message', r.ok ? 'Removed ' + cidr + ' (seq ' + r.data.seq + ').' : errorOf(r));
-    } else {
-      setText('add-message', 'Not removed: ' + errorOf(r));
+    function renderRemaining(item) {
+      const td = item.row.querySelector('.remaining');
+      if (item.entry.expires_at === null) {
+        td.textContent = 'never expires';
+        td.dataset.remainingMs = '';
+        return;
+      }
+      const left = Math.max(0, item.entry.expires_at - (Date.now() + clockOffset));
+      td.dataset.remainingMs = String(left);
+      td.textContent = left > 0 ? duration(left) : 'expired';
     }
-    refreshActions();
-  }
 
-  async function addEntry() {
-    ['cidr', 'ttl', 'note'].forEach((f) => {
-      setText('add-' + f + '-error', '');
-      $('add-' + f).removeAttribute('aria-invalid');
-    });
-    setText('add-message', '');
-    const body = { cidr: $('add-cidr').value.trim() };
-    const ttl = $('add-ttl').value.trim();
-    const note = $('add-note').value;
-    if (ttl) body.ttl = ttl;
-    if (note) body.note = note;
-    const r = await api('POST', '/v1/allowlist', body);
-    if (r.ok) {
-      ['cidr', 'ttl', 'note'].forEach((f) => { $('add-' + f).value = ''; });
-      setText('add-message', 'Added ' + r.data.cidr + ' (seq ' + r.data.seq + ').');
-      await pollList();
-      return;
+    function renderActions(item) {
+      const td = item.row.querySelector('.actions');
+      const cidr = item.entry.cidr;
+      const want = pendingRemove === cidr ? 'confirm' : 'idle';
+      if (td.dataset.state === want) return;
+      td.dataset.state = want;
+      while (td.firstChild) td.firstChild.remove();
+      if (want === 'idle') {
+        td.appendChild(button('Remove', 'remove', () => { pendingRemove = cidr; refreshActions(); }));
+      } else {
+        const q = document.createElement('span');
+        q.className = 'confirm-question';
+        q.textContent = 'Remove ' + cidr + '? ';
+        td.appendChild(q);
+        td.appendChild(button('Yes, remove', 'confirm-remove danger', () => removeEntry(cidr)));
+        td.appendChild(button('Cancel', 'cancel-remove', () => { pendingRemove = null; refreshActions(); }));
+      }
     }
-    // The API names the field it refuses; show its message next to it.
-    const field = r.data && r.data.field;
-    if (field === 'cidr' || field === 'ttl' || field === 'note') {
-      setText('add-' + field + '-error', r.data.error);
-      $('add-' + field).setAttribute('aria-invalid', 'true');
-    } else {
-      setText('add-message', errorOf(r));
-    }
-  }
 
-  async function checkAddress() {
-    const ip = $('check-ip').value.trim();
-    const r = await api('GET', '/v1/allowlist/check?ip=' + encodeURIComponent(ip));
-    const out = $('check-result');
-    if (r.ok) {
-      matched = r.data.cidr;
-      const exp = r.data.expires_at === null ? 'never expires' : 'expires in ' + duration(r.data.remaining_ms);
-      out.textContent = r.data.ip + ' matches ' + r.data.cidr + ' (' + exp + ', note: ' + JSON.stringify(r.data.note) + ', by ' + r.data.actor + ')';
-      out.className = 'note state-ok';
-    } else {
+    function refreshActions() {
+      entries.forEach((item) => renderActions(item));
+    }
+
+    function button(text, cls, onClick) {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.className = cls;
+      b.textContent = text;
+      b.addEventListener('click', onClick);
+      return b;
+    }
+
+    async function removeEntry(cidr) {
+      const r = await api('DELETE', base + '/' + encodeURIComponent(cidr));
+      pendingRemove = null;
+      if (r.ok || r.status === 404) {
+        const item = entries.get(cidr);
+        if (item) { item.row.remove(); entries.delete(cidr); }
+        setText(id('add-message'), r.ok ? 'Removed ' + cidr + ' (seq ' + r.data.seq + ').' : errorOf(r));
+      } else {
+        setText(id('add-message'), 'Not removed: ' + errorOf(r));
+      }
+      refreshActions();
+    }
+
+    async function addEntry() {
+      ['cidr', 'ttl', 'note'].forEach((f) => {
+        setText(id('add-') + f + '-error', '');
+        $(id('add-' + f)).removeAttribute('aria-invalid');
+      });
+      setText(id('add-message'), '');
+      const body = { cidr: $(id('add-cidr')).value.trim() };
+      const ttl = $(id('add-ttl')).value.trim();
+      const note = $(id('add-note')).value;
+      if (ttl) body.ttl = ttl;
+      if (note) body.note = note;
+      const r = await api('POST', base + '', body);
+      if (r.ok) {
+        ['cidr', 'ttl', 'note'].forEach((f) => { $(id('add-' + f)).value = ''; });
+        setText(id('add-message'), 'Added ' + r.data.cidr + ' (seq ' + r.data.seq + ').');
+        await pollList();
+        return;
+      }
+      // The API names the field it refuses; show its message next to it.
+      const field = r.data && r.data.field;
+      if (field === 'cidr' || field === 'ttl' || field === 'note') {
+        setText(id('add-') + field + '-error', r.data.error);
+        $(id('add-' + field)).setAttribute('aria-invalid', 'true');
+      } else {
+        setText(id('add-message'), errorOf(r));
+      }
+    }
+
+    async function checkAddress() {
+      const ip = $(id('check-ip')).value.trim();
+      const r = await api('GET', base + '/check?ip=' + encodeURIComponent(ip));
+      const out = $(id('check-result'));
+      if (r.ok) {
+        matched = r.data.cidr;
+        const exp = r.data.expires_at === null ? 'never expires' : 'expires in ' + duration(r.data.remaining_ms);
+        out.textContent = r.data.ip + ' matches ' + r.data.cidr + ' (' + exp + ', note: ' + JSON.stringify(r.data.note) + ', by ' + r.data.actor + ')';
+        out.className = 'note state-ok';
+      } else {
+        matched = null;
+        out.textContent = errorOf(r);
+        out.className = r.status === 404 ? 'note' : 'note error';
+      }
+      entries.forEach((item) => item.row.classList.toggle('match', matched === item.entry.cidr));
+    }
+
+    function tick() {
+      entries.forEach((item) => renderRemaining(item));
+    }
+
+    function clearCheck() {
+      $(id('check-ip')).value = '';
+      setText(id('check-result'), '');
       matched = null;
-      out.textContent = errorOf(r);
-      out.className = r.status === 404 ? 'note' : 'note error';
+      entries.forEach((item) => item.row.classList.remove('match'));
     }
-    entries.forEach((item) => item.row.classList.toggle('match', matched === item.entry.cidr));
+
+    /// Forget the rows (a new sign-in).
+    function reset() {
+      entries.forEach((item) => item.row.remove());
+      entries.clear();
+      completeSeq = null;
+    }
+
+    function wire() {
+      onSubmit(id('add-form'), addEntry);
+      onSubmit(id('check-form'), checkAddress);
+      $(id('check-clear')).addEventListener('click', clearCheck);
+    }
+
+    return { pollList, tick, reset, wire };
   }
 
-  function tick() {
-    entries.forEach((item) => renderRemaining(item));
-  }
+  const panels = [listPanel('', 'allowlist'), listPanel('deny-', 'denylist')];
 
   // === Formatting ===
 
@@ -673,14 +704,7 @@
     $('signout').addEventListener('click', () => signOut(''));
     onSubmit('counters', showCounters);
     $('counter-reset').addEventListener('click', () => { resetCounters().catch(() => {}); });
-    onSubmit('add-form', addEntry);
-    onSubmit('check-form', checkAddress);
-    $('check-clear').addEventListener('click', () => {
-      $('check-ip').value = '';
-      setText('check-result', '');
-      matched = null;
-      entries.forEach((item) => item.row.classList.remove('match'));
-    });
+    panels.forEach((panel) => panel.wire());
     if (token()) {
       start();
     } else {
