@@ -66,6 +66,10 @@ impl App {
         crate::allowlist::status::register(&allowlist, metrics.registry_mut());
         let denylist = Arc::new(Allowlist::of(&config, ListKind::Deny));
         crate::allowlist::status::register(&denylist, metrics.registry_mut());
+        crate::allowlist::status::register_apply_lag(
+            &[&allowlist, &denylist],
+            metrics.registry_mut(),
+        );
         let denied_requests = prometheus_client::metrics::counter::Counter::default();
         metrics.registry_mut().register(
             "denied_requests",

@@ -562,6 +562,8 @@ impl Follower<'_> {
                     if applied == Applied::Applied {
                         let ms = id_ms(&entry.id);
                         self.list.details().update(|m| note_event(m, &ev, ms));
+                        // The table's clock follows Redis's (synced at each snapshot).
+                        status.applied_late(self.table.clock.now_ms().saturating_sub(ms));
                     }
                     applied
                 }

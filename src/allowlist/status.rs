@@ -83,6 +83,10 @@ pub struct Status {
     pub resyncs: Family<ReasonLabels, Counter>,
     /// Time to apply one batch of events or one snapshot.
     pub apply_seconds: Histogram,
+    /// `tollgate_list_apply_lag_seconds{list}`: how late this node applied
+    /// each event (now minus its stream id's time); one family for every
+    /// list, so `App::new` hands each list its labelled histogram.
+    apply_lag: std::sync::OnceLock<Histogram>,
     /// Snapshot pages after which the node stepped back because Redis was slow.
     pub snapshot_backoffs: Counter,
     /// Times this node found the fleet's snapshot budget spent and waited.
@@ -106,6 +110,7 @@ impl Default for Status {
             apply_seconds: Histogram::new([
                 0.00001, 0.0001, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             ]),
+            apply_lag: std::sync::OnceLock::new(),
             snapshot_backoffs: Counter::default(),
             snapshot_budget_waits: Counter::default(),
             fleet_restores: Counter::default(),
@@ -115,6 +120,19 @@ impl Default for Status {
 }
 
 impl Status {
+    /// The histogram this list's apply lag goes to (set once, by `App::new`).
+    pub fn set_apply_lag(&self, h: Histogram) {
+        let _ = self.apply_lag.set(h);
+    }
+
+    /// An event applied `lag_ms` after Redis stamped it (its stream id),
+    /// measured on the table's clock, which follows Redis's time.
+    pub(crate) fn applied_late(&self, lag_ms: u64) {
+        if let Some(h) = self.apply_lag.get() {
+            h.observe(lag_ms as f64 / 1000.0);
+        }
+    }
+
     pub(crate) fn contact(&self) {
         *self.contact.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
@@ -242,6 +260,37 @@ pub fn birth_json(list: &Allowlist) -> serde_json::Value {
             "node": o.node, "epoch": o.epoch, "seq": o.seq,
         })),
     })
+}
+
+/// Labels of `tollgate_list_apply_lag_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ListLabels {
+    pub list: &'static str,
+}
+
+/// `tollgate_list_apply_lag_seconds{list}`: one family for every list (a
+/// benchmark reads propagation from it on every node; operators alert on it).
+pub fn register_apply_lag(lists: &[&Arc<Allowlist>], registry: &mut Registry) {
+    // 0.5 ms .. 10 s: a followed event lands in milliseconds; a node that
+    // was away replays seconds-old ones.
+    let family = Family::<ListLabels, Histogram, _>::new_with_constructor(|| {
+        Histogram::new([
+            0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 10.0,
+        ])
+    });
+    for list in lists {
+        let h = family
+            .get_or_create(&ListLabels {
+                list: list.kind().tag(),
+            })
+            .clone();
+        list.status().set_apply_lag(h);
+    }
+    registry.register(
+        "list_apply_lag_seconds",
+        "How late this node applied each list event it followed: its time (Redis's clock, as the node tracks it) minus the time Redis stamped the event (its stream id)",
+        family,
+    );
 }
 
 /// Registers a list's metrics (`tollgate_allowlist_*`, `tollgate_denylist_*`);

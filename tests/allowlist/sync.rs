@@ -183,3 +183,44 @@ async fn a_new_epoch_or_a_gap_in_seq_makes_every_node_load_a_fresh_snapshot() {
     eventually(Duration::from_secs(3), synced(4)).await;
     assert!(all_answer(&s, "192.0.2.3", 200).await);
 }
+
+/// Every node reports how late it applied each followed event, per list
+/// (`tollgate_list_apply_lag_seconds{list}`): the figure a propagation
+/// benchmark reads from each node. Counts only: the values are times.
+#[tokio::test]
+async fn every_node_counts_how_late_it_applied_each_event_per_list() {
+    let (_prefix, s) = servers(2, "1s").await;
+    let count = |text: &str, list: &str| {
+        metric(
+            text,
+            "tollgate_list_apply_lag_seconds_count",
+            &[("list", list)],
+        )
+    };
+    for i in 1..=3 {
+        let (status, body) = add(
+            &s[0],
+            json!({"cidr": format!("203.0.113.{i}"), "ttl": "1h"}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    // Each node followed the three events from the stream (the writer too).
+    for node in &s {
+        eventually(Duration::from_secs(10), || async {
+            count(&scrape(node).await, "allow") == 3.0
+        })
+        .await;
+        let text = scrape(node).await;
+        assert_eq!(count(&text, "deny"), 0.0, "no denylist event was written");
+        // A followed event is applied within the histogram's range.
+        assert_eq!(
+            metric(
+                &text,
+                "tollgate_list_apply_lag_seconds_bucket",
+                &[("list", "allow"), ("le", "+Inf")]
+            ),
+            3.0
+        );
+    }
+}
