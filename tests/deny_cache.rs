@@ -45,7 +45,7 @@ async fn reset(s: &TestServer, ip: &str) {
     assert_eq!(r.status(), 200);
 }
 
-fn evalsha_calls(redis: &RedisServer) -> u64 {
+pub(crate) fn evalsha_calls(redis: &RedisServer) -> u64 {
     let stats: String = redis::cmd("INFO")
         .arg("commandstats")
         .query(&mut redis.conn())
