@@ -8,10 +8,15 @@
 //! one microsecond) and several periods. Answers must be equal (allowed,
 //! retry_after, remaining, reset), except that fixed_window's times may be a
 //! few ms short (Redis's clock running on inside the call's MULTI).
+//!
+//! The lease script (`lua/lease_fixed_window.lua`) against its twin
+//! (`LocalStore::lease_at`): random slices (divisor, cap) between plain
+//! charges, in one window (fixed_window's end is Redis's real PTTL), until
+//! the limits are spent: the same grants and counts.
 
 use crate::script_clock::{call_persisted, redis_now_us, Rng};
 use crate::support::{shared_redis, unique_prefix};
-use tollgate::limiter::{Algorithm, Call, LocalStore, Outcome};
+use tollgate::limiter::{Algorithm, Call, Grant, LocalStore, Outcome};
 use tollgate::rate::Rate;
 
 const STEPS: usize = 150;
@@ -130,4 +135,106 @@ fn every_script_agrees_with_its_twin_on_random_sequences() {
             );
         }
     }
+}
+
+/// One lease script call as tollgate makes it (`RedisStore::lease`).
+fn lua_lease(
+    conn: &mut redis::Connection,
+    base: &str,
+    limits: &[Rate],
+    divisor: u64,
+    cap: u64,
+) -> Grant {
+    let keys: Vec<String> = limits
+        .iter()
+        .map(|r| format!("{base}:{}", r.period_ms))
+        .collect();
+    let mut eval = redis::cmd("EVAL");
+    eval.arg(tollgate::limiter::lease_source())
+        .arg(keys.len())
+        .arg(&keys)
+        .arg(1);
+    for r in limits {
+        eval.arg(r.limit).arg(r.period_ms);
+    }
+    eval.arg(divisor).arg(cap);
+    let reply: Vec<i64> = eval.query(conn).unwrap();
+    Grant::from_reply(&reply, limits).unwrap()
+}
+
+#[test]
+fn the_lease_script_agrees_with_its_twin_until_the_window_is_spent() {
+    let mut conn = shared_redis().conn();
+    let cases: [&[&str]; 3] = [&["200/1h"], &["60/10m", "150/1h"], &["7/1h"]];
+    for specs in cases {
+        let limits = rates(specs);
+        for seed in [1, 2, 3] {
+            let base = format!("{}:{{d}}", unique_prefix("diff-lease"));
+            let store = LocalStore::new(usize::MAX, Default::default());
+            let mut rng = Rng::new(seed);
+            let at = redis_now_us(&mut conn);
+            let (mut granted, mut denied) = (0, 0);
+            for step in 0..STEPS {
+                let what = format!("{specs:?} seed {seed} step {step}");
+                if rng.below(3) == 0 {
+                    // A plain charge between the slices.
+                    let cost = 1 + rng.below(3);
+                    let lua = crate::script_clock::call(
+                        &mut conn,
+                        Algorithm::FixedWindow,
+                        &base,
+                        &limits,
+                        cost,
+                        None,
+                        None,
+                    );
+                    let local = twin(&store, Algorithm::FixedWindow, &limits, cost, None, at);
+                    assert!(
+                        same_within_a_window(&lua, &local),
+                        "{what} cost {cost}: Lua {lua:?}, twin {local:?}"
+                    );
+                    continue;
+                }
+                let divisor = 1 + rng.below(8);
+                let cap = [0, 1, 5, 40][rng.below(4) as usize];
+                let lua = lua_lease(&mut conn, &base, &limits, divisor, cap);
+                let call = Call {
+                    algorithm: Algorithm::FixedWindow,
+                    base: "k",
+                    limits: &limits,
+                    cost: 1,
+                    burst: None,
+                    charge: true,
+                };
+                let local = store.lease_at(call, divisor, cap, at);
+                let what =
+                    format!("{what} divisor {divisor} cap {cap}: Lua {lua:?}, twin {local:?}");
+                assert_eq!(lua.granted, local.granted, "{what}");
+                assert!(same_within_a_window(&lua.outcome, &local.outcome), "{what}");
+                if cap > 0 {
+                    assert!(lua.granted <= cap, "{what}");
+                }
+                granted += lua.granted;
+                denied += usize::from(lua.granted == 0);
+            }
+            // Not vacuous: slices were handed out and the window ran dry.
+            assert!(
+                granted > 0 && denied > 0,
+                "{specs:?} seed {seed}: {granted} granted, {denied} denied"
+            );
+        }
+    }
+}
+
+/// Equal counts; times (Redis's real PTTL against the twin's fixed clock)
+/// within the time the sequence took, far below the hour-long windows.
+fn same_within_a_window(lua: &Outcome, local: &Outcome) -> bool {
+    let near = |a: u64, b: u64| a <= b && b - a <= 60_000;
+    lua.allowed == local.allowed
+        && near(lua.retry_after_ms, local.retry_after_ms)
+        && lua
+            .limits
+            .iter()
+            .zip(&local.limits)
+            .all(|(l, t)| l.remaining == t.remaining && near(l.reset_ms, t.reset_ms))
 }
