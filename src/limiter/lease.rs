@@ -141,6 +141,12 @@ impl Leases {
         }
     }
 
+    /// Drop what is held for `base`: its counters were reset, so units taken
+    /// from the old ones would otherwise be admitted on top of a fresh window.
+    pub fn forget(&self, base: &str) {
+        self.keys.remove(base);
+    }
+
     /// Units held now for `base` (tests and the admin view).
     pub fn held_units(&self, base: &str) -> u64 {
         self.keys.get(base).map_or(0, |h| {
