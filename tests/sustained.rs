@@ -207,7 +207,7 @@ fn assert_near_capacity(what: &str, admitted: usize, limit: u64, period_ms: u64)
 
 /// Most answers whose bracket lies inside any [sent_i, received_j]; `bound`
 /// says how many that span may hold.
-fn assert_spans(what: &str, admitted: &[Answer], bound: impl Fn(u64) -> u64) {
+pub(crate) fn assert_spans(what: &str, admitted: &[Answer], bound: impl Fn(u64) -> u64) {
     let mut by_sent: Vec<&Answer> = admitted.iter().collect();
     by_sent.sort_by_key(|a| a.sent_us);
     for (i, first) in by_sent.iter().enumerate() {

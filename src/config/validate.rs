@@ -635,8 +635,8 @@ fn validate_burst(
     None
 }
 
-/// `lease`: slices of a hot key's quota, for fixed_window rules that every
-/// request charges (see `limiter/lease.rs` for why the others decline).
+/// `lease`: slices of a hot key's quota, for fixed_window and one-limit gcra
+/// rules that every request charges (see `limiter/lease.rs`).
 fn validate_lease(
     c: &mut Collector<'_>,
     i: usize,
@@ -657,9 +657,8 @@ fn validate_lease(
              handed out now would be counted at the moment it was taken, not when it is spent, \
              and no window end bounds how long a slice may be held; use fixed_window",
         ),
-        Some(Algorithm::Gcra) => Some(
-            "gcra takes no lease (yet): a reserved emission spent later than it was taken \
-             would move admissions past the bucket's bound; use fixed_window",
+        Some(Algorithm::Gcra) if r.limits.len() != 1 => Some(
+            "a gcra lease needs exactly one limit (a slice is a run of one bucket's emissions)",
         ),
         _ if count == Some(Count::Reported) => Some(
             "a rule with count = \"reported\" is charged by reports, not by its requests: \
@@ -1034,7 +1033,7 @@ override_max = "100/s"
     }
 
     #[test]
-    fn lease_is_for_fixed_window_rules_charged_by_requests() {
+    fn lease_is_for_fixed_window_and_one_limit_gcra_rules_charged_by_requests() {
         let rule = |alg: &str, extra: &str, lease: &str| {
             format!("[[rule]]\nname = \"r\"\nlimits = [\"2000/s\"]\nalgorithm = \"{alg}\"\n{extra}lease = {lease}\n")
         };
@@ -1055,7 +1054,6 @@ override_max = "100/s"
         for (alg, extra, lease, says) in [
             ("sliding_log", "", "\"auto\"", "their windows slide"),
             ("sliding_window", "", "50", "their windows slide"),
-            ("gcra", "", "\"auto\"", "gcra takes no lease"),
             (
                 "fixed_window",
                 "count = \"reported\"\n",
@@ -1078,6 +1076,14 @@ override_max = "100/s"
                 "{alg} {lease}: {found:#?}"
             );
         }
+        let two = rule("gcra", "", "\"auto\"").replace("[\"2000/s\"]", "[\"2000/s\", \"5000/m\"]");
+        let found = issues(&two);
+        assert!(
+            found.len() == 1
+                && found[0].starts_with("rule[0].lease@")
+                && found[0].contains("exactly one limit"),
+            "{found:#?}"
+        );
     }
 
     #[test]

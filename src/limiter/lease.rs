@@ -1,26 +1,36 @@
-//! Quota leases (`lease = "auto"` or a size on a fixed_window rule): a replica
-//! that decides one key often takes a slice of the key's remaining quota from
-//! the store in one call (`lua/lease_fixed_window.lua`) and answers from it
-//! in memory until it is spent or the window ends. The anchor is Google's
-//! Doorman: capacity handed out in advance, never admitted past the limit.
+//! Quota leases (`lease = "auto"` or a size on a fixed_window rule, or a gcra
+//! rule with one limit): a replica that decides one key often takes a slice
+//! of the key's remaining quota from the store in one call
+//! (`lua/lease_<algorithm>.lua`) and answers from it in memory until it is
+//! spent or past. The anchor is Google's Doorman: capacity handed out in
+//! advance, never admitted past the limit.
 //!
-//! Why it stays exact: a slice is charged to the window's counters in Redis
-//! before any of it is handed out, so the units admitted in a window are at
-//! most the units counted in it, and the script never counts past the limit.
-//! A slice expires at the window's end as measured from *before* the call was
-//! sent (never later than Redis's own end), and unspent units are not given
-//! back: they are lost with their window (under-admission, at most the units
-//! out on leases when the window ends).
+//! Why it stays exact: a slice is charged in Redis (the window's counters,
+//! or gcra's TAT) before any of it is handed out, so every admitted unit was
+//! counted there first, and the scripts never count past the limit.
+//! - fixed_window: a slice expires at the window's end as measured from
+//!   *before* the call was sent (never later than Redis's own end), so each
+//!   unit is admitted inside the window that counted it.
+//! - gcra: a slice is a run of the bucket's next emissions, emission k
+//!   starting at `first + k × interval`; a unit is admitted only while its
+//!   emission starts at or after now (`first` measured from before the call
+//!   was sent), so, as in plain gcra, every admitted unit has its own
+//!   interval of the timeline, starting no earlier than its admission and
+//!   ending within `tau` of it: `burst + t × rate` in any interval `t` holds.
+//! Unspent units are never given back: they are lost with their window (or
+//! their emission time): under-admission, at most the units out on leases.
 //!
 //! Sizing: a slice is at most `room / (2 × replicas seen)` (the fleet
-//! registry's live count) and at most the fixed size, at least 1: it shrinks
-//! as the window fills, so the last units are decided one by one in Redis.
+//! registry's live count), at most the fixed size, at least 1: it shrinks as
+//! the quota runs out, so the last units are decided one by one in Redis.
 //!
 //! Only hot keys lease: a key of a lease rule that this replica decided at
 //! least `HOT` times in the current or the previous second. Below that every
 //! decision is one script call, as without a lease (a per-address login
 //! limit never strands a unit). At most `MAX_KEYS` keys are tracked; past
-//! that, new keys are decided without a lease.
+//! that, new keys are decided without a lease. A request's several rules
+//! (`check_all` with more than one) never use leases: they are charged
+//! together in one script, as before.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,22 +78,31 @@ impl fmt::Display for LeaseSize {
 }
 
 /// What the store handed out: `granted` units (0: denied), and the outcome
-/// of the asking request with the whole slice counted as spent.
+/// of the asking request with the whole slice counted as spent. gcra: the
+/// run of emissions starts `ahead_us` after the script's time (rounded down).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Grant {
     pub granted: u64,
     pub outcome: Outcome,
+    pub ahead_us: u64,
 }
 
 impl Grant {
-    /// From the script's reply `{granted, retry_after_ms, remaining_1, reset_ms_1, ...}`.
+    /// From the script's reply `{granted, retry_after_ms, remaining_1,
+    /// reset_ms_1, ...}`, then `ahead_us` for gcra.
     pub fn from_reply(reply: &[i64], limits: &[Rate]) -> Option<Grant> {
         let granted = *reply.first()?;
         let mut flat = reply.to_vec();
         flat[0] = i64::from(granted > 0);
+        let ahead_us = match flat.len() - 2 * limits.len() {
+            2 => 0,
+            3 => flat.pop()?.max(0) as u64,
+            _ => return None,
+        };
         Some(Grant {
             granted: granted.max(0) as u64,
             outcome: Outcome::from_reply(&flat, limits)?,
+            ahead_us,
         })
     }
 }
@@ -130,7 +149,7 @@ impl Leases {
         let now = Instant::now();
         let mut state = held.state.lock().unwrap_or_else(|e| e.into_inner());
         state.seen(now);
-        if let Some(outcome) = state.spend(now, call.limits) {
+        if let Some(outcome) = state.spend(now, call) {
             return Ask::Spent(outcome);
         }
         if state.hot() {
@@ -151,11 +170,7 @@ impl Leases {
     pub fn held_units(&self, base: &str) -> u64 {
         self.keys.get(base).map_or(0, |h| {
             let s = h.state.lock().unwrap_or_else(|e| e.into_inner());
-            if Instant::now() < s.expires {
-                s.units
-            } else {
-                0
-            }
+            s.slice.units(Instant::now())
         })
     }
 
@@ -187,8 +202,7 @@ impl Leases {
         let now = Instant::now();
         self.keys.retain(|_, h| {
             let s = h.state.lock().unwrap_or_else(|e| e.into_inner());
-            now.duration_since(s.second) < Duration::from_secs(2)
-                || (s.units > 0 && now < s.expires)
+            now.duration_since(s.second) < Duration::from_secs(2) || s.slice.units(now) > 0
         });
     }
 }
@@ -224,11 +238,10 @@ struct Last {
 }
 
 struct State {
-    /// The limits the held units were taken for (a reload may change them).
+    /// The limits and burst the held units were taken for (a reload may change them).
     limits: Vec<Rate>,
-    units: u64,
-    /// The window's end as seen from before the take was sent.
-    expires: Instant,
+    burst: Option<u64>,
+    slice: Slice,
     /// Redis's answer to the take (remaining with the slice spent, reset).
     states: Vec<LimitState>,
     taken_at: Instant,
@@ -238,13 +251,75 @@ struct State {
     last_second: u32,
 }
 
+/// What is held, by algorithm.
+#[derive(Clone, Copy, Debug)]
+enum Slice {
+    /// fixed_window: `units` of the window ending at `expires` (measured
+    /// from before the take was sent: never later than Redis's end).
+    Window { units: u64, expires: Instant },
+    /// gcra: emissions `next..granted` of a run whose emission k starts at
+    /// `first + floor(k × period_us / limit)` µs (`first` measured from
+    /// before the take was sent: never later than Redis's). Emission k is
+    /// spent only while it starts at or after now; those passed are lost.
+    Emissions {
+        first: Instant,
+        period_us: u64,
+        limit: u64,
+        next: u64,
+        granted: u64,
+    },
+}
+
+impl Slice {
+    /// Spend one unit at `now`; how many remain after it.
+    fn spend(&mut self, now: Instant) -> Option<u64> {
+        match self {
+            Slice::Window { units, expires } => {
+                if *units == 0 || now >= *expires {
+                    return None;
+                }
+                *units -= 1;
+                Some(*units)
+            }
+            Slice::Emissions {
+                first,
+                period_us,
+                limit,
+                next,
+                granted,
+            } => {
+                // The first emission starting at or after now.
+                let late_us = now
+                    .saturating_duration_since(*first)
+                    .as_nanos()
+                    .div_ceil(1000);
+                let due = (late_us * u128::from(*limit)).div_ceil(u128::from(*period_us));
+                let k = u128::from(*next).max(due);
+                if k >= u128::from(*granted) {
+                    return None;
+                }
+                *next = k as u64 + 1;
+                Some(*granted - *next)
+            }
+        }
+    }
+
+    fn units(&self, now: Instant) -> u64 {
+        let mut probe = *self;
+        probe.spend(now).map_or(0, |left| left + 1)
+    }
+}
+
 impl Default for State {
     fn default() -> Self {
         let now = Instant::now();
         State {
             limits: Vec::new(),
-            units: 0,
-            expires: now,
+            burst: None,
+            slice: Slice::Window {
+                units: 0,
+                expires: now,
+            },
             states: Vec::new(),
             taken_at: now,
             second: now,
@@ -273,14 +348,14 @@ impl State {
         self.this_second.max(self.last_second) >= HOT
     }
 
-    /// One held unit, if any is left for these limits in this window. The
-    /// outcome's remaining is Redis's at the take plus what is still held
-    /// here (other replicas' slices are not known): an estimate.
-    fn spend(&mut self, now: Instant, limits: &[Rate]) -> Option<Outcome> {
-        if self.units == 0 || now >= self.expires || self.limits != limits {
+    /// One held unit, if any is left for this call's limits. The outcome's
+    /// remaining is Redis's at the take plus what is still held here (other
+    /// replicas' slices are not known): an estimate.
+    fn spend(&mut self, now: Instant, call: &Call<'_>) -> Option<Outcome> {
+        if self.limits != call.limits || self.burst != call.burst {
             return None;
         }
-        self.units -= 1;
+        let left = self.slice.spend(now)?;
         let elapsed = now.duration_since(self.taken_at).as_millis() as u64;
         Some(Outcome {
             allowed: true,
@@ -289,7 +364,7 @@ impl State {
                 .states
                 .iter()
                 .map(|s| LimitState {
-                    remaining: s.remaining + self.units,
+                    remaining: s.remaining + left,
                     reset_ms: s.reset_ms.saturating_sub(elapsed).max(1),
                     ..s.clone()
                 })
@@ -297,12 +372,28 @@ impl State {
         })
     }
 
-    /// A new slice (the old one is spent or expired: takes happen only then).
-    fn hold(&mut self, units: u64, sent: Instant, limits: &[Rate], outcome: &Outcome) {
-        let end = outcome.limits.iter().map(|l| l.reset_ms).min().unwrap_or(0);
-        self.limits = limits.to_vec();
-        self.units = units;
-        self.expires = sent + Duration::from_millis(end);
+    /// A new slice (the old one is spent or past: takes happen only then),
+    /// of which the asking request spent the first unit.
+    fn hold(&mut self, grant: &Grant, sent: Instant, call: &Call<'_>) {
+        let outcome = &grant.outcome;
+        self.slice = match (call.algorithm, call.limits) {
+            (super::Algorithm::Gcra, [rate]) => Slice::Emissions {
+                first: sent + Duration::from_micros(grant.ahead_us),
+                period_us: rate.period_ms.max(1) * 1000,
+                limit: rate.limit.max(1),
+                next: 1,
+                granted: grant.granted,
+            },
+            _ => {
+                let end = outcome.limits.iter().map(|l| l.reset_ms).min().unwrap_or(0);
+                Slice::Window {
+                    units: grant.granted - 1,
+                    expires: sent + Duration::from_millis(end),
+                }
+            }
+        };
+        self.limits = call.limits.to_vec();
+        self.burst = call.burst;
         self.states = outcome.limits.clone();
         self.taken_at = sent;
     }
@@ -325,7 +416,7 @@ impl Held {
         let now = Instant::now();
         {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(outcome) = state.spend(now, call.limits) {
+            if let Some(outcome) = state.spend(now, &call) {
                 return Ok(outcome);
             }
         }
@@ -349,7 +440,7 @@ impl Held {
             last.denied = Some(grant.outcome.clone());
         } else {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            state.hold(grant.granted - 1, sent, call.limits, &grant.outcome);
+            state.hold(&grant, sent, &call);
         }
         Ok(grant.outcome)
     }
@@ -358,9 +449,25 @@ impl Held {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limiter::Algorithm;
 
-    fn rate() -> Vec<Rate> {
-        vec!["100/1s".parse().unwrap()]
+    fn call<'a>(algorithm: Algorithm, limits: &'a [Rate]) -> Call<'a> {
+        Call {
+            algorithm,
+            base: "b",
+            limits,
+            cost: 1,
+            burst: None,
+            charge: true,
+        }
+    }
+
+    fn grant(granted: u64, ahead_us: u64, limits: &[Rate]) -> Grant {
+        Grant {
+            granted,
+            outcome: Outcome::from_reply(&[1, 0, 40, 1000], limits).unwrap(),
+            ahead_us,
+        }
     }
 
     #[test]
@@ -381,31 +488,57 @@ mod tests {
     }
 
     #[test]
-    fn held_units_are_spent_once_and_not_past_the_window() {
-        let limits = rate();
+    fn a_window_slice_is_spent_once_and_not_past_the_window() {
+        let limits: Vec<Rate> = vec!["100/1s".parse().unwrap()];
+        let c = call(Algorithm::FixedWindow, &limits);
         let mut s = State::default();
         let sent = Instant::now();
-        let outcome = Outcome::from_reply(&[1, 0, 40, 1000], &limits).unwrap();
-        s.hold(2, sent, &limits, &outcome);
-        let first = s.spend(sent, &limits).unwrap();
+        s.hold(&grant(3, 0, &limits), sent, &c);
+        let first = s.spend(sent, &c).unwrap();
         assert_eq!(first.limits[0].remaining, 41);
-        assert!(s.spend(sent, &limits).is_some());
-        assert!(s.spend(sent, &limits).is_none(), "two units, two spends");
-        s.hold(5, sent, &limits, &outcome);
-        assert!(s
-            .spend(sent + Duration::from_millis(1000), &limits)
-            .is_none());
+        assert!(s.spend(sent, &c).is_some());
+        assert!(
+            s.spend(sent, &c).is_none(),
+            "three granted, one for the taker"
+        );
+        s.hold(&grant(6, 0, &limits), sent, &c);
+        assert!(s.spend(sent + Duration::from_millis(1000), &c).is_none());
         let other: Vec<Rate> = vec!["50/1s".parse().unwrap()];
-        assert!(s.spend(sent, &other).is_none(), "taken for other limits");
+        let o = call(Algorithm::FixedWindow, &other);
+        assert!(s.spend(sent, &o).is_none(), "taken for other limits");
+    }
+
+    #[test]
+    fn gcra_emissions_are_spent_only_while_they_lie_ahead() {
+        // 1000/s: one emission a ms; a run of 10 starting 2 ms after the take.
+        let limits: Vec<Rate> = vec!["1000/1s".parse().unwrap()];
+        let c = call(Algorithm::Gcra, &limits);
+        let mut s = State::default();
+        let sent = Instant::now();
+        s.hold(&grant(10, 2000, &limits), sent, &c);
+        // Emissions 1..9 start at 3..11 ms: at once, all of them may go.
+        assert_eq!(s.slice.units(sent), 9);
+        for _ in 0..3 {
+            assert!(s.spend(sent, &c).is_some());
+        }
+        // At 7.5 ms, emissions 4 and 5 (6, 7 ms) are past: the next is 6 (8 ms).
+        let later = sent + Duration::from_micros(7500);
+        assert_eq!(s.slice.units(later), 4);
+        assert!(s.spend(later, &c).is_some());
+        assert_eq!(s.slice.units(later), 3);
+        assert_eq!(s.slice.units(sent + Duration::from_millis(12)), 0);
     }
 
     #[test]
     fn a_grant_of_nothing_is_a_denial() {
-        let limits = rate();
+        let limits: Vec<Rate> = vec!["100/1s".parse().unwrap()];
         let g = Grant::from_reply(&[0, 300, 0, 300], &limits).unwrap();
         assert!(!g.outcome.allowed && g.granted == 0);
         let g = Grant::from_reply(&[7, 0, 10, 900], &limits).unwrap();
-        assert!(g.outcome.allowed && g.granted == 7);
+        assert!(g.outcome.allowed && g.granted == 7 && g.ahead_us == 0);
+        let g = Grant::from_reply(&[7, 0, 10, 900, 2500], &limits).unwrap();
+        assert_eq!(g.ahead_us, 2500);
+        assert!(Grant::from_reply(&[7, 0, 10], &limits).is_none());
         assert_eq!(divisor(0), 2);
         assert_eq!(divisor(3), 6);
     }

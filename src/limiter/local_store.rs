@@ -333,7 +333,7 @@ impl LocalStore {
             .collect()
     }
 
-    /// The twin of `lua/lease_fixed_window.lua`: a slice of the call's
+    /// The twin of `lua/lease_<algorithm>.lua`: a slice of the call's
     /// remaining quota, at least its cost, at most `room / divisor` and `cap`
     /// (0: no cap), charged at once.
     pub fn lease(&self, call: Call<'_>, divisor: u64, cap: u64) -> Grant {
@@ -352,6 +352,7 @@ impl LocalStore {
             return Grant {
                 granted: 0,
                 outcome,
+                ahead_us: 0,
             };
         }
         let mut granted = (room / divisor.max(1)).max(call.cost);
@@ -365,7 +366,17 @@ impl LocalStore {
             },
             now,
         );
-        Grant { granted, outcome }
+        // gcra's run starts where the TAT was: the peek's reset (whole ms,
+        // rounded up) less a ms is never later than the script's whole µs.
+        let ahead_us = match call.algorithm {
+            Algorithm::Gcra => peek.limits[0].reset_ms.saturating_sub(1) * 1000,
+            _ => 0,
+        };
+        Grant {
+            granted,
+            outcome,
+            ahead_us,
+        }
     }
 
     /// `check` at a given time (µs; must not go backwards for one key), so

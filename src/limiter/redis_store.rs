@@ -89,19 +89,33 @@ fn script(algorithm: Algorithm) -> &'static Script {
     cell.get_or_init(|| Script::new(script_source(algorithm)))
 }
 
-/// A slice of a fixed_window rule's quota (`lua/lease_fixed_window.lua`),
-/// run after the module whose counters it charges.
-pub fn lease_source() -> &'static str {
-    concat!(
-        module!(fixed_window),
-        "\n",
-        include_str!("../../lua/lease_fixed_window.lua")
-    )
+/// A lease's script (`lua/lease_<algorithm>.lua`), run after the module
+/// whose keys it charges; `None`: the algorithm takes no lease.
+pub fn lease_source(algorithm: Algorithm) -> Option<&'static str> {
+    match algorithm {
+        Algorithm::FixedWindow => Some(concat!(
+            module!(fixed_window),
+            "\n",
+            include_str!("../../lua/lease_fixed_window.lua")
+        )),
+        Algorithm::Gcra => Some(concat!(
+            module!(gcra),
+            "\n",
+            include_str!("../../lua/lease_gcra.lua")
+        )),
+        Algorithm::SlidingWindow | Algorithm::SlidingLog => None,
+    }
 }
 
-fn lease_script() -> &'static Script {
-    static LEASE: OnceLock<Script> = OnceLock::new();
-    LEASE.get_or_init(|| Script::new(lease_source()))
+fn lease_script(algorithm: Algorithm) -> Option<&'static Script> {
+    static FIXED_WINDOW: OnceLock<Script> = OnceLock::new();
+    static GCRA: OnceLock<Script> = OnceLock::new();
+    let cell = match algorithm {
+        Algorithm::FixedWindow => &FIXED_WINDOW,
+        Algorithm::Gcra => &GCRA,
+        Algorithm::SlidingWindow | Algorithm::SlidingLog => return None,
+    };
+    Some(cell.get_or_init(|| Script::new(lease_source(algorithm).expect("has a lease script"))))
 }
 
 fn all_rules_script() -> &'static Script {
@@ -218,7 +232,8 @@ impl RedisStore {
         for s in scripts
             .iter()
             .copied()
-            .chain([all_rules_script(), lease_script()])
+            .chain([all_rules_script()])
+            .chain(ALGORITHMS.iter().filter_map(|&a| lease_script(a)))
         {
             let load = s.load_async(&mut conn);
             tokio::time::timeout(Duration::from_secs(2), load)
@@ -244,13 +259,14 @@ impl RedisStore {
             .ok_or_else(|| StoreError::Reply(format!("script reply {reply:?}")))
     }
 
-    /// A slice of a fixed_window call's remaining quota, at least its cost
-    /// (`lua/lease_fixed_window.lua`): at most `room / divisor`, and at most
+    /// A slice of a call's remaining quota, at least its cost
+    /// (`lua/lease_<algorithm>.lua`): at most `room / divisor`, and at most
     /// `cap` units unless `cap` is 0.
     pub async fn lease(&self, call: Call<'_>, divisor: u64, cap: u64) -> Result<Grant, StoreError> {
-        debug_assert_eq!(call.algorithm, Algorithm::FixedWindow);
+        let script = lease_script(call.algorithm)
+            .ok_or_else(|| StoreError::Reply(format!("{} takes no lease", call.algorithm)))?;
         let extra = [divisor as i64, cap as i64];
-        let reply = self.run(lease_script(), call, &extra).await?;
+        let reply = self.run(script, call, &extra).await?;
         Grant::from_reply(&reply, call.limits)
             .ok_or_else(|| StoreError::Reply(format!("lease reply {reply:?}")))
     }
