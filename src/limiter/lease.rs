@@ -17,6 +17,7 @@
 //!   was sent), so, as in plain gcra, every admitted unit has its own
 //!   interval of the timeline, starting no earlier than its admission and
 //!   ending within `tau` of it: `burst + t × rate` in any interval `t` holds.
+//!
 //! Unspent units are never given back: they are lost with their window (or
 //! their emission time): under-admission, at most the units out on leases.
 //!
