@@ -386,10 +386,12 @@ impl State {
                 granted: grant.granted,
             },
             _ => {
+                // PTTL is whole ms of Redis's ms clock: the window may end up
+                // to 1 ms before `sent + PTTL` when the call took under 1 ms.
                 let end = outcome.limits.iter().map(|l| l.reset_ms).min().unwrap_or(0);
                 Slice::Window {
                     units: grant.granted - 1,
-                    expires: sent + Duration::from_millis(end),
+                    expires: sent + Duration::from_millis(end.saturating_sub(1)),
                 }
             }
         };
@@ -503,7 +505,10 @@ mod tests {
             "three granted, one for the taker"
         );
         s.hold(&grant(6, 0, &limits), sent, &c);
-        assert!(s.spend(sent + Duration::from_millis(1000), &c).is_none());
+        // The window ends 1000 ms after the script read it: 1 ms is kept
+        // for PTTL's rounding.
+        assert!(s.spend(sent + Duration::from_millis(998), &c).is_some());
+        assert!(s.spend(sent + Duration::from_millis(999), &c).is_none());
         let other: Vec<Rate> = vec!["50/1s".parse().unwrap()];
         let o = call(Algorithm::FixedWindow, &other);
         assert!(s.spend(sent, &o).is_none(), "taken for other limits");
