@@ -33,6 +33,8 @@
 //! (`check_all` with more than one) never use leases: they are charged
 //! together in one script, as before.
 
+mod held;
+
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,7 +42,9 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
-use super::{Call, LimitState, Outcome, Store};
+use held::State;
+
+use super::{Call, Outcome, Store};
 use crate::rate::Rate;
 use crate::redis_conn::StoreError;
 
@@ -238,170 +242,6 @@ struct Last {
     failed: bool,
 }
 
-struct State {
-    /// The limits and burst the held units were taken for (a reload may change them).
-    limits: Vec<Rate>,
-    burst: Option<u64>,
-    slice: Slice,
-    /// Redis's answer to the take (remaining with the slice spent, reset).
-    states: Vec<LimitState>,
-    taken_at: Instant,
-    /// Hotness: decisions in the second starting at `second`, and in the one before.
-    second: Instant,
-    this_second: u32,
-    last_second: u32,
-}
-
-/// What is held, by algorithm.
-#[derive(Clone, Copy, Debug)]
-enum Slice {
-    /// fixed_window: `units` of the window ending at `expires` (measured
-    /// from before the take was sent: never later than Redis's end).
-    Window { units: u64, expires: Instant },
-    /// gcra: emissions `next..granted` of a run whose emission k starts at
-    /// `first + floor(k × period_us / limit)` µs (`first` measured from
-    /// before the take was sent: never later than Redis's). Emission k is
-    /// spent only while it starts at or after now; those passed are lost.
-    Emissions {
-        first: Instant,
-        period_us: u64,
-        limit: u64,
-        next: u64,
-        granted: u64,
-    },
-}
-
-impl Slice {
-    /// Spend one unit at `now`; how many remain after it.
-    fn spend(&mut self, now: Instant) -> Option<u64> {
-        match self {
-            Slice::Window { units, expires } => {
-                if *units == 0 || now >= *expires {
-                    return None;
-                }
-                *units -= 1;
-                Some(*units)
-            }
-            Slice::Emissions {
-                first,
-                period_us,
-                limit,
-                next,
-                granted,
-            } => {
-                // The first emission starting at or after now.
-                let late_us = now
-                    .saturating_duration_since(*first)
-                    .as_nanos()
-                    .div_ceil(1000);
-                let due = (late_us * u128::from(*limit)).div_ceil(u128::from(*period_us));
-                let k = u128::from(*next).max(due);
-                if k >= u128::from(*granted) {
-                    return None;
-                }
-                *next = k as u64 + 1;
-                Some(*granted - *next)
-            }
-        }
-    }
-
-    fn units(&self, now: Instant) -> u64 {
-        let mut probe = *self;
-        probe.spend(now).map_or(0, |left| left + 1)
-    }
-}
-
-impl Default for State {
-    fn default() -> Self {
-        let now = Instant::now();
-        State {
-            limits: Vec::new(),
-            burst: None,
-            slice: Slice::Window {
-                units: 0,
-                expires: now,
-            },
-            states: Vec::new(),
-            taken_at: now,
-            second: now,
-            this_second: 0,
-            last_second: 0,
-        }
-    }
-}
-
-impl State {
-    fn seen(&mut self, now: Instant) {
-        let since = now.duration_since(self.second);
-        if since >= Duration::from_secs(1) {
-            self.last_second = if since < Duration::from_secs(2) {
-                self.this_second
-            } else {
-                0
-            };
-            self.this_second = 0;
-            self.second = now;
-        }
-        self.this_second = self.this_second.saturating_add(1);
-    }
-
-    fn hot(&self) -> bool {
-        self.this_second.max(self.last_second) >= HOT
-    }
-
-    /// One held unit, if any is left for this call's limits. The outcome's
-    /// remaining is Redis's at the take plus what is still held here (other
-    /// replicas' slices are not known): an estimate.
-    fn spend(&mut self, now: Instant, call: &Call<'_>) -> Option<Outcome> {
-        if self.limits != call.limits || self.burst != call.burst {
-            return None;
-        }
-        let left = self.slice.spend(now)?;
-        let elapsed = now.duration_since(self.taken_at).as_millis() as u64;
-        Some(Outcome {
-            allowed: true,
-            retry_after_ms: 0,
-            limits: self
-                .states
-                .iter()
-                .map(|s| LimitState {
-                    remaining: s.remaining + left,
-                    reset_ms: s.reset_ms.saturating_sub(elapsed).max(1),
-                    ..s.clone()
-                })
-                .collect(),
-        })
-    }
-
-    /// A new slice (the old one is spent or past: takes happen only then),
-    /// of which the asking request spent the first unit.
-    fn hold(&mut self, grant: &Grant, sent: Instant, call: &Call<'_>) {
-        let outcome = &grant.outcome;
-        self.slice = match (call.algorithm, call.limits) {
-            (super::Algorithm::Gcra, [rate]) => Slice::Emissions {
-                first: sent + Duration::from_micros(grant.ahead_us),
-                period_us: rate.period_ms.max(1) * 1000,
-                limit: rate.limit.max(1),
-                next: 1,
-                granted: grant.granted,
-            },
-            _ => {
-                // PTTL is whole ms of Redis's ms clock: the window may end up
-                // to 1 ms before `sent + PTTL` when the call took under 1 ms.
-                let end = outcome.limits.iter().map(|l| l.reset_ms).min().unwrap_or(0);
-                Slice::Window {
-                    units: grant.granted - 1,
-                    expires: sent + Duration::from_millis(end.saturating_sub(1)),
-                }
-            }
-        };
-        self.limits = call.limits.to_vec();
-        self.burst = call.burst;
-        self.states = outcome.limits.clone();
-        self.taken_at = sent;
-    }
-}
-
 impl Held {
     /// Take a slice for `call` (whose unit the asking request spends), or
     /// the slice another request took while this one waited. `Err(None)`:
@@ -450,102 +290,4 @@ impl Held {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::limiter::Algorithm;
-
-    fn call<'a>(algorithm: Algorithm, limits: &'a [Rate]) -> Call<'a> {
-        Call {
-            algorithm,
-            base: "b",
-            limits,
-            cost: 1,
-            burst: None,
-            charge: true,
-        }
-    }
-
-    fn grant(granted: u64, ahead_us: u64, limits: &[Rate]) -> Grant {
-        Grant {
-            granted,
-            outcome: Outcome::from_reply(&[1, 0, 40, 1000], limits).unwrap(),
-            ahead_us,
-        }
-    }
-
-    #[test]
-    fn a_key_is_hot_after_enough_decisions_in_a_second() {
-        let mut s = State::default();
-        let now = Instant::now();
-        for _ in 0..HOT - 1 {
-            s.seen(now);
-        }
-        assert!(!s.hot());
-        s.seen(now);
-        assert!(s.hot());
-        // The next second still counts the previous one: no cold edge.
-        s.seen(now + Duration::from_millis(1500));
-        assert!(s.hot());
-        s.seen(now + Duration::from_millis(4000));
-        assert!(!s.hot());
-    }
-
-    #[test]
-    fn a_window_slice_is_spent_once_and_not_past_the_window() {
-        let limits: Vec<Rate> = vec!["100/1s".parse().unwrap()];
-        let c = call(Algorithm::FixedWindow, &limits);
-        let mut s = State::default();
-        let sent = Instant::now();
-        s.hold(&grant(3, 0, &limits), sent, &c);
-        let first = s.spend(sent, &c).unwrap();
-        assert_eq!(first.limits[0].remaining, 41);
-        assert!(s.spend(sent, &c).is_some());
-        assert!(
-            s.spend(sent, &c).is_none(),
-            "three granted, one for the taker"
-        );
-        s.hold(&grant(6, 0, &limits), sent, &c);
-        // The window ends 1000 ms after the script read it: 1 ms is kept
-        // for PTTL's rounding.
-        assert!(s.spend(sent + Duration::from_millis(998), &c).is_some());
-        assert!(s.spend(sent + Duration::from_millis(999), &c).is_none());
-        let other: Vec<Rate> = vec!["50/1s".parse().unwrap()];
-        let o = call(Algorithm::FixedWindow, &other);
-        assert!(s.spend(sent, &o).is_none(), "taken for other limits");
-    }
-
-    #[test]
-    fn gcra_emissions_are_spent_only_while_they_lie_ahead() {
-        // 1000/s: one emission a ms; a run of 10 starting 2 ms after the take.
-        let limits: Vec<Rate> = vec!["1000/1s".parse().unwrap()];
-        let c = call(Algorithm::Gcra, &limits);
-        let mut s = State::default();
-        let sent = Instant::now();
-        s.hold(&grant(10, 2000, &limits), sent, &c);
-        // Emissions 1..9 start at 3..11 ms: at once, all of them may go.
-        assert_eq!(s.slice.units(sent), 9);
-        for _ in 0..3 {
-            assert!(s.spend(sent, &c).is_some());
-        }
-        // At 7.5 ms, emissions 4 and 5 (6, 7 ms) are past: the next is 6 (8 ms).
-        let later = sent + Duration::from_micros(7500);
-        assert_eq!(s.slice.units(later), 4);
-        assert!(s.spend(later, &c).is_some());
-        assert_eq!(s.slice.units(later), 3);
-        assert_eq!(s.slice.units(sent + Duration::from_millis(12)), 0);
-    }
-
-    #[test]
-    fn a_grant_of_nothing_is_a_denial() {
-        let limits: Vec<Rate> = vec!["100/1s".parse().unwrap()];
-        let g = Grant::from_reply(&[0, 300, 0, 300], &limits).unwrap();
-        assert!(!g.outcome.allowed && g.granted == 0);
-        let g = Grant::from_reply(&[7, 0, 10, 900], &limits).unwrap();
-        assert!(g.outcome.allowed && g.granted == 7 && g.ahead_us == 0);
-        let g = Grant::from_reply(&[7, 0, 10, 900, 2500], &limits).unwrap();
-        assert_eq!(g.ahead_us, 2500);
-        assert!(Grant::from_reply(&[7, 0, 10], &limits).is_none());
-        assert_eq!(divisor(0), 2);
-        assert_eq!(divisor(3), 6);
-    }
-}
+mod tests;
