@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tollgate::keys::KeySpace;
+use tollgate::limiter::lease::HOT;
 use tollgate::limiter::Algorithm;
 
 use crate::deny_cache::evalsha_calls;
@@ -241,6 +242,43 @@ async fn a_hot_gcra_key_with_a_lease_stays_within_burst_plus_elapsed_rate_and_ne
         return;
     }
     panic!("in three runs, demand never exceeded the bucket");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hot_key_far_below_its_limit_takes_a_few_slices_not_a_call_a_decision() {
+    let _one = ONE_RUN.lock().await;
+    let redis = RedisServer::start();
+    let prefix = unique_prefix("lease-far");
+    let text = config("100000000/h", "\"auto\"");
+    let servers = [
+        TestServer::start(&text, Some(&redis.url()), &prefix).await,
+        TestServer::start(&text, Some(&redis.url()), &prefix).await,
+    ];
+    see_each_other(&servers).await;
+    let before = evalsha_calls(&redis);
+    let answers = hammer_with(&servers, "hot", 16, Duration::from_millis(1500)).await;
+    let calls = evalsha_calls(&redis) - before;
+    for s in servers {
+        s.stop().await;
+    }
+    assert!(answers.iter().all(|a| a.allowed));
+    // Until a key is hot (`HOT` decisions), one call each on each replica;
+    // then a slice of a quarter of what remains lasts the run: a few takes.
+    // The fleet registry's beats (one per replica every 2 s) count too.
+    eprintln!(
+        "far below the limit: {} decisions, {calls} script calls",
+        answers.len()
+    );
+    assert!(
+        answers.len() >= 300,
+        "too few decisions to tell: {}",
+        answers.len()
+    );
+    assert!(
+        calls <= 2 * u64::from(HOT) + 10,
+        "{calls} script calls for {} decisions",
+        answers.len()
+    );
 }
 
 /// `count` requests for `key` on `server`, one after another: how many were admitted.
