@@ -36,7 +36,7 @@
 mod held;
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -124,6 +124,8 @@ pub struct Leases {
     /// Last sweep, as µs since `origin` (at most one a second).
     swept_us: AtomicU64,
     origin: OnceOrigin,
+    /// The table is at `MAX_KEYS`: logged once entering, once leaving.
+    full: AtomicBool,
 }
 
 /// What a decision of a lease rule does next.
@@ -186,8 +188,17 @@ impl Leases {
         if self.keys.len() >= MAX_KEYS {
             self.sweep();
             if self.keys.len() >= MAX_KEYS {
+                if !self.full.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        keys = MAX_KEYS,
+                        "lease table full: keys not tracked yet decide without a lease (one Redis call each) until idle keys are swept"
+                    );
+                }
                 return None;
             }
+        }
+        if self.full.swap(false, Ordering::Relaxed) {
+            tracing::info!("lease table has room again: new hot keys may lease");
         }
         Some(self.keys.entry(base.to_string()).or_default().clone())
     }
