@@ -76,13 +76,19 @@ fn windows(taken: &[(u64, (Option<u64>, i64))]) -> Vec<Window> {
     out
 }
 
-async fn see_each_other(servers: &[TestServer]) {
+/// `n` replicas on `redis`, once each sees all of them in the fleet registry.
+async fn fleet(redis: &RedisServer, text: &str, prefix: &str, n: usize) -> Vec<TestServer> {
+    let mut servers = Vec::new();
+    for _ in 0..n {
+        servers.push(TestServer::start(text, Some(&redis.url()), prefix).await);
+    }
     eventually(Duration::from_secs(10), || async {
         servers
             .iter()
-            .all(|s| s.app.limiter.live_replicas.get() == servers.len() as u64)
+            .all(|s| s.app.limiter.live_replicas.get() == n as u64)
     })
     .await;
+    servers
 }
 
 fn inside<'a>(answers: &'a [Answer], w: &'a Window) -> impl Iterator<Item = &'a Answer> + 'a {
@@ -99,12 +105,8 @@ async fn a_hot_key_with_a_lease_admits_at_most_the_limit_in_every_window_and_nea
     for attempt in 0..3 {
         let prefix = unique_prefix("lease");
         let text = config(&format!("{LIMIT}/{PERIOD_MS}ms"), "\"auto\"");
-        let mut servers = Vec::new();
-        for _ in 0..REPLICAS {
-            servers.push(TestServer::start(&text, Some(&redis.url()), &prefix).await);
-        }
         // Slices are sized by the replicas each one sees (the fleet registry).
-        see_each_other(&servers).await;
+        let servers = fleet(&redis, &text, &prefix, REPLICAS).await;
         let key = KeySpace::limit_key(&base(&prefix, "k"), PERIOD_MS);
         let stop = Arc::new(AtomicBool::new(false));
         let snaps = snapshot::<(Option<u64>, i64)>(redis.conn(), vec![key], stop.clone(), |k| {
@@ -197,11 +199,8 @@ async fn a_hot_gcra_key_with_a_lease_stays_within_burst_plus_elapsed_rate_and_ne
     for attempt in 0..3 {
         let prefix = unique_prefix("lease-gc");
         let text = config_with("gcra", &format!("{LIMIT}/{PERIOD_MS}ms"), "\"auto\"");
-        let mut servers = Vec::new();
-        for _ in 0..REPLICAS {
-            servers.push(TestServer::start(&text, Some(&redis.url()), &prefix).await);
-        }
-        see_each_other(&servers).await;
+        // Slices are sized by the replicas each one sees (the fleet registry).
+        let servers = fleet(&redis, &text, &prefix, REPLICAS).await;
         let calls_before = evalsha_calls(&redis);
         let answers = hammer_with(&servers, "hot", CLIENTS, RUN).await;
         let calls = evalsha_calls(&redis) - calls_before;
@@ -250,11 +249,7 @@ async fn a_hot_key_far_below_its_limit_takes_a_few_slices_not_a_call_a_decision(
     let redis = RedisServer::start();
     let prefix = unique_prefix("lease-far");
     let text = config("100000000/h", "\"auto\"");
-    let servers = [
-        TestServer::start(&text, Some(&redis.url()), &prefix).await,
-        TestServer::start(&text, Some(&redis.url()), &prefix).await,
-    ];
-    see_each_other(&servers).await;
+    let servers = fleet(&redis, &text, &prefix, 2).await;
     let before = evalsha_calls(&redis);
     let answers = hammer_with(&servers, "hot", 16, Duration::from_millis(1500)).await;
     let calls = evalsha_calls(&redis) - before;
