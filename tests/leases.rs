@@ -181,11 +181,13 @@ async fn a_hot_key_with_a_lease_admits_at_most_the_limit_in_every_window_and_nea
             admitted.len(),
             windows.len()
         );
+        // (Counted against admitted decisions, which the limit fixes, not
+        // against all answers, which depend on how fast this machine is now.)
         assert!(
-            calls * 5 < admitted.len() as u64 && calls * 10 < answers.len() as u64,
-            "{calls} script calls for {} decisions, {} admitted",
-            answers.len(),
-            admitted.len()
+            calls * 5 < admitted.len() as u64,
+            "{calls} script calls for {} admitted of {} decisions",
+            admitted.len(),
+            answers.len()
         );
         return;
     }
