@@ -32,8 +32,8 @@ use crate::config::{ApiConfig, Config, FallbackReplicas};
 use crate::fleet::{self, LiveCount};
 use crate::keys::{KeySpace, AD_HOC_RULE};
 use crate::limiter::{
-    slot_breaker, Algorithm, Breaker, Call, DenyCache, LimitState, LocalStore, Outcome, RedisStore,
-    SlotBreaker, Store,
+    lease, slot_breaker, Algorithm, Breaker, Call, DenyCache, LeaseSize, Leases, LimitState,
+    LocalStore, Outcome, RedisStore, SlotBreaker, Store,
 };
 use crate::metrics::{KindLabels, Metrics, ReasonLabels};
 use crate::rate::Rate;
@@ -53,6 +53,8 @@ pub struct Limiter {
     /// only its own keys to `on_redis_error`.
     pub slots: Option<SlotBreaker>,
     pub deny_cache: DenyCache,
+    /// Slices of hot keys' quota this replica holds (`limiter/lease.rs`).
+    pub leases: Leases,
     keys: KeySpace,
     /// `redis.fallback_replicas`: a fixed divisor for the fallback, or 0 for
     /// "auto" (a reload may change it: `set_fallback_replicas`).
@@ -79,6 +81,8 @@ pub struct LimitSpec<'a> {
     /// false: the call only checks whether its cost would pass (a rule with
     /// `count = "reported"`); `Limiter::report` charges it.
     pub charge: bool,
+    /// A rule with `lease`: hot keys decide from slices (`limiter/lease.rs`).
+    pub lease: Option<LeaseSize>,
 }
 
 impl<'a> From<&'a Rule> for LimitSpec<'a> {
@@ -90,6 +94,7 @@ impl<'a> From<&'a Rule> for LimitSpec<'a> {
             burst: rule.burst,
             on_redis_error: rule.on_redis_error,
             charge: rule.count == Count::Requests,
+            lease: rule.lease,
         }
     }
 }
@@ -141,6 +146,7 @@ impl Limiter {
                     )
                 }),
             deny_cache: DenyCache::new(deny_cache_bytes, metrics.deny_cache_evictions.clone()),
+            leases: Leases::default(),
             keys: KeySpace::new(&config.prefix),
             fallback_replicas: AtomicU64::new(fixed_divisor(
                 config.redis.as_ref().map(|r| r.fallback_replicas),
@@ -341,16 +347,28 @@ impl Limiter {
         };
         // The breakers stand in front of Redis only: the embedded store never fails.
         let remote = !self.store.is_local();
+        // A hot key of a lease rule spends the slice this replica holds, even
+        // while Redis is away; with none held it takes one (one call).
+        let lease = self.leases.ask(spec.lease.filter(|_| remote), &call);
+        if let lease::Ask::Spent(outcome) = lease {
+            return (outcome, Source::Store);
+        }
         let result = if remote && skip {
             Err(None)
         } else {
             let started = Instant::now();
-            let r = self.store.check(call).await;
+            let r = match lease {
+                lease::Ask::Take(held, size) => {
+                    let replicas = self.live_replicas.get();
+                    held.take(&self.store, call, size, replicas).await
+                }
+                _ => self.store.check(call).await.map_err(Some),
+            };
             if remote {
                 self.redis_call_duration
                     .observe(started.elapsed().as_secs_f64());
             }
-            r.map_err(Some)
+            r
         };
         match result {
             Ok(outcome) => {

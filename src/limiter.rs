@@ -5,6 +5,7 @@ mod breaker;
 mod deny_cache;
 mod fixed_window;
 mod gcra;
+pub mod lease;
 mod local_store;
 mod memory_bound;
 #[cfg(test)]
@@ -16,8 +17,9 @@ pub mod slot_breaker;
 
 pub use breaker::Breaker;
 pub use deny_cache::DenyCache;
+pub use lease::{Grant, LeaseSize, Leases};
 pub use local_store::LocalStore;
-pub use redis_store::{all_rules_source, script_source, RedisStore};
+pub use redis_store::{all_rules_source, lease_source, script_source, RedisStore};
 pub use slot_breaker::SlotBreaker;
 
 use crate::named::named_enum;
@@ -135,6 +137,14 @@ impl Store {
         match self {
             Store::Redis(r) => r.check(call).await,
             Store::Local(l) => Ok(l.check(call)),
+        }
+    }
+
+    /// A slice of a fixed_window call's quota for a lease (`limiter/lease.rs`).
+    pub async fn lease(&self, call: Call<'_>, divisor: u64, cap: u64) -> Result<Grant, StoreError> {
+        match self {
+            Store::Redis(r) => r.lease(call, divisor, cap).await,
+            Store::Local(l) => Ok(l.lease(call, divisor, cap)),
         }
     }
 

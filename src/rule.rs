@@ -12,7 +12,7 @@ pub use matcher::Matcher;
 
 use std::sync::Arc;
 
-use crate::limiter::Algorithm;
+use crate::limiter::{Algorithm, LeaseSize};
 use crate::metrics::RuleCounters;
 use crate::named::named_enum;
 use crate::rate::Rate;
@@ -43,6 +43,9 @@ pub struct Rule {
     /// counting requests, and for one only the application charges.
     pub report_statuses: Vec<u16>,
     pub shadow: bool,
+    /// fixed_window only: hot keys are decided from slices of their quota
+    /// taken from Redis in advance (`limiter/lease.rs`).
+    pub lease: Option<LeaseSize>,
     /// `Some`: a rule for Envoy's rate limit service (gRPC), keyed by a
     /// descriptor; `/check` and ext_authz never apply it.
     pub descriptor: Option<DescriptorRule>,
@@ -136,13 +139,16 @@ impl std::fmt::Display for Rule {
         let limits: Vec<String> = self.limits.iter().map(|l| l.to_string()).collect();
         write!(
             f,
-            "match {}; key {}; limits [{}]; algorithm {}{}; allowlist {}; on_redis_error {}{}{}{}",
+            "match {}; key {}; limits [{}]; algorithm {}{}{}; allowlist {}; on_redis_error {}{}{}{}",
             cond,
             key,
             limits.join(", "),
             self.algorithm,
             self.burst
                 .map(|b| format!(" (burst {b})"))
+                .unwrap_or_default(),
+            self.lease
+                .map(|l| format!(" (lease {l})"))
                 .unwrap_or_default(),
             self.allowlist,
             self.on_redis_error,

@@ -49,12 +49,26 @@ async fn reset(s: &TestServer, ip: &str) {
 /// `check_all` only). Redis's own EVALSHA count also holds the allowlist and
 /// denylist reapers' calls, one a second each, which a loop on a busy machine
 /// spans: it cannot tell a decision's call from a reaper's.
-async fn decision_calls(s: &TestServer) -> f64 {
+pub(crate) async fn decision_calls(s: &TestServer) -> f64 {
     metric(
         &scrape(s).await,
         "tollgate_redis_call_duration_seconds_count",
         &[],
     )
+}
+
+/// Every EVALSHA Redis ran (decisions, leases, and the list reapers' one call
+/// a second each): for bounds loose enough to hold those few.
+pub(crate) fn evalsha_calls(redis: &RedisServer) -> u64 {
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut redis.conn())
+        .unwrap();
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
 }
 
 #[tokio::test]

@@ -8,10 +8,15 @@
 //! one microsecond) and several periods. Answers must be equal (allowed,
 //! retry_after, remaining, reset), except that fixed_window's times may be a
 //! few ms short (Redis's clock running on inside the call's MULTI).
+//!
+//! The lease script (`lua/lease_fixed_window.lua`) against its twin
+//! (`LocalStore::lease_at`): random slices (divisor, cap) between plain
+//! charges, in one window (fixed_window's end is Redis's real PTTL), until
+//! the limits are spent: the same grants and counts.
 
-use crate::script_clock::{call_persisted, redis_now_us, Rng};
+use crate::script_clock::{call_persisted, clocked, redis_now_us, set_clock, Rng};
 use crate::support::{shared_redis, unique_prefix};
-use tollgate::limiter::{Algorithm, Call, LocalStore, Outcome};
+use tollgate::limiter::{Algorithm, Call, Grant, LocalStore, Outcome};
 use tollgate::rate::Rate;
 
 const STEPS: usize = 150;
@@ -130,4 +135,147 @@ fn every_script_agrees_with_its_twin_on_random_sequences() {
             );
         }
     }
+}
+
+/// One lease script call as tollgate makes it (`RedisStore::lease`); gcra
+/// on the test clock `at` (its key kept from expiring in real time).
+#[allow(clippy::too_many_arguments)]
+fn lua_lease(
+    conn: &mut redis::Connection,
+    alg: Algorithm,
+    base: &str,
+    limits: &[Rate],
+    burst: Option<u64>,
+    divisor: u64,
+    cap: u64,
+    at: u64,
+) -> Grant {
+    let keys: Vec<String> = limits
+        .iter()
+        .map(|r| format!("{base}:{}", r.period_ms))
+        .collect();
+    let source = tollgate::limiter::lease_source(alg).unwrap();
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    let mut eval = redis::cmd("EVAL");
+    if alg == Algorithm::Gcra {
+        set_clock(&mut pipe, &keys[0], at);
+        eval.arg(clocked(source));
+    } else {
+        eval.arg(source);
+    }
+    eval.arg(keys.len()).arg(&keys).arg(1);
+    for r in limits {
+        eval.arg(r.limit).arg(r.period_ms);
+        if alg == Algorithm::Gcra {
+            eval.arg(burst.unwrap_or(r.limit));
+        }
+    }
+    eval.arg(divisor).arg(cap);
+    pipe.add_command(eval);
+    if alg == Algorithm::Gcra {
+        pipe.cmd("PERSIST").arg(&keys[0]).ignore();
+    }
+    let (reply,): (Vec<i64>,) = pipe.query(conn).unwrap();
+    Grant::from_reply(&reply, limits).unwrap()
+}
+
+#[test]
+fn each_lease_script_agrees_with_its_twin_until_the_quota_is_spent() {
+    let mut conn = shared_redis().conn();
+    let cases: [(Algorithm, &[&str], Option<u64>); 6] = [
+        (Algorithm::FixedWindow, &["200/1h"], None),
+        (Algorithm::FixedWindow, &["60/10m", "150/1h"], None),
+        (Algorithm::FixedWindow, &["7/1h"], None),
+        (Algorithm::Gcra, &["200/1s"], None),
+        (Algorithm::Gcra, &["50/1s"], Some(120)),
+        (Algorithm::Gcra, &["7/700ms"], None),
+    ];
+    for (alg, specs, burst) in cases {
+        let limits = rates(specs);
+        let gcra = alg == Algorithm::Gcra;
+        for seed in [1, 2, 3] {
+            let base = format!("{}:{{d}}", unique_prefix("diff-lease"));
+            let store = LocalStore::new(usize::MAX, Default::default());
+            let mut rng = Rng::new(seed);
+            // fixed_window: one window on Redis's real clock (its end is a
+            // real PTTL), no pauses. gcra: the test clock, with pauses.
+            let mut at = redis_now_us(&mut conn);
+            let mut ends = vec![None; limits.len()];
+            let (mut granted, mut denied) = (0, 0);
+            for step in 0..STEPS {
+                if gcra && rng.below(4) == 0 {
+                    at += rng.below(limits[0].period_ms * 1000 / 10);
+                }
+                let what = format!("{alg} {specs:?} seed {seed} step {step}");
+                if rng.below(3) == 0 {
+                    // A plain charge between the slices.
+                    let cost = 1 + rng.below(3);
+                    let lua = if gcra {
+                        call_persisted(&mut conn, alg, &base, &limits, cost, burst, at, &mut ends)
+                    } else {
+                        crate::script_clock::call(&mut conn, alg, &base, &limits, cost, None, None)
+                    };
+                    let local = twin(&store, alg, &limits, cost, burst, at);
+                    assert!(
+                        agree(gcra, &lua, &local),
+                        "{what} cost {cost}: Lua {lua:?}, twin {local:?}"
+                    );
+                    continue;
+                }
+                let divisor = 1 + rng.below(8);
+                let cap = [0, 1, 5, 40][rng.below(4) as usize];
+                let lua = lua_lease(&mut conn, alg, &base, &limits, burst, divisor, cap, at);
+                let call = Call {
+                    algorithm: alg,
+                    base: "k",
+                    limits: &limits,
+                    cost: 1,
+                    burst,
+                    charge: true,
+                };
+                let local = store.lease_at(call, divisor, cap, at);
+                let what =
+                    format!("{what} divisor {divisor} cap {cap}: Lua {lua:?}, twin {local:?}");
+                assert_eq!(lua.granted, local.granted, "{what}");
+                assert!(agree(gcra, &lua.outcome, &local.outcome), "{what}");
+                assert!(cap == 0 || lua.granted <= cap, "{what}");
+                if gcra && lua.granted > 0 {
+                    // The twin's start (from whole ms) is never later than the script's.
+                    assert!(
+                        (local.ahead_us..=local.ahead_us + 1000).contains(&lua.ahead_us),
+                        "{what}"
+                    );
+                }
+                granted += lua.granted;
+                denied += usize::from(lua.granted == 0);
+            }
+            // Not vacuous: slices were handed out and the quota ran dry.
+            assert!(
+                granted > 0 && denied > 0,
+                "{alg} {specs:?} seed {seed}: {granted} granted, {denied} denied"
+            );
+        }
+    }
+}
+
+/// gcra: equal (one clock). fixed_window: equal counts and times within a
+/// minute: its end is Redis's real PTTL against the twin's fixed clock (the
+/// sequence takes far less than its hour-long windows).
+fn agree(gcra: bool, lua: &Outcome, local: &Outcome) -> bool {
+    if gcra {
+        return lua == local;
+    }
+    same_within_a_window(lua, local)
+}
+
+fn same_within_a_window(lua: &Outcome, local: &Outcome) -> bool {
+    let near = |a: u64, b: u64| a <= b && b - a <= 60_000;
+    lua.allowed == local.allowed
+        && near(lua.retry_after_ms, local.retry_after_ms)
+        && lua
+            .limits
+            .iter()
+            .zip(&local.limits)
+            .all(|(l, t)| l.remaining == t.remaining && near(l.reset_ms, t.reset_ms))
 }

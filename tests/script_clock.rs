@@ -24,6 +24,11 @@ pub fn clocked_text(alg: Algorithm) -> String {
         1,
         "{alg}: one TIME call expected"
     );
+    clocked(text)
+}
+
+/// Any script's `TIME` call reading `KEYS[1]:clock` instead (see `set_clock`).
+pub fn clocked(text: &str) -> String {
     text.replace(
         TIME_CALL,
         "redis.call('HMGET', KEYS[1] .. ':clock', 's', 'us')",

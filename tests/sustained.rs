@@ -34,14 +34,14 @@ const RULES: [(&str, u64, u64); 2] = [("per_s", 100, 1000), ("per_200ms", 7, 200
 static ONE_RUN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[derive(Clone, Debug)]
-struct Answer {
-    sent_us: u64,
-    received_us: u64,
-    allowed: bool,
-    remaining: u64,
+pub(crate) struct Answer {
+    pub sent_us: u64,
+    pub received_us: u64,
+    pub allowed: bool,
+    pub remaining: u64,
 }
 
-fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -60,9 +60,22 @@ fn config(algorithm: &str) -> String {
 
 /// Every client asks `rule` for key "k" on the servers in turn until `RUN` ends.
 async fn hammer(servers: &[TestServer], rule: &'static str) -> Vec<Answer> {
-    let end = Instant::now() + RUN;
+    let mut all = hammer_with(servers, rule, CLIENTS_PER_RULE, RUN).await;
+    all.retain(|a| a.allowed);
+    all
+}
+
+/// `clients` connections ask `rule` for key "k", spread over the servers,
+/// until `run` ends: every answer, sorted by when it was received.
+pub(crate) async fn hammer_with(
+    servers: &[TestServer],
+    rule: &'static str,
+    clients: usize,
+    run: Duration,
+) -> Vec<Answer> {
+    let end = Instant::now() + run;
     let mut tasks = Vec::new();
-    for c in 0..CLIENTS_PER_RULE {
+    for c in 0..clients {
         let url = servers[c % servers.len()].url("/v1/check");
         tasks.push(tokio::spawn(async move {
             let http = reqwest::Client::builder()
@@ -94,7 +107,6 @@ async fn hammer(servers: &[TestServer], rule: &'static str) -> Vec<Answer> {
     for t in tasks {
         all.extend(t.await.unwrap());
     }
-    all.retain(|a| a.allowed);
     all.sort_by_key(|a| a.received_us);
     all
 }
@@ -117,12 +129,12 @@ async fn run(algorithm: &str, prefix: &str) -> Vec<Vec<Answer>> {
 /// Snapshots of `keys` every few ms on a thread of its own (the runtime is
 /// busy with the load) until `stop`: per key, (Redis time in µs, the replies
 /// of `query`'s commands after its first, TIME, as one tuple).
-fn snapshot<T: redis::FromRedisValue + Send + 'static>(
+pub(crate) fn snapshot<T: redis::FromRedisValue + Send + 'static>(
+    mut conn: redis::Connection,
     keys: Vec<String>,
     stop: Arc<AtomicBool>,
     query: fn(&str) -> redis::Pipeline,
 ) -> std::thread::JoinHandle<Vec<Vec<(u64, T)>>> {
-    let mut conn = shared_redis().conn();
     std::thread::spawn(move || {
         let mut taken: Vec<Vec<(u64, T)>> = keys.iter().map(|_| Vec::new()).collect();
         loop {
@@ -144,7 +156,7 @@ fn snapshot<T: redis::FromRedisValue + Send + 'static>(
     })
 }
 
-fn time_then(cmd: &str, key: &str) -> redis::Pipeline {
+pub(crate) fn time_then(cmd: &str, key: &str) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     pipe.cmd("TIME").cmd(cmd).arg(key);
     pipe
@@ -169,7 +181,7 @@ async fn run_recorded<T: redis::FromRedisValue + Send + 'static>(
             })
             .collect();
         let stop = Arc::new(AtomicBool::new(false));
-        let snapshots = snapshot::<T>(keys, stop.clone(), query);
+        let snapshots = snapshot::<T>(shared_redis().conn(), keys, stop.clone(), query);
         let runs = run(algorithm, &prefix).await;
         stop.store(true, Ordering::Relaxed);
         let taken = snapshots.join().unwrap();
@@ -195,7 +207,7 @@ fn assert_near_capacity(what: &str, admitted: usize, limit: u64, period_ms: u64)
 
 /// Most answers whose bracket lies inside any [sent_i, received_j]; `bound`
 /// says how many that span may hold.
-fn assert_spans(what: &str, admitted: &[Answer], bound: impl Fn(u64) -> u64) {
+pub(crate) fn assert_spans(what: &str, admitted: &[Answer], bound: impl Fn(u64) -> u64) {
     let mut by_sent: Vec<&Answer> = admitted.iter().collect();
     by_sent.sort_by_key(|a| a.sent_us);
     for (i, first) in by_sent.iter().enumerate() {

@@ -83,6 +83,9 @@ mod grpc;
 mod grpc_python;
 /// The decision API on a real socket: statuses, headers, JSON bodies.
 mod http_api;
+/// Quota leases on one hot key: at most the limit per window on Redis's record and at least
+/// 90 % of it, script calls far below decisions, cold keys unchanged, Redis killed mid-run.
+mod leases;
 /// Property tests (proptest): parsers and handlers never panic, never answer 5xx.
 mod properties;
 /// nginx, Caddy and HAProxy from deploy/ in front of two replicas: the client's view.

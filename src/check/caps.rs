@@ -130,6 +130,7 @@ mod tests {
             burst,
             on_redis_error: OnRedisError::Allow,
             charge: true,
+            lease: None,
         }
     }
 

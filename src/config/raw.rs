@@ -276,12 +276,23 @@ pub struct RawRule {
     /// gcra only: bucket size; default the limit.
     #[serde(default)]
     pub burst: Option<Spanned<i64>>,
+    /// fixed_window only: `"auto"` or a slice size (see `Rule::lease`).
+    #[serde(default)]
+    pub lease: Option<Spanned<RawLease>>,
     /// Count this rule's requests, clients and paths per hour (`src/activity/`).
     #[serde(default)]
     pub track: Option<Spanned<bool>>,
     /// Tracked rules: most distinct paths per hour, across replicas (the rest: `other`).
     #[serde(default)]
     pub track_paths: Option<Spanned<i64>>,
+}
+
+/// `lease = "auto"` or `lease = 50`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawLease {
+    Size(i64),
+    Word(String),
 }
 
 /// One entry of a rule's descriptor: `{ key = "path", value = "/login" }`.

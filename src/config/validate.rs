@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::raw::{RawConfig, RawRule};
+use super::raw::{RawConfig, RawLease, RawRule};
 use super::{
     line_of, AllowlistConfig, ClientIpConfig, Config, Issue, Overrides, RedisConfig, ServerConfig,
 };
-use crate::limiter::Algorithm;
+use crate::limiter::{Algorithm, LeaseSize};
 use crate::rate::Rate;
 use crate::redis_conn::{Access, Endpoint, Tls, Topology};
 use crate::request::forwarded::ForwardedRequest;
@@ -520,6 +520,7 @@ fn validate_rule(
     }
     let limits: Vec<Rate> = parsed.into_iter().map(|(_, rate)| rate).collect();
     let burst = validate_burst(c, i, r, algorithm, limits.len());
+    let lease = validate_lease(c, i, r, algorithm, count);
     if algorithm == Some(Algorithm::Gcra) {
         // The script's arithmetic is exact only below 2^53 (`check/caps.rs`).
         for (j, rate) in limits.iter().enumerate() {
@@ -623,6 +624,7 @@ fn validate_rule(
         count: count?,
         report_statuses,
         shadow: r.shadow || shadow_all,
+        lease,
         descriptor,
         track,
     })
@@ -651,6 +653,49 @@ fn validate_burst(
         );
     } else {
         return Some(*b.get_ref() as u64);
+    }
+    None
+}
+
+/// `lease`: slices of a hot key's quota, for fixed_window and one-limit gcra
+/// rules that every request charges (see `limiter/lease.rs`).
+fn validate_lease(
+    c: &mut Collector<'_>,
+    i: usize,
+    r: &RawRule,
+    algorithm: Option<Algorithm>,
+    count: Option<Count>,
+) -> Option<LeaseSize> {
+    let l = r.lease.as_ref()?;
+    let key = format!("rule[{i}].lease");
+    let size = match l.get_ref() {
+        RawLease::Word(w) if w == "auto" => Some(LeaseSize::Auto),
+        RawLease::Size(n) if *n >= 1 => Some(LeaseSize::Fixed(*n as u64)),
+        _ => None,
+    };
+    let why = match algorithm {
+        Some(Algorithm::SlidingLog | Algorithm::SlidingWindow) => Some(
+            "sliding_log and sliding_window take no lease: their windows slide, so a unit \
+             handed out now would be counted at the moment it was taken, not when it is spent, \
+             and no window end bounds how long a slice may be held; use fixed_window",
+        ),
+        Some(Algorithm::Gcra) if r.limits.len() != 1 => Some(
+            "a gcra lease needs exactly one limit (a slice is a run of one bucket's emissions)",
+        ),
+        _ if count == Some(Count::Reported) => Some(
+            "a rule with count = \"reported\" is charged by reports, not by its requests: \
+             there is nothing for a slice to hand out",
+        ),
+        _ => None,
+    };
+    match (size, why) {
+        (None, _) => c.push(
+            key,
+            Some(l),
+            "must be \"auto\" or a whole number of at least 1 (units a slice holds at most)",
+        ),
+        (Some(_), Some(why)) => c.push(key, Some(l), why),
+        (Some(size), None) => return Some(size),
     }
     None
 }
@@ -1031,6 +1076,60 @@ override_max = "100/s"
             found[0].starts_with("server.forwarded_request@Some(2)")
                 && found[0].contains("x-original"),
             "{found:?}"
+        );
+    }
+
+    #[test]
+    fn lease_is_for_fixed_window_and_one_limit_gcra_rules_charged_by_requests() {
+        let rule = |alg: &str, extra: &str, lease: &str| {
+            format!("[[rule]]\nname = \"r\"\nlimits = [\"2000/s\"]\nalgorithm = \"{alg}\"\n{extra}lease = {lease}\n")
+        };
+        let cfg = crate::config::parse(
+            "t",
+            &rule("fixed_window", "", "\"auto\""),
+            &Default::default(),
+        )
+        .unwrap();
+        assert_eq!(cfg.rules[0].lease, Some(crate::limiter::LeaseSize::Auto));
+        let cfg = crate::config::parse("t", &rule("fixed_window", "", "50"), &Default::default())
+            .unwrap();
+        assert_eq!(
+            cfg.rules[0].lease,
+            Some(crate::limiter::LeaseSize::Fixed(50))
+        );
+        assert!(cfg.rules[0].to_string().contains("(lease 50)"));
+        for (alg, extra, lease, says) in [
+            ("sliding_log", "", "\"auto\"", "their windows slide"),
+            ("sliding_window", "", "50", "their windows slide"),
+            (
+                "fixed_window",
+                "count = \"reported\"\n",
+                "\"auto\"",
+                "charged by reports",
+            ),
+            ("fixed_window", "", "0", "at least 1"),
+            (
+                "fixed_window",
+                "",
+                "\"often\"",
+                "\"auto\" or a whole number",
+            ),
+        ] {
+            let found = issues(&rule(alg, extra, lease));
+            assert!(
+                found.len() == 1
+                    && found[0].starts_with("rule[0].lease@")
+                    && found[0].contains(says),
+                "{alg} {lease}: {found:#?}"
+            );
+        }
+        let two = rule("gcra", "", "\"auto\"").replace("[\"2000/s\"]", "[\"2000/s\", \"5000/m\"]");
+        let found = issues(&two);
+        assert!(
+            found.len() == 1
+                && found[0].starts_with("rule[0].lease@")
+                && found[0].contains("exactly one limit"),
+            "{found:#?}"
         );
     }
 

@@ -183,6 +183,7 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
                 burst,
                 on_redis_error: OnRedisError::Local,
                 charge: true,
+                lease: None,
             };
             (spec, caps.shadow, None)
         }

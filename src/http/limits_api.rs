@@ -47,6 +47,7 @@ async fn reset(State(app): State<Arc<App>>, Path((rule, key)): Path<(String, Str
     // This replica at once; the others through the reset channel.
     let base = counters::base(&app.keys, &rule, &key);
     app.limiter.deny_cache.remove(&base);
+    app.limiter.leases.forget(&base);
     app.limiter.fallback.reset(&base);
     Json(json!({"rule": rule.name, "key": key, "reset": true})).into_response()
 }

@@ -15,7 +15,7 @@ use super::gcra::{self, GcraSlot};
 use super::memory_bound::Budget;
 use super::sliding_log::{self, LogSlot};
 use super::sliding_window::{self, WindowSlot};
-use super::{Algorithm, Call, Outcome, Slot};
+use super::{Algorithm, Call, Grant, Outcome, Slot};
 use crate::rate::Rate;
 
 pub struct LocalStore {
@@ -331,6 +331,52 @@ impl LocalStore {
                 }
             })
             .collect()
+    }
+
+    /// The twin of `lua/lease_<algorithm>.lua`: a slice of the call's
+    /// remaining quota, at least its cost, at most `room / divisor` and `cap`
+    /// (0: no cap), charged at once.
+    pub fn lease(&self, call: Call<'_>, divisor: u64, cap: u64) -> Grant {
+        self.lease_at(call, divisor, cap, self.now_us())
+    }
+
+    /// `lease` at a given time (see `check_at`).
+    pub fn lease_at(&self, call: Call<'_>, divisor: u64, cap: u64, now: u64) -> Grant {
+        // Peek and charge as one step, as the script is.
+        let _one = self.together.write().unwrap_or_else(|e| e.into_inner());
+        let peek = self.charge_at(Call { cost: 0, ..call }, now);
+        let room = peek.limits.iter().map(|l| l.remaining).min().unwrap_or(0);
+        if !peek.allowed || room < call.cost {
+            // Denied by its own check: nothing written, and when it would pass.
+            let outcome = self.charge_at(call, now);
+            return Grant {
+                granted: 0,
+                outcome,
+                ahead_us: 0,
+            };
+        }
+        let mut granted = (room / divisor.max(1)).max(call.cost);
+        if cap > 0 {
+            granted = granted.min(cap).max(call.cost);
+        }
+        let outcome = self.charge_at(
+            Call {
+                cost: granted,
+                ..call
+            },
+            now,
+        );
+        // gcra's run starts where the TAT was: the peek's reset (whole ms,
+        // rounded up) less a ms is never later than the script's whole µs.
+        let ahead_us = match call.algorithm {
+            Algorithm::Gcra => peek.limits[0].reset_ms.saturating_sub(1) * 1000,
+            _ => 0,
+        };
+        Grant {
+            granted,
+            outcome,
+            ahead_us,
+        }
     }
 
     /// `check` at a given time (µs; must not go backwards for one key), so

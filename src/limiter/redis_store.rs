@@ -10,6 +10,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 use redis::{Cmd, ErrorKind, Script, ScriptInvocation, ServerErrorKind};
 
+use super::lease::Grant;
 use super::{Algorithm, Call, Outcome};
 use crate::keys::KeySpace;
 use crate::rate::Rate;
@@ -86,6 +87,35 @@ fn script(algorithm: Algorithm) -> &'static Script {
         Algorithm::Gcra => &GCRA,
     };
     cell.get_or_init(|| Script::new(script_source(algorithm)))
+}
+
+/// A lease's script (`lua/lease_<algorithm>.lua`), run after the module
+/// whose keys it charges; `None`: the algorithm takes no lease.
+pub fn lease_source(algorithm: Algorithm) -> Option<&'static str> {
+    match algorithm {
+        Algorithm::FixedWindow => Some(concat!(
+            module!(fixed_window),
+            "\n",
+            include_str!("../../lua/lease_fixed_window.lua")
+        )),
+        Algorithm::Gcra => Some(concat!(
+            module!(gcra),
+            "\n",
+            include_str!("../../lua/lease_gcra.lua")
+        )),
+        Algorithm::SlidingWindow | Algorithm::SlidingLog => None,
+    }
+}
+
+fn lease_script(algorithm: Algorithm) -> Option<&'static Script> {
+    static FIXED_WINDOW: OnceLock<Script> = OnceLock::new();
+    static GCRA: OnceLock<Script> = OnceLock::new();
+    let cell = match algorithm {
+        Algorithm::FixedWindow => &FIXED_WINDOW,
+        Algorithm::Gcra => &GCRA,
+        Algorithm::SlidingWindow | Algorithm::SlidingLog => return None,
+    };
+    Some(cell.get_or_init(|| Script::new(lease_source(algorithm).expect("has a lease script"))))
 }
 
 fn all_rules_script() -> &'static Script {
@@ -199,7 +229,12 @@ impl RedisStore {
         self.connect().await?;
         let mut conn = self.connection()?;
         let scripts = ALGORITHMS.map(script);
-        for s in scripts.iter().copied().chain([all_rules_script()]) {
+        for s in scripts
+            .iter()
+            .copied()
+            .chain([all_rules_script()])
+            .chain(ALGORITHMS.iter().filter_map(|&a| lease_script(a)))
+        {
             let load = s.load_async(&mut conn);
             tokio::time::timeout(Duration::from_secs(2), load)
                 .await
@@ -219,25 +254,53 @@ impl RedisStore {
     }
 
     pub async fn check(&self, call: Call<'_>) -> Result<Outcome, StoreError> {
+        let reply = self.run(script(call.algorithm), call, &[]).await?;
+        Outcome::from_reply(&reply, call.limits)
+            .ok_or_else(|| StoreError::Reply(format!("script reply {reply:?}")))
+    }
+
+    /// A slice of a call's remaining quota, at least its cost
+    /// (`lua/lease_<algorithm>.lua`): at most `room / divisor`, and at most
+    /// `cap` units unless `cap` is 0.
+    pub async fn lease(&self, call: Call<'_>, divisor: u64, cap: u64) -> Result<Grant, StoreError> {
+        let script = lease_script(call.algorithm)
+            .ok_or_else(|| StoreError::Reply(format!("{} takes no lease", call.algorithm)))?;
+        let extra = [divisor as i64, cap as i64];
+        let reply = self.run(script, call, &extra).await?;
+        Grant::from_reply(&reply, call.limits)
+            .ok_or_else(|| StoreError::Reply(format!("lease reply {reply:?}")))
+    }
+
+    /// One script call for `call` (its arguments, then `extra`), bounded by
+    /// `redis.timeout`. EVALSHA built in one buffer; on NOSCRIPT (Redis lost
+    /// its scripts, so this call did not run) once more through `Script`,
+    /// whose EVAL loads it. Never a blind retry: after a timeout the
+    /// increment may have happened.
+    async fn run(
+        &self,
+        script: &Script,
+        call: Call<'_>,
+        extra: &[i64],
+    ) -> Result<Vec<i64>, StoreError> {
         let mut conn = self.connection()?;
-        // EVALSHA built in one buffer; on NOSCRIPT (Redis lost its scripts, so
-        // this call did not run) once more through `Script`, whose EVAL loads
-        // it. Never a blind retry: after a timeout the increment may have happened.
         let ask = async {
-            match evalsha(call).query_async::<Vec<i64>>(&mut conn).await {
+            match evalsha(script, call, extra)
+                .query_async::<Vec<i64>>(&mut conn)
+                .await
+            {
                 Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                    invocation(call).invoke_async(&mut conn).await
+                    invocation(script, call, extra)
+                        .invoke_async(&mut conn)
+                        .await
                 }
                 r => r,
             }
         };
         let timeout = self.timeout();
-        let reply: Vec<i64> = tokio::time::timeout(timeout, ask)
+        tokio::time::timeout(timeout, ask)
             .await
             .map_err(|_| StoreError::Timeout(timeout))?
-            .map_err(StoreError::from)?;
-        Outcome::from_reply(&reply, call.limits)
-            .ok_or_else(|| StoreError::Reply(format!("script reply {reply:?}")))
+            .map_err(StoreError::from)
     }
 
     /// A request's rules decided together (`lua/all_rules.lua`): each call
@@ -311,12 +374,12 @@ fn arguments(call: Call<'_>, mut key: impl FnMut(String), mut arg: impl FnMut(i6
     }
 }
 
-/// The call as one EVALSHA command: every argument in one buffer (a
-/// `ScriptInvocation` allocates per argument, then copies them into one).
-fn evalsha(call: Call<'_>) -> Cmd {
+/// The call as one EVALSHA command of `script` (its arguments, then
+/// `extra`): every argument in one buffer (a `ScriptInvocation` allocates
+/// per argument, then copies them into one).
+fn evalsha(script: &Script, call: Call<'_>, extra: &[i64]) -> Cmd {
     let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(script(call.algorithm).get_hash())
-        .arg(call.limits.len());
+    cmd.arg(script.get_hash()).arg(call.limits.len());
     let mut args = Vec::with_capacity(1 + 3 * call.limits.len());
     arguments(
         call,
@@ -325,15 +388,15 @@ fn evalsha(call: Call<'_>) -> Cmd {
         },
         |a| args.push(a),
     );
-    for a in args {
+    for a in args.into_iter().chain(extra.iter().copied()) {
         cmd.arg(a);
     }
     cmd
 }
 
 /// The call through `Script`, which loads the script when Redis lacks it.
-fn invocation(call: Call<'_>) -> ScriptInvocation<'static> {
-    let mut inv = script(call.algorithm).prepare_invoke();
+fn invocation<'s>(script: &'s Script, call: Call<'_>, extra: &[i64]) -> ScriptInvocation<'s> {
+    let mut inv = script.prepare_invoke();
     let mut args = Vec::new();
     arguments(
         call,
@@ -342,7 +405,7 @@ fn invocation(call: Call<'_>) -> ScriptInvocation<'static> {
         },
         |a| args.push(a),
     );
-    for a in args {
+    for a in args.into_iter().chain(extra.iter().copied()) {
         inv.arg(a);
     }
     inv

@@ -100,6 +100,7 @@ async fn listen(app: &App, pubsub: redis::aio::PubSub, stop: &CancellationToken)
                 Some(msg) => {
                     if let Ok(base) = msg.get_payload::<String>() {
                         app.limiter.deny_cache.remove(&base);
+                        app.limiter.leases.forget(&base);
                     }
                 }
                 None => return Some("connection closed".into()),
