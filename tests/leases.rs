@@ -5,7 +5,7 @@
 //! window); cold keys keep one call per decision; Redis killed: each replica
 //! spends exactly what it holds, then `on_redis_error`.
 //!
-//! Windows are read from Redis's own record (TIME + GET + PTTL snapshots, as
+//! Windows are read from Redis's own record (TIME + GET + PEXPIRETIME snapshots, as
 //! tests/sustained.rs does), and an answer belongs to a window only when its
 //! whole bracket [sent, received] lies inside it: a held unit is spent inside
 //! its own window (a slice expires no later than the window's end), so the
@@ -55,17 +55,18 @@ struct Window {
     count: u64,
 }
 
-/// The windows in snapshots of (Redis time µs, (count, PTTL)).
+/// The windows in snapshots of (Redis time µs, (count, PEXPIRETIME)).
+/// The key's absolute expiry, not TIME + PTTL: under load the two clocks in
+/// one MULTI can be milliseconds apart, which splits one window in two.
 fn windows(taken: &[(u64, (Option<u64>, i64))]) -> Vec<Window> {
     let mut out: Vec<Window> = Vec::new();
-    for (at, (count, pttl)) in taken {
+    for (_, (count, expires_at)) in taken {
         let Some(count) = *count else { continue };
         assert!(count <= LIMIT, "a counter at {count}");
-        assert!(*pttl >= 0, "a counter without TTL ({pttl})");
-        let end_us = (at / 1000 + *pttl as u64) * 1000;
+        assert!(*expires_at >= 0, "a counter without TTL ({expires_at})");
+        let end_us = *expires_at as u64 * 1000;
         match out.last_mut() {
-            // PTTL is whole ms: the same window may read 1-2 ms apart.
-            Some(w) if end_us <= w.end_us + 2000 => w.count = w.count.max(count),
+            Some(w) if end_us == w.end_us => w.count = w.count.max(count),
             _ => out.push(Window {
                 start_us: end_us - PERIOD_MS * 1000,
                 end_us,
@@ -111,7 +112,7 @@ async fn a_hot_key_with_a_lease_admits_at_most_the_limit_in_every_window_and_nea
         let stop = Arc::new(AtomicBool::new(false));
         let snaps = snapshot::<(Option<u64>, i64)>(redis.conn(), vec![key], stop.clone(), |k| {
             let mut pipe = time_then("GET", k);
-            pipe.cmd("PTTL").arg(k);
+            pipe.cmd("PEXPIRETIME").arg(k);
             pipe
         });
         let calls_before = evalsha_calls(&redis);
