@@ -567,3 +567,86 @@ async fn the_denylist_panel_denies_an_address_names_a_bad_ttl_and_removes_with_a
     b.screenshot("02-removed").await;
     b.close().await;
 }
+
+#[tokio::test]
+async fn who_is_hurting_lists_the_most_limited_addresses_and_bans_one_from_its_row() {
+    let dir = temp_dir("admin-page-hurting");
+    let prefix = unique_prefix("page-hurt");
+    let s = TestServer::start(CONFIG, Some(&shared_redis().url()), &prefix).await;
+    let login = |ip: &'static str, path: &'static str| {
+        let url = s.url("/check");
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("x-forwarded-uri", path)
+                .header("x-forwarded-for", ip)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // 5/m: the 6th to 8th logins from .77 are limited, .78's 6th once.
+    for i in 0..8 {
+        assert_eq!(
+            login("203.0.113.77", "/login").await,
+            if i < 5 { 200 } else { 429 }
+        );
+    }
+    for i in 0..6 {
+        assert_eq!(
+            login("203.0.113.78", "/login").await,
+            if i < 5 { 200 } else { 429 }
+        );
+    }
+    let b = Browser::start(&dir).await;
+    sign_in(&b, &s).await;
+    // `login` is the only rule with limits: chosen by itself.
+    let row = r#"#hurting-body tr[data-key="203.0.113.77"]"#;
+    b.until("203.0.113.77 counted 3 times, first", || async {
+        let first = b.attr("#hurting-body tr", "data-key").await;
+        let n = b.text(&format!("{row} td.limited")).await;
+        (first.as_deref() == Some("203.0.113.77") && n.as_deref() == Some("3")).then_some(())
+    })
+    .await;
+    b.screenshot("01-hurting").await;
+
+    b.type_into("#hurting-ttl", "30m").await;
+    b.click(&format!("{row} button.ban")).await;
+    b.until("the ban's confirmation", || async {
+        (b.count(&format!("{row} button.confirm-ban")).await == 1).then_some(())
+    })
+    .await;
+    // Nothing is denied before the confirmation.
+    assert_eq!(login("203.0.113.77", "/anything").await, 200);
+    b.click(&format!("{row} button.confirm-ban")).await;
+    let message = b
+        .until("the ban's message", || async {
+            b.text("#hurting-message")
+                .await
+                .filter(|t| t.starts_with("Denied"))
+        })
+        .await;
+    assert!(message.contains("203.0.113.77/32"), "{message}");
+    // Denied on every path, charged nothing; the other address is not.
+    assert_eq!(login("203.0.113.77", "/anything").await, 403);
+    assert_eq!(login("203.0.113.78", "/anything").await, 200);
+    let (status, entry) = api_get(&s, "/v1/denylist/check?ip=203.0.113.77").await;
+    assert_eq!(status, 200, "{entry}");
+    assert_eq!(entry["actor"], "admin-page");
+    let note = entry["note"].as_str().unwrap();
+    assert!(note.contains("limited 3 times by login"), "{note}");
+    let ttl = entry["expires_at"].as_u64().unwrap() - entry["created_at"].as_u64().unwrap();
+    assert_eq!(ttl, 30 * 60 * 1000);
+    // The denylist panel shows it too.
+    b.until("the ban in the denylist panel", || async {
+        (b.count(r#"#deny-entries-body tr[data-cidr="203.0.113.77/32"]"#)
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    b.screenshot("02-banned").await;
+    b.close().await;
+}

@@ -1,5 +1,5 @@
 // tollgate's admin page. It talks to the admin API only (/v1/status,
-// /v1/rules, /v1/allowlist…, /v1/limits…) with the bearer token the operator
+// /v1/rules, /v1/rules/{rule}/top, /v1/allowlist…, /v1/denylist…, /v1/limits…) with the bearer token the operator
 // typed, kept in sessionStorage (this tab only; never a cookie).
 //
 // Safe by construction: every value that comes from data (notes, keys,
@@ -16,6 +16,7 @@
   const STATUS_EVERY_MS = 2000;       // health and the decisions chart
   const LIST_EVERY_MS = 1000;         // allowlist changes made elsewhere
   const RULES_EVERY_MS = 10000;       // a SIGHUP may change the rules
+  const HURTING_EVERY_MS = 3000;      // who is hurting (flushed to Redis each second)
   const MAX_PAGES = 10;               // 10 000 entries listed at most (the DOM stays light)
   const SVG = 'http://www.w3.org/2000/svg';
 
@@ -128,6 +129,7 @@
     $('signout').hidden = false;
     every(RULES_EVERY_MS, pollRules);
     every(STATUS_EVERY_MS, pollStatus);
+    every(HURTING_EVERY_MS, pollHurting);
     panels.forEach((panel) => {
       every(LIST_EVERY_MS, panel.pollList);
       every(1000, panel.tick);
@@ -378,6 +380,7 @@
       select.appendChild(opt);
     });
     if (chosen) select.value = chosen;
+    fillHurtingRules();
     renderRuleRates();
   }
 
@@ -436,6 +439,143 @@
     setText('counter-message', r.ok
       ? 'Reset: ' + r.data.key + ' starts afresh for ' + r.data.rule + ' on every replica.'
       : errorOf(r));
+  }
+
+  // === Who is hurting: the keys a rule limited most, with a ban button ===
+
+  const hurting = new Map();   // key -> {row, limited}
+  let hurtingRule = null;      // the rule the rows belong to
+  let pendingBan = null;       // the key whose ban awaits confirmation
+
+  /// The rule select lists rules with limits; a ban is offered only for a
+  /// rule keyed by the client address alone (its keys are addresses).
+  function fillHurtingRules() {
+    const select = $('hurting-rule');
+    const chosen = select.value;
+    while (select.firstChild) select.firstChild.remove();
+    rules.filter((r) => r.limits.length > 0).forEach((r) => {
+      const opt = document.createElement('option');
+      opt.value = r.name;
+      opt.textContent = r.name;
+      select.appendChild(opt);
+    });
+    if (chosen) select.value = chosen;
+  }
+
+  function bannable(ruleName) {
+    const rule = rules.find((r) => r.name === ruleName);
+    return !!rule && !rule.descriptor && rule.key === 'ip';
+  }
+
+  async function pollHurting() {
+    const rule = $('hurting-rule').value;
+    if (!rule) {
+      setText('hurting-message', 'No rule with limits.');
+      return;
+    }
+    const minutes = $('hurting-minutes').value;
+    const r = await api('GET', '/v1/rules/' + encodeURIComponent(rule) + '/top?count=20&minutes=' + minutes);
+    if (rule !== hurtingRule) {
+      hurting.forEach((item) => item.row.remove());
+      hurting.clear();
+      hurtingRule = rule;
+      pendingBan = null;
+    }
+    // Not the banner's business: the embedded store has no merged counts.
+    if (!r.ok) {
+      setText('hurting-message', errorOf(r));
+      return;
+    }
+    const seen = new Set();
+    r.data.keys.forEach((k) => {
+      seen.add(k.key);
+      let item = hurting.get(k.key);
+      if (!item) {
+        item = { row: hurtingRow(k.key) };
+        hurting.set(k.key, item);
+      }
+      item.limited = k.limited;
+      item.row.querySelector('.limited').textContent = String(k.limited);
+      renderBan(k.key, item);
+    });
+    hurting.forEach((item, key) => {
+      if (!seen.has(key)) { item.row.remove(); hurting.delete(key); }
+    });
+    const body = $('hurting-body');
+    r.data.keys.forEach((k) => body.appendChild(hurting.get(k.key).row));
+    if (!$('hurting-message').dataset.sticky) {
+      setText('hurting-message', r.data.keys.length
+        ? 'Limited by ' + rule + ' in the last ' + minutes + ' minutes, on every replica.'
+        : 'Nobody was limited by ' + rule + ' in the last ' + minutes + ' minutes.');
+    }
+  }
+
+  function hurtingRow(key) {
+    const tr = document.createElement('tr');
+    tr.dataset.key = key;
+    ['key', 'limited', 'actions'].forEach((c) => {
+      const td = document.createElement('td');
+      td.className = c;
+      tr.appendChild(td);
+    });
+    tr.querySelector('.key').textContent = key;
+    return tr;
+  }
+
+  /// The row's action, redrawn only when its state changes (a poll keeps a
+  /// pending confirmation and the buttons under the pointer).
+  function renderBan(key, item) {
+    const td = item.row.querySelector('.actions');
+    const want = !bannable(hurtingRule) ? 'none' : pendingBan === key ? 'confirm' : 'idle';
+    if (td.dataset.state === want) return;
+    td.dataset.state = want;
+    while (td.firstChild) td.firstChild.remove();
+    if (want === 'idle') {
+      td.appendChild(button('Ban', 'ban danger', () => { pendingBan = key; refreshBans(); }));
+    } else if (want === 'confirm') {
+      const q = document.createElement('span');
+      q.className = 'confirm-question';
+      q.textContent = 'Deny ' + key + ' for ' + $('hurting-ttl').value.trim() + ' on every replica? ';
+      td.appendChild(q);
+      td.appendChild(button('Yes, ban', 'confirm-ban danger', () => { banKey(key).catch(() => {}); }));
+      td.appendChild(button('Cancel', 'cancel-ban', () => { pendingBan = null; refreshBans(); }));
+    }
+  }
+
+  function refreshBans() {
+    hurting.forEach((item, key) => renderBan(key, item));
+  }
+
+  /// A manual denylist entry (actor: the page), like the denylist panel's.
+  async function banKey(key) {
+    const item = hurting.get(key);
+    const ttl = $('hurting-ttl').value.trim();
+    const body = {
+      cidr: key,
+      ttl,
+      note: 'limited ' + (item ? item.limited : '?') + ' times by ' + hurtingRule +
+        ' in ' + $('hurting-minutes').value + 'm (who is hurting)',
+    };
+    const r = await api('POST', '/v1/denylist', body);
+    pendingBan = null;
+    refreshBans();
+    const msg = $('hurting-message');
+    msg.dataset.sticky = '1';
+    msg.textContent = r.ok
+      ? 'Denied ' + r.data.cidr + ' for ' + ttl + ' on every replica (seq ' + r.data.seq + ').'
+      : 'Not banned: ' + errorOf(r);
+    msg.className = r.ok ? 'note state-ok' : 'note error';
+    setTimeout(() => { delete msg.dataset.sticky; msg.className = 'note'; }, 10000);
+    await panels[1].pollList();
+  }
+
+  function button(text, cls, onClick) {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.className = cls;
+    b.textContent = text;
+    b.addEventListener('click', onClick);
+    return b;
   }
 
   // === Allowlist and denylist: one panel each, the same code ===
@@ -562,15 +702,6 @@
 
     function refreshActions() {
       entries.forEach((item) => renderActions(item));
-    }
-
-    function button(text, cls, onClick) {
-      const b = document.createElement('button');
-      b.type = 'button';
-      b.className = cls;
-      b.textContent = text;
-      b.addEventListener('click', onClick);
-      return b;
     }
 
     async function removeEntry(cidr) {
@@ -705,6 +836,9 @@
     onSubmit('counters', showCounters);
     $('counter-reset').addEventListener('click', () => { resetCounters().catch(() => {}); });
     panels.forEach((panel) => panel.wire());
+    ['hurting-rule', 'hurting-minutes'].forEach((sel) => $(sel).addEventListener('change', () => {
+      pollHurting().catch(() => {});
+    }));
     if (token()) {
       start();
     } else {
