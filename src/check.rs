@@ -146,7 +146,7 @@ impl Limiter {
                     )
                 }),
             deny_cache: DenyCache::new(deny_cache_bytes, metrics.deny_cache_evictions.clone()),
-            leases: Leases::default(),
+            leases: Leases::new(metrics.leases.clone()),
             keys: KeySpace::new(&config.prefix),
             fallback_replicas: AtomicU64::new(fixed_divisor(
                 config.redis.as_ref().map(|r| r.fallback_replicas),
@@ -357,14 +357,16 @@ impl Limiter {
             Err(None)
         } else {
             let started = Instant::now();
-            let r = match lease {
-                lease::Ask::Take(held, size) => {
+            // A request that waited for another's take and spent its slice
+            // made no call: not timed as one.
+            let (r, called) = match lease {
+                lease::Ask::Take(held, size, metrics) => {
                     let replicas = self.live_replicas.get();
-                    held.take(&self.store, call, size, replicas).await
+                    held.take(&self.store, call, size, replicas, &metrics).await
                 }
-                _ => self.store.check(call).await.map_err(Some),
+                _ => (self.store.check(call).await.map_err(Some), true),
             };
-            if remote {
+            if remote && called {
                 self.redis_call_duration
                     .observe(started.elapsed().as_secs_f64());
             }

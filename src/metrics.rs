@@ -98,6 +98,22 @@ pub struct GrpcLabels {
     pub code: &'static str,
 }
 
+/// How a lease rule's hot-key decision was answered (`limiter/lease.rs`):
+/// `slice` from a slice held here (no Redis call); `take_granted`,
+/// `take_denied`, `take_failed`: one Redis call that took a slice, or was
+/// denied one, or failed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LeaseLabels {
+    pub how: &'static str,
+}
+
+/// The lease counters, cloned into the limiter's lease table.
+#[derive(Clone, Default)]
+pub struct LeaseMetrics {
+    pub decisions: Family<LeaseLabels, Counter>,
+    pub units_granted: Counter,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
     /// `decision`, `admin` or `grpc`.
@@ -116,6 +132,7 @@ pub struct Metrics {
     /// 1 for the class Redis refuses limiter calls with (OOM, ACL...), else 0.
     pub redis_refusing: Family<ClassLabels, Gauge>,
     pub deny_cache_hits: Counter,
+    pub leases: LeaseMetrics,
     pub redis_open_slots: Gauge,
     pub redis_refusing_slots: Family<ClassLabels, Gauge>,
     pub reset_channel_up: Gauge,
@@ -199,6 +216,17 @@ impl Metrics {
             "Denials answered from the local deny cache without Redis",
             deny_cache_hits.clone(),
         );
+        let leases = LeaseMetrics::default();
+        registry.register(
+            "lease_decisions",
+            "Hot-key decisions of lease rules: from a slice held here (how=slice, no Redis call), or one Redis call taking a slice (take_granted, take_denied, take_failed)",
+            leases.decisions.clone(),
+        );
+        registry.register(
+            "lease_units_granted",
+            "Units handed to this replica in lease slices (each counted in Redis first)",
+            leases.units_granted.clone(),
+        );
         let redis_open_slots = Gauge::default();
         registry.register(
             "redis_open_slots",
@@ -280,6 +308,7 @@ impl Metrics {
             redis_up,
             redis_refusing,
             deny_cache_hits,
+            leases,
             redis_open_slots,
             redis_refusing_slots,
             reset_channel_up,

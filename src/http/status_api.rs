@@ -15,7 +15,7 @@
 //!   and `config`: the running config's file, hash, load time and source
 //!   (`config::watch::Loaded`), equal on replicas that run the same file.
 //! - `/v1/rules`: every rule as loaded (after a reload, the new ones): match,
-//!   key, limits, algorithm, burst, allowlist mode, on_redis_error, shadow.
+//!   key, limits, algorithm, burst, lease, allowlist mode, on_redis_error, shadow.
 
 use std::sync::Arc;
 
@@ -186,6 +186,8 @@ fn rule_json(rule: &Rule) -> Value {
         "limits": rule.limit_specs,
         "algorithm": rule.algorithm.to_string(),
         "burst": rule.burst,
+        // `"auto"`, a slice size, or null: no lease (`limiter/lease.rs`).
+        "lease": rule.lease.map(|l| l.to_string()),
         "allowlist": rule.allowlist.to_string(),
         "on_redis_error": rule.on_redis_error.to_string(),
         "shadow": rule.shadow,

@@ -45,6 +45,7 @@ use dashmap::DashMap;
 use held::State;
 
 use super::{Call, Outcome, Store};
+use crate::metrics::{LeaseLabels, LeaseMetrics};
 use crate::rate::Rate;
 use crate::redis_conn::StoreError;
 
@@ -120,6 +121,8 @@ pub fn divisor(replicas: u64) -> u64 {
 /// The slices this replica holds, by key base.
 #[derive(Default)]
 pub struct Leases {
+    /// `tollgate_lease_decisions_total{how}`, `tollgate_lease_units_granted_total`.
+    metrics: LeaseMetrics,
     keys: DashMap<String, Arc<Held>>,
     /// Last sweep, as µs since `origin` (at most one a second).
     swept_us: AtomicU64,
@@ -135,11 +138,19 @@ pub enum Ask {
     Plain,
     /// Answered from the slice this replica holds.
     Spent(Outcome),
-    /// A hot key with nothing held: take a slice (`Held::take`).
-    Take(Arc<Held>, LeaseSize),
+    /// A hot key with nothing held: take a slice (`Held::take`, which
+    /// counts how it went).
+    Take(Arc<Held>, LeaseSize, LeaseMetrics),
 }
 
 impl Leases {
+    pub fn new(metrics: LeaseMetrics) -> Leases {
+        Leases {
+            metrics,
+            ..Leases::default()
+        }
+    }
+
     /// Count this decision toward the key's hotness and spend a held unit if
     /// there is one. `lease` is `None` for a rule without one (or when the
     /// store is in process: nothing to save).
@@ -157,14 +168,22 @@ impl Leases {
         let mut state = held.state.lock().unwrap_or_else(|e| e.into_inner());
         state.seen(now);
         if let Some(outcome) = state.spend(now, call) {
+            self.counted("slice");
             return Ask::Spent(outcome);
         }
         if state.hot() {
             drop(state);
-            Ask::Take(held, size)
+            Ask::Take(held, size, self.metrics.clone())
         } else {
             Ask::Plain
         }
+    }
+
+    fn counted(&self, how: &'static str) {
+        self.metrics
+            .decisions
+            .get_or_create(&LeaseLabels { how })
+            .inc();
     }
 
     /// Drop what is held for `base`: its counters were reset, so units taken
@@ -257,29 +276,36 @@ impl Held {
     /// Take a slice for `call` (whose unit the asking request spends), or
     /// the slice another request took while this one waited. `Err(None)`:
     /// the take this one waited on failed; go to `on_redis_error` without
-    /// asking Redis again (the breaker has the error).
+    /// asking Redis again (the breaker has the error). The flag: whether
+    /// this request made the store call (only those are timed as one).
     pub async fn take(
         &self,
         store: &Store,
         call: Call<'_>,
         size: LeaseSize,
         replicas: u64,
-    ) -> Result<Outcome, Option<StoreError>> {
+        metrics: &LeaseMetrics,
+    ) -> (Result<Outcome, Option<StoreError>>, bool) {
+        let count = |how| metrics.decisions.get_or_create(&LeaseLabels { how }).inc();
         let before = self.takes.load(Ordering::Acquire);
         let mut last = self.taking.lock().await;
         let now = Instant::now();
         {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(outcome) = state.spend(now, &call) {
-                return Ok(outcome);
+                count("slice");
+                return (Ok(outcome), false);
             }
         }
         if self.takes.load(Ordering::Acquire) != before {
+            // Answered by the take this one waited on: no call of its own.
             if last.failed {
-                return Err(None);
+                count("slice");
+                return (Err(None), false);
             }
             if let Some(denied) = &last.denied {
-                return Ok(denied.clone());
+                count("slice");
+                return (Ok(denied.clone()), false);
             }
         }
         let sent = Instant::now();
@@ -289,14 +315,23 @@ impl Held {
             failed: result.is_err(),
         };
         self.takes.fetch_add(1, Ordering::Release);
-        let grant = result.map_err(Some)?;
+        let grant = match result {
+            Ok(grant) => grant,
+            Err(e) => {
+                count("take_failed");
+                return (Err(Some(e)), true);
+            }
+        };
         if grant.granted == 0 {
+            count("take_denied");
             last.denied = Some(grant.outcome.clone());
         } else {
+            count("take_granted");
+            metrics.units_granted.inc_by(grant.granted);
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             state.hold(&grant, sent, &call);
         }
-        Ok(grant.outcome)
+        (Ok(grant.outcome), true)
     }
 }
 

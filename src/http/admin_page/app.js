@@ -359,7 +359,8 @@
     rules.forEach((rule) => {
       const tr = document.createElement('tr');
       tr.dataset.rule = rule.name;
-      const algo = rule.algorithm + (rule.burst !== null ? ' (burst ' + rule.burst + ')' : '');
+      const algo = rule.algorithm + (rule.burst !== null ? ' (burst ' + rule.burst + ')' : '') +
+        (rule.lease ? ' (lease ' + rule.lease + ')' : '');
       [rule.name, describeMatch(rule), rule.descriptor ? 'descriptor values' : rule.key,
         rule.limits.length ? rule.limits.join(', ') : '(gate only)', algo, rule.allowlist,
         rule.on_redis_error, rule.shadow ? 'shadow' : 'no', ''].forEach((v, i) => {
