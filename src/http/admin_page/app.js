@@ -371,17 +371,8 @@
       });
       body.appendChild(tr);
     });
-    const select = $('counter-rule');
-    const chosen = select.value;
-    while (select.firstChild) select.firstChild.remove();
-    rules.filter((r) => r.limits.length > 0).forEach((r) => {
-      const opt = document.createElement('option');
-      opt.value = r.name;
-      opt.textContent = r.name;
-      select.appendChild(opt);
-    });
-    if (chosen) select.value = chosen;
-    fillHurtingRules();
+    fillRuleSelect('counter-rule');
+    fillRuleSelect('hurting-rule');
     renderRuleRates();
   }
 
@@ -448,10 +439,9 @@
   let hurtingRule = null;      // the rule the rows belong to
   let pendingBan = null;       // the key whose ban awaits confirmation
 
-  /// The rule select lists rules with limits; a ban is offered only for a
-  /// rule keyed by the client address alone (its keys are addresses).
-  function fillHurtingRules() {
-    const select = $('hurting-rule');
+  /// A select of the rules with limits, keeping the one chosen.
+  function fillRuleSelect(id) {
+    const select = $(id);
     const chosen = select.value;
     while (select.firstChild) select.firstChild.remove();
     rules.filter((r) => r.limits.length > 0).forEach((r) => {
@@ -463,6 +453,8 @@
     if (chosen) select.value = chosen;
   }
 
+  /// A ban is offered only for a rule keyed by the client address alone
+  /// (its keys are addresses).
   function bannable(ruleName) {
     const rule = rules.find((r) => r.name === ruleName);
     return !!rule && !rule.descriptor && rule.key === 'ip';
