@@ -265,27 +265,19 @@ impl Breaker {
 mod tests {
     use super::*;
 
-    fn refused(code: &str) -> StoreError {
-        let reply = format!("-{code} nope\r\n");
-        match redis::parse_redis_value(reply.as_bytes()) {
-            Ok(redis::Value::ServerError(e)) => StoreError::from(redis::RedisError::from(e)),
-            other => panic!("{other:?}"),
-        }
-    }
-
     #[test]
     fn a_refusal_opens_the_breaker_with_its_class_and_closing_clears_it() {
         let refusing = Family::<ClassLabels, Gauge>::default();
         let b = Breaker::new(Gauge::default(), refusing.clone());
         b.close(true);
         assert!(!b.is_open());
-        b.trip(&refused("OOM"));
+        b.trip(&StoreError::refused_for_test("OOM"));
         assert!(b.is_open());
         assert_eq!(b.refusing(), Some(Refusal::OutOfMemory));
         let oom = ClassLabels { class: "oom" };
         assert_eq!(refusing.get_or_create(&oom).get(), 1);
         // Another class replaces it; an outage meanwhile does not hide it.
-        b.trip(&refused("NOPERM"));
+        b.trip(&StoreError::refused_for_test("NOPERM"));
         b.trip(&StoreError::NotConnected);
         assert_eq!(b.refusing(), Some(Refusal::NoPermission));
         assert_eq!(refusing.get_or_create(&oom).get(), 0);

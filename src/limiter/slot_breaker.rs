@@ -199,27 +199,19 @@ mod tests {
         assert_eq!(slot("a{}b{c}"), 7353, "only the first tag counts");
     }
 
-    fn refused(code: &str) -> StoreError {
-        let reply = format!("-{code} nope\r\n");
-        match redis::parse_redis_value(reply.as_bytes()) {
-            Ok(redis::Value::ServerError(e)) => StoreError::from(redis::RedisError::from(e)),
-            other => panic!("{other:?}"),
-        }
-    }
-
     #[test]
     fn a_refused_slot_counts_under_its_class_until_it_answers() {
         let (open, refusing) = (Gauge::default(), Family::<ClassLabels, Gauge>::default());
         let b = SlotBreaker::new(open.clone(), refusing.clone());
         let oom = || refusing.get_or_create(&ClassLabels { class: "oom" }).get();
-        b.trip(7, &refused("OOM"));
-        b.trip(8, &refused("OOM"));
+        b.trip(7, &StoreError::refused_for_test("OOM"));
+        b.trip(8, &StoreError::refused_for_test("OOM"));
         b.trip(9, &StoreError::NotConnected);
         assert!(b.should_skip(7) && b.should_skip(9));
         assert_eq!((open.get(), oom()), (3, 2));
         assert_eq!(b.refusing(), [(Refusal::OutOfMemory, 2)]);
         // Tripped again for the same cause: counted once.
-        b.trip(7, &refused("OOM"));
+        b.trip(7, &StoreError::refused_for_test("OOM"));
         assert_eq!((open.get(), oom()), (3, 2));
         // The master of slot 8 went from OOM to down: moves to "away".
         b.trip(8, &StoreError::NotConnected);

@@ -265,3 +265,15 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+impl StoreError {
+    /// A refusal as Redis sends it (`-OOM nope`), for the breakers' tests.
+    pub(crate) fn refused_for_test(code: &str) -> StoreError {
+        let reply = format!("-{code} nope\r\n");
+        match redis::parse_redis_value(reply.as_bytes()) {
+            Ok(redis::Value::ServerError(e)) => StoreError::from(redis::RedisError::from(e)),
+            other => panic!("{other:?}"),
+        }
+    }
+}
