@@ -235,11 +235,7 @@ impl RedisStore {
             .chain([all_rules_script()])
             .chain(ALGORITHMS.iter().filter_map(|&a| lease_script(a)))
         {
-            let load = s.load_async(&mut conn);
-            tokio::time::timeout(Duration::from_secs(2), load)
-                .await
-                .map_err(|_| StoreError::Timeout(Duration::from_secs(2)))?
-                .map_err(StoreError::from)?;
+            within(Duration::from_secs(2), s.load_async(&mut conn)).await?;
         }
         Ok(())
     }
@@ -247,10 +243,7 @@ impl RedisStore {
     /// `PING` on the limiter's own connection, bounded by `bound`.
     pub async fn ping(&self, bound: Duration) -> Result<(), StoreError> {
         let mut conn = self.connection()?;
-        tokio::time::timeout(bound, redis::cmd("PING").query_async::<()>(&mut conn))
-            .await
-            .map_err(|_| StoreError::Timeout(bound))?
-            .map_err(StoreError::from)
+        within(bound, redis::cmd("PING").query_async::<()>(&mut conn)).await
     }
 
     pub async fn check(&self, call: Call<'_>) -> Result<Outcome, StoreError> {
@@ -296,11 +289,7 @@ impl RedisStore {
                 r => r,
             }
         };
-        let timeout = self.timeout();
-        tokio::time::timeout(timeout, ask)
-            .await
-            .map_err(|_| StoreError::Timeout(timeout))?
-            .map_err(StoreError::from)
+        within(self.timeout(), ask).await
     }
 
     /// A request's rules decided together (`lua/all_rules.lua`): each call
@@ -319,11 +308,7 @@ impl RedisStore {
                 r => r,
             }
         };
-        let timeout = self.timeout();
-        let reply: Vec<i64> = tokio::time::timeout(timeout, ask)
-            .await
-            .map_err(|_| StoreError::Timeout(timeout))?
-            .map_err(StoreError::from)?;
+        let reply: Vec<i64> = within(self.timeout(), ask).await?;
         split_reply(&reply, calls.iter().map(|(c, _)| c.limits))
             .ok_or_else(|| StoreError::Reply(format!("all_rules reply {reply:?}")))
     }
@@ -346,13 +331,22 @@ impl RedisStore {
         let del = redis::cmd("DEL").arg(&keys).to_owned();
         let publish = redis::cmd("PUBLISH").arg(channel).arg(base).to_owned();
         for cmd in [del, publish] {
-            tokio::time::timeout(admin_timeout, cmd.query_async::<()>(&mut conn))
-                .await
-                .map_err(|_| StoreError::Timeout(admin_timeout))?
-                .map_err(StoreError::from)?;
+            within(admin_timeout, cmd.query_async::<()>(&mut conn)).await?;
         }
         Ok(())
     }
+}
+
+/// `ask` bounded by `bound`: every Redis call of the limiter is, so a stalled
+/// Redis costs a request at most that (then the breaker takes over).
+async fn within<T>(
+    bound: Duration,
+    ask: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(bound, ask)
+        .await
+        .map_err(|_| StoreError::Timeout(bound))?
+        .map_err(StoreError::from)
 }
 
 /// A call's script arguments, in the order of `lua/*.lua`: a key per limit;
