@@ -27,6 +27,7 @@
 //!   Redis side: `redis_store/fleet.rs`; the follower's: `follower/lost.rs`);
 //!   `details`: the note, actor and created_at a node keeps for that.
 
+pub mod ban;
 pub mod cidr;
 pub mod details;
 pub mod event;
@@ -143,6 +144,8 @@ pub struct Allowlist {
     details: Details,
     /// This node in a restore's origin: host name and a random tag per process.
     node_id: String,
+    /// The embedded store's ban counts (`ban.rs`); unused with Redis.
+    bans: ban::Bans,
 }
 
 impl Allowlist {
@@ -198,6 +201,7 @@ impl Allowlist {
             },
             details: Details::new(details),
             node_id: node_id(),
+            bans: Default::default(),
         }
     }
 

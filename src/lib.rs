@@ -70,6 +70,7 @@
 pub mod activity;
 pub mod allowlist;
 pub(crate) mod app;
+pub mod ban;
 pub(crate) mod check;
 pub mod cli;
 pub mod client_ip;

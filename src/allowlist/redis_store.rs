@@ -21,6 +21,7 @@ use super::event::{stream_entries, Event, Op};
 use super::kind::ListKind;
 use super::recovery::{Born, LostList, Over, WriteError};
 
+mod ban;
 mod fleet;
 use super::{new_epoch, Entry, Listing, NewEntry, Stored};
 use crate::keys::AllowKeys;
@@ -55,6 +56,7 @@ const STAGING_TTL_MS: u64 = 3_600_000;
 
 struct Scripts {
     upsert: Script,
+    ban: Script,
     remove: Script,
     reap: Script,
     snapshot_begin: Script,
@@ -67,7 +69,17 @@ struct Scripts {
 fn scripts() -> &'static Scripts {
     static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
     SCRIPTS.get_or_init(|| Scripts {
-        upsert: Script::new(include_str!("../../lua/allow_upsert.lua")),
+        // Every entry is written by lua/list_upsert.lua, the module both run.
+        upsert: Script::new(concat!(
+            include_str!("../../lua/list_upsert.lua"),
+            "\n",
+            include_str!("../../lua/allow_upsert.lua")
+        )),
+        ban: Script::new(concat!(
+            include_str!("../../lua/list_upsert.lua"),
+            "\n",
+            include_str!("../../lua/deny_ban.lua")
+        )),
         remove: Script::new(include_str!("../../lua/allow_remove.lua")),
         reap: Script::new(include_str!("../../lua/allow_reap.lua")),
         snapshot_begin: Script::new(include_str!("../../lua/allow_snapshot_begin.lua")),
