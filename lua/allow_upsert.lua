@@ -20,6 +20,7 @@
 --          (one XADD cannot take both MINID and MAXLEN, hence the XTRIM)
 -- ARGV[8]  "1": the operator means to start a new, empty allowlist if Redis
 --          holds none (`--new-epoch`); "0": refuse that while `lost` exists
+-- ARGV[9]  optional: "1": an exempt allowlist entry (never banned by a rule)
 -- Returns  {seq, expires_at, created_at, epoch}, all strings; expires_at "0" = never.
 --          Or, when Redis holds no allowlist, a node witnessed one (`lost`)
 --          and ARGV[8] is "0": {"lost", node, epoch, seq, entries} of that
@@ -36,10 +37,11 @@
 --   expires_at 1700086400123 note "login alice" actor admin-api ver 1
 --   created_at 1700000000123 (a field later readers may use: a node keeps
 --   note, actor and created_at to restore the list if Redis loses it)
-assert(#KEYS == 5 and #ARGV == 8, 'allow_upsert: expected 5 keys and 8 args')
+assert(#KEYS == 5 and (#ARGV == 8 or #ARGV == 9), 'allow_upsert: expected 5 keys and 8 or 9 args')
 local ttl = tonumber(ARGV[2])
 assert(ttl and ttl >= 0, 'allow_upsert: ttl_ms must be a number >= 0')
 return list_upsert.write(KEYS, {
   cidr = ARGV[1], ttl = ttl, note = ARGV[3], actor = ARGV[4], epoch = ARGV[5],
   retention = tonumber(ARGV[6]), cap = ARGV[7], deliberate = ARGV[8] == '1',
+  exempt = ARGV[9] == '1',
 })

@@ -15,7 +15,9 @@
 --       the dataset has none yet, retention = event retention in ms (XADD
 --       MINID ~), cap = about this many events kept (XTRIM MAXLEN ~; one XADD
 --       cannot take both), deliberate = true: start a new, empty list if
---       Redis holds none (`--new-epoch`)}
+--       Redis holds none (`--new-epoch`), exempt = true: an allowlist entry
+--       never banned automatically (`"exempt":true` in its JSON and
+--       `exempt 1` in its event; both absent otherwise)}
 -- Returns {seq, expires_at, created_at, epoch}, all strings; expires_at "0" =
 --       never. Or, when Redis holds no list, a node witnessed one (`lost`)
 --       and `deliberate` is false: {"lost", node, epoch, seq, entries} of
@@ -59,8 +61,10 @@ function list_upsert.write(keys, a)
     redis.call('DEL', keys[5])
   end
 
+  local exempt = ''
+  if a.exempt then exempt = ',"exempt":true' end
   local entry = '{"expires_at":' .. exp_s .. ',"note":' .. cjson.encode(a.note) ..
-    ',"created_at":' .. now_s .. ',"actor":' .. cjson.encode(a.actor) .. ',"ver":1}'
+    ',"created_at":' .. now_s .. ',"actor":' .. cjson.encode(a.actor) .. exempt .. ',"ver":1}'
   redis.call('HSET', keys[2], a.cidr, entry)
   if expires > 0 then
     redis.call('ZADD', keys[3], exp_s, a.cidr)
@@ -70,9 +74,13 @@ function list_upsert.write(keys, a)
 
   local seq = tostring(redis.call('HINCRBY', keys[1], 'seq', 1))
   local min_id = string.format('%.0f', now - a.retention)
-  local id = redis.call('XADD', keys[4], 'MINID', '~', min_id, '*',
-    'epoch', epoch, 'seq', seq, 'op', 'upsert', 'cidr', a.cidr, 'expires_at', exp_s,
-    'note', a.note, 'actor', a.actor, 'ver', '1', 'created_at', now_s)
+  local fields = {'epoch', epoch, 'seq', seq, 'op', 'upsert', 'cidr', a.cidr,
+    'expires_at', exp_s, 'note', a.note, 'actor', a.actor, 'ver', '1', 'created_at', now_s}
+  if a.exempt then
+    table.insert(fields, 'exempt')
+    table.insert(fields, '1')
+  end
+  local id = redis.call('XADD', keys[4], 'MINID', '~', min_id, '*', unpack(fields))
   redis.call('XTRIM', keys[4], 'MAXLEN', '~', a.cap)
   redis.call('HSET', keys[1], 'last_id', id)
   return {seq, exp_s, now_s, epoch}

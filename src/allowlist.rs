@@ -85,6 +85,9 @@ pub struct Entry {
     /// When the last upsert of this entry was written.
     pub created_at: u64,
     pub actor: String,
+    /// An allowlist entry marked exempt: its addresses are never banned by a
+    /// rule (`src/ban.rs`); a manual deny still refuses them.
+    pub exempt: bool,
 }
 
 /// An entry just written, and the event number of that write.

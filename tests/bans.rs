@@ -314,3 +314,97 @@ async fn a_ban_on_a_rule_not_keyed_by_the_address_is_a_config_error_naming_the_k
         "{shown}"
     );
 }
+
+async fn post(s: &TestServer, list: &str, body: Value) -> (u16, Value) {
+    let r = s
+        .admin_client()
+        .post(s.admin_url(&format!("/v1/{list}")))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn an_exempt_allowlist_address_is_never_banned_and_a_manual_deny_still_beats_it() {
+    let prefix = unique_prefix("ban-exempt");
+    let text = config("after = 1, within = \"1m\", for = \"1h\"", "");
+    let all = nodes(2, &text, Some(&shared_redis().url()), &prefix).await;
+    let (code, body) = post(
+        &all[1],
+        "allowlist",
+        serde_json::json!({"cidr": "203.0.113.0/24", "ttl": "1h", "note": "office", "exempt": true}),
+    )
+    .await;
+    assert_eq!((code, &body["exempt"]), (201, &Value::Bool(true)), "{body}");
+    // The mark travels with the event: the other node's own table has it.
+    eventually(Duration::from_secs(5), || async {
+        let (_, doc) = all[0]
+            .admin(reqwest::Method::GET, "/v1/allowlist/export")
+            .await;
+        doc["entries"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["exempt"] == true))
+    })
+    .await;
+    let ip = "203.0.113.8";
+    for _ in 0..10 {
+        // Limited (the rule ignores the allowlist), never banned.
+        assert_ne!(status(&all[0], "/login", ip).await, 403);
+    }
+    assert!(deny_entry(&all[0], ip).await.is_none());
+    assert_eq!(deny_events_by(&prefix, "rule:login"), 0);
+    let steps = metric(
+        &scrape(&all[0]).await,
+        "tollgate_ban_steps_total",
+        &[("rule", "login"), ("outcome", "exempt")],
+    );
+    assert!(steps >= 9.0, "{steps}");
+    // An address outside the exempt entry is banned at once.
+    assert_eq!(status(&all[0], "/login", "198.51.100.8").await, 200);
+    assert_eq!(status(&all[0], "/login", "198.51.100.8").await, 429);
+    assert!(denied(&all[0], "/home", "198.51.100.8").await);
+    // A manual deny beats the allowlist, exempt or not.
+    let (code, body) = post(
+        &all[1],
+        "denylist",
+        serde_json::json!({"cidr": ip, "ttl": "1h"}),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    for s in &all {
+        eventually(Duration::from_secs(5), || denied(s, "/home", ip)).await;
+    }
+    // Exempt is for allowlist entries only: a 400 naming the field, nothing written.
+    let (code, body) = post(
+        &all[0],
+        "denylist",
+        serde_json::json!({"cidr": "192.0.2.1", "exempt": true}),
+    )
+    .await;
+    assert_eq!(
+        (code, body["field"].as_str()),
+        (400, Some("exempt")),
+        "{body}"
+    );
+    assert!(deny_entry(&all[0], "192.0.2.1").await.is_none());
+}
+
+#[tokio::test]
+async fn the_embedded_store_never_bans_an_exempt_address() {
+    let prefix = unique_prefix("ban-exempt-local");
+    let text = config("after = 1, within = \"1m\", for = \"1h\"", "");
+    let s = TestServer::start(&text, None, &prefix).await;
+    let (code, _) = post(
+        &s,
+        "allowlist",
+        serde_json::json!({"cidr": "192.0.2.0/24", "exempt": true}),
+    )
+    .await;
+    assert_eq!(code, 201);
+    for _ in 0..5 {
+        assert_ne!(status(&s, "/login", "192.0.2.44").await, 403);
+    }
+    assert!(deny_entry(&s, "192.0.2.44").await.is_none());
+}

@@ -82,6 +82,7 @@ impl Allowlist {
                     note,
                     actor: ask.actor(),
                     new_epoch: false,
+                    exempt: false,
                 };
                 Ok(BanAnswer::Banned {
                     stored: l.upsert(&new, &self.table),
@@ -108,8 +109,17 @@ impl Allowlist {
     }
 
     /// Whether an exempt entry holds `ip` (never banned automatically).
-    pub fn exempts(&self, _ip: std::net::IpAddr) -> bool {
-        false
+    /// The longest live entry holding `ip` decides (as for every lookup):
+    /// this node's table and the details it keeps, never Redis.
+    pub fn exempts(&self, ip: std::net::IpAddr) -> bool {
+        let table = self.table.load();
+        let Some((net, _)) = table.lookup_at(ip, table.clock.now_ms()) else {
+            return false;
+        };
+        match &self.backend {
+            Backend::Local(l) => l.exempt(&net),
+            Backend::Redis(_) => self.details.exempt(&net),
+        }
     }
 
     /// A live entry of exactly `cidr` (as the script's check: the entry a ban would write).

@@ -136,6 +136,9 @@ struct StoredJson {
     note: String,
     created_at: u64,
     actor: String,
+    /// Written only when true (`lua/list_upsert.lua`).
+    #[serde(default)]
+    exempt: bool,
 }
 
 pub struct RedisAllowlist {
@@ -215,7 +218,8 @@ impl RedisAllowlist {
             .arg(new_epoch())
             .arg(EVENT_RETENTION_MS)
             .arg(EVENT_CAP)
-            .arg(if new.new_epoch { "1" } else { "0" });
+            .arg(if new.new_epoch { "1" } else { "0" })
+            .arg(if new.exempt { "1" } else { "0" });
         let reply: Vec<String> = inv
             .invoke_async(&mut self.writer().await?)
             .await
@@ -233,6 +237,7 @@ impl RedisAllowlist {
                 note: new.note.clone(),
                 created_at: number(created_at)?,
                 actor: new.actor.clone(),
+                exempt: new.exempt,
             },
             seq: number(seq)?,
         })
@@ -675,6 +680,7 @@ fn parse_entry(cidr: &str, json: &str) -> Result<Entry, StoredEntryError> {
         note: j.note,
         created_at: j.created_at,
         actor: j.actor,
+        exempt: j.exempt,
     })
 }
 

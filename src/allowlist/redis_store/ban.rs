@@ -52,6 +52,7 @@ impl RedisAllowlist {
                             note: note.clone(),
                             created_at: number(created_at)?,
                             actor: ask.actor(),
+                            exempt: false,
                         },
                         seq: number(seq)?,
                     },
