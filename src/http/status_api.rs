@@ -189,5 +189,7 @@ fn rule_json(rule: &Rule) -> Value {
         "allowlist": rule.allowlist.to_string(),
         "on_redis_error": rule.on_redis_error.to_string(),
         "shadow": rule.shadow,
+        // `null`, or the ban as `config check` prints it (`rule::Ban`).
+        "ban": rule.ban.map(|b| b.to_string()),
     })
 }
