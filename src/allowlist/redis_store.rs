@@ -208,6 +208,19 @@ impl RedisAllowlist {
         inv
     }
 
+    /// Run a script that writes the list: its reply, or the witness of a
+    /// lost list it answered with instead (nothing was written then).
+    async fn write(&self, inv: &redis::ScriptInvocation<'_>) -> Result<Vec<String>, WriteError> {
+        let reply: Vec<String> = inv
+            .invoke_async(&mut self.writer().await?)
+            .await
+            .map_err(|e| self.failed(e))?;
+        match LostList::from_reply(&reply, self.kind) {
+            Some(lost) => Err(WriteError::Lost(lost)),
+            None => Ok(reply),
+        }
+    }
+
     pub async fn upsert(&self, new: &NewEntry) -> Result<Stored, WriteError> {
         let mut inv = self.invocation(&scripts().upsert);
         inv.key(&self.keys.lost)
@@ -220,13 +233,7 @@ impl RedisAllowlist {
             .arg(EVENT_CAP)
             .arg(if new.new_epoch { "1" } else { "0" })
             .arg(if new.exempt { "1" } else { "0" });
-        let reply: Vec<String> = inv
-            .invoke_async(&mut self.writer().await?)
-            .await
-            .map_err(|e| self.failed(e))?;
-        if let Some(lost) = LostList::from_reply(&reply, self.kind) {
-            return Err(WriteError::Lost(lost));
-        }
+        let reply = self.write(&inv).await?;
         let [seq, expires_at, created_at, _epoch] = reply.as_slice() else {
             return Err(unexpected("allow_upsert", &reply).into());
         };
@@ -251,13 +258,7 @@ impl RedisAllowlist {
             .arg(new_epoch())
             .arg(EVENT_RETENTION_MS)
             .arg(EVENT_CAP);
-        let reply: Vec<String> = inv
-            .invoke_async(&mut self.writer().await?)
-            .await
-            .map_err(|e| self.failed(e))?;
-        if let Some(lost) = LostList::from_reply(&reply, self.kind) {
-            return Err(WriteError::Lost(lost));
-        }
+        let reply = self.write(&inv).await?;
         match reply.as_slice() {
             [] => Ok(None),
             [seq, _epoch] => Ok(Some(number(seq)?)),

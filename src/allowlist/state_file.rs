@@ -128,26 +128,12 @@ fn parse(text: &str) -> Result<(Table, AboutMap), StateFileError> {
     let mut details = AboutMap::new();
     for entry in saved.entries {
         let (text, expires_at, about) = match entry {
-            SavedEntry::Full(text, exp, note, actor, created_at) => (
-                text,
-                exp,
-                About {
-                    note,
-                    actor,
-                    created_at,
-                    exempt: false,
-                },
-            ),
-            SavedEntry::Exempt(text, exp, note, actor, created_at, exempt) => (
-                text,
-                exp,
-                About {
-                    note,
-                    actor,
-                    created_at,
-                    exempt,
-                },
-            ),
+            SavedEntry::Full(text, exp, note, actor, created_at) => {
+                (text, exp, about(note, actor, created_at, false))
+            }
+            SavedEntry::Exempt(text, exp, note, actor, created_at, exempt) => {
+                (text, exp, about(note, actor, created_at, exempt))
+            }
             SavedEntry::Short(text, exp) => (text, exp, About::default()),
         };
         let net = cidr::parse_net(&text)?;
@@ -157,6 +143,15 @@ fn parse(text: &str) -> Result<(Table, AboutMap), StateFileError> {
         }
     }
     Ok((table, details))
+}
+
+fn about(note: String, actor: String, created_at: u64, exempt: bool) -> About {
+    About {
+        note,
+        actor,
+        created_at,
+        exempt,
+    }
 }
 
 fn render(table: &Table, details: &Details) -> String {

@@ -1,7 +1,7 @@
 //! The ban step's Redis half: `lua/deny_ban.lua`, after the upsert module.
 
 use super::super::ban::{BanAnswer, BanAsk};
-use super::super::recovery::{LostList, WriteError};
+use super::super::recovery::WriteError;
 use super::super::{new_epoch, Entry, Stored};
 use super::{number, scripts, unexpected, RedisAllowlist, EVENT_CAP, EVENT_RETENTION_MS};
 
@@ -28,13 +28,7 @@ impl RedisAllowlist {
             .arg(EVENT_RETENTION_MS)
             .arg(EVENT_CAP)
             .arg(if ask.shadow { "1" } else { "0" });
-        let reply: Vec<String> = inv
-            .invoke_async(&mut self.writer().await?)
-            .await
-            .map_err(|e| self.failed(e))?;
-        if let Some(lost) = LostList::from_reply(&reply, self.kind) {
-            return Err(WriteError::Lost(lost));
-        }
+        let reply = self.write(&inv).await?;
         match reply.as_slice() {
             [w] if w == "denied" => Ok(BanAnswer::AlreadyDenied),
             [w, n] if w == "counted" => Ok(BanAnswer::Counted(number(n)?)),

@@ -103,19 +103,8 @@ pub(super) fn ban(
 
 #[cfg(test)]
 mod tests {
+    use super::super::report::tests::problems;
     use crate::config::{parse, Overrides};
-
-    fn problems(rule: &str) -> Vec<(String, String)> {
-        let text = format!("[[rule]]\nname = \"login\"\nlimits = [\"5/m\"]\n{rule}\n");
-        match parse("test.toml", &text, &Overrides::default()) {
-            Ok(_) => Vec::new(),
-            Err(e) => e
-                .issues
-                .iter()
-                .map(|i| (i.key.clone(), i.message.clone()))
-                .collect(),
-        }
-    }
 
     #[test]
     fn a_ban_reads_with_its_defaults() {
