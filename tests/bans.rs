@@ -408,3 +408,58 @@ async fn the_embedded_store_never_bans_an_exempt_address() {
     }
     assert!(deny_entry(&s, "192.0.2.44").await.is_none());
 }
+
+/// `tollgate <list> args... --redis <redis> --prefix <prefix>`: exit code and output.
+fn cli(list: &str, args: &[&str], prefix: &str) -> (Option<i32>, String) {
+    let o = crate::support::binary::tollgate_cmd(&[list])
+        .args(args)
+        .args(["--redis", &shared_redis().url(), "--prefix", prefix])
+        .output()
+        .unwrap();
+    (o.status.code(), crate::support::binary::output_text(&o))
+}
+
+#[tokio::test]
+async fn the_cli_marks_an_allowlist_entry_exempt_and_unbans_with_deny_remove() {
+    let prefix = unique_prefix("ban-cli");
+    let text = config("after = 1, within = \"1m\", for = \"1h\"", "");
+    let s = TestServer::start(&text, Some(&shared_redis().url()), &prefix).await;
+    let (code, out) = cli(
+        "allow",
+        &["add", "192.0.2.0/28", "--exempt", "--ttl", "1h"],
+        &prefix,
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("exempt from bans"), "{out}");
+    // `--exempt` is for allowlist entries only: refused, nothing written.
+    let (code, out) = cli("deny", &["add", "192.0.2.200", "--exempt"], &prefix);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("--exempt"), "{out}");
+    assert!(deny_entry(&s, "192.0.2.200").await.is_none());
+
+    // The exempt address is limited, never banned (once the node has the entry).
+    eventually(Duration::from_secs(5), || async {
+        let (_, doc) = s.admin(reqwest::Method::GET, "/v1/allowlist/export").await;
+        doc["entries"].as_array().is_some_and(|e| !e.is_empty())
+    })
+    .await;
+    for _ in 0..3 {
+        assert_ne!(status(&s, "/login", "192.0.2.5").await, 403);
+    }
+    assert!(deny_entry(&s, "192.0.2.5").await.is_none());
+
+    // Another address is banned; `deny remove` lifts the ban.
+    offend(&s, "192.0.2.100").await;
+    let (code, out) = cli("deny", &["list"], &prefix);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("192.0.2.100/32") && out.contains("rule:login"),
+        "{out}"
+    );
+    let (code, out) = cli("deny", &["remove", "192.0.2.100/32"], &prefix);
+    assert_eq!(code, Some(0), "{out}");
+    eventually(Duration::from_secs(5), || async {
+        !denied(&s, "/home", "192.0.2.100").await
+    })
+    .await;
+}
