@@ -1,13 +1,15 @@
--- allow_upsert: add an allowlist entry, or refresh one (new expiry, note and
--- actor: a new login refreshes the entry). The entry, its expiry index, `seq`
--- and the stream event change together in this one atomic script.
+-- allow_upsert: add a list entry, or refresh one (new expiry, note and
+-- actor: a new login refreshes the entry), for the admin API, the CLI and the
+-- admin page. The write itself is lua/list_upsert.lua's (concatenated before
+-- this file): the entry, its expiry index, `seq` and the stream event change
+-- together in this one atomic script.
 --
 -- KEYS[1]  meta     hash: epoch, seq, last_id
 -- KEYS[2]  entries  hash: canonical CIDR -> JSON {expires_at, note, created_at, actor, ver}
 -- KEYS[3]  exp      sorted set: CIDR scored by expires_at (permanent entries are not in it)
 -- KEYS[4]  events   stream
 -- KEYS[5]  lost     hash: the witness of a lost dataset (see allow_recover.lua)
---          All five share the {<prefix>:allow} hash tag.
+--          All five share the list's hash tag ({<prefix>:allow}, {<prefix>:deny}).
 -- ARGV[1]  cidr, canonical (the caller validated it: nothing here rejects input)
 -- ARGV[2]  ttl in ms, > 0; or 0 for a permanent entry
 -- ARGV[3]  note (at most 256 bytes)
@@ -18,6 +20,7 @@
 --          (one XADD cannot take both MINID and MAXLEN, hence the XTRIM)
 -- ARGV[8]  "1": the operator means to start a new, empty allowlist if Redis
 --          holds none (`--new-epoch`); "0": refuse that while `lost` exists
+-- ARGV[9]  optional: "1": an exempt allowlist entry (never banned by a rule)
 -- Returns  {seq, expires_at, created_at, epoch}, all strings; expires_at "0" = never.
 --          Or, when Redis holds no allowlist, a node witnessed one (`lost`)
 --          and ARGV[8] is "0": {"lost", node, epoch, seq, entries} of that
@@ -34,47 +37,11 @@
 --   expires_at 1700086400123 note "login alice" actor admin-api ver 1
 --   created_at 1700000000123 (a field later readers may use: a node keeps
 --   note, actor and created_at to restore the list if Redis loses it)
-assert(#KEYS == 5 and #ARGV == 8, 'allow_upsert: expected 5 keys and 8 args')
-local cidr, note, actor = ARGV[1], ARGV[3], ARGV[4]
+assert(#KEYS == 5 and (#ARGV == 8 or #ARGV == 9), 'allow_upsert: expected 5 keys and 8 or 9 args')
 local ttl = tonumber(ARGV[2])
 assert(ttl and ttl >= 0, 'allow_upsert: ttl_ms must be a number >= 0')
-
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local expires = 0
-if ttl > 0 then expires = now + ttl end
--- %.0f: exact for integers below 2^53, unlike tostring (which may use exponents).
-local now_s, exp_s = string.format('%.0f', now), string.format('%.0f', expires)
-
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  local deliberate = ARGV[8] == '1'
-  if not deliberate and redis.call('EXISTS', KEYS[5]) == 1 then
-    local w = redis.call('HMGET', KEYS[5], 'node', 'epoch', 'seq', 'entries')
-    return {'lost', w[1] or '', w[2] or '', w[3] or '0', w[4] or '0'}
-  end
-  epoch = ARGV[5]
-  -- `born`: how this epoch began (README, "When Redis loses its data").
-  local born = 'write'
-  if deliberate then born = 'new_epoch' end
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'born', born)
-  redis.call('DEL', KEYS[5])
-end
-
-local entry = '{"expires_at":' .. exp_s .. ',"note":' .. cjson.encode(note) ..
-  ',"created_at":' .. now_s .. ',"actor":' .. cjson.encode(actor) .. ',"ver":1}'
-redis.call('HSET', KEYS[2], cidr, entry)
-if expires > 0 then
-  redis.call('ZADD', KEYS[3], exp_s, cidr)
-else
-  redis.call('ZREM', KEYS[3], cidr)
-end
-
-local seq = tostring(redis.call('HINCRBY', KEYS[1], 'seq', 1))
-local min_id = string.format('%.0f', now - tonumber(ARGV[6]))
-local id = redis.call('XADD', KEYS[4], 'MINID', '~', min_id, '*',
-  'epoch', epoch, 'seq', seq, 'op', 'upsert', 'cidr', cidr, 'expires_at', exp_s,
-  'note', note, 'actor', actor, 'ver', '1', 'created_at', now_s)
-redis.call('XTRIM', KEYS[4], 'MAXLEN', '~', ARGV[7])
-redis.call('HSET', KEYS[1], 'last_id', id)
-return {seq, exp_s, now_s, epoch}
+return list_upsert.write(KEYS, {
+  cidr = ARGV[1], ttl = ttl, note = ARGV[3], actor = ARGV[4], epoch = ARGV[5],
+  retention = tonumber(ARGV[6]), cap = ARGV[7], deliberate = ARGV[8] == '1',
+  exempt = ARGV[9] == '1',
+})

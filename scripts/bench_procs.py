@@ -135,12 +135,14 @@ ALGORITHMS = ("fixed_window", "sliding_window", "sliding_log", "gcra")
 def lua(name):
     """A script as tollgate runs it: an algorithm is its module followed by
     lua/one_rule.lua (as src/limiter/redis_store.rs builds it); any other
-    name is its file."""
+    name is its file (the list writers after lua/list_upsert.lua, their module)."""
     def read(n):
         with open(os.path.join(ROOT, "lua", f"{n}.lua")) as f:
             return f.read()
     if name in ALGORITHMS:
         return f"{read(name)}\nlocal M = {name}\n{read('one_rule')}"
+    if name in ("allow_upsert", "deny_ban"):
+        return f"{read('list_upsert')}\n{read(name)}"
     return read(name)
 
 

@@ -27,6 +27,7 @@
 //!   Redis side: `redis_store/fleet.rs`; the follower's: `follower/lost.rs`);
 //!   `details`: the note, actor and created_at a node keeps for that.
 
+pub mod ban;
 pub mod cidr;
 pub mod details;
 pub mod event;
@@ -84,6 +85,9 @@ pub struct Entry {
     /// When the last upsert of this entry was written.
     pub created_at: u64,
     pub actor: String,
+    /// An allowlist entry marked exempt: its addresses are never banned by a
+    /// rule (`src/ban.rs`); a manual deny still refuses them.
+    pub exempt: bool,
 }
 
 /// An entry just written, and the event number of that write.
@@ -143,6 +147,8 @@ pub struct Allowlist {
     details: Details,
     /// This node in a restore's origin: host name and a random tag per process.
     node_id: String,
+    /// The embedded store's ban counts (`ban.rs`); unused with Redis.
+    bans: ban::Bans,
 }
 
 impl Allowlist {
@@ -198,6 +204,7 @@ impl Allowlist {
             },
             details: Details::new(details),
             node_id: node_id(),
+            bans: Default::default(),
         }
     }
 

@@ -48,6 +48,8 @@ pub struct App {
     /// `tollgate_denied_requests_total`: requests refused because the
     /// client is on the denylist (no rule is charged or counted for them).
     pub denied_requests: prometheus_client::metrics::counter::Counter,
+    /// Bans that follow from rules: the step's metrics and failure state (`ban.rs`).
+    pub bans: crate::ban::Bans,
     /// Heartbeats, active days, tracked rules: counted here, flushed to Redis each second.
     pub activity: Arc<Activity>,
     /// When this node was built: its uptime in `GET /v1/status`.
@@ -76,6 +78,7 @@ impl App {
             "Requests refused because the client address is on the denylist (before any rule)",
             denied_requests.clone(),
         );
+        let bans = crate::ban::Bans::new(metrics.registry_mut());
         metrics.zero_decisions(config.rules.iter().map(|r| r.name.as_str()));
         let reloads = ReloadMetrics::default();
         reloads.register(metrics.registry_mut());
@@ -110,6 +113,7 @@ impl App {
             allowlist,
             denylist,
             denied_requests,
+            bans,
             activity,
             started: std::time::Instant::now(),
         })

@@ -47,6 +47,11 @@ impl ClientIpResolver {
         }
     }
 
+    /// `client_ip.ipv6_prefix` now.
+    pub fn ipv6_prefix(&self) -> u8 {
+        self.ipv6_prefix.load(Ordering::Relaxed)
+    }
+
     /// A reload's new `client_ip.ipv6_prefix`: keys of new requests use it.
     pub fn set_ipv6_prefix(&self, prefix: u8) {
         self.ipv6_prefix.store(prefix, Ordering::Relaxed);

@@ -118,7 +118,7 @@ impl App {
             let Some((outcome, source)) = answer else {
                 continue;
             };
-            self.decided(rule, key, &outcome, source);
+            self.decided(rule, key, &outcome, source).await;
             if !outcome.allowed && !rule.shadow {
                 let retry = match verdict {
                     Verdict::Limited { retry_after_ms } => {
@@ -152,12 +152,19 @@ impl App {
     /// One rule's answer for one key, on any surface: counted in
     /// `tollgate_decisions_total`, and a limited key remembered for "who is
     /// hurting" (`GET /v1/rules/{rule}/top`; in memory, flushed each second).
-    pub(crate) fn decided(&self, rule: &Rule, key: &str, outcome: &Outcome, source: Source) {
+    /// A limited answer of a banning rule is also a ban step (`ban.rs`),
+    /// awaited so that a ban holds on this node before the answer leaves;
+    /// any other answer costs no store call here.
+    pub(crate) async fn decided(&self, rule: &Rule, key: &str, outcome: &Outcome, source: Source) {
         let label = counted(outcome, source, rule.shadow);
         self.metrics
             .rule_decision(&rule.counters, &rule.name, label);
         if label == Counted::limited {
             self.activity.limited(&rule.name, key);
+        }
+        if !outcome.allowed && rule.ban.is_some() {
+            // Boxed: rare, and it keeps every surface's future small.
+            Box::pin(self.ban_step(rule, key)).await;
         }
     }
 }

@@ -145,6 +145,20 @@ impl AllowKeys {
     }
 }
 
+impl AllowKeys {
+    /// A banning rule's two keys for one address (`lua/deny_ban.lua`), in
+    /// the denylist's slot so the count and the ban are one atomic call:
+    /// `tg:{tg:deny}:ban:<rule>:<cidr>:count` (limited answers in the
+    /// current window) and `…:offences` (offences still remembered).
+    pub fn ban(&self, rule: &str, cidr: &str) -> [String; 2] {
+        let base = self.meta.strip_suffix("meta").unwrap_or(&self.meta);
+        [
+            format!("{base}ban:{rule}:{cidr}:count"),
+            format!("{base}ban:{rule}:{cidr}:offences"),
+        ]
+    }
+}
+
 impl KeySpace {
     /// `tg:{tg:allow}:meta`, `tg:{tg:allow}:entries`, `tg:{tg:allow}:exp`,
     /// `tg:{tg:allow}:events` and `tg:{tg:allow}:snapshot_budget`.
@@ -315,6 +329,13 @@ mod tests {
         );
         assert_eq!(k.lost, "tg:{tg:deny}:lost");
         assert_eq!(k.staging("ab")[0], "tg:{tg:deny}:restore:ab:entries");
+        assert_eq!(
+            k.ban("login", "2001:db8::/64"),
+            [
+                "tg:{tg:deny}:ban:login:2001:db8::/64:count",
+                "tg:{tg:deny}:ban:login:2001:db8::/64:offences"
+            ]
+        );
         assert_ne!(
             crate::limiter::slot_breaker::slot(&k.meta),
             crate::limiter::slot_breaker::slot(&KeySpace::new("tg").allowlist().meta)

@@ -51,6 +51,9 @@
 //!
 //! The denylist is the same machinery with another `allowlist/kind.rs`
 //! `ListKind` (its own keys and stream, `/v1/denylist`, `tollgate deny`).
+//! A rule's `ban` (`rule/ban.rs`) turns its limited answers into deny
+//! entries: `ban.rs` runs the step from `decide.rs` (`App::decided`), and
+//! `allowlist/ban.rs` counts and bans in one step (`lua/deny_ban.lua`).
 //!
 //! ## Everything else
 //!
@@ -70,6 +73,7 @@
 pub mod activity;
 pub mod allowlist;
 pub(crate) mod app;
+pub mod ban;
 pub(crate) mod check;
 pub mod cli;
 pub mod client_ip;

@@ -1,5 +1,6 @@
 //! A rule: which requests it matches, what it counts them by, and its limits.
 
+pub mod ban;
 mod changes;
 mod descriptor;
 mod key;
@@ -52,6 +53,8 @@ pub struct Rule {
     /// `Some(track_paths)`: a tracked rule (`track = true`): its requests,
     /// clients and at most this many paths per hour are counted (`activity`).
     pub track: Option<u32>,
+    /// `Some`: limited answers for a client address ban it (`ban.rs`, `src/ban.rs`).
+    pub ban: Option<ban::Ban>,
     /// This rule's `tollgate_decisions_total` handles, resolved on first use.
     pub counters: RuleCounters,
 }
@@ -139,7 +142,7 @@ impl std::fmt::Display for Rule {
         let limits: Vec<String> = self.limits.iter().map(|l| l.to_string()).collect();
         write!(
             f,
-            "match {}; key {}; limits [{}]; algorithm {}{}{}; allowlist {}; on_redis_error {}{}{}{}",
+            "match {}; key {}; limits [{}]; algorithm {}{}{}; allowlist {}; on_redis_error {}{}{}{}{}",
             cond,
             key,
             limits.join(", "),
@@ -163,7 +166,8 @@ impl std::fmt::Display for Rule {
             if self.shadow { "; shadow" } else { "" },
             self.track
                 .map(|n| format!("; tracked (up to {n} paths an hour)"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            self.ban.map(|b| format!("; {b}")).unwrap_or_default()
         )
     }
 }

@@ -20,6 +20,7 @@ limits = ["5/m", "20/h"]
 algorithm = "sliding_window"
 allowlist = "bypass"
 on_redis_error = "deny"
+ban = { after = 1000, within = "10m", for = "15m", factor = 4, max = "7d", remember = "30d" }
 
 [[rule]]
 name = "api"
@@ -85,7 +86,7 @@ async fn status_and_rules_need_the_token() {
 }
 
 #[tokio::test]
-async fn rules_lists_every_rule_with_its_limits_algorithm_allowlist_mode_and_shadow_flag() {
+async fn rules_lists_every_rule_with_its_limits_algorithm_allowlist_mode_shadow_flag_and_ban() {
     let s = TestServer::start(CONFIG, None, &unique_prefix("st-rules")).await;
     let v = get(&s, "/v1/rules").await;
     assert_eq!(
@@ -95,17 +96,19 @@ async fn rules_lists_every_rule_with_its_limits_algorithm_allowlist_mode_and_sha
              "match": {"path": null, "path_prefix": "/login", "path_starts_with": null,
                        "methods": ["POST"], "host": null},
              "limits": ["5/m", "20/h"], "algorithm": "sliding_window", "burst": null, "lease": null,
-             "allowlist": "bypass", "on_redis_error": "deny", "shadow": false},
+             "allowlist": "bypass", "on_redis_error": "deny", "shadow": false,
+             "ban": {"after": 1000, "within": "10m", "for": "15m", "factor": 4,
+                     "max": "7days", "remember": "30days"}},
             {"name": "api", "descriptor": null, "key": "header:x-api-key",
              "match": {"path": null, "path_prefix": "/api", "path_starts_with": null,
                        "methods": null, "host": null},
              "limits": ["10/s"], "algorithm": "gcra", "burst": 20, "lease": null,
-             "allowlist": "ignore", "on_redis_error": "local", "shadow": true},
+             "allowlist": "ignore", "on_redis_error": "local", "shadow": true, "ban": null},
             {"name": "admin", "descriptor": null, "key": "ip",
              "match": {"path": "/admin", "path_prefix": null, "path_starts_with": null,
                        "methods": null, "host": "example.com"},
              "limits": [], "algorithm": "fixed_window", "burst": null, "lease": null,
-             "allowlist": "require", "on_redis_error": "local", "shadow": false},
+             "allowlist": "require", "on_redis_error": "local", "shadow": false, "ban": null},
         ])
     );
 }

@@ -35,6 +35,9 @@ mod allowlist_fleet_restore;
 mod allowlist_outage;
 /// The allowlist's history going wrong (trimmed, rewritten, unknown events, backwards): resync to the listing.
 mod allowlist_resync;
+/// Bans that follow from a rule: one per offence across replicas, escalation, the next request
+/// refused everywhere, shadow, exempt entries and precedence, the embedded store, config errors.
+mod bans;
 /// The benchmark harness's probe and run checks against a real tollgate (it once measured 404s).
 mod bench_harness;
 /// No client can hurt Redis or the process: `POST /v1/check` caps (400 naming

@@ -24,6 +24,7 @@ pub struct About {
     pub note: String,
     pub actor: String,
     pub created_at: u64,
+    pub exempt: bool,
 }
 
 impl About {
@@ -32,6 +33,7 @@ impl About {
             note: e.note.clone(),
             actor: e.actor.clone(),
             created_at: e.created_at,
+            exempt: e.exempt,
         }
     }
 }
@@ -56,6 +58,7 @@ pub fn note_event(map: &mut AboutMap, ev: &Event, id_ms: u64) {
                     } else {
                         id_ms
                     },
+                    exempt: ev.exempt,
                 },
             );
         }
@@ -88,6 +91,11 @@ impl Details {
         f(&mut self.lock());
     }
 
+    /// Whether the entry of exactly `cidr` is marked exempt.
+    pub fn exempt(&self, cidr: &IpNet) -> bool {
+        self.lock().get(cidr).is_some_and(|a| a.exempt)
+    }
+
     /// The entries of `table` live at `now_ms`, sorted, with their details.
     pub fn entries_of(&self, table: &Table, now_ms: u64) -> Vec<Entry> {
         let map = self.lock();
@@ -102,6 +110,7 @@ impl Details {
                     note: about.note,
                     created_at: about.created_at,
                     actor: about.actor,
+                    exempt: about.exempt,
                 }
             })
             .collect()
@@ -123,6 +132,7 @@ mod tests {
             note: "office".into(),
             actor: "cli".into(),
             created_at,
+            exempt: false,
         }
     }
 

@@ -1,5 +1,6 @@
 //! One entry of the `events` stream, as the scripts write it:
-//! `epoch seq op cidr expires_at note actor ver`.
+//! `epoch seq op cidr expires_at note actor ver created_at`, and `exempt 1`
+//! for an exempt allowlist entry.
 //!
 //! `op` is `upsert`, `remove` or `expire` (one entry each), or `restore`: a
 //! whole new dataset (a new epoch, `lua/allow_restore.lua`) that only a fresh
@@ -55,6 +56,9 @@ pub struct Event {
     /// For `upsert`, when it was written (ms, Redis time); 0 when the event
     /// predates the field (then its stream id tells).
     pub created_at: u64,
+    /// For `upsert`, an allowlist entry marked exempt from bans (the field
+    /// `exempt 1`; absent otherwise, and in events that predate it).
+    pub exempt: bool,
 }
 
 /// Why a stream entry is not an event this node can apply (then it resyncs).
@@ -135,6 +139,7 @@ impl Event {
             note: optional("note")?,
             actor: optional("actor")?,
             created_at,
+            exempt: optional("exempt")? == "1",
         })
     }
 }

@@ -67,6 +67,9 @@ pub struct Exported {
     pub created_at: u64,
     #[serde(default)]
     pub actor: String,
+    /// Written only when true (an exempt allowlist entry).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exempt: bool,
 }
 
 impl Document {
@@ -86,6 +89,7 @@ impl Document {
                     note: e.note.clone(),
                     created_at: e.created_at,
                     actor: e.actor.clone(),
+                    exempt: e.exempt,
                 })
                 .collect(),
         }
@@ -227,6 +231,7 @@ impl<F: FnMut(Entry)> Reading<F> {
             note: e.note,
             created_at: e.created_at,
             actor: e.actor,
+            exempt: e.exempt,
         });
     }
 }
@@ -300,6 +305,7 @@ mod tests {
                     note: "office \"A\"".into(),
                     created_at: 5,
                     actor: "cli".into(),
+                    exempt: false,
                 },
                 Entry {
                     cidr: "2001:db8::/48".parse().unwrap(),
@@ -307,6 +313,7 @@ mod tests {
                     note: String::new(),
                     created_at: 6,
                     actor: "admin-api".into(),
+                    exempt: false,
                 },
             ],
         }

@@ -25,6 +25,8 @@ pub struct NewEntry {
     /// witnessed one that Redis lost (`--new-epoch`, `"new_epoch": true`).
     /// Without it such a write is refused (`recovery`).
     pub new_epoch: bool,
+    /// Never banned automatically (`--exempt`, `"exempt": true`); allowlist only.
+    pub exempt: bool,
 }
 
 /// A problem with one input field; nothing was written.
@@ -73,7 +75,23 @@ pub fn new_entry(
         note: note.to_string(),
         actor,
         new_epoch: false,
+        exempt: false,
     })
+}
+
+/// `exempt`: only an allowlist entry can be (it keeps an address from
+/// automatic bans; a denylist entry has nothing to be exempt from).
+pub fn exempt(exempt: bool, cfg: &AllowlistConfig) -> Result<bool, FieldError> {
+    if exempt && cfg.section != "allowlist" {
+        return Err(bad(
+            "exempt",
+            format!(
+                "only an allowlist entry can be exempt from bans, not a {} one",
+                cfg.section
+            ),
+        ));
+    }
+    Ok(exempt)
 }
 
 /// What to tell whoever typed a refused network. Host bits set and a

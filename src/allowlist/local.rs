@@ -52,6 +52,7 @@ impl LocalAllowlist {
             note: new.note.clone(),
             created_at: now,
             actor: new.actor.clone(),
+            exempt: new.exempt,
         };
         s.entries.insert(new.cidr, entry.clone());
         s.table.insert(new.cidr, expires_at);
@@ -96,6 +97,11 @@ impl LocalAllowlist {
             publish.store(std::sync::Arc::new(s.table.clone()));
         }
         due.len()
+    }
+
+    /// Whether the entry of exactly `cidr` is exempt.
+    pub fn exempt(&self, cidr: &IpNet) -> bool {
+        self.lock().entries.get(cidr).is_some_and(|e| e.exempt)
     }
 
     pub fn listing(&self) -> Listing {

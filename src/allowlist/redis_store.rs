@@ -21,6 +21,7 @@ use super::event::{stream_entries, Event, Op};
 use super::kind::ListKind;
 use super::recovery::{Born, LostList, Over, WriteError};
 
+mod ban;
 mod fleet;
 use super::{new_epoch, Entry, Listing, NewEntry, Stored};
 use crate::keys::AllowKeys;
@@ -55,6 +56,7 @@ const STAGING_TTL_MS: u64 = 3_600_000;
 
 struct Scripts {
     upsert: Script,
+    ban: Script,
     remove: Script,
     reap: Script,
     snapshot_begin: Script,
@@ -67,7 +69,17 @@ struct Scripts {
 fn scripts() -> &'static Scripts {
     static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
     SCRIPTS.get_or_init(|| Scripts {
-        upsert: Script::new(include_str!("../../lua/allow_upsert.lua")),
+        // Every entry is written by lua/list_upsert.lua, the module both run.
+        upsert: Script::new(concat!(
+            include_str!("../../lua/list_upsert.lua"),
+            "\n",
+            include_str!("../../lua/allow_upsert.lua")
+        )),
+        ban: Script::new(concat!(
+            include_str!("../../lua/list_upsert.lua"),
+            "\n",
+            include_str!("../../lua/deny_ban.lua")
+        )),
         remove: Script::new(include_str!("../../lua/allow_remove.lua")),
         reap: Script::new(include_str!("../../lua/allow_reap.lua")),
         snapshot_begin: Script::new(include_str!("../../lua/allow_snapshot_begin.lua")),
@@ -124,6 +136,9 @@ struct StoredJson {
     note: String,
     created_at: u64,
     actor: String,
+    /// Written only when true (`lua/list_upsert.lua`).
+    #[serde(default)]
+    exempt: bool,
 }
 
 pub struct RedisAllowlist {
@@ -193,6 +208,19 @@ impl RedisAllowlist {
         inv
     }
 
+    /// Run a script that writes the list: its reply, or the witness of a
+    /// lost list it answered with instead (nothing was written then).
+    async fn write(&self, inv: &redis::ScriptInvocation<'_>) -> Result<Vec<String>, WriteError> {
+        let reply: Vec<String> = inv
+            .invoke_async(&mut self.writer().await?)
+            .await
+            .map_err(|e| self.failed(e))?;
+        match LostList::from_reply(&reply, self.kind) {
+            Some(lost) => Err(WriteError::Lost(lost)),
+            None => Ok(reply),
+        }
+    }
+
     pub async fn upsert(&self, new: &NewEntry) -> Result<Stored, WriteError> {
         let mut inv = self.invocation(&scripts().upsert);
         inv.key(&self.keys.lost)
@@ -203,14 +231,9 @@ impl RedisAllowlist {
             .arg(new_epoch())
             .arg(EVENT_RETENTION_MS)
             .arg(EVENT_CAP)
-            .arg(if new.new_epoch { "1" } else { "0" });
-        let reply: Vec<String> = inv
-            .invoke_async(&mut self.writer().await?)
-            .await
-            .map_err(|e| self.failed(e))?;
-        if let Some(lost) = LostList::from_reply(&reply, self.kind) {
-            return Err(WriteError::Lost(lost));
-        }
+            .arg(if new.new_epoch { "1" } else { "0" })
+            .arg(if new.exempt { "1" } else { "0" });
+        let reply = self.write(&inv).await?;
         let [seq, expires_at, created_at, _epoch] = reply.as_slice() else {
             return Err(unexpected("allow_upsert", &reply).into());
         };
@@ -221,6 +244,7 @@ impl RedisAllowlist {
                 note: new.note.clone(),
                 created_at: number(created_at)?,
                 actor: new.actor.clone(),
+                exempt: new.exempt,
             },
             seq: number(seq)?,
         })
@@ -234,13 +258,7 @@ impl RedisAllowlist {
             .arg(new_epoch())
             .arg(EVENT_RETENTION_MS)
             .arg(EVENT_CAP);
-        let reply: Vec<String> = inv
-            .invoke_async(&mut self.writer().await?)
-            .await
-            .map_err(|e| self.failed(e))?;
-        if let Some(lost) = LostList::from_reply(&reply, self.kind) {
-            return Err(WriteError::Lost(lost));
-        }
+        let reply = self.write(&inv).await?;
         match reply.as_slice() {
             [] => Ok(None),
             [seq, _epoch] => Ok(Some(number(seq)?)),
@@ -663,6 +681,7 @@ fn parse_entry(cidr: &str, json: &str) -> Result<Entry, StoredEntryError> {
         note: j.note,
         created_at: j.created_at,
         actor: j.actor,
+        exempt: j.exempt,
     })
 }
 

@@ -52,11 +52,12 @@ struct Saved {
     entries: Vec<SavedEntry>,
 }
 
-/// `[cidr, expires_at, note, actor, created_at]`, or an earlier version's
-/// `[cidr, expires_at]`.
+/// `[cidr, expires_at, note, actor, created_at]`, with `true` after it for
+/// an exempt entry; or an earlier version's `[cidr, expires_at]`.
 #[derive(Serialize, Deserialize)]
 #[serde(untagged)]
 enum SavedEntry {
+    Exempt(String, u64, String, String, u64, bool),
     Full(String, u64, String, String, u64),
     Short(String, u64),
 }
@@ -127,15 +128,12 @@ fn parse(text: &str) -> Result<(Table, AboutMap), StateFileError> {
     let mut details = AboutMap::new();
     for entry in saved.entries {
         let (text, expires_at, about) = match entry {
-            SavedEntry::Full(text, exp, note, actor, created_at) => (
-                text,
-                exp,
-                About {
-                    note,
-                    actor,
-                    created_at,
-                },
-            ),
+            SavedEntry::Full(text, exp, note, actor, created_at) => {
+                (text, exp, about(note, actor, created_at, false))
+            }
+            SavedEntry::Exempt(text, exp, note, actor, created_at, exempt) => {
+                (text, exp, about(note, actor, created_at, exempt))
+            }
             SavedEntry::Short(text, exp) => (text, exp, About::default()),
         };
         let net = cidr::parse_net(&text)?;
@@ -145,6 +143,15 @@ fn parse(text: &str) -> Result<(Table, AboutMap), StateFileError> {
         }
     }
     Ok((table, details))
+}
+
+fn about(note: String, actor: String, created_at: u64, exempt: bool) -> About {
+    About {
+        note,
+        actor,
+        created_at,
+        exempt,
+    }
 }
 
 fn render(table: &Table, details: &Details) -> String {
@@ -160,14 +167,22 @@ fn render(table: &Table, details: &Details) -> String {
         entries: details
             .entries_of(table, redis_ms)
             .into_iter()
-            .map(|e| {
-                SavedEntry::Full(
+            .map(|e| match e.exempt {
+                true => SavedEntry::Exempt(
                     e.cidr.to_string(),
                     e.expires_at,
                     e.note,
                     e.actor,
                     e.created_at,
-                )
+                    true,
+                ),
+                false => SavedEntry::Full(
+                    e.cidr.to_string(),
+                    e.expires_at,
+                    e.note,
+                    e.actor,
+                    e.created_at,
+                ),
             })
             .collect(),
     };
@@ -278,6 +293,8 @@ mod tests {
             note: "office".into(),
             actor: "cli".into(),
             created_at: 5,
+            // An exempt entry keeps its mark across a restart.
+            exempt: true,
         };
         about.insert("203.0.113.0/24".parse().unwrap(), office.clone());
         let text = render(&t, &Details::new(about));

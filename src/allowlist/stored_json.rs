@@ -17,6 +17,9 @@ struct StoredOut<'a> {
     note: &'a str,
     created_at: u64,
     actor: &'a str,
+    /// Only when true, where `lua/list_upsert.lua` puts it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    exempt: bool,
     ver: u32,
 }
 
@@ -27,6 +30,7 @@ pub(super) fn entry_json(e: &Entry) -> String {
         note: &e.note,
         created_at: e.created_at,
         actor: &e.actor,
+        exempt: e.exempt,
         ver: 1,
     })
     .expect("plain fields always serialise")
@@ -44,6 +48,7 @@ mod tests {
             note: "alice \"quoted\"".into(),
             created_at: 1_700_000_000_123,
             actor: "cli".into(),
+            exempt: false,
         };
         let json = entry_json(&e);
         assert_eq!(

@@ -286,6 +286,7 @@ mod tests {
             note: String::new(),
             actor: String::new(),
             created_at: 0,
+            exempt: false,
         }
     }
 
@@ -322,6 +323,7 @@ mod tests {
             note: String::new(),
             actor: String::new(),
             created_at: 0,
+            exempt: false,
         };
         assert_eq!(t.apply(&restore("new", 1)), Applied::Resync(Reason::Epoch));
         t.epoch = "new".into();

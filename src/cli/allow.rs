@@ -48,6 +48,10 @@ pub enum AllowCommand {
         /// new, empty one with this entry (else that is refused).
         #[arg(long)]
         new_epoch: bool,
+        /// Allowlist only: never ban this entry's addresses automatically
+        /// (a rule's `ban`); a manual deny still refuses them.
+        #[arg(long)]
+        exempt: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -162,6 +166,7 @@ pub fn run(kind: ListKind, cmd: AllowCommand) -> ExitCode {
             ttl,
             note,
             new_epoch,
+            exempt,
             ..
         } => input::new_entry(
             cidr,
@@ -170,13 +175,17 @@ pub fn run(kind: ListKind, cmd: AllowCommand) -> ExitCode {
             actor.clone(),
             cfg.list(kind),
         )
-        .map(|new| {
-            Action::Add(NewEntry {
+        .and_then(|new| {
+            Ok(Action::Add(NewEntry {
                 new_epoch: *new_epoch,
+                exempt: input::exempt(*exempt, cfg.list(kind))?,
                 ..new
-            })
+            }))
         })
-        .map_err(|e| format!("{}: {}", e.field, e.message)),
+        .map_err(|e| match e.field {
+            "exempt" => format!("--exempt: {}", e.message),
+            field => format!("{field}: {}", e.message),
+        }),
         AllowCommand::Remove { cidr, .. } => cidr::parse_net(cidr)
             .map(Action::Remove)
             .map_err(|e| e.to_string()),
@@ -234,9 +243,14 @@ async fn execute(kind: ListKind, cfg: &Config, action: Action, actor: &str) -> E
         Action::Add(new) => match list.upsert(&new).await {
             Ok(stored) => {
                 println!(
-                    "added {} {} (seq {})",
+                    "added {} {}{} (seq {})",
                     stored.entry.cidr,
                     until(&stored.entry),
+                    if stored.entry.exempt {
+                        ", exempt from bans"
+                    } else {
+                        ""
+                    },
                     stored.seq
                 );
                 ExitCode::SUCCESS

@@ -285,6 +285,25 @@ pub struct RawRule {
     /// Tracked rules: most distinct paths per hour, across replicas (the rest: `other`).
     #[serde(default)]
     pub track_paths: Option<Spanned<i64>>,
+    /// Ban the client address after repeated limits (`rule::Ban`).
+    #[serde(default)]
+    pub ban: Option<Spanned<RawBan>>,
+}
+
+/// `ban = { after = 10, within = "10m", for = "15m", factor = 4, max = "7d", remember = "30d" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBan {
+    pub after: Spanned<i64>,
+    pub within: Spanned<String>,
+    #[serde(rename = "for")]
+    pub duration: Spanned<String>,
+    #[serde(default)]
+    pub factor: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub max: Option<Spanned<String>>,
+    #[serde(default)]
+    pub remember: Option<Spanned<String>>,
 }
 
 /// `lease = "auto"` or `lease = 50`.

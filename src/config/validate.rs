@@ -1,6 +1,7 @@
 //! One pass over the raw config that collects every problem with its key.
 
 mod activity;
+mod ban;
 mod caps;
 mod descriptor;
 mod report;
@@ -535,6 +536,7 @@ fn validate_rule(
         }
     }
     let track = activity::track(c, i, r);
+    let ban = ban::ban(c, i, r, key.as_ref());
     let m = &r.matcher;
     for (field, value) in [
         ("path_prefix", &m.path_prefix),
@@ -627,6 +629,7 @@ fn validate_rule(
         lease,
         descriptor,
         track,
+        ban,
     })
 }
 

@@ -95,7 +95,7 @@ pub async fn should_rate_limit(
         let (outcome, source) = answer
             .map_err(|r| Status::invalid_argument(format!("{}: {r}", charge.field(r.field))))?;
         let rule = charge.rule;
-        app.decided(rule, &charge.key, &outcome, source);
+        app.decided(rule, &charge.key, &outcome, source).await;
         let over = !outcome.allowed && !rule.shadow;
         if over {
             let retry = match decision.verdict {

@@ -3,8 +3,9 @@
 //! set of handlers taking the list's `ListKind`. Every input is checked
 //! before any script runs: a 400 names the field and writes nothing.
 //!
-//! - `POST /v1/allowlist` `{"cidr", "ttl"?, "note"?}` → 201 with the stored
-//!   entry and its `seq`; re-adding refreshes expiry and note.
+//! - `POST /v1/allowlist` `{"cidr", "ttl"?, "note"?, "exempt"?}` → 201 with
+//!   the stored entry and its `seq`; re-adding refreshes expiry and note.
+//!   `"exempt": true` (allowlist only): never banned by a rule.
 //! - `DELETE /v1/allowlist/{cidr}` (`203.0.113.0%2F24`, or the path form
 //!   `/v1/allowlist/203.0.113.0/24`) → 200, or 404 when there is no such entry.
 //! - `GET /v1/allowlist?cursor=…&count=…` → one page of live entries with
@@ -87,6 +88,9 @@ fn entry_json(e: &Entry, now_ms: Option<u64>) -> Value {
         "created_at": e.created_at,
         "actor": e.actor,
     });
+    if e.exempt {
+        v["exempt"] = json!(true);
+    }
     if let Some(now) = now_ms {
         v["remaining_ms"] = json!(expires_at.map(|x| x.saturating_sub(now)));
     }
@@ -134,6 +138,9 @@ struct AddBody {
     /// Start an empty allowlist if Redis lost the fleet's (see the module doc).
     #[serde(default)]
     new_epoch: bool,
+    /// Allowlist only: never banned by a rule (`src/ban.rs`).
+    #[serde(default)]
+    exempt: bool,
 }
 
 /// A refused write: Redis lost the list (409, what to do), or the store failed.
@@ -163,8 +170,11 @@ async fn try_add(
         app.latest.load().list(kind),
     )
     .map_err(|e| ApiError::bad(e.field, e.message))?;
+    let exempt = input::exempt(body.exempt, app.latest.load().list(kind))
+        .map_err(|e| ApiError::bad(e.field, e.message))?;
     let new = input::NewEntry {
         new_epoch: body.new_epoch,
+        exempt,
         ..new
     };
     let stored = app.list(kind).upsert(&new).await.map_err(write_error)?;

@@ -198,7 +198,7 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
         ApiError::bad(&field, r.message)
     })?;
     match configured {
-        Some(configured) => app.decided(configured, key, &outcome, source),
+        Some(configured) => app.decided(configured, key, &outcome, source).await,
         None => app
             .metrics
             .decision(rule, crate::decide::counted(&outcome, source, shadow)),

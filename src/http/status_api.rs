@@ -191,5 +191,18 @@ fn rule_json(rule: &Rule) -> Value {
         "allowlist": rule.allowlist.to_string(),
         "on_redis_error": rule.on_redis_error.to_string(),
         "shadow": rule.shadow,
+        // `null`, or the ban as `config check` prints it (`rule::Ban`).
+        // As the config writes it (durations in humantime's words).
+        "ban": rule.ban.map(|b| {
+            let h = |d| humantime::format_duration(d).to_string();
+            json!({
+                "after": b.after,
+                "within": h(b.within),
+                "for": h(b.duration),
+                "factor": b.factor,
+                "max": h(b.max),
+                "remember": h(b.remember),
+            })
+        }),
     })
 }

@@ -135,10 +135,8 @@ async fn left(s: &TestServer, client: &str) -> u64 {
 }
 
 /// Five wrong passwords from one address, right ones in between: every wrong
-/// one is the app's 401, every right one the app's 200 and never counted;
-/// the sixth attempt (right or wrong) is tollgate's 429, without the app's
-/// body. Another address is untouched.
-async fn five_failures_then_429(kind: Kind, proxy: &Proxy, replica: &TestServer, source: &str) {
+/// one is the app's 401, every right one the app's 200 and never counted.
+async fn five_failures(kind: Kind, proxy: &Proxy, replica: &TestServer, source: &str) {
     let c = client_from(source);
     for n in 0..5 {
         assert_body_is(attempt(&c, proxy, "wrong").await, 401, WRONG, kind, n);
@@ -151,6 +149,13 @@ async fn five_failures_then_429(kind: Kind, proxy: &Proxy, replica: &TestServer,
             "{kind:?} after {n}: only failures count"
         );
     }
+}
+
+/// `five_failures`, then the sixth attempt (right or wrong) is tollgate's
+/// 429, without the app's body. Another address is untouched.
+async fn five_failures_then_429(kind: Kind, proxy: &Proxy, replica: &TestServer, source: &str) {
+    five_failures(kind, proxy, replica, source).await;
+    let c = client_from(source);
     for password in ["right", "wrong"] {
         let (status, body) = attempt(&c, proxy, password).await;
         assert_eq!(
@@ -179,18 +184,107 @@ fn assert_body_is(got: (u16, String), status: u16, body: &str, kind: Kind, n: u6
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_the_app_reports_wrong_passwords_and_the_sixth_attempt_is_429() {
     let (a, b) = replicas(&config("")).await;
+    let proxy = nginx_in_front(&a, &b).await;
+    five_failures_then_429(Kind::Nginx, &proxy, &b, "127.0.0.41").await;
+}
+
+/// nginx before two replicas and the reporting login app. The shipped
+/// nginx.conf sends the app nothing of the client: an app that reports
+/// needs its address, one line.
+async fn nginx_in_front(a: &TestServer, b: &TestServer) -> Proxy {
     let app = login_app(Some(a.addr), Arc::default()).await;
-    // The shipped nginx.conf sends the app nothing of the client: an app
-    // that reports needs its address, one line.
-    let proxy = Proxy::start_edited(Kind::Nginx, [a.addr, b.addr], app, |conf| {
+    Proxy::start_edited(Kind::Nginx, [a.addr, b.addr], app, |conf| {
         edit(
             conf,
             "            proxy_pass http://app;\n",
             "            proxy_set_header X-Real-IP $remote_addr;\n            proxy_pass http://app;\n",
         )
     })
+    .await
+}
+
+/// Whether `replica` refuses `source` on `path` as denied.
+async fn denied_on(replica: &TestServer, path: &str, source: &str) -> bool {
+    let r = reqwest::Client::new()
+        .get(replica.url("/check"))
+        .header("x-forwarded-uri", path)
+        .header("x-forwarded-for", source)
+        .send()
+        .await
+        .unwrap();
+    r.status() == 403
+        && r.headers()
+            .get("x-tollgate-reason")
+            .is_some_and(|v| v == "denied")
+}
+
+/// How long the deny entry holding `source` was written for, and its actor.
+async fn ban_of(s: &TestServer, source: &str) -> (u64, String) {
+    let (code, e) = s
+        .admin(
+            reqwest::Method::GET,
+            &format!("/v1/denylist/check?ip={source}"),
+        )
+        .await;
+    assert_eq!(code, 200, "{e}");
+    let length = e["expires_at"].as_u64().unwrap() - e["created_at"].as_u64().unwrap();
+    (length, e["actor"].as_str().unwrap().to_string())
+}
+
+/// The ban half: with `ban` on the reported rule, the sixth attempt is the
+/// limiter's 429 and the offence; then every path on every replica is a 403
+/// (through nginx too), and once the ban ends the next attempt (still over
+/// the failures' limit) is a second offence, banned `factor` times longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_five_failed_logins_ban_the_address_on_every_replica_and_a_second_offence_lasts_factor_times_longer(
+) {
+    let (a, b) = replicas(&config(
+        "ban = { after = 1, within = \"15m\", for = \"2s\", factor = 3, max = \"1h\", remember = \"1h\" }",
+    ))
     .await;
-    five_failures_then_429(Kind::Nginx, &proxy, &b, "127.0.0.41").await;
+    let proxy = nginx_in_front(&a, &b).await;
+    let source = "127.0.0.51";
+    let c = client_from(source);
+    five_failures(Kind::Nginx, &proxy, &b, source).await;
+    let (status, body) = attempt(&c, &proxy, "right").await;
+    assert_eq!(status, 429, "the limiter answers the offence: {body:?}");
+    for replica in [&a, &b] {
+        for path in ["/login", "/", "/account/settings"] {
+            eventually(Duration::from_secs(5), || denied_on(replica, path, source)).await;
+        }
+    }
+    for password in ["right", "wrong"] {
+        let (status, body) = attempt(&c, &proxy, password).await;
+        assert_eq!(status, 403, "{password}: {body:?}");
+    }
+    assert_eq!(
+        ban_of(&a, source).await,
+        (2_000, "rule:login-failures".into())
+    );
+    // Another address is untouched.
+    let other = client_from("127.0.0.98");
+    assert_body_is(
+        attempt(&other, &proxy, "right").await,
+        200,
+        WELCOME,
+        Kind::Nginx,
+        98,
+    );
+
+    // The ban ends (2 s): the client is still over its failures' limit.
+    eventually(Duration::from_secs(10), || async {
+        !denied_on(&a, "/", source).await && !denied_on(&b, "/", source).await
+    })
+    .await;
+    let (status, body) = attempt(&c, &proxy, "right").await;
+    assert_eq!(status, 429, "still limited: {body:?}");
+    for replica in [&a, &b] {
+        eventually(Duration::from_secs(5), || denied_on(replica, "/", source)).await;
+    }
+    assert_eq!(
+        ban_of(&b, source).await,
+        (6_000, "rule:login-failures".into())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,10 +43,12 @@ pub(super) fn statuses(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use crate::config::{parse, Overrides};
 
-    fn problems(rule: &str) -> Vec<(String, String)> {
+    /// The problems (key, message) of one rule `login` (limits 5/m) with
+    /// `rule`'s lines added; also used by the other rule keys' tests.
+    pub(in crate::config::validate) fn problems(rule: &str) -> Vec<(String, String)> {
         let text = format!("[[rule]]\nname = \"login\"\nlimits = [\"5/m\"]\n{rule}\n");
         match parse("test.toml", &text, &Overrides::default()) {
             Ok(_) => Vec::new(),

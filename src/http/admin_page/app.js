@@ -362,7 +362,10 @@
       const algo = rule.algorithm + (rule.burst !== null ? ' (burst ' + rule.burst + ')' : '') +
         (rule.lease ? ' (lease ' + rule.lease + ')' : '');
       [rule.name, describeMatch(rule), rule.descriptor ? 'descriptor values' : rule.key,
-        rule.limits.length ? rule.limits.join(', ') : '(gate only)', algo, rule.allowlist,
+        (rule.limits.length ? rule.limits.join(', ') : '(gate only)') +
+          (rule.ban ? '; ban after ' + rule.ban.after + ' in ' + rule.ban.within + ' for ' +
+            rule.ban.for + (rule.ban.factor > 1 ? ' (×' + rule.ban.factor + ' each time, up to ' + rule.ban.max + ')' : '') : ''),
+        algo, rule.allowlist,
         rule.on_redis_error, rule.shadow ? 'shadow' : 'no', ''].forEach((v, i) => {
         const td = document.createElement('td');
         td.textContent = v;
