@@ -100,6 +100,9 @@ async fn main() {
     let secs = env_or("BENCH_SECONDS", 5);
     let rounds = env_or("BENCH_ROUNDS", 3).max(1);
     let callers = env_or("BENCH_CONCURRENCY", 64);
+    if let Ok(target) = std::env::var("RLS_TARGET") {
+        return external_rls(&target, callers, secs).await;
+    }
     let (redis_port, http, admin, grpc) = (free_port(), free_port(), free_port(), free_port());
     let _redis = Proc(
         Command::new("redis-server")
@@ -216,6 +219,60 @@ limits = ["1000000000/h"]
         })
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `RLS_TARGET=127.0.0.1:PORT` (with `RLS_DOMAIN`, default `bench`, and
+/// `RLS_KEY`, the descriptor entry's key, default `remote_address`): only the
+/// RLS phase, against a server someone else started (tollgate or another RLS,
+/// such as Limitador), so that scripts/bench_hot.py drives both with this same
+/// load generator and reads their CPU from /proc. Prints one JSON line with
+/// the decisions made; every one must be `OK` (the run panics otherwise).
+async fn external_rls(target: &str, callers: u64, secs: u64) {
+    let domain = std::env::var("RLS_DOMAIN").unwrap_or_else(|_| "bench".into());
+    let key = std::env::var("RLS_KEY").unwrap_or_else(|_| "remote_address".into());
+    let mut channels = Vec::new();
+    for _ in 0..8 {
+        channels.push(
+            Channel::from_shared(format!("http://{target}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        );
+    }
+    let started = Instant::now();
+    let done = Arc::new(AtomicU64::new(0));
+    let counted = done.clone();
+    let rate = drive(callers, secs, move |worker, i| {
+        let mut c = RateLimitServiceClient::new(channels[worker as usize % channels.len()].clone());
+        let req = RateLimitRequest {
+            domain: domain.clone(),
+            descriptors: vec![RateLimitDescriptor {
+                entries: vec![Entry {
+                    key: key.clone(),
+                    value: ip(i % IPS),
+                }],
+                ..Default::default()
+            }],
+            hits_addend: 0,
+        };
+        let counted = counted.clone();
+        async move {
+            let ok =
+                matches!(c.should_rate_limit(req).await, Ok(r) if r.get_ref().overall_code == 1);
+            counted.fetch_add(1, Ordering::Relaxed);
+            ok
+        }
+    })
+    .await;
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "rls_external", "target": target, "callers": callers,
+            "decisions": done.load(Ordering::Relaxed), "seconds": started.elapsed().as_secs_f64(),
+            "per_s": rate.round(), "all_ok": true,
+        })
+    );
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

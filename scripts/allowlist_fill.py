@@ -21,14 +21,15 @@ def entry_cidr(i, v6=False):
     return f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}/32"
 
 
-def hash_tag(prefix):
-    """`{<prefix>:allow}`: what every allowlist key (and a SLOWLOG line on one) contains."""
-    return f"{{{prefix}:allow}}"
+def hash_tag(prefix, tag="allow"):
+    """`{<prefix>:allow}`: what every allowlist key (and a SLOWLOG line on one)
+    contains; `tag="deny"`: the denylist's (`KeySpace::list`)."""
+    return f"{{{prefix}:{tag}}}"
 
 
-def allow_key(prefix, name):
-    """One of `meta`, `entries`, `exp`, `events`."""
-    return f"{prefix}:{hash_tag(prefix)}:{name}"
+def allow_key(prefix, name, tag="allow"):
+    """One of `meta`, `entries`, `exp`, `events` (of the denylist with `tag="deny"`)."""
+    return f"{prefix}:{hash_tag(prefix, tag)}:{name}"
 
 
 def allow_keys(prefix):
@@ -36,11 +37,11 @@ def allow_keys(prefix):
     return [allow_key(prefix, n) for n in ("meta", "entries", "exp", "events")]
 
 
-def fill_commands(prefix, cidrs, expires, epoch="bench", actor="bench"):
+def fill_commands(prefix, cidrs, expires, epoch="bench", actor="bench", tag="allow"):
     """Commands (lists of arguments) that store `cidrs`, the i-th expiring at
     `expires(i)` (ms, Redis time; 0: never), 1 000 to an HSET/ZADD, then the
-    `meta` of epoch `epoch` at seq 0."""
-    entries, exp = allow_key(prefix, "entries"), allow_key(prefix, "exp")
+    `meta` of epoch `epoch` at seq 0. `tag="deny"` fills the denylist."""
+    entries, exp = allow_key(prefix, "entries", tag), allow_key(prefix, "exp", tag)
     cmds, h, z = [], ["HSET", entries], ["ZADD", exp]
     for i, cidr in enumerate(cidrs):
         e = expires(i)
@@ -54,5 +55,5 @@ def fill_commands(prefix, cidrs, expires, epoch="bench", actor="bench"):
             cmds.append(z)
             z = ["ZADD", exp]
     cmds += [c for c in (h, z) if len(c) > 2]
-    cmds.append(["HSET", allow_key(prefix, "meta"), "epoch", epoch, "seq", "0", "last_id", "0-0"])
+    cmds.append(["HSET", allow_key(prefix, "meta", tag), "epoch", epoch, "seq", "0", "last_id", "0-0"])
     return cmds

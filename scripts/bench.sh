@@ -11,6 +11,10 @@
 #   LIMITADOR_BIN=/path/limitador-server ...  # also measure Limitador (bench/README.md)
 #   BENCH_SKIP_LOOKUP=1 ...                 # skip the criterion allowlist lookup bench
 #   BENCH_ONLY=activity ...                 # only /check on a tracked rule against an untracked one
+#   BENCH_ONLY=hot ...                      # issue 30: hot keys with leases, CPU per decision; issue 28: denylist cost
+#                                           # (scripts/bench_hot.py; BENCH_PARTS=hot,near,cpu,denylist)
+#   BENCH_ONLY=propagation ...              # issue 28: list propagation from each node's apply-lag histogram
+#                                           # (scripts/bench_propagation.py; FOLLOWERS=1,4,16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,4 +24,12 @@ need redis-server:redis-server redis-benchmark:redis-tools wrk:wrk
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 cargo build --release --locked --bin tollgate
 CARGO_TARGET_DIR="$target/anchors" cargo build --release --locked --manifest-path bench/anchors/Cargo.toml
+case "${BENCH_ONLY:-}" in
+  hot)
+    # The RLS load generator (bench/grpc_vs_check.rs, RLS_TARGET mode).
+    CARGO_TARGET_DIR="$target" cargo bench --locked --bench grpc_vs_check --no-run
+    CARGO_TARGET_DIR="$target" exec python3 scripts/bench_hot.py "$@" ;;
+  propagation)
+    CARGO_TARGET_DIR="$target" exec python3 scripts/bench_propagation.py "$@" ;;
+esac
 CARGO_TARGET_DIR="$target" exec python3 scripts/bench.py "$@"

@@ -50,8 +50,9 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
--- Per thread: answers by status, bodies that failed the check.
-counts, bad_body = {}, 0
+-- Per thread: answers by status, bodies that failed the check (and the first
+-- of them, to show in the failure).
+counts, bad_body, first_bad = {}, 0, ""
 local i, seen = 0, 0
 
 function request()
@@ -73,6 +74,9 @@ function response(status, headers, rbody)
   seen = seen + 1
   if body_check and seen % 64 == 1 and not string.find(rbody, body_check, 1, true) then
     bad_body = bad_body + 1
+    if first_bad == "" then
+      first_bad = (s .. " " .. string.sub(rbody, 1, 300)):gsub('[%c"\\]', "'")
+    end
   end
   if quota > 0 and seen >= quota then wrk.thread:stop() end
 end
@@ -80,18 +84,19 @@ end
 @DELAY@
 
 function done(summary, latency, requests)
-  local total, bad = {}, 0
+  local total, bad, shown = {}, 0, ""
   for _, t in ipairs(threads) do
     for s, n in pairs(t:get("counts")) do total[s] = (total[s] or 0) + n end
     bad = bad + t:get("bad_body")
+    if shown == "" then shown = t:get("first_bad") end
   end
   local parts = {}
   for s, n in pairs(total) do table.insert(parts, string.format('"%s":%d', s, n)) end
   local e = summary.errors
   io.write(string.format('JSON {"requests":%d,"duration_us":%d,"p50":%d,"p99":%d,"p999":%d,' ..
-    '"errors":{"connect":%d,"read":%d,"write":%d,"timeout":%d},"statuses":{%s},"bad_body":%d}\n',
+    '"errors":{"connect":%d,"read":%d,"write":%d,"timeout":%d},"statuses":{%s},"bad_body":%d,"first_bad":"%s"}\n',
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    latency:percentile(99.9), e.connect, e.read, e.write, e.timeout, table.concat(parts, ","), bad))
+    latency:percentile(99.9), e.connect, e.read, e.write, e.timeout, table.concat(parts, ","), bad, shown))
 end
 """
 
@@ -210,6 +215,7 @@ def finish_wrk(t, proc, check=True):
         "expected_statuses": sorted(t.expect),
         "errors": r["errors"],
         "bad_bodies": r["bad_body"],
+        "first_bad_body": r.get("first_bad", ""),
         "seconds": round(r["duration_us"] / 1e6, 2),
         "threads": info["threads"],
         "connections": info["connections"],
@@ -242,6 +248,6 @@ def verify(t, r, alive):
     if errors:
         problems.append(f"socket errors {errors}")
     if r["bad_bodies"]:
-        problems.append(f"{r['bad_bodies']} sampled bodies lack {t.body_check!r}")
+        problems.append(f"{r['bad_bodies']} sampled bodies lack {t.body_check!r} (the first: {r.get('first_bad_body', '')!r})")
     if problems:
         raise BenchFailure(f"{t.describe()}: expected only {sorted(t.expect)}: " + "; ".join(problems))

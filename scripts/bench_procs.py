@@ -154,6 +154,7 @@ CONFIG = """
 [server]
 listen = "127.0.0.1:{port}"
 admin_listen = "127.0.0.1:{admin}"
+{grpc}
 {redis}
 [client_ip]
 trusted_proxies = ["127.0.0.1/32"]
@@ -184,9 +185,12 @@ algorithm = "fixed_window"
 """
 
 # One rule per algorithm (Redis CPU per decision, embedded memory per client).
+# gcra takes `{gcra_limit}`: its exact arithmetic refuses a burst × period
+# past 2^53 µs (1000000000/h is refused; at most 2501999/h), see start_tollgate.
 ALGORITHM_RULES = "".join(
-    f'\n[[rule]]\nname = "{tag}"\nmatch = {{ path_prefix = "/{tag}" }}\nkey = "ip"\nlimits = ["{{limit}}"]\nalgorithm = "{alg}"\n'
-    for alg, tag in [("fixed_window", "fw"), ("sliding_window", "sw"), ("sliding_log", "sl"), ("gcra", "gc")]
+    f'\n[[rule]]\nname = "{tag}"\nmatch = {{ path_prefix = "/{tag}" }}\nkey = "ip"\nlimits = ["{{{lim}}}"]\nalgorithm = "{alg}"\n'
+    for alg, tag, lim in [("fixed_window", "fw", "limit"), ("sliding_window", "sw", "limit"),
+                          ("sliding_log", "sl", "limit"), ("gcra", "gc", "gcra_limit")]
 )
 
 # A tracked rule (activity counters, issue 19): the same limit as "allow", so
@@ -196,7 +200,47 @@ TRACKED_RULE = ('\n[[rule]]\nname = "tracked"\nmatch = { path_prefix = "/tracked
                 'limits = ["{limit}"]\nalgorithm = "fixed_window"\ntrack = true\n')
 
 
-def start_tollgate(redis_port, prefix=None, limit="1000000000/h"):
+# Quota leases (issue 30, scripts/bench_hot.py), Redis only: one key far
+# below its limit (`/hot`, a 1 s window so slices are taken again each
+# second), the same rule without a lease (`/hotnl`), and a key driven at
+# about twice its limit (`/near`, 2000/s).
+LEASE_RULES = """
+[[rule]]
+name = "hot"
+match = { path_prefix = "/hot/" }
+key = "ip"
+limits = ["100000000/s"]
+algorithm = "fixed_window"
+lease = "auto"
+
+[[rule]]
+name = "hotnl"
+match = { path_prefix = "/hotnl/" }
+key = "ip"
+limits = ["100000000/s"]
+algorithm = "fixed_window"
+
+[[rule]]
+name = "near"
+match = { path_prefix = "/near/" }
+key = "ip"
+limits = ["2000/s"]
+algorithm = "fixed_window"
+lease = "auto"
+"""
+
+# Envoy's RLS (grpc_listen set): one descriptor, the client address, as
+# bench/grpc_vs_check.rs asks it.
+RLS_RULE = """
+[[rule]]
+name = "rls"
+domain = "bench"
+descriptor = [{ key = "remote_address" }]
+limits = ["1000000000/h"]
+"""
+
+
+def start_tollgate(redis_port, prefix=None, limit="1000000000/h", grpc_port=None):
     port, admin = free_port(), free_port()
     prefix = prefix or f"bench{port}"
     # A generous timeout: on this shared machine a 25 ms stall happens, and a
@@ -205,8 +249,14 @@ def start_tollgate(redis_port, prefix=None, limit="1000000000/h"):
                if redis_port else "")
     path = os.path.join(work_dir(), f"tollgate-{port}.toml")
     with open(path, "w") as f:
+        extra = ALGORITHM_RULES + (TRACKED_RULE if redis_port else "")
+        # Far above any load here, and within gcra's exact range.
+        gcra_limit = "2000000/h" if limit == "1000000000/h" else limit
         f.write(CONFIG.format(port=port, admin=admin, redis=section, limit=limit,
-                              extra=(ALGORITHM_RULES + (TRACKED_RULE if redis_port else "")).replace("{limit}", limit)))
+                              grpc=f'grpc_listen = "127.0.0.1:{grpc_port}"' if grpc_port else "",
+                              extra=extra.replace("{limit}", limit).replace("{gcra_limit}", gcra_limit)
+                              + (LEASE_RULES if redis_port else "")
+                              + (RLS_RULE if grpc_port else "")))
     p = spawn([BIN, "serve", "--config", path], env={**os.environ, "RUST_LOG": "warn", "TOLLGATE_ADMIN_TOKEN": ADMIN_TOKEN})
     wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz").status == 200, "tollgate")
     return p, port, admin
@@ -268,6 +318,7 @@ def start_limitador(binary, redis_port=None):
     p = spawn([binary, "-B", "127.0.0.1", "-P", str(port), "-b", "127.0.0.1", "-p", str(rls), limits, *storage],
               env={**os.environ, "RUST_LOG": "warn"})
     wait_for(lambda: port_open(port), "limitador")
+    p.rls_port = rls  # its gRPC RLS (Envoy's ShouldRateLimit), domain "bench"
     return p, port
 
 

@@ -290,13 +290,14 @@ impl Held {
         let before = self.takes.load(Ordering::Acquire);
         let mut last = self.taking.lock().await;
         let now = Instant::now();
-        {
+        let cap = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(outcome) = state.spend(now, &call) {
                 count("slice");
                 return (Ok(outcome), false);
             }
-        }
+            state.cap(now, call.cost, size.cap())
+        };
         if self.takes.load(Ordering::Acquire) != before {
             // Answered by the take this one waited on: no call of its own.
             if last.failed {
@@ -309,7 +310,7 @@ impl Held {
             }
         }
         let sent = Instant::now();
-        let result = store.lease(call, divisor(replicas), size.cap()).await;
+        let result = store.lease(call, divisor(replicas), cap).await;
         *last = Last {
             denied: None,
             failed: result.is_err(),

@@ -5,8 +5,9 @@
 //!       a hyper 1 server answering every request `200` with an empty body:
 //!       the HTTP floor of this machine and this load generator.
 //!   anchor evalsha PORT REDIS_URL
-//!       the same, plus one EVALSHA of tollgate's `lua/fixed_window.lua` per
-//!       request over one multiplexed redis-rs connection, keyed by
+//!       the same, plus one EVALSHA of tollgate's fixed_window script per
+//!       request (`lua/fixed_window.lua` run by `lua/one_rule.lua`, as
+//!       tollgate composes it) over one multiplexed redis-rs connection, keyed by
 //!       `X-Forwarded-For`: `200` when the script allows, `429` when it denies,
 //!       `400` without the header, `500` when Redis fails.
 //!
@@ -24,7 +25,14 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-const SCRIPT: &str = include_str!("../../../lua/fixed_window.lua");
+// The script tollgate runs for one fixed_window rule: the algorithm module,
+// then `one_rule.lua` (as src/limiter/redis_store.rs composes it). The module
+// alone returns nothing, which this anchor read as a denial (429).
+const SCRIPT: &str = concat!(
+    include_str!("../../../lua/fixed_window.lua"),
+    "\nlocal M = fixed_window\n",
+    include_str!("../../../lua/one_rule.lua")
+);
 
 #[tokio::main]
 async fn main() {

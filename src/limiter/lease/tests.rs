@@ -64,6 +64,33 @@ fn a_window_slice_is_spent_once_and_not_past_the_window() {
 }
 
 #[test]
+fn just_past_a_window_slice_a_take_asks_only_for_its_own_units() {
+    let limits: Vec<Rate> = vec!["1000000/1s".parse().unwrap()];
+    let c = call(Algorithm::FixedWindow, &limits);
+    let mut s = State::default();
+    let sent = Instant::now();
+    s.hold(&grant(500, 0, &limits), sent, &c);
+    // The slice ends at sent + 999 ms (the grant's reset 1000, less 1 ms).
+    let end = sent + Duration::from_millis(999);
+    assert_eq!(s.cap(sent, 1, 0), 0, "inside the window: the rule's cap");
+    assert_eq!(s.cap(end, 1, 0), 1, "its window may still be open in Redis");
+    assert_eq!(s.cap(end + Duration::from_micros(1999), 1, 7), 1);
+    assert_eq!(
+        s.cap(end + Duration::from_millis(2), 1, 7),
+        7,
+        "a new window"
+    );
+    // A slice spent before its end: the window is open, the next take is whole.
+    s.hold(&grant(1, 0, &limits), sent, &c);
+    assert!(s.spend(sent, &c).is_none());
+    assert_eq!(s.cap(sent, 1, 0), 0);
+    // gcra's runs are not windows.
+    let g = call(Algorithm::Gcra, &limits);
+    s.hold(&grant(3, 0, &limits), sent, &g);
+    assert_eq!(s.cap(end, 1, 0), 0);
+}
+
+#[test]
 fn gcra_emissions_are_spent_only_while_they_lie_ahead() {
     // 1000/s: one emission a ms; a run of 10 starting 2 ms after the take.
     let limits: Vec<Rate> = vec!["1000/1s".parse().unwrap()];

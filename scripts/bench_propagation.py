@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""List propagation read from the nodes themselves (issue 28), not from a
+polling client: every node exports `tollgate_list_apply_lag_seconds{list}`, a
+histogram of (the node's Redis-synced clock when it applied a followed event)
+− (the time Redis stamped the event: its stream id). Both are whole
+milliseconds, so every observation is a whole number of ms; the buckets have
+a bound at each ms up to 5 (src/allowlist/status.rs).
+
+For 1, 4 and 16 followers (FOLLOWERS, default "1,4,16"): its own Redis (at
+nice -15 and SCHED_FIFO where allowed, as scripts/bench_allowlist.py), one
+writer node and that many follower nodes (release `tollgate serve`), then
+ENTRIES (default 200) allowlist adds and as many denylist adds through the
+writer's admin API, paced (PACE_MS between writes, default 10), each answer
+checked (201). Afterwards every follower's histogram is scraped (the delta
+over the writes; each follower must have counted every event of both lists)
+and the buckets of all followers are summed per list. Reported per list:
+
+- p50 / p99 as the smallest bucket bound holding that share of the
+  observations (exact for whole-ms values: "p99 = 2 ms" means 99 % of the
+  (event, follower) pairs were applied at most 2 whole ms after Redis
+  stamped the event), and the same by linear interpolation inside the bucket
+  (the Prometheus histogram_quantile way), for comparison;
+- the worst follower's p99 (per node).
+
+These are quantiles over (event, follower) pairs, not of "the last of the N
+followers" per event (a histogram per node cannot give that); the worst
+node's p99 bounds it from below.
+
+Usage: scripts/bench_propagation.py   (after cargo build --release)
+Writes bench/results/<date>-propagation.json.
+"""
+
+import datetime
+import json
+import os
+import sys
+import time
+import urllib.request
+
+from bench_allowlist import TOKEN, Redis, ready, start_node
+from bench_load import loadavg
+from bench_procs import PROCS, ROOT, wait_for
+import bench as B
+
+ENTRIES = int(os.environ.get("ENTRIES", "200"))
+PACE_MS = float(os.environ.get("PACE_MS", "10"))
+FOLLOWERS = [int(x) for x in os.environ.get("FOLLOWERS", "1,4,16").split(",")]
+METRIC = "tollgate_list_apply_lag_seconds"
+
+
+def buckets(node):
+    """{list: [(le, cumulative count)]} of one node's apply lag histogram."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{node['admin']}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if not line.startswith(METRIC + "_bucket{"):
+            continue
+        labels = dict(kv.split("=", 1) for kv in line[line.index("{") + 1:line.index("}")].split(","))
+        lst, le = labels["list"].strip('"'), labels["le"].strip('"')
+        out.setdefault(lst, []).append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def delta(after, before):
+    return {lst: [(le, n - dict(before.get(lst, [])).get(le, 0.0)) for le, n in rows] for lst, rows in after.items()}
+
+
+def quantile(rows, q):
+    """(bucket bound, interpolated) q-quantile from cumulative (le, n) rows, in ms."""
+    total = rows[-1][1]
+    want = q * total
+    prev_le, prev_n = 0.0, 0.0
+    for le, n in rows:
+        if n >= want:
+            if le == float("inf"):
+                return float("inf"), float("inf")
+            frac = (want - prev_n) / (n - prev_n) if n > prev_n else 1.0
+            return le * 1000, round((prev_le + (le - prev_le) * frac) * 1000, 3)
+        prev_le, prev_n = le, n
+    return float("inf"), float("inf")
+
+
+def add(node, path, cidr):
+    body = json.dumps({"cidr": cidr, "ttl": "1h"}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{node['admin']}/v1/{path}", data=body, method="POST",
+                                 headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        if r.status != 201:
+            sys.exit(f"bench_propagation: POST /v1/{path} answered {r.status}, expected 201")
+
+
+def run(followers):
+    r = Redis()
+    prefix = f"p{followers}"
+    writer = start_node(r, prefix)
+    nodes = [start_node(r, prefix) for _ in range(followers)]
+    wait_for(lambda: ready(writer) and all(ready(x) for x in nodes), f"{followers} followers ready", 120)
+    time.sleep(1)
+    before = [buckets(x) for x in nodes]
+    load = loadavg()
+    t0 = time.time()
+    for i in range(ENTRIES):
+        add(writer, "allowlist", f"203.0.{i // 250}.{i % 250 + 1}")
+        time.sleep(PACE_MS / 2000)
+        add(writer, "denylist", f"198.51.{i // 250}.{i % 250 + 1}")
+        time.sleep(PACE_MS / 2000)
+    write_s = time.time() - t0
+    # Every follower must count every event of both lists (the writes are applied within seconds).
+    deadline = time.time() + 30
+    while True:
+        after = [buckets(x) for x in nodes]
+        got = [{lst: rows[-1][1] for lst, rows in delta(a, b).items()} for a, b in zip(after, before)]
+        if all(g.get("allow", 0) >= ENTRIES and g.get("deny", 0) >= ENTRIES for g in got):
+            break
+        if time.time() > deadline:
+            sys.exit(f"bench_propagation: followers counted {got}, expected {ENTRIES} events per list each")
+        time.sleep(0.2)
+    out = {"followers": followers, "entries_per_list": ENTRIES, "pace_ms": PACE_MS, "write_s": round(write_s, 2),
+           "redis_priority": r.priority, "loadavg_before": load, "loadavg_after": loadavg()}
+    for lst in ("allow", "deny"):
+        per_node = [delta(a, b)[lst] for a, b in zip(after, before)]
+        summed = [(le, sum(rows[i][1] for rows in per_node)) for i, (le, _) in enumerate(per_node[0])]
+        p50, p50i = quantile(summed, 0.5)
+        p99, p99i = quantile(summed, 0.99)
+        worst = max(quantile(rows, 0.99)[0] for rows in per_node)
+        out[lst] = {"observations": summed[-1][1], "p50_ms_bucket": p50, "p50_ms_interpolated": p50i,
+                    "p99_ms_bucket": p99, "p99_ms_interpolated": p99i, "worst_follower_p99_ms_bucket": worst,
+                    "buckets_ms": {("+Inf" if le == float("inf") else f"{le * 1000:g}"): n for le, n in summed}}
+    for x in [writer, *nodes]:
+        x["p"].terminate()
+    for x in [writer, *nodes]:
+        x["p"].wait(10)
+    r.cli("SHUTDOWN", "NOSAVE")
+    return out
+
+
+def main():
+    results = {"machine": B.machine(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "runs": []}
+    print(f"bench_propagation: load average {results['machine']['loadavg_at_start']}", flush=True)
+    try:
+        for n in FOLLOWERS:
+            res = run(n)
+            results["runs"].append(res)
+            print(json.dumps({k: v for k, v in res.items()}), flush=True)
+    finally:
+        for p in PROCS:
+            if p.poll() is None:
+                p.terminate()
+    results["machine"]["loadavg_at_end"] = loadavg()
+    day = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d-%H%M")
+    out = os.path.join(ROOT, "bench", "results", f"{day}-propagation.json")
+    with open(out, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"\n{'followers':>9} {'list':>5} {'p50 ms (bucket / interp.)':>26} {'p99 ms (bucket / interp.)':>26} {'worst node p99':>15}")
+    for res in results["runs"]:
+        for lst in ("allow", "deny"):
+            d = res[lst]
+            print(f"{res['followers']:>9} {lst:>5} {d['p50_ms_bucket']:>12g} / {d['p50_ms_interpolated']:<11g} "
+                  f"{d['p99_ms_bucket']:>12g} / {d['p99_ms_interpolated']:<11g} {d['worst_follower_p99_ms_bucket']:>15g}")
+    print(f"load average: start {results['machine']['loadavg_at_start']}, end {results['machine']['loadavg_at_end']}")
+    print(f"written: {os.path.relpath(out, ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
