@@ -74,6 +74,13 @@ name = "api"
 match = {{ path_prefix = "/api" }}
 limits = ["1000000000/h"]
 on_redis_error = "allow"
+
+# scripts/bench_propagation.py's bans: an address's 2nd login is limited and banned.
+[[rule]]
+name = "login"
+match = {{ path_prefix = "/login" }}
+limits = ["1/h"]
+ban = {{ after = 1, within = "1h", for = "1h" }}
 """
 
 

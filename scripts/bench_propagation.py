@@ -26,23 +26,36 @@ These are quantiles over (event, follower) pairs, not of "the last of the N
 followers" per event (a histogram per node cannot give that); the worst
 node's p99 bounds it from below.
 
+Bans (BANS, default 200): then, on the same fleet, BANS client addresses each
+log in twice through the writer's `/check` (a `1/h` rule with `ban = {after =
+1, ...}`): the second answer is a 429 and the offence, so the writer's ban
+step writes a deny entry (actor `rule:login`) through the denylist's script
+and stream; a third request to the writer must be a 403 (the banning replica
+refuses the next request), the writer must count BANS bans, and every
+follower must apply BANS more deny events. The "ban" row is the deny
+histogram's delta over that phase alone: from the moment Redis stamped the
+ban (inside the ban step, one script call after the offending decision) to
+each follower applying it.
+
 Usage: scripts/bench_propagation.py   (after cargo build --release)
 Writes bench/results/<date>-propagation.json.
 """
 
 import datetime
+import http.client
 import json
 import os
 import sys
 import time
 import urllib.request
 
-from bench_allowlist import TOKEN, Redis, ready, start_node
+from bench_allowlist import TOKEN, Redis, check, metric_sum, ready, start_node
 from bench_load import loadavg
 from bench_procs import PROCS, ROOT, wait_for
 import bench as B
 
 ENTRIES = int(os.environ.get("ENTRIES", "200"))
+BANS = int(os.environ.get("BANS", "200"))
 PACE_MS = float(os.environ.get("PACE_MS", "10"))
 FOLLOWERS = [int(x) for x in os.environ.get("FOLLOWERS", "1,4,16").split(",")]
 METRIC = "tollgate_list_apply_lag_seconds"
@@ -89,6 +102,37 @@ def add(node, path, cidr):
             sys.exit(f"bench_propagation: POST /v1/{path} answered {r.status}, expected 201")
 
 
+def bans(writer, nodes, before):
+    """Ban BANS addresses through the writer's limiter: (histograms before,
+    after, one follower's answer to the last banned address)."""
+    conn = http.client.HTTPConnection("127.0.0.1", writer["port"], timeout=5)
+    bans_before = metric_sum(writer, "tollgate_bans_total")
+    ip = None
+    for i in range(BANS):
+        ip = f"192.0.{i // 250}.{i % 250 + 1}"
+        got = [check(writer, "/login", ip, conn) for _ in range(3)]
+        if got != [200, 429, 403]:
+            sys.exit(f"bench_propagation: {ip} got {got} from the writer, expected [200, 429, 403] (allowed, limited and banned, then denied)")
+        time.sleep(PACE_MS / 1000)
+    banned = metric_sum(writer, "tollgate_bans_total") - bans_before
+    if banned != BANS:
+        sys.exit(f"bench_propagation: the writer counted {banned} bans, expected {BANS}")
+    deadline = time.time() + 30
+    while True:
+        after = [buckets(x) for x in nodes]
+        got = [delta(a, b)["deny"][-1][1] for a, b in zip(after, before)]
+        if all(g >= BANS for g in got):
+            break
+        if time.time() > deadline:
+            sys.exit(f"bench_propagation: followers applied {got} ban events, expected {BANS} each")
+        time.sleep(0.2)
+    # What a client sees: the last banned address, asked of a follower (any path).
+    status = check(nodes[-1], "/anything", ip)
+    if status != 403:
+        sys.exit(f"bench_propagation: a follower answered {status} to banned {ip}, expected 403")
+    return before, after, {"ip": ip, "path": "/anything", "status": status}
+
+
 def run(followers):
     r = Redis()
     prefix = f"p{followers}"
@@ -115,15 +159,18 @@ def run(followers):
         if time.time() > deadline:
             sys.exit(f"bench_propagation: followers counted {got}, expected {ENTRIES} events per list each")
         time.sleep(0.2)
-    out = {"followers": followers, "entries_per_list": ENTRIES, "pace_ms": PACE_MS, "write_s": round(write_s, 2),
-           "redis_priority": r.priority, "loadavg_before": load, "loadavg_after": loadavg()}
-    for lst in ("allow", "deny"):
-        per_node = [delta(a, b)[lst] for a, b in zip(after, before)]
+    ban_before, ban_after, banned_ip = bans(writer, nodes, after)
+    out = {"followers": followers, "entries_per_list": ENTRIES, "bans": BANS, "pace_ms": PACE_MS,
+           "write_s": round(write_s, 2), "redis_priority": r.priority, "loadavg_before": load,
+           "loadavg_after": loadavg(), "banned_ip_on_a_follower": banned_ip}
+    for row, lst, a_all, b_all in (("allow", "allow", after, before), ("deny", "deny", after, before),
+                                   ("ban", "deny", ban_after, ban_before)):
+        per_node = [delta(a, b)[lst] for a, b in zip(a_all, b_all)]
         summed = [(le, sum(rows[i][1] for rows in per_node)) for i, (le, _) in enumerate(per_node[0])]
         p50, p50i = quantile(summed, 0.5)
         p99, p99i = quantile(summed, 0.99)
         worst = max(quantile(rows, 0.99)[0] for rows in per_node)
-        out[lst] = {"observations": summed[-1][1], "p50_ms_bucket": p50, "p50_ms_interpolated": p50i,
+        out[row] = {"observations": summed[-1][1], "p50_ms_bucket": p50, "p50_ms_interpolated": p50i,
                     "p99_ms_bucket": p99, "p99_ms_interpolated": p99i, "worst_follower_p99_ms_bucket": worst,
                     "buckets_ms": {("+Inf" if le == float("inf") else f"{le * 1000:g}"): n for le, n in summed}}
     for x in [writer, *nodes]:
@@ -154,7 +201,7 @@ def main():
         json.dump(results, f, indent=2)
     print(f"\n{'followers':>9} {'list':>5} {'p50 ms (bucket / interp.)':>26} {'p99 ms (bucket / interp.)':>26} {'worst node p99':>15}")
     for res in results["runs"]:
-        for lst in ("allow", "deny"):
+        for lst in ("allow", "deny", "ban"):
             d = res[lst]
             print(f"{res['followers']:>9} {lst:>5} {d['p50_ms_bucket']:>12g} / {d['p50_ms_interpolated']:<11g} "
                   f"{d['p99_ms_bucket']:>12g} / {d['p99_ms_interpolated']:<11g} {d['worst_follower_p99_ms_bucket']:>15g}")
