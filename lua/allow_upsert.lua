@@ -18,6 +18,10 @@
 --          (one XADD cannot take both MINID and MAXLEN, hence the XTRIM)
 -- ARGV[8]  "1": the operator means to start a new, empty allowlist if Redis
 --          holds none (`--new-epoch`); "0": refuse that while `lost` exists
+-- ARGV[9]  optional: the entry's payload as JSON text, passed through as is
+--          (an override's limits: `["100/m"]`, `"unlimited"`, `"deny"`);
+--          absent or "" for the IP lists, whose entries carry none. Written
+--          as the entry's `payload` field and the event's `payload` field.
 -- Returns  {seq, expires_at, created_at, epoch}, all strings; expires_at "0" = never.
 --          Or, when Redis holds no allowlist, a node witnessed one (`lost`)
 --          and ARGV[8] is "0": {"lost", node, epoch, seq, entries} of that
@@ -34,8 +38,9 @@
 --   expires_at 1700086400123 note "login alice" actor admin-api ver 1
 --   created_at 1700000000123 (a field later readers may use: a node keeps
 --   note, actor and created_at to restore the list if Redis loses it)
-assert(#KEYS == 5 and #ARGV == 8, 'allow_upsert: expected 5 keys and 8 args')
+assert(#KEYS == 5 and (#ARGV == 8 or #ARGV == 9), 'allow_upsert: expected 5 keys and 8 or 9 args')
 local cidr, note, actor = ARGV[1], ARGV[3], ARGV[4]
+local payload = ARGV[9] or ''
 local ttl = tonumber(ARGV[2])
 assert(ttl and ttl >= 0, 'allow_upsert: ttl_ms must be a number >= 0')
 
@@ -62,7 +67,9 @@ if not epoch then
 end
 
 local entry = '{"expires_at":' .. exp_s .. ',"note":' .. cjson.encode(note) ..
-  ',"created_at":' .. now_s .. ',"actor":' .. cjson.encode(actor) .. ',"ver":1}'
+  ',"created_at":' .. now_s .. ',"actor":' .. cjson.encode(actor) .. ',"ver":1'
+if payload ~= '' then entry = entry .. ',"payload":' .. payload end
+entry = entry .. '}'
 redis.call('HSET', KEYS[2], cidr, entry)
 if expires > 0 then
   redis.call('ZADD', KEYS[3], exp_s, cidr)
@@ -72,9 +79,13 @@ end
 
 local seq = tostring(redis.call('HINCRBY', KEYS[1], 'seq', 1))
 local min_id = string.format('%.0f', now - tonumber(ARGV[6]))
-local id = redis.call('XADD', KEYS[4], 'MINID', '~', min_id, '*',
-  'epoch', epoch, 'seq', seq, 'op', 'upsert', 'cidr', cidr, 'expires_at', exp_s,
-  'note', note, 'actor', actor, 'ver', '1', 'created_at', now_s)
+local fields = {'epoch', epoch, 'seq', seq, 'op', 'upsert', 'cidr', cidr,
+  'expires_at', exp_s, 'note', note, 'actor', actor, 'ver', '1', 'created_at', now_s}
+if payload ~= '' then
+  fields[#fields + 1] = 'payload'
+  fields[#fields + 1] = payload
+end
+local id = redis.call('XADD', KEYS[4], 'MINID', '~', min_id, '*', unpack(fields))
 redis.call('XTRIM', KEYS[4], 'MAXLEN', '~', ARGV[7])
 redis.call('HSET', KEYS[1], 'last_id', id)
 return {seq, exp_s, now_s, epoch}

@@ -67,7 +67,10 @@ impl App {
         let denylist = Arc::new(Allowlist::of(&config, ListKind::Deny));
         crate::allowlist::status::register(&denylist, metrics.registry_mut());
         crate::allowlist::status::register_apply_lag(
-            &[&allowlist, &denylist],
+            &[
+                (ListKind::Allow, allowlist.status()),
+                (ListKind::Deny, denylist.status()),
+            ],
             metrics.registry_mut(),
         );
         let denied_requests = prometheus_client::metrics::counter::Counter::default();
@@ -241,11 +244,13 @@ impl App {
         }
     }
 
-    /// The list of `kind`.
+    /// The IP list of `kind` (one of `ListKind::ALL`, the only kinds the
+    /// IP list routes and commands are made for).
     pub fn list(&self, kind: ListKind) -> &Arc<Allowlist> {
         match kind {
             ListKind::Allow => &self.allowlist,
             ListKind::Deny => &self.denylist,
+            ListKind::Override => unreachable!("overrides are not an IP list"),
         }
     }
 

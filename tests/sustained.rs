@@ -245,7 +245,10 @@ async fn fixed_window_never_admits_more_than_the_limit_in_a_window_under_sustain
         for (_, (count, expires_at)) in &taken {
             let Some(count) = count else { continue };
             assert!(*count <= limit, "{name}: a counter at {count}");
-            assert!(*expires_at >= 0, "{name}: a counter without TTL ({expires_at})");
+            assert!(
+                *expires_at >= 0,
+                "{name}: a counter without TTL ({expires_at})"
+            );
             let end = *expires_at as u64;
             if ends.last() != Some(&end) {
                 ends.push(end);

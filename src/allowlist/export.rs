@@ -35,6 +35,8 @@ pub fn format_of(kind: ListKind) -> &'static str {
     match kind {
         ListKind::Allow => FORMAT,
         ListKind::Deny => DENY_FORMAT,
+        // Never restored into an IP list (nor the reverse).
+        ListKind::Override => "tollgate-overrides",
     }
 }
 pub const VERSION: u32 = 1;
@@ -227,6 +229,7 @@ impl<F: FnMut(Entry)> Reading<F> {
             note: e.note,
             created_at: e.created_at,
             actor: e.actor,
+            payload: (),
         });
     }
 }
@@ -300,6 +303,7 @@ mod tests {
                     note: "office \"A\"".into(),
                     created_at: 5,
                     actor: "cli".into(),
+                    payload: (),
                 },
                 Entry {
                     cidr: "2001:db8::/48".parse().unwrap(),
@@ -307,6 +311,7 @@ mod tests {
                     note: String::new(),
                     created_at: 6,
                     actor: "admin-api".into(),
+                    payload: (),
                 },
             ],
         }

@@ -7,6 +7,7 @@
 
 use serde::Serialize;
 
+use super::member::Member;
 use super::Entry;
 
 /// An entry's JSON as `allow_upsert.lua` writes it: `expires_at` first
@@ -18,16 +19,21 @@ struct StoredOut<'a> {
     created_at: u64,
     actor: &'a str,
     ver: u32,
+    /// An override's limits; absent for the IP lists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<serde_json::Value>,
 }
 
 /// The JSON a restore stages for `e`.
-pub(super) fn entry_json(e: &Entry) -> String {
+pub(super) fn entry_json<M: Member>(e: &Entry<M>) -> String {
+    let payload = M::payload_json(&e.payload);
     serde_json::to_string(&StoredOut {
         expires_at: e.expires_at,
         note: &e.note,
         created_at: e.created_at,
         actor: &e.actor,
         ver: 1,
+        payload: serde_json::from_str(&payload).ok(),
     })
     .expect("plain fields always serialise")
 }
@@ -38,12 +44,13 @@ mod tests {
 
     #[test]
     fn a_restored_entry_is_written_expiry_first_like_upsert_writes_it() {
-        let e = Entry {
+        let e: Entry = Entry {
             cidr: "203.0.113.7/32".parse().unwrap(),
             expires_at: 1_700_086_400_123,
             note: "alice \"quoted\"".into(),
             created_at: 1_700_000_000_123,
             actor: "cli".into(),
+            payload: (),
         };
         let json = entry_json(&e);
         assert_eq!(

@@ -173,6 +173,7 @@ pub fn run(kind: ListKind, cmd: AllowCommand) -> ExitCode {
         .map(|new| {
             Action::Add(NewEntry {
                 new_epoch: *new_epoch,
+                payload: (),
                 ..new
             })
         })
@@ -294,6 +295,7 @@ async fn execute(kind: ListKind, cfg: &Config, action: Action, actor: &str) -> E
                     match kind {
                         ListKind::Allow => "allowed",
                         ListKind::Deny => "denied",
+                        ListKind::Override => "overridden",
                     },
                     e.cidr,
                     until(&e),

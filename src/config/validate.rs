@@ -113,6 +113,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
     let client_ip = client_ip(&mut c, &raw.client_ip);
     let allowlist = list_section(&mut c, "allowlist", &raw.allowlist);
     let denylist = list_section(&mut c, "denylist", &raw.denylist);
+    let overrides = list_section(&mut c, "overrides", &raw.overrides);
     // One state file per list: each file holds one list's table.
     if raw.denylist.state_file.is_some() && raw.denylist.state_file == raw.allowlist.state_file {
         c.push::<String>(
@@ -131,8 +132,11 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
         Some(client_ip),
         Some(allowlist),
         Some(denylist),
+        Some(overrides),
         Some(activity),
-    ) = (listeners, prefix, client_ip, allowlist, denylist, activity)
+    ) = (
+        listeners, prefix, client_ip, allowlist, denylist, overrides, activity,
+    )
     else {
         return Err(c.issues);
     };
@@ -158,6 +162,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
         client_ip,
         allowlist,
         denylist,
+        overrides,
         api,
         local_store,
         activity,

@@ -165,6 +165,7 @@ async fn try_add(
     .map_err(|e| ApiError::bad(e.field, e.message))?;
     let new = input::NewEntry {
         new_epoch: body.new_epoch,
+        payload: (),
         ..new
     };
     let stored = app.list(kind).upsert(&new).await.map_err(write_error)?;
