@@ -45,6 +45,9 @@ pub struct App {
     /// The IP denylist: the same machinery (`allowlist::kind`), its own keys
     /// and stream; `decide.rs` refuses its members before any rule.
     pub denylist: Arc<Allowlist>,
+    /// Per-client overrides: the same machinery, (rule, key) members
+    /// (`crate::overrides`); the limiter looks them up (`check/overridden.rs`).
+    pub overrides: Arc<crate::overrides::Overrides>,
     /// `tollgate_denied_requests_total`: requests refused because the
     /// client is on the denylist (no rule is charged or counted for them).
     pub denied_requests: prometheus_client::metrics::counter::Counter,
@@ -66,10 +69,13 @@ impl App {
         crate::allowlist::status::register(&allowlist, metrics.registry_mut());
         let denylist = Arc::new(Allowlist::of(&config, ListKind::Deny));
         crate::allowlist::status::register(&denylist, metrics.registry_mut());
+        let overrides = limiter.overrides.clone();
+        crate::allowlist::status::register(&overrides, metrics.registry_mut());
         crate::allowlist::status::register_apply_lag(
             &[
                 (ListKind::Allow, allowlist.status()),
                 (ListKind::Deny, denylist.status()),
+                (ListKind::Override, overrides.status()),
             ],
             metrics.registry_mut(),
         );
@@ -112,6 +118,7 @@ impl App {
             metrics,
             allowlist,
             denylist,
+            overrides,
             denied_requests,
             activity,
             started: std::time::Instant::now(),
@@ -237,6 +244,9 @@ impl App {
             if let Some(writer) = list.redis() {
                 writer.forget_connection();
             }
+        }
+        if let Some(writer) = self.overrides.redis() {
+            writer.forget_connection();
         }
         tracing::info!(redis = %store.endpoint(), "reload: Redis credentials or TLS files changed, reconnecting");
         if tokio::runtime::Handle::try_current().is_ok() {

@@ -16,6 +16,7 @@
 //! every rule and then the charges (see `cluster_together`).
 
 pub mod caps;
+pub mod overridden;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 
+use crate::allowlist::kind::ListKind;
 use crate::config::{ApiConfig, Config, FallbackReplicas};
 use crate::fleet::{self, LiveCount};
 use crate::keys::{KeySpace, AD_HOC_RULE};
@@ -36,9 +38,11 @@ use crate::limiter::{
     LocalStore, Outcome, RedisStore, SlotBreaker, Store,
 };
 use crate::metrics::{KindLabels, Metrics, ReasonLabels};
+use crate::overrides::Overrides;
 use crate::rate::Rate;
 use crate::redis_conn::StoreError;
 use crate::rule::{Count, OnRedisError, Rule};
+use overridden::Overridden;
 
 /// The limiter as the hot path calls it: the store and everything in front
 /// of it (deny cache, breakers) and behind it (the fallback). The App holds
@@ -63,6 +67,10 @@ pub struct Limiter {
     pub live_replicas: LiveCount,
     /// `[api]`: the caps every charge meets (a reload swaps them: `set_caps`).
     caps: ArcSwap<ApiConfig>,
+    /// Per-client overrides: every call looks its (rule, key) up here first
+    /// (`check/overridden.rs`). The follower and the admin API share it
+    /// (`App::overrides`).
+    pub overrides: Arc<Overrides>,
     refused: Family<ReasonLabels, Counter>,
     deny_cache_hits: Counter,
     redis_call_duration: Histogram,
@@ -116,6 +124,8 @@ pub enum Source {
     DenyCache,
     /// Redis failed or the breaker is open: `on_redis_error` decided.
     Fallback,
+    /// A stored override (`unlimited`, `deny`) decided without the store.
+    Override,
 }
 
 impl Limiter {
@@ -153,6 +163,7 @@ impl Limiter {
             )),
             live_replicas: LiveCount::default(),
             caps: ArcSwap::from_pointee(config.api.clone()),
+            overrides: Arc::new(Overrides::build(config, ListKind::Override)),
             refused: metrics.refused_requests.clone(),
             deny_cache_hits: metrics.deny_cache_hits.clone(),
             redis_call_duration: metrics.redis_call_duration.clone(),
@@ -188,6 +199,15 @@ impl Limiter {
         key: &str,
         cost: u64,
     ) -> Result<(Outcome, Source), caps::Refused> {
+        let table = self.overrides.table();
+        let spec = match overridden::apply(&table, &spec, key) {
+            None => spec,
+            Some(Overridden::Spec(s)) => s,
+            Some(Overridden::Answer(outcome)) => {
+                self.admit(&spec, cost)?;
+                return Ok((outcome, Source::Override));
+            }
+        };
         self.admit(&spec, cost)?;
         Ok(self.check_admitted(spec, key, cost).await)
     }
@@ -197,6 +217,47 @@ impl Limiter {
     /// rule that was not asked: a deciding rule denied from the deny cache
     /// answers the request without a store call.
     pub async fn check_all(
+        &self,
+        asks: &[Ask<'_>],
+    ) -> Result<Vec<Option<(Outcome, Source)>>, caps::Refused> {
+        let table = self.overrides.table();
+        if table.is_empty() {
+            return self.check_all_asked(asks).await;
+        }
+        // Overrides first: an answered ask leaves the call; a `deny` refuses
+        // the request and charges no other rule (like the deny cache).
+        let mut answers: Vec<Option<(Outcome, Source)>> = vec![None; asks.len()];
+        let mut asked: Vec<Ask<'_>> = Vec::with_capacity(asks.len());
+        let mut at: Vec<usize> = Vec::with_capacity(asks.len());
+        for (i, ask) in asks.iter().enumerate() {
+            match overridden::apply(&table, &ask.spec, ask.key) {
+                None => {
+                    asked.push(*ask);
+                    at.push(i);
+                }
+                Some(Overridden::Spec(spec)) => {
+                    asked.push(Ask { spec, ..*ask });
+                    at.push(i);
+                }
+                Some(Overridden::Answer(outcome)) => {
+                    self.admit(&ask.spec, ask.cost)?;
+                    let refuses = !outcome.allowed && !ask.shadow;
+                    answers[i] = Some((outcome, Source::Override));
+                    if refuses {
+                        return Ok(answers);
+                    }
+                }
+            }
+        }
+        let asked_answers = self.check_all_asked(&asked).await?;
+        for (i, answer) in at.into_iter().zip(asked_answers) {
+            answers[i] = answer;
+        }
+        Ok(answers)
+    }
+
+    /// `check_all` once overrides have had their say.
+    async fn check_all_asked(
         &self,
         asks: &[Ask<'_>],
     ) -> Result<Vec<Option<(Outcome, Source)>>, caps::Refused> {

@@ -84,6 +84,7 @@ pub mod limiter;
 pub(crate) mod metrics;
 pub(crate) mod named;
 pub(crate) mod net;
+pub mod overrides;
 pub(crate) mod path;
 pub(crate) mod plural;
 pub mod rate;

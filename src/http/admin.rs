@@ -31,14 +31,16 @@ pub async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, String) {
 }
 
 fn readiness(app: &App) -> (StatusCode, String) {
-    for list in [&app.allowlist, &app.denylist] {
-        if !list.is_synced() {
+    let synced = [
+        (app.allowlist.kind(), app.allowlist.is_synced()),
+        (app.denylist.kind(), app.denylist.is_synced()),
+        (app.overrides.kind(), app.overrides.is_synced()),
+    ];
+    for (kind, synced) in synced {
+        if !synced {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "not ready: the {} snapshot is not loaded yet\n",
-                    list.kind()
-                ),
+                format!("not ready: the {kind} snapshot is not loaded yet\n"),
             );
         }
     }

@@ -227,47 +227,7 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
 
 /// Ad-hoc limits, each within the `[api]` caps; an error names `limits[i]`.
 fn ad_hoc(list: &[String], algorithm: Algorithm, caps: &ApiConfig) -> Result<Vec<Rate>, ApiError> {
-    if list.is_empty() || list.len() > caps.max_limits {
-        return Err(ApiError::bad(
-            "limits",
-            format!(
-                "must be 1 to {} rates like \"100/m\" (api.max_limits)",
-                caps.max_limits
-            ),
-        ));
-    }
-    let (max_limit, cap_key) = if algorithm == Algorithm::SlidingLog {
-        (caps.max_log_limit, "api.max_log_limit")
-    } else {
-        (caps.max_limit, "api.max_limit")
-    };
-    let mut parsed: Vec<Rate> = Vec::with_capacity(list.len());
-    for (i, text) in list.iter().enumerate() {
-        let field = format!("limits[{i}]");
-        let rate: Rate = text
-            .parse()
-            .map_err(|e: crate::rate::RateError| ApiError::bad(&field, e.to_string()))?;
-        if rate.limit > max_limit {
-            return Err(ApiError::bad(
-                &field,
-                format!("a {algorithm} count may not exceed {max_limit} ({cap_key})"),
-            ));
-        }
-        if rate.period() > caps.max_period {
-            return Err(ApiError::bad(
-                &field,
-                format!(
-                    "the period may not exceed {} (api.max_period)",
-                    humantime::format_duration(caps.max_period)
-                ),
-            ));
-        }
-        if parsed.iter().any(|p| p.period_ms == rate.period_ms) {
-            return Err(ApiError::bad(&field, "two limits with the same period"));
-        }
-        parsed.push(rate);
-    }
-    Ok(parsed)
+    crate::check::caps::rates(list, algorithm, caps).map_err(|e| ApiError::bad(e.field, e.message))
 }
 
 #[cfg(test)]
