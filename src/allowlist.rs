@@ -338,6 +338,18 @@ impl<M: Member> Allowlist<M> {
         }
     }
 
+    /// One live entry by its exact member in the source of truth, and its time.
+    pub async fn get(&self, member: &M) -> Result<(Option<Entry<M>>, u64), StoreError> {
+        match &self.backend {
+            Backend::Redis(r) => r.get(member).await,
+            Backend::Local(l) => {
+                let listing = l.listing();
+                let found = listing.entries.into_iter().find(|e| &e.cidr == member);
+                Ok((found, listing.now_ms))
+            }
+        }
+    }
+
     /// Replace the whole allowlist in Redis with `entries`, as a new epoch
     /// that every follower resyncs to (`tollgate allow restore`).
     pub async fn restore(&self, entries: &[Entry<M>], actor: &str) -> Result<Restored, StoreError> {

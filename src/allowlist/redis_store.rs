@@ -610,6 +610,25 @@ impl<M: Member> RedisAllowlist<M> {
             cursor: next,
         })
     }
+
+    /// One live entry by its exact member, and Redis time: one HGET.
+    pub async fn get(&self, member: &M) -> Result<(Option<Entry<M>>, u64), StoreError> {
+        let mut conn = self.writer().await?;
+        let ((s, us), json): ((u64, u64), Option<String>) = redis::pipe()
+            .atomic()
+            .cmd("TIME")
+            .cmd("HGET")
+            .arg(&self.keys.entries)
+            .arg(member.to_string())
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.failed(e))?;
+        let now_ms = s * 1000 + us / 1000;
+        let found = json
+            .and_then(|j| parse_entry::<M>(&member.to_string(), &j).ok())
+            .filter(|e| super::expiry::live(e.expires_at, now_ms));
+        Ok((found, now_ms))
+    }
 }
 
 impl RedisAllowlist {

@@ -27,6 +27,7 @@ use ipnet::IpNet;
 use super::{failure, load_config, runtime, usage, OverrideArgs, Work};
 use crate::allowlist::export::Document;
 use crate::allowlist::kind::ListKind;
+use crate::allowlist::member::Member;
 use crate::allowlist::state_file::write_atomic;
 use crate::allowlist::{cidr, input, Allowlist, Entry, NewEntry};
 use crate::config::Config;
@@ -373,14 +374,14 @@ fn time(ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
-fn until(e: &Entry) -> String {
+pub(super) fn until<M: Member>(e: &Entry<M>) -> String {
     match e.expires_at {
         0 => "permanently".into(),
         ms => format!("until {}", time(ms)),
     }
 }
 
-fn remaining(e: &Entry, now_ms: u64) -> String {
+pub(super) fn remaining<M: Member>(e: &Entry<M>, now_ms: u64) -> String {
     match e.expires_at {
         0 => "-".into(),
         ms => humantime::format_duration(Duration::from_secs(ms.saturating_sub(now_ms) / 1000))

@@ -68,8 +68,30 @@ pub fn run(cmd: LimitsCommand) -> ExitCode {
             counters::reset(&store, &keys, rule, &target.key).await?;
             Ok(format!("reset: rule {} key {}\n", rule.name, target.key))
         } else {
-            let v = counters::show(&store, &keys, rule, &target.key).await?;
+            // The override in force for the key, from Redis: its rates are
+            // what the counters are read against.
+            let overrides = crate::overrides::Overrides::build(
+                &cfg,
+                crate::allowlist::kind::ListKind::Override,
+            );
+            let member = crate::overrides::OverrideKey {
+                rule: rule.name.clone(),
+                key: target.key.clone(),
+            };
+            let (found, _) = overrides.get(&member).await?;
+            let applied = found.as_ref().and_then(|e| e.payload.applied_to(rule));
+            let v = counters::show(&store, &keys, applied.as_ref().unwrap_or(rule), &target.key)
+                .await?;
             let mut out = format!("rule {} key {} algorithm {}\n", v.rule, v.key, v.algorithm);
+            if let Some(e) = &found {
+                out.push_str(&format!(
+                    "  override {} {}, by {} ({:?})\n",
+                    super::overrides::limits_text(&e.payload),
+                    super::allow::until(e),
+                    e.actor,
+                    e.note
+                ));
+            }
             for l in &v.limits {
                 out.push_str(&format!(
                     "  {:<10} used {:<6} remaining {:<6} reset in {}\n",

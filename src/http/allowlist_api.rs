@@ -93,7 +93,8 @@ fn entry_json(e: &Entry, now_ms: Option<u64>) -> Value {
     v
 }
 
-fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
+/// Who made a change: `X-Tollgate-Actor`, or `admin-api`.
+pub(super) fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
     match headers.get("x-tollgate-actor") {
         None => Ok("admin-api".into()),
         Some(v) => {
@@ -137,7 +138,7 @@ struct AddBody {
 }
 
 /// A refused write: Redis lost the list (409, what to do), or the store failed.
-fn write_error(e: WriteError) -> ApiError {
+pub(super) fn write_error(e: WriteError) -> ApiError {
     match e {
         WriteError::Lost(lost) => ApiError {
             status: StatusCode::CONFLICT,
@@ -228,7 +229,7 @@ async fn export(kind: ListKind, State(app): State<Arc<App>>) -> Response {
 
 /// Entries per `GET /v1/allowlist` page unless `count` says otherwise.
 pub const PAGE_DEFAULT: usize = 200;
-const PAGE_MAX: usize = 1000;
+pub(super) const PAGE_MAX: usize = 1000;
 
 async fn list(kind: ListKind, State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Response {
     let result: Result<Value, ApiError> = async {

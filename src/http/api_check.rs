@@ -56,6 +56,10 @@ struct Answer {
     reset_ms: u64,
     retry_after_ms: u64,
     limits: Vec<LimitJson>,
+    /// A stored override decided without a limiter call (`unlimited`,
+    /// `deny`); then `limits` is empty and the numbers above are 0.
+    #[serde(rename = "override", skip_serializing_if = "Option::is_none")]
+    overridden: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -203,7 +207,19 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
             .metrics
             .decision(rule, crate::decide::counted(&outcome, source, shadow)),
     }
-    let t: &LimitState = outcome.tightest().expect("at least one limit");
+    // Every limit call reports its limits; an override's answer has none.
+    let none = LimitState {
+        limit: 0,
+        period_ms: 0,
+        remaining: 0,
+        reset_ms: 0,
+    };
+    let t: &LimitState = outcome.tightest().unwrap_or(&none);
+    let overridden = (source == crate::check::Source::Override).then_some(if outcome.allowed {
+        "unlimited"
+    } else {
+        "deny"
+    });
     // A shadow rule counts and reports, but never denies.
     let allowed = outcome.allowed || shadow;
     Ok(Answer {
@@ -222,6 +238,7 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
                 reset_ms: s.reset_ms,
             })
             .collect(),
+        overridden,
     })
 }
 

@@ -6,6 +6,7 @@
 use serde_json::{json, Value};
 
 use crate::rate::Rate;
+use crate::rule::Rule;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OverrideLimits {
@@ -23,6 +24,22 @@ impl OverrideLimits {
             OverrideLimits::Unlimited => json!("unlimited"),
             OverrideLimits::Deny => json!("deny"),
         }
+    }
+
+    /// `rule` as it applies to the overridden key: its rates replaced (and
+    /// its gcra burst, sized for its own limit, dropped), as
+    /// `check/overridden.rs` calls the limiter. `None` for `unlimited` and
+    /// `deny`, which call no limiter.
+    pub fn applied_to(&self, rule: &Rule) -> Option<Rule> {
+        let OverrideLimits::Rates(rates) = self else {
+            return None;
+        };
+        Some(Rule {
+            limits: rates.clone(),
+            limit_specs: rates.iter().map(|r| r.to_string()).collect(),
+            burst: None,
+            ..rule.clone()
+        })
     }
 
     /// Read what `to_json` wrote (validation of operator input is `input`'s).
