@@ -122,6 +122,17 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
             "is allowlist.state_file too; each list keeps its own file",
         );
     }
+    let (ours, others) = (
+        &raw.overrides.state_file,
+        [&raw.allowlist.state_file, &raw.denylist.state_file],
+    );
+    if ours.is_some() && others.contains(&ours) {
+        c.push::<String>(
+            "overrides.state_file",
+            None,
+            "is another list's state_file too; each list keeps its own file",
+        );
+    }
     let (server_limits, api, local_store) = caps::validate(&mut c, &raw, ov);
     let rules = rules(&mut c, &raw, ov);
     let activity = activity::validate(&mut c, &raw);
@@ -898,6 +909,19 @@ limits = ["1/s"]
         .unwrap();
         assert!(cfg.denylist.allow_permanent && !cfg.allowlist.allow_permanent);
         assert_eq!(cfg.denylist.section, "denylist");
+    }
+
+    #[test]
+    fn the_overrides_section_keeps_its_own_state_file() {
+        let found =
+            issues("[denylist]\nstate_file = \"/s.json\"\n[overrides]\nstate_file = \"/s.json\"\n");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("overrides.state_file"), "{found:?}");
+        let found = issues("[overrides]\nmax_ttl = \"0s\"\n");
+        assert!(
+            found[0].starts_with("overrides.max_ttl@Some(2)"),
+            "{found:?}"
+        );
     }
 
     #[test]
