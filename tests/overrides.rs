@@ -273,7 +273,8 @@ async fn a_temporary_override_expires_everywhere_and_returns_the_key_to_its_rule
 async fn bad_input_is_a_400_naming_the_field_and_writes_nothing() {
     let prefix = unique_prefix("ovr-bad");
     let s = &nodes(1, Some(&shared_redis().url()), &prefix).await[0];
-    let long = "k".repeat(513);
+    // `api` keys by one header: at most 128 bytes verbatim.
+    let long = "k".repeat(129);
     for (rule, key, body, field) in [
         ("nope", "k", json!({"limits": ["5/m"]}), "rule"),
         ("gate", "k", json!({"limits": ["5/m"]}), "rule"),
@@ -316,6 +317,19 @@ async fn bad_input_is_a_400_naming_the_field_and_writes_nothing() {
         let exists: u64 = redis::cmd("EXISTS").arg(key).query(&mut conn).unwrap();
         assert_eq!(exists, 0, "{key}");
     }
+    let (code, answer) = set(s, "api", &"k".repeat(600), json!({"limits": ["5/m"]})).await;
+    assert_eq!(
+        (code, answer["field"].as_str()),
+        (400, Some("key")),
+        "{answer}"
+    );
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("api.max_key_bytes"),
+        "{answer}"
+    );
     // And the good one writes one event.
     set_ok(s, "slow", "k", json!({"limits": ["20/m"]})).await;
     assert_eq!(events(&prefix), 1);

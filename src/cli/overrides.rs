@@ -87,8 +87,8 @@ pub fn run(cmd: OverrideCommand) -> ExitCode {
         Err(e) => return usage(format!("--actor: {e}")),
     };
     let named = |rule: &str, key: &str| -> Result<OverrideKey, String> {
-        wanted::rule(&cfg, rule).map_err(|(f, m)| format!("{f}: {m}"))?;
-        wanted::key(&cfg, key).map_err(|(f, m)| format!("{f}: {m}"))?;
+        let r = wanted::rule(&cfg, rule).map_err(|(f, m)| format!("{f}: {m}"))?;
+        wanted::key(&cfg, r, key).map_err(|(f, m)| format!("{f}: {m}"))?;
         Ok(OverrideKey {
             rule: rule.to_string(),
             key: key.to_string(),

@@ -121,8 +121,8 @@ async fn set(
 /// The member a path names: a configured rule and a key within the bound.
 fn member(app: &App, rule: String, key: String) -> Result<OverrideKey, ApiError> {
     let config = app.latest.load();
-    input::rule(&config, &rule).map_err(bad)?;
-    input::key(&config, &key).map_err(bad)?;
+    let r = input::rule(&config, &rule).map_err(bad)?;
+    input::key(&config, r, &key).map_err(bad)?;
     Ok(OverrideKey { rule, key })
 }
 

@@ -7,12 +7,15 @@
 //! the caps every charge meets (`check::caps`: counts within
 //! `api.max_limit`/`api.max_log_limit`, periods within `api.max_period`,
 //! gcra's burst × period bound; an override's gcra bucket is its own limit,
-//! not the rule's `burst`). The key is bounded like a `POST /v1/check` key
-//! (`api.max_key_bytes`).
+//! not the rule's `burst`). The key must be one the rule can build: at most
+//! `api.max_key_bytes`, and at most what the rule's parts allow (each part
+//! at most 128 bytes verbatim, `keys::bounded_part`: a longer value is
+//! counted under its hashed form, which is the key to give then).
 
 use crate::allowlist::input::{self, NewEntry, MAX_NOTE_BYTES};
 use crate::check::{caps, LimitSpec};
 use crate::config::Config;
+use crate::keys::MAX_KEY_PART_BYTES;
 use crate::rule::Rule;
 
 use super::key::OverrideKey;
@@ -48,8 +51,9 @@ pub fn rule<'c>(config: &'c Config, name: &str) -> Result<&'c Rule, (String, Str
     Ok(rule)
 }
 
-/// The key as the rule builds it: 1 to `api.max_key_bytes` bytes.
-pub fn key(config: &Config, key: &str) -> Result<(), (String, String)> {
+/// The key as `rule` builds it: 1 to `api.max_key_bytes` bytes, and no
+/// longer than the rule's keys can be (`rule_key_bound`).
+pub fn key(config: &Config, rule: &Rule, key: &str) -> Result<(), (String, String)> {
     let max = config.api.max_key_bytes;
     if key.is_empty() || key.len() > max {
         return Err(bad(
@@ -57,7 +61,32 @@ pub fn key(config: &Config, key: &str) -> Result<(), (String, String)> {
             format!("must be 1 to {max} bytes (api.max_key_bytes)"),
         ));
     }
+    let bound = rule_key_bound(rule);
+    if key.len() > bound {
+        return Err(bad(
+            "key",
+            format!(
+                "is {} bytes; rule {:?} builds keys of at most {bound} (each part at most {MAX_KEY_PART_BYTES} bytes verbatim; a longer value is counted under its hashed form: give that)",
+                key.len(),
+                rule.name
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// The longest key `rule` can build: its parts joined with `+`, each at
+/// most `MAX_KEY_PART_BYTES` (an address is shorter); a descriptor's value
+/// may be percent-encoded (`%`, `+`: 3 bytes each).
+pub fn rule_key_bound(rule: &Rule) -> usize {
+    let (parts, per_part) = match &rule.descriptor {
+        Some(d) => (
+            d.entries.iter().filter(|e| e.value.is_none()).count(),
+            MAX_KEY_PART_BYTES * 3,
+        ),
+        None => (rule.key.0.len(), MAX_KEY_PART_BYTES),
+    };
+    (parts * (per_part + 1)).saturating_sub(1)
 }
 
 /// Check a new override; the error is (field, message).
@@ -66,7 +95,7 @@ pub fn new_override(
     w: &Wanted<'_>,
 ) -> Result<NewEntry<OverrideKey>, (String, String)> {
     let rule = rule(config, w.rule)?;
-    key(config, w.key)?;
+    key(config, rule, w.key)?;
     let limits = match w.limits {
         serde_json::Value::String(s) if s == "unlimited" => OverrideLimits::Unlimited,
         serde_json::Value::String(s) if s == "deny" => OverrideLimits::Deny,
