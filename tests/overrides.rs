@@ -3,7 +3,8 @@
 //! keeps the count already spent (same algorithm, same period); lower,
 //! `unlimited`, `deny`; a TTL returns the key to its rule; remove; bad input
 //! is a 400 naming the field and writes nothing; Redis killed, every node
-//! keeps its table; the embedded store; `tollgate override` over the API.
+//! keeps its table; FLUSHALL is put back by the fleet with every override's
+//! limits; the state file; the embedded store; `tollgate override`.
 
 use std::time::Duration;
 
@@ -502,4 +503,84 @@ async fn tollgate_override_sets_lists_shows_and_removes_in_redis_and_limits_show
         s.app.overrides.table().len() == 1
     })
     .await;
+}
+
+#[tokio::test]
+async fn after_flushall_the_fleet_puts_the_overrides_back_with_their_limits() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix("ovr-flush");
+    let all = nodes(2, Some(&redis.url()), &prefix).await;
+    set_ok(&all[0], "api", "blocked", json!({"limits": "deny"})).await;
+    let seq = set_ok(
+        &all[0],
+        "api",
+        "big",
+        json!({"limits": ["100/m", "1000/h"], "note": "paid"}),
+    )
+    .await;
+    everywhere(&all, seq).await;
+    let old = all[0].app.overrides.table().epoch.clone();
+
+    let _: () = redis::cmd("FLUSHALL").query(&mut redis.conn()).unwrap();
+    assert_eq!(ask(&all[1], "blocked").await, 429, "fail-static");
+
+    // One node restores the list, payloads included; every node loads the new epoch.
+    eventually(Duration::from_secs(15), || async {
+        let held: u64 = redis::cmd("HLEN")
+            .arg(&keys(&prefix).entries)
+            .query(&mut redis.conn())
+            .unwrap();
+        held == 2
+            && all.iter().all(|n| {
+                let t = n.app.overrides.table();
+                t.epoch != old && t.len() == 2
+            })
+    })
+    .await;
+    let (code, v) = all[1]
+        .admin(reqwest::Method::GET, "/v1/overrides/api/big")
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        (v["limits"].clone(), v["note"].as_str()),
+        (json!(["100/m", "1000/h"]), Some("paid"))
+    );
+    for n in &all {
+        assert_eq!(ask(n, "blocked").await, 429);
+    }
+}
+
+#[tokio::test]
+async fn a_node_started_from_its_state_file_keeps_its_overrides_while_redis_is_down() {
+    let mut redis = RedisServer::start();
+    let prefix = unique_prefix("ovr-state");
+    let state = temp_dir("ovr-state").join("overrides.json");
+    let config = CONFIG.replace(
+        "reap_interval = \"1s\"\n",
+        &format!(
+            "reap_interval = \"1s\"\nstate_file = {:?}\n",
+            state.display().to_string()
+        ),
+    );
+    let first = TestServer::start(&config, Some(&redis.url()), &prefix).await;
+    set_ok(&first, "api", "blocked", json!({"limits": "deny"})).await;
+    set_ok(&first, "api", "big", json!({"limits": ["100/m"]})).await;
+    eventually(Duration::from_secs(5), || async {
+        std::fs::read_to_string(&state).is_ok_and(|t| t.contains("api/big") && t.contains("100/m"))
+    })
+    .await;
+    first.stop().await;
+    redis.kill();
+
+    let second = TestServer::launch(&config, Some(&redis.url()), &prefix).await;
+    eventually(Duration::from_secs(5), || async {
+        second.app.overrides.is_synced() && second.app.overrides.table().len() == 2
+    })
+    .await;
+    assert_eq!(ask(&second, "blocked").await, 429);
+    let t = second.app.overrides.table();
+    assert_eq!(
+        t.lookup("api", "big").unwrap().0.to_json(),
+        json!(["100/m"])
+    );
 }

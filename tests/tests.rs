@@ -88,7 +88,8 @@ mod http_api;
 mod leases;
 /// Per-client overrides on the lists' machinery: set on one node, enforced by every node; a
 /// raise keeps the spent count; lower, unlimited, deny, TTL, remove; bad input writes nothing;
-/// Redis killed; the embedded store; `tollgate override`.
+/// Redis killed; FLUSHALL put back with the limits; the state file; the embedded store;
+/// `tollgate override` and `limits show`.
 mod overrides;
 /// Property tests (proptest): parsers and handlers never panic, never answer 5xx.
 mod properties;
