@@ -3,11 +3,12 @@
 -- and the stream event change together in this one atomic script.
 --
 -- KEYS[1]  meta     hash: epoch, seq, last_id
--- KEYS[2]  entries  hash: canonical CIDR -> JSON {expires_at, note, created_at, actor, ver}
+-- KEYS[2]  entries  hash: canonical member (a CIDR; an override's rule/key) -> JSON
+--                   {expires_at, note, created_at, actor, ver, payload?}
 -- KEYS[3]  exp      sorted set: CIDR scored by expires_at (permanent entries are not in it)
 -- KEYS[4]  events   stream
 -- KEYS[5]  lost     hash: the witness of a lost dataset (see allow_recover.lua)
---          All five share the {<prefix>:allow} hash tag.
+--          All five share the list's hash tag: {<prefix>:allow}, {<prefix>:deny}, {<prefix>:override}.
 -- ARGV[1]  cidr, canonical (the caller validated it: nothing here rejects input)
 -- ARGV[2]  ttl in ms, > 0; or 0 for a permanent entry
 -- ARGV[3]  note (at most 256 bytes)
@@ -38,6 +39,9 @@
 --   expires_at 1700086400123 note "login alice" actor admin-api ver 1
 --   created_at 1700000000123 (a field later readers may use: a node keeps
 --   note, actor and created_at to restore the list if Redis loses it)
+-- An override: ARGV[1] "api/tenant-acme", ARGV[9] '["100/m"]' (under
+--   {<prefix>:override}) -> the entry {"expires_at":0,...,"ver":1,"payload":["100/m"]}
+--   and the same event with a `payload` field '["100/m"]'.
 assert(#KEYS == 5 and (#ARGV == 8 or #ARGV == 9), 'allow_upsert: expected 5 keys and 8 or 9 args')
 local cidr, note, actor = ARGV[1], ARGV[3], ARGV[4]
 local payload = ARGV[9] or ''
