@@ -51,6 +51,12 @@
 //!
 //! The denylist is the same machinery with another `allowlist/kind.rs`
 //! `ListKind` (its own keys and stream, `/v1/denylist`, `tollgate deny`).
+//! Per-client overrides are a third kind with another member
+//! (`allowlist/member.rs`: a (rule, key) pair with limits, `overrides/`), and
+//! `check/overridden.rs` is where every limiter call looks its (rule, key)
+//! up (`check` → `overrides` → `allowlist`). One edge points up:
+//! `overrides/input.rs`, the admin side's validation, applies the caps of
+//! `check/caps.rs` to an override's rates (the same caps every charge meets).
 //!
 //! ## Everything else
 //!
@@ -65,7 +71,8 @@
 //!   `tollgate limits`).
 //! - The admin listener: `http/admin.rs` (health, `/metrics`),
 //!   `http/status_api.rs` (`/v1/status`, `/v1/rules`), `http/admin_page.rs`
-//!   (the page), `http/limits_api.rs`, `http/allowlist_api.rs`.
+//!   (the page), `http/limits_api.rs`, `http/allowlist_api.rs`,
+//!   `http/overrides_api.rs`.
 
 pub mod activity;
 pub mod allowlist;
