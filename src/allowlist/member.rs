@@ -42,6 +42,9 @@ pub trait MemberSet<M: Member>: Clone + Default + Send + Sync + 'static {
     fn insert(&mut self, member: M, expires_at: ExpiresAt, payload: M::Payload);
     fn remove(&mut self, member: &M);
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Every member with its expiry and payload, unordered.
     fn iter(&self) -> Box<dyn Iterator<Item = (M, ExpiresAt, M::Payload)> + '_>;
     /// Size an empty table for a snapshot of `total` entries, of which
