@@ -128,28 +128,17 @@ fn parse<M: Member>(text: &str) -> Result<(Table<M>, AboutMap<M>), StateFileErro
     table.last_id = saved.last_id;
     let mut details = AboutMap::new();
     for entry in saved.entries {
-        let (text, expires_at, about, payload) = match entry {
-            SavedEntry::WithPayload(text, exp, note, actor, created_at, payload) => (
-                text,
-                exp,
-                About {
-                    note,
-                    actor,
-                    created_at,
-                },
-                Some(payload),
-            ),
-            SavedEntry::Full(text, exp, note, actor, created_at) => (
-                text,
-                exp,
-                About {
-                    note,
-                    actor,
-                    created_at,
-                },
-                None,
-            ),
-            SavedEntry::Short(text, exp) => (text, exp, About::default(), None),
+        let (text, expires_at, note, actor, created_at, payload) = match entry {
+            SavedEntry::WithPayload(text, exp, note, actor, at, payload) => {
+                (text, exp, note, actor, at, Some(payload))
+            }
+            SavedEntry::Full(text, exp, note, actor, at) => (text, exp, note, actor, at, None),
+            SavedEntry::Short(text, exp) => (text, exp, String::new(), String::new(), 0, None),
+        };
+        let about = About {
+            note,
+            actor,
+            created_at,
         };
         let member = M::parse(&text).map_err(StateFileError::Member)?;
         let payload = M::payload(payload.as_ref()).map_err(StateFileError::Member)?;

@@ -229,25 +229,32 @@ async fn export(kind: ListKind, State(app): State<Arc<App>>) -> Response {
 
 /// Entries per `GET /v1/allowlist` page unless `count` says otherwise.
 pub const PAGE_DEFAULT: usize = 200;
-pub(super) const PAGE_MAX: usize = 1000;
+const PAGE_MAX: usize = 1000;
+
+/// A listing's `cursor` (0: the first page) and `count` (1–`PAGE_MAX`,
+/// default `PAGE_DEFAULT`), each refused by name.
+pub(super) fn page_params(p: &Params) -> Result<(u64, usize), ApiError> {
+    let cursor: u64 = match p.get("cursor") {
+        None => 0,
+        Some(v) => v
+            .parse()
+            .map_err(|_| ApiError::bad("cursor", "must be the cursor of a previous page"))?,
+    };
+    let count = match p.get("count") {
+        None => PAGE_DEFAULT,
+        Some(v) => v
+            .parse()
+            .ok()
+            .filter(|n| (1..=PAGE_MAX).contains(n))
+            .ok_or_else(|| ApiError::bad("count", format!("must be between 1 and {PAGE_MAX}")))?,
+    };
+    Ok((cursor, count))
+}
 
 async fn list(kind: ListKind, State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Response {
     let result: Result<Value, ApiError> = async {
         let p = Params::parse(query.as_deref(), &["cursor", "count"])?;
-        let cursor: u64 = match p.get("cursor") {
-            None => 0,
-            Some(v) => v
-                .parse()
-                .map_err(|_| ApiError::bad("cursor", "must be the cursor of a previous page"))?,
-        };
-        let count = match p.get("count") {
-            None => PAGE_DEFAULT,
-            Some(v) => v
-                .parse()
-                .ok()
-                .filter(|n| (1..=PAGE_MAX).contains(n))
-                .ok_or_else(|| ApiError::bad("count", format!("must be between 1 and {PAGE_MAX}")))?,
-        };
+        let (cursor, count) = page_params(&p)?;
         let page = app
             .list(kind)
             .list_page(cursor, count)

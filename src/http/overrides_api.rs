@@ -27,7 +27,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::allowlist_api::{actor, write_error, PAGE_DEFAULT, PAGE_MAX};
+use super::allowlist_api::{actor, page_params, write_error};
 use super::body::{json_body, read_limited};
 use super::params::Params;
 use super::response::ApiError;
@@ -176,22 +176,7 @@ async fn list(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Respons
             if let Some(r) = rule {
                 input::rule(&app.latest.load(), r).map_err(bad)?;
             }
-            let cursor: u64 = match p.get("cursor") {
-                None => 0,
-                Some(v) => v.parse().map_err(|_| {
-                    ApiError::bad("cursor", "must be the cursor of a previous page")
-                })?,
-            };
-            let count = match p.get("count") {
-                None => PAGE_DEFAULT,
-                Some(v) => v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=PAGE_MAX).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::bad("count", format!("must be between 1 and {PAGE_MAX}"))
-                    })?,
-            };
+            let (cursor, count) = page_params(&p)?;
             let page = app.overrides.list_page(cursor, count).await?;
             let entries: Vec<Value> = page
                 .entries
