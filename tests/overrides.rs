@@ -584,3 +584,25 @@ async fn a_node_started_from_its_state_file_keeps_its_overrides_while_redis_is_d
         json!(["100/m"])
     );
 }
+
+#[tokio::test]
+async fn an_override_with_another_period_counts_from_zero_and_leaves_the_rules_counter_as_it_was() {
+    let prefix = unique_prefix("ovr-period");
+    let s = &nodes(1, Some(&shared_redis().url()), &prefix).await[0];
+    for _ in 0..10 {
+        assert_eq!(ask(s, "p1").await, 200);
+    }
+    assert_eq!(ask(s, "p1").await, 429);
+    set_ok(s, "api", "p1", json!({"limits": ["1000/h"]})).await;
+    let (_, v) = s.post_check(&json!({"rule": "api", "key": "p1"})).await;
+    assert_eq!(
+        (v["limit"].as_u64(), v["remaining"].as_u64()),
+        (Some(1000), Some(999)),
+        "{v}"
+    );
+    let (code, _) = s
+        .admin(reqwest::Method::DELETE, "/v1/overrides/api/p1")
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(ask(s, "p1").await, 429, "the minute's 10 still spent");
+}
