@@ -31,8 +31,8 @@ pub trait Member: Clone + Ord + Hash + Debug + Display + Send + Sync + 'static {
     /// entry or event has none).
     fn payload(json: Option<&serde_json::Value>) -> Result<Self::Payload, String>;
 
-    /// The payload as JSON text for the scripts (`""`: none).
-    fn payload_json(payload: &Self::Payload) -> String;
+    /// The payload as JSON (`None`: the entry carries none).
+    fn payload_json(payload: &Self::Payload) -> Option<serde_json::Value>;
 }
 
 /// A table of members: what the follower, the embedded store and the state
@@ -70,7 +70,7 @@ impl Member for IpNet {
         Ok(())
     }
 
-    fn payload_json(_: &()) -> String {
-        String::new()
+    fn payload_json(_: &()) -> Option<serde_json::Value> {
+        None
     }
 }

@@ -212,7 +212,8 @@ impl<M: Member> RedisAllowlist<M> {
             .arg(EVENT_RETENTION_MS)
             .arg(EVENT_CAP)
             .arg(if new.new_epoch { "1" } else { "0" })
-            .arg(M::payload_json(&new.payload));
+            // The script passes it through as text ("": none).
+            .arg(M::payload_json(&new.payload).map_or_else(String::new, |v| v.to_string()));
         let reply: Vec<String> = inv
             .invoke_async(&mut self.writer().await?)
             .await

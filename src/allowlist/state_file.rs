@@ -164,7 +164,7 @@ fn render<M: Member>(table: &Table<M>, details: &Details<M>) -> String {
             .entries_of(table, redis_ms)
             .into_iter()
             .map(|e| {
-                let payload = serde_json::from_str(&M::payload_json(&e.payload)).ok();
+                let payload = M::payload_json(&e.payload);
                 let (member, exp) = (e.cidr.to_string(), e.expires_at);
                 match payload {
                     Some(p) => {

@@ -26,14 +26,13 @@ struct StoredOut<'a> {
 
 /// The JSON a restore stages for `e`.
 pub(super) fn entry_json<M: Member>(e: &Entry<M>) -> String {
-    let payload = M::payload_json(&e.payload);
     serde_json::to_string(&StoredOut {
         expires_at: e.expires_at,
         note: &e.note,
         created_at: e.created_at,
         actor: &e.actor,
         ver: 1,
-        payload: serde_json::from_str(&payload).ok(),
+        payload: M::payload_json(&e.payload),
     })
     .expect("plain fields always serialise")
 }

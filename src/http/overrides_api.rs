@@ -31,7 +31,6 @@ use super::allowlist_api::{actor, page_params, write_error};
 use super::body::{json_body, read_limited};
 use super::params::Params;
 use super::response::ApiError;
-use crate::allowlist::member::Member;
 use crate::allowlist::Entry;
 use crate::app::App;
 use crate::overrides::{input, OverrideKey};
@@ -49,7 +48,7 @@ pub fn override_json(e: &Entry<OverrideKey>, now_ms: u64) -> Value {
     json!({
         "rule": e.cidr.rule,
         "key": e.cidr.key,
-        "limits": OverrideKey::payload_json(&e.payload).parse::<Value>().unwrap_or(Value::Null),
+        "limits": e.payload.to_json(),
         "expires_at": expires_at,
         "remaining_ms": expires_at.map(|x| x.saturating_sub(now_ms)),
         "note": e.note,

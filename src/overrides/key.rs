@@ -49,8 +49,8 @@ impl Member for OverrideKey {
         OverrideLimits::from_json(json)
     }
 
-    fn payload_json(limits: &OverrideLimits) -> String {
-        limits.to_json().to_string()
+    fn payload_json(limits: &OverrideLimits) -> Option<serde_json::Value> {
+        Some(limits.to_json())
     }
 }
 
