@@ -110,6 +110,19 @@ async fn used(s: &TestServer, key: &str) -> u64 {
     v["limits"][0]["used"].as_u64().unwrap()
 }
 
+/// Limiter calls to Redis every node made so far.
+async fn redis_calls(all: &[TestServer]) -> f64 {
+    let mut total = 0.0;
+    for n in all {
+        total += metric(
+            &scrape(n).await,
+            "tollgate_redis_call_duration_seconds_count",
+            &[],
+        );
+    }
+    total
+}
+
 fn events(prefix: &str) -> u64 {
     redis::cmd("XLEN")
         .arg(keys(prefix).events)
@@ -174,11 +187,14 @@ async fn an_override_set_on_one_node_is_enforced_by_every_node_and_a_raise_keeps
     let seq = set_ok(&all[0], "api", "acme", json!({"limits": "unlimited"})).await;
     everywhere(&all, seq).await;
     let before = used(&all[0], "acme").await;
+    let calls = redis_calls(&all).await;
+    assert!(calls > 0.0, "the requests so far were counted");
     for n in &all {
         for _ in 0..5 {
             assert_eq!(ask(n, "acme").await, 200);
         }
     }
+    assert_eq!(redis_calls(&all).await, calls, "no limiter call to Redis");
     assert_eq!(used(&all[0], "acme").await, before, "no counter moved");
     let (_, v) = all[1]
         .post_check(&json!({"rule": "api", "key": "acme"}))
@@ -206,9 +222,11 @@ async fn an_override_set_on_one_node_is_enforced_by_every_node_and_a_raise_keeps
     )
     .await;
     everywhere(&all, seq).await;
+    let calls = redis_calls(&all).await;
     for n in &all {
         assert_eq!(ask(n, "acme").await, 429);
     }
+    assert_eq!(redis_calls(&all).await, calls, "no limiter call to Redis");
     assert_eq!(used(&all[0], "acme").await, before);
     let text = scrape(&all[1]).await;
     assert_eq!(
