@@ -200,7 +200,7 @@ impl Limiter {
         cost: u64,
     ) -> Result<(Outcome, Source), caps::Refused> {
         let table = self.overrides.table();
-        let spec = match overridden::apply(&table, &spec, key) {
+        let spec = match self.override_of(&table, &spec, key, cost) {
             None => spec,
             Some(Overridden::Spec(s)) => s,
             Some(Overridden::Answer(outcome)) => {
@@ -230,7 +230,7 @@ impl Limiter {
         let mut asked: Vec<Ask<'_>> = Vec::with_capacity(asks.len());
         let mut at: Vec<usize> = Vec::with_capacity(asks.len());
         for (i, ask) in asks.iter().enumerate() {
-            match overridden::apply(&table, &ask.spec, ask.key) {
+            match self.override_of(&table, &ask.spec, ask.key, ask.cost) {
                 None => {
                     asked.push(*ask);
                     at.push(i);
@@ -254,6 +254,23 @@ impl Limiter {
             answers[i] = answer;
         }
         Ok(answers)
+    }
+
+    /// The stored override of one ask (`check/overridden.rs`), unless the
+    /// running caps refuse its rates for this call (the rule's algorithm
+    /// changed since it was set, a cost past its smallest rate): then the
+    /// rule's own limits decide, as if there were none.
+    fn override_of<'t>(
+        &self,
+        table: &'t crate::allowlist::table::Table<crate::overrides::OverrideKey>,
+        spec: &LimitSpec<'t>,
+        key: &str,
+        cost: u64,
+    ) -> Option<Overridden<'t>> {
+        match overridden::apply(table, spec, key)? {
+            Overridden::Spec(s) if caps::admit(&self.caps.load(), &s, cost).is_err() => None,
+            found => Some(found),
+        }
     }
 
     /// `check_all` once overrides have had their say.

@@ -624,3 +624,36 @@ async fn an_override_with_another_period_counts_from_zero_and_leaves_the_rules_c
     assert_eq!(code, 200);
     assert_eq!(ask(s, "p1").await, 429, "the minute's 10 still spent");
 }
+
+#[tokio::test]
+async fn an_override_the_reloaded_rule_cannot_take_leaves_the_key_to_the_rule() {
+    use tollgate::config::{self, Overrides};
+    use tollgate::secret::Secret;
+    let prefix = unique_prefix("ovr-reload");
+    let url = shared_redis().url();
+    let s = &nodes(1, Some(&url), &prefix).await[0];
+    // Fine for fixed_window; past gcra's exact range (burst × period < 2^53 µs).
+    set_ok(s, "api", "huge", json!({"limits": ["100000000/d"]})).await;
+    let (_, v) = s.post_check(&json!({"rule": "api", "key": "huge"})).await;
+    assert_eq!(v["limit"], 100_000_000, "{v}");
+    let gcra = CONFIG.replace(
+        "key = \"header:x-api-key\"\n",
+        "key = \"header:x-api-key\"\nalgorithm = \"gcra\"\n",
+    );
+    let ov = Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        admin_listen: Some("127.0.0.1:0".into()),
+        redis_url: Some(url),
+        redis_prefix: Some(prefix),
+        admin_token: Some(Secret::new(crate::support::ADMIN_TOKEN)),
+        shadow: false,
+    };
+    s.app.reload(config::parse("t.toml", &gcra, &ov).unwrap());
+    // Every request is still decided: by the rule's own 10/m.
+    for _ in 0..10 {
+        assert_eq!(ask(s, "huge").await, 200);
+    }
+    assert_eq!(ask(s, "huge").await, 429);
+    let (code, v) = s.post_check(&json!({"rule": "api", "key": "huge"})).await;
+    assert_eq!((code, v["limit"].as_u64()), (200, Some(10)), "{v}");
+}

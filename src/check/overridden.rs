@@ -15,6 +15,10 @@
 //! - `deny`: refused without a limiter call (`override_deny`); `Retry-After`
 //!   is what remains of a timed override, else `DENY_RETRY_MS`.
 //!
+//! An override whose rates the running caps refuse for a call (the rule's
+//! algorithm changed since it was set, or a cost past its smallest rate) is
+//! left out of that call: the rule's own limits decide (`Limiter::override_of`).
+//!
 //! A stored override also beats an RLS descriptor's own `limit`: an operator
 //! set it for that exact key, the more specific and deliberate act.
 
