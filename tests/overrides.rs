@@ -623,6 +623,23 @@ async fn an_override_with_another_period_counts_from_zero_and_leaves_the_rules_c
         .await;
     assert_eq!(code, 200);
     assert_eq!(ask(s, "p1").await, 429, "the minute's 10 still spent");
+    // Set again, the hour's counter is where it was; a reset clears both.
+    set_ok(s, "api", "p1", json!({"limits": ["1000/h"]})).await;
+    let (_, v) = s.post_check(&json!({"rule": "api", "key": "p1"})).await;
+    assert_eq!(v["remaining"], 998, "{v}");
+    let (code, _) = s.admin(reqwest::Method::DELETE, "/v1/limits/api/p1").await;
+    assert_eq!(code, 200);
+    let (_, v) = s.post_check(&json!({"rule": "api", "key": "p1"})).await;
+    assert_eq!(v["remaining"], 999, "{v}");
+    let (code, _) = s
+        .admin(reqwest::Method::DELETE, "/v1/overrides/api/p1")
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        ask(s, "p1").await,
+        200,
+        "the minute's counter was reset too"
+    );
 }
 
 #[tokio::test]

@@ -59,6 +59,16 @@ async fn reset(State(app): State<Arc<App>>, Path((rule, key)): Path<(String, Str
     if let Err(e) = counters::reset(&app.limiter.store, &app.keys, &rule, &key).await {
         return ApiError::from(e).into_response();
     }
+    // An override's periods have counters of their own: cleared too.
+    let table = app.overrides.table();
+    if let Some(applied) = table
+        .lookup(&rule.name, &key)
+        .and_then(|(limits, _)| limits.applied_to(&rule))
+    {
+        if let Err(e) = counters::reset(&app.limiter.store, &app.keys, &applied, &key).await {
+            return ApiError::from(e).into_response();
+        }
+    }
     // This replica at once; the others through the reset channel.
     let base = counters::base(&app.keys, &rule, &key);
     app.limiter.deny_cache.remove(&base);
