@@ -622,6 +622,10 @@ async fn an_override_with_another_period_counts_from_zero_and_leaves_the_rules_c
         .admin(reqwest::Method::DELETE, "/v1/overrides/api/p1")
         .await;
     assert_eq!(code, 200);
+    eventually(Duration::from_secs(5), || async {
+        s.app.overrides.table().is_empty()
+    })
+    .await;
     assert_eq!(ask(s, "p1").await, 429, "the minute's 10 still spent");
     // Set again, the hour's counter is where it was; a reset clears both.
     set_ok(s, "api", "p1", json!({"limits": ["1000/h"]})).await;
@@ -635,6 +639,10 @@ async fn an_override_with_another_period_counts_from_zero_and_leaves_the_rules_c
         .admin(reqwest::Method::DELETE, "/v1/overrides/api/p1")
         .await;
     assert_eq!(code, 200);
+    eventually(Duration::from_secs(5), || async {
+        s.app.overrides.table().is_empty()
+    })
+    .await;
     assert_eq!(
         ask(s, "p1").await,
         200,
