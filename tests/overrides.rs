@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use tollgate::keys::{AllowKeys, KeySpace};
 
 use crate::support::binary::{output_text, tollgate};
+use crate::support::server::readyz;
 use crate::support::{
     eventually, metric, scrape, shared_redis, temp_dir, unique_prefix, RedisServer, TestServer,
 };
@@ -415,7 +416,7 @@ async fn with_redis_killed_every_node_keeps_its_overrides() {
     redis.kill();
     for n in &all {
         eventually(Duration::from_secs(10), || async {
-            n.app.overrides.status().is_stale()
+            readyz(n.admin_addr).await.1.contains("overrides stale")
         })
         .await;
         // Both answered from the table, without the store Redis was.
