@@ -67,4 +67,44 @@ mod tests {
             assert!(OverrideKey::parse(bad).is_err(), "{bad}");
         }
     }
+
+    /// The lists' event parser reads an override's upsert whole: its member
+    /// and its payload; one without limits is refused (then a resync).
+    #[test]
+    fn an_override_event_carries_its_limits() {
+        use crate::allowlist::event::{Event, Op};
+        use std::collections::HashMap;
+        let fields = |pairs: &[(&str, &str)]| -> HashMap<String, redis::Value> {
+            pairs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        redis::Value::BulkString(v.as_bytes().to_vec()),
+                    )
+                })
+                .collect()
+        };
+        let mut pairs = vec![
+            ("epoch", "e"),
+            ("seq", "3"),
+            ("op", "upsert"),
+            ("cidr", "api/tenant acme"),
+            ("expires_at", "0"),
+            ("ver", "1"),
+            ("payload", r#"["100/m","5000/h"]"#),
+        ];
+        let ev = Event::<OverrideKey>::from_fields(&fields(&pairs)).unwrap();
+        assert_eq!(ev.op, Op::Upsert);
+        assert_eq!(ev.cidr.unwrap().key, "tenant acme");
+        assert_eq!(
+            ev.payload.unwrap().to_json(),
+            serde_json::json!(["100/m", "5000/h"])
+        );
+        pairs.pop();
+        assert!(Event::<OverrideKey>::from_fields(&fields(&pairs)).is_err());
+        pairs[2] = ("op", "remove");
+        let ev = Event::<OverrideKey>::from_fields(&fields(&pairs)).unwrap();
+        assert_eq!(ev.payload, None, "a remove carries none");
+    }
 }
