@@ -1,11 +1,14 @@
 //! One limiter call as the hot path makes it:
 //!
-//! 0. the caps (`check/caps.rs`): a charge past one is refused, whatever
+//! 0. a stored override of the (rule, key) (`check/overridden.rs`, a lookup
+//!    in this node's table): its rates replace the rule's, or `unlimited` /
+//!    `deny` answer without going further;
+//! 1. the caps (`check/caps.rs`): a charge past one is refused, whatever
 //!    surface asked, before anything is written;
-//! 1. the deny cache (a key denied until T is answered from memory until T);
-//! 2. the circuit breaker (while Redis is away, no call waits on it);
-//! 3. the store, bounded by `redis.timeout`, never retried blindly;
-//! 4. on failure, the rule's `on_redis_error`: allow, deny, or the in-process
+//! 2. the deny cache (a key denied until T is answered from memory until T);
+//! 3. the circuit breaker (while Redis is away, no call waits on it);
+//! 4. the store, bounded by `redis.timeout`, never retried blindly;
+//! 5. on failure, the rule's `on_redis_error`: allow, deny, or the in-process
 //!    limiter with `fleet::share(limit, replicas)`: replicas as last seen in
 //!    the fleet registry (`fallback_replicas = "auto"`) or a fixed number.
 //!
