@@ -1,4 +1,4 @@
--- list_upsert: the one write of a list entry (allowlist, denylist), as a
+-- list_upsert: the one write of a list entry (allowlist, denylist, overrides), as a
 -- module: every upsert goes through `list_upsert.write`, whoever asks for it.
 -- Concatenated before the script that calls it (src/allowlist/redis_store.rs):
 -- lua/allow_upsert.lua (the admin API, the CLI, the admin page) and
@@ -17,7 +17,9 @@
 --       cannot take both), deliberate = true: start a new, empty list if
 --       Redis holds none (`--new-epoch`), exempt = true: an allowlist entry
 --       never banned automatically (`"exempt":true` in its JSON and
---       `exempt 1` in its event; both absent otherwise)}
+--       `exempt 1` in its event; both absent otherwise), payload = JSON text
+--       passed through as the entry's and the event's `payload` (an
+--       override's limits; nil or "" for the IP lists: both absent)}
 -- Returns {seq, expires_at, created_at, epoch}, all strings; expires_at "0" =
 --       never. Or, when Redis holds no list, a node witnessed one (`lost`)
 --       and `deliberate` is false: {"lost", node, epoch, seq, entries} of
@@ -64,7 +66,10 @@ function list_upsert.write(keys, a)
   local exempt = ''
   if a.exempt then exempt = ',"exempt":true' end
   local entry = '{"expires_at":' .. exp_s .. ',"note":' .. cjson.encode(a.note) ..
-    ',"created_at":' .. now_s .. ',"actor":' .. cjson.encode(a.actor) .. exempt .. ',"ver":1}'
+    ',"created_at":' .. now_s .. ',"actor":' .. cjson.encode(a.actor) .. exempt .. ',"ver":1'
+  local payload = a.payload or ''
+  if payload ~= '' then entry = entry .. ',"payload":' .. payload end
+  entry = entry .. '}'
   redis.call('HSET', keys[2], a.cidr, entry)
   if expires > 0 then
     redis.call('ZADD', keys[3], exp_s, a.cidr)
@@ -79,6 +84,10 @@ function list_upsert.write(keys, a)
   if a.exempt then
     table.insert(fields, 'exempt')
     table.insert(fields, '1')
+  end
+  if payload ~= '' then
+    table.insert(fields, 'payload')
+    table.insert(fields, payload)
   end
   local id = redis.call('XADD', keys[4], 'MINID', '~', min_id, '*', unpack(fields))
   redis.call('XTRIM', keys[4], 'MAXLEN', '~', a.cap)

@@ -41,6 +41,7 @@ pub mod gate;
 pub mod input;
 pub mod kind;
 mod local;
+pub mod member;
 pub mod reaper;
 pub mod recovery;
 pub mod redis_store;
@@ -69,16 +70,19 @@ use redis_store::{RedisAllowlist, Restored};
 
 use expiry::ExpiresAt;
 use kind::ListKind;
+use member::Member;
 pub use redis_store::Page;
 use status::Status;
 use table::{Clock, Table};
 
 pub use input::NewEntry;
 
-/// One allowlist entry, as stored.
+/// One entry of a list, as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    pub cidr: IpNet,
+pub struct Entry<M: Member = IpNet> {
+    /// The member (a network; an override's rule and key): the protocol's
+    /// `cidr` field, named so for every kind.
+    pub cidr: M,
     /// ms since the Unix epoch, Redis time; 0: never.
     pub expires_at: ExpiresAt,
     pub note: String,
@@ -88,24 +92,26 @@ pub struct Entry {
     /// An allowlist entry marked exempt: its addresses are never banned by a
     /// rule (`src/ban.rs`); a manual deny still refuses them.
     pub exempt: bool,
+    /// What the entry carries for decisions (`()` for the IP lists).
+    pub payload: M::Payload,
 }
 
 /// An entry just written, and the event number of that write.
 #[derive(Clone, Debug)]
-pub struct Stored {
-    pub entry: Entry,
+pub struct Stored<M: Member = IpNet> {
+    pub entry: Entry<M>,
     pub seq: u64,
 }
 
 /// Every live entry at one moment.
 #[derive(Clone, Debug)]
-pub struct Listing {
+pub struct Listing<M: Member = IpNet> {
     pub epoch: String,
     pub seq: u64,
     /// Redis time of the listing; `expires_at - now_ms` is what remains.
     pub now_ms: u64,
-    /// Sorted by network.
-    pub entries: Vec<Entry>,
+    /// Sorted by member.
+    pub entries: Vec<Entry<M>>,
 }
 
 impl Listing {
@@ -120,20 +126,22 @@ impl Listing {
 /// Where the allowlist is kept: Redis (every replica follows its stream) or
 /// in process (one replica).
 #[allow(clippy::large_enum_variant)] // one per process
-enum Backend {
-    Redis(RedisAllowlist),
-    Local(LocalAllowlist),
+enum Backend<M: Member> {
+    Redis(RedisAllowlist<M>),
+    Local(LocalAllowlist<M>),
 }
 
-pub struct Allowlist {
+/// One replicated list of any kind (`member`): the IP allowlist and
+/// denylist (`Allowlist<IpNet>`, the default), the overrides.
+pub struct Allowlist<M: Member = IpNet> {
     /// Which list this is (allowlist, denylist): its keys, settings and words.
     kind: ListKind,
     /// What request handlers read; replaced whole by the follower or the embedded store.
-    table: ArcSwap<Table>,
+    table: ArcSwap<Table<M>>,
     /// The table reflects a known dataset: the first snapshot is loaded, or
     /// the state file was (always true for the embedded store).
     synced: AtomicBool,
-    backend: Backend,
+    backend: Backend<M>,
     /// The follower's view of its freshness (stale, source_lost, resyncs).
     status: Status,
     /// Bumped at each publish by the follower: the state file and `tollgate
@@ -144,7 +152,7 @@ pub struct Allowlist {
     /// How fast the follower pages a snapshot, and its jitter before one.
     pacing: follower::Pacing,
     /// Note, actor and created_at of the table's entries (to give it back whole).
-    details: Details,
+    details: Details<M>,
     /// This node in a restore's origin: host name and a random tag per process.
     node_id: String,
     /// The embedded store's ban counts (`ban.rs`); unused with Redis.
@@ -158,8 +166,30 @@ impl Allowlist {
         Allowlist::of(config, ListKind::Allow)
     }
 
-    /// The list of `kind` (its `[allowlist]` or `[denylist]` settings, its keys).
+    /// The IP list of `kind` (its `[allowlist]` or `[denylist]` settings, its keys).
     pub fn of(config: &Config, kind: ListKind) -> Allowlist {
+        Allowlist::build(config, kind)
+    }
+
+    /// Whether a live entry of this node's table holds `ip`, and for how
+    /// long: `Some(None)` for a permanent entry, `Some(Some(ms))` until the
+    /// longest timed one ends (Redis time). Lock-free, never touches Redis.
+    pub fn holds(&self, ip: IpAddr) -> Option<Option<u64>> {
+        let table = self.table.load();
+        let now_ms = table.clock.now_ms();
+        let (_, expires_at) = table.lookup_at(ip, now_ms)?;
+        Some((expires_at != 0).then(|| expires_at.saturating_sub(now_ms)))
+    }
+
+    /// Whether `ip` is on the allowlist now. Lock-free, never touches Redis.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.table.load().lookup(ip).is_some()
+    }
+}
+
+impl<M: Member> Allowlist<M> {
+    /// The list of `kind` with members `M` (its config section, its keys).
+    pub fn build(config: &Config, kind: ListKind) -> Allowlist<M> {
         let settings = config.list(kind);
         let keys = KeySpace::new(&config.prefix).list(kind.tag());
         let state_file = settings.state_file.clone();
@@ -172,7 +202,7 @@ impl Allowlist {
                 let synced = saved.is_some();
                 let (table, details) = saved.unwrap_or_else(|| {
                     (
-                        Table::new(String::new(), 0, Clock::system()),
+                        Table::empty(String::new(), 0, Clock::system()),
                         Default::default(),
                     )
                 });
@@ -213,29 +243,19 @@ impl Allowlist {
         self.kind
     }
 
-    /// Whether a live entry of this node's table holds `ip`, and for how
-    /// long: `Some(None)` for a permanent entry, `Some(Some(ms))` until the
-    /// longest timed one ends (Redis time). Lock-free, never touches Redis.
-    pub fn holds(&self, ip: IpAddr) -> Option<Option<u64>> {
-        let table = self.table.load();
-        let now_ms = table.clock.now_ms();
-        let (_, expires_at) = table.lookup_at(ip, now_ms)?;
-        Some((expires_at != 0).then(|| expires_at.saturating_sub(now_ms)))
-    }
-
     /// This node as a fleet restore records it.
     pub fn node_id(&self) -> &str {
         &self.node_id
     }
 
-    pub(crate) fn details(&self) -> &Details {
+    pub(crate) fn details(&self) -> &Details<M> {
         &self.details
     }
 
     /// This node's own table, with each entry's details, as a listing (the
     /// document `GET /v1/allowlist/export` serves): what the node serves
     /// now, from its memory, whatever Redis holds.
-    pub fn node_listing(&self) -> Listing {
+    pub fn node_listing(&self) -> Listing<M> {
         if let Backend::Local(l) = &self.backend {
             return l.listing();
         }
@@ -262,22 +282,17 @@ impl Allowlist {
         self.state_file.as_deref()
     }
 
-    /// Whether `ip` is on the allowlist now. Lock-free, never touches Redis.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        self.table.load().lookup(ip).is_some()
-    }
-
     /// The first snapshot is loaded: lookups reflect the shared allowlist.
     pub fn is_synced(&self) -> bool {
         self.synced.load(Ordering::Relaxed)
     }
 
     /// The table request handlers see now.
-    pub fn table(&self) -> Arc<Table> {
+    pub fn table(&self) -> Arc<Table<M>> {
         self.table.load_full()
     }
 
-    pub(crate) fn publish(&self, table: &Table) {
+    pub(crate) fn publish(&self, table: &Table<M>) {
         self.table.store(Arc::new(table.clone()));
         self.changes.send_modify(|n| *n += 1);
     }
@@ -286,7 +301,7 @@ impl Allowlist {
         self.synced.store(true, Ordering::Relaxed);
     }
 
-    pub(crate) fn redis(&self) -> Option<&RedisAllowlist> {
+    pub(crate) fn redis(&self) -> Option<&RedisAllowlist<M>> {
         match &self.backend {
             Backend::Redis(r) => Some(r),
             Backend::Local(_) => None,
@@ -298,7 +313,7 @@ impl Allowlist {
     }
 
     /// Add or refresh an entry (validated by `input`).
-    pub async fn upsert(&self, new: &NewEntry) -> Result<Stored, WriteError> {
+    pub async fn upsert(&self, new: &NewEntry<M>) -> Result<Stored<M>, WriteError> {
         match &self.backend {
             Backend::Redis(r) => r.upsert(new).await,
             Backend::Local(l) => Ok(l.upsert(new, &self.table)),
@@ -306,7 +321,7 @@ impl Allowlist {
     }
 
     /// Remove an entry: its event's `seq`, or `None` when there was no such entry.
-    pub async fn remove(&self, cidr: &IpNet, actor: &str) -> Result<Option<u64>, WriteError> {
+    pub async fn remove(&self, cidr: &M, actor: &str) -> Result<Option<u64>, WriteError> {
         match &self.backend {
             Backend::Redis(r) => r.remove(cidr, actor).await,
             Backend::Local(l) => Ok(l.remove(cidr, actor, &self.table)),
@@ -314,7 +329,7 @@ impl Allowlist {
     }
 
     /// Every live entry, from the source of truth (Redis, or the embedded store).
-    pub async fn list(&self) -> Result<Listing, StoreError> {
+    pub async fn list(&self) -> Result<Listing<M>, StoreError> {
         match &self.backend {
             Backend::Redis(r) => Ok(r.listing().await?),
             Backend::Local(l) => Ok(l.listing()),
@@ -323,13 +338,79 @@ impl Allowlist {
 
     /// One page of live entries from the source of truth, from `cursor` (0:
     /// the first page); its `cursor` is where the next starts (0: done).
-    pub async fn list_page(&self, cursor: u64, count: usize) -> Result<Page, StoreError> {
+    pub async fn list_page(&self, cursor: u64, count: usize) -> Result<Page<M>, StoreError> {
         match &self.backend {
             Backend::Redis(r) => r.list_page(cursor, count).await,
             Backend::Local(l) => Ok(l.page(cursor, count)),
         }
     }
 
+    /// One live entry by its exact member in the source of truth, and its time.
+    pub async fn get(&self, member: &M) -> Result<(Option<Entry<M>>, u64), StoreError> {
+        match &self.backend {
+            Backend::Redis(r) => r.get(member).await,
+            Backend::Local(l) => {
+                let listing = l.listing();
+                let found = listing.entries.into_iter().find(|e| &e.cidr == member);
+                Ok((found, listing.now_ms))
+            }
+        }
+    }
+
+    /// Replace the whole allowlist in Redis with `entries`, as a new epoch
+    /// that every follower resyncs to (`tollgate allow restore`).
+    pub async fn restore(&self, entries: &[Entry<M>], actor: &str) -> Result<Restored, StoreError> {
+        match &self.backend {
+            Backend::Redis(r) => r.restore(entries, actor, &Born::Restore).await,
+            Backend::Local(_) => Err(StoreError::Unsupported(
+                "restore works on Redis; the embedded store lives in one process",
+            )),
+        }
+    }
+
+    /// The intended wipe (`allow clear`): a new, empty epoch with a
+    /// `restore` event (`meta.born = clear`), so every node follows it and
+    /// none takes it for a Redis that lost its data. How many entries the
+    /// cleared list held.
+    pub async fn clear(&self, actor: &str) -> Result<(Restored, u64), StoreError> {
+        match &self.backend {
+            Backend::Redis(r) => {
+                let held = r.stored_count().await?;
+                Ok((r.restore(&[], actor, &Born::Clear).await?, held))
+            }
+            Backend::Local(l) => {
+                let held = l.clear(actor, &self.table);
+                Ok((
+                    Restored {
+                        done: true,
+                        epoch: self.table().epoch.clone(),
+                        kept: 0,
+                        dropped: 0,
+                    },
+                    held,
+                ))
+            }
+        }
+    }
+
+    /// Where the epoch Redis holds came from, if a fleet restore made it.
+    pub async fn restored_from(&self) -> Result<Option<recovery::Origin>, StoreError> {
+        match &self.backend {
+            Backend::Redis(r) => Ok(r.birth_now().await?.origin),
+            Backend::Local(_) => Ok(None),
+        }
+    }
+
+    /// Expire every due entry, one `expire` event each; how many expired.
+    pub async fn reap(&self) -> Result<usize, StoreError> {
+        match &self.backend {
+            Backend::Redis(r) => r.reap().await,
+            Backend::Local(l) => Ok(l.reap(&self.table)),
+        }
+    }
+}
+
+impl Allowlist {
     /// The longest live entry holding `ip` in the source of truth, and its
     /// time: one lookup, never the whole list.
     pub async fn check(&self, ip: IpAddr) -> Result<(Option<Entry>, u64), StoreError> {
@@ -339,17 +420,6 @@ impl Allowlist {
                 let listing = l.listing();
                 Ok((listing.lookup(ip).cloned(), listing.now_ms))
             }
-        }
-    }
-
-    /// Replace the whole allowlist in Redis with `entries`, as a new epoch
-    /// that every follower resyncs to (`tollgate allow restore`).
-    pub async fn restore(&self, entries: &[Entry], actor: &str) -> Result<Restored, StoreError> {
-        match &self.backend {
-            Backend::Redis(r) => r.restore(entries, actor, &Born::Restore).await,
-            Backend::Local(_) => Err(StoreError::Unsupported(
-                "restore works on Redis; the embedded store lives in one process",
-            )),
         }
     }
 
@@ -398,47 +468,6 @@ impl Allowlist {
                 Ok(Err(problems))
             }
             Ok(_) => Ok(Ok(r.stage_finish(staging, actor, &Born::Restore).await?)),
-        }
-    }
-
-    /// The intended wipe (`allow clear`): a new, empty epoch with a
-    /// `restore` event (`meta.born = clear`), so every node follows it and
-    /// none takes it for a Redis that lost its data. How many entries the
-    /// cleared list held.
-    pub async fn clear(&self, actor: &str) -> Result<(Restored, u64), StoreError> {
-        match &self.backend {
-            Backend::Redis(r) => {
-                let held = r.stored_count().await?;
-                Ok((r.restore(&[], actor, &Born::Clear).await?, held))
-            }
-            Backend::Local(l) => {
-                let held = l.clear(actor, &self.table);
-                Ok((
-                    Restored {
-                        done: true,
-                        epoch: self.table().epoch.clone(),
-                        kept: 0,
-                        dropped: 0,
-                    },
-                    held,
-                ))
-            }
-        }
-    }
-
-    /// Where the epoch Redis holds came from, if a fleet restore made it.
-    pub async fn restored_from(&self) -> Result<Option<recovery::Origin>, StoreError> {
-        match &self.backend {
-            Backend::Redis(r) => Ok(r.birth_now().await?.origin),
-            Backend::Local(_) => Ok(None),
-        }
-    }
-
-    /// Expire every due entry, one `expire` event each; how many expired.
-    pub async fn reap(&self) -> Result<usize, StoreError> {
-        match &self.backend {
-            Backend::Redis(r) => r.reap().await,
-            Backend::Local(l) => Ok(l.reap(&self.table)),
         }
     }
 }

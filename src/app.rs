@@ -45,6 +45,9 @@ pub struct App {
     /// The IP denylist: the same machinery (`allowlist::kind`), its own keys
     /// and stream; `decide.rs` refuses its members before any rule.
     pub denylist: Arc<Allowlist>,
+    /// Per-client overrides: the same machinery, (rule, key) members
+    /// (`crate::overrides`); the limiter looks them up (`check/overridden.rs`).
+    pub overrides: Arc<crate::overrides::Overrides>,
     /// `tollgate_denied_requests_total`: requests refused because the
     /// client is on the denylist (no rule is charged or counted for them).
     pub denied_requests: prometheus_client::metrics::counter::Counter,
@@ -68,8 +71,14 @@ impl App {
         crate::allowlist::status::register(&allowlist, metrics.registry_mut());
         let denylist = Arc::new(Allowlist::of(&config, ListKind::Deny));
         crate::allowlist::status::register(&denylist, metrics.registry_mut());
+        let overrides = limiter.overrides.clone();
+        crate::allowlist::status::register(&overrides, metrics.registry_mut());
         crate::allowlist::status::register_apply_lag(
-            &[&allowlist, &denylist],
+            &[
+                (ListKind::Allow, allowlist.status()),
+                (ListKind::Deny, denylist.status()),
+                (ListKind::Override, overrides.status()),
+            ],
             metrics.registry_mut(),
         );
         let denied_requests = prometheus_client::metrics::counter::Counter::default();
@@ -112,6 +121,7 @@ impl App {
             metrics,
             allowlist,
             denylist,
+            overrides,
             denied_requests,
             bans,
             activity,
@@ -239,17 +249,22 @@ impl App {
                 writer.forget_connection();
             }
         }
+        if let Some(writer) = self.overrides.redis() {
+            writer.forget_connection();
+        }
         tracing::info!(redis = %store.endpoint(), "reload: Redis credentials or TLS files changed, reconnecting");
         if tokio::runtime::Handle::try_current().is_ok() {
             store.reconnect_in_background();
         }
     }
 
-    /// The list of `kind`.
+    /// The IP list of `kind` (one of `ListKind::ALL`, the only kinds the
+    /// IP list routes and commands are made for).
     pub fn list(&self, kind: ListKind) -> &Arc<Allowlist> {
         match kind {
             ListKind::Allow => &self.allowlist,
             ListKind::Deny => &self.denylist,
+            ListKind::Override => unreachable!("overrides are not an IP list"),
         }
     }
 

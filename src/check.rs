@@ -1,11 +1,14 @@
 //! One limiter call as the hot path makes it:
 //!
-//! 0. the caps (`check/caps.rs`): a charge past one is refused, whatever
+//! 0. a stored override of the (rule, key) (`check/overridden.rs`, a lookup
+//!    in this node's table): its rates replace the rule's, or `unlimited` /
+//!    `deny` answer without going further;
+//! 1. the caps (`check/caps.rs`): a charge past one is refused, whatever
 //!    surface asked, before anything is written;
-//! 1. the deny cache (a key denied until T is answered from memory until T);
-//! 2. the circuit breaker (while Redis is away, no call waits on it);
-//! 3. the store, bounded by `redis.timeout`, never retried blindly;
-//! 4. on failure, the rule's `on_redis_error`: allow, deny, or the in-process
+//! 2. the deny cache (a key denied until T is answered from memory until T);
+//! 3. the circuit breaker (while Redis is away, no call waits on it);
+//! 4. the store, bounded by `redis.timeout`, never retried blindly;
+//! 5. on failure, the rule's `on_redis_error`: allow, deny, or the in-process
 //!    limiter with `fleet::share(limit, replicas)`: replicas as last seen in
 //!    the fleet registry (`fallback_replicas = "auto"`) or a fixed number.
 //!
@@ -16,6 +19,7 @@
 //! every rule and then the charges (see `cluster_together`).
 
 pub mod caps;
+pub mod overridden;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,6 +32,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 
+use crate::allowlist::kind::ListKind;
 use crate::config::{ApiConfig, Config, FallbackReplicas};
 use crate::fleet::{self, LiveCount};
 use crate::keys::{KeySpace, AD_HOC_RULE};
@@ -36,9 +41,11 @@ use crate::limiter::{
     LocalStore, Outcome, RedisStore, SlotBreaker, Store,
 };
 use crate::metrics::{KindLabels, Metrics, ReasonLabels};
+use crate::overrides::Overrides;
 use crate::rate::Rate;
 use crate::redis_conn::StoreError;
 use crate::rule::{Count, OnRedisError, Rule};
+use overridden::Overridden;
 
 /// The limiter as the hot path calls it: the store and everything in front
 /// of it (deny cache, breakers) and behind it (the fallback). The App holds
@@ -63,6 +70,10 @@ pub struct Limiter {
     pub live_replicas: LiveCount,
     /// `[api]`: the caps every charge meets (a reload swaps them: `set_caps`).
     caps: ArcSwap<ApiConfig>,
+    /// Per-client overrides: every call looks its (rule, key) up here first
+    /// (`check/overridden.rs`). The follower and the admin API share it
+    /// (`App::overrides`).
+    pub overrides: Arc<Overrides>,
     refused: Family<ReasonLabels, Counter>,
     deny_cache_hits: Counter,
     redis_call_duration: Histogram,
@@ -116,6 +127,8 @@ pub enum Source {
     DenyCache,
     /// Redis failed or the breaker is open: `on_redis_error` decided.
     Fallback,
+    /// A stored override (`unlimited`, `deny`) decided without the store.
+    Override,
 }
 
 impl Limiter {
@@ -153,6 +166,7 @@ impl Limiter {
             )),
             live_replicas: LiveCount::default(),
             caps: ArcSwap::from_pointee(config.api.clone()),
+            overrides: Arc::new(Overrides::build(config, ListKind::Override)),
             refused: metrics.refused_requests.clone(),
             deny_cache_hits: metrics.deny_cache_hits.clone(),
             redis_call_duration: metrics.redis_call_duration.clone(),
@@ -188,6 +202,15 @@ impl Limiter {
         key: &str,
         cost: u64,
     ) -> Result<(Outcome, Source), caps::Refused> {
+        let table = self.overrides.table();
+        let spec = match self.override_of(&table, &spec, key, cost) {
+            None => spec,
+            Some(Overridden::Spec(s)) => s,
+            Some(Overridden::Answer(outcome)) => {
+                self.admit(&spec, cost)?;
+                return Ok((outcome, Source::Override));
+            }
+        };
         self.admit(&spec, cost)?;
         Ok(self.check_admitted(spec, key, cost).await)
     }
@@ -197,6 +220,64 @@ impl Limiter {
     /// rule that was not asked: a deciding rule denied from the deny cache
     /// answers the request without a store call.
     pub async fn check_all(
+        &self,
+        asks: &[Ask<'_>],
+    ) -> Result<Vec<Option<(Outcome, Source)>>, caps::Refused> {
+        let table = self.overrides.table();
+        if table.is_empty() {
+            return self.check_all_asked(asks).await;
+        }
+        // Overrides first: an answered ask leaves the call; a `deny` refuses
+        // the request and charges no other rule (like the deny cache).
+        let mut answers: Vec<Option<(Outcome, Source)>> = vec![None; asks.len()];
+        let mut asked: Vec<Ask<'_>> = Vec::with_capacity(asks.len());
+        let mut at: Vec<usize> = Vec::with_capacity(asks.len());
+        for (i, ask) in asks.iter().enumerate() {
+            match self.override_of(&table, &ask.spec, ask.key, ask.cost) {
+                None => {
+                    asked.push(*ask);
+                    at.push(i);
+                }
+                Some(Overridden::Spec(spec)) => {
+                    asked.push(Ask { spec, ..*ask });
+                    at.push(i);
+                }
+                Some(Overridden::Answer(outcome)) => {
+                    self.admit(&ask.spec, ask.cost)?;
+                    let refuses = !outcome.allowed && !ask.shadow;
+                    answers[i] = Some((outcome, Source::Override));
+                    if refuses {
+                        return Ok(answers);
+                    }
+                }
+            }
+        }
+        let asked_answers = self.check_all_asked(&asked).await?;
+        for (i, answer) in at.into_iter().zip(asked_answers) {
+            answers[i] = answer;
+        }
+        Ok(answers)
+    }
+
+    /// The stored override of one ask (`check/overridden.rs`), unless the
+    /// running caps refuse its rates for this call (the rule's algorithm
+    /// changed since it was set, a cost past its smallest rate): then the
+    /// rule's own limits decide, as if there were none.
+    fn override_of<'t>(
+        &self,
+        table: &'t crate::allowlist::table::Table<crate::overrides::OverrideKey>,
+        spec: &LimitSpec<'t>,
+        key: &str,
+        cost: u64,
+    ) -> Option<Overridden<'t>> {
+        match overridden::apply(table, spec, key)? {
+            Overridden::Spec(s) if caps::admit(&self.caps.load(), &s, cost).is_err() => None,
+            found => Some(found),
+        }
+    }
+
+    /// `check_all` once overrides have had their say.
+    async fn check_all_asked(
         &self,
         asks: &[Ask<'_>],
     ) -> Result<Vec<Option<(Outcome, Source)>>, caps::Refused> {

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub mod limits;
+pub mod overrides;
 
 use crate::config::{self, Config, ConfigError, Issue, Overrides};
 use crate::secret;
@@ -45,6 +46,9 @@ pub enum Command {
     /// Change or read the IP denylist in Redis directly (the same commands as `allow`).
     #[command(subcommand)]
     Deny(allow::AllowCommand),
+    /// Per-client overrides of a rule's limits, in Redis directly (no server needed).
+    #[command(subcommand)]
+    Override(overrides::OverrideCommand),
     /// Read the activity counters in Redis: online, active days, tracked rules.
     #[command(subcommand)]
     Activity(activity::ActivityCommand),

@@ -32,6 +32,7 @@ impl Config {
         match kind {
             crate::allowlist::kind::ListKind::Allow => &self.allowlist,
             crate::allowlist::kind::ListKind::Deny => &self.denylist,
+            crate::allowlist::kind::ListKind::Override => &self.overrides,
         }
     }
 }
@@ -48,6 +49,10 @@ pub struct Config {
     pub allowlist: AllowlistConfig,
     /// `[denylist]`: the same settings, for the denylist.
     pub denylist: AllowlistConfig,
+    /// `[overrides]`: the same settings; an override uses `max_ttl`,
+    /// `reap_interval`, `state_file` and the snapshot pacing (no TTL given:
+    /// permanent; the prefix settings do not apply).
+    pub overrides: AllowlistConfig,
     pub api: ApiConfig,
     pub local_store: LocalStoreConfig,
     pub activity: ActivityConfig,

@@ -139,7 +139,12 @@ impl App {
                     state.reset_ms = retry_after_ms;
                 }
                 items.push(Item {
-                    name: rule.item_names[i].clone(),
+                    // An override may have more limits than its rule.
+                    name: rule
+                        .item_names
+                        .get(i)
+                        .unwrap_or(&rule.item_names[0])
+                        .clone(),
                     state,
                 });
             }
@@ -179,6 +184,8 @@ fn track(app: &App, rule: &Rule, req: &RequestView<'_>) {
 /// The `outcome` label of `tollgate_decisions_total` for one rule's answer.
 pub(crate) fn counted(outcome: &Outcome, source: Source, shadow: bool) -> Counted {
     match (outcome.allowed, source, shadow) {
+        (true, Source::Override, _) => Counted::override_unlimited,
+        (false, Source::Override, _) => Counted::override_deny,
         (false, _, true) => Counted::shadow_limited,
         (true, Source::Fallback, _) => Counted::fallback_allowed,
         (false, Source::Fallback, _) => Counted::fallback_limited,

@@ -14,6 +14,7 @@ mod forward_auth;
 mod limits_api;
 mod observe;
 mod original;
+mod overrides_api;
 mod params;
 mod proxy_report;
 mod report_api;
@@ -122,6 +123,7 @@ pub fn admin_router(app: Arc<App>) -> Router {
         // Each admin area adds its routes here.
         .merge(limits_api::routes())
         .merge(allowlist_api::routes())
+        .merge(overrides_api::routes())
         .merge(status_api::routes())
         .route_layer(from_fn_with_state(app.clone(), auth::require_token));
     Router::new()

@@ -54,6 +54,12 @@
 //! A rule's `ban` (`rule/ban.rs`) turns its limited answers into deny
 //! entries: `ban.rs` runs the step from `decide.rs` (`App::decided`), and
 //! `allowlist/ban.rs` counts and bans in one step (`lua/deny_ban.lua`).
+//! Per-client overrides are a third kind with another member
+//! (`allowlist/member.rs`: a (rule, key) pair with limits, `overrides/`), and
+//! `check/overridden.rs` is where every limiter call looks its (rule, key)
+//! up (`check` → `overrides` → `allowlist`). One edge points up:
+//! `overrides/input.rs`, the admin side's validation, applies the caps of
+//! `check/caps.rs` to an override's rates (the same caps every charge meets).
 //!
 //! ## Everything else
 //!
@@ -68,7 +74,8 @@
 //!   `tollgate limits`).
 //! - The admin listener: `http/admin.rs` (health, `/metrics`),
 //!   `http/status_api.rs` (`/v1/status`, `/v1/rules`), `http/admin_page.rs`
-//!   (the page), `http/limits_api.rs`, `http/allowlist_api.rs`.
+//!   (the page), `http/limits_api.rs`, `http/allowlist_api.rs`,
+//!   `http/overrides_api.rs`.
 
 pub mod activity;
 pub mod allowlist;
@@ -88,6 +95,7 @@ pub mod limiter;
 pub(crate) mod metrics;
 pub(crate) mod named;
 pub(crate) mod net;
+pub mod overrides;
 pub(crate) mod path;
 pub(crate) mod plural;
 pub mod rate;

@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         Command::Limits(cmd) => cli::limits::run(cmd),
         Command::Allow(cmd) => cli::allow::run(tollgate::allowlist::kind::ListKind::Allow, cmd),
         Command::Deny(cmd) => cli::allow::run(tollgate::allowlist::kind::ListKind::Deny, cmd),
+        Command::Override(cmd) => cli::overrides::run(cmd),
         Command::Activity(cmd) => cli::activity::run(cmd),
     }
 }

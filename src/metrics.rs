@@ -31,6 +31,10 @@ pub enum Outcome {
     /// The allowlist let the request through this rule: a `require` gate
     /// without limits passed, or a `bypass` rule skipped.
     allowlisted,
+    /// A stored override `unlimited`: admitted without a limiter call.
+    override_unlimited,
+    /// A stored override `deny`: refused without a limiter call.
+    override_deny,
 }
 
 impl Outcome {
@@ -42,7 +46,7 @@ impl Outcome {
             .expect("ALL lists every outcome")
     }
 
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::allowed,
         Outcome::limited,
         Outcome::shadow_limited,
@@ -50,6 +54,8 @@ impl Outcome {
         Outcome::fallback_limited,
         Outcome::not_allowlisted,
         Outcome::allowlisted,
+        Outcome::override_unlimited,
+        Outcome::override_deny,
     ];
 }
 

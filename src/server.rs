@@ -132,6 +132,10 @@ pub async fn run(
     for list in [&app.allowlist, &app.denylist] {
         tasks.spawn(allowlist::follower::run(list.clone(), stop.clone()));
     }
+    tasks.spawn(allowlist::follower::run(
+        app.overrides.clone(),
+        stop.clone(),
+    ));
     let latest = app.clone();
     tasks.spawn(crate::fleet::beat::run(
         app.fleet.clone(),
@@ -147,6 +151,11 @@ pub async fn run(
             stop.clone(),
         ));
     }
+    tasks.spawn(allowlist::reaper::run(
+        app.overrides.clone(),
+        app.config.overrides.reap_interval,
+        stop.clone(),
+    ));
 
     let limits = accept::Limits {
         max_connections: app.config.server.max_connections,

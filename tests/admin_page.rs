@@ -650,3 +650,55 @@ async fn who_is_hurting_lists_the_most_limited_addresses_and_bans_one_from_its_r
     b.screenshot("02-banned").await;
     b.close().await;
 }
+
+#[tokio::test]
+async fn the_overrides_panel_sets_one_names_a_bad_rate_and_removes_it() {
+    let dir = temp_dir("admin-page-ovr");
+    let prefix = unique_prefix("page-ovr");
+    let s = TestServer::start(CONFIG, Some(&shared_redis().url()), &prefix).await;
+    let b = Browser::start(&dir).await;
+    sign_in(&b, &s).await;
+
+    // A rate that is not one: named next to the limits field, nothing written.
+    b.type_into("#ovr-rule", "login").await;
+    b.type_into("#ovr-key", "198.51.100.7").await;
+    b.type_into("#ovr-limits", "100 a minute").await;
+    b.click("#ovr-button").await;
+    let error = b
+        .until("the limits' error", || async {
+            b.text("#ovr-limits-error").await.filter(|t| !t.is_empty())
+        })
+        .await;
+    assert!(error.contains("bad rate"), "{error}");
+    let (_, listed) = api_get(&s, "/v1/overrides").await;
+    assert_eq!(listed["overrides"], json!([]));
+
+    b.type_into("#ovr-limits", "100/m, 1000/h").await;
+    b.click("#ovr-button").await;
+    b.until("the override in the panel", || async {
+        (b.count("#ovr-entries-body tr").await == 1).then_some(())
+    })
+    .await;
+    let row = b.text("#ovr-entries-body tr").await.unwrap();
+    assert!(
+        row.contains("198.51.100.7") && row.contains("100/m, 1000/h"),
+        "{row}"
+    );
+    let (code, v) = api_get(&s, "/v1/overrides/login/198.51.100.7").await;
+    assert_eq!(
+        (code, v["actor"].as_str()),
+        (200, Some("admin-page")),
+        "{v}"
+    );
+    b.screenshot("01-override-set").await;
+
+    b.click("#ovr-entries-body tr button.remove").await;
+    b.until("the override gone", || async {
+        (b.count("#ovr-entries-body tr").await == 0).then_some(())
+    })
+    .await;
+    let (code, _) = api_get(&s, "/v1/overrides/login/198.51.100.7").await;
+    assert_eq!(code, 404);
+    b.screenshot("02-override-removed").await;
+    b.close().await;
+}

@@ -136,11 +136,13 @@ async fn status_reports_redis_the_allowlist_and_decision_counts_in_sync() {
         .as_str()
         .unwrap()
         .starts_with("allowlist in sync"));
+    assert_eq!(v["overrides"]["freshness"], "in_sync", "{v}");
     // Every rule × outcome from the start, at 0.
     assert_eq!(
         v["decisions"]["login"],
         json!({"allowed": 0, "limited": 0, "shadow_limited": 0, "fallback_allowed": 0,
-               "fallback_limited": 0, "not_allowlisted": 0, "allowlisted": 0})
+               "fallback_limited": 0, "not_allowlisted": 0, "allowlisted": 0,
+               "override_unlimited": 0, "override_deny": 0})
     );
 
     for _ in 0..6 {

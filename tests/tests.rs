@@ -89,6 +89,11 @@ mod http_api;
 /// Quota leases on one hot key: at most the limit per window on Redis's record and at least
 /// 90 % of it, script calls far below decisions, cold keys unchanged, Redis killed mid-run.
 mod leases;
+/// Per-client overrides on the lists' machinery: set on one node, enforced by every node; a
+/// raise keeps the spent count; lower, unlimited, deny, TTL, remove; bad input writes nothing;
+/// Redis killed; FLUSHALL put back with the limits; the state file; the embedded store;
+/// `tollgate override` and `limits show`.
+mod overrides;
 /// Property tests (proptest): parsers and handlers never panic, never answer 5xx.
 mod properties;
 /// nginx, Caddy and HAProxy from deploy/ in front of two replicas: the client's view.

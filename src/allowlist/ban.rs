@@ -83,6 +83,7 @@ impl Allowlist {
                     actor: ask.actor(),
                     new_epoch: false,
                     exempt: false,
+                    payload: (),
                 };
                 Ok(BanAnswer::Banned {
                     stored: l.upsert(&new, &self.table),

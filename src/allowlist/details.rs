@@ -15,6 +15,7 @@ use std::sync::Mutex;
 use ipnet::IpNet;
 
 use super::event::{Event, Op};
+use super::member::Member;
 use super::table::Table;
 use super::Entry;
 
@@ -28,7 +29,7 @@ pub struct About {
 }
 
 impl About {
-    pub fn of(e: &Entry) -> About {
+    pub fn of<M: Member>(e: &Entry<M>) -> About {
         About {
             note: e.note.clone(),
             actor: e.actor.clone(),
@@ -38,14 +39,14 @@ impl About {
     }
 }
 
-/// Network → details, as a snapshot or the events built them.
-pub type AboutMap = HashMap<IpNet, About>;
+/// Member → details, as a snapshot or the events built them.
+pub type AboutMap<M = IpNet> = HashMap<M, About>;
 
 /// Record what an event applied to a table changes: an upsert sets the
 /// entry's details, a remove or an expire drops them. `id_ms` is the event's
 /// stream time: the created_at of an upsert written before events carried it.
-pub fn note_event(map: &mut AboutMap, ev: &Event, id_ms: u64) {
-    let Some(net) = ev.cidr else { return };
+pub fn note_event<M: Member>(map: &mut AboutMap<M>, ev: &Event<M>, id_ms: u64) {
+    let Some(net) = ev.cidr.clone() else { return };
     match ev.op {
         Op::Upsert => {
             map.insert(
@@ -69,40 +70,40 @@ pub fn note_event(map: &mut AboutMap, ev: &Event, id_ms: u64) {
     }
 }
 
-#[derive(Default)]
-pub struct Details(Mutex<AboutMap>);
+pub struct Details<M: Member = IpNet>(Mutex<AboutMap<M>>);
 
-impl Details {
-    pub fn new(map: AboutMap) -> Details {
+impl<M: Member> Default for Details<M> {
+    fn default() -> Self {
+        Details(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<M: Member> Details<M> {
+    pub fn new(map: AboutMap<M>) -> Details<M> {
         Details(Mutex::new(map))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, AboutMap> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, AboutMap<M>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Replace them all (a snapshot was loaded).
-    pub fn replace(&self, map: AboutMap) {
+    pub fn replace(&self, map: AboutMap<M>) {
         *self.lock() = map;
     }
 
     /// Change them under the lock (events applied to the published table).
-    pub fn update(&self, f: impl FnOnce(&mut AboutMap)) {
+    pub fn update(&self, f: impl FnOnce(&mut AboutMap<M>)) {
         f(&mut self.lock());
     }
 
-    /// Whether the entry of exactly `cidr` is marked exempt.
-    pub fn exempt(&self, cidr: &IpNet) -> bool {
-        self.lock().get(cidr).is_some_and(|a| a.exempt)
-    }
-
     /// The entries of `table` live at `now_ms`, sorted, with their details.
-    pub fn entries_of(&self, table: &Table, now_ms: u64) -> Vec<Entry> {
+    pub fn entries_of(&self, table: &Table<M>, now_ms: u64) -> Vec<Entry<M>> {
         let map = self.lock();
         table
-            .live_entries(now_ms)
+            .live_members(now_ms)
             .into_iter()
-            .map(|(cidr, expires_at)| {
+            .map(|(cidr, expires_at, payload)| {
                 let about = map.get(&cidr).cloned().unwrap_or_default();
                 Entry {
                     cidr,
@@ -111,9 +112,17 @@ impl Details {
                     created_at: about.created_at,
                     actor: about.actor,
                     exempt: about.exempt,
+                    payload,
                 }
             })
             .collect()
+    }
+}
+
+impl Details<IpNet> {
+    /// Whether the entry of exactly `cidr` is marked exempt.
+    pub fn exempt(&self, cidr: &IpNet) -> bool {
+        self.lock().get(cidr).is_some_and(|a| a.exempt)
     }
 }
 
@@ -133,6 +142,7 @@ mod tests {
             actor: "cli".into(),
             created_at,
             exempt: false,
+            payload: Some(()),
         }
     }
 

@@ -16,8 +16,8 @@ use ipnet::IpNet;
 use redis::streams::{StreamId, StreamReadReply};
 use redis::Value;
 
-use super::cidr::{self, NetError};
 use super::expiry::ExpiresAt;
+use super::member::Member;
 
 /// The entries of an `XREAD` reply on the one events stream, in order.
 pub fn stream_entries(reply: Option<StreamReadReply>) -> Vec<StreamId> {
@@ -41,12 +41,13 @@ pub enum Op {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Event {
+pub struct Event<M: Member = IpNet> {
     pub epoch: String,
     pub seq: u64,
     pub op: Op,
-    /// The entry changed; `None` only for `restore`.
-    pub cidr: Option<IpNet>,
+    /// The entry changed (its member; the field keeps the protocol's name);
+    /// `None` only for `restore`.
+    pub cidr: Option<M>,
     /// For `upsert`, the new expiry (0: never); informational otherwise.
     pub expires_at: ExpiresAt,
     /// For `upsert`, the entry's note and actor (a node keeps them to give
@@ -59,6 +60,9 @@ pub struct Event {
     /// For `upsert`, an allowlist entry marked exempt from bans (the field
     /// `exempt 1`; absent otherwise, and in events that predate it).
     pub exempt: bool,
+    /// For `upsert`, the entry's payload (an override's limits); `None`
+    /// for the other ops.
+    pub payload: Option<M::Payload>,
 }
 
 /// Why a stream entry is not an event this node can apply (then it resyncs).
@@ -74,15 +78,15 @@ pub enum EventError {
     UnknownVersion(String),
     #[error("unknown op {0:?}")]
     UnknownOp(String),
-    #[error(transparent)]
-    Cidr(#[from] NetError),
-    #[error("cidr {0:?} is not canonical")]
-    NotCanonical(String),
+    #[error("field \"cidr\": {0}")]
+    Member(String),
+    #[error("field \"payload\": {0}")]
+    Payload(String),
 }
 
-impl Event {
+impl<M: Member> Event<M> {
     /// Read an event from a stream entry's fields.
-    pub fn from_fields(fields: &HashMap<String, Value>) -> Result<Event, EventError> {
+    pub fn from_fields(fields: &HashMap<String, Value>) -> Result<Event<M>, EventError> {
         let get = |name: &'static str| -> Result<String, EventError> {
             match fields.get(name) {
                 Some(v) => {
@@ -109,14 +113,7 @@ impl Event {
         };
         let cidr = match op {
             Op::Restore => None,
-            _ => {
-                let text = get("cidr")?;
-                let cidr = cidr::parse_net(&text)?;
-                if cidr.to_string() != text {
-                    return Err(EventError::NotCanonical(text));
-                }
-                Some(cidr)
-            }
+            _ => Some(M::parse(&get("cidr")?).map_err(EventError::Member)?),
         };
         let optional = |name: &'static str| -> Result<String, EventError> {
             match get(name) {
@@ -130,7 +127,22 @@ impl Event {
                 .parse()
                 .map_err(|_| EventError::NotANumber("created_at"))?,
         };
+        let payload = match op {
+            Op::Upsert => {
+                let text = optional("payload")?;
+                let json = match text.as_str() {
+                    "" => None,
+                    t => Some(
+                        serde_json::from_str::<serde_json::Value>(t)
+                            .map_err(|e| EventError::Payload(e.to_string()))?,
+                    ),
+                };
+                Some(M::payload(json.as_ref()).map_err(EventError::Payload)?)
+            }
+            _ => None,
+        };
         Ok(Event {
+            payload,
             epoch: get("epoch")?,
             seq: number("seq")?,
             op,
@@ -168,7 +180,7 @@ mod tests {
 
     #[test]
     fn a_well_formed_event_parses() {
-        let e = Event::from_fields(&fields(&GOOD)).unwrap();
+        let e = Event::<IpNet>::from_fields(&fields(&GOOD)).unwrap();
         assert_eq!(e.seq, 7);
         assert_eq!(e.op, Op::Upsert);
         assert_eq!(e.cidr.unwrap().to_string(), "203.0.113.0/24");
@@ -177,7 +189,7 @@ mod tests {
         assert_eq!(e.created_at, 0, "not in this event");
         let mut f = fields(&GOOD);
         f.insert("created_at".into(), Value::BulkString(b"1699".to_vec()));
-        assert_eq!(Event::from_fields(&f).unwrap().created_at, 1699);
+        assert_eq!(Event::<IpNet>::from_fields(&f).unwrap().created_at, 1699);
     }
 
     #[test]
@@ -185,7 +197,7 @@ mod tests {
         let mut f = fields(&GOOD);
         f.insert("op".into(), Value::BulkString(b"restore".to_vec()));
         f.insert("cidr".into(), Value::BulkString(Vec::new()));
-        let e = Event::from_fields(&f).unwrap();
+        let e = Event::<IpNet>::from_fields(&f).unwrap();
         assert_eq!((e.op, e.cidr), (Op::Restore, None));
     }
 
@@ -200,10 +212,10 @@ mod tests {
         ] {
             let mut f = fields(&GOOD);
             f.insert(k.into(), Value::BulkString(v.as_bytes().to_vec()));
-            assert!(Event::from_fields(&f).is_err(), "{k}={v}");
+            assert!(Event::<IpNet>::from_fields(&f).is_err(), "{k}={v}");
         }
         let mut f = fields(&GOOD);
         f.remove("epoch");
-        assert!(Event::from_fields(&f).is_err());
+        assert!(Event::<IpNet>::from_fields(&f).is_err());
     }
 }

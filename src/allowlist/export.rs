@@ -35,6 +35,8 @@ pub fn format_of(kind: ListKind) -> &'static str {
     match kind {
         ListKind::Allow => FORMAT,
         ListKind::Deny => DENY_FORMAT,
+        // Never restored into an IP list (nor the reverse).
+        ListKind::Override => "tollgate-overrides",
     }
 }
 pub const VERSION: u32 = 1;
@@ -232,6 +234,7 @@ impl<F: FnMut(Entry)> Reading<F> {
             created_at: e.created_at,
             actor: e.actor,
             exempt: e.exempt,
+            payload: (),
         });
     }
 }
@@ -306,6 +309,7 @@ mod tests {
                     created_at: 5,
                     actor: "cli".into(),
                     exempt: false,
+                    payload: (),
                 },
                 Entry {
                     cidr: "2001:db8::/48".parse().unwrap(),
@@ -314,6 +318,7 @@ mod tests {
                     created_at: 6,
                     actor: "admin-api".into(),
                     exempt: false,
+                    payload: (),
                 },
             ],
         }

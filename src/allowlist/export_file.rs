@@ -74,6 +74,7 @@ pub fn render(table: &Table, now_ms: u64, format: Format, kind: ListKind) -> Str
             let var = match kind {
                 ListKind::Allow => "allowed",
                 ListKind::Deny => "denied",
+                ListKind::Override => "overridden",
             };
             let _ = writeln!(out, "# tollgate follow: the live {kind}. Use it as");
             let _ = writeln!(

@@ -52,6 +52,7 @@ use tracing::Instrument;
 use super::details::{note_event, About, AboutMap};
 use super::event::{stream_entries, Event};
 use super::kind::ListKind;
+use super::member::{Member, MemberSet};
 use super::recovery;
 use super::redis_store::{RedisAllowlist, SNAPSHOT_PAGE};
 use super::snapshot_budget::PageBudget;
@@ -129,7 +130,7 @@ impl Pacing {
 
 /// Follow the allowlist in Redis until `stop`, keeping the state file (if
 /// any); returns at once for the embedded store.
-pub async fn run(list: Arc<Allowlist>, stop: CancellationToken) {
+pub async fn run<M: Member>(list: Arc<Allowlist<M>>, stop: CancellationToken) {
     let Some(redis) = list.redis() else { return };
     let follower = Follower {
         list: &list,
@@ -150,6 +151,10 @@ pub async fn run(list: Arc<Allowlist>, stop: CancellationToken) {
             tracing::info_span!("denylist_follower"),
             tracing::info_span!("denylist_state_file"),
         ),
+        ListKind::Override => (
+            tracing::info_span!("overrides_follower"),
+            tracing::info_span!("overrides_state_file"),
+        ),
     };
     tokio::join!(
         follower.run(&stop).instrument(follow_span),
@@ -169,11 +174,11 @@ enum Step {
     Tail { block: bool },
 }
 
-struct Follower<'a> {
-    list: &'a Allowlist,
-    redis: &'a RedisAllowlist,
+struct Follower<'a, M: Member> {
+    list: &'a Allowlist<M>,
+    redis: &'a RedisAllowlist<M>,
     /// The working copy; a clone is published after each change.
-    table: Table,
+    table: Table<M>,
     /// `table` reflects a known dataset (a snapshot, or the state file).
     known: bool,
     /// The table's clock was estimated from the state file and the node's
@@ -183,7 +188,7 @@ struct Follower<'a> {
     quick_resyncs: u32,
 }
 
-impl Follower<'_> {
+impl<M: Member> Follower<'_, M> {
     async fn run(mut self, stop: &CancellationToken) {
         let mut step = if self.known {
             // From the state file: resume the tail if nothing was missed.
@@ -299,9 +304,9 @@ impl Follower<'_> {
         status.set_birth(birth);
         // Redis read its clock somewhere in between; the midpoint errs by at most half the round trip.
         let clock = Clock::synced(pos.now_ms, before + (after - before) / 2);
-        let mut table = Table::new(pos.epoch, pos.seq, clock);
+        let mut table = Table::<M>::empty(pos.epoch, pos.seq, clock);
         table.last_id = pos.last_id;
-        let mut about = AboutMap::new();
+        let mut about = AboutMap::<M>::new();
         let mut pages = tokio::time::interval(Duration::from_secs_f64(
             1.0 / pacing.pages_per_second.max(1) as f64,
         ));
@@ -326,15 +331,12 @@ impl Follower<'_> {
             }
             status.contact();
             if cursor == 0 && next != 0 {
-                // HSCAN's order is random: the first page's mix of families stands for the list.
-                let v4 = page.iter().filter(|e| e.cidr.addr().is_ipv4()).count();
-                let share = |k: usize| (pos.entries as usize).saturating_mul(k) / page.len().max(1);
-                table.reserve(share(v4), share(page.len() - v4));
+                table.set.reserve(pos.entries as usize, &page);
                 about.reserve(pos.entries as usize);
             }
             for e in page {
-                table.insert(e.cidr, e.expires_at);
-                about.insert(e.cidr, About::of(&e));
+                about.insert(e.cidr.clone(), About::of(&e));
+                table.set.insert(e.cidr, e.expires_at, e.payload);
             }
             if next == 0 {
                 break;
@@ -399,8 +401,8 @@ impl Follower<'_> {
     async fn catch_up(
         &mut self,
         conn: &mut RedisConn,
-        table: &mut Table,
-        about: &mut AboutMap,
+        table: &mut Table<M>,
+        about: &mut AboutMap<M>,
     ) -> Result<Option<Step>, StoreError> {
         let (epoch, target): (Option<String>, Option<u64>) = redis::cmd("HMGET")
             .arg(&self.redis.keys().meta)
@@ -437,7 +439,7 @@ impl Follower<'_> {
                 return Ok(Some(Step::Snapshot(Reason::Gap)));
             }
             for entry in events {
-                let applied = match Event::from_fields(&entry.map) {
+                let applied = match Event::<M>::from_fields(&entry.map) {
                     Ok(ev) => {
                         let applied = table.apply(&ev);
                         if applied == Applied::Applied {
@@ -556,7 +558,7 @@ impl Follower<'_> {
         let mut changed = false;
         let mut next = Step::Tail { block: true };
         for entry in entries {
-            let outcome = match Event::from_fields(&entry.map) {
+            let outcome = match Event::<M>::from_fields(&entry.map) {
                 Ok(ev) => {
                     let applied = self.table.apply(&ev);
                     if applied == Applied::Applied {
@@ -617,7 +619,7 @@ fn stream_id(id: &str) -> Option<(u64, u64)> {
 }
 
 /// The follower's own connection. Its response timeout outlasts BLOCK.
-async fn connect(redis: &RedisAllowlist) -> Result<RedisConn, StoreError> {
+async fn connect<M: Member>(redis: &RedisAllowlist<M>) -> Result<RedisConn, StoreError> {
     let bound = BLOCK + Duration::from_secs(2);
     tokio::time::timeout(bound, redis.endpoint().connect(bound))
         .await

@@ -6,6 +6,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::cidr::{self, EntryError, NetError, PrefixFloor};
+use super::member::Member;
 use crate::config::AllowlistConfig;
 
 /// Longest note, in bytes.
@@ -15,8 +16,9 @@ pub const MAX_ACTOR_BYTES: usize = 64;
 
 /// A validated entry to add or refresh.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NewEntry {
-    pub cidr: IpNet,
+pub struct NewEntry<M: Member = IpNet> {
+    /// The member (a network; an override's rule and key).
+    pub cidr: M,
     /// 0: never expires (only with `allowlist.allow_permanent`).
     pub ttl_ms: u64,
     pub note: String,
@@ -27,6 +29,8 @@ pub struct NewEntry {
     pub new_epoch: bool,
     /// Never banned automatically (`--exempt`, `"exempt": true`); allowlist only.
     pub exempt: bool,
+    /// What the entry carries (`()` for the IP lists; an override's limits).
+    pub payload: M::Payload,
 }
 
 /// A problem with one input field; nothing was written.
@@ -76,6 +80,7 @@ pub fn new_entry(
         actor,
         new_epoch: false,
         exempt: false,
+        payload: (),
     })
 }
 

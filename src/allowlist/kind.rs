@@ -5,6 +5,11 @@
 //! stream (independent epochs, trims and restores: a deny write never
 //! resyncs an allowlist follower), their config section, admin API path,
 //! metric names and log words.
+//!
+//! `Override` is the third kind: the same machinery with another member
+//! (`member`: an exact (rule, key) pair with limits, not a network), under
+//! `{<prefix>:override}`, `[overrides]`, `/v1/overrides`. It is not among
+//! `ALL`, the IP lists (exports, `tollgate allow|deny`, `follow --list`).
 
 use std::fmt;
 
@@ -12,9 +17,11 @@ use std::fmt;
 pub enum ListKind {
     Allow,
     Deny,
+    Override,
 }
 
 impl ListKind {
+    /// The IP lists.
     pub const ALL: [ListKind; 2] = [ListKind::Allow, ListKind::Deny];
 
     /// The short word: hash tag, CLI command (`tollgate allow`, `tollgate
@@ -23,6 +30,7 @@ impl ListKind {
         match self {
             ListKind::Allow => "allow",
             ListKind::Deny => "deny",
+            ListKind::Override => "override",
         }
     }
 
@@ -32,6 +40,7 @@ impl ListKind {
         match self {
             ListKind::Allow => "allowlist",
             ListKind::Deny => "denylist",
+            ListKind::Override => "overrides",
         }
     }
 

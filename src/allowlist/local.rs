@@ -9,88 +9,92 @@ use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
 use super::expiry::live;
+use super::member::{Member, MemberSet};
 use super::table::{Clock, Table};
 use super::{new_epoch, Entry, Listing, NewEntry, Page, Stored};
 
-struct State {
-    entries: BTreeMap<IpNet, Entry>,
+struct State<M: Member> {
+    entries: BTreeMap<M, Entry<M>>,
     /// The published table's source; its clock is the store's clock.
-    table: Table,
+    table: Table<M>,
 }
 
-pub struct LocalAllowlist {
-    state: Mutex<State>,
+pub struct LocalAllowlist<M: Member> {
+    state: Mutex<State<M>>,
 }
 
-impl LocalAllowlist {
-    pub fn new() -> LocalAllowlist {
+impl<M: Member> LocalAllowlist<M> {
+    pub fn new() -> LocalAllowlist<M> {
         LocalAllowlist {
             state: Mutex::new(State {
                 entries: BTreeMap::new(),
-                table: Table::new(new_epoch(), 0, Clock::system()),
+                table: Table::empty(new_epoch(), 0, Clock::system()),
             }),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State<M>> {
         // A panic while holding the lock leaves consistent data: every change
         // below completes before anything can panic.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn table(&self) -> Table {
+    pub fn table(&self) -> Table<M> {
         self.lock().table.clone()
     }
 
-    pub fn upsert(&self, new: &NewEntry, publish: &ArcSwap<Table>) -> Stored {
+    pub fn upsert(&self, new: &NewEntry<M>, publish: &ArcSwap<Table<M>>) -> Stored<M> {
         let mut s = self.lock();
         let now = s.table.clock.now_ms();
         let expires_at = if new.ttl_ms == 0 { 0 } else { now + new.ttl_ms };
         let entry = Entry {
-            cidr: new.cidr,
+            cidr: new.cidr.clone(),
             expires_at,
             note: new.note.clone(),
             created_at: now,
             actor: new.actor.clone(),
             exempt: new.exempt,
+            payload: new.payload.clone(),
         };
-        s.entries.insert(new.cidr, entry.clone());
-        s.table.insert(new.cidr, expires_at);
+        s.entries.insert(new.cidr.clone(), entry.clone());
+        s.table
+            .set
+            .insert(new.cidr.clone(), expires_at, new.payload.clone());
         let seq = s.commit(publish);
         Stored { entry, seq }
     }
 
-    pub fn remove(&self, cidr: &IpNet, _actor: &str, publish: &ArcSwap<Table>) -> Option<u64> {
+    pub fn remove(&self, cidr: &M, _actor: &str, publish: &ArcSwap<Table<M>>) -> Option<u64> {
         let mut s = self.lock();
         s.entries.remove(cidr)?;
-        s.table.remove(cidr);
+        s.table.set.remove(cidr);
         Some(s.commit(publish))
     }
 
     /// Drop every entry as a new epoch (`allow clear`); how many there were.
-    pub fn clear(&self, _actor: &str, publish: &ArcSwap<Table>) -> u64 {
+    pub fn clear(&self, _actor: &str, publish: &ArcSwap<Table<M>>) -> u64 {
         let mut s = self.lock();
         let held = s.entries.len() as u64;
         s.entries.clear();
         let clock = s.table.clock;
-        s.table = Table::new(new_epoch(), 0, clock);
+        s.table = Table::empty(new_epoch(), 0, clock);
         s.commit(publish);
         held
     }
 
     /// Expire every due entry (one `seq` each, like the reap script).
-    pub fn reap(&self, publish: &ArcSwap<Table>) -> usize {
+    pub fn reap(&self, publish: &ArcSwap<Table<M>>) -> usize {
         let mut s = self.lock();
         let now = s.table.clock.now_ms();
-        let due: Vec<IpNet> = s
+        let due: Vec<M> = s
             .entries
             .values()
             .filter(|e| !live(e.expires_at, now))
-            .map(|e| e.cidr)
+            .map(|e| e.cidr.clone())
             .collect();
         for cidr in &due {
             s.entries.remove(cidr);
-            s.table.remove(cidr);
+            s.table.set.remove(cidr);
             s.table.seq += 1;
         }
         if !due.is_empty() {
@@ -99,12 +103,7 @@ impl LocalAllowlist {
         due.len()
     }
 
-    /// Whether the entry of exactly `cidr` is exempt.
-    pub fn exempt(&self, cidr: &IpNet) -> bool {
-        self.lock().entries.get(cidr).is_some_and(|e| e.exempt)
-    }
-
-    pub fn listing(&self) -> Listing {
+    pub fn listing(&self) -> Listing<M> {
         let s = self.lock();
         let now = s.table.clock.now_ms();
         Listing {
@@ -121,11 +120,11 @@ impl LocalAllowlist {
     }
 }
 
-impl LocalAllowlist {
+impl<M: Member> LocalAllowlist<M> {
     /// Entries `cursor..cursor + count` of the sorted listing; the next cursor (0: done).
-    pub fn page(&self, cursor: u64, count: usize) -> Page {
+    pub fn page(&self, cursor: u64, count: usize) -> Page<M> {
         let mut l = self.listing();
-        l.entries.sort_by_key(|e| e.cidr);
+        l.entries.sort_by(|a, b| a.cidr.cmp(&b.cidr));
         let start = (cursor as usize).min(l.entries.len());
         let end = (start + count).min(l.entries.len());
         Page {
@@ -142,9 +141,16 @@ impl LocalAllowlist {
     }
 }
 
-impl State {
+impl LocalAllowlist<IpNet> {
+    /// Whether the entry of exactly `cidr` is exempt.
+    pub fn exempt(&self, cidr: &IpNet) -> bool {
+        self.lock().entries.get(cidr).is_some_and(|e| e.exempt)
+    }
+}
+
+impl<M: Member> State<M> {
     /// One more change: the next `seq`, and the table handlers see.
-    fn commit(&mut self, publish: &ArcSwap<Table>) -> u64 {
+    fn commit(&mut self, publish: &ArcSwap<Table<M>>) -> u64 {
         self.table.seq += 1;
         publish.store(std::sync::Arc::new(self.table.clone()));
         self.table.seq

@@ -12,18 +12,20 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::kind::ListKind;
+use super::member::Member;
 use super::Allowlist;
 
 /// Reap every `every` until `stop`.
-pub async fn run(list: Arc<Allowlist>, every: Duration, stop: CancellationToken) {
+pub async fn run<M: Member>(list: Arc<Allowlist<M>>, every: Duration, stop: CancellationToken) {
     let span = match list.kind() {
         ListKind::Allow => tracing::info_span!("allowlist_reaper"),
         ListKind::Deny => tracing::info_span!("denylist_reaper"),
+        ListKind::Override => tracing::info_span!("overrides_reaper"),
     };
     reap_loop(list, every, stop).instrument(span).await
 }
 
-async fn reap_loop(list: Arc<Allowlist>, every: Duration, stop: CancellationToken) {
+async fn reap_loop<M: Member>(list: Arc<Allowlist<M>>, every: Duration, stop: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut failing = false;

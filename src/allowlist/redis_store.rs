@@ -19,6 +19,7 @@ use redis::streams::StreamReadReply;
 
 use super::event::{stream_entries, Event, Op};
 use super::kind::ListKind;
+use super::member::Member;
 use super::recovery::{Born, LostList, Over, WriteError};
 
 mod ban;
@@ -139,9 +140,12 @@ struct StoredJson {
     /// Written only when true (`lua/list_upsert.lua`).
     #[serde(default)]
     exempt: bool,
+    /// An override's limits (the IP lists' entries have none).
+    #[serde(default)]
+    payload: Option<serde_json::Value>,
 }
 
-pub struct RedisAllowlist {
+pub struct RedisAllowlist<M: Member = IpNet> {
     /// The writers' shared connection (admin API, CLI, reaper), made on first
     /// use. After a Sentinel failover it is dropped, so the next write asks
     /// the sentinels for the new master.
@@ -149,6 +153,7 @@ pub struct RedisAllowlist {
     keys: AllowKeys,
     /// Which list these keys hold (for the words of a refused write).
     kind: ListKind,
+    member: std::marker::PhantomData<fn() -> M>,
 }
 
 impl RedisAllowlist {
@@ -156,13 +161,16 @@ impl RedisAllowlist {
     pub fn new(endpoint: Endpoint, keys: AllowKeys) -> Self {
         Self::of(endpoint, keys, ListKind::Allow)
     }
+}
 
+impl<M: Member> RedisAllowlist<M> {
     /// The list of `kind` in `keys` (`KeySpace::list(kind.tag())`).
     pub fn of(endpoint: Endpoint, keys: AllowKeys, kind: ListKind) -> Self {
         RedisAllowlist {
             conn: SharedConn::new(endpoint, WRITE_TIMEOUT),
             keys,
             kind,
+            member: std::marker::PhantomData,
         }
     }
 
@@ -221,7 +229,7 @@ impl RedisAllowlist {
         }
     }
 
-    pub async fn upsert(&self, new: &NewEntry) -> Result<Stored, WriteError> {
+    pub async fn upsert(&self, new: &NewEntry<M>) -> Result<Stored<M>, WriteError> {
         let mut inv = self.invocation(&scripts().upsert);
         inv.key(&self.keys.lost)
             .arg(new.cidr.to_string())
@@ -232,25 +240,28 @@ impl RedisAllowlist {
             .arg(EVENT_RETENTION_MS)
             .arg(EVENT_CAP)
             .arg(if new.new_epoch { "1" } else { "0" })
-            .arg(if new.exempt { "1" } else { "0" });
+            .arg(if new.exempt { "1" } else { "0" })
+            // The script passes it through as text ("": none).
+            .arg(M::payload_json(&new.payload).map_or_else(String::new, |v| v.to_string()));
         let reply = self.write(&inv).await?;
         let [seq, expires_at, created_at, _epoch] = reply.as_slice() else {
             return Err(unexpected("allow_upsert", &reply).into());
         };
         Ok(Stored {
             entry: Entry {
-                cidr: new.cidr,
+                cidr: new.cidr.clone(),
                 expires_at: number(expires_at)?,
                 note: new.note.clone(),
                 created_at: number(created_at)?,
                 actor: new.actor.clone(),
                 exempt: new.exempt,
+                payload: new.payload.clone(),
             },
             seq: number(seq)?,
         })
     }
 
-    pub async fn remove(&self, cidr: &IpNet, actor: &str) -> Result<Option<u64>, WriteError> {
+    pub async fn remove(&self, cidr: &M, actor: &str) -> Result<Option<u64>, WriteError> {
         let mut inv = self.invocation(&scripts().remove);
         inv.key(&self.keys.lost)
             .arg(cidr.to_string())
@@ -293,7 +304,7 @@ impl RedisAllowlist {
     /// `lua/allow_restore.lua`). Entries must be canonical and distinct.
     pub async fn restore(
         &self,
-        entries: &[Entry],
+        entries: &[Entry<M>],
         actor: &str,
         born: &Born,
     ) -> Result<Restored, StoreError> {
@@ -319,7 +330,7 @@ impl RedisAllowlist {
     }
 
     /// Stage some entries (at most `RESTORE_CHUNK` per call).
-    pub async fn stage(&self, staging: &mut Staging, chunk: &[Entry]) -> Result<(), StoreError> {
+    pub async fn stage(&self, staging: &mut Staging, chunk: &[Entry<M>]) -> Result<(), StoreError> {
         let mut inv = scripts().restore_stage.prepare_invoke();
         inv.key(&staging.keys[0])
             .key(&staging.keys[1])
@@ -403,7 +414,7 @@ impl RedisAllowlist {
 
 // === paged reads: bounded Redis time per call at any list size ===
 
-impl RedisAllowlist {
+impl<M: Member> RedisAllowlist<M> {
     /// Where a paged snapshot starts: one O(1) script.
     pub async fn position<C: ConnectionLike>(&self, conn: &mut C) -> Result<Position, StoreError> {
         let mut inv = scripts().snapshot_begin.prepare_invoke();
@@ -451,17 +462,17 @@ impl RedisAllowlist {
     /// paging read again, with `seq`, in one atomic step (README, "IP
     /// allowlist", has the argument). Fails if a restore or a trim got in the
     /// way, or if writes never paused for `LISTING_ROUNDS` rounds.
-    pub async fn listing(&self) -> Result<Listing, StoreError> {
+    pub async fn listing(&self) -> Result<Listing<M>, StoreError> {
         let mut conn = self.writer().await?;
         let pos = self.position(&mut conn).await?;
-        let mut entries: BTreeMap<IpNet, Entry> = BTreeMap::new();
+        let mut entries: BTreeMap<M, Entry<M>> = BTreeMap::new();
         let mut cursor = 0;
         loop {
             let (next, pairs) = self.scan(&mut conn, cursor, SNAPSHOT_PAGE).await?;
             for (cidr, json) in pairs {
-                match parse_entry(&cidr, &json) {
+                match parse_entry::<M>(&cidr, &json) {
                     Ok(e) => {
-                        entries.insert(e.cidr, e);
+                        entries.insert(e.cidr.clone(), e);
                     }
                     Err(e) => {
                         tracing::warn!(%cidr, error = %e, "skipping an unreadable allowlist entry")
@@ -492,7 +503,7 @@ impl RedisAllowlist {
                     break;
                 }
                 for id in ids {
-                    let ev = Event::from_fields(&id.map)
+                    let ev = Event::<M>::from_fields(&id.map)
                         .map_err(|e| StoreError::Reply(e.to_string()))?;
                     if ev.op == Op::Restore || (!pos.epoch.is_empty() && ev.epoch != pos.epoch) {
                         return Err(StoreError::Changed(
@@ -540,8 +551,7 @@ impl RedisAllowlist {
                 let values: Vec<Option<String>> =
                     redis::from_redis_value_ref(values).map_err(bad_reply)?;
                 for (cidr, json) in touched.iter().zip(values) {
-                    let net = super::cidr::parse_net(cidr)
-                        .map_err(|e| StoreError::Reply(e.to_string()))?;
+                    let net = M::parse(cidr).map_err(StoreError::Reply)?;
                     match json.map(|j| parse_entry(cidr, &j)) {
                         Some(Ok(e)) => {
                             entries.insert(net, e);
@@ -574,7 +584,7 @@ impl RedisAllowlist {
         &self,
         conn: &mut C,
         cursor: u64,
-    ) -> Result<(u64, Vec<Entry>), StoreError> {
+    ) -> Result<(u64, Vec<Entry<M>>), StoreError> {
         let (next, pairs) = self.scan(conn, cursor, SNAPSHOT_PAGE).await?;
         let mut out = Vec::with_capacity(pairs.len());
         for (cidr, json) in pairs {
@@ -591,7 +601,7 @@ impl RedisAllowlist {
 
     /// One page of live entries for the admin API and `tollgate allow list`,
     /// sorted within the page, with Redis time and the next cursor (0: done).
-    pub async fn list_page(&self, cursor: u64, count: usize) -> Result<Page, StoreError> {
+    pub async fn list_page(&self, cursor: u64, count: usize) -> Result<Page<M>, StoreError> {
         let mut conn = self.writer().await?;
         let ((s, us), (epoch, seq)): ((u64, u64), (Option<String>, Option<u64>)) = redis::pipe()
             .atomic()
@@ -604,13 +614,13 @@ impl RedisAllowlist {
             .map_err(|e| self.failed(e))?;
         let now_ms = s * 1000 + us / 1000;
         let (next, pairs) = self.scan(&mut conn, cursor, count).await?;
-        let mut entries: Vec<Entry> = pairs
+        let mut entries: Vec<Entry<M>> = pairs
             .iter()
             .filter_map(|(cidr, json)| parse_entry(cidr, json).ok())
             .filter(|e| super::expiry::live(e.expires_at, now_ms))
             .collect();
-        entries.sort_by_key(|e| e.cidr);
-        entries.dedup_by_key(|e| e.cidr);
+        entries.sort_by(|a, b| a.cidr.cmp(&b.cidr));
+        entries.dedup_by(|a, b| a.cidr == b.cidr);
         Ok(Page {
             epoch: epoch.unwrap_or_default(),
             seq: seq.unwrap_or(0),
@@ -620,6 +630,27 @@ impl RedisAllowlist {
         })
     }
 
+    /// One live entry by its exact member, and Redis time: one HGET.
+    pub async fn get(&self, member: &M) -> Result<(Option<Entry<M>>, u64), StoreError> {
+        let mut conn = self.writer().await?;
+        let ((s, us), json): ((u64, u64), Option<String>) = redis::pipe()
+            .atomic()
+            .cmd("TIME")
+            .cmd("HGET")
+            .arg(&self.keys.entries)
+            .arg(member.to_string())
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.failed(e))?;
+        let now_ms = s * 1000 + us / 1000;
+        let found = json
+            .and_then(|j| parse_entry::<M>(&member.to_string(), &j).ok())
+            .filter(|e| super::expiry::live(e.expires_at, now_ms));
+        Ok((found, now_ms))
+    }
+}
+
+impl RedisAllowlist {
     /// The longest live entry holding `ip`: one HMGET of every network that
     /// could hold it (33 for IPv4, 129 for IPv6), never the whole list.
     pub async fn lookup(&self, ip: std::net::IpAddr) -> Result<(Option<Entry>, u64), StoreError> {
@@ -641,7 +672,7 @@ impl RedisAllowlist {
             .map_err(|e| self.failed(e))?;
         let now_ms = s * 1000 + us / 1000;
         let found = nets.iter().zip(jsons).find_map(|(net, json)| {
-            let e = parse_entry(&net.to_string(), &json?).ok()?;
+            let e = parse_entry::<IpNet>(&net.to_string(), &json?).ok()?;
             super::expiry::live(e.expires_at, now_ms).then_some(e)
         });
         Ok((found, now_ms))
@@ -651,13 +682,13 @@ impl RedisAllowlist {
 /// One page of a listing. Pages are not one snapshot: an entry changed
 /// between two pages shows as it was when its page was read.
 #[derive(Clone, Debug)]
-pub struct Page {
+pub struct Page<M: Member = IpNet> {
     /// The dataset and its `seq` when the page was read.
     pub epoch: String,
     pub seq: u64,
     /// Redis time of the page; `expires_at - now_ms` is what remains.
     pub now_ms: u64,
-    pub entries: Vec<Entry>,
+    pub entries: Vec<Entry<M>>,
     /// Where the next page starts; 0 when this was the last.
     pub cursor: u64,
 }
@@ -666,14 +697,14 @@ pub struct Page {
 /// hash has one).
 #[derive(Debug, thiserror::Error)]
 enum StoredEntryError {
-    #[error(transparent)]
-    Cidr(#[from] super::cidr::NetError),
+    #[error("{0}")]
+    Member(String),
     #[error(transparent)]
     Json(#[from] serde_json::Error),
 }
 
-fn parse_entry(cidr: &str, json: &str) -> Result<Entry, StoredEntryError> {
-    let net = super::cidr::parse_net(cidr)?;
+fn parse_entry<M: Member>(cidr: &str, json: &str) -> Result<Entry<M>, StoredEntryError> {
+    let net = M::parse(cidr).map_err(StoredEntryError::Member)?;
     let j: StoredJson = serde_json::from_str(json)?;
     Ok(Entry {
         cidr: net,
@@ -682,6 +713,7 @@ fn parse_entry(cidr: &str, json: &str) -> Result<Entry, StoredEntryError> {
         created_at: j.created_at,
         actor: j.actor,
         exempt: j.exempt,
+        payload: M::payload(j.payload.as_ref()).map_err(StoredEntryError::Member)?,
     })
 }
 

@@ -56,7 +56,7 @@ fn script() -> &'static Script {
     SCRIPT.get_or_init(|| Script::new(include_str!("../../lua/allow_snapshot_take.lua")))
 }
 
-impl RedisAllowlist {
+impl<M: super::member::Member> RedisAllowlist<M> {
     /// Take one snapshot page from the fleet's budget: `None`, page now;
     /// `Some(wait)`, the budget of this window is spent: ask again after `wait`.
     pub async fn take_snapshot_page<C: ConnectionLike>(

@@ -25,10 +25,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::cidr;
 use super::details::{About, AboutMap, Details};
 use super::expiry::live;
 use super::kind::ListKind;
+use super::member::{Member, MemberSet};
 use super::table::{Clock, Table};
 use super::Allowlist;
 
@@ -53,11 +53,15 @@ struct Saved {
 }
 
 /// `[cidr, expires_at, note, actor, created_at]`, with `true` after it for
-/// an exempt entry; or an earlier version's `[cidr, expires_at]`.
+/// an exempt allowlist entry; an entry with a payload (an override's limits)
+/// adds it instead: `[member, expires_at, note, actor, created_at, payload]`;
+/// or an earlier version's `[cidr, expires_at]`. (Untagged: tried in order,
+/// so a sixth element `true` is the exempt flag; a payload is never a bool.)
 #[derive(Serialize, Deserialize)]
 #[serde(untagged)]
 enum SavedEntry {
     Exempt(String, u64, String, String, u64, bool),
+    WithPayload(String, u64, String, String, u64, serde_json::Value),
     Full(String, u64, String, String, u64),
     Short(String, u64),
 }
@@ -70,7 +74,7 @@ fn system_ms() -> u64 {
 
 /// The table kept in `path`, with expired entries dropped; `None` (logged)
 /// when there is none or it cannot be used.
-pub fn load(path: &Path, kind: ListKind) -> Option<(Table, AboutMap)> {
+pub fn load<M: Member>(path: &Path, kind: ListKind) -> Option<(Table<M>, AboutMap<M>)> {
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -107,11 +111,11 @@ enum StateFileError {
     Json(#[from] serde_json::Error),
     #[error("format {format:?} version {version}, expected {FORMAT:?} version {VERSION}")]
     Format { format: String, version: u32 },
-    #[error(transparent)]
-    Cidr(#[from] cidr::NetError),
+    #[error("{0}")]
+    Member(String),
 }
 
-fn parse(text: &str) -> Result<(Table, AboutMap), StateFileError> {
+fn parse<M: Member>(text: &str) -> Result<(Table<M>, AboutMap<M>), StateFileError> {
     let saved: Saved = serde_json::from_str(text)?;
     if saved.format != FORMAT || saved.version != VERSION {
         return Err(StateFileError::Format {
@@ -123,38 +127,41 @@ fn parse(text: &str) -> Result<(Table, AboutMap), StateFileError> {
     let offset = saved.redis_ms as i128 - saved.system_ms as i128;
     let now = (system_ms() as i128 + offset).max(0) as u64;
     let clock = Clock::synced(now, Instant::now());
-    let mut table = Table::new(saved.epoch, saved.seq, clock);
+    let mut table = Table::<M>::empty(saved.epoch, saved.seq, clock);
     table.last_id = saved.last_id;
     let mut details = AboutMap::new();
     for entry in saved.entries {
-        let (text, expires_at, about) = match entry {
-            SavedEntry::Full(text, exp, note, actor, created_at) => {
-                (text, exp, about(note, actor, created_at, false))
+        let (text, expires_at, note, actor, created_at, exempt, payload) = match entry {
+            SavedEntry::Exempt(text, exp, note, actor, at, exempt) => {
+                (text, exp, note, actor, at, exempt, None)
             }
-            SavedEntry::Exempt(text, exp, note, actor, created_at, exempt) => {
-                (text, exp, about(note, actor, created_at, exempt))
+            SavedEntry::WithPayload(text, exp, note, actor, at, payload) => {
+                (text, exp, note, actor, at, false, Some(payload))
             }
-            SavedEntry::Short(text, exp) => (text, exp, About::default()),
+            SavedEntry::Full(text, exp, note, actor, at) => {
+                (text, exp, note, actor, at, false, None)
+            }
+            SavedEntry::Short(text, exp) => {
+                (text, exp, String::new(), String::new(), 0, false, None)
+            }
         };
-        let net = cidr::parse_net(&text)?;
+        let about = About {
+            note,
+            actor,
+            created_at,
+            exempt,
+        };
+        let member = M::parse(&text).map_err(StateFileError::Member)?;
+        let payload = M::payload(payload.as_ref()).map_err(StateFileError::Member)?;
         if live(expires_at, now) {
-            table.insert(net, expires_at);
-            details.insert(net, about);
+            details.insert(member.clone(), about);
+            table.set.insert(member, expires_at, payload);
         }
     }
     Ok((table, details))
 }
 
-fn about(note: String, actor: String, created_at: u64, exempt: bool) -> About {
-    About {
-        note,
-        actor,
-        created_at,
-        exempt,
-    }
-}
-
-fn render(table: &Table, details: &Details) -> String {
+fn render<M: Member>(table: &Table<M>, details: &Details<M>) -> String {
     let redis_ms = table.clock.now_ms();
     let saved = Saved {
         format: FORMAT.into(),
@@ -167,22 +174,18 @@ fn render(table: &Table, details: &Details) -> String {
         entries: details
             .entries_of(table, redis_ms)
             .into_iter()
-            .map(|e| match e.exempt {
-                true => SavedEntry::Exempt(
-                    e.cidr.to_string(),
-                    e.expires_at,
-                    e.note,
-                    e.actor,
-                    e.created_at,
-                    true,
-                ),
-                false => SavedEntry::Full(
-                    e.cidr.to_string(),
-                    e.expires_at,
-                    e.note,
-                    e.actor,
-                    e.created_at,
-                ),
+            .map(|e| {
+                let payload = M::payload_json(&e.payload);
+                let (member, exp) = (e.cidr.to_string(), e.expires_at);
+                match (payload, e.exempt) {
+                    (Some(p), _) => {
+                        SavedEntry::WithPayload(member, exp, e.note, e.actor, e.created_at, p)
+                    }
+                    (None, true) => {
+                        SavedEntry::Exempt(member, exp, e.note, e.actor, e.created_at, true)
+                    }
+                    (None, false) => SavedEntry::Full(member, exp, e.note, e.actor, e.created_at),
+                }
             })
             .collect(),
     };
@@ -223,7 +226,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Keep the state file equal to the published table until `stop`; a last
 /// write on the way out. Nothing is written before the table is synced.
-pub async fn keep(list: Arc<Allowlist>, stop: CancellationToken) {
+pub async fn keep<M: Member>(list: Arc<Allowlist<M>>, stop: CancellationToken) {
     let Some(path) = list.state_file().map(Path::to_path_buf) else {
         return;
     };
@@ -253,7 +256,7 @@ pub async fn keep(list: Arc<Allowlist>, stop: CancellationToken) {
     }
 }
 
-async fn save(list: &Allowlist, path: &Path, failing: &mut bool) {
+async fn save<M: Member>(list: &Allowlist<M>, path: &Path, failing: &mut bool) {
     if !list.is_synced() {
         return;
     }
@@ -298,7 +301,7 @@ mod tests {
         };
         about.insert("203.0.113.0/24".parse().unwrap(), office.clone());
         let text = render(&t, &Details::new(about));
-        let (back, details) = parse(&text).unwrap();
+        let (back, details) = parse::<ipnet::IpNet>(&text).unwrap();
         assert_eq!(details[&"203.0.113.0/24".parse().unwrap()], office);
         assert_eq!((back.epoch.as_str(), back.seq), ("e1", 7));
         assert_eq!(back.last_id, "1700000000000-3");
@@ -314,18 +317,22 @@ mod tests {
                 }
             }
         }
-        let (back, _) = parse(&serde_json::to_string(&saved).unwrap()).unwrap();
+        let (back, _) = parse::<ipnet::IpNet>(&serde_json::to_string(&saved).unwrap()).unwrap();
         let kept: Vec<String> = back.entries().map(|(n, _)| n.to_string()).collect();
         assert_eq!(kept, ["203.0.113.0/24", "2001:db8::/48"]);
     }
 
     #[test]
     fn a_foreign_or_broken_file_is_refused() {
-        assert!(parse("{}").is_err());
-        assert!(parse("not json").is_err());
+        assert!(parse::<ipnet::IpNet>("{}").is_err());
+        assert!(parse::<ipnet::IpNet>("not json").is_err());
         let t = Table::new("e".into(), 1, Clock::system());
         let other = render(&t, &Details::default()).replace(FORMAT, "something-else");
-        assert!(parse(&other).err().unwrap().to_string().contains("format"));
+        assert!(parse::<ipnet::IpNet>(&other)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("format"));
     }
 
     #[test]
@@ -334,7 +341,7 @@ mod tests {
             r#"{{"format":"{FORMAT}","version":1,"epoch":"e","seq":1,"last_id":"0-0",
                "redis_ms":1,"system_ms":1,"entries":[["203.0.113.0/24",0]]}}"#
         );
-        let (t, details) = parse(&text).unwrap();
+        let (t, details) = parse::<ipnet::IpNet>(&text).unwrap();
         assert_eq!(t.len(), 1);
         assert_eq!(
             details[&"203.0.113.0/24".parse().unwrap()],

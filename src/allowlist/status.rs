@@ -20,6 +20,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::TypedMetric;
 use prometheus_client::registry::Registry;
 
+use super::kind::ListKind;
+use super::member::Member;
 use super::redis_store::Birth;
 use super::Allowlist;
 
@@ -202,7 +204,7 @@ impl Status {
 
 /// The freshness as one word: `in_process` (embedded store), `stale`
 /// (Redis unreachable), `source_lost` (Redis holds no allowlist) or `in_sync`.
-pub fn freshness(list: &Allowlist) -> &'static str {
+pub fn freshness<M: Member>(list: &Allowlist<M>) -> &'static str {
     let status = list.status();
     if list.is_local() {
         "in_process"
@@ -216,7 +218,7 @@ pub fn freshness(list: &Allowlist) -> &'static str {
 }
 
 /// `/readyz`'s words for the allowlist: `in sync`, `stale (…)` or `source_lost (…)`.
-pub fn describe(list: &Allowlist) -> String {
+pub fn describe<M: Member>(list: &Allowlist<M>) -> String {
     let status = list.status();
     let table = list.table();
     let age = match status.sync_age() {
@@ -252,7 +254,7 @@ pub fn describe(list: &Allowlist) -> String {
 /// "restored_from": {"node", "epoch", "seq"}}` (`how`: `write`, `new_epoch`,
 /// `restore`, `clear`, `fleet`; empty before a snapshot or for an epoch
 /// written before this was recorded; `restored_from` only for `fleet`).
-pub fn birth_json(list: &Allowlist) -> serde_json::Value {
+pub fn birth_json<M: Member>(list: &Allowlist<M>) -> serde_json::Value {
     let birth = list.status().birth();
     serde_json::json!({
         "how": birth.born,
@@ -270,7 +272,7 @@ pub struct ListLabels {
 
 /// `tollgate_list_apply_lag_seconds{list}`: one family for every list (a
 /// benchmark reads propagation from it on every node; operators alert on it).
-pub fn register_apply_lag(lists: &[&Arc<Allowlist>], registry: &mut Registry) {
+pub fn register_apply_lag(lists: &[(ListKind, &Status)], registry: &mut Registry) {
     // 0.5 ms .. 10 s: a followed event lands in milliseconds; a node that
     // was away replays seconds-old ones. The lag is whole milliseconds (a
     // stream id's time and the node's clock are both ms), so a bound at each
@@ -283,13 +285,11 @@ pub fn register_apply_lag(lists: &[&Arc<Allowlist>], registry: &mut Registry) {
             10.0,
         ])
     });
-    for list in lists {
+    for (kind, status) in lists {
         let h = family
-            .get_or_create(&ListLabels {
-                list: list.kind().tag(),
-            })
+            .get_or_create(&ListLabels { list: kind.tag() })
             .clone();
-        list.status().set_apply_lag(h);
+        status.set_apply_lag(h);
     }
     registry.register(
         "list_apply_lag_seconds",
@@ -300,7 +300,7 @@ pub fn register_apply_lag(lists: &[&Arc<Allowlist>], registry: &mut Registry) {
 
 /// Registers a list's metrics (`tollgate_allowlist_*`, `tollgate_denylist_*`);
 /// gauges are read at each scrape.
-pub fn register(list: &Arc<Allowlist>, registry: &mut Registry) {
+pub fn register<M: Member>(list: &Arc<Allowlist<M>>, registry: &mut Registry) {
     let status = list.status();
     let noun = list.kind().noun();
     let name = |n: &str| format!("{noun}_{n}");
@@ -333,15 +333,15 @@ pub fn register(list: &Arc<Allowlist>, registry: &mut Registry) {
 }
 
 /// The clock-dependent gauges.
-struct Gauges(Arc<Allowlist>);
+struct Gauges<M: Member>(Arc<Allowlist<M>>);
 
-impl fmt::Debug for Gauges {
+impl<M: Member> fmt::Debug for Gauges<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("allowlist gauges")
     }
 }
 
-impl Collector for Gauges {
+impl<M: Member> Collector for Gauges<M> {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let list = &self.0;
         let status = list.status();

@@ -7,6 +7,7 @@
 
 use serde::Serialize;
 
+use super::member::Member;
 use super::Entry;
 
 /// An entry's JSON as `allow_upsert.lua` writes it: `expires_at` first
@@ -21,10 +22,13 @@ struct StoredOut<'a> {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     exempt: bool,
     ver: u32,
+    /// An override's limits; absent for the IP lists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<serde_json::Value>,
 }
 
 /// The JSON a restore stages for `e`.
-pub(super) fn entry_json(e: &Entry) -> String {
+pub(super) fn entry_json<M: Member>(e: &Entry<M>) -> String {
     serde_json::to_string(&StoredOut {
         expires_at: e.expires_at,
         note: &e.note,
@@ -32,6 +36,7 @@ pub(super) fn entry_json(e: &Entry) -> String {
         actor: &e.actor,
         exempt: e.exempt,
         ver: 1,
+        payload: M::payload_json(&e.payload),
     })
     .expect("plain fields always serialise")
 }
@@ -42,13 +47,14 @@ mod tests {
 
     #[test]
     fn a_restored_entry_is_written_expiry_first_like_upsert_writes_it() {
-        let e = Entry {
+        let e: Entry = Entry {
             cidr: "203.0.113.7/32".parse().unwrap(),
             expires_at: 1_700_086_400_123,
             note: "alice \"quoted\"".into(),
             created_at: 1_700_000_000_123,
             actor: "cli".into(),
             exempt: false,
+            payload: (),
         };
         let json = entry_json(&e);
         assert_eq!(

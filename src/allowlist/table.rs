@@ -1,5 +1,6 @@
-//! A node's allowlist: longest-prefix tables for IPv4 and IPv6, the position
-//! in the event sequence they reflect, and a clock in Redis time.
+//! A node's copy of a list: its member set (for the IP lists, longest-prefix
+//! tables for IPv4 and IPv6: `Networks`), the position in the event sequence
+//! it reflects, and a clock in Redis time.
 //!
 //! Request handlers read a `Table` through `ArcSwap` (see `Allowlist`), so a
 //! lookup never waits on a lock or on Redis. The owner (the follower, or the
@@ -14,6 +15,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use super::event::{Event, Op};
 use super::expiry::{live, ExpiresAt};
 use super::family::Family;
+use super::member::{Member, MemberSet};
 use super::status::Reason;
 use super::Entry;
 
@@ -56,45 +58,15 @@ pub enum Applied {
     Resync(Reason),
 }
 
-#[derive(Clone)]
-pub struct Table {
+/// The IP lists' member set: a longest-prefix map per family.
+#[derive(Clone, Default)]
+pub struct Networks {
     v4: Family<u32>,
     v6: Family<u128>,
-    /// The dataset these entries belong to; empty before its first write.
-    pub epoch: String,
-    /// The last event applied (0: none).
-    pub seq: u64,
-    /// Stream id of the last event read (`0-0`: none); a follower tails from here.
-    pub last_id: String,
-    pub clock: Clock,
 }
 
-impl Table {
-    pub fn new(epoch: String, seq: u64, clock: Clock) -> Table {
-        Table {
-            v4: Family::default(),
-            v6: Family::default(),
-            epoch,
-            seq,
-            last_id: "0-0".into(),
-            clock,
-        }
-    }
-
-    pub fn from_entries<'a>(
-        epoch: String,
-        seq: u64,
-        clock: Clock,
-        entries: impl IntoIterator<Item = &'a Entry>,
-    ) -> Table {
-        let mut t = Table::new(epoch, seq, clock);
-        for e in entries {
-            t.insert(e.cidr, e.expires_at);
-        }
-        t
-    }
-
-    pub fn insert(&mut self, net: IpNet, expires_at: ExpiresAt) {
+impl MemberSet<IpNet> for Networks {
+    fn insert(&mut self, net: IpNet, expires_at: ExpiresAt, _: ()) {
         match net {
             IpNet::V4(n) => self
                 .v4
@@ -105,87 +77,132 @@ impl Table {
         }
     }
 
-    /// Size an empty table for about this many IPv4 and IPv6 networks.
-    pub fn reserve(&mut self, v4: usize, v6: usize) {
-        self.v4.reserve(v4);
-        self.v6.reserve(v6);
-    }
-
-    pub fn remove(&mut self, net: &IpNet) {
+    fn remove(&mut self, net: &IpNet) {
         match net {
             IpNet::V4(n) => self.v4.remove(n.network().into(), n.prefix_len()),
             IpNet::V6(n) => self.v6.remove(n.network().into(), n.prefix_len()),
         }
     }
 
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.v4.len() + self.v6.len()
+    }
+
+    /// IPv4 first; unordered within a family (`live_entries` sorts).
+    fn iter(&self) -> Box<dyn Iterator<Item = (IpNet, ExpiresAt, ())> + '_> {
+        let v4 = self.v4.iter().map(|(bits, len, e)| {
+            (
+                IpNet::V4(Ipv4Net::new(bits.into(), len).expect("stored length is valid")),
+                e,
+                (),
+            )
+        });
+        Box::new(v4.chain(self.v6.iter().map(|(bits, len, e)| {
+            (
+                IpNet::V6(Ipv6Net::new(bits.into(), len).expect("stored length is valid")),
+                e,
+                (),
+            )
+        })))
+    }
+
+    fn reserve(&mut self, total: usize, sample: &[Entry]) {
+        // HSCAN's order is random: the first page's mix of families stands for the list.
+        let v4 = sample.iter().filter(|e| e.cidr.addr().is_ipv4()).count();
+        let share = |k: usize| total.saturating_mul(k) / sample.len().max(1);
+        self.v4.reserve(share(v4));
+        self.v6.reserve(share(sample.len() - v4));
+    }
+}
+
+/// A node's copy of one list: its members, the position in the event
+/// sequence they reflect, and a clock in Redis time. The same for every
+/// kind of list (`member`); lookups are the kind's own (`Table<IpNet>`
+/// below, `crate::overrides` for overrides).
+pub struct Table<M: Member = IpNet> {
+    pub set: M::Set,
+    /// The dataset these entries belong to; empty before its first write.
+    pub epoch: String,
+    /// The last event applied (0: none).
+    pub seq: u64,
+    /// Stream id of the last event read (`0-0`: none); a follower tails from here.
+    pub last_id: String,
+    pub clock: Clock,
+}
+
+impl<M: Member> Clone for Table<M> {
+    fn clone(&self) -> Self {
+        Table {
+            set: self.set.clone(),
+            epoch: self.epoch.clone(),
+            seq: self.seq,
+            last_id: self.last_id.clone(),
+            clock: self.clock,
+        }
+    }
+}
+
+impl<M: Member> Table<M> {
+    /// An empty table at (`epoch`, `seq`).
+    pub fn empty(epoch: String, seq: u64, clock: Clock) -> Table<M> {
+        Table {
+            set: M::Set::default(),
+            epoch,
+            seq,
+            last_id: "0-0".into(),
+            clock,
+        }
+    }
+
+    pub fn of_entries<'a>(
+        epoch: String,
+        seq: u64,
+        clock: Clock,
+        entries: impl IntoIterator<Item = &'a Entry<M>>,
+    ) -> Table<M> {
+        let mut t = Table::<M>::empty(epoch, seq, clock);
+        for e in entries {
+            t.set
+                .insert(e.cidr.clone(), e.expires_at, e.payload.clone());
+        }
+        t
+    }
+
+    pub fn len(&self) -> usize {
+        self.set.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Every network with its expiry, IPv4 first; unordered within a family
-    /// (`live_entries` sorts).
-    pub fn entries(&self) -> impl Iterator<Item = (IpNet, ExpiresAt)> + '_ {
-        let v4 = self.v4.iter().map(|(bits, len, e)| {
-            (
-                IpNet::V4(Ipv4Net::new(bits.into(), len).expect("stored length is valid")),
-                e,
-            )
-        });
-        v4.chain(self.v6.iter().map(|(bits, len, e)| {
-            (
-                IpNet::V6(Ipv6Net::new(bits.into(), len).expect("stored length is valid")),
-                e,
-            )
-        }))
-    }
-
-    /// The networks live at `now_ms`, sorted.
-    pub fn live_entries(&self, now_ms: u64) -> Vec<(IpNet, ExpiresAt)> {
-        let mut live: Vec<_> = self.entries().filter(|(_, e)| live(*e, now_ms)).collect();
-        live.sort();
+    /// The members live at `now_ms` with their expiry and payload, sorted.
+    pub fn live_members(&self, now_ms: u64) -> Vec<(M, ExpiresAt, M::Payload)> {
+        let mut live: Vec<_> = self
+            .set
+            .iter()
+            .filter(|(_, e, _)| live(*e, now_ms))
+            .collect();
+        live.sort_by(|a, b| a.0.cmp(&b.0));
         live
     }
 
-    /// How many networks are live at `now_ms` (no allocation).
+    /// How many members are live at `now_ms`.
     pub fn live_count(&self, now_ms: u64) -> usize {
-        self.entries().filter(|(_, e)| live(*e, now_ms)).count()
+        self.set.iter().filter(|(_, e, _)| live(*e, now_ms)).count()
     }
 
     /// The earliest expiry after `now_ms` (when the live set changes next by itself).
     pub fn next_expiry(&self, now_ms: u64) -> Option<ExpiresAt> {
-        self.entries()
-            .map(|(_, e)| e)
+        self.set
+            .iter()
+            .map(|(_, e, _)| e)
             .filter(|&e| e != 0 && e > now_ms)
             .min()
     }
 
-    /// The longest live network holding `ip`, now (Redis time).
-    pub fn lookup(&self, ip: IpAddr) -> Option<(IpNet, ExpiresAt)> {
-        self.lookup_at(ip, self.clock.now_ms())
-    }
-
-    /// The longest network holding `ip` that is live at `now_ms`. When the
-    /// longest one has expired (its event not yet here), a shorter live one
-    /// still matches. No allocation: one hash probe per prefix length present.
-    pub fn lookup_at(&self, ip: IpAddr, now_ms: u64) -> Option<(IpNet, ExpiresAt)> {
-        match crate::client_ip::canonical(ip) {
-            IpAddr::V4(a) => self
-                .v4
-                .longest(u32::from(a), now_ms)
-                .map(|(len, e)| (IpNet::V4(Ipv4Net::new(a, len).expect("valid").trunc()), e)),
-            IpAddr::V6(a) => self
-                .v6
-                .longest(u128::from(a), now_ms)
-                .map(|(len, e)| (IpNet::V6(Ipv6Net::new(a, len).expect("valid").trunc()), e)),
-        }
-    }
-
     /// Apply one event in `seq` order.
-    pub fn apply(&mut self, ev: &Event) -> Applied {
+    pub fn apply(&mut self, ev: &Event<M>) -> Applied {
         // Events come from XREAD after this table's `last_id`, and every write
         // moves `seq` and `last_id` together in one script: an event there whose
         // `seq` is not above ours means the stream's history was rewritten
@@ -210,14 +227,73 @@ impl Table {
         if ev.seq != self.seq + 1 {
             return Applied::Resync(Reason::Gap);
         }
-        match (ev.op, ev.cidr) {
-            (Op::Upsert, Some(net)) => self.insert(net, ev.expires_at),
-            (Op::Remove | Op::Expire, Some(net)) => self.remove(&net),
+        match (ev.op, &ev.cidr, &ev.payload) {
+            (Op::Upsert, Some(m), Some(p)) => self.set.insert(m.clone(), ev.expires_at, p.clone()),
+            (Op::Remove | Op::Expire, Some(m), _) => self.set.remove(m),
             // The parser never yields these: refuse rather than half-apply.
             _ => return Applied::Resync(Reason::UnknownEvent),
         }
         self.seq = ev.seq;
         Applied::Applied
+    }
+}
+
+impl Table<IpNet> {
+    pub fn new(epoch: String, seq: u64, clock: Clock) -> Table {
+        Table::empty(epoch, seq, clock)
+    }
+
+    pub fn from_entries<'a>(
+        epoch: String,
+        seq: u64,
+        clock: Clock,
+        entries: impl IntoIterator<Item = &'a Entry>,
+    ) -> Table {
+        Table::of_entries(epoch, seq, clock, entries)
+    }
+
+    pub fn insert(&mut self, net: IpNet, expires_at: ExpiresAt) {
+        self.set.insert(net, expires_at, ());
+    }
+
+    pub fn remove(&mut self, net: &IpNet) {
+        self.set.remove(net);
+    }
+
+    /// Every network with its expiry, IPv4 first; unordered within a family
+    /// (`live_entries` sorts).
+    pub fn entries(&self) -> impl Iterator<Item = (IpNet, ExpiresAt)> + '_ {
+        self.set.iter().map(|(n, e, ())| (n, e))
+    }
+
+    /// The networks live at `now_ms`, sorted.
+    pub fn live_entries(&self, now_ms: u64) -> Vec<(IpNet, ExpiresAt)> {
+        let mut live: Vec<_> = self.entries().filter(|(_, e)| live(*e, now_ms)).collect();
+        live.sort();
+        live
+    }
+
+    /// The longest live network holding `ip`, now (Redis time).
+    pub fn lookup(&self, ip: IpAddr) -> Option<(IpNet, ExpiresAt)> {
+        self.lookup_at(ip, self.clock.now_ms())
+    }
+
+    /// The longest network holding `ip` that is live at `now_ms`. When the
+    /// longest one has expired (its event not yet here), a shorter live one
+    /// still matches. No allocation: one hash probe per prefix length present.
+    pub fn lookup_at(&self, ip: IpAddr, now_ms: u64) -> Option<(IpNet, ExpiresAt)> {
+        match crate::client_ip::canonical(ip) {
+            IpAddr::V4(a) => self
+                .set
+                .v4
+                .longest(u32::from(a), now_ms)
+                .map(|(len, e)| (IpNet::V4(Ipv4Net::new(a, len).expect("valid").trunc()), e)),
+            IpAddr::V6(a) => self
+                .set
+                .v6
+                .longest(u128::from(a), now_ms)
+                .map(|(len, e)| (IpNet::V6(Ipv6Net::new(a, len).expect("valid").trunc()), e)),
+        }
     }
 }
 
@@ -287,6 +363,7 @@ mod tests {
             actor: String::new(),
             created_at: 0,
             exempt: false,
+            payload: Some(()),
         }
     }
 
@@ -324,6 +401,7 @@ mod tests {
             actor: String::new(),
             created_at: 0,
             exempt: false,
+            payload: Some(()),
         };
         assert_eq!(t.apply(&restore("new", 1)), Applied::Resync(Reason::Epoch));
         t.epoch = "new".into();

@@ -17,6 +17,7 @@
 use crate::check::LimitSpec;
 use crate::config::ApiConfig;
 use crate::limiter::Algorithm;
+use crate::rate::Rate;
 
 /// 2^53: the first integer a Lua number (a double) cannot tell from its neighbour.
 pub const GCRA_EXACT_BELOW: u128 = 1 << 53;
@@ -108,6 +109,75 @@ pub fn gcra_exact(burst: u64, period_ms: u64) -> bool {
 pub fn gcra_range_message(burst: u64, period_ms: u64) -> String {
     let most = (GCRA_EXACT_BELOW - 1) / (u128::from(period_ms.max(1)) * 1000);
     format!("gcra needs burst × period in µs below 2^53 for exact arithmetic: a bucket of {burst} over {period_ms} ms is past it (at most {most} for this period)")
+}
+
+/// A field of a request refused, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldRefused {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldRefused {
+    fn new(field: &str, message: impl Into<String>) -> FieldRefused {
+        FieldRefused {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A list of rates an operator or a client wrote for `algorithm` (ad-hoc
+/// `limits` of `POST /v1/check`, an override's `limits`): 1 to
+/// `api.max_limits`, each within `api.max_limit` (`api.max_log_limit` for
+/// sliding_log) and `api.max_period`, no two with one period. The error
+/// names the field (`limits`, `limits[i]`).
+pub fn rates(
+    list: &[String],
+    algorithm: Algorithm,
+    caps: &ApiConfig,
+) -> Result<Vec<Rate>, FieldRefused> {
+    if list.is_empty() || list.len() > caps.max_limits {
+        return Err(FieldRefused::new(
+            "limits",
+            format!(
+                "must be 1 to {} rates like \"100/m\" (api.max_limits)",
+                caps.max_limits
+            ),
+        ));
+    }
+    let (max_limit, cap_key) = if algorithm == Algorithm::SlidingLog {
+        (caps.max_log_limit, "api.max_log_limit")
+    } else {
+        (caps.max_limit, "api.max_limit")
+    };
+    let mut parsed: Vec<Rate> = Vec::with_capacity(list.len());
+    for (i, text) in list.iter().enumerate() {
+        let field = format!("limits[{i}]");
+        let rate: Rate = text
+            .parse()
+            .map_err(|e: crate::rate::RateError| FieldRefused::new(&field, e.to_string()))?;
+        if rate.limit > max_limit {
+            return Err(FieldRefused::new(
+                &field,
+                format!("a {algorithm} count may not exceed {max_limit} ({cap_key})"),
+            ));
+        }
+        if rate.period() > caps.max_period {
+            return Err(FieldRefused::new(
+                &field,
+                format!(
+                    "the period may not exceed {} (api.max_period)",
+                    humantime::format_duration(caps.max_period)
+                ),
+            ));
+        }
+        if parsed.iter().any(|p| p.period_ms == rate.period_ms) {
+            return Err(FieldRefused::new(&field, "two limits with the same period"));
+        }
+        parsed.push(rate);
+    }
+    Ok(parsed)
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ use ipnet::IpNet;
 use super::{failure, load_config, runtime, usage, OverrideArgs, Work};
 use crate::allowlist::export::Document;
 use crate::allowlist::kind::ListKind;
+use crate::allowlist::member::Member;
 use crate::allowlist::state_file::write_atomic;
 use crate::allowlist::{cidr, input, Allowlist, Entry, NewEntry};
 use crate::config::Config;
@@ -179,6 +180,7 @@ pub fn run(kind: ListKind, cmd: AllowCommand) -> ExitCode {
             Ok(Action::Add(NewEntry {
                 new_epoch: *new_epoch,
                 exempt: input::exempt(*exempt, cfg.list(kind))?,
+                payload: (),
                 ..new
             }))
         })
@@ -308,6 +310,7 @@ async fn execute(kind: ListKind, cfg: &Config, action: Action, actor: &str) -> E
                     match kind {
                         ListKind::Allow => "allowed",
                         ListKind::Deny => "denied",
+                        ListKind::Override => "overridden",
                     },
                     e.cidr,
                     until(&e),
@@ -385,14 +388,14 @@ fn time(ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
-fn until(e: &Entry) -> String {
+pub(super) fn until<M: Member>(e: &Entry<M>) -> String {
     match e.expires_at {
         0 => "permanently".into(),
         ms => format!("until {}", time(ms)),
     }
 }
 
-fn remaining(e: &Entry, now_ms: u64) -> String {
+pub(super) fn remaining<M: Member>(e: &Entry<M>, now_ms: u64) -> String {
     match e.expires_at {
         0 => "-".into(),
         ms => humantime::format_duration(Duration::from_secs(ms.saturating_sub(now_ms) / 1000))

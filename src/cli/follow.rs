@@ -84,6 +84,7 @@ pub fn run(args: FollowArgs, shutdown: impl Future<Output = ()>) -> ExitCode {
         match kind {
             ListKind::Allow => cfg.allowlist.state_file = args.state_file.clone(),
             ListKind::Deny => cfg.denylist.state_file = args.state_file.clone(),
+            ListKind::Override => cfg.overrides.state_file = args.state_file.clone(),
         }
     }
     tracing::info!(

@@ -64,12 +64,36 @@ pub fn run(cmd: LimitsCommand) -> ExitCode {
         );
         redis_store.connect().await?;
         let store = Store::Redis(redis_store);
+        // The override in force for the key, from Redis: its rates are what
+        // the counters are read against, and its periods' counters are
+        // reset with the rule's.
+        let overrides =
+            crate::overrides::Overrides::build(&cfg, crate::allowlist::kind::ListKind::Override);
+        let member = crate::overrides::OverrideKey {
+            rule: rule.name.clone(),
+            key: target.key.clone(),
+        };
+        let (found, _) = overrides.get(&member).await?;
+        let applied = found.as_ref().and_then(|e| e.payload.applied_to(rule));
         if reset {
             counters::reset(&store, &keys, rule, &target.key).await?;
+            if let Some(applied) = &applied {
+                counters::reset(&store, &keys, applied, &target.key).await?;
+            }
             Ok(format!("reset: rule {} key {}\n", rule.name, target.key))
         } else {
-            let v = counters::show(&store, &keys, rule, &target.key).await?;
+            let v = counters::show(&store, &keys, applied.as_ref().unwrap_or(rule), &target.key)
+                .await?;
             let mut out = format!("rule {} key {} algorithm {}\n", v.rule, v.key, v.algorithm);
+            if let Some(e) = &found {
+                out.push_str(&format!(
+                    "  override {} {}, by {} ({:?})\n",
+                    super::overrides::limits_text(&e.payload),
+                    super::allow::until(e),
+                    e.actor,
+                    e.note
+                ));
+            }
             for l in &v.limits {
                 out.push_str(&format!(
                     "  {:<10} used {:<6} remaining {:<6} reset in {}\n",

@@ -77,6 +77,16 @@ pub const KEYS: &[(&str, Apply)] = &[
     ("denylist.snapshot_pages_per_second", Restart),
     ("denylist.snapshot_fleet_pages_per_second", Restart),
     ("denylist.snapshot_jitter_max", Restart),
+    ("overrides.default_ttl", Live),
+    ("overrides.max_ttl", Live),
+    ("overrides.min_prefix_v4", Live),
+    ("overrides.min_prefix_v6", Live),
+    ("overrides.allow_permanent", Live),
+    ("overrides.reap_interval", Restart),
+    ("overrides.state_file", Restart),
+    ("overrides.snapshot_pages_per_second", Restart),
+    ("overrides.snapshot_fleet_pages_per_second", Restart),
+    ("overrides.snapshot_jitter_max", Restart),
     ("api.max_key_bytes", Live),
     ("api.max_limits", Live),
     ("api.max_limit", Live),
@@ -121,6 +131,7 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         client_ip,
         allowlist,
         denylist,
+        overrides,
         api,
         local_store,
         activity,
@@ -132,6 +143,7 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
     client_ip_changes(client_ip, &new.client_ip, &mut diff);
     list_changes(&ALLOWLIST_KEYS, allowlist, &new.allowlist, &mut diff);
     list_changes(&DENYLIST_KEYS, denylist, &new.denylist, &mut diff);
+    list_changes(&OVERRIDES_KEYS, overrides, &new.overrides, &mut diff);
     api_changes(api, &new.api, &mut diff);
     let LocalStoreConfig { max_bytes } = local_store;
     diff(
@@ -323,7 +335,20 @@ const DENYLIST_KEYS: [&str; 10] = [
     "denylist.snapshot_jitter_max",
 ];
 
-/// `[allowlist]` or `[denylist]`: `keys` names its settings.
+const OVERRIDES_KEYS: [&str; 10] = [
+    "overrides.default_ttl",
+    "overrides.max_ttl",
+    "overrides.min_prefix_v4",
+    "overrides.min_prefix_v6",
+    "overrides.allow_permanent",
+    "overrides.reap_interval",
+    "overrides.state_file",
+    "overrides.snapshot_pages_per_second",
+    "overrides.snapshot_fleet_pages_per_second",
+    "overrides.snapshot_jitter_max",
+];
+
+/// `[allowlist]`, `[denylist]` or `[overrides]`: `keys` names its settings.
 fn list_changes(
     keys: &[&'static str; 10],
     old: &AllowlistConfig,

@@ -13,6 +13,8 @@ pub struct RawConfig {
     pub allowlist: RawAllowlist,
     /// `[denylist]`: the same settings as `[allowlist]`, the same defaults.
     pub denylist: RawAllowlist,
+    /// `[overrides]`: the same settings (`Config::overrides` says which apply).
+    pub overrides: RawAllowlist,
     pub api: RawApi,
     pub local_store: RawLocalStore,
     pub activity: RawActivity,

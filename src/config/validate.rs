@@ -114,12 +114,24 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
     let client_ip = client_ip(&mut c, &raw.client_ip);
     let allowlist = list_section(&mut c, "allowlist", &raw.allowlist);
     let denylist = list_section(&mut c, "denylist", &raw.denylist);
+    let overrides = list_section(&mut c, "overrides", &raw.overrides);
     // One state file per list: each file holds one list's table.
     if raw.denylist.state_file.is_some() && raw.denylist.state_file == raw.allowlist.state_file {
         c.push::<String>(
             "denylist.state_file",
             None,
             "is allowlist.state_file too; each list keeps its own file",
+        );
+    }
+    let (ours, others) = (
+        &raw.overrides.state_file,
+        [&raw.allowlist.state_file, &raw.denylist.state_file],
+    );
+    if ours.is_some() && others.contains(&ours) {
+        c.push::<String>(
+            "overrides.state_file",
+            None,
+            "is another list's state_file too; each list keeps its own file",
         );
     }
     let (server_limits, api, local_store) = caps::validate(&mut c, &raw, ov);
@@ -132,8 +144,11 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
         Some(client_ip),
         Some(allowlist),
         Some(denylist),
+        Some(overrides),
         Some(activity),
-    ) = (listeners, prefix, client_ip, allowlist, denylist, activity)
+    ) = (
+        listeners, prefix, client_ip, allowlist, denylist, overrides, activity,
+    )
     else {
         return Err(c.issues);
     };
@@ -159,6 +174,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, ov: &Overrides) -> Result<Con
         client_ip,
         allowlist,
         denylist,
+        overrides,
         api,
         local_store,
         activity,
@@ -896,6 +912,19 @@ limits = ["1/s"]
         .unwrap();
         assert!(cfg.denylist.allow_permanent && !cfg.allowlist.allow_permanent);
         assert_eq!(cfg.denylist.section, "denylist");
+    }
+
+    #[test]
+    fn the_overrides_section_keeps_its_own_state_file() {
+        let found =
+            issues("[denylist]\nstate_file = \"/s.json\"\n[overrides]\nstate_file = \"/s.json\"\n");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("overrides.state_file"), "{found:?}");
+        let found = issues("[overrides]\nmax_ttl = \"0s\"\n");
+        assert!(
+            found[0].starts_with("overrides.max_ttl@Some(2)"),
+            "{found:?}"
+        );
     }
 
     #[test]

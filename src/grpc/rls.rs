@@ -178,7 +178,11 @@ fn status(charge: &Charge<'_>, outcome: &Outcome, over: bool) -> DescriptorStatu
     };
     DescriptorStatus {
         code: if over { Code::OverLimit } else { Code::Ok } as i32,
-        current_limit: Some(current_limit(&charge.item_names[i], state)),
+        // A stored override may have more limits than the rule names.
+        current_limit: Some(current_limit(
+            charge.item_names.get(i).unwrap_or(&charge.item_names[0]),
+            state,
+        )),
         limit_remaining: u32::try_from(state.remaining).unwrap_or(u32::MAX),
         duration_until_reset: Some(PbDuration {
             seconds: (state.reset_ms / 1000) as i64,

@@ -19,26 +19,32 @@ pub async fn livez() -> &'static str {
 /// loaded and the allowlist's first snapshot is in (or its state file). The
 /// body's last words say how fresh the allowlist is: `in sync`, `stale` (Redis
 /// unreachable, with the age) or `source_lost` (Redis holds no allowlist),
-/// then the same for the denylist.
+/// then the same for the denylist and the overrides.
 pub async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, String) {
     let (status, body) = readiness(&app);
     let allowlist = crate::allowlist::status::describe(&app.allowlist);
     let denylist = crate::allowlist::status::describe(&app.denylist);
+    let overrides = crate::allowlist::status::describe(&app.overrides);
     (
         status,
-        format!("{}; {allowlist}; {denylist}\n", body.trim_end()),
+        format!(
+            "{}; {allowlist}; {denylist}; {overrides}\n",
+            body.trim_end()
+        ),
     )
 }
 
 fn readiness(app: &App) -> (StatusCode, String) {
-    for list in [&app.allowlist, &app.denylist] {
-        if !list.is_synced() {
+    let synced = [
+        (app.allowlist.kind(), app.allowlist.is_synced()),
+        (app.denylist.kind(), app.denylist.is_synced()),
+        (app.overrides.kind(), app.overrides.is_synced()),
+    ];
+    for (kind, synced) in synced {
+        if !synced {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "not ready: the {} snapshot is not loaded yet\n",
-                    list.kind()
-                ),
+                format!("not ready: the {kind} snapshot is not loaded yet\n"),
             );
         }
     }

@@ -3,7 +3,8 @@
 //! admin listener only, at `/`.
 //!
 //! The page holds no secret and no data: it asks the admin API
-//! (`/v1/status`, `/v1/rules`, `/v1/allowlist…`, `/v1/limits…`) with the
+//! (`/v1/status`, `/v1/rules`, `/v1/allowlist…`, `/v1/overrides…`,
+//! `/v1/limits…`) with the
 //! bearer token the operator types, kept in the tab's `sessionStorage` and
 //! sent as `Authorization` (never a cookie, so no other site can make the
 //! browser act with it). Every value from data is put in the page with

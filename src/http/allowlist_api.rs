@@ -97,7 +97,8 @@ fn entry_json(e: &Entry, now_ms: Option<u64>) -> Value {
     v
 }
 
-fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
+/// Who made a change: `X-Tollgate-Actor`, or `admin-api`.
+pub(super) fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
     match headers.get("x-tollgate-actor") {
         None => Ok("admin-api".into()),
         Some(v) => {
@@ -144,7 +145,7 @@ struct AddBody {
 }
 
 /// A refused write: Redis lost the list (409, what to do), or the store failed.
-fn write_error(e: WriteError) -> ApiError {
+pub(super) fn write_error(e: WriteError) -> ApiError {
     match e {
         WriteError::Lost(lost) => ApiError {
             status: StatusCode::CONFLICT,
@@ -175,6 +176,7 @@ async fn try_add(
     let new = input::NewEntry {
         new_epoch: body.new_epoch,
         exempt,
+        payload: (),
         ..new
     };
     let stored = app.list(kind).upsert(&new).await.map_err(write_error)?;
@@ -239,23 +241,30 @@ async fn export(kind: ListKind, State(app): State<Arc<App>>) -> Response {
 pub const PAGE_DEFAULT: usize = 200;
 const PAGE_MAX: usize = 1000;
 
+/// A listing's `cursor` (0: the first page) and `count` (1–`PAGE_MAX`,
+/// default `PAGE_DEFAULT`), each refused by name.
+pub(super) fn page_params(p: &Params) -> Result<(u64, usize), ApiError> {
+    let cursor: u64 = match p.get("cursor") {
+        None => 0,
+        Some(v) => v
+            .parse()
+            .map_err(|_| ApiError::bad("cursor", "must be the cursor of a previous page"))?,
+    };
+    let count = match p.get("count") {
+        None => PAGE_DEFAULT,
+        Some(v) => v
+            .parse()
+            .ok()
+            .filter(|n| (1..=PAGE_MAX).contains(n))
+            .ok_or_else(|| ApiError::bad("count", format!("must be between 1 and {PAGE_MAX}")))?,
+    };
+    Ok((cursor, count))
+}
+
 async fn list(kind: ListKind, State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Response {
     let result: Result<Value, ApiError> = async {
         let p = Params::parse(query.as_deref(), &["cursor", "count"])?;
-        let cursor: u64 = match p.get("cursor") {
-            None => 0,
-            Some(v) => v
-                .parse()
-                .map_err(|_| ApiError::bad("cursor", "must be the cursor of a previous page"))?,
-        };
-        let count = match p.get("count") {
-            None => PAGE_DEFAULT,
-            Some(v) => v
-                .parse()
-                .ok()
-                .filter(|n| (1..=PAGE_MAX).contains(n))
-                .ok_or_else(|| ApiError::bad("count", format!("must be between 1 and {PAGE_MAX}")))?,
-        };
+        let (cursor, count) = page_params(&p)?;
         let page = app
             .list(kind)
             .list_page(cursor, count)

@@ -56,6 +56,10 @@ struct Answer {
     reset_ms: u64,
     retry_after_ms: u64,
     limits: Vec<LimitJson>,
+    /// A stored override decided without a limiter call (`unlimited`,
+    /// `deny`); then `limits` is empty and the numbers above are 0.
+    #[serde(rename = "override", skip_serializing_if = "Option::is_none")]
+    overridden: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -203,7 +207,19 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
             .metrics
             .decision(rule, crate::decide::counted(&outcome, source, shadow)),
     }
-    let t: &LimitState = outcome.tightest().expect("at least one limit");
+    // Every limit call reports its limits; an override's answer has none.
+    let none = LimitState {
+        limit: 0,
+        period_ms: 0,
+        remaining: 0,
+        reset_ms: 0,
+    };
+    let t: &LimitState = outcome.tightest().unwrap_or(&none);
+    let overridden = (source == crate::check::Source::Override).then_some(if outcome.allowed {
+        "unlimited"
+    } else {
+        "deny"
+    });
     // A shadow rule counts and reports, but never denies.
     let allowed = outcome.allowed || shadow;
     Ok(Answer {
@@ -222,52 +238,13 @@ async fn answer(app: &App, body: &[u8]) -> Result<Answer, ApiError> {
                 reset_ms: s.reset_ms,
             })
             .collect(),
+        overridden,
     })
 }
 
 /// Ad-hoc limits, each within the `[api]` caps; an error names `limits[i]`.
 fn ad_hoc(list: &[String], algorithm: Algorithm, caps: &ApiConfig) -> Result<Vec<Rate>, ApiError> {
-    if list.is_empty() || list.len() > caps.max_limits {
-        return Err(ApiError::bad(
-            "limits",
-            format!(
-                "must be 1 to {} rates like \"100/m\" (api.max_limits)",
-                caps.max_limits
-            ),
-        ));
-    }
-    let (max_limit, cap_key) = if algorithm == Algorithm::SlidingLog {
-        (caps.max_log_limit, "api.max_log_limit")
-    } else {
-        (caps.max_limit, "api.max_limit")
-    };
-    let mut parsed: Vec<Rate> = Vec::with_capacity(list.len());
-    for (i, text) in list.iter().enumerate() {
-        let field = format!("limits[{i}]");
-        let rate: Rate = text
-            .parse()
-            .map_err(|e: crate::rate::RateError| ApiError::bad(&field, e.to_string()))?;
-        if rate.limit > max_limit {
-            return Err(ApiError::bad(
-                &field,
-                format!("a {algorithm} count may not exceed {max_limit} ({cap_key})"),
-            ));
-        }
-        if rate.period() > caps.max_period {
-            return Err(ApiError::bad(
-                &field,
-                format!(
-                    "the period may not exceed {} (api.max_period)",
-                    humantime::format_duration(caps.max_period)
-                ),
-            ));
-        }
-        if parsed.iter().any(|p| p.period_ms == rate.period_ms) {
-            return Err(ApiError::bad(&field, "two limits with the same period"));
-        }
-        parsed.push(rate);
-    }
-    Ok(parsed)
+    crate::check::caps::rates(list, algorithm, caps).map_err(|e| ApiError::bad(e.field, e.message))
 }
 
 #[cfg(test)]

@@ -30,8 +30,23 @@ async fn show(State(app): State<Arc<App>>, Path((rule, key)): Path<(String, Stri
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    match counters::show(&app.limiter.store, &app.keys, &rule, &key).await {
-        Ok(view) => Json(view).into_response(),
+    // The override this node enforces for the key, if any: its rates are
+    // what the counters are read against.
+    let table = app.overrides.table();
+    let overridden = table.lookup(&rule.name, &key);
+    let applied = overridden.and_then(|(limits, _)| limits.applied_to(&rule));
+    let shown = applied.as_ref().unwrap_or(&rule);
+    match counters::show(&app.limiter.store, &app.keys, shown, &key).await {
+        Ok(view) => {
+            let mut v = json!(view);
+            if let Some((limits, expires_at)) = overridden {
+                v["override"] = json!({
+                    "limits": limits.to_json(),
+                    "expires_at": (expires_at != 0).then_some(expires_at),
+                });
+            }
+            Json(v).into_response()
+        }
         Err(e) => ApiError::from(e).into_response(),
     }
 }
@@ -43,6 +58,16 @@ async fn reset(State(app): State<Arc<App>>, Path((rule, key)): Path<(String, Str
     };
     if let Err(e) = counters::reset(&app.limiter.store, &app.keys, &rule, &key).await {
         return ApiError::from(e).into_response();
+    }
+    // An override's periods have counters of their own: cleared too.
+    let table = app.overrides.table();
+    if let Some(applied) = table
+        .lookup(&rule.name, &key)
+        .and_then(|(limits, _)| limits.applied_to(&rule))
+    {
+        if let Err(e) = counters::reset(&app.limiter.store, &app.keys, &applied, &key).await {
+            return ApiError::from(e).into_response();
+        }
     }
     // This replica at once; the others through the reset channel.
     let base = counters::base(&app.keys, &rule, &key);

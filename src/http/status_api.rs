@@ -46,7 +46,7 @@ async fn rules(State(app): State<Arc<App>>) -> Json<Value> {
 }
 
 /// One list's freshness (`allowlist`, `denylist`: the same shape).
-fn list_json(list: &crate::allowlist::Allowlist) -> Value {
+fn list_json<M: crate::allowlist::member::Member>(list: &crate::allowlist::Allowlist<M>) -> Value {
     let st = list.status();
     let table = list.table();
     let resyncs: Map<String, Value> = Reason::ALL
@@ -87,10 +87,11 @@ fn status_json(app: &App) -> Value {
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_ms": app.started.elapsed().as_millis() as u64,
-        "ready": app.is_ready() && app.allowlist.is_synced() && app.denylist.is_synced(),
+        "ready": app.is_ready() && app.allowlist.is_synced() && app.denylist.is_synced() && app.overrides.is_synced(),
         "redis": redis,
         "allowlist": list_json(&app.allowlist),
         "denylist": list_json(&app.denylist),
+        "overrides": list_json(&app.overrides),
         "decisions": decisions(app),
         "restart_pending": app.restart_pending(),
         "fleet": fleet(app),

@@ -259,3 +259,42 @@ async fn ext_authz_refuses_a_denylisted_peer_with_permission_denied_403_and_retr
         assert_eq!(get(&h, "x-ratelimit-remaining"), Some(left));
     }
 }
+
+/// Overrides reach ext_authz through the same decision core: a raised key
+/// passes past the rule's limit, a denied one gets 429 without a limiter call.
+#[tokio::test]
+async fn ext_authz_applies_a_stored_override_raise_and_deny() {
+    let s = server(AUTHZ).await;
+    for (key, limits) in [
+        ("203.0.113.5", serde_json::json!(["5/m"])),
+        ("203.0.113.6", serde_json::json!("deny")),
+    ] {
+        let r = s
+            .admin_client()
+            .put(s.admin_url(&format!("/v1/overrides/login/{key}")))
+            .json(&serde_json::json!({ "limits": limits }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    eventually(Duration::from_secs(5), || async {
+        s.app.overrides.table().len() == 2
+    })
+    .await;
+    let mut c = AuthorizationClient::new(channel(&s).await);
+    let login = |ip: &str| check_request(ip, "POST", "/login", &[]);
+    for left in ["4", "3", "2"] {
+        let (code, status, h) = parts(&authz(&mut c, login("203.0.113.5")).await);
+        assert_eq!((code, status), (0, 200));
+        assert_eq!(
+            get(&h, "x-ratelimit-remaining"),
+            Some(left),
+            "past the rule's 2/m"
+        );
+    }
+    let (code, status, h) = parts(&authz(&mut c, login("203.0.113.6")).await);
+    assert_ne!(code, 0);
+    assert_eq!(status, 429);
+    assert!(get(&h, "retry-after").is_some());
+}

@@ -550,3 +550,63 @@ async fn rls_answers_over_limit_with_reason_denied_for_a_denylisted_remote_addre
     .await;
     assert_eq!(r.overall_code, Code::Ok as i32);
 }
+
+/// A stored override (`PUT /v1/overrides/{rule}/{key}`) and a descriptor's
+/// own `limit` (with `allow_override`): the stored override wins, being set
+/// by an operator for that exact key; without one the descriptor's limit
+/// counts as before. A stored `deny` answers OVER_LIMIT.
+#[tokio::test]
+async fn rls_a_stored_override_beats_a_descriptors_own_limit_and_without_one_the_descriptor_counts()
+{
+    let s = server(
+        r#"
+[[rule]]
+name = "tenant"
+domain = "edge"
+descriptor = [{ key = "tenant" }]
+limits = ["2/m"]
+allow_override = true
+override_max = "5/m"
+"#,
+    )
+    .await;
+    let put = |key: &str, body: serde_json::Value| {
+        let (client, url) = (
+            s.admin_client(),
+            s.admin_url(&format!("/v1/overrides/tenant/{key}")),
+        );
+        async move {
+            let r = client.put(url).json(&body).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        }
+    };
+    put("acme", serde_json::json!({"limits": ["50/m"]})).await;
+    put("blocked", serde_json::json!({"limits": "deny"})).await;
+    eventually(std::time::Duration::from_secs(5), || async {
+        s.app.overrides.table().len() == 2
+    })
+    .await;
+    let mut c = RateLimitServiceClient::new(channel(&s).await);
+    let with_limit = |v: &str| {
+        let mut d = desc(&[("tenant", v)]);
+        d.limit = Some(RateLimitOverride {
+            requests_per_unit: 4,
+            unit: RateLimitUnit::Minute as i32,
+        });
+        vec![d]
+    };
+    // Stored override vs the descriptor's 4/m: the stored 50/m counts.
+    let r = ask(&mut c, "edge", with_limit("acme"), 0).await;
+    let l = r.statuses[0].current_limit.as_ref().unwrap();
+    assert_eq!((l.requests_per_unit, l.unit), (50, Unit::Minute as i32));
+    assert_eq!(r.statuses[0].limit_remaining, 49);
+    // Another key: the descriptor's own 4/m.
+    let r = ask(&mut c, "edge", with_limit("other"), 0).await;
+    let l = r.statuses[0].current_limit.as_ref().unwrap();
+    assert_eq!((l.requests_per_unit, l.unit), (4, Unit::Minute as i32));
+    // A stored deny: OVER_LIMIT, with or without a descriptor limit.
+    for d in [with_limit("blocked"), vec![desc(&[("tenant", "blocked")])]] {
+        let r = ask(&mut c, "edge", d, 0).await;
+        assert_eq!(r.overall_code, Code::OverLimit as i32);
+    }
+}

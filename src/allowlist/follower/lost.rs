@@ -6,7 +6,7 @@ use crate::allowlist::recovery::{Born, Origin, Over};
 use crate::allowlist::redis_store::FleetRestore;
 use crate::redis_conn::StoreError;
 
-impl Follower<'_> {
+impl<M: crate::allowlist::member::Member> Follower<'_, M> {
     /// Redis answers but holds no allowlist while this node knows one: keep
     /// serving it, say so once, and offer it to the fleet's election
     /// (`recovery`). Each look at `meta` (about every second) asks again
@@ -70,8 +70,8 @@ impl Follower<'_> {
                     }
                 };
                 let mut merged: std::collections::BTreeMap<_, _> =
-                    entries.into_iter().map(|e| (e.cidr, e)).collect();
-                merged.extend(theirs.entries.into_iter().map(|e| (e.cidr, e)));
+                    entries.into_iter().map(|e| (e.cidr.clone(), e)).collect();
+                merged.extend(theirs.entries.into_iter().map(|e| (e.cidr.clone(), e)));
                 entries = merged.into_values().collect();
                 Over::Write {
                     epoch: theirs.epoch,

@@ -47,6 +47,7 @@ impl RedisAllowlist {
                             created_at: number(created_at)?,
                             actor: ask.actor(),
                             exempt: false,
+                            payload: (),
                         },
                         seq: number(seq)?,
                     },

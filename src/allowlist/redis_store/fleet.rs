@@ -42,7 +42,7 @@ pub struct Birth {
     pub origin: Option<Origin>,
 }
 
-impl RedisAllowlist {
+impl<M: crate::allowlist::member::Member> RedisAllowlist<M> {
     fn recovery_keys(&self) -> RecoveryKeys<'_> {
         RecoveryKeys {
             meta: &self.keys.meta,
@@ -117,7 +117,7 @@ impl RedisAllowlist {
     pub async fn restore_claimed(
         &self,
         mut lease: Lease,
-        entries: &[Entry],
+        entries: &[Entry<M>],
         born: &Born,
     ) -> Result<FleetRestore, StoreError> {
         let keys = self.recovery_keys();
@@ -138,7 +138,7 @@ impl RedisAllowlist {
         conn: &mut RedisConn,
         keys: RecoveryKeys<'_>,
         token: &str,
-        entries: &[Entry],
+        entries: &[Entry<M>],
         born: &Born,
     ) -> Result<FleetRestore, StoreError> {
         let mut staging = self.stage_begin().await?;

@@ -170,6 +170,36 @@ fn edits() -> Vec<(&'static str, Edit)> {
         ("denylist.snapshot_jitter_max", |c| {
             c.denylist.snapshot_jitter_max += Duration::from_secs(1)
         }),
+        ("overrides.default_ttl", |c| {
+            c.overrides.default_ttl += Duration::from_secs(1)
+        }),
+        ("overrides.max_ttl", |c| {
+            c.overrides.max_ttl += Duration::from_secs(1)
+        }),
+        ("overrides.min_prefix_v4", |c| {
+            c.overrides.min_prefix_v4 += 1
+        }),
+        ("overrides.min_prefix_v6", |c| {
+            c.overrides.min_prefix_v6 += 1
+        }),
+        ("overrides.allow_permanent", |c| {
+            c.overrides.allow_permanent ^= true
+        }),
+        ("overrides.reap_interval", |c| {
+            c.overrides.reap_interval += Duration::from_secs(1)
+        }),
+        ("overrides.state_file", |c| {
+            c.overrides.state_file = Some("state".into())
+        }),
+        ("overrides.snapshot_pages_per_second", |c| {
+            c.overrides.snapshot_pages_per_second += 1
+        }),
+        ("overrides.snapshot_fleet_pages_per_second", |c| {
+            c.overrides.snapshot_fleet_pages_per_second += 1
+        }),
+        ("overrides.snapshot_jitter_max", |c| {
+            c.overrides.snapshot_jitter_max += Duration::from_secs(1)
+        }),
         ("api.max_key_bytes", |c| c.api.max_key_bytes += 1),
         ("api.max_limits", |c| c.api.max_limits += 1),
         ("api.max_limit", |c| c.api.max_limit += 1),

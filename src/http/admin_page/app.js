@@ -785,7 +785,119 @@
     return { pollList, tick, reset, wire };
   }
 
-  const panels = [listPanel('', 'allowlist'), listPanel('deny-', 'denylist')];
+  // === Per-client overrides: list, set, remove (`/v1/overrides`) ===
+
+  function overridesPanel() {
+    const body = () => $('ovr-entries-body');
+    const path = (o) => '/v1/overrides/' + encodeURIComponent(o.rule) + '/' + encodeURIComponent(o.key);
+    let shown = [];
+    let clockOffset = 0;
+
+    const limitsText = (l) => Array.isArray(l) ? l.join(', ') : String(l);
+
+    async function pollList() {
+      const all = [];
+      let cursor = null, pages = 0, first = null;
+      do {
+        const r = await api('GET', '/v1/overrides?count=1000' + (cursor ? '&cursor=' + encodeURIComponent(cursor) : ''));
+        if (!r.ok) throw new Answered(errorOf(r));
+        first = first || r.data;
+        all.push(...r.data.overrides);
+        cursor = r.data.cursor;
+        pages++;
+      } while (cursor !== null && pages < MAX_PAGES);
+      clockOffset = first.now - Date.now();
+      all.sort((a, b) => a.rule < b.rule ? -1 : a.rule > b.rule ? 1 : (a.key < b.key ? -1 : 1));
+      shown = all;
+      render();
+      setText('ovr-summary', all.length + (all.length === 1 ? ' override' : ' overrides') + ' · seq ' + first.seq);
+    }
+
+    function render() {
+      const tbody = body();
+      while (tbody.firstChild) tbody.firstChild.remove();
+      shown.forEach((o) => {
+        const tr = document.createElement('tr');
+        [o.rule, o.key, limitsText(o.limits), o.note, o.actor, ''].forEach((text, i) => {
+          const td = document.createElement('td');
+          td.textContent = text;
+          if (i === 5) { td.className = 'remaining'; td.dataset.expiresAt = o.expires_at === null ? '' : String(o.expires_at); }
+          tr.appendChild(td);
+        });
+        const td = document.createElement('td');
+        const b = document.createElement('button');
+        b.type = 'button';
+        b.className = 'remove';
+        b.textContent = 'Remove';
+        b.addEventListener('click', () => { remove(o).catch(() => {}); });
+        td.appendChild(b);
+        tr.appendChild(td);
+        tbody.appendChild(tr);
+      });
+      tick();
+    }
+
+    function tick() {
+      body().querySelectorAll('td.remaining').forEach((td) => {
+        const at = td.dataset.expiresAt;
+        if (!at) { td.textContent = 'until removed'; return; }
+        const left = Math.max(0, Number(at) - (Date.now() + clockOffset));
+        td.textContent = left > 0 ? duration(left) : 'expired';
+      });
+    }
+
+    async function remove(o) {
+      const r = await api('DELETE', path(o));
+      setText('ovr-message', r.ok ? 'Removed ' + o.rule + ' / ' + o.key + ': back to the rule (seq ' + r.data.seq + ').' : errorOf(r));
+      await pollList();
+    }
+
+    async function set() {
+      const fields = ['rule', 'key', 'limits', 'ttl', 'note'];
+      fields.forEach((f) => { setText('ovr-' + f + '-error', ''); $('ovr-' + f).removeAttribute('aria-invalid'); });
+      setText('ovr-message', '');
+      const o = { rule: $('ovr-rule').value.trim(), key: $('ovr-key').value };
+      const typed = $('ovr-limits').value.trim();
+      const req = {
+        limits: (typed === 'unlimited' || typed === 'deny') ? typed
+          : typed.split(',').map((s) => s.trim()).filter((s) => s),
+      };
+      const ttl = $('ovr-ttl').value.trim();
+      const note = $('ovr-note').value;
+      if (ttl) req.ttl = ttl;
+      if (note) req.note = note;
+      if (!o.rule || !o.key) {
+        setText('ovr-message', 'A rule and a key are needed.');
+        return;
+      }
+      const r = await api('PUT', path(o), req);
+      if (r.ok) {
+        setText('ovr-message', 'Set ' + r.data.rule + ' / ' + r.data.key + ': ' + limitsText(r.data.limits) + ' (seq ' + r.data.seq + ').');
+        await pollList();
+        return;
+      }
+      // The API names the field it refuses (limits[1] is the limits input).
+      const field = r.data && r.data.field && r.data.field.replace(/\[\d+\]$/, '');
+      if (fields.includes(field)) {
+        setText('ovr-' + field + '-error', r.data.error);
+        $('ovr-' + field).setAttribute('aria-invalid', 'true');
+      } else {
+        setText('ovr-message', errorOf(r));
+      }
+    }
+
+    function reset() {
+      shown = [];
+      const tbody = body();
+      while (tbody.firstChild) tbody.firstChild.remove();
+    }
+
+    function wire() { onSubmit('ovr-form', set); }
+
+    return { pollList, tick, reset, wire };
+  }
+
+  const panels = [listPanel('', 'allowlist'), listPanel('deny-', 'denylist'), overridesPanel()];
 
   // === Formatting ===
 
