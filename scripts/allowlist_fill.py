@@ -37,15 +37,21 @@ def allow_keys(prefix):
     return [allow_key(prefix, n) for n in ("meta", "entries", "exp", "events")]
 
 
-def fill_commands(prefix, cidrs, expires, epoch="bench", actor="bench", tag="allow"):
+# An override's entry (`tag="override"`, members `rule/key`): the IP lists'
+# fields, then its limits as the payload (src/overrides).
+OVERRIDE_ENTRY = '{"expires_at":%d,"note":"tenant","created_at":1,"actor":"%s","ver":1,"payload":["100/m"]}'
+
+
+def fill_commands(prefix, cidrs, expires, epoch="bench", actor="bench", tag="allow", entry=ENTRY):
     """Commands (lists of arguments) that store `cidrs`, the i-th expiring at
     `expires(i)` (ms, Redis time; 0: never), 1 000 to an HSET/ZADD, then the
-    `meta` of epoch `epoch` at seq 0. `tag="deny"` fills the denylist."""
+    `meta` of epoch `epoch` at seq 0. `tag="deny"` fills the denylist;
+    `tag="override", entry=OVERRIDE_ENTRY` the overrides (members `rule/key`)."""
     entries, exp = allow_key(prefix, "entries", tag), allow_key(prefix, "exp", tag)
     cmds, h, z = [], ["HSET", entries], ["ZADD", exp]
     for i, cidr in enumerate(cidrs):
         e = expires(i)
-        h += [cidr, ENTRY % (e, actor)]
+        h += [cidr, entry % (e, actor)]
         if e:
             z += [e, cidr]
         if len(h) >= 2 + 2000:

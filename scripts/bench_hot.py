@@ -27,6 +27,9 @@ default 5):
   half its peak beside the HTTP floor at the same rate.
 - `denylist`: `/check` Redis on a node whose denylist is empty and on one
   holding 100 000 entries (none matching the clients), alternated twice.
+- `overrides` (issue 29): the same with 100 000 overrides of the `/allow`
+  rule (keys no client has; an overridden key is checked to answer 429 from
+  its `deny` override first).
 
 Every run's first request is also made with curl and its answer kept in the
 results (bench/results/<date>-hot.json), with the machine and load average.
@@ -45,14 +48,14 @@ import threading
 import time
 
 import bench as B
-from allowlist_fill import allow_key, entry_cidr, fill_commands
+from allowlist_fill import ENTRY, OVERRIDE_ENTRY, allow_key, entry_cidr, fill_commands
 from bench_load import (CONNECTIONS, BenchFailure, Target, children_cpu, cpu_seconds, finish_wrk, loadavg, start_wrk,
                         wrk)
 from bench_procs import (ROOT, TARGET, commandstats, free_port, kill_all, metrics, redis,
                          redis_cpu, start_anchor, start_limitador, start_redis, start_tollgate, stop)
 
 SECONDS = B.SECONDS
-PARTS = os.environ.get("BENCH_PARTS", "hot,near,cpu,denylist").split(",")
+PARTS = os.environ.get("BENCH_PARTS", "hot,near,cpu,denylist,overrides").split(",")
 LIMITADOR_BIN = os.environ.get("LIMITADOR_BIN")
 ALL_200 = {"200"}
 NEAR_LIMIT = 2000  # LEASE_RULES' `near` rule: 2000/s
@@ -319,37 +322,54 @@ def cpu_table(rp, results):
 
 
 def denylist(rp, entries=100_000):
-    full, empty = f"dfull{free_port()}", f"dempty{free_port()}"
+    return list_cost(rp, "deny", (entry_cidr(i) for i in range(entries)), entries, ENTRY,
+                     "tollgate_denylist_entries", denied_status=403)
+
+
+def overrides(rp, entries=100_000):
+    """Issue 29: the same with 100 000 overrides of the `allow` rule for keys
+    no client of the load has (11.x.y.z; the clients are 198.18.x.y): every
+    decision looks its (rule, key) up and misses. An overridden key is
+    checked first: `deny` answers 429 without a limiter call."""
+    members = (f"allow/{entry_cidr(i)[:-3]}" for i in range(entries))
+    return list_cost(rp, "override", members, entries, OVERRIDE_ENTRY.replace('["100/m"]', '"deny"'),
+                     "tollgate_overrides_entries", denied_status=429)
+
+
+def list_cost(rp, tag, members, entries, entry, gauge_name, denied_status):
+    """`/check` Redis on a node whose list `tag` is empty and on one holding
+    `entries` (filled in Redis, loaded by the node's snapshot), twice each."""
+    full, empty = f"{tag}full{free_port()}", f"{tag}empty{free_port()}"
     now = int(redis(rp, "TIME").split()[0]) * 1000
-    cmds = fill_commands(full, (entry_cidr(i) for i in range(entries)), lambda i: now + 3_600_000, tag="deny")
+    cmds = fill_commands(full, members, lambda i: now + 3_600_000, tag=tag, entry=entry)
     pipe(rp, cmds)
-    held = int(redis(rp, "HLEN", allow_key(full, "entries", "deny")) or 0)
+    held = int(redis(rp, "HLEN", allow_key(full, "entries", tag)) or 0)
     if held != entries:
-        raise BenchFailure(f"denylist fill: {held} entries in Redis, expected {entries}")
+        raise BenchFailure(f"{tag} fill: {held} entries in Redis, expected {entries}")
     nodes = {"empty": start_tollgate(rp, empty), "100k": start_tollgate(rp, full)}
     for name, (_, _, admin) in nodes.items():
         deadline = time.time() + 60
         want = entries if name == "100k" else 0
-        while gauge(admin, "tollgate_denylist_entries") != want:
+        while gauge(admin, gauge_name) != want:
             if time.time() > deadline:
-                raise BenchFailure(f"denylist {name}: the node holds "
-                                   f"{gauge(admin, 'tollgate_denylist_entries')} entries, expected {want}")
+                raise BenchFailure(f"{tag} {name}: the node holds "
+                                   f"{gauge(admin, gauge_name)} entries, expected {want}")
             time.sleep(0.2)
-    # An address on the list is refused (the list is live), the benchmark's clients are not on it.
+    # A listed client is refused (the list is live), the benchmark's clients are not on it.
     denied = curl(nodes["100k"][1], "/check", headers={"X-Forwarded-For": "11.0.0.7", "X-Forwarded-Uri": "/allow"})
-    if not denied.startswith("HTTP/1.1 403"):
-        raise BenchFailure(f"denylist: an address on the list answered {denied[:200]!r}, not 403")
-    out = {"entries": entries, "curl_denied": denied,
+    if not denied.startswith(f"HTTP/1.1 {denied_status}"):
+        raise BenchFailure(f"{tag}: a listed client answered {denied[:200]!r}, not {denied_status}")
+    out = {"entries": entries, "curl_listed": denied,
            "curl_allowed": curl(nodes["100k"][1], "/check", headers={"X-Forwarded-For": "198.18.0.1", "X-Forwarded-Uri": "/allow"}),
            "runs": []}
     for _ in range(2):
         for name, (p, port, admin) in nodes.items():
-            r = wrk(B.check(f"/check Redis, denylist {name}", port, "/allow", ALL_200, {"tollgate": p.pid, "redis": B.REDIS_PID}),
+            r = wrk(B.check(f"/check Redis, {tag} {name}", port, "/allow", ALL_200, {"tollgate": p.pid, "redis": B.REDIS_PID}),
                     SECONDS)
-            B.no_fallback(admin, f"denylist {name}")
-            out["runs"].append({"denylist": name, **r})
+            B.no_fallback(admin, f"{tag} {name}")
+            out["runs"].append({tag: name, **r})
     for name in nodes:
-        rs = [r for r in out["runs"] if r["denylist"] == name]
+        rs = [r for r in out["runs"] if r[tag] == name]
         out[name] = {"rps_mean": round(sum(r["rps"] for r in rs) / len(rs), 1),
                      "tollgate_us_mean": round(sum(r["cpu_us_per_request"]["tollgate"] for r in rs) / len(rs), 2),
                      "redis_us_mean": round(sum(r["cpu_us_per_request"]["redis"] for r in rs) / len(rs), 2)}
@@ -405,6 +425,8 @@ def main():
         results["cpu"] = cpu_table(rp, results)
     if "denylist" in PARTS:
         results["denylist"] = denylist(rp)
+    if "overrides" in PARTS:
+        results["overrides"] = overrides(rp)
     results["ceiling_evalsha_again"] = ceiling_with_cpu(rp)
     results["machine"]["loadavg_at_end"] = loadavg()
     day = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d-%H%M")
@@ -452,9 +474,10 @@ def print_table(r):
             h = r["hot"]["1 replica(s), lease"]
             print(f"{'hot key, lease, 1 replica':<34} {h['rps']:>8.0f} {h['tollgate_us_per_decision']:>10.1f} "
                   f"{h['redis_us_per_decision']:>9.2f} {h['tollgate_us_per_decision'] + h['redis_us_per_decision']:>7.1f}")
-    if "denylist" in r:
-        d = r["denylist"]
-        print(f"\ndenylist: empty {d['empty']}; 100 000 entries {d['100k']}")
+    for part in ("denylist", "overrides"):
+        if part in r:
+            d = r[part]
+            print(f"\n{part}: empty {d['empty']}; 100 000 entries {d['100k']}")
     print(f"load average: start {r['machine']['loadavg_at_start']}, end {r['machine']['loadavg_at_end']}")
 
 

@@ -9,9 +9,10 @@ a bound at each ms up to 5 (src/allowlist/status.rs).
 For 1, 4 and 16 followers (FOLLOWERS, default "1,4,16"): its own Redis (at
 nice -15 and SCHED_FIFO where allowed, as scripts/bench_allowlist.py), one
 writer node and that many follower nodes (release `tollgate serve`), then
-ENTRIES (default 200) allowlist adds and as many denylist adds through the
-writer's admin API, paced (PACE_MS between writes, default 10), each answer
-checked (201). Afterwards every follower's histogram is scraped (the delta
+ENTRIES (default 200) allowlist adds, as many denylist adds and as many
+overrides (`PUT /v1/overrides/api/100.64.x.y`, issue 29) through the writer's
+admin API, paced (PACE_MS per round of three writes, default 10), each
+answer checked (201, 201, 200). Afterwards every follower's histogram is scraped (the delta
 over the writes; each follower must have counted every event of both lists)
 and the buckets of all followers are summed per list. Reported per list:
 
@@ -102,6 +103,17 @@ def add(node, path, cidr):
             sys.exit(f"bench_propagation: POST /v1/{path} answered {r.status}, expected 201")
 
 
+def override(node, rule, key):
+    """An override through the admin API: `PUT /v1/overrides/{rule}/{key}`."""
+    body = json.dumps({"limits": ["100/m"], "ttl": "1h"}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{node['admin']}/v1/overrides/{rule}/{key}", data=body,
+                                 method="PUT", headers={"Authorization": f"Bearer {TOKEN}",
+                                                        "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        if r.status != 200:
+            sys.exit(f"bench_propagation: PUT /v1/overrides/{rule}/{key} answered {r.status}, expected 200")
+
+
 def bans(writer, nodes, before):
     """Ban BANS addresses through the writer's limiter: (histograms before,
     after, one follower's answer to the last banned address)."""
@@ -145,16 +157,19 @@ def run(followers):
     t0 = time.time()
     for i in range(ENTRIES):
         add(writer, "allowlist", f"203.0.{i // 250}.{i % 250 + 1}")
-        time.sleep(PACE_MS / 2000)
+        time.sleep(PACE_MS / 3000)
         add(writer, "denylist", f"198.51.{i // 250}.{i % 250 + 1}")
-        time.sleep(PACE_MS / 2000)
+        time.sleep(PACE_MS / 3000)
+        override(writer, "api", f"100.64.{i // 250}.{i % 250 + 1}")
+        time.sleep(PACE_MS / 3000)
     write_s = time.time() - t0
     # Every follower must count every event of both lists (the writes are applied within seconds).
     deadline = time.time() + 30
     while True:
         after = [buckets(x) for x in nodes]
         got = [{lst: rows[-1][1] for lst, rows in delta(a, b).items()} for a, b in zip(after, before)]
-        if all(g.get("allow", 0) >= ENTRIES and g.get("deny", 0) >= ENTRIES for g in got):
+        if all(g.get("allow", 0) >= ENTRIES and g.get("deny", 0) >= ENTRIES and g.get("override", 0) >= ENTRIES
+               for g in got):
             break
         if time.time() > deadline:
             sys.exit(f"bench_propagation: followers counted {got}, expected {ENTRIES} events per list each")
@@ -164,7 +179,7 @@ def run(followers):
            "write_s": round(write_s, 2), "redis_priority": r.priority, "loadavg_before": load,
            "loadavg_after": loadavg(), "banned_ip_on_a_follower": banned_ip}
     for row, lst, a_all, b_all in (("allow", "allow", after, before), ("deny", "deny", after, before),
-                                   ("ban", "deny", ban_after, ban_before)):
+                                   ("override", "override", after, before), ("ban", "deny", ban_after, ban_before)):
         per_node = [delta(a, b)[lst] for a, b in zip(a_all, b_all)]
         summed = [(le, sum(rows[i][1] for rows in per_node)) for i, (le, _) in enumerate(per_node[0])]
         p50, p50i = quantile(summed, 0.5)
@@ -201,7 +216,7 @@ def main():
         json.dump(results, f, indent=2)
     print(f"\n{'followers':>9} {'list':>5} {'p50 ms (bucket / interp.)':>26} {'p99 ms (bucket / interp.)':>26} {'worst node p99':>15}")
     for res in results["runs"]:
-        for lst in ("allow", "deny", "ban"):
+        for lst in ("allow", "deny", "override", "ban"):
             d = res[lst]
             print(f"{res['followers']:>9} {lst:>5} {d['p50_ms_bucket']:>12g} / {d['p50_ms_interpolated']:<11g} "
                   f"{d['p99_ms_bucket']:>12g} / {d['p99_ms_interpolated']:<11g} {d['worst_follower_p99_ms_bucket']:>15g}")
