@@ -174,10 +174,20 @@ def run(followers):
         if time.time() > deadline:
             sys.exit(f"bench_propagation: followers counted {got}, expected {ENTRIES} events per list each")
         time.sleep(0.2)
+    # What a client sees: an overridden key, asked of a follower, is under the override's 100/m.
+    key = f"100.64.{(ENTRIES - 1) // 250}.{(ENTRIES - 1) % 250 + 1}"
+    req = urllib.request.Request(f"http://127.0.0.1:{nodes[-1]['port']}/v1/check",
+                                 data=json.dumps({"rule": "api", "key": key}).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        answer = json.loads(resp.read())
+    if answer.get("limit") != 100 or answer.get("allowed") is not True:
+        sys.exit(f"bench_propagation: a follower answered {answer} for overridden {key}, expected allowed under 100/m")
     ban_before, ban_after, banned_ip = bans(writer, nodes, after)
     out = {"followers": followers, "entries_per_list": ENTRIES, "bans": BANS, "pace_ms": PACE_MS,
            "write_s": round(write_s, 2), "redis_priority": r.priority, "loadavg_before": load,
-           "loadavg_after": loadavg(), "banned_ip_on_a_follower": banned_ip}
+           "loadavg_after": loadavg(), "banned_ip_on_a_follower": banned_ip,
+           "overridden_key_on_a_follower": {"key": key, "answer": answer}}
     for row, lst, a_all, b_all in (("allow", "allow", after, before), ("deny", "deny", after, before),
                                    ("override", "override", after, before), ("ban", "deny", ban_after, ban_before)):
         per_node = [delta(a, b)[lst] for a, b in zip(a_all, b_all)]
