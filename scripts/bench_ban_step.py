@@ -144,7 +144,7 @@ def main():
     for p in PROCS:
         if p.poll() is None:
             p.terminate()
-    day = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d-%H%M")
+    day = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d-%H%M%S")
     path = os.path.join(ROOT, "bench", "results", f"{day}-ban-step.json")
     with open(path, "w") as f:
         json.dump(out, f, indent=2)

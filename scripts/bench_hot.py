@@ -429,7 +429,7 @@ def main():
         results["overrides"] = overrides(rp)
     results["ceiling_evalsha_again"] = ceiling_with_cpu(rp)
     results["machine"]["loadavg_at_end"] = loadavg()
-    day = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d-%H%M")
+    day = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d-%H%M%S")
     out = os.path.join(ROOT, "bench", "results", f"{day}-hot.json")
     with open(out, "w") as f:
         json.dump(results, f, indent=2)

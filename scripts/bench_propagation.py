@@ -220,7 +220,7 @@ def main():
             if p.poll() is None:
                 p.terminate()
     results["machine"]["loadavg_at_end"] = loadavg()
-    day = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d-%H%M")
+    day = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d-%H%M%S")
     out = os.path.join(ROOT, "bench", "results", f"{day}-propagation.json")
     with open(out, "w") as f:
         json.dump(results, f, indent=2)
