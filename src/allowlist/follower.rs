@@ -76,6 +76,20 @@ const SLOW_PAGE_PAUSE_MAX: Duration = Duration::from_secs(1);
 /// After two resyncs in a row each this soon after the last, the next waits this long.
 const MIN_RESYNC_GAP: Duration = Duration::from_secs(1);
 /// Reconnect backoff: doubling from the first to the last, jittered.
+/// How often the follower reads Redis `TIME` again to refine its clock (the
+/// table's estimate of Redis time, which decides when entries expire here
+/// and how late an event was applied): a reading replaces the clock only
+/// if its round trip was no longer than the one the clock came from, since
+/// a reading errs by up to half its round trip. A node that started while
+/// the machine was busy (a slow snapshot round trip) thus converges to a
+/// clock within half its fastest round trip of Redis's.
+const CLOCK_EVERY: Duration = Duration::from_secs(10);
+/// The first readings after a start come faster, one a second: a node that
+/// started with a poor reading gets a good one within seconds.
+const CLOCK_FIRST_READINGS: u32 = 10;
+/// A clock older than this is replaced by the next reading, however slow:
+/// the node's monotonic clock and Redis's drift apart slowly.
+const CLOCK_MAX_AGE: Duration = Duration::from_secs(300);
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
@@ -138,6 +152,9 @@ pub async fn run<M: Member>(list: Arc<Allowlist<M>>, stop: CancellationToken) {
         table: (*list.table()).clone(),
         known: list.is_synced(),
         clock_from_file: list.is_synced(),
+        clock_sample: None,
+        clock_tried: None,
+        clock_readings: 0,
         last_snapshot: None,
         quick_resyncs: 0,
     };
@@ -162,6 +179,17 @@ pub async fn run<M: Member>(list: Arc<Allowlist<M>>, stop: CancellationToken) {
     );
 }
 
+/// Whether a reading of Redis time with round trip `rtt` should replace a
+/// clock that came from a reading of round trip `sample.0` taken at
+/// `sample.1` (`None`: not from Redis), or from the state file.
+fn takes_reading(rtt: Duration, sample: Option<(Duration, Instant)>, from_file: bool) -> bool {
+    from_file
+        || match sample {
+            None => true,
+            Some((best, at)) => rtt <= best || at.elapsed() >= CLOCK_MAX_AGE,
+        }
+}
+
 /// What the follower does next.
 #[derive(Clone, Copy, Debug)]
 enum Step {
@@ -184,6 +212,13 @@ struct Follower<'a, M: Member> {
     /// The table's clock was estimated from the state file and the node's
     /// wall clock: measure Redis time at the first contact.
     clock_from_file: bool,
+    /// The round trip of the `TIME` reading the clock came from, and when it
+    /// was taken (`None`: not from Redis yet).
+    clock_sample: Option<(Duration, Instant)>,
+    /// When `TIME` was last read to refine the clock (`CLOCK_EVERY`), and
+    /// how many times it was.
+    clock_tried: Option<Instant>,
+    clock_readings: u32,
     last_snapshot: Option<Instant>,
     quick_resyncs: u32,
 }
@@ -251,6 +286,16 @@ impl<M: Member> Follower<'_, M> {
     }
 
     async fn step(&mut self, conn: &mut RedisConn, step: Step) -> Result<Step, StoreError> {
+        let every = if self.clock_readings < CLOCK_FIRST_READINGS {
+            Duration::from_secs(1)
+        } else {
+            CLOCK_EVERY
+        };
+        if !matches!(step, Step::Snapshot(_))
+            && self.clock_tried.is_none_or(|t| t.elapsed() >= every)
+        {
+            self.measure_clock(conn).await?;
+        }
         match step {
             Step::Snapshot(reason) => self.resync(conn, reason).await,
             Step::Check => self.check(conn).await,
@@ -303,7 +348,11 @@ impl<M: Member> Follower<'_, M> {
         }
         status.set_birth(birth);
         // Redis read its clock somewhere in between; the midpoint errs by at most half the round trip.
-        let clock = Clock::synced(pos.now_ms, before + (after - before) / 2);
+        let clock = self.better_clock(
+            Clock::synced(pos.now_ms, before + (after - before) / 2),
+            before,
+            after,
+        );
         let mut table = Table::<M>::empty(pos.epoch, pos.seq, clock);
         table.last_id = pos.last_id;
         let mut about = AboutMap::<M>::new();
@@ -513,18 +562,40 @@ impl<M: Member> Follower<'_, M> {
         Ok(Step::Tail { block: true })
     }
 
-    /// Replace a clock estimated without Redis by a reading of Redis `TIME`.
+    /// Read Redis `TIME` and keep it as the table's clock if it is better
+    /// than the one in use (`better_clock`): at the first contact after a
+    /// start from the state file, and every `CLOCK_EVERY`.
     async fn measure_clock(&mut self, conn: &mut RedisConn) -> Result<(), StoreError> {
         let before = Instant::now();
+        self.clock_tried = Some(before);
+        self.clock_readings = self.clock_readings.saturating_add(1);
         let (s, us): (u64, u64) = redis::cmd("TIME")
             .query_async(conn)
             .await
             .map_err(StoreError::from)?;
         let after = Instant::now();
-        self.table.clock = Clock::synced(s * 1000 + us / 1000, before + (after - before) / 2);
-        self.list.publish(&self.table);
+        let read = Clock::synced(s * 1000 + us / 1000, before + (after - before) / 2);
+        let kept = self.table.clock;
+        self.table.clock = self.better_clock(read, before, after);
+        if self.table.clock != kept {
+            self.list.publish(&self.table);
+        }
         self.clock_from_file = false;
         Ok(())
+    }
+
+    /// The clock to use given a new reading of Redis time taken between
+    /// `before` and `after`: the reading, when its round trip was no longer
+    /// than that of the clock in use (which errs by up to half of it), or
+    /// that clock is old, or came from the state file; else the clock in use.
+    fn better_clock(&mut self, read: Clock, before: Instant, after: Instant) -> Clock {
+        let rtt = after - before;
+        if takes_reading(rtt, self.clock_sample, self.clock_from_file) {
+            self.clock_sample = Some((rtt, after));
+            read
+        } else {
+            self.table.clock
+        }
     }
 
     /// Read and apply the next events.
@@ -657,5 +728,23 @@ mod tests {
             Pacing::pause_after(Duration::from_secs(2)),
             Duration::from_secs(1)
         );
+    }
+
+    #[test]
+    fn a_reading_replaces_the_clock_only_when_its_round_trip_is_no_longer_or_the_clock_is_old() {
+        use super::{takes_reading, CLOCK_MAX_AGE};
+        use std::time::{Duration, Instant};
+        let ms = Duration::from_millis;
+        let now = Instant::now();
+        // Not from Redis yet, or from the state file: any reading.
+        assert!(takes_reading(ms(80), None, false));
+        assert!(takes_reading(ms(80), Some((ms(1), now)), true));
+        // A slow start (40 ms) is replaced by a faster reading, not by a slower one.
+        assert!(takes_reading(ms(2), Some((ms(40), now)), false));
+        assert!(takes_reading(ms(40), Some((ms(40), now)), false));
+        assert!(!takes_reading(ms(41), Some((ms(40), now)), false));
+        // An old clock takes the next reading, however slow (drift).
+        let old = now.checked_sub(CLOCK_MAX_AGE).unwrap();
+        assert!(takes_reading(ms(500), Some((ms(1), old)), false));
     }
 }

@@ -22,7 +22,7 @@ use super::Entry;
 /// Redis time (ms since the Unix epoch), estimated on this node: a reading of
 /// Redis `TIME` taken at a monotonic instant, plus the time elapsed since.
 /// Wall-clock steps on the node do not move it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Clock {
     base: Instant,
     base_ms: u64,
