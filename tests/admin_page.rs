@@ -65,6 +65,20 @@ async fn remaining_ms(b: &Browser, row: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The status `/check` answers for a request from `ip` (through the trusted
+/// loopback proxy) to `path`.
+async fn check_status(s: &TestServer, ip: &str, path: &str) -> u16 {
+    reqwest::Client::new()
+        .get(s.url("/check"))
+        .header("x-forwarded-uri", path)
+        .header("x-forwarded-for", ip)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 async fn api_get(s: &TestServer, path: &str) -> (u16, Value) {
     s.admin(reqwest::Method::GET, path).await
 }
@@ -510,20 +524,6 @@ async fn the_denylist_panel_denies_an_address_names_a_bad_ttl_and_removes_with_a
     let s = TestServer::start(CONFIG, Some(&shared_redis().url()), &prefix).await;
     let b = Browser::start(&dir).await;
     sign_in(&b, &s).await;
-    let ask = |ip: &'static str| {
-        let url = s.url("/check");
-        async move {
-            reqwest::Client::new()
-                .get(url)
-                .header("x-forwarded-uri", "/anything")
-                .header("x-forwarded-for", ip)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
 
     // A TTL the denylist refuses ("never" needs denylist.allow_permanent):
     // named next to its field, nothing written.
@@ -549,7 +549,7 @@ async fn the_denylist_panel_denies_an_address_names_a_bad_ttl_and_removes_with_a
     })
     .await;
     assert_eq!(b.count("#entries-body tr").await, 0, "not on the allowlist");
-    assert_eq!(ask("198.51.100.9").await, 403);
+    assert_eq!(check_status(&s, "198.51.100.9", "/anything").await, 403);
     b.screenshot("01-denied").await;
 
     b.click(&format!("{row} button.remove")).await;
@@ -573,20 +573,7 @@ async fn who_is_hurting_lists_the_most_limited_addresses_and_bans_one_from_its_r
     let dir = temp_dir("admin-page-hurting");
     let prefix = unique_prefix("page-hurt");
     let s = TestServer::start(CONFIG, Some(&shared_redis().url()), &prefix).await;
-    let login = |ip: &'static str, path: &'static str| {
-        let url = s.url("/check");
-        async move {
-            reqwest::Client::new()
-                .get(url)
-                .header("x-forwarded-uri", path)
-                .header("x-forwarded-for", ip)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
+    let login = |ip, path| check_status(&s, ip, path);
     // 5/m: the 6th to 8th logins from .77 are limited, .78's 6th once.
     for i in 0..8 {
         assert_eq!(
