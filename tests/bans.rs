@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tollgate::keys::KeySpace;
 
+use crate::denylist::add as post;
 use crate::support::{eventually, metric, scrape, shared_redis, unique_prefix, TestServer};
 
 /// `login`: 1 request a minute per address on `/login`, banning after
@@ -313,17 +314,6 @@ async fn a_ban_on_a_rule_not_keyed_by_the_address_is_a_config_error_naming_the_k
         shown.contains("rule[0].ban.after") && shown.contains("rule[0].ban.max"),
         "{shown}"
     );
-}
-
-async fn post(s: &TestServer, list: &str, body: Value) -> (u16, Value) {
-    let r = s
-        .admin_client()
-        .post(s.admin_url(&format!("/v1/{list}")))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test]

@@ -63,15 +63,9 @@ async fn nodes(n: usize, url: &str, prefix: &str, extra: &str) -> Vec<TestServer
 }
 
 /// `POST /v1/<list>`: the status and body.
-async fn add(s: &TestServer, list: &str, body: Value) -> (u16, Value) {
-    let r = s
-        .admin_client()
-        .post(s.admin_url(&format!("/v1/{list}")))
-        .json(&body)
-        .send()
+pub(crate) async fn add(s: &TestServer, list: &str, body: Value) -> (u16, Value) {
+    s.admin_json(reqwest::Method::POST, &format!("/v1/{list}"), &body)
         .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
 async fn deny(s: &TestServer, cidr: &str, ttl: &str) {

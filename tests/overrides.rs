@@ -64,14 +64,12 @@ async fn nodes(n: usize, url: Option<&str>, prefix: &str) -> Vec<TestServer> {
 
 /// `PUT /v1/overrides/{rule}/{key}`: the status and body.
 async fn set(s: &TestServer, rule: &str, key: &str, body: Value) -> (u16, Value) {
-    let r = s
-        .admin_client()
-        .put(s.admin_url(&format!("/v1/overrides/{rule}/{key}")))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    s.admin_json(
+        reqwest::Method::PUT,
+        &format!("/v1/overrides/{rule}/{key}"),
+        &body,
+    )
+    .await
 }
 
 async fn set_ok(s: &TestServer, rule: &str, key: &str, body: Value) -> u64 {

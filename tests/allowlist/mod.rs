@@ -74,14 +74,8 @@ async fn gate(s: &TestServer, ip: &str) -> u16 {
 }
 
 async fn add(s: &TestServer, body: Value) -> (u16, Value) {
-    let r = s
-        .admin_client()
-        .post(s.admin_url("/v1/allowlist"))
-        .json(&body)
-        .send()
+    s.admin_json(reqwest::Method::POST, "/v1/allowlist", &body)
         .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
 async fn admin(s: &TestServer, method: reqwest::Method, path: &str) -> (u16, Value) {

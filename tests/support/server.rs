@@ -134,12 +134,30 @@ impl TestServer {
 
     /// One admin API call with the token: (status, JSON body or Null).
     pub async fn admin(&self, method: reqwest::Method, path: &str) -> (u16, serde_json::Value) {
-        let r = self
-            .admin_client()
-            .request(method, self.admin_url(path))
-            .send()
-            .await
-            .unwrap();
+        self.admin_call(method, path, None).await
+    }
+
+    /// One admin API call with the token and a JSON body: (status, JSON body or Null).
+    pub async fn admin_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        self.admin_call(method, path, Some(body)).await
+    }
+
+    async fn admin_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self.admin_client().request(method, self.admin_url(path));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
